@@ -1,0 +1,333 @@
+package output
+
+import (
+	"bufio"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// npyHeaderLen is the fixed size of every NPY v1.0 header this package
+// writes: magic (6) + version (2) + header length (2) + the dict padded with
+// spaces and a final '\n'. 128 bytes hold a 2-D shape of two 20-digit
+// numbers, so the header is rewritten in place at Close with the final shape.
+const npyHeaderLen = 128
+
+// npyHeader returns the header for a C-order array of descr ('<f4', '<i8').
+func npyHeader(descr string, shape ...int64) ([]byte, error) {
+	dims := make([]string, len(shape))
+	for i, s := range shape {
+		dims[i] = strconv.FormatInt(s, 10)
+	}
+	sh := strings.Join(dims, ", ")
+	if len(shape) == 1 {
+		sh += ","
+	}
+	dict := fmt.Sprintf("{'descr': '%s', 'fortran_order': False, 'shape': (%s), }", descr, sh)
+	const prefix = 10
+	if prefix+len(dict)+1 > npyHeaderLen {
+		return nil, fmt.Errorf("npy header for shape %v too long", shape)
+	}
+	h := make([]byte, npyHeaderLen)
+	copy(h, "\x93NUMPY\x01\x00")
+	binary.LittleEndian.PutUint16(h[8:], npyHeaderLen-prefix)
+	n := copy(h[prefix:], dict)
+	for i := prefix + n; i < npyHeaderLen-1; i++ {
+		h[i] = ' '
+	}
+	h[npyHeaderLen-1] = '\n'
+	return h, nil
+}
+
+// npyFile streams one array: a placeholder header, then data, then the final
+// header written over the placeholder at finish.
+type npyFile struct {
+	path  string
+	f     *os.File
+	bw    *bufio.Writer
+	descr string
+	rows  int64 // first dimension so far
+	cols  int64 // second dimension; 0 for a 1-D array
+}
+
+func createNPY(path, descr string, cols int64) (*npyFile, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	a := &npyFile{path: path, f: f, bw: bufio.NewWriterSize(f, 1<<20), descr: descr, cols: cols}
+	if _, err := a.bw.Write(make([]byte, npyHeaderLen)); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return a, nil
+}
+
+func (a *npyFile) shape() []int64 {
+	if a.cols == 0 {
+		return []int64{a.rows}
+	}
+	return []int64{a.rows, a.cols}
+}
+
+// writeFloat32s appends vals as little-endian float32.
+func (a *npyFile) writeFloat32s(vals []float32) error {
+	var buf [4096]byte
+	for len(vals) > 0 {
+		n := min(len(vals), len(buf)/4)
+		for i, v := range vals[:n] {
+			binary.LittleEndian.PutUint32(buf[4*i:], math.Float32bits(v))
+		}
+		if _, err := a.bw.Write(buf[:4*n]); err != nil {
+			return err
+		}
+		vals = vals[n:]
+	}
+	return nil
+}
+
+func (a *npyFile) writeInt64(v int64) error {
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], uint64(v))
+	_, err := a.bw.Write(b[:])
+	return err
+}
+
+// finish flushes, writes the final header, fsyncs and closes.
+func (a *npyFile) finish() error {
+	err := a.bw.Flush()
+	if err == nil {
+		var h []byte
+		if h, err = npyHeader(a.descr, a.shape()...); err == nil {
+			_, err = a.f.WriteAt(h, 0)
+		}
+	}
+	if err == nil {
+		err = a.f.Sync()
+	}
+	if cerr := a.f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", filepath.Base(a.path), err)
+	}
+	return nil
+}
+
+type npyColumn struct {
+	col     Column
+	data    *npyFile // Vector: (N, D); Matrix: (total residues, D)
+	offsets *npyFile // Matrix only: (N+1,) int64
+}
+
+type npyWriter struct {
+	final   string
+	tmp     string // temporary directory
+	opts    Options
+	meta    map[string]string
+	check   rowChecker
+	cols    []npyColumn
+	records *os.File
+	rec     *bufio.Writer
+	n       int64
+
+	err    error
+	closed bool
+}
+
+func newNPYWriter(final string, schema Schema, opts Options) (_ *npyWriter, err error) {
+	dir, pattern := tempPattern(final)
+	tmp, err := os.MkdirTemp(dir, pattern)
+	if err != nil {
+		return nil, fmt.Errorf("output: create temporary for %s: %w", final, err)
+	}
+	w := &npyWriter{final: final, tmp: tmp, opts: opts, meta: schema.Metadata, check: rowChecker{cols: schema.Columns}}
+	defer func() {
+		if err != nil {
+			w.Abort()
+		}
+	}()
+	for _, c := range schema.Columns {
+		nc := npyColumn{col: c}
+		if nc.data, err = createNPY(filepath.Join(tmp, c.Name+".npy"), "<f4", int64(c.Dim)); err != nil {
+			return nil, fmt.Errorf("output: %s: %w", final, err)
+		}
+		w.cols = append(w.cols, nc) // appended before offsets so Abort closes it
+		if c.Kind == Matrix {
+			off, err := createNPY(filepath.Join(tmp, c.Name+".offsets.npy"), "<i8", 0)
+			if err != nil {
+				return nil, fmt.Errorf("output: %s: %w", final, err)
+			}
+			w.cols[len(w.cols)-1].offsets = off
+			if err := off.writeInt64(0); err != nil {
+				return nil, fmt.Errorf("output: %s: %w", final, err)
+			}
+			off.rows = 1
+		}
+	}
+	if w.records, err = os.OpenFile(filepath.Join(tmp, "records.tsv"), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644); err != nil {
+		return nil, fmt.Errorf("output: %s: %w", final, err)
+	}
+	w.rec = bufio.NewWriterSize(w.records, 64<<10)
+	w.rec.WriteString("index\tid\tlength\ttruncated\n")
+	return w, nil
+}
+
+func (w *npyWriter) Write(r *Row) error {
+	if w.closed {
+		return fmt.Errorf("output: %s: write after Close or Abort", w.final)
+	}
+	if w.err != nil {
+		return w.err
+	}
+	if err := w.check.check(r); err != nil {
+		return err
+	}
+	if err := w.write(r); err != nil {
+		w.err = fmt.Errorf("output: %s: record %q: %w", w.final, r.ID, err)
+		return w.err
+	}
+	w.check.accept(r)
+	w.n++
+	return nil
+}
+
+func (w *npyWriter) write(r *Row) error {
+	for i := range w.cols {
+		c := &w.cols[i]
+		if err := c.data.writeFloat32s(r.Values[i]); err != nil {
+			return err
+		}
+		if c.col.Kind == Vector {
+			c.data.rows++
+			continue
+		}
+		c.data.rows += int64(r.Length)
+		if err := c.offsets.writeInt64(c.data.rows); err != nil {
+			return err
+		}
+		c.offsets.rows++
+	}
+	line := strconv.AppendInt(nil, r.Index, 10)
+	line = append(line, '\t')
+	line = append(line, sanitizeID(r.ID)...)
+	line = append(line, '\t')
+	line = strconv.AppendInt(line, int64(r.Length), 10)
+	line = append(line, '\t')
+	line = strconv.AppendBool(line, r.Truncated)
+	line = append(line, '\n')
+	_, err := w.rec.Write(line)
+	return err
+}
+
+func (w *npyWriter) Close() error {
+	if w.closed {
+		return fmt.Errorf("output: %s: already closed", w.final)
+	}
+	if w.err != nil {
+		err := w.err
+		w.Abort()
+		return err
+	}
+	if err := w.finish(); err != nil {
+		w.Abort()
+		return fmt.Errorf("output: %s: %w", w.final, err)
+	}
+	w.closed = true
+	if err := publish(w.tmp, w.final, w.opts.Overwrite); err != nil {
+		os.RemoveAll(w.tmp)
+		return fmt.Errorf("output: %s: %w", w.final, err)
+	}
+	return nil
+}
+
+func (w *npyWriter) finish() error {
+	for i := range w.cols {
+		c := &w.cols[i]
+		f := c.data
+		c.data = nil
+		if err := f.finish(); err != nil {
+			return err
+		}
+		if c.offsets != nil {
+			f := c.offsets
+			c.offsets = nil
+			if err := f.finish(); err != nil {
+				return err
+			}
+		}
+	}
+	err := w.rec.Flush()
+	if err == nil {
+		err = w.records.Sync()
+	}
+	if cerr := w.records.Close(); err == nil {
+		err = cerr
+	}
+	w.records = nil
+	if err != nil {
+		return fmt.Errorf("records.tsv: %w", err)
+	}
+
+	meta := w.meta
+	if meta == nil {
+		meta = map[string]string{}
+	}
+	js, err := json.MarshalIndent(struct {
+		LayoutVersion int               `json:"layout_version"`
+		Format        Format            `json:"format"`
+		Records       int64             `json:"records"`
+		Columns       []columnMeta      `json:"columns"`
+		Metadata      map[string]string `json:"metadata"`
+	}{layoutVersion, NPY, w.n, columnsMeta(w.check.cols, true), meta}, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := writeFileSync(filepath.Join(w.tmp, "metadata.json"), append(js, '\n')); err != nil {
+		return err
+	}
+	return syncDir(w.tmp)
+}
+
+func writeFileSync(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func (w *npyWriter) Abort() error {
+	if w.closed {
+		return nil
+	}
+	w.closed = true
+	for _, c := range w.cols {
+		if c.data != nil {
+			c.data.f.Close()
+		}
+		if c.offsets != nil {
+			c.offsets.f.Close()
+		}
+	}
+	if w.records != nil {
+		w.records.Close()
+	}
+	if err := os.RemoveAll(w.tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("output: %s: remove temporary: %w", w.final, err)
+	}
+	return nil
+}

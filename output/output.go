@@ -1,0 +1,253 @@
+package output
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Format names an on-disk layout.
+type Format string
+
+const (
+	Parquet Format = "parquet" // one .parquet file
+	NPY     Format = "npy"     // a directory of .npy arrays plus records.tsv and metadata.json
+)
+
+// ParseFormat accepts "parquet" or "npy" (case-insensitive).
+func ParseFormat(s string) (Format, error) {
+	switch Format(strings.ToLower(strings.TrimSpace(s))) {
+	case Parquet:
+		return Parquet, nil
+	case NPY:
+		return NPY, nil
+	}
+	return "", fmt.Errorf("output: unknown format %q (want %q or %q)", s, Parquet, NPY)
+}
+
+// Kind says how many vectors a column holds per record.
+type Kind int
+
+const (
+	Vector Kind = iota // one vector of Dim per record, e.g. mean_33, bos_33
+	Matrix             // Length vectors of Dim per record, e.g. per_tok_33
+)
+
+func (k Kind) String() string {
+	switch k {
+	case Vector:
+		return "vector"
+	case Matrix:
+		return "matrix"
+	}
+	return fmt.Sprintf("Kind(%d)", int(k))
+}
+
+// Column is one embedding column of the output.
+type Column struct {
+	Name string
+	Kind Kind
+	Dim  int // D, the embedding width
+}
+
+// Schema describes the embedding columns and the free-form metadata stored
+// with them (model name, esm2go version, options).
+type Schema struct {
+	Columns  []Column
+	Metadata map[string]string
+}
+
+// Row is one FASTA record's embeddings. Rows are written in input order.
+type Row struct {
+	ID        string
+	Index     int64 // position in the input; strictly increasing across Write calls
+	Length    int   // L, residues embedded (after truncation)
+	Truncated bool
+	Values    [][]float32 // one per Schema column, in order; Vector: (D,); Matrix: (L, D) row-major
+}
+
+// Writer receives rows in input order from one goroutine.
+type Writer interface {
+	// Write validates and appends r. It does not retain r or its slices.
+	// A validation error leaves the writer usable; an I/O error does not.
+	Write(r *Row) error
+	// Close flushes, fsyncs and atomically publishes the output at its final
+	// path. On error nothing is published and temporaries are removed.
+	Close() error
+	// Abort removes temporaries and leaves the final path untouched. It is a
+	// no-op after Close, so `defer w.Abort()` is safe.
+	Abort() error
+}
+
+// Options adjust Create.
+type Options struct {
+	// Overwrite replaces an existing output at the final path when Close
+	// publishes. Without it Create (and Close) refuse an existing path.
+	Overwrite bool
+}
+
+// metaKey is the reserved key-value metadata key describing the layout.
+const metaKey = "esm2go.output"
+
+// layoutVersion is bumped whenever either on-disk layout changes.
+const layoutVersion = 1
+
+// reservedNames cannot be used as column names: they collide with the fixed
+// parquet columns or the npy side files.
+var reservedNames = map[string]bool{
+	"id": true, "index": true, "length": true, "truncated": true,
+	"records": true, "metadata": true,
+}
+
+// ErrExists is returned (wrapped) when the final path exists and
+// Options.Overwrite is false.
+var ErrExists = errors.New("output already exists")
+
+// Create is CreateWithOptions with zero Options: an existing path is an error.
+func Create(path string, format Format, schema Schema) (Writer, error) {
+	return CreateWithOptions(path, format, schema, Options{})
+}
+
+// CreateWithOptions starts writing an output that Close publishes at path.
+func CreateWithOptions(path string, format Format, schema Schema, opts Options) (Writer, error) {
+	if err := schema.validate(); err != nil {
+		return nil, fmt.Errorf("output: %s: %w", path, err)
+	}
+	if path == "" {
+		return nil, errors.New("output: empty path")
+	}
+	path = filepath.Clean(path)
+	if !opts.Overwrite {
+		if _, err := os.Lstat(path); err == nil {
+			return nil, fmt.Errorf("output: %s: %w (pass Overwrite to replace it)", path, ErrExists)
+		}
+	}
+	switch format {
+	case Parquet:
+		return newParquetWriter(path, schema, opts)
+	case NPY:
+		return newNPYWriter(path, schema, opts)
+	}
+	return nil, fmt.Errorf("output: %s: unknown format %q", path, format)
+}
+
+func (s *Schema) validate() error {
+	seen := make(map[string]bool, len(s.Columns))
+	for i, c := range s.Columns {
+		if !validName(c.Name) {
+			return fmt.Errorf("column %d: invalid name %q (want [A-Za-z0-9_-]+)", i, c.Name)
+		}
+		if reservedNames[c.Name] {
+			return fmt.Errorf("column %d: name %q is reserved", i, c.Name)
+		}
+		if seen[c.Name] {
+			return fmt.Errorf("column %d: duplicate name %q", i, c.Name)
+		}
+		seen[c.Name] = true
+		if c.Kind != Vector && c.Kind != Matrix {
+			return fmt.Errorf("column %q: invalid kind %d", c.Name, int(c.Kind))
+		}
+		if c.Dim <= 0 {
+			return fmt.Errorf("column %q: dim %d must be positive", c.Name, c.Dim)
+		}
+	}
+	if _, ok := s.Metadata[metaKey]; ok {
+		return fmt.Errorf("metadata key %q is reserved", metaKey)
+	}
+	return nil
+}
+
+func validName(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for _, r := range s {
+		ok := r == '_' || r == '-' || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9')
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// rowChecker validates rows against a schema; it is shared by both writers.
+type rowChecker struct {
+	cols      []Column
+	lastIndex int64
+	started   bool
+}
+
+func (c *rowChecker) check(r *Row) error {
+	if r == nil {
+		return errors.New("output: nil row")
+	}
+	if r.Index < 0 {
+		return fmt.Errorf("output: record %q: negative index %d", r.ID, r.Index)
+	}
+	if c.started && r.Index <= c.lastIndex {
+		return fmt.Errorf("output: record %q: index %d not after previous index %d (rows must be in input order)", r.ID, r.Index, c.lastIndex)
+	}
+	if r.Length < 0 {
+		return fmt.Errorf("output: record %q: negative length %d", r.ID, r.Length)
+	}
+	if len(r.Values) != len(c.cols) {
+		return fmt.Errorf("output: record %q: %d value columns, schema has %d", r.ID, len(r.Values), len(c.cols))
+	}
+	for i, col := range c.cols {
+		want := col.Dim
+		shape := fmt.Sprintf("(%d,)", col.Dim)
+		if col.Kind == Matrix {
+			want = r.Length * col.Dim
+			shape = fmt.Sprintf("(%d, %d)", r.Length, col.Dim)
+		}
+		if got := len(r.Values[i]); got != want {
+			return fmt.Errorf("output: record %q column %q: %d values, want %d for shape %s", r.ID, col.Name, got, want, shape)
+		}
+	}
+	return nil
+}
+
+// accept records r as written; call only after the write succeeded.
+func (c *rowChecker) accept(r *Row) {
+	c.lastIndex = r.Index
+	c.started = true
+}
+
+// sanitizeID makes an ID safe for one TSV field and valid UTF-8.
+func sanitizeID(id string) string {
+	id = strings.ToValidUTF8(id, "\uFFFD")
+	if strings.ContainsAny(id, "\t\n\r") {
+		id = strings.Map(func(r rune) rune {
+			if r == '\t' || r == '\n' || r == '\r' {
+				return ' '
+			}
+			return r
+		}, id)
+	}
+	return id
+}
+
+// columnMeta is the JSON description of one column in both layouts.
+type columnMeta struct {
+	Name    string `json:"name"`
+	Kind    string `json:"kind"`
+	Dim     int    `json:"dim"`
+	File    string `json:"file,omitempty"`    // npy only
+	Offsets string `json:"offsets,omitempty"` // npy only, Matrix columns
+}
+
+func columnsMeta(cols []Column, npy bool) []columnMeta {
+	out := make([]columnMeta, len(cols))
+	for i, c := range cols {
+		out[i] = columnMeta{Name: c.Name, Kind: c.Kind.String(), Dim: c.Dim}
+		if npy {
+			out[i].File = c.Name + ".npy"
+			if c.Kind == Matrix {
+				out[i].Offsets = c.Name + ".offsets.npy"
+			}
+		}
+	}
+	return out
+}

@@ -1,0 +1,247 @@
+package output
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+
+	"github.com/parquet-go/parquet-go"
+)
+
+// Row groups are flushed when either bound is reached, so the writer's memory
+// stays flat whatever the number of records: parquet-go keeps one row group's
+// pages in memory until Flush.
+const (
+	parquetMaxGroupRows  = 10_000
+	parquetMaxGroupBytes = 64 << 20 // raw float bytes + ids
+)
+
+// parquetCodec compresses every column. Embeddings compress little (see
+// doc.go); snappy costs almost nothing and still shrinks ids and levels.
+var parquetCodec = &parquet.Snappy
+
+// Fixed leading columns; embedding columns follow at parquetFixedCols+i.
+const (
+	colID = iota
+	colIndex
+	colLength
+	colTruncated
+	parquetFixedCols
+)
+
+type parquetWriter struct {
+	final string
+	tmp   string
+	opts  Options
+	file  *os.File
+	pw    *parquet.Writer
+	check rowChecker
+
+	row        parquet.Row // reused row buffer, (4 + sum of values) Values
+	groupRows  int
+	groupBytes int64
+
+	err    error // sticky I/O error
+	closed bool
+}
+
+// orderedGroup is a parquet group whose fields keep the order given, unlike
+// parquet.Group which sorts by name. It keeps id, index, length, truncated
+// first and the embedding columns in schema order.
+type orderedGroup struct {
+	parquet.Group // supplies Type, Required, Leaf, ...
+	fields        []parquet.Field
+}
+
+func (g *orderedGroup) Fields() []parquet.Field { return g.fields }
+
+type namedField struct {
+	parquet.Node
+	name string
+}
+
+func (f *namedField) Name() string { return f.name }
+
+// Value is only used when mapping Go structs, which this package never does.
+func (f *namedField) Value(base reflect.Value) reflect.Value {
+	if base.Kind() == reflect.Map {
+		return base.MapIndex(reflect.ValueOf(f.name))
+	}
+	return reflect.Value{}
+}
+
+func parquetSchema(cols []Column) *parquet.Schema {
+	g := &orderedGroup{Group: parquet.Group{}}
+	add := func(name string, n parquet.Node) {
+		g.Group[name] = n
+		g.fields = append(g.fields, &namedField{Node: n, name: name})
+	}
+	add("id", parquet.String())
+	add("index", parquet.Leaf(parquet.Int64Type))
+	add("length", parquet.Leaf(parquet.Int32Type))
+	add("truncated", parquet.Leaf(parquet.BooleanType))
+	for _, c := range cols {
+		elem := parquet.Leaf(parquet.FloatType)
+		switch c.Kind {
+		case Vector:
+			add(c.Name, parquet.List(elem)) // list<float32>, (D,)
+		case Matrix:
+			add(c.Name, parquet.List(parquet.List(elem))) // list<list<float32>>, (L, D)
+		}
+	}
+	return parquet.NewSchema("esm2go", g)
+}
+
+func newParquetWriter(final string, schema Schema, opts Options) (*parquetWriter, error) {
+	dir, pattern := tempPattern(final)
+	f, err := os.CreateTemp(dir, pattern)
+	if err != nil {
+		return nil, fmt.Errorf("output: create temporary for %s: %w", final, err)
+	}
+	meta, err := json.Marshal(struct {
+		LayoutVersion int          `json:"layout_version"`
+		Columns       []columnMeta `json:"columns"`
+	}{layoutVersion, columnsMeta(schema.Columns, false)})
+	if err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, err
+	}
+	options := []parquet.WriterOption{
+		parquetSchema(schema.Columns),
+		parquet.Compression(parquetCodec),
+		parquet.CreatedBy("esm2go", "", ""),
+		parquet.KeyValueMetadata(metaKey, string(meta)),
+	}
+	for k, v := range schema.Metadata {
+		options = append(options, parquet.KeyValueMetadata(k, v))
+	}
+	config, err := parquet.NewWriterConfig(options...)
+	if err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, fmt.Errorf("output: %s: parquet config: %w", final, err)
+	}
+	return &parquetWriter{
+		final: final,
+		tmp:   f.Name(),
+		opts:  opts,
+		file:  f,
+		pw:    parquet.NewWriter(f, config),
+		check: rowChecker{cols: schema.Columns},
+	}, nil
+}
+
+func (w *parquetWriter) Write(r *Row) error {
+	if w.closed {
+		return fmt.Errorf("output: %s: write after Close or Abort", w.final)
+	}
+	if w.err != nil {
+		return w.err
+	}
+	if err := w.check.check(r); err != nil {
+		return err
+	}
+
+	// Levels: a list<float32> leaf has max repetition 1 and max definition 1;
+	// list<list<float32>> has 2 and 2. The first value of a record repeats at
+	// level 0, the first of an inner list at 1, the rest at the list's depth.
+	// An empty outer list (Length 0) is one null at definition level 0.
+	row := w.row[:0]
+	row = append(row,
+		parquet.ByteArrayValue([]byte(sanitizeID(r.ID))).Level(0, 0, colID),
+		parquet.Int64Value(r.Index).Level(0, 0, colIndex),
+		parquet.Int32Value(int32(r.Length)).Level(0, 0, colLength),
+		parquet.BooleanValue(r.Truncated).Level(0, 0, colTruncated),
+	)
+	nbytes := int64(len(r.ID) + 17)
+	for i, col := range w.check.cols {
+		ci := parquetFixedCols + i
+		vals := r.Values[i]
+		nbytes += 4 * int64(len(vals))
+		switch {
+		case col.Kind == Vector:
+			for j, v := range vals {
+				rep := 1
+				if j == 0 {
+					rep = 0
+				}
+				row = append(row, parquet.FloatValue(v).Level(rep, 1, ci))
+			}
+		case len(vals) == 0: // Matrix with Length 0
+			row = append(row, parquet.Value{}.Level(0, 0, ci))
+		default: // Matrix, (L, D)
+			d := col.Dim
+			for j, v := range vals {
+				rep := 2
+				if j%d == 0 {
+					rep = 1
+					if j == 0 {
+						rep = 0
+					}
+				}
+				row = append(row, parquet.FloatValue(v).Level(rep, 2, ci))
+			}
+		}
+	}
+	w.row = row
+
+	if _, err := w.pw.WriteRows([]parquet.Row{row}); err != nil {
+		w.err = fmt.Errorf("output: %s: record %q: %w", w.final, r.ID, err)
+		return w.err
+	}
+	w.check.accept(r)
+	w.groupRows++
+	w.groupBytes += nbytes
+	if w.groupRows >= parquetMaxGroupRows || w.groupBytes >= parquetMaxGroupBytes {
+		if err := w.pw.Flush(); err != nil {
+			w.err = fmt.Errorf("output: %s: flush row group: %w", w.final, err)
+			return w.err
+		}
+		w.groupRows, w.groupBytes = 0, 0
+	}
+	return nil
+}
+
+func (w *parquetWriter) Close() error {
+	if w.closed {
+		return fmt.Errorf("output: %s: already closed", w.final)
+	}
+	if w.err != nil {
+		err := w.err
+		w.Abort()
+		return err
+	}
+	err := w.pw.Close()
+	if err == nil {
+		err = w.file.Sync()
+	}
+	if cerr := w.file.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = publish(w.tmp, w.final, w.opts.Overwrite)
+	}
+	w.closed = true
+	w.row = nil
+	if err != nil {
+		os.Remove(w.tmp)
+		return fmt.Errorf("output: %s: %w", w.final, err)
+	}
+	return nil
+}
+
+func (w *parquetWriter) Abort() error {
+	if w.closed {
+		return nil
+	}
+	w.closed = true
+	w.row = nil
+	w.file.Close()
+	if err := os.Remove(w.tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("output: %s: remove temporary: %w", w.final, err)
+	}
+	return nil
+}
