@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -638,9 +639,15 @@ func benchWrite(b *testing.B, f Format, col Column, n, length int) {
 	if col.Kind == Matrix {
 		size = length * col.Dim
 	}
-	vals := make([]float32, size)
-	for i := range vals {
-		vals[i] = float32(math.Sin(float64(i))) // incompressible-ish, like embeddings
+	// A pool of ~32 MiB of distinct Gaussian rows, more than any compressor
+	// window, so the file sizes reflect real embeddings rather than repeats.
+	rng := rand.New(rand.NewPCG(1, 2))
+	pool := make([][]float32, max(1, min(n, (32<<20)/(4*size))))
+	for p := range pool {
+		pool[p] = make([]float32, size)
+		for i := range pool[p] {
+			pool[p][i] = float32(rng.NormFloat64())
+		}
 	}
 	dir := b.TempDir()
 	var fileBytes int64
@@ -650,8 +657,9 @@ func benchWrite(b *testing.B, f Format, col Column, n, length int) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		r := Row{Length: length, Values: [][]float32{vals}}
+		r := Row{Length: length, Values: [][]float32{nil}}
 		for i := range n {
+			r.Values[0] = pool[i%len(pool)]
 			r.ID = fmt.Sprintf("seq%d", i)
 			r.Index = int64(i)
 			if err := w.Write(&r); err != nil {

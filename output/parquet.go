@@ -163,26 +163,16 @@ func (w *parquetWriter) Write(r *Row) error {
 		nbytes += 4 * int64(len(vals))
 		switch {
 		case col.Kind == Vector:
-			for j, v := range vals {
-				rep := 1
-				if j == 0 {
-					rep = 0
-				}
-				row = append(row, parquet.FloatValue(v).Level(rep, 1, ci))
-			}
+			row = appendFloats(row, vals, 0, 1, 1, ci)
 		case len(vals) == 0: // Matrix with Length 0
 			row = append(row, parquet.Value{}.Level(0, 0, ci))
 		default: // Matrix, (L, D)
-			d := col.Dim
-			for j, v := range vals {
-				rep := 2
-				if j%d == 0 {
-					rep = 1
-					if j == 0 {
-						rep = 0
-					}
+			for j := 0; j < len(vals); j += col.Dim {
+				first := 1 // a new residue
+				if j == 0 {
+					first = 0 // a new record
 				}
-				row = append(row, parquet.FloatValue(v).Level(rep, 2, ci))
+				row = appendFloats(row, vals[j:j+col.Dim], first, 2, 2, ci)
 			}
 		}
 	}
@@ -203,6 +193,24 @@ func (w *parquetWriter) Write(r *Row) error {
 		w.groupRows, w.groupBytes = 0, 0
 	}
 	return nil
+}
+
+// appendFloats appends one innermost list of a leaf column: the first value
+// repeats at level first, the others at rep, all defined at def. The pointer
+// setters inline where Value.Level does not; this is the parquet hot path.
+func appendFloats(row parquet.Row, vals []float32, first, rep, def, col int) parquet.Row {
+	for j, x := range vals {
+		v := parquet.FloatValue(x)
+		if j == 0 {
+			v.SetRepetitionLevel(first)
+		} else {
+			v.SetRepetitionLevel(rep)
+		}
+		v.SetDefinitionLevel(def)
+		v.SetColumnIndex(col)
+		row = append(row, v)
+	}
+	return row
 }
 
 func (w *parquetWriter) Close() error {
