@@ -113,9 +113,11 @@ func (c *Context) CopyDtoHAsync(dst []byte, src DevicePtr, s *Stream) error {
 	return cuErr("cuMemcpyDtoHAsync_v2", fmt.Sprintf("%d bytes", len(dst)), r)
 }
 
-// CopyHtoD copies src (any memory, Go or pinned) to dst synchronously
-// (cuMemcpyHtoD_v2). Meant for weights and tests; the hot path uses pinned
-// buffers and CopyHtoDAsync.
+// CopyHtoD copies src (any memory, Go or pinned) to dst on the context's
+// main stream and waits for that stream, so the copy is ordered after all
+// work queued there (the main stream is non-blocking: a plain cuMemcpyHtoD
+// would not wait for it). Meant for weights and tests; the hot path uses
+// pinned buffers and CopyHtoDAsync.
 func (c *Context) CopyHtoD(dst DevicePtr, src []byte) error {
 	if err := c.check(); err != nil {
 		return err
@@ -123,12 +125,13 @@ func (c *Context) CopyHtoD(dst DevicePtr, src []byte) error {
 	if len(src) == 0 {
 		return nil
 	}
-	r := C.esm_cuMemcpyHtoD(C.CUdeviceptr(dst), unsafe.Pointer(&src[0]), C.size_t(len(src)))
-	return cuErr("cuMemcpyHtoD_v2", fmt.Sprintf("%d bytes", len(src)), r)
+	r := C.esm_copy_sync_htod(C.CUdeviceptr(dst), unsafe.Pointer(&src[0]), C.size_t(len(src)), c.stream.s)
+	return cuErr("cuMemcpyHtoDAsync_v2+cuStreamSynchronize", fmt.Sprintf("%d bytes", len(src)), r)
 }
 
-// CopyDtoH copies len(dst) bytes from src into dst synchronously
-// (cuMemcpyDtoH_v2), after the work queued before it.
+// CopyDtoH copies len(dst) bytes from src into dst (any memory) on the
+// context's main stream and waits for it: the result includes all work queued
+// on the main stream (and on the cuBLAS stream when that is the main one).
 func (c *Context) CopyDtoH(dst []byte, src DevicePtr) error {
 	if err := c.check(); err != nil {
 		return err
@@ -136,8 +139,8 @@ func (c *Context) CopyDtoH(dst []byte, src DevicePtr) error {
 	if len(dst) == 0 {
 		return nil
 	}
-	r := C.esm_cuMemcpyDtoH(unsafe.Pointer(&dst[0]), C.CUdeviceptr(src), C.size_t(len(dst)))
-	return cuErr("cuMemcpyDtoH_v2", fmt.Sprintf("%d bytes", len(dst)), r)
+	r := C.esm_copy_sync_dtoh(unsafe.Pointer(&dst[0]), C.CUdeviceptr(src), C.size_t(len(dst)), c.stream.s)
+	return cuErr("cuMemcpyDtoHAsync_v2+cuStreamSynchronize", fmt.Sprintf("%d bytes", len(dst)), r)
 }
 
 // CopyDtoDAsync queues a device-to-device copy of bytes bytes on s.

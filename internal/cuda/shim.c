@@ -108,3 +108,15 @@ CUresult esm_launch(CUfunction f, unsigned int gx, unsigned int gy, unsigned int
 	for (int i = 0; i < nargs; i++) params[i] = (char*)args + 8 * (size_t)i;
 	return p_cuLaunchKernel(f, gx, gy, gz, bx, by, bz, shared, s, nargs ? params : NULL, NULL);
 }
+
+CUresult esm_copy_sync_htod(CUdeviceptr dst, const void* src, size_t n, CUstream s) {
+	CUresult r = p_cuMemcpyHtoDAsync(dst, src, n, s);
+	CUresult r2 = p_cuStreamSynchronize(s);
+	return r ? r : r2;
+}
+
+CUresult esm_copy_sync_dtoh(void* dst, CUdeviceptr src, size_t n, CUstream s) {
+	CUresult r = p_cuMemcpyDtoHAsync(dst, src, n, s);
+	CUresult r2 = p_cuStreamSynchronize(s);
+	return r ? r : r2;
+}

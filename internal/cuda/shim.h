@@ -150,4 +150,9 @@ CUresult esm_launch(CUfunction f, unsigned int gx, unsigned int gy, unsigned int
 	unsigned int bx, unsigned int by, unsigned int bz, unsigned int shared, CUstream s,
 	void* args, int nargs);
 
+// esm_copy_sync_* queue a copy on s and wait for s, in one C call, so that a
+// Go pointer is never used after the call returns.
+CUresult esm_copy_sync_htod(CUdeviceptr dst, const void* src, size_t n, CUstream s);
+CUresult esm_copy_sync_dtoh(void* dst, CUdeviceptr src, size_t n, CUstream s);
+
 #endif
