@@ -1,0 +1,58 @@
+package esm
+
+// Tensor is backend-owned storage for Len elements in the backend's compute
+// precision (float32 on the CPU; fp16, bf16 or fp32 on a GPU).
+type Tensor interface {
+	Len() int
+}
+
+// Backend executes the operations of the ESM2 forward pass. The model calls
+// them in a flat list (see Model.Forward); a backend may run them
+// asynchronously, and must finish all earlier work before Read returns.
+//
+// Legend: T = tokens of the current batch, D = model dim, F = FFN dim,
+// H = heads, HD = head dim, V = vocab, nseq = sequences of the batch. All
+// matrices are row-major.
+type Backend interface {
+	// Name says what runs the model, e.g. "cpu (openblas, 2 threads)".
+	Name() string
+	// Upload copies a parameter to the backend (converted to its precision).
+	Upload(name string, data []float32) (Tensor, error)
+	// Alloc returns activation storage for n elements (contents undefined).
+	Alloc(n int) (Tensor, error)
+	// Free releases a tensor from Upload or Alloc.
+	Free(t Tensor)
+	// SetBatch makes b the batch the following ops work on (tokens,
+	// cu_seqlens, per-sequence scales; positions restart per sequence).
+	SetBatch(b *Batch) error
+
+	// Embed: x(T,D) = table(V,D)[tokens]; when maskToken >= 0, rows of that
+	// token are zeroed and every row is multiplied by its sequence's scale.
+	Embed(x, table Tensor, D int, maskToken int32) error
+	// LayerNorm: out(T,D) = (in-mean)/sqrt(var+eps)*w + b, statistics in fp32.
+	// out may be in.
+	LayerNorm(out, in, w, b Tensor, D int, eps float32) error
+	// Linear: out(T,N) = in(T,K)·w(N,K)^T + b(N), or out += that when
+	// accumulate (the residual add).
+	Linear(out, in, w, b Tensor, K, N int, accumulate bool) error
+	// RotaryQK works in place on the packed qkv(T,3D) = [q | k | v]: q is
+	// multiplied by qScale, then q and k get rotary embeddings (non-interleaved
+	// rotate_half over the head dim, base 10000, position = token index within
+	// its sequence, tables computed in fp32).
+	RotaryQK(qkv Tensor, H, HD int, qScale float32) error
+	// Attention: out(T,D) = softmax(q·k^T)·v per sequence and head over the
+	// packed qkv(T,3D), with no attention across sequences.
+	Attention(out, qkv Tensor, H, HD int) error
+	// GELU applies the exact erf GELU to the first n elements of x in place.
+	GELU(x Tensor, n int) error
+	// PoolMean: dst(nseq,D) = mean of x(T,D) over each sequence's residue
+	// tokens (BOS and EOS excluded).
+	PoolMean(dst, x Tensor, D int) error
+	// PoolBOS: dst(nseq,D) = x's BOS row of each sequence.
+	PoolBOS(dst, x Tensor, D int) error
+	// Read copies the first len(dst) elements of src to the host as float32,
+	// after all work queued before it.
+	Read(dst []float32, src Tensor) error
+	// Close releases the backend's resources.
+	Close() error
+}

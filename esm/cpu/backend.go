@@ -1,0 +1,339 @@
+// Package cpu is esm2go's CPU backend: float32 everywhere, matrix products
+// through OpenBLAS when it is installed (found at run time with dlopen) or
+// gonum's pure-Go kernel otherwise, other ops parallel across cores.
+package cpu
+
+import (
+	"fmt"
+	"math"
+	"runtime"
+	"sync"
+
+	"github.com/esm2go/esm2go/attention"
+	"github.com/esm2go/esm2go/esm"
+)
+
+// Options configure the CPU backend.
+type Options struct {
+	Threads int  // goroutines for elementwise ops and BLAS threads; 0 = GOMAXPROCS
+	NoBLAS  bool // use the pure-Go matmul even where OpenBLAS is installed
+}
+
+// Backend implements esm.Backend on the CPU.
+type Backend struct {
+	threads int
+	mm      sgemm
+
+	// the current batch
+	tokens  []int32 // (T)
+	seqlens attention.Seqlens
+	scales  []float32 // (nseq)
+	pos     []int32   // (T) position of each token within its sequence
+
+	// rotary tables, grown on demand: (maxPos, HD/2) each
+	ropeHD   int
+	cos, sin []float32
+
+	scratch [][]float32 // per worker attention scores, (maxLen, maxLen)
+}
+
+type tensor struct{ d []float32 }
+
+func (t *tensor) Len() int { return len(t.d) }
+
+var _ esm.Backend = (*Backend)(nil)
+
+// New creates a CPU backend.
+func New(opts Options) *Backend {
+	n := opts.Threads
+	if n <= 0 {
+		n = runtime.GOMAXPROCS(0)
+	}
+	b := &Backend{threads: n, mm: gonumBLAS{}}
+	if !opts.NoBLAS {
+		// OpenBLAS runs single-threaded inside each call: the backend splits
+		// work across cores itself, so BLAS threads never compete with it.
+		if o := openOpenBLAS(1); o != nil {
+			b.mm = o
+		}
+	}
+	return b
+}
+
+// Name implements esm.Backend.
+func (b *Backend) Name() string {
+	return fmt.Sprintf("cpu (%s, %d threads)", b.mm.Name(), b.threads)
+}
+
+// Close implements esm.Backend.
+func (b *Backend) Close() error {
+	b.mm.Close()
+	return nil
+}
+
+func data(t esm.Tensor) []float32 { return t.(*tensor).d }
+
+// Upload implements esm.Backend.
+func (b *Backend) Upload(name string, d []float32) (esm.Tensor, error) {
+	return &tensor{d: append([]float32(nil), d...)}, nil
+}
+
+// Alloc implements esm.Backend.
+func (b *Backend) Alloc(n int) (esm.Tensor, error) { return &tensor{d: make([]float32, n)}, nil }
+
+// Free implements esm.Backend.
+func (b *Backend) Free(t esm.Tensor) {}
+
+// SetBatch implements esm.Backend.
+func (b *Backend) SetBatch(batch *esm.Batch) error {
+	if err := batch.Check(); err != nil {
+		return err
+	}
+	b.tokens, b.seqlens, b.scales = batch.Tokens, batch.Seqlens, batch.Scales
+	b.pos = b.pos[:0]
+	for s := 0; s < b.seqlens.N(); s++ {
+		for p := 0; p < b.seqlens.Len(s); p++ {
+			b.pos = append(b.pos, int32(p))
+		}
+	}
+	return nil
+}
+
+func (b *Backend) T() int { return len(b.tokens) }
+
+// parallel runs fn over [0,n) split into at most b.threads contiguous ranges.
+func (b *Backend) parallel(n, minPerThread int, fn func(lo, hi int)) {
+	workers := min(b.threads, max(1, n/max(minPerThread, 1)))
+	if workers <= 1 {
+		fn(0, n)
+		return
+	}
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		lo, hi := n*w/workers, n*(w+1)/workers
+		wg.Go(func() { fn(lo, hi) })
+	}
+	wg.Wait()
+}
+
+// parallelWorkers is parallel with the worker's number, for per-worker scratch.
+func (b *Backend) parallelWorkers(n int, fn func(worker, lo, hi int)) {
+	workers := min(b.threads, n)
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		lo, hi := n*w/workers, n*(w+1)/workers
+		wg.Go(func() { fn(w, lo, hi) })
+	}
+	wg.Wait()
+}
+
+func checkLen(op string, t esm.Tensor, n int) error {
+	if t.Len() < n {
+		return fmt.Errorf("cpu: %s: tensor has %d elements, need %d", op, t.Len(), n)
+	}
+	return nil
+}
+
+// Embed implements esm.Backend.
+func (b *Backend) Embed(x, table esm.Tensor, D int, maskToken int32) error {
+	T := b.T()
+	if err := checkLen("embed", x, T*D); err != nil {
+		return err
+	}
+	xd, tab := data(x), data(table)
+	for s := 0; s < b.seqlens.N(); s++ {
+		scale := float32(1)
+		if maskToken >= 0 {
+			scale = b.scales[s]
+		}
+		for t := b.seqlens.Start(s); t < b.seqlens.Start(s)+b.seqlens.Len(s); t++ {
+			row := xd[t*D : (t+1)*D]
+			tok := b.tokens[t]
+			if tok == maskToken {
+				clear(row)
+				continue
+			}
+			src := tab[int(tok)*D:][:D]
+			for i, v := range src {
+				row[i] = v * scale
+			}
+		}
+	}
+	return nil
+}
+
+// LayerNorm implements esm.Backend.
+func (b *Backend) LayerNorm(out, in, w, bias esm.Tensor, D int, eps float32) error {
+	T := b.T()
+	if err := checkLen("layernorm", out, T*D); err != nil {
+		return err
+	}
+	o, x, wd, bd := data(out), data(in), data(w), data(bias)
+	b.parallel(T, 16, func(lo, hi int) {
+		for t := lo; t < hi; t++ {
+			row := x[t*D : (t+1)*D]
+			var sum float64
+			for _, v := range row {
+				sum += float64(v)
+			}
+			mean := sum / float64(D)
+			var sq float64
+			for _, v := range row {
+				d := float64(v) - mean
+				sq += d * d
+			}
+			rstd := float32(1 / math.Sqrt(sq/float64(D)+float64(eps)))
+			m := float32(mean)
+			orow := o[t*D : (t+1)*D]
+			for i, v := range row {
+				orow[i] = (v-m)*rstd*wd[i] + bd[i]
+			}
+		}
+	})
+	return nil
+}
+
+// Linear implements esm.Backend.
+func (b *Backend) Linear(out, in, w, bias esm.Tensor, K, N int, accumulate bool) error {
+	T := b.T()
+	if err := checkLen("linear out", out, T*N); err != nil {
+		return err
+	}
+	if err := checkLen("linear in", in, T*K); err != nil {
+		return err
+	}
+	if err := checkLen("linear weight", w, N*K); err != nil {
+		return err
+	}
+	o, bd := data(out), data(bias)
+	beta := float32(0)
+	if accumulate {
+		beta = 1
+	}
+	x, wd := data(in), data(w)
+	b.parallel(T, 32, func(lo, hi int) {
+		b.mm.Sgemm(true, hi-lo, N, K, 1, x[lo*K:], K, wd, K, beta, o[lo*N:], N)
+		for t := lo; t < hi; t++ {
+			row := o[t*N : (t+1)*N]
+			for i := range row {
+				row[i] += bd[i]
+			}
+		}
+	})
+	return nil
+}
+
+// rope grows the cos/sin tables to cover positions < n for head dim HD,
+// computed as PyTorch does in fp32: inv_freq = 1/10000^(2i/HD), angle =
+// pos*inv_freq.
+func (b *Backend) rope(n, HD int) {
+	half := HD / 2
+	if b.ropeHD == HD && len(b.cos) >= n*half {
+		return
+	}
+	n = max(n, 1024)
+	b.ropeHD = HD
+	b.cos, b.sin = make([]float32, n*half), make([]float32, n*half)
+	inv := make([]float32, half)
+	for i := range inv {
+		e := float32(2*i) / float32(HD)
+		inv[i] = 1 / float32(math.Pow(10000, float64(e)))
+	}
+	for p := 0; p < n; p++ {
+		for i, f := range inv {
+			a := float32(p) * f
+			b.cos[p*half+i] = float32(math.Cos(float64(a)))
+			b.sin[p*half+i] = float32(math.Sin(float64(a)))
+		}
+	}
+}
+
+// RotaryQK implements esm.Backend.
+func (b *Backend) RotaryQK(qkv esm.Tensor, H, HD int, qScale float32) error {
+	T, D := b.T(), H*HD
+	if err := checkLen("rotary", qkv, T*3*D); err != nil {
+		return err
+	}
+	b.rope(b.seqlens.MaxLen(), HD)
+	x, half := data(qkv), HD/2
+	b.parallel(T, 16, func(lo, hi int) {
+		for t := lo; t < hi; t++ {
+			p := int(b.pos[t])
+			cs, sn := b.cos[p*half:][:half], b.sin[p*half:][:half]
+			row := x[t*3*D : (t+1)*3*D]
+			for i := range row[:D] {
+				row[i] *= qScale
+			}
+			for h := 0; h < 2*H; h++ { // H query heads then H key heads
+				v := row[h*HD : (h+1)*HD]
+				for i := 0; i < half; i++ {
+					x1, x2 := v[i], v[i+half]
+					v[i] = x1*cs[i] - x2*sn[i]
+					v[i+half] = x2*cs[i] + x1*sn[i]
+				}
+			}
+		}
+	})
+	return nil
+}
+
+// GELU implements esm.Backend (exact erf form).
+func (b *Backend) GELU(x esm.Tensor, n int) error {
+	if err := checkLen("gelu", x, n); err != nil {
+		return err
+	}
+	d := data(x)[:n]
+	b.parallel(n, 4096, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			d[i] = gelu(d[i])
+		}
+	})
+	return nil
+}
+
+// PoolMean implements esm.Backend.
+func (b *Backend) PoolMean(dst, x esm.Tensor, D int) error {
+	nseq := b.seqlens.N()
+	if err := checkLen("pool mean", dst, nseq*D); err != nil {
+		return err
+	}
+	o, xd := data(dst), data(x)
+	acc := make([]float64, D)
+	for s := 0; s < nseq; s++ {
+		clear(acc)
+		start, n := b.seqlens.Start(s), b.seqlens.Len(s)
+		for t := start + 1; t < start+n-1; t++ {
+			for i, v := range xd[t*D : (t+1)*D] {
+				acc[i] += float64(v)
+			}
+		}
+		inv := 1 / float64(n-2)
+		for i := range acc {
+			o[s*D+i] = float32(acc[i] * inv)
+		}
+	}
+	return nil
+}
+
+// PoolBOS implements esm.Backend.
+func (b *Backend) PoolBOS(dst, x esm.Tensor, D int) error {
+	nseq := b.seqlens.N()
+	if err := checkLen("pool bos", dst, nseq*D); err != nil {
+		return err
+	}
+	o, xd := data(dst), data(x)
+	for s := 0; s < nseq; s++ {
+		start := b.seqlens.Start(s)
+		copy(o[s*D:(s+1)*D], xd[start*D:(start+1)*D])
+	}
+	return nil
+}
+
+// Read implements esm.Backend.
+func (b *Backend) Read(dst []float32, src esm.Tensor) error {
+	if err := checkLen("read", src, len(dst)); err != nil {
+		return err
+	}
+	copy(dst, data(src))
+	return nil
+}
