@@ -19,7 +19,10 @@ type Backend interface {
 	// Upload copies a parameter to the backend (converted to its precision).
 	Upload(name string, data []float32) (Tensor, error)
 	// Alloc returns activation storage for n elements (contents undefined).
-	Alloc(n int) (Tensor, error)
+	// wide asks for at least fp32 storage: the model uses it for the residual
+	// stream and for outputs; other activations (GEMM inputs) may be kept in
+	// the backend's compute precision (fp16/bf16 on a GPU).
+	Alloc(n int, wide bool) (Tensor, error)
 	// Free releases a tensor from Upload or Alloc.
 	Free(t Tensor)
 	// SetBatch makes b the batch the following ops work on (tokens,

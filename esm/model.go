@@ -82,11 +82,13 @@ func (m *Model) reserve(T, nseq int) error {
 	m.freeActivations()
 	D, F, V := m.Cfg.Dim, m.Cfg.FFN, m.Cfg.Vocab
 	sizes := []struct {
-		dst *Tensor
-		n   int
-	}{{&m.x, T * D}, {&m.h, T * D}, {&m.att, T * D}, {&m.qkv, T * 3 * D}, {&m.ff, T * max(F, D)}, {&m.logits, T * V}, {&m.pooled, nseq * D}}
+		dst  *Tensor
+		n    int
+		wide bool
+	}{{&m.x, T * D, true}, {&m.h, T * D, false}, {&m.att, T * D, false}, {&m.qkv, T * 3 * D, false},
+		{&m.ff, T * max(F, D), false}, {&m.logits, T * V, true}, {&m.pooled, nseq * D, true}}
 	for _, s := range sizes {
-		t, err := m.be.Alloc(s.n)
+		t, err := m.be.Alloc(s.n, s.wide)
 		if err != nil {
 			m.freeActivations()
 			return fmt.Errorf("esm: activations for %d tokens: %w", T, err)

@@ -79,7 +79,7 @@ func (b *Backend) Upload(name string, d []float32) (esm.Tensor, error) {
 }
 
 // Alloc implements esm.Backend.
-func (b *Backend) Alloc(n int) (esm.Tensor, error) { return &tensor{d: make([]float32, n)}, nil }
+func (b *Backend) Alloc(n int, wide bool) (esm.Tensor, error) { return &tensor{d: make([]float32, n)}, nil }
 
 // Free implements esm.Backend.
 func (b *Backend) Free(t esm.Tensor) {}
