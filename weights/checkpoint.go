@@ -131,29 +131,10 @@ func openSafetensorsDir(dir string) (ckpt *Checkpoint, err error) {
 	case fileExists(single):
 		shards = []string{"model.safetensors"}
 	case fileExists(indexPath):
-		data, err := os.ReadFile(indexPath)
+		weightMap, shards, err = readIndex(indexPath)
 		if err != nil {
-			return nil, fmt.Errorf("open checkpoint: %w", err)
+			return nil, err
 		}
-		var idx safetensorsIndex
-		if err := json.Unmarshal(data, &idx); err != nil {
-			return nil, fmt.Errorf("%s: %w", indexPath, err)
-		}
-		if len(idx.WeightMap) == 0 {
-			return nil, fmt.Errorf("%s: empty weight_map", indexPath)
-		}
-		weightMap = idx.WeightMap
-		seen := map[string]bool{}
-		for name, shard := range idx.WeightMap {
-			if shard == "" || shard != filepath.Base(shard) || shard == "." || shard == ".." {
-				return nil, fmt.Errorf("%s: tensor %q: shard %q is not a file name in the same directory", indexPath, name, shard)
-			}
-			if !seen[shard] {
-				seen[shard] = true
-				shards = append(shards, shard)
-			}
-		}
-		sort.Strings(shards)
 	default:
 		return nil, fmt.Errorf("%s: neither model.safetensors nor model.safetensors.index.json found", dir)
 	}
@@ -190,6 +171,41 @@ func openSafetensorsDir(dir string) (ckpt *Checkpoint, err error) {
 		}
 	}
 	return c, nil
+}
+
+// readIndex parses a model.safetensors.index.json: its weight map and the sorted,
+// distinct shard file names (plain names in the same directory).
+func readIndex(indexPath string) (map[string]string, []string, error) {
+	data, err := os.ReadFile(indexPath)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open checkpoint: %w", err)
+	}
+	var idx safetensorsIndex
+	if err := json.Unmarshal(data, &idx); err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", indexPath, err)
+	}
+	if len(idx.WeightMap) == 0 {
+		return nil, nil, fmt.Errorf("%s: empty weight_map", indexPath)
+	}
+	var shards []string
+	seen := map[string]bool{}
+	for name, shard := range idx.WeightMap {
+		if shard == "" || shard != filepath.Base(shard) || shard == "." || shard == ".." || strings.ContainsRune(shard, '\\') {
+			return nil, nil, fmt.Errorf("%s: tensor %q: shard %q is not a file name in the same directory", indexPath, name, shard)
+		}
+		if !seen[shard] {
+			seen[shard] = true
+			shards = append(shards, shard)
+		}
+	}
+	sort.Strings(shards)
+	return idx.WeightMap, shards, nil
+}
+
+// shardNames returns the shard files named by a safetensors index.
+func shardNames(indexPath string) ([]string, error) {
+	_, shards, err := readIndex(indexPath)
+	return shards, err
 }
 
 func fileExists(path string) bool {
