@@ -39,6 +39,9 @@ func Open(path string) (*Checkpoint, error) {
 	if st.IsDir() {
 		return openSafetensorsDir(path)
 	}
+	if strings.HasSuffix(path, ".safetensors") || strings.HasSuffix(path, ".json") {
+		return nil, fmt.Errorf("open checkpoint %s: pass the directory that holds config.json and the safetensors weights", path)
+	}
 	return openFairESM(path)
 }
 

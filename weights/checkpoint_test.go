@@ -164,3 +164,11 @@ func TestOpenRejectsIntWeights(t *testing.T) {
 		t.Errorf("missing path: %v", err)
 	}
 }
+
+func TestOpenSafetensorsFileNeedsDir(t *testing.T) {
+	dir := t.TempDir()
+	writeTinyModel(t, dir)
+	if _, err := Open(filepath.Join(dir, "model.safetensors")); err == nil || !strings.Contains(err.Error(), "directory") {
+		t.Errorf("file instead of dir: %v", err)
+	}
+}

@@ -299,4 +299,3 @@ func TestResolveOrder(t *testing.T) {
 		t.Errorf("HF_HUB_CACHE ignored: %s", d.CacheDir)
 	}
 }
-
