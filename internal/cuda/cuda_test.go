@@ -281,7 +281,7 @@ func TestCompileLaunch(t *testing.T) {
 	x := randVec(n, r)
 	dx := upload(t, c, x)
 	dout, _ := c.Alloc(2 * n)
-	must(t, c.Launch(hf, [3]uint32{4, 1, 1}, [3]uint32{256, 1, 1}, 0, c.Stream(), dx, dout, float32(3), int32(n)))
+	must(t, c.Launch(hf, [3]uint32{4, 1, 1}, [3]uint32{256, 1, 1}, 0, c.Stream(), dout, dx, float32(3), int32(n)))
 	raw := make([]byte, 2*n)
 	must(t, c.CopyDtoH(raw, dout.Ptr))
 	for i := range n {
