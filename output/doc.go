@@ -1,3 +1,74 @@
 // Package output writes ESM2 embeddings to parquet or npy, one row per FASTA
-// record in input order, and publishes the result atomically at Close.
+// record in input order, and publishes the result atomically at Close: until
+// Close returns nil, nothing exists at the final path.
+//
+// Shapes: N = records, L = residues embedded in one record (after
+// truncation), R = sum of L over all records, D = a column's embedding width.
+// A Vector column (mean_33, bos_33) holds (D,) per record; a Matrix column
+// (per_tok_33) holds (L, D) per record.
+//
+// # Parquet: one file
+//
+// Columns, in this order:
+//
+//	id         string (UTF-8; invalid bytes become U+FFFD, tabs/newlines spaces)
+//	index      int64   position in the input FASTA
+//	length     int32   L
+//	truncated  bool
+//	<vector>   list<float32>        (D,)  per record
+//	<matrix>   list<list<float32>>  (L, D) per record, one inner list per residue
+//
+// Lists use the standard three-level LIST encoding with required elements;
+// a record with L = 0 has an empty outer list. Compression is snappy on every
+// column: embeddings are close to incompressible (zstd measured no better on
+// Gaussian-like floats), snappy costs little and still shrinks ids and levels.
+// Row groups hold at most 10,000 records or 64 MiB of float payload, so memory
+// stays flat (a few times 64 MiB) however many records are written.
+//
+// Key-value metadata: every Schema.Metadata entry as given, plus
+// "esm2go.output" = {"layout_version":1,"columns":[{"name","kind","dim"}...]}.
+//
+// Reading with pandas / pyarrow:
+//
+//	import pandas as pd, numpy as np
+//	df = pd.read_parquet("emb.parquet")
+//	X = np.stack(df["mean_33"])                           # (N, D) float32
+//	T = np.stack(df["per_tok_33"][0])                     # (L, D) for record 0
+//	import pyarrow.parquet as pq
+//	meta = pq.read_schema("emb.parquet").metadata          # {b"esm2go.output": ..., b"model": ...}
+//
+// # npy: a directory
+//
+//	<vector>.npy          float32 '<f4' C order, (N, D); row i is record i
+//	<matrix>.npy          float32 '<f4' C order, (R, D); all residues, records concatenated
+//	<matrix>.offsets.npy  int64 '<i8', (N+1,); record i is rows offsets[i]:offsets[i+1]
+//	records.tsv           header "index\tid\tlength\ttruncated", one line per record,
+//	                      truncated as true/false, tabs/newlines in ids replaced by spaces
+//	metadata.json         {"layout_version", "format": "npy", "records": N,
+//	                       "columns": [{"name","kind","dim","file","offsets"}...],
+//	                       "metadata": Schema.Metadata}
+//
+// Arrays are NPY format 1.0 with a fixed 128-byte header (a multiple of 64,
+// room for any 2-D shape); the data streams to disk and the header is
+// rewritten with the final shape at Close.
+//
+// Reading with numpy:
+//
+//	import numpy as np, pandas as pd
+//	X = np.load(d + "/mean_33.npy", mmap_mode="r")               # (N, D)
+//	T, off = np.load(d + "/per_tok_33.npy", mmap_mode="r"), np.load(d + "/per_tok_33.offsets.npy")
+//	t_i = T[off[i]:off[i+1]]                                     # (L_i, D) for record i
+//	rec = pd.read_csv(d + "/records.tsv", sep="\t")              # index, id, length, truncated
+//
+// # Publishing
+//
+// Everything is written under ".<base>.tmp-<random>" beside the final path,
+// fsynced (files, then the temporary directory for npy), renamed to the final
+// path, and the parent directory fsynced. A crash leaves at most a
+// dot-prefixed temporary. Create refuses an existing final path unless
+// Options.Overwrite is set, and Close checks again before renaming (a path
+// created between that check and the rename is a race this package does not
+// close). With Overwrite, a file replaces a file in one rename; otherwise the
+// old output is first moved aside to ".<base>.old-<random>" and removed once
+// the new one is in place.
 package output

@@ -112,7 +112,6 @@ func newParquetWriter(final string, schema Schema, opts Options) (*parquetWriter
 	options := []parquet.WriterOption{
 		parquetSchema(schema.Columns),
 		parquet.Compression(parquetCodec),
-		parquet.CreatedBy("esm2go", "", ""),
 		parquet.KeyValueMetadata(metaKey, string(meta)),
 	}
 	for k, v := range schema.Metadata {
