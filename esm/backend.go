@@ -38,10 +38,15 @@ type Backend interface {
 	// Linear: out(T,N) = in(T,K)·w(N,K)^T + b(N), or out += that when
 	// accumulate (the residual add).
 	Linear(out, in, w, b Tensor, K, N int, accumulate bool) error
+	// SetRotary sets the rotary inverse frequencies (HD/2), called once
+	// before the first batch. Checkpoints store them (ESM2's were trained in
+	// fp16, so the stored values are fp16-rounded and differ from the
+	// formula 1/10000^(2i/HD)); the model passes the stored ones when present.
+	SetRotary(invFreq []float32) error
 	// RotaryQK works in place on the packed qkv(T,3D) = [q | k | v]: q is
-	// multiplied by qScale, then q and k get rotary embeddings (non-interleaved
-	// rotate_half over the head dim, base 10000, position = token index within
-	// its sequence, tables computed in fp32).
+	// multiplied by qScale, then q and k get rotary embeddings
+	// (non-interleaved rotate_half over the head dim, position = token index
+	// within its sequence, angle = float32(pos)*invFreq[i] and cos/sin in fp32).
 	RotaryQK(qkv Tensor, H, HD int, qScale float32) error
 	// Attention: out(T,D) = softmax(q·k^T)·v per sequence and head over the
 	// packed qkv(T,3D), with no attention across sequences.

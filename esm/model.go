@@ -47,6 +47,10 @@ func NewModel(cfg Config, src Source, be Backend) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := be.SetRotary(p.InvFreq); err != nil {
+		p.Free(be)
+		return nil, fmt.Errorf("esm: rotary: %w", err)
+	}
 	return &Model{Cfg: cfg, be: be, params: p}, nil
 }
 

@@ -3,6 +3,7 @@ package esm
 import (
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/esm2go/esm2go/weights"
 )
@@ -55,7 +56,10 @@ type Params struct {
 	LMLNW, LMLNB       Tensor // (D)
 	LMDecoder          Tensor // (V, D); the word embeddings when tied
 	LMBias             Tensor // (V)
-	all                []Tensor
+	// InvFreq are the rotary inverse frequencies (HD/2): the checkpoint's
+	// stored buffer when it has one, else 1/10000^(2i/HD) in fp32.
+	InvFreq []float32
+	all     []Tensor
 }
 
 // LoadParams uploads the weights of cfg's shape from src to be.
@@ -83,6 +87,9 @@ func LoadParams(cfg Config, src Source, be Backend) (*Params, error) {
 		lp.FC2B = l.get(pre+"output.dense.bias", D)
 		p.Layers = append(p.Layers, lp)
 	}
+	if l.err == nil {
+		p.InvFreq, l.err = rotaryFreqs(cfg, src)
+	}
 	p.FinalW = l.get("encoder.emb_layer_norm_after.weight", D)
 	p.FinalB = l.get("encoder.emb_layer_norm_after.bias", D)
 	if l.err != nil {
@@ -103,6 +110,33 @@ func LoadParams(cfg Config, src Source, be Backend) (*Params, error) {
 		return nil, l.err
 	}
 	return p, nil
+}
+
+// RotaryInvFreqName is where checkpoints store layer 0's rotary buffer (all
+// layers hold the same values).
+const RotaryInvFreqName = "encoder.layer.0.attention.self.rotary_embeddings.inv_freq"
+
+// DefaultInvFreq is the rotary formula in fp32 as PyTorch evaluates it:
+// 1 / 10000^(arange(0, HD, 2)/HD).
+func DefaultInvFreq(HD int) []float32 {
+	f := make([]float32, HD/2)
+	for i := range f {
+		e := float32(2*i) / float32(HD)
+		f[i] = 1 / float32(math.Pow(10000, float64(e)))
+	}
+	return f
+}
+
+func rotaryFreqs(cfg Config, src Source) ([]float32, error) {
+	half := cfg.HeadDim() / 2
+	if !src.Has(RotaryInvFreqName) {
+		return DefaultInvFreq(cfg.HeadDim()), nil
+	}
+	f, err := src.Float32(RotaryInvFreqName, half)
+	if err != nil {
+		return nil, fmt.Errorf("esm: parameter %s: %w", RotaryInvFreqName, err)
+	}
+	return f, nil
 }
 
 // HasLMHead reports whether logits can be computed.

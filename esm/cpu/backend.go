@@ -30,8 +30,8 @@ type Backend struct {
 	scales  []float32 // (nseq)
 	pos     []int32   // (T) position of each token within its sequence
 
-	// rotary tables, grown on demand: (maxPos, HD/2) each
-	ropeHD   int
+	// rotary: inverse frequencies (HD/2) and tables grown on demand, (maxPos, HD/2) each
+	invFreq  []float32
 	cos, sin []float32
 
 	scratch [][]float32 // per worker attention scores, (maxLen, maxLen)
@@ -79,7 +79,9 @@ func (b *Backend) Upload(name string, d []float32) (esm.Tensor, error) {
 }
 
 // Alloc implements esm.Backend.
-func (b *Backend) Alloc(n int, wide bool) (esm.Tensor, error) { return &tensor{d: make([]float32, n)}, nil }
+func (b *Backend) Alloc(n int, wide bool) (esm.Tensor, error) {
+	return &tensor{d: make([]float32, n)}, nil
+}
 
 // Free implements esm.Backend.
 func (b *Backend) Free(t esm.Tensor) {}
@@ -223,24 +225,27 @@ func (b *Backend) Linear(out, in, w, bias esm.Tensor, K, N int, accumulate bool)
 	return nil
 }
 
-// rope grows the cos/sin tables to cover positions < n for head dim HD,
-// computed as PyTorch does in fp32: inv_freq = 1/10000^(2i/HD), angle =
-// pos*inv_freq.
-func (b *Backend) rope(n, HD int) {
-	half := HD / 2
-	if b.ropeHD == HD && len(b.cos) >= n*half {
+// SetRotary implements esm.Backend.
+func (b *Backend) SetRotary(invFreq []float32) error {
+	if len(invFreq) == 0 {
+		return fmt.Errorf("cpu: empty rotary frequencies")
+	}
+	b.invFreq = append([]float32(nil), invFreq...)
+	b.cos, b.sin = nil, nil
+	return nil
+}
+
+// rope grows the cos/sin tables to cover positions < n, computed as PyTorch
+// does in fp32: angle = float32(pos)*inv_freq[i].
+func (b *Backend) rope(n int) {
+	half := len(b.invFreq)
+	if len(b.cos) >= n*half {
 		return
 	}
 	n = max(n, 1024)
-	b.ropeHD = HD
 	b.cos, b.sin = make([]float32, n*half), make([]float32, n*half)
-	inv := make([]float32, half)
-	for i := range inv {
-		e := float32(2*i) / float32(HD)
-		inv[i] = 1 / float32(math.Pow(10000, float64(e)))
-	}
 	for p := 0; p < n; p++ {
-		for i, f := range inv {
+		for i, f := range b.invFreq {
 			a := float32(p) * f
 			b.cos[p*half+i] = float32(math.Cos(float64(a)))
 			b.sin[p*half+i] = float32(math.Sin(float64(a)))
@@ -254,8 +259,12 @@ func (b *Backend) RotaryQK(qkv esm.Tensor, H, HD int, qScale float32) error {
 	if err := checkLen("rotary", qkv, T*3*D); err != nil {
 		return err
 	}
-	b.rope(b.seqlens.MaxLen(), HD)
-	x, half := data(qkv), HD/2
+	half := HD / 2
+	if len(b.invFreq) != half {
+		return fmt.Errorf("cpu: rotary has %d frequencies for head dim %d (SetRotary not called?)", len(b.invFreq), HD)
+	}
+	b.rope(b.seqlens.MaxLen())
+	x := data(qkv)
 	b.parallel(T, 16, func(lo, hi int) {
 		for t := lo; t < hi; t++ {
 			p := int(b.pos[t])
