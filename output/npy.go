@@ -147,6 +147,10 @@ func newNPYWriter(final string, schema Schema, opts Options) (_ *npyWriter, err 
 	if err != nil {
 		return nil, fmt.Errorf("output: create temporary for %s: %w", final, err)
 	}
+	if err := os.Chmod(tmp, 0o755); err != nil { // MkdirTemp makes 0700
+		os.Remove(tmp)
+		return nil, fmt.Errorf("output: %s: %w", final, err)
+	}
 	w := &npyWriter{final: final, tmp: tmp, opts: opts, meta: schema.Metadata, check: rowChecker{cols: schema.Columns}}
 	defer func() {
 		if err != nil {

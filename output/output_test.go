@@ -474,6 +474,13 @@ func TestCloseLeavesOnlyFinal(t *testing.T) {
 			if names := dirEntries(t, dir); !reflect.DeepEqual(names, []string{"out"}) {
 				t.Errorf("after Close: %v", names)
 			}
+			want := os.FileMode(0o644)
+			if f == NPY {
+				want = 0o755 | os.ModeDir
+			}
+			if st, err := os.Stat(path); err != nil || st.Mode() != want {
+				t.Errorf("final mode %v, want %v", st.Mode(), want)
+			}
 			if err := w.Abort(); err != nil {
 				t.Errorf("Abort after Close: %v", err)
 			}

@@ -100,6 +100,13 @@ func newParquetWriter(final string, schema Schema, opts Options) (*parquetWriter
 	if err != nil {
 		return nil, fmt.Errorf("output: create temporary for %s: %w", final, err)
 	}
+	// CreateTemp makes 0600; the published file should be as readable as any
+	// other output.
+	if err := f.Chmod(0o644); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, fmt.Errorf("output: %s: %w", final, err)
+	}
 	meta, err := json.Marshal(struct {
 		LayoutVersion int          `json:"layout_version"`
 		Columns       []columnMeta `json:"columns"`
