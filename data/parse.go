@@ -2,6 +2,8 @@ package data
 
 import (
 	"bytes"
+	"encoding/binary"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -27,10 +29,25 @@ var keepTable = func() (t [256]byte) {
 }()
 
 // compact removes all ASCII whitespace from b in place and returns the new
-// length.
+// length. Words of 8 bytes without any byte below '!' (the usual case in
+// sequence lines) are moved whole.
 func compact(b []byte) int {
-	n := 0
-	for i := 0; i < len(b); i++ {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	n, i := 0, 0
+	for ; i+8 <= len(b); i += 8 {
+		x := binary.LittleEndian.Uint64(b[i:])
+		if (x-'!'*ones)&^x&highs == 0 { // no byte < '!': nothing to remove
+			binary.LittleEndian.PutUint64(b[n:], x) // n <= i: never past what was read
+			n += 8
+			continue
+		}
+		for k := 0; k < 64; k += 8 {
+			c := byte(x >> k)
+			b[n] = c
+			n += int(keepTable[c])
+		}
+	}
+	for ; i < len(b); i++ {
 		c := b[i]
 		b[n] = c
 		n += int(keepTable[c])
@@ -136,12 +153,13 @@ func parseChunk(buf []byte, origin, from int, preamble bool, cr bool, source str
 	if recs == nil {
 		recs = make([]Record, 0, bytes.Count(buf[h:], []byte{'>'}))
 	}
-	// Headers go into one arena string per chunk: spans[i] locates record
-	// first+i's header and the length of its ID.
-	type span struct{ a, b, id int }
+	// Headers are copied into one string per chunk; spans[i] locates record
+	// first+i's header in buf until then (bytes before next are never
+	// compacted).
+	type span struct{ a, b int }
 	first := len(recs)
-	var spans []span
-	var arena []byte
+	spans := make([]span, 0, cap(recs)-first)
+	total := 0
 	for h < len(buf) {
 		end, next := lineEnd(buf, h, cr)
 		j := h
@@ -155,21 +173,8 @@ func parseChunk(buf []byte, origin, from int, preamble bool, cr bool, source str
 		for hb > ha && isBlank(buf[hb-1]) {
 			hb--
 		}
-		hdr := buf[ha:hb]
-		a := len(arena)
-		if utf8.Valid(hdr) {
-			arena = append(arena, hdr...)
-		} else {
-			arena = append(arena, bytes.ToValidUTF8(hdr, []byte("\uFFFD"))...)
-		}
-		id := len(arena) - a
-		for k := a; k < len(arena); k++ {
-			if isBlank(arena[k]) {
-				id = k - a
-				break
-			}
-		}
-		spans = append(spans, span{a, len(arena), id})
+		spans = append(spans, span{ha, hb})
+		total += hb - ha
 
 		h2 := findHeader(buf, next, next)
 		if h2 < 0 {
@@ -181,11 +186,29 @@ func parseChunk(buf []byte, origin, from int, preamble bool, cr bool, source str
 		line += breaks
 		h = h2
 	}
-	s := string(arena)
+	var arena strings.Builder
+	arena.Grow(total)
 	for i, sp := range spans {
+		hdr := buf[sp.a:sp.b]
+		a := arena.Len()
+		if utf8.Valid(hdr) {
+			arena.Write(hdr)
+		} else {
+			arena.Write(bytes.ToValidUTF8(hdr, []byte("\uFFFD")))
+		}
+		spans[i] = span{a, arena.Len()} // now in the arena
+	}
+	s := arena.String() // no copy
+	for i, c := range spans {
 		r := &recs[first+i]
-		r.Header = s[sp.a:sp.b]
-		r.ID = s[sp.a : sp.a+sp.id]
+		r.Header = s[c.a:c.b]
+		r.ID = r.Header
+		for k := 0; k < len(r.Header); k++ {
+			if isBlank(r.Header[k]) {
+				r.ID = r.Header[:k]
+				break
+			}
+		}
 	}
 	return recs
 }
