@@ -25,6 +25,11 @@
 // Row groups hold at most 10,000 records or 64 MiB of float payload, so memory
 // stays flat (a few times 64 MiB) however many records are written.
 //
+// parquet-go encodes each float as a separate value with its levels, so the
+// parquet writer is CPU-bound at roughly 50-70 MB/s of floats on one core of
+// a 2-core dev box, versus several hundred MB/s for npy; prefer npy for large
+// per-token outputs (BenchmarkWrite measures both).
+//
 // Key-value metadata: every Schema.Metadata entry as given, plus
 // "esm2go.output" = {"layout_version":1,"columns":[{"name","kind","dim"}...]}.
 //
