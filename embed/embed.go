@@ -1,0 +1,337 @@
+// Package embed is the FASTA-to-embeddings pipeline: reader goroutines (pure
+// I/O, package data) → the packer (tokenize once, length-bucket, pack varlen
+// batches with no padding) → the compute stage (the model's forward pass, on
+// the goroutine that called Run, which owns the device) → a triple-buffered
+// asynchronous writer that restores input order and publishes atomically.
+package embed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/esm2go/esm2go/data"
+	"github.com/esm2go/esm2go/esm"
+	"github.com/esm2go/esm2go/output"
+)
+
+const (
+	// batchBuffers is the number of packed batches that can be ready or in
+	// use at once (the packer works ahead of the compute stage).
+	batchBuffers = 4
+	// resultBuffers is the output ring: compute fills one while the writer
+	// drains another (triple buffering).
+	resultBuffers = 3
+)
+
+// PartialSuffix names the output a failed or cancelled run leaves behind:
+// the rows written before the failure, a valid file in input order.
+const PartialSuffix = ".partial"
+
+// recMeta describes one record of a packed batch.
+type recMeta struct {
+	index     int64
+	id        string
+	length    int // residues embedded
+	truncated bool
+}
+
+// job is one packed batch travelling from the packer to the compute stage.
+type job struct {
+	batch esm.Batch
+	recs  []recMeta
+}
+
+// result is one batch's outputs on the host, travelling to the writer.
+type result struct {
+	recs []recMeta
+	// vals[c] holds column c for every record, concatenated: (nseq, D) for a
+	// vector column, (sum of lengths, D) for a matrix column.
+	vals [][]float32
+}
+
+// writerMsg is either a result or the index of a skipped record.
+type writerMsg struct {
+	res  *result
+	skip int64
+}
+
+// column is one output column and where it comes from.
+type column struct {
+	output.Column
+	layer int
+	kind  string // "mean", "bos", "per_tok"
+}
+
+type counters struct {
+	records, embedded, skipped, truncated, unknown, emptyIDs, dupIDs atomic.Int64
+	residues, tokens, batches                                        atomic.Int64
+	readerQueue, readyQueue                                          atomic.Int64
+}
+
+// Run embeds every record of opts.Inputs with m and writes opts.Out. It must
+// be called from the goroutine that owns m's backend (the device goroutine
+// for a GPU). On failure or cancellation, rows already written are published
+// at opts.Out+PartialSuffix and the error says so.
+func Run(ctx context.Context, m *esm.Model, opts Options) (*Summary, error) {
+	o, cols, err := prepare(m, opts)
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	partial := o.Out + PartialSuffix
+	w, err := output.CreateWithOptions(partial, o.Format, output.Schema{Columns: outputColumns(cols), Metadata: o.Metadata}, output.Options{Overwrite: true})
+	if err != nil {
+		return nil, fmt.Errorf("embed: %w", err)
+	}
+	defer w.Abort()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	rd, err := data.Open(ctx, o.Inputs, data.Options{Workers: o.Workers, Prefetch: o.Prefetch, StallTimeout: o.ReaderStall, Stdin: o.Stdin})
+	if err != nil {
+		return nil, fmt.Errorf("embed: %w", err)
+	}
+	defer rd.Close()
+
+	p := &pipeline{m: m, o: o, cols: cols, rd: rd, w: w, cancel: cancel,
+		ready: make(chan *job, batchBuffers), free: make(chan *job, batchBuffers),
+		results: make(chan *result, resultBuffers), wch: make(chan writerMsg, 64)}
+	for i := 0; i < batchBuffers; i++ {
+		p.free <- &job{}
+	}
+	for i := 0; i < resultBuffers; i++ {
+		p.results <- &result{vals: make([][]float32, len(cols))}
+	}
+	sum := &Summary{}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { defer close(p.ready); return p.pack(gctx) })
+	writerDone := make(chan error, 1)
+	go func() { writerDone <- p.write(gctx) }()
+
+	computeErr := p.compute(gctx, sum, start)
+	if computeErr != nil {
+		cancel()
+	}
+	packErr := g.Wait()
+	close(p.wch) // the packer and the compute stage are the only senders
+	writeErr := <-writerDone
+	p.snapshot(sum, start)
+
+	runErr := errors.Join(computeErr, packErr, writeErr)
+	if runErr == nil {
+		runErr = ctx.Err()
+	}
+	if runErr != nil {
+		return sum, p.keepPartial(w, partial, sum, runErr)
+	}
+	if err := w.Close(); err != nil {
+		return sum, fmt.Errorf("embed: %w", err)
+	}
+	if o.Overwrite {
+		if err := os.RemoveAll(o.Out); err != nil {
+			return sum, fmt.Errorf("embed: replace %s: %w", o.Out, err)
+		}
+	}
+	if err := os.Rename(partial, o.Out); err != nil {
+		return sum, fmt.Errorf("embed: publish %s: %w", o.Out, err)
+	}
+	sum.Output = o.Out
+	if o.Progress != nil {
+		o.Progress(sum, true)
+	}
+	return sum, nil
+}
+
+// keepPartial publishes what was written before err, or nothing.
+func (p *pipeline) keepPartial(w output.Writer, partial string, sum *Summary, err error) error {
+	if p.written == 0 {
+		return err
+	}
+	if cerr := w.Close(); cerr != nil {
+		return errors.Join(err, cerr)
+	}
+	sum.Output = partial
+	return fmt.Errorf("%w (the %d records written before this, in input order, are kept in %s)", err, p.written, partial)
+}
+
+// prepare fills defaults and checks the options against the model.
+func prepare(m *esm.Model, opts Options) (Options, []column, error) {
+	o := opts
+	if len(o.Inputs) == 0 {
+		return o, nil, errors.New("embed: no input files")
+	}
+	if o.Out == "" {
+		return o, nil, errors.New("embed: no output path")
+	}
+	if !o.Overwrite {
+		if _, err := os.Lstat(o.Out); err == nil {
+			return o, nil, fmt.Errorf("embed: %s already exists (use --overwrite to replace it)", o.Out)
+		}
+	}
+	if o.Format == "" {
+		o.Format = output.Parquet
+	}
+	if o.Include == (Include{}) {
+		o.Include.Mean = true
+	}
+	if len(o.Layers) == 0 {
+		o.Layers = []int{-1}
+	}
+	if o.MaxResidues == 0 {
+		o.MaxResidues = esm.DefaultMaxResidues
+	}
+	if o.ToksPerBatch <= 0 {
+		o.ToksPerBatch = 4096
+	}
+	if o.Window <= 0 {
+		o.Window = 16 * o.ToksPerBatch
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	var layers []int
+	for _, l := range o.Layers {
+		a, err := m.Cfg.ResolveLayer(l)
+		if err != nil {
+			return o, nil, fmt.Errorf("embed: --repr-layers: %w", err)
+		}
+		if !slices.Contains(layers, a) {
+			layers = append(layers, a)
+		}
+	}
+	o.Layers = layers
+	var cols []column
+	D := m.Cfg.Dim
+	for _, l := range layers {
+		if o.Include.Mean {
+			cols = append(cols, column{output.Column{Name: fmt.Sprintf("mean_%d", l), Kind: output.Vector, Dim: D}, l, "mean"})
+		}
+		if o.Include.BOS {
+			cols = append(cols, column{output.Column{Name: fmt.Sprintf("bos_%d", l), Kind: output.Vector, Dim: D}, l, "bos"})
+		}
+		if o.Include.PerTok {
+			cols = append(cols, column{output.Column{Name: fmt.Sprintf("per_tok_%d", l), Kind: output.Matrix, Dim: D}, l, "per_tok"})
+		}
+	}
+	return o, cols, nil
+}
+
+func outputColumns(cols []column) []output.Column {
+	out := make([]output.Column, len(cols))
+	for i, c := range cols {
+		out[i] = c.Column
+	}
+	return out
+}
+
+type pipeline struct {
+	m      *esm.Model
+	o      Options
+	cols   []column
+	rd     *data.Reader
+	w      output.Writer
+	cancel context.CancelFunc
+
+	ready, free chan *job
+	results     chan *result
+	wch         chan writerMsg
+
+	c       counters
+	written int64 // rows written (writer goroutine; read after it ends)
+
+	loaderWait, writerWait, computeTime time.Duration // compute goroutine only
+}
+
+func (p *pipeline) snapshot(s *Summary, start time.Time) {
+	s.Records = p.c.records.Load()
+	s.Embedded = p.c.embedded.Load()
+	s.Skipped = p.c.skipped.Load()
+	s.Truncated = p.c.truncated.Load()
+	s.UnknownRecs = p.c.unknown.Load()
+	s.EmptyIDs = p.c.emptyIDs.Load()
+	s.DupIDs = p.c.dupIDs.Load()
+	s.Residues = p.c.residues.Load()
+	s.Tokens = p.c.tokens.Load()
+	s.Batches = p.c.batches.Load()
+	s.Elapsed = time.Since(start)
+	s.LoaderWait, s.WriterWait, s.Compute = p.loaderWait, p.writerWait, p.computeTime
+	s.QueueDepth = int(p.c.readyQueue.Load())
+	s.ReaderQueue = int(p.c.readerQueue.Load())
+}
+
+// compute runs the model over every packed batch, on the calling goroutine.
+func (p *pipeline) compute(ctx context.Context, sum *Summary, start time.Time) error {
+	req := esm.Request{Layers: p.o.Layers, Mean: p.o.Include.Mean, BOS: p.o.Include.BOS, PerTok: p.o.Include.PerTok}
+	var out esm.Output
+	for {
+		t0 := time.Now()
+		var j *job
+		select {
+		case j = <-p.ready:
+		case <-ctx.Done():
+			return nil // the cause is reported by whoever cancelled
+		}
+		if j == nil {
+			return nil // the packer is done
+		}
+		p.c.readyQueue.Store(int64(len(p.ready)))
+		t1 := time.Now()
+		p.loaderWait += t1.Sub(t0)
+		if err := p.m.Forward(&j.batch, req, &out); err != nil {
+			return fmt.Errorf("embed: batch of %d sequences (%d tokens), first record index %d: %w",
+				j.batch.NumSeqs(), len(j.batch.Tokens), j.recs[0].index, err)
+		}
+		t2 := time.Now()
+		p.computeTime += t2.Sub(t1)
+		var res *result
+		select {
+		case res = <-p.results:
+		case <-ctx.Done():
+			return nil
+		}
+		p.writerWait += time.Since(t2)
+		p.fill(res, j, &out)
+		p.c.batches.Add(1)
+		p.c.tokens.Add(int64(len(j.batch.Tokens)))
+		p.free <- j // never blocks: the pool holds exactly batchBuffers jobs
+		select {
+		case p.wch <- writerMsg{res: res}:
+		case <-ctx.Done():
+			return nil
+		}
+		if p.o.Progress != nil {
+			p.snapshot(sum, start)
+			p.o.Progress(sum, false)
+		}
+	}
+}
+
+// fill copies what the columns need out of the model's output.
+func (p *pipeline) fill(res *result, j *job, out *esm.Output) {
+	res.recs = append(res.recs[:0], j.recs...)
+	D := p.m.Cfg.Dim
+	for c, col := range p.cols {
+		v := res.vals[c][:0]
+		switch col.kind {
+		case "mean":
+			v = append(v, out.Mean[col.layer][:out.NSeq*D]...)
+		case "bos":
+			v = append(v, out.BOS[col.layer][:out.NSeq*D]...)
+		case "per_tok":
+			x := out.PerTok[col.layer]
+			for s := range j.recs {
+				st, n := j.batch.Seqlens.Start(s), j.batch.Seqlens.Len(s)
+				v = append(v, x[(st+1)*D:(st+n-1)*D]...) // residues only: BOS and EOS dropped
+			}
+		}
+		res.vals[c] = v
+	}
+}

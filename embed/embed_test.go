@@ -1,0 +1,293 @@
+package embed
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/esm2go/esm2go/data"
+	"github.com/esm2go/esm2go/esm"
+	"github.com/esm2go/esm2go/esm/cpu"
+	"github.com/esm2go/esm2go/output"
+	"github.com/esm2go/esm2go/weights"
+)
+
+const (
+	tinyModel = "../tests/testdata/models/tiny"
+	someFASTA = "../tests/testdata/fairesm_some_proteins.fasta"
+	junkFASTA = "../data/testdata/pnnl_JunkTest.fasta"
+)
+
+func loadTiny(t testing.TB) *esm.Model {
+	t.Helper()
+	ck, err := weights.Open(tinyModel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ck.Close() })
+	cfg, err := esm.ConfigFromHF(ck.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	be := cpu.New(cpu.Options{})
+	m, err := esm.NewModel(cfg, esm.CheckpointSource{C: ck}, be)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close(); be.Close() })
+	return m
+}
+
+// readNPY reads a 2-D float32 .npy file.
+func readNPY(t *testing.T, path string) ([]float32, [2]int) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hl := int(binary.LittleEndian.Uint16(b[8:10]))
+	header := string(b[10 : 10+hl])
+	m := regexp.MustCompile(`'shape': \((\d+), (\d+)\)`).FindStringSubmatch(header)
+	if m == nil || !strings.Contains(header, "'<f4'") {
+		t.Fatalf("%s: unexpected header %q", path, header)
+	}
+	n, _ := strconv.Atoi(m[1])
+	d, _ := strconv.Atoi(m[2])
+	raw := b[10+hl:]
+	out := make([]float32, n*d)
+	for i := range out {
+		out[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
+	}
+	return out, [2]int{n, d}
+}
+
+type record struct {
+	index     int64
+	id        string
+	length    int
+	truncated bool
+}
+
+func readRecords(t *testing.T, dir string) []record {
+	t.Helper()
+	f, err := os.Open(filepath.Join(dir, "records.tsv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []record
+	sc := bufio.NewScanner(f)
+	sc.Scan() // header
+	for sc.Scan() {
+		p := strings.Split(sc.Text(), "\t")
+		idx, _ := strconv.ParseInt(p[0], 10, 64)
+		l, _ := strconv.Atoi(p[2])
+		out = append(out, record{idx, p[1], l, p[3] == "true"})
+	}
+	return out
+}
+
+// direct embeds each record alone with the bare forward pass.
+func direct(t *testing.T, m *esm.Model, path string, layer int) (map[int64][]float32, map[int64][]float32) {
+	t.Helper()
+	rd, err := data.Open(context.Background(), []string{path}, data.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	tok := esm.NewTokenizer(esm.DefaultMaxResidues)
+	mean, perTok := map[int64][]float32{}, map[int64][]float32{}
+	var b esm.Batch
+	var out esm.Output
+	D := m.Cfg.Dim
+	for {
+		blk, err := rd.Next(context.Background())
+		if err != nil {
+			break
+		}
+		for _, r := range blk.Records {
+			toks, e, err := tok.Encode(nil, r.Seq)
+			if err != nil || r.Problem != "" {
+				continue
+			}
+			b.Reset()
+			b.Append(toks, e.Masks)
+			if err := m.Forward(&b, esm.Request{Layers: []int{layer}, Mean: true, PerTok: true}, &out); err != nil {
+				t.Fatal(err)
+			}
+			mean[r.Index] = append([]float32(nil), out.Mean[layer]...)
+			perTok[r.Index] = append([]float32(nil), out.PerTok[layer][D:(len(toks)-1)*D]...)
+		}
+	}
+	return mean, perTok
+}
+
+func maxRelDiff(a, b []float32) float64 {
+	var d, r float64
+	for i := range b {
+		d = math.Max(d, math.Abs(float64(a[i]-b[i])))
+		r = math.Max(r, math.Abs(float64(b[i])))
+	}
+	return d / r
+}
+
+// The pipeline's output equals the bare forward pass on every record, in
+// input order, whatever the worker, prefetch and batch settings.
+func TestEmbedEqualsDirectForward(t *testing.T) {
+	m := loadTiny(t)
+	L := m.Cfg.Layers
+	wantMean, wantTok := direct(t, m, someFASTA, L)
+	for _, s := range []struct{ workers, prefetch, toks int }{{1, 1, 64}, {4, 4, 4096}, {3, 2, 1500}, {2, 8, 100000}} {
+		t.Run(fmt.Sprintf("w%d_p%d_t%d", s.workers, s.prefetch, s.toks), func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "emb")
+			sum, err := Run(context.Background(), m, Options{
+				Inputs: []string{someFASTA}, Out: out, Format: output.NPY,
+				Include: Include{Mean: true, BOS: true, PerTok: true}, Layers: []int{-1, 0},
+				Workers: s.workers, Prefetch: s.prefetch, ToksPerBatch: s.toks,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sum.Records != 15 || sum.Embedded != 15 || sum.Skipped != 0 || sum.Output != out {
+				t.Fatalf("summary %+v", sum)
+			}
+			recs := readRecords(t, out)
+			if len(recs) != 15 {
+				t.Fatalf("%d records written", len(recs))
+			}
+			mean, shape := readNPY(t, filepath.Join(out, fmt.Sprintf("mean_%d.npy", L)))
+			tokv, tshape := readNPY(t, filepath.Join(out, fmt.Sprintf("per_tok_%d.npy", L)))
+			D := m.Cfg.Dim
+			if shape != [2]int{15, D} || tshape[1] != D {
+				t.Fatalf("shapes %v %v", shape, tshape)
+			}
+			off := 0
+			for i, r := range recs {
+				if r.index != int64(i) {
+					t.Fatalf("row %d has index %d: not in input order", i, r.index)
+				}
+				// Batched vs alone: fp32 BLAS blocking over different T;
+				// ~1e-6 relative, 1e-5 is margin.
+				if e := maxRelDiff(mean[i*D:(i+1)*D], wantMean[r.index]); e > 1e-5 {
+					t.Errorf("record %d mean differs by %g", i, e)
+				}
+				n := r.length * D
+				if e := maxRelDiff(tokv[off:off+n], wantTok[r.index]); e > 1e-5 {
+					t.Errorf("record %d per_tok differs by %g", i, e)
+				}
+				off += n
+			}
+			if off != len(tokv) {
+				t.Fatalf("per_tok has %d values, records account for %d", len(tokv), off)
+			}
+			if _, err := os.Stat(out + PartialSuffix); !os.IsNotExist(err) {
+				t.Fatalf("partial output left behind: %v", err)
+			}
+		})
+	}
+}
+
+type logCapture struct {
+	strings.Builder
+}
+
+// Junk input: every unusable record is skipped with a warning naming file,
+// line and id; the rest is embedded; --strict turns the first into an error
+// and keeps what was written.
+func TestEmbedJunk(t *testing.T) {
+	m := loadTiny(t)
+	var log logCapture
+	out := filepath.Join(t.TempDir(), "junk.parquet")
+	sum, err := Run(context.Background(), m, Options{Inputs: []string{junkFASTA}, Out: out,
+		Log: slog.New(slog.NewTextHandler(&log, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Records != sum.Embedded+sum.Skipped || sum.Skipped == 0 || sum.Embedded == 0 {
+		t.Fatalf("summary does not account for every record: %+v", sum)
+	}
+	warnings := strings.Count(log.String(), "record skipped")
+	if int64(warnings) != sum.Skipped {
+		t.Fatalf("%d warnings for %d skipped records:\n%s", warnings, sum.Skipped, log.String())
+	}
+	if !strings.Contains(log.String(), "file=../data/testdata/pnnl_JunkTest.fasta line=") {
+		t.Fatalf("warnings do not name file and line:\n%s", log.String())
+	}
+	t.Logf("junk: %+v\n%s", *sum, log.String())
+
+	strictOut := filepath.Join(t.TempDir(), "strict")
+	_, err = Run(context.Background(), m, Options{Inputs: []string{junkFASTA}, Out: strictOut, Format: output.NPY, Strict: true, ToksPerBatch: 64, Window: 64})
+	if err == nil || !strings.Contains(err.Error(), "pnnl_JunkTest.fasta:") {
+		t.Fatalf("strict run: error %v, want one naming the file and line", err)
+	}
+	if _, serr := os.Stat(strictOut); !os.IsNotExist(serr) {
+		t.Fatal("a failed run published the final output")
+	}
+	t.Logf("strict: %v", err)
+}
+
+func TestEmbedRefusesExistingOutput(t *testing.T) {
+	m := loadTiny(t)
+	out := filepath.Join(t.TempDir(), "x.parquet")
+	if err := os.WriteFile(out, []byte("keep"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Run(context.Background(), m, Options{Inputs: []string{someFASTA}, Out: out}); err == nil {
+		t.Fatal("existing output overwritten without Overwrite")
+	}
+	if _, err := Run(context.Background(), m, Options{Inputs: []string{someFASTA}, Out: out, Overwrite: true}); err != nil {
+		t.Fatalf("overwrite: %v", err)
+	}
+}
+
+func TestEmbedBadLayerAndMissingInput(t *testing.T) {
+	m := loadTiny(t)
+	dir := t.TempDir()
+	if _, err := Run(context.Background(), m, Options{Inputs: []string{someFASTA}, Out: filepath.Join(dir, "a"), Layers: []int{9}}); err == nil {
+		t.Error("layer 9 of a 3-layer model accepted")
+	}
+	_, err := Run(context.Background(), m, Options{Inputs: []string{filepath.Join(dir, "missing.fasta")}, Out: filepath.Join(dir, "b")})
+	if err == nil || !strings.Contains(err.Error(), "missing.fasta") {
+		t.Errorf("missing input: %v", err)
+	}
+}
+
+// Cancelling keeps the rows already written in the .partial output.
+func TestEmbedCancelKeepsPartial(t *testing.T) {
+	m := loadTiny(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	out := filepath.Join(t.TempDir(), "c")
+	n := 0
+	_, err := Run(ctx, m, Options{Inputs: []string{someFASTA}, Out: out, Format: output.NPY, ToksPerBatch: 200, Window: 200,
+		Progress: func(s *Summary, final bool) {
+			n++
+			if n == 3 {
+				cancel()
+			}
+		}})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("error %v, want context.Canceled", err)
+	}
+	if _, serr := os.Stat(out); !os.IsNotExist(serr) {
+		t.Fatal("cancelled run published the final output")
+	}
+	if strings.Contains(err.Error(), "kept in") {
+		recs := readRecords(t, out+PartialSuffix)
+		for i, r := range recs {
+			if r.index != int64(i) {
+				t.Fatalf("partial row %d has index %d", i, r.index)
+			}
+		}
+		t.Logf("partial output holds %d records", len(recs))
+	}
+}

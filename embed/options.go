@@ -1,0 +1,73 @@
+package embed
+
+import (
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/esm2go/esm2go/output"
+)
+
+// Include says which per-record outputs to write.
+type Include struct {
+	Mean   bool // mean over residues (BOS/EOS excluded): mean_<layer>, (D,)
+	BOS    bool // the <cls> token's row: bos_<layer>, (D,)
+	PerTok bool // every residue's row (BOS/EOS excluded): per_tok_<layer>, (L, D)
+}
+
+// Options configure one embedding run. Zero values take the defaults noted.
+type Options struct {
+	Inputs    []string      // FASTA paths (plain or gzip), "-" for stdin
+	Out       string        // output path (a file for parquet, a directory for npy)
+	Format    output.Format // default parquet
+	Overwrite bool          // replace an existing output
+
+	Include Include // default: Mean only
+	Layers  []int   // layers as given by the user (negative count from the end); default [-1]
+
+	MaxResidues  int  // truncation; default 1022 (fair-esm); < 0 disables
+	ToksPerBatch int  // real tokens per packed batch (no padding); default 4096
+	Workers      int  // reader goroutines; default 4
+	Prefetch     int  // blocks queued per reader; default 4
+	Strict       bool // a record that cannot be embedded ends the run instead of being skipped
+
+	// Window is how many tokens the packer sorts by length before cutting
+	// batches (length bucketing); default 16 × ToksPerBatch.
+	Window int
+
+	Stdin    io.Reader         // what "-" reads; default os.Stdin
+	Log      *slog.Logger      // warnings and progress lines; default discards
+	Progress ProgressFunc      // called after every batch and at the end; nil = none
+	Metadata map[string]string // stored in the output (model name, options, version)
+
+	// ReaderStall is how long a reader may make no progress before the run
+	// fails (default 2 minutes).
+	ReaderStall time.Duration
+}
+
+// ProgressFunc receives running totals; it must return quickly.
+type ProgressFunc func(s *Summary, final bool)
+
+// Summary is the account of a run.
+type Summary struct {
+	Records     int64 // FASTA records seen (embedded + skipped)
+	Embedded    int64 // rows written
+	Skipped     int64 // records that could not be embedded (see warnings)
+	Truncated   int64 // embedded records cut to MaxResidues
+	UnknownRecs int64 // embedded records with letters mapped to <unk> (J)
+	EmptyIDs    int64 // records whose header has no id
+	DupIDs      int64 // records whose id was seen before
+	Residues    int64 // residues embedded (after truncation)
+	Tokens      int64 // tokens computed (residues + BOS/EOS)
+	Batches     int64
+	Elapsed     time.Duration
+	// Time the compute stage waited for its next batch (loader wait) and for
+	// a free output buffer (writer wait).
+	LoaderWait, WriterWait time.Duration
+	// Compute is the time spent inside the model's forward pass.
+	Compute time.Duration
+	// QueueDepth is the number of packed batches ready when the last batch
+	// was taken; ReaderQueue the FASTA blocks waiting in the reader queue.
+	QueueDepth, ReaderQueue int
+	Output                  string // where the result was published
+}

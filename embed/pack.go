@@ -1,0 +1,154 @@
+package embed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+
+	"github.com/esm2go/esm2go/data"
+	"github.com/esm2go/esm2go/esm"
+)
+
+// item is one tokenized record waiting in the bucketing window.
+type item struct {
+	meta  recMeta
+	toks  []int32 // (n) with BOS/EOS, a view into the window's arena
+	masks int
+}
+
+// pack is the main stage: it tokenizes every record once, skips (or, with
+// Strict, rejects) what cannot be embedded, sorts a window of records by
+// length and cuts it into varlen batches under the token budget.
+func (p *pipeline) pack(ctx context.Context) error {
+	tok := esm.NewTokenizer(p.o.MaxResidues)
+	var (
+		window     []item
+		arena      []int32
+		windowToks int
+		seen       = map[string]struct{}{}
+	)
+	flush := func() error {
+		if err := p.emit(ctx, window); err != nil {
+			return err
+		}
+		window, arena, windowToks = window[:0], arena[:0], 0
+		return nil
+	}
+	for {
+		blk, err := p.rd.Next(ctx)
+		p.c.readerQueue.Store(int64(p.rd.QueueDepth()))
+		if errors.Is(err, io.EOF) {
+			return flush()
+		}
+		if err != nil {
+			return fmt.Errorf("embed: reading input: %w", err)
+		}
+		for i := range blk.Records {
+			r := &blk.Records[i]
+			p.c.records.Add(1)
+			if r.Problem != "" {
+				if err := p.skip(ctx, r, r.Problem); err != nil {
+					return err
+				}
+				continue
+			}
+			if arena == nil {
+				arena = make([]int32, 0, p.o.Window+2*p.o.ToksPerBatch)
+			}
+			n0 := len(arena)
+			toks, e, terr := tok.Encode(arena, r.Seq)
+			if terr != nil {
+				if err := p.skip(ctx, r, terr.Error()); err != nil {
+					return err
+				}
+				continue
+			}
+			// A grown arena leaves earlier items on the old array, which stays
+			// valid; the batch copies tokens, so the arena is reused after a flush.
+			arena = toks
+			if r.ID == "" {
+				p.c.emptyIDs.Add(1)
+			} else if _, dup := seen[r.ID]; dup {
+				p.c.dupIDs.Add(1)
+			} else {
+				seen[r.ID] = struct{}{}
+			}
+			if e.Truncated {
+				p.c.truncated.Add(1)
+			}
+			if e.Unknown > 0 {
+				p.c.unknown.Add(1)
+			}
+			window = append(window, item{
+				meta: recMeta{index: r.Index, id: r.ID, length: e.Kept, truncated: e.Truncated},
+				toks: toks[n0:len(toks):len(toks)], masks: e.Masks,
+			})
+			windowToks += len(toks) - n0
+			if windowToks >= p.o.Window {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		}
+	}
+}
+
+// skip reports a record that cannot be embedded and tells the writer.
+func (p *pipeline) skip(ctx context.Context, r *data.Record, reason string) error {
+	id := r.ID
+	if id == "" {
+		id = "(no id)"
+	}
+	if p.o.Strict {
+		return fmt.Errorf("embed: %s:%d: record %q cannot be embedded: %s (--strict)", r.Source, r.Line, id, reason)
+	}
+	p.c.skipped.Add(1)
+	p.o.Log.Warn("record skipped", "file", r.Source, "line", r.Line, "id", id, "reason", reason)
+	select {
+	case p.wch <- writerMsg{skip: r.Index, res: nil}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// emit sorts the window by length (longest first) and packs it greedily into
+// batches of at most ToksPerBatch tokens; a sequence longer than the budget
+// goes alone.
+func (p *pipeline) emit(ctx context.Context, window []item) error {
+	slices.SortStableFunc(window, func(a, b item) int { return len(b.toks) - len(a.toks) })
+	var j *job
+	send := func() error {
+		if j == nil {
+			return nil
+		}
+		select {
+		case p.ready <- j:
+			j = nil
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	for _, it := range window {
+		if j != nil && len(j.batch.Tokens)+len(it.toks) > p.o.ToksPerBatch {
+			if err := send(); err != nil {
+				return err
+			}
+		}
+		if j == nil {
+			select {
+			case j = <-p.free:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			j.batch.Reset()
+			j.recs = j.recs[:0]
+		}
+		j.batch.Append(it.toks, it.masks)
+		j.recs = append(j.recs, it.meta)
+	}
+	return send()
+}

@@ -1,0 +1,94 @@
+package embed
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/esm2go/esm2go/output"
+)
+
+// write is the writer goroutine: it restores input order (batches arrive
+// length-sorted, skipped records as notices), writes rows and hands result
+// buffers back at once (rows that must wait are copied out), so the compute
+// stage waits for the writer only when all result buffers are full.
+func (p *pipeline) write(ctx context.Context) error {
+	var (
+		next    int64
+		pending = map[int64]*output.Row{} // rows waiting for an earlier index
+		skipped = map[int64]bool{}
+		row     output.Row
+		failed  error
+	)
+	row.Values = make([][]float32, len(p.cols))
+	emit := func(r *output.Row) {
+		if failed != nil {
+			return
+		}
+		if err := p.w.Write(r); err != nil {
+			failed = fmt.Errorf("embed: writing record %d (%q): %w", r.Index, r.ID, err)
+			p.cancel() // stop the other stages; this loop keeps draining
+			return
+		}
+		p.written++
+		p.c.embedded.Add(1)
+		p.c.residues.Add(int64(r.Length))
+		next++
+	}
+	drain := func() {
+		for failed == nil {
+			if skipped[next] {
+				delete(skipped, next)
+				next++
+			} else if r, ok := pending[next]; ok {
+				delete(pending, next)
+				emit(r)
+			} else {
+				return
+			}
+		}
+	}
+	for msg := range p.wch {
+		if failed != nil {
+			if msg.res != nil {
+				p.results <- msg.res
+			}
+			continue // keep draining so no sender blocks
+		}
+		if msg.res == nil {
+			skipped[msg.skip] = true
+			drain()
+			continue
+		}
+		res := msg.res
+		offs := make([]int, len(p.cols))
+		for _, rec := range res.recs {
+			row.ID, row.Index, row.Length, row.Truncated = rec.id, rec.index, rec.length, rec.truncated
+			for c, col := range p.cols {
+				n := col.Dim
+				if col.Kind == output.Matrix {
+					n *= rec.length
+				}
+				row.Values[c] = res.vals[c][offs[c] : offs[c]+n]
+				offs[c] += n
+			}
+			if rec.index == next {
+				emit(&row)
+				drain()
+				continue
+			}
+			cp := &output.Row{ID: row.ID, Index: row.Index, Length: row.Length, Truncated: row.Truncated, Values: make([][]float32, len(row.Values))}
+			for c, v := range row.Values {
+				cp.Values[c] = append([]float32(nil), v...)
+			}
+			pending[rec.index] = cp
+		}
+		p.results <- res
+	}
+	if failed != nil {
+		return failed
+	}
+	if len(pending) > 0 && ctx.Err() == nil {
+		return fmt.Errorf("embed: internal error: %d rows never reached the writer in order (next index %d)", len(pending), next)
+	}
+	return nil
+}
