@@ -1,0 +1,128 @@
+package attention
+
+import (
+	_ "embed"
+	"fmt"
+
+	"github.com/esm2go/esm2go/internal/cuda"
+)
+
+//go:embed varlen.cu
+var varlenSource string
+
+// Tile sizes of varlen.cu (VARLEN_BQ, VARLEN_BK).
+const (
+	varlenBQ = 64
+	varlenBK = 32
+)
+
+// VarlenHeadDims are the head dims the CUDA kernel is instantiated for.
+var VarlenHeadDims = []int{16, 24, 32, 64, 128}
+
+// Varlen launches the CUDA varlen attention kernel (varlen.cu) on one
+// Context. It compiles the kernel for an element type on first use (NVRTC,
+// through the context's compile cache). Like the Context, it must be used
+// from the goroutine that owns the context.
+type Varlen struct {
+	ctx  *cuda.Context
+	mods map[cuda.DataType]*cuda.Module
+}
+
+// NewVarlen returns a launcher bound to ctx.
+func NewVarlen(ctx *cuda.Context) *Varlen {
+	return &Varlen{ctx: ctx, mods: map[cuda.DataType]*cuda.Module{}}
+}
+
+// VarlenArgs are the device operands of one call, with the shapes the
+// launcher checks. Q, K and V point at column blocks of the packed qkv
+// (T, Ld) (for ESM2: Q = qkv, K = qkv + D, V = qkv + 2D elements, Ld = 3D);
+// Out is (T, LdOut). All of them hold DType elements.
+type VarlenArgs struct {
+	Out     cuda.DevicePtr // (T, LdOut), written
+	LdOut   int
+	Q, K, V cuda.DevicePtr // (T, Ld) each, read
+	Ld      int
+	// CuSeqlens is the device copy of Seqlens.Cu: (nseq+1) int32.
+	CuSeqlens cuda.DevicePtr
+	// Seqlens is the host copy, for the grid (nseq, longest sequence) and
+	// the checks; it must equal the device copy.
+	Seqlens Seqlens
+	H, HD   int
+	Scale   float32 // multiplies q·k (ESM2 pre-scales q and passes 1)
+	DType   cuda.DataType
+	Stream  *cuda.Stream // nil: the context's main stream
+}
+
+func (a *VarlenArgs) check() error {
+	T := a.Seqlens.Total()
+	if err := a.Seqlens.Validate(T); err != nil {
+		return err
+	}
+	ok := false
+	for _, hd := range VarlenHeadDims {
+		ok = ok || hd == a.HD
+	}
+	if !ok {
+		return fmt.Errorf("attention: CUDA kernel has no head dim %d (have %v)", a.HD, VarlenHeadDims)
+	}
+	D := a.H * a.HD
+	if a.H < 1 {
+		return fmt.Errorf("attention: %d heads", a.H)
+	}
+	if a.Ld < D || a.LdOut < D {
+		return fmt.Errorf("attention: row strides ld=%d ldo=%d smaller than D=%d", a.Ld, a.LdOut, D)
+	}
+	if a.Seqlens.N() > 65535 || a.H > 65535 {
+		return fmt.Errorf("attention: %d sequences x %d heads exceed the grid's 65535 limit", a.Seqlens.N(), a.H)
+	}
+	if a.Out == 0 || a.Q == 0 || a.K == 0 || a.V == 0 || a.CuSeqlens == 0 {
+		return fmt.Errorf("attention: nil device pointer")
+	}
+	return nil
+}
+
+func (v *Varlen) module(dt cuda.DataType) (*cuda.Module, error) {
+	if m := v.mods[dt]; m != nil {
+		return m, nil
+	}
+	elem := map[cuda.DataType]string{cuda.F32: "float", cuda.F16: "__half", cuda.BF16: "__nv_bfloat16"}[dt]
+	m, err := v.ctx.Compile(varlenSource, "varlen_"+dt.String()+".cu", "-DELEM="+elem, "-DELEM_NAME="+dt.String())
+	if err != nil {
+		return nil, fmt.Errorf("attention: %w", err)
+	}
+	v.mods[dt] = m
+	return m, nil
+}
+
+// Forward queues out = softmax(scale·q·kᵀ)·v for every sequence and head.
+// Grid: (ceil(maxLen/64), nseq, H); blocks past their sequence's end exit.
+func (v *Varlen) Forward(a VarlenArgs) error {
+	if err := a.check(); err != nil {
+		return err
+	}
+	m, err := v.module(a.DType)
+	if err != nil {
+		return err
+	}
+	name := fmt.Sprintf("varlen_fwd_%s_hd%d", a.DType, a.HD)
+	f, err := m.Function(name)
+	if err != nil {
+		return err
+	}
+	G := 1
+	if a.HD >= 64 {
+		G = a.HD / 32
+	}
+	s := a.Stream
+	if s == nil {
+		s = v.ctx.Stream()
+	}
+	tiles := (a.Seqlens.MaxLen() + varlenBQ - 1) / varlenBQ
+	grid := [3]uint32{uint32(tiles), uint32(a.Seqlens.N()), uint32(a.H)}
+	block := [3]uint32{uint32(varlenBQ * G), 1, 1}
+	if err := v.ctx.Launch(f, grid, block, 0, s, a.Out, int32(a.LdOut), a.Q, a.K, a.V, int32(a.Ld),
+		a.CuSeqlens, a.Scale); err != nil {
+		return fmt.Errorf("attention: T=%d nseq=%d H=%d HD=%d %v: %w", a.Seqlens.Total(), a.Seqlens.N(), a.H, a.HD, a.DType, err)
+	}
+	return nil
+}

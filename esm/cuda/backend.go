@@ -1,0 +1,552 @@
+// Package cuda is esm2go's CUDA backend: esm.Backend on one NVIDIA GPU, with
+// GEMMs through cuBLAS, the varlen attention kernel of package attention, and
+// the other ops in kernels.cu (compiled by NVRTC at first use). It links no
+// CUDA library at build time (see internal/cuda).
+//
+// Precision. Options.Precision picks the compute type: "fp16" (default),
+// "bf16" or "fp32". Tensors carry their own element type:
+//   - Alloc(n, wide=true) is fp32 (the residual stream, pooled outputs,
+//     logits); Alloc(n, wide=false) is the compute type (GEMM inputs and
+//     outputs, qkv, attention output, FFN activations).
+//   - Upload stores the compute type (GEMM weights) and, for small tensors
+//     (≤ 256Ki elements) and any name ending in "bias" or containing
+//     "LayerNorm"/"layer_norm", also an fp32 copy: LayerNorm weights, every
+//     bias and the embedding table are read in fp32 by the kernels. In fp32
+//     mode the two are one buffer.
+//   - Every kernel computes in fp32 (LayerNorm statistics, rotary cos/sin,
+//     softmax, GELU); GEMMs accumulate in fp32 (CUBLAS_COMPUTE_32F). In fp32
+//     mode the cuBLAS handle runs CUBLAS_DEFAULT_MATH, so no TF32.
+//   - Linear with an fp32 output (the residual add, accumulate=true, or the
+//     logits) runs cublasGemmEx with fp16/bf16 A and B and an fp32 C (beta=1
+//     for the residual): a combination cuBLAS supports for COMPUTE_32F.
+//     A wide (fp32) input to a narrow GEMM is converted first (the LM head's
+//     dense layer reads the fp32 final representation).
+//
+// Threads. New creates the context on the calling goroutine and locks it to
+// its OS thread; every method must be called from that goroutine (others get
+// internal/cuda's ErrWrongGoroutine). All work runs on one stream; the host
+// waits only in Read (and when SetBatch reuses a pinned staging buffer
+// whose previous copy has not run yet).
+package cuda
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"unsafe"
+
+	"github.com/esm2go/esm2go/attention"
+	"github.com/esm2go/esm2go/esm"
+	"github.com/esm2go/esm2go/internal/cuda"
+)
+
+// Options configure the CUDA backend.
+type Options struct {
+	Device    int    // device ordinal
+	Precision string // "fp16" (default), "bf16" or "fp32"
+}
+
+// Backend implements esm.Backend on one GPU.
+type Backend struct {
+	ctx  *cuda.Context
+	dt   cuda.DataType // compute precision of narrow tensors and GEMM weights
+	k    *kernels
+	attn *attention.Varlen
+
+	// the current batch, on the host (for grids and checks) and the device
+	seqlens                        attention.Seqlens
+	T, nseq                        int
+	batch                          *cuda.Buffer // tokens(T) | seqid(T) | pos(T) | cu(nseq+1) int32 | scales(nseq) f32
+	tokens, seqid, pos, cu, scales cuda.DevicePtr
+	stage                          [2]*cuda.HostBuffer // pinned staging of the batch, alternating
+	stageEv                        [2]*cuda.Event      // recorded after each staging buffer's copy
+	next                           int
+
+	invFreq *cuda.Buffer // (HD/2) f32, from SetRotary
+	half    int
+
+	readStage   *cuda.HostBuffer // pinned fp32 staging for Read
+	readScratch *cuda.Buffer     // fp32 conversion of narrow tensors for Read
+	linScratch  *cuda.Buffer     // narrow conversion of wide GEMM inputs
+}
+
+// tensor is device storage of n elements of type dt. wide is an fp32 copy
+// (a parameter's; == buf for fp32 tensors), or nil.
+type tensor struct {
+	buf  *cuda.Buffer
+	dt   cuda.DataType
+	n    int
+	wide *cuda.Buffer
+}
+
+func (t *tensor) Len() int { return t.n }
+
+var _ esm.Backend = (*Backend)(nil)
+
+// New opens device opts.Device, compiles the kernels and returns a backend
+// owned by the calling goroutine (locked to its OS thread until Close).
+func New(opts Options) (*Backend, error) {
+	var dt cuda.DataType
+	switch strings.ToLower(opts.Precision) {
+	case "", "fp16", "f16", "half":
+		dt = cuda.F16
+	case "bf16", "bfloat16":
+		dt = cuda.BF16
+	case "fp32", "f32", "float32":
+		dt = cuda.F32
+	default:
+		return nil, fmt.Errorf("--device cuda: unknown precision %q (want fp16, bf16 or fp32)", opts.Precision)
+	}
+	lib, err := cuda.Load()
+	if err != nil {
+		return nil, fmt.Errorf("--device cuda: CUDA driver or libraries not found: %w", err)
+	}
+	n, err := lib.DeviceCount()
+	if err != nil {
+		return nil, fmt.Errorf("--device cuda: no usable CUDA device: %w", err)
+	}
+	if opts.Device < 0 || opts.Device >= n {
+		return nil, fmt.Errorf("--device cuda: device %d not found (%d CUDA devices)", opts.Device, n)
+	}
+	if cuda.CUDAIncludeDir() == "" {
+		return nil, errors.New("--device cuda: CUDA headers (cuda_fp16.h) not found for NVRTC under $CUDA_HOME/include, " +
+			"$CUDA_PATH/include or /usr/local/cuda/include; set CUDA_HOME to the CUDA toolkit root")
+	}
+	ctx, err := cuda.NewContext(opts.Device)
+	if err != nil {
+		return nil, fmt.Errorf("--device cuda: %w", err)
+	}
+	b := &Backend{ctx: ctx, dt: dt, attn: attention.NewVarlen(ctx)}
+	fail := func(err error) (*Backend, error) {
+		ctx.Close()
+		return nil, fmt.Errorf("--device cuda: %w", err)
+	}
+	if b.k, err = newKernels(ctx); err != nil {
+		return fail(err)
+	}
+	for i := range b.stageEv {
+		if b.stageEv[i], err = ctx.NewEvent(false); err != nil {
+			return fail(err)
+		}
+	}
+	return b, nil
+}
+
+// Name implements esm.Backend.
+func (b *Backend) Name() string {
+	return fmt.Sprintf("cuda (%s, %s, %s)", b.ctx.Device.Name, b.ctx.Device.Arch(), b.Precision())
+}
+
+// Precision is "fp16", "bf16" or "fp32".
+func (b *Backend) Precision() string {
+	return map[cuda.DataType]string{cuda.F16: "fp16", cuda.BF16: "bf16", cuda.F32: "fp32"}[b.dt]
+}
+
+// Context is the backend's CUDA context (for synchronization and timing by
+// the owning goroutine).
+func (b *Backend) Context() *cuda.Context { return b.ctx }
+
+// Synchronize waits for all queued work.
+func (b *Backend) Synchronize() error { return b.ctx.Stream().Synchronize() }
+
+// Close implements esm.Backend: frees everything and releases the context.
+func (b *Backend) Close() error {
+	if b.ctx == nil {
+		return nil
+	}
+	err := b.ctx.Close()
+	b.ctx = nil
+	return err
+}
+
+func tens(t esm.Tensor) *tensor { return t.(*tensor) }
+
+func keepWide(name string, n int) bool {
+	return n <= 1<<18 || strings.HasSuffix(name, "bias") || strings.Contains(name, "LayerNorm") || strings.Contains(name, "layer_norm")
+}
+
+func f32bytes(d []float32) []byte {
+	if len(d) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(&d[0])), 4*len(d))
+}
+
+// Upload implements esm.Backend (see the package comment for the types).
+func (b *Backend) Upload(name string, data []float32) (esm.Tensor, error) {
+	n := len(data)
+	if n == 0 {
+		return nil, fmt.Errorf("cuda: upload %s: empty tensor", name)
+	}
+	wide, err := b.ctx.Alloc(4 * n)
+	if err != nil {
+		return nil, fmt.Errorf("cuda: upload %s (%d elements): %w", name, n, err)
+	}
+	if err := b.ctx.CopyHtoD(wide.Ptr, f32bytes(data)); err != nil {
+		wide.Free()
+		return nil, fmt.Errorf("cuda: upload %s: %w", name, err)
+	}
+	if b.dt == cuda.F32 {
+		return &tensor{buf: wide, dt: cuda.F32, n: n, wide: wide}, nil
+	}
+	narrow, err := b.ctx.Alloc(2 * n)
+	if err == nil {
+		err = b.k.convert(narrow.Ptr, b.dt, wide.Ptr, cuda.F32, n)
+	}
+	if err != nil {
+		wide.Free()
+		narrow.Free()
+		return nil, fmt.Errorf("cuda: upload %s (%d elements): %w", name, n, err)
+	}
+	t := &tensor{buf: narrow, dt: b.dt, n: n}
+	if keepWide(name, n) {
+		t.wide = wide
+	} else {
+		wide.Free() // stream-ordered reuse: later work on the one stream follows the convert
+	}
+	return t, nil
+}
+
+// Alloc implements esm.Backend: fp32 when wide, else the compute type.
+func (b *Backend) Alloc(n int, wide bool) (esm.Tensor, error) {
+	dt := b.dt
+	if wide {
+		dt = cuda.F32
+	}
+	buf, err := b.ctx.Alloc(n * dt.Size())
+	if err != nil {
+		return nil, fmt.Errorf("cuda: alloc %d x %v: %w", n, dt, err)
+	}
+	return &tensor{buf: buf, dt: dt, n: n}, nil
+}
+
+// Free implements esm.Backend.
+func (b *Backend) Free(et esm.Tensor) {
+	t, ok := et.(*tensor)
+	if !ok || t == nil || b.ctx == nil {
+		return
+	}
+	if t.wide != nil && t.wide != t.buf {
+		t.wide.Free()
+	}
+	t.buf.Free()
+	t.buf, t.wide = nil, nil
+}
+
+// grow returns buf if it holds bytes, else frees it and allocates anew
+// (safe on the one stream: later work is ordered after earlier users).
+func (b *Backend) grow(buf **cuda.Buffer, bytes int) (*cuda.Buffer, error) {
+	if *buf != nil && (*buf).Size >= bytes {
+		return *buf, nil
+	}
+	if *buf != nil {
+		(*buf).Free()
+		*buf = nil
+	}
+	nb, err := b.ctx.Alloc(bytes)
+	if err != nil {
+		return nil, err
+	}
+	*buf = nb
+	return nb, nil
+}
+
+// SetBatch implements esm.Backend: tokens, per-token sequence index and
+// position, cu_seqlens and scales go through a pinned staging buffer (two,
+// alternating) in one asynchronous copy on the compute stream.
+func (b *Backend) SetBatch(batch *esm.Batch) error {
+	if err := batch.Check(); err != nil {
+		return err
+	}
+	T, nseq := len(batch.Tokens), batch.NumSeqs()
+	words := 3*T + (nseq + 1) + nseq
+	i := b.next
+	b.next = 1 - b.next
+	if err := b.stageEv[i].Synchronize(); err != nil { // its previous copy has run
+		return err
+	}
+	if b.stage[i] == nil || len(b.stage[i].Bytes) < 4*words {
+		if b.stage[i] != nil {
+			b.stage[i].Free()
+		}
+		h, err := b.ctx.HostAlloc(4 * max(words, 1<<16))
+		if err != nil {
+			b.stage[i] = nil
+			return fmt.Errorf("cuda: batch staging: %w", err)
+		}
+		b.stage[i] = h
+	}
+	w := b.stage[i].Int32()[:words]
+	copy(w[:T], batch.Tokens)
+	seqid, pos := w[T:2*T], w[2*T:3*T]
+	for s := 0; s < nseq; s++ {
+		st, n := batch.Seqlens.Start(s), batch.Seqlens.Len(s)
+		for p := 0; p < n; p++ {
+			seqid[st+p], pos[st+p] = int32(s), int32(p)
+		}
+	}
+	copy(w[3*T:], batch.Seqlens.Cu)
+	sc := b.stage[i].Float32()[3*T+nseq+1 : words]
+	copy(sc, batch.Scales)
+	dev, err := b.grow(&b.batch, 4*words)
+	if err != nil {
+		return fmt.Errorf("cuda: batch of %d tokens: %w", T, err)
+	}
+	if err := b.ctx.CopyHtoDAsync(dev.Ptr, b.stage[i].Bytes[:4*words], b.ctx.Stream()); err != nil {
+		return err
+	}
+	if err := b.stageEv[i].Record(b.ctx.Stream()); err != nil {
+		return err
+	}
+	b.T, b.nseq = T, nseq
+	b.seqlens = attention.Seqlens{Cu: append(b.seqlens.Cu[:0], batch.Seqlens.Cu...)}
+	b.tokens = dev.Ptr
+	b.seqid = dev.Ptr.Add(4 * T)
+	b.pos = dev.Ptr.Add(8 * T)
+	b.cu = dev.Ptr.Add(12 * T)
+	b.scales = dev.Ptr.Add(4 * (3*T + nseq + 1))
+	return nil
+}
+
+func (b *Backend) need(op string, t *tensor, n int) error {
+	if b.T == 0 {
+		return fmt.Errorf("cuda: %s: no batch (SetBatch not called)", op)
+	}
+	if t == nil || t.buf == nil {
+		return fmt.Errorf("cuda: %s: nil or freed tensor", op)
+	}
+	if t.n < n {
+		return fmt.Errorf("cuda: %s: tensor has %d elements, need %d", op, t.n, n)
+	}
+	return nil
+}
+
+func wideOf(op string, t *tensor, n int) (cuda.DevicePtr, error) {
+	if t == nil || t.wide == nil {
+		return 0, fmt.Errorf("cuda: %s: parameter has no fp32 copy (not from Upload, or too large)", op)
+	}
+	if t.n < n {
+		return 0, fmt.Errorf("cuda: %s: parameter has %d elements, need %d", op, t.n, n)
+	}
+	return t.wide.Ptr, nil
+}
+
+// Embed implements esm.Backend.
+func (b *Backend) Embed(x, table esm.Tensor, D int, maskToken int32) error {
+	xt := tens(x)
+	if err := b.need("embed", xt, b.T*D); err != nil {
+		return err
+	}
+	tab, err := wideOf("embed table", tens(table), D)
+	if err != nil {
+		return err
+	}
+	return b.k.embed(xt.buf.Ptr, xt.dt, tab, b.tokens, b.seqid, b.scales, b.T, D, maskToken)
+}
+
+// LayerNorm implements esm.Backend.
+func (b *Backend) LayerNorm(out, in, w, bias esm.Tensor, D int, eps float32) error {
+	o, x := tens(out), tens(in)
+	if err := b.need("layernorm out", o, b.T*D); err != nil {
+		return err
+	}
+	if err := b.need("layernorm in", x, b.T*D); err != nil {
+		return err
+	}
+	wp, err := wideOf("layernorm weight", tens(w), D)
+	if err != nil {
+		return err
+	}
+	bp, err := wideOf("layernorm bias", tens(bias), D)
+	if err != nil {
+		return err
+	}
+	if o.buf == x.buf && o.dt != x.dt {
+		return fmt.Errorf("cuda: layernorm in place from %v to %v", x.dt, o.dt)
+	}
+	return b.k.layernorm(o.buf.Ptr, o.dt, x.buf.Ptr, x.dt, wp, bp, b.T, D, eps)
+}
+
+// Linear implements esm.Backend: cublasGemmEx (fp32 accumulation) then a
+// bias kernel. With accumulate, beta = 1 adds the product to out (the fp32
+// residual stream).
+func (b *Backend) Linear(out, in, w, bias esm.Tensor, K, N int, accumulate bool) error {
+	o, x, wt := tens(out), tens(in), tens(w)
+	T := b.T
+	if err := b.need("linear out", o, T*N); err != nil {
+		return err
+	}
+	if err := b.need("linear in", x, T*K); err != nil {
+		return err
+	}
+	if err := b.need("linear weight", wt, N*K); err != nil {
+		return err
+	}
+	bp, err := wideOf("linear bias", tens(bias), N)
+	if err != nil {
+		return err
+	}
+	if wt.dt != cuda.F32 && o.dt != cuda.F32 && o.dt != wt.dt {
+		return fmt.Errorf("cuda: linear: %v output from %v weights", o.dt, wt.dt)
+	}
+	if wt.dt == cuda.F32 && o.dt != cuda.F32 {
+		return fmt.Errorf("cuda: linear: %v output from fp32 weights", o.dt)
+	}
+	a := x.buf.Ptr
+	if x.dt != wt.dt {
+		s, err := b.grow(&b.linScratch, T*K*wt.dt.Size())
+		if err != nil {
+			return err
+		}
+		if err := b.k.convert(s.Ptr, wt.dt, a, x.dt, T*K); err != nil {
+			return err
+		}
+		a = s.Ptr
+	}
+	beta := float32(0)
+	if accumulate {
+		beta = 1
+	}
+	err = b.ctx.Gemm(cuda.GemmArgs{TransB: true, M: T, N: N, K: K, A: a, B: wt.buf.Ptr, C: o.buf.Ptr,
+		Alpha: 1, Beta: beta, Prec: cuda.Precision{In: wt.dt, Out: o.dt, Compute: cuda.ComputeF32}})
+	if err != nil {
+		return fmt.Errorf("cuda: linear T=%d K=%d N=%d: %w", T, K, N, err)
+	}
+	return b.k.biasAdd(o.buf.Ptr, o.dt, bp, T, N)
+}
+
+// SetRotary implements esm.Backend.
+func (b *Backend) SetRotary(invFreq []float32) error {
+	if len(invFreq) == 0 {
+		return fmt.Errorf("cuda: empty rotary frequencies")
+	}
+	if b.invFreq != nil {
+		b.invFreq.Free()
+		b.invFreq = nil
+	}
+	buf, err := b.ctx.Alloc(4 * len(invFreq))
+	if err != nil {
+		return err
+	}
+	if err := b.ctx.CopyHtoD(buf.Ptr, f32bytes(invFreq)); err != nil {
+		buf.Free()
+		return err
+	}
+	b.invFreq, b.half = buf, len(invFreq)
+	return nil
+}
+
+// RotaryQK implements esm.Backend.
+func (b *Backend) RotaryQK(qkv esm.Tensor, H, HD int, qScale float32) error {
+	q := tens(qkv)
+	if err := b.need("rotary", q, b.T*3*H*HD); err != nil {
+		return err
+	}
+	if b.half != HD/2 {
+		return fmt.Errorf("cuda: rotary has %d frequencies for head dim %d (SetRotary not called?)", b.half, HD)
+	}
+	return b.k.rotary(q.buf.Ptr, q.dt, b.pos, b.invFreq.Ptr, b.T, H, HD, qScale)
+}
+
+// Attention implements esm.Backend with attention.Varlen (scale 1: q is
+// pre-scaled by RotaryQK).
+func (b *Backend) Attention(out, qkv esm.Tensor, H, HD int) error {
+	o, q := tens(out), tens(qkv)
+	D := H * HD
+	if err := b.need("attention out", o, b.T*D); err != nil {
+		return err
+	}
+	if err := b.need("attention qkv", q, b.T*3*D); err != nil {
+		return err
+	}
+	if o.dt != q.dt {
+		return fmt.Errorf("cuda: attention: %v output from %v qkv", o.dt, q.dt)
+	}
+	es := q.dt.Size()
+	return b.attn.Forward(attention.VarlenArgs{
+		Out: o.buf.Ptr, LdOut: D,
+		Q: q.buf.Ptr, K: q.buf.Ptr.Add(es * D), V: q.buf.Ptr.Add(2 * es * D), Ld: 3 * D,
+		CuSeqlens: b.cu, Seqlens: b.seqlens, H: H, HD: HD, Scale: 1, DType: q.dt,
+	})
+}
+
+// GELU implements esm.Backend.
+func (b *Backend) GELU(x esm.Tensor, n int) error {
+	t := tens(x)
+	if t == nil || t.buf == nil || t.n < n {
+		return fmt.Errorf("cuda: gelu: tensor too small for %d elements", n)
+	}
+	return b.k.gelu(t.buf.Ptr, t.dt, n)
+}
+
+// PoolMean implements esm.Backend (dst must be wide).
+func (b *Backend) PoolMean(dst, x esm.Tensor, D int) error {
+	return b.pool("pool mean", dst, x, D, b.k.poolMean)
+}
+
+// PoolBOS implements esm.Backend (dst must be wide).
+func (b *Backend) PoolBOS(dst, x esm.Tensor, D int) error {
+	return b.pool("pool bos", dst, x, D, b.k.poolBOS)
+}
+
+func (b *Backend) pool(op string, dst, x esm.Tensor, D int,
+	k func(dst, x cuda.DevicePtr, xt cuda.DataType, cu cuda.DevicePtr, nseq, D int) error) error {
+	d, xt := tens(dst), tens(x)
+	if err := b.need(op+" dst", d, b.nseq*D); err != nil {
+		return err
+	}
+	if err := b.need(op+" x", xt, b.T*D); err != nil {
+		return err
+	}
+	if d.dt != cuda.F32 {
+		return fmt.Errorf("cuda: %s: destination is %v, want a wide (fp32) tensor", op, d.dt)
+	}
+	return k(d.buf.Ptr, xt.buf.Ptr, xt.dt, b.cu, b.nseq, D)
+}
+
+// Read implements esm.Backend: after all queued work, converts src to fp32
+// on the device when needed, copies through a pinned staging buffer and
+// waits for the stream.
+func (b *Backend) Read(dst []float32, src esm.Tensor) error {
+	s := tens(src)
+	n := len(dst)
+	if s == nil || s.buf == nil || s.n < n {
+		return fmt.Errorf("cuda: read %d elements from a smaller or freed tensor", n)
+	}
+	if n == 0 {
+		return nil
+	}
+	p := s.buf.Ptr
+	if s.dt != cuda.F32 {
+		sc, err := b.grow(&b.readScratch, 4*n)
+		if err != nil {
+			return err
+		}
+		if err := b.k.convert(sc.Ptr, cuda.F32, p, s.dt, n); err != nil {
+			return err
+		}
+		p = sc.Ptr
+	}
+	if b.readStage == nil || len(b.readStage.Bytes) < 4*n {
+		if b.readStage != nil {
+			if err := b.ctx.Stream().Synchronize(); err != nil {
+				return err
+			}
+			b.readStage.Free()
+			b.readStage = nil
+		}
+		h, err := b.ctx.HostAlloc(4 * max(n, 1<<20))
+		if err != nil {
+			return fmt.Errorf("cuda: read staging: %w", err)
+		}
+		b.readStage = h
+	}
+	if err := b.ctx.CopyDtoHAsync(b.readStage.Bytes[:4*n], p, b.ctx.Stream()); err != nil {
+		return err
+	}
+	if err := b.ctx.Stream().Synchronize(); err != nil {
+		return fmt.Errorf("cuda: read: %w", err)
+	}
+	copy(dst, b.readStage.Float32()[:n])
+	return nil
+}

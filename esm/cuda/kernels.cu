@@ -1,0 +1,174 @@
+// Elementwise, normalization and pooling kernels of the ESM2 CUDA backend.
+// Launchers: kernels.go (same names, same argument order). Plain Go twins:
+// the esm/cpu backend's ops of the same names (checked by backend_test.go).
+//
+// Legend: T = tokens of the batch, D = model dim, H = heads, HD = head dim,
+// N = output features of a Linear, nseq = sequences, V = vocab.
+// Element types: f32 = float, f16 = __half, bf16 = __nv_bfloat16; every
+// kernel is instantiated per type as extern "C" <kernel>_<type>[_<type>].
+// All arithmetic is fp32 (statistics, rotary tables, GELU); only loads and
+// stores convert. Compiled without --use_fast_math (exact erf/exp/sin/cos).
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+
+typedef __nv_bfloat16 bf16;
+
+__device__ __forceinline__ float to_f(float x) { return x; }
+__device__ __forceinline__ float to_f(__half x) { return __half2float(x); }
+__device__ __forceinline__ float to_f(bf16 x) { return __bfloat162float(x); }
+template <typename T> __device__ __forceinline__ T from_f(float x);
+template <> __device__ __forceinline__ float from_f<float>(float x) { return x; }
+template <> __device__ __forceinline__ __half from_f<__half>(float x) { return __float2half_rn(x); }
+template <> __device__ __forceinline__ bf16 from_f<bf16>(float x) { return __float2bfloat16_rn(x); }
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// embed: x(T,D) = table(V,D)[tokens(T)] * scales[seqid[t]]; rows whose token
+// is mask (>= 0) are zero. scales == nullptr means no scaling (mask < 0).
+// One block per token row.
+template <typename O>
+__device__ void embed(O* __restrict__ x, const float* __restrict__ table, const int* __restrict__ tokens,
+                      const int* __restrict__ seqid, const float* __restrict__ scales, int T, int D, int mask) {
+  const int t = blockIdx.x;
+  if (t >= T) return;
+  const int tok = tokens[t];
+  const float s = mask >= 0 ? scales[seqid[t]] : 1.f;
+  const bool zero = tok == mask;
+  for (int i = threadIdx.x; i < D; i += blockDim.x)
+    x[(long)t * D + i] = from_f<O>(zero ? 0.f : table[(long)tok * D + i] * s);
+}
+
+// layernorm: out(T,D) = (in - mean) * rstd * w(D) + b(D), with mean and
+// variance in fp32 (two passes over the row), eps inside the sqrt. One warp
+// per row, 4 rows per block. out may alias in (each element is read before
+// the same thread writes it).
+template <typename I, typename O>
+__device__ void layernorm(O* out, const I* in, const float* __restrict__ w, const float* __restrict__ b,
+                          int T, int D, float eps) {
+  const int row = blockIdx.x * 4 + threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (row >= T) return;
+  const I* x = in + (long)row * D;
+  float sum = 0.f;
+  for (int i = lane; i < D; i += 32) sum += to_f(x[i]);
+  const float mean = warp_sum(sum) / D;
+  float sq = 0.f;
+  for (int i = lane; i < D; i += 32) {
+    const float d = to_f(x[i]) - mean;
+    sq += d * d;
+  }
+  const float rstd = 1.f / sqrtf(warp_sum(sq) / D + eps);
+  O* o = out + (long)row * D;
+  for (int i = lane; i < D; i += 32) o[i] = from_f<O>((to_f(x[i]) - mean) * rstd * w[i] + b[i]);
+}
+
+// rotary: in place on qkv(T, 3D) = [q | k | v]. One thread per (token,
+// head among the 2H q and k heads, i < HD/2): q is multiplied by qscale,
+// then (x1, x2) = (x[i], x[i+HD/2]) becomes (x1 c - x2 s, x2 c + x1 s) with
+// angle = float(pos[t]) * inv_freq[i], cos/sin in fp32 (non-interleaved
+// rotate_half). pos(T) restarts at 0 for every sequence.
+template <typename E>
+__device__ void rotary(E* qkv, const int* __restrict__ pos, const float* __restrict__ inv_freq, int T, int H,
+                       int HD, float qscale) {
+  const int half = HD / 2;
+  const long n = (long)T * 2 * H * half;
+  for (long idx = blockIdx.x * (long)blockDim.x + threadIdx.x; idx < n; idx += (long)gridDim.x * blockDim.x) {
+    const int i = idx % half;
+    const int hh = (idx / half) % (2 * H);
+    const long t = idx / ((long)half * 2 * H);
+    E* v = qkv + t * 3 * H * HD + (long)hh * HD;
+    float x1 = to_f(v[i]), x2 = to_f(v[i + half]);
+    if (hh < H) {
+      x1 *= qscale;
+      x2 *= qscale;
+    }
+    const float a = (float)pos[t] * inv_freq[i];
+    float s, c;
+    sincosf(a, &s, &c);
+    v[i] = from_f<E>(x1 * c - x2 * s);
+    v[i + half] = from_f<E>(x2 * c + x1 * s);
+  }
+}
+
+// gelu: x(n) = 0.5 x erfc(-x/sqrt 2) in place: the exact erf GELU (not the
+// tanh form), written with erfc to keep the negative tail's relative accuracy.
+template <typename E>
+__device__ void gelu(E* x, long n) {
+  for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
+    const float v = to_f(x[i]);
+    x[i] = from_f<E>(0.5f * v * erfcf(-v * 0.70710678118654752f));
+  }
+}
+
+// bias_add: out(T,N) += b(N).
+template <typename O>
+__device__ void bias_add(O* out, const float* __restrict__ b, long n, int N) {
+  for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)
+    out[i] = from_f<O>(to_f(out[i]) + b[i % N]);
+}
+
+// pool_mean: dst(nseq,D) fp32 = mean of x(T,D) over each sequence's residue
+// rows (BOS and EOS excluded), accumulated in fp64 like the CPU twin.
+// Grid (nseq, ceil(D/128)), one column per thread (coalesced rows).
+template <typename I>
+__device__ void pool_mean(float* dst, const I* __restrict__ x, const int* __restrict__ cu, int D) {
+  const int s = blockIdx.x, i = blockIdx.y * blockDim.x + threadIdx.x;
+  if (i >= D) return;
+  const int start = cu[s], n = cu[s + 1] - start;
+  double acc = 0;
+  for (int t = start + 1; t < start + n - 1; t++) acc += to_f(x[(long)t * D + i]);
+  dst[(long)s * D + i] = (float)(acc * (1.0 / (n - 2)));
+}
+
+// pool_bos: dst(nseq,D) fp32 = x's BOS row of each sequence. Grid as
+// pool_mean.
+template <typename I>
+__device__ void pool_bos(float* dst, const I* __restrict__ x, const int* __restrict__ cu, int D) {
+  const int s = blockIdx.x, i = blockIdx.y * blockDim.x + threadIdx.x;
+  if (i >= D) return;
+  dst[(long)s * D + i] = to_f(x[(long)cu[s] * D + i]);
+}
+
+// convert: dst(n) = src(n) converted (round to nearest even).
+template <typename I, typename O>
+__device__ void convert(O* dst, const I* __restrict__ src, long n) {
+  for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)
+    dst[i] = from_f<O>(to_f(src[i]));
+}
+
+// Instantiations.
+#define ONE(X) X(float, f32) X(__half, f16) X(bf16, bf16)
+#define TWO_I(X, I, IN) X(I, IN, float, f32) X(I, IN, __half, f16) X(I, IN, bf16, bf16)
+#define TWO(X) TWO_I(X, float, f32) TWO_I(X, __half, f16) TWO_I(X, bf16, bf16)
+
+#define INST1(E, EN)                                                                                        \
+  extern "C" __global__ void embed_##EN(E* x, const float* table, const int* tokens, const int* seqid,     \
+                                        const float* scales, int T, int D, int mask) {                     \
+    embed<E>(x, table, tokens, seqid, scales, T, D, mask);                                                  \
+  }                                                                                                         \
+  extern "C" __global__ void rotary_##EN(E* qkv, const int* pos, const float* inv_freq, int T, int H,       \
+                                         int HD, float qscale) {                                            \
+    rotary<E>(qkv, pos, inv_freq, T, H, HD, qscale);                                                        \
+  }                                                                                                         \
+  extern "C" __global__ void gelu_##EN(E* x, long n) { gelu<E>(x, n); }                                     \
+  extern "C" __global__ void bias_add_##EN(E* out, const float* b, long n, int N) {                         \
+    bias_add<E>(out, b, n, N);                                                                              \
+  }                                                                                                         \
+  extern "C" __global__ void pool_mean_##EN(float* dst, const E* x, const int* cu, int D) {                 \
+    pool_mean<E>(dst, x, cu, D);                                                                            \
+  }                                                                                                         \
+  extern "C" __global__ void pool_bos_##EN(float* dst, const E* x, const int* cu, int D) {                  \
+    pool_bos<E>(dst, x, cu, D);                                                                             \
+  }
+ONE(INST1)
+
+#define INST2(I, IN, O, ON)                                                                                 \
+  extern "C" __global__ void layernorm_##IN##_##ON(O* out, const I* in, const float* w, const float* b,     \
+                                                   int T, int D, float eps) {                               \
+    layernorm<I, O>(out, in, w, b, T, D, eps);                                                              \
+  }                                                                                                         \
+  extern "C" __global__ void convert_##IN##_##ON(O* dst, const I* src, long n) { convert<I, O>(dst, src, n); }
+TWO(INST2)

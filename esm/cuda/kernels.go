@@ -1,0 +1,140 @@
+package cuda
+
+import (
+	_ "embed"
+	"fmt"
+
+	"github.com/esm2go/esm2go/internal/cuda"
+)
+
+// Launchers of kernels.cu: same names and argument order as the kernels,
+// sizes checked here, errors returned. The element type of each operand is
+// part of the kernel's name (e.g. layernorm_f32_f16); DevicePtr arguments
+// hold elements of the type named in the comment.
+
+//go:embed kernels.cu
+var kernelSource string
+
+// kernels is the compiled kernels.cu of one context.
+type kernels struct {
+	ctx *cuda.Context
+	mod *cuda.Module
+	fns map[string]*cuda.Function
+	sms int
+}
+
+func newKernels(ctx *cuda.Context) (*kernels, error) {
+	mod, err := ctx.Compile(kernelSource, "esm_kernels.cu")
+	if err != nil {
+		return nil, err
+	}
+	return &kernels{ctx: ctx, mod: mod, fns: map[string]*cuda.Function{}, sms: max(ctx.Device.SMs, 1)}, nil
+}
+
+func (k *kernels) fn(name string) (*cuda.Function, error) {
+	if f := k.fns[name]; f != nil {
+		return f, nil
+	}
+	f, err := k.mod.Function(name)
+	if err != nil {
+		return nil, err
+	}
+	k.fns[name] = f
+	return f, nil
+}
+
+func (k *kernels) launch(name string, grid, block [3]uint32, args ...any) error {
+	f, err := k.fn(name)
+	if err != nil {
+		return err
+	}
+	return k.ctx.Launch(f, grid, block, 0, k.ctx.Stream(), args...)
+}
+
+// gridFor sizes a grid-stride launch of n elements with 256 threads per block.
+func (k *kernels) gridFor(n int) [3]uint32 {
+	return [3]uint32{uint32(max(1, min((n+255)/256, 32*k.sms))), 1, 1}
+}
+
+var block256 = [3]uint32{256, 1, 1}
+
+func positive(op string, sizes ...int) error {
+	for _, s := range sizes {
+		if s <= 0 {
+			return fmt.Errorf("%s: sizes %v must be positive", op, sizes)
+		}
+	}
+	return nil
+}
+
+// embed: x(T,D) xt = table(V,D) f32 [tokens(T) int32] * scales(nseq) f32
+// [seqid(T) int32]; rows of token mask zeroed (mask < 0: no mask, no scale).
+func (k *kernels) embed(x cuda.DevicePtr, xt cuda.DataType, table, tokens, seqid, scales cuda.DevicePtr, T, D int, mask int32) error {
+	if err := positive("embed", T, D); err != nil {
+		return err
+	}
+	return k.launch("embed_"+xt.String(), [3]uint32{uint32(T), 1, 1}, [3]uint32{128, 1, 1},
+		x, table, tokens, seqid, scales, int32(T), int32(D), mask)
+}
+
+// layernorm: out(T,D) ot = LN(in(T,D) it) with w(D), b(D) f32.
+func (k *kernels) layernorm(out cuda.DevicePtr, ot cuda.DataType, in cuda.DevicePtr, it cuda.DataType, w, b cuda.DevicePtr, T, D int, eps float32) error {
+	if err := positive("layernorm", T, D); err != nil {
+		return err
+	}
+	return k.launch(fmt.Sprintf("layernorm_%s_%s", it, ot), [3]uint32{uint32((T + 3) / 4), 1, 1}, [3]uint32{128, 1, 1},
+		out, in, w, b, int32(T), int32(D), eps)
+}
+
+// rotary: qkv(T,3D) et in place; pos(T) int32, invFreq(HD/2) f32.
+func (k *kernels) rotary(qkv cuda.DevicePtr, et cuda.DataType, pos, invFreq cuda.DevicePtr, T, H, HD int, qScale float32) error {
+	if err := positive("rotary", T, H, HD); err != nil {
+		return err
+	}
+	if HD%2 != 0 {
+		return fmt.Errorf("rotary: odd head dim %d", HD)
+	}
+	return k.launch("rotary_"+et.String(), k.gridFor(T*H*HD), block256, qkv, pos, invFreq, int32(T), int32(H), int32(HD), qScale)
+}
+
+// gelu: x(n) et in place.
+func (k *kernels) gelu(x cuda.DevicePtr, et cuda.DataType, n int) error {
+	if err := positive("gelu", n); err != nil {
+		return err
+	}
+	return k.launch("gelu_"+et.String(), k.gridFor(n), block256, x, int64(n))
+}
+
+// biasAdd: out(T,N) ot += b(N) f32.
+func (k *kernels) biasAdd(out cuda.DevicePtr, ot cuda.DataType, b cuda.DevicePtr, T, N int) error {
+	if err := positive("bias_add", T, N); err != nil {
+		return err
+	}
+	return k.launch("bias_add_"+ot.String(), k.gridFor(T*N), block256, out, b, int64(T*N), int32(N))
+}
+
+// poolMean: dst(nseq,D) f32 = residue mean of x(T,D) xt; cu(nseq+1) int32.
+func (k *kernels) poolMean(dst, x cuda.DevicePtr, xt cuda.DataType, cu cuda.DevicePtr, nseq, D int) error {
+	if err := positive("pool_mean", nseq, D); err != nil {
+		return err
+	}
+	return k.launch("pool_mean_"+xt.String(), [3]uint32{uint32(nseq), uint32((D + 127) / 128), 1}, [3]uint32{128, 1, 1},
+		dst, x, cu, int32(D))
+}
+
+// poolBOS: dst(nseq,D) f32 = BOS rows of x(T,D) xt; cu(nseq+1) int32.
+func (k *kernels) poolBOS(dst, x cuda.DevicePtr, xt cuda.DataType, cu cuda.DevicePtr, nseq, D int) error {
+	if err := positive("pool_bos", nseq, D); err != nil {
+		return err
+	}
+	return k.launch("pool_bos_"+xt.String(), [3]uint32{uint32(nseq), uint32((D + 127) / 128), 1}, [3]uint32{128, 1, 1},
+		dst, x, cu, int32(D))
+}
+
+// convert: dst(n) dt = src(n) st.
+func (k *kernels) convert(dst cuda.DevicePtr, dt cuda.DataType, src cuda.DevicePtr, st cuda.DataType, n int) error {
+	if err := positive("convert", n); err != nil {
+		return err
+	}
+	return k.launch(fmt.Sprintf("convert_%s_%s", st, dt), k.gridFor(n), block256, dst, src, int64(n))
+}
