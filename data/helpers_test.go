@@ -177,8 +177,9 @@ func synthFASTA(w io.Writer, size int64, seed uint64) (residues int64, err error
 	return residues, nil
 }
 
-// trickyFASTA is hand-written input with every rule the reader must keep.
-func trickyFASTA() []byte {
+// trickyFASTA is hand-written input with every rule the reader must keep;
+// it holds a one-line record of 4*quads residues.
+func trickyFASTA(quads int) []byte {
 	var b bytes.Buffer
 	b.WriteString("\n  \t\nstray TEXT before\r\nMORE\n\n")
 	b.WriteString(">r1 first record\r\nACDE FG\tHI\r\n\r\nKLM\r\n")
@@ -186,7 +187,7 @@ func trickyFASTA() []byte {
 	b.WriteString(">\n>   \nAAA\n")
 	b.WriteString("\t>r3\tdesc\xff\xfeend  \nA>B\n x>y\n")
 	b.WriteString(">long\n")
-	b.WriteString(strings.Repeat("LAGV", 25000))
+	b.WriteString(strings.Repeat("LAGV", quads))
 	b.WriteString("\n\n\n>nul\nAB\x00CD*\n")
 	b.WriteString(">r1 duplicate\n\v\fXY\n>empty-last")
 	return b.Bytes()

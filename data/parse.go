@@ -133,6 +133,7 @@ func parseChunk(buf []byte, origin, from int, preamble bool, cr bool, source str
 		h = len(buf)
 	}
 	line := countBreaks(buf, origin, from, cr)
+	skipped := countBreaks(buf, from, h, cr) // before compact destroys the breaks
 	var recs []Record
 	if preamble {
 		i := from
@@ -148,7 +149,7 @@ func parseChunk(buf []byte, origin, from int, preamble bool, cr bool, source str
 	if h == len(buf) {
 		return recs
 	}
-	line += countBreaks(buf, from, h, cr)
+	line += skipped
 
 	if recs == nil {
 		recs = make([]Record, 0, bytes.Count(buf[h:], []byte{'>'}))
