@@ -189,6 +189,7 @@ func trickyFASTA(quads int) []byte {
 	b.WriteString(">long\n")
 	b.WriteString(strings.Repeat("LAGV", quads))
 	b.WriteString("\n\n\n>nul\nAB\x00CD*\n")
+	b.WriteString(strings.Repeat(" \t", 150) + ">blank-run\nAC" + strings.Repeat(" ", 200) + "DE\n")
 	b.WriteString(">r1 duplicate\n\v\fXY\n>empty-last")
 	return b.Bytes()
 }

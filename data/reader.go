@@ -515,16 +515,28 @@ func (r *Reader) readRange(j *job, t *tracker) (*Block, int, error) {
 	if limit <= from {
 		return &Block{}, 0, nil // the file shrank under us
 	}
-	// A header line starting in the range may have its '>' past the range
-	// end only if blanks run across it: read past such a run, and at least
-	// one byte past the end to tell CRLF from a lone CR there.
+	// Read at least one byte past the range end (to tell CRLF from a lone
+	// CR there), and past the blanks that open a line at the end of the
+	// range: a header line starting in the range may have its '>' after them.
 	for !eof {
-		i := limit - 1
-		for i < len(buf) && isBlank(buf[i]) {
-			i++
-		}
-		if i < len(buf) && len(buf) > limit {
-			break
+		if len(buf) > limit {
+			if !isBlank(buf[limit-1]) {
+				break
+			}
+			k := limit - 1
+			for k > from && isBlank(buf[k-1]) {
+				k--
+			}
+			if k > 0 && buf[k-1] != '\n' && buf[k-1] != '\r' {
+				break // blanks inside a line: no header can start there
+			}
+			i := limit
+			for i < len(buf) && isBlank(buf[i]) {
+				i++
+			}
+			if i < len(buf) {
+				break
+			}
 		}
 		if err := more(); err != nil {
 			return nil, 0, err
