@@ -227,8 +227,10 @@ func (r *Reader) Next(ctx context.Context) (*Block, error) {
 func (r *Reader) QueueDepth() int { return int(r.ready.Load()) }
 
 // Close stops the run, closes the open inputs and waits for every goroutine.
-// It is idempotent and always returns nil. A Read on an input that never
-// returns, even once the input is closed, delays Close until it does.
+// It is idempotent and always returns nil. Options.Stdin is closed only when
+// a run is stopped early and it implements io.Closer. A Read on an input
+// that never returns, even once the input is closed, delays Close until it
+// does.
 func (r *Reader) Close() error {
 	r.closed.Do(func() {
 		r.cancel(errClosed)
