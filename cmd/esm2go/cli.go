@@ -1,0 +1,197 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"strings"
+	"sync"
+
+	"github.com/spf13/pflag"
+	"golang.org/x/term"
+)
+
+// version is set at link time (-ldflags "-X main.version=v1.2.3"); otherwise
+// it comes from the module's build information.
+var version = ""
+
+// Version returns the esm2go version: the link-time value, the module
+// version, or "devel" plus the VCS revision when built from a checkout.
+func Version() string {
+	if version != "" {
+		return version
+	}
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "devel"
+	}
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	v := "devel"
+	var rev, modified string
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				modified = "+dirty"
+			}
+		}
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	if rev != "" {
+		v += "-" + rev + modified
+	}
+	return v
+}
+
+const mainUsage = `esm2go computes ESM2 protein language model embeddings from FASTA files.
+
+Usage:
+  esm2go embed [flags] FASTA...   embed every record of the FASTA files (plain or gzip, "-" = stdin)
+  esm2go info [--model M]         load a model and print its shape and contents
+  esm2go version                  print the version
+  esm2go help [command]           print this help, or a command's flags
+
+Models: a Hugging Face id (facebook/esm2_t33_650M_UR50D), a directory with
+config.json and model.safetensors, or a fair-esm .pt file. Ids are looked up in
+the Hugging Face and torch hub caches and downloaded when missing.
+`
+
+// usageError is a command-line mistake: reported with the usage, status 2.
+type usageError struct {
+	err   error
+	usage string
+}
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+func usageErrorf(usage, format string, args ...any) error {
+	return &usageError{err: fmt.Errorf(format, args...), usage: usage}
+}
+
+// run is the whole program: it parses args (without the program name), runs
+// the command and returns the exit status: 0 on success, 1 on an error, 2 on
+// a command-line error.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	err := dispatch(ctx, args, stdout, stderr)
+	if err == nil {
+		return 0
+	}
+	if errors.Is(err, pflag.ErrHelp) {
+		return 0
+	}
+	var ue *usageError
+	if errors.As(err, &ue) {
+		fmt.Fprintf(stderr, "esm2go: %s\n", oneLine(err.Error()))
+		if ue.usage != "" {
+			fmt.Fprintf(stderr, "\n%s", ue.usage)
+		}
+		return 2
+	}
+	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		// The error says where the rows written so far went.
+		fmt.Fprintf(stderr, "esm2go: interrupted: %s\n", oneLine(err.Error()))
+		return 1
+	}
+	fmt.Fprintf(stderr, "esm2go: %s\n", oneLine(err.Error()))
+	return 1
+}
+
+func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return &usageError{err: errors.New("no command given"), usage: mainUsage}
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "embed":
+		return cmdEmbed(ctx, rest, stdout, stderr)
+	case "info":
+		return cmdInfo(ctx, rest, stdout, stderr)
+	case "version", "--version":
+		if len(rest) > 0 {
+			return usageErrorf(mainUsage, "version takes no arguments")
+		}
+		fmt.Fprintf(stdout, "esm2go %s (%s, %s/%s)\n", Version(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		return nil
+	case "help", "-h", "--help":
+		if len(rest) == 0 {
+			fmt.Fprint(stdout, mainUsage)
+			return nil
+		}
+		switch rest[0] {
+		case "embed":
+			fmt.Fprint(stdout, embedUsage())
+		case "info":
+			fmt.Fprint(stdout, infoUsage())
+		case "version", "help":
+			fmt.Fprint(stdout, mainUsage)
+		default:
+			return usageErrorf(mainUsage, "unknown command %q", rest[0])
+		}
+		return nil
+	default:
+		return usageErrorf(mainUsage, "unknown command %q", cmd)
+	}
+}
+
+// newFlagSet returns a flag set that reports errors instead of exiting and
+// accepts fair-esm's underscore spellings (--repr_layers) as well.
+func newFlagSet(name string) *pflag.FlagSet {
+	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.SetNormalizeFunc(func(_ *pflag.FlagSet, n string) pflag.NormalizedName {
+		return pflag.NormalizedName(strings.ReplaceAll(n, "_", "-"))
+	})
+	fs.SortFlags = false
+	return fs
+}
+
+// parseFlags parses args; -h/--help prints usage to stdout and returns
+// pflag.ErrHelp.
+func parseFlags(fs *pflag.FlagSet, args []string, usage string, stdout io.Writer) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			fmt.Fprint(stdout, usage)
+			return err
+		}
+		return &usageError{err: err, usage: usage}
+	}
+	return nil
+}
+
+func flagDefaults(fs *pflag.FlagSet) string {
+	return fs.FlagUsagesWrapped(100)
+}
+
+func oneLine(s string) string {
+	s = strings.TrimSpace(s)
+	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", " ")), " ")
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// lockedWriter serializes writes from the logger and the progress line.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/esm2go/esm2go/esm"
+	"github.com/esm2go/esm2go/esm/cpu"
+)
+
+// gpuBackend is what the CLI needs from a GPU backend.
+type gpuBackend interface {
+	esm.Backend
+	Close() error
+}
+
+// openGPU starts a GPU backend on device ordinal dev with the given
+// precision (fp16, bf16, fp32). It is set by gpu_cuda.go; nil means this
+// binary has no GPU backend. The backend belongs to the calling goroutine.
+var openGPU func(dev int, precision string) (gpuBackend, error)
+
+// deviceSpec is a parsed --device value.
+type deviceSpec struct {
+	kind string // "auto", "cpu" or "cuda"
+	ord  int    // CUDA device ordinal
+}
+
+func parseDevice(s string) (deviceSpec, error) {
+	s = strings.ToLower(strings.TrimSpace(s))
+	switch s {
+	case "auto", "cpu", "cuda":
+		return deviceSpec{kind: s}, nil
+	}
+	if rest, ok := strings.CutPrefix(s, "cuda:"); ok {
+		n, err := strconv.Atoi(rest)
+		if err == nil && n >= 0 {
+			return deviceSpec{kind: "cuda", ord: n}, nil
+		}
+	}
+	return deviceSpec{}, fmt.Errorf("invalid --device %q (want auto, cpu, cuda or cuda:N)", s)
+}
+
+func parsePrecision(s string) (string, error) {
+	switch p := strings.ToLower(strings.TrimSpace(s)); p {
+	case "fp16", "bf16", "fp32":
+		return p, nil
+	}
+	return "", fmt.Errorf("invalid --precision %q (want fp16, bf16 or fp32)", s)
+}
+
+// startBackend picks the backend for dev: CUDA when asked (an error when it
+// cannot start), CUDA-then-CPU for auto (saying why on note), else the CPU.
+// precisionSet says whether --precision was given explicitly.
+func startBackend(dev deviceSpec, precision string, precisionSet bool, threads int, note func(string)) (esm.Backend, error) {
+	if dev.kind == "cuda" || dev.kind == "auto" {
+		be, err := tryGPU(dev.ord, precision)
+		if err == nil {
+			return be, nil
+		}
+		if dev.kind == "cuda" {
+			return nil, err
+		}
+		note(fmt.Sprintf("no usable GPU (%s); running on the CPU", strings.TrimPrefix(oneLine(err.Error()), "--device cuda: ")))
+	}
+	if precisionSet && precision != "fp32" {
+		note(fmt.Sprintf("--precision %s applies to the GPU only; the CPU computes in fp32", precision))
+	}
+	return cpu.New(cpu.Options{Threads: threads}), nil
+}
+
+func tryGPU(ord int, precision string) (be gpuBackend, err error) {
+	if openGPU == nil {
+		return nil, errors.New("--device cuda: this esm2go binary was built without the CUDA backend")
+	}
+	defer func() {
+		// A backend must never take the CPU fallback down with it.
+		if r := recover(); r != nil {
+			be, err = nil, fmt.Errorf("--device cuda: starting the CUDA backend panicked: %v", r)
+		}
+	}()
+	be, err = openGPU(ord, precision)
+	if err != nil && !strings.HasPrefix(err.Error(), "--device cuda") {
+		err = fmt.Errorf("--device cuda: %w", err)
+	}
+	return be, err
+}
+
+// closeBackend releases be when it has a Close method.
+func closeBackend(be esm.Backend) {
+	if c, ok := be.(interface{ Close() error }); ok {
+		c.Close()
+	}
+}

@@ -1,0 +1,289 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/esm2go/esm2go/embed"
+	"github.com/esm2go/esm2go/esm"
+	"github.com/esm2go/esm2go/output"
+	"github.com/spf13/pflag"
+)
+
+// embedFlags are the embed command's flags, named after fair-esm's
+// scripts/extract.py where they mean the same.
+type embedFlags struct {
+	model      string
+	out        string
+	format     string
+	include    []string
+	layers     []int
+	truncation int
+	toks       int
+	device     string
+	precision  string
+	workers    int
+	prefetch   int
+	strict     bool
+	overwrite  bool
+	threads    int
+	quiet      bool
+	logFormat  string
+}
+
+func newEmbedFlagSet(f *embedFlags) *pflag.FlagSet {
+	fs := newFlagSet("embed")
+	fs.StringVar(&f.model, "model", defaultModel, "model: Hugging Face id, directory (config.json + model.safetensors) or fair-esm .pt")
+	fs.StringVarP(&f.out, "out", "o", "", "output: a .parquet file, or a directory for npy (required)")
+	fs.StringVar(&f.format, "format", "parquet", "output format: parquet or npy")
+	fs.StringSliceVar(&f.include, "include", []string{"mean"}, "what to write per record: mean, bos, per_tok (comma list)")
+	fs.IntSliceVar(&f.layers, "repr-layers", []int{-1}, "layers to write: 0 = embeddings, L = last, negative counts from the end (comma list or repeated)")
+	fs.IntVar(&f.truncation, "truncation-seq-length", esm.DefaultMaxResidues, "keep the first N residues of longer sequences; -1 = no truncation")
+	fs.IntVar(&f.toks, "toks-per-batch", 4096, "tokens per packed batch (no padding)")
+	fs.StringVar(&f.device, "device", "auto", "auto, cpu, cuda or cuda:N (auto: the GPU when usable, else the CPU)")
+	fs.StringVar(&f.precision, "precision", "fp16", "GPU compute precision: fp16, bf16 or fp32 (the CPU always uses fp32)")
+	fs.IntVar(&f.workers, "workers", 4, "FASTA reader goroutines")
+	fs.IntVar(&f.prefetch, "prefetch", 4, "FASTA blocks queued per reader")
+	fs.BoolVar(&f.strict, "strict", false, "stop at the first record that cannot be embedded instead of skipping it")
+	fs.BoolVar(&f.overwrite, "overwrite", false, "replace an existing output")
+	fs.IntVar(&f.threads, "threads", 0, "CPU threads (0 = all cores)")
+	fs.BoolVarP(&f.quiet, "quiet", "q", false, "print warnings and errors only")
+	fs.StringVar(&f.logFormat, "log-format", "text", "log format on stderr: text or json")
+	return fs
+}
+
+func embedUsage() string {
+	var f embedFlags
+	return "Usage: esm2go embed [flags] FASTA...\n\n" +
+		"Embeds every record of the FASTA files (plain or gzip; \"-\" reads stdin) into one output,\n" +
+		"one row per record in input order.\n\nFlags:\n" + flagDefaults(newEmbedFlagSet(&f))
+}
+
+// parseInclude turns --include values into embed.Include.
+func parseInclude(vals []string) (embed.Include, []string, error) {
+	var inc embed.Include
+	var names []string
+	for _, v := range vals {
+		for _, s := range strings.Split(v, ",") {
+			s = strings.ToLower(strings.TrimSpace(s))
+			switch s {
+			case "mean":
+				inc.Mean = true
+			case "bos":
+				inc.BOS = true
+			case "per_tok", "per-tok":
+				inc.PerTok, s = true, "per_tok"
+			case "contacts":
+				return inc, nil, errors.New("invalid --include \"contacts\": contact maps are not supported (want mean, bos or per_tok)")
+			default:
+				return inc, nil, fmt.Errorf("invalid --include %q (want mean, bos or per_tok)", s)
+			}
+			if !slices.Contains(names, s) {
+				names = append(names, s)
+			}
+		}
+	}
+	if len(names) == 0 {
+		return inc, nil, errors.New("--include is empty (want mean, bos or per_tok)")
+	}
+	return inc, names, nil
+}
+
+// resolveLayers checks --repr-layers against the model and drops values
+// that name the same layer twice. It returns the values as given (for
+// embed.Options.Layers) and the absolute layers they name.
+func resolveLayers(cfg esm.Config, vals []int) (raw, abs []int, err error) {
+	if len(vals) == 0 {
+		return nil, nil, errors.New("--repr-layers is empty")
+	}
+	for _, v := range vals {
+		a, err := cfg.ResolveLayer(v)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--repr-layers %d: %w", v, err)
+		}
+		if !slices.Contains(abs, a) {
+			raw, abs = append(raw, v), append(abs, a)
+		}
+	}
+	return raw, abs, nil
+}
+
+func joinInts(v []int) string {
+	s := make([]string, len(v))
+	for i, x := range v {
+		s[i] = strconv.Itoa(x)
+	}
+	return strings.Join(s, ",")
+}
+
+func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var f embedFlags
+	fs := newEmbedFlagSet(&f)
+	usage := embedUsage()
+	if err := parseFlags(fs, args, usage, stdout); err != nil {
+		return err
+	}
+	bad := func(format string, a ...any) error { return usageErrorf(usage, format, a...) }
+
+	// Everything that can be checked without the model, first.
+	inputs := fs.Args()
+	if len(inputs) == 0 {
+		return bad("no FASTA input given")
+	}
+	if f.out == "" {
+		return bad("--out is required")
+	}
+	format, err := output.ParseFormat(f.format)
+	if err != nil {
+		return bad("invalid --format %q (want parquet or npy)", f.format)
+	}
+	inc, incNames, err := parseInclude(f.include)
+	if err != nil {
+		return bad("%v", err)
+	}
+	dev, err := parseDevice(f.device)
+	if err != nil {
+		return bad("%v", err)
+	}
+	precision, err := parsePrecision(f.precision)
+	if err != nil {
+		return bad("%v", err)
+	}
+	if f.logFormat != "text" && f.logFormat != "json" {
+		return bad("invalid --log-format %q (want text or json)", f.logFormat)
+	}
+	switch {
+	case f.truncation == 0 || f.truncation < -1:
+		return bad("invalid --truncation-seq-length %d (want a positive number of residues, or -1 for none)", f.truncation)
+	case f.toks <= 0:
+		return bad("invalid --toks-per-batch %d (want > 0)", f.toks)
+	case f.truncation > 0 && f.toks < f.truncation+2:
+		return bad("--toks-per-batch %d cannot hold one sequence of --truncation-seq-length %d plus BOS/EOS", f.toks, f.truncation)
+	case f.workers <= 0:
+		return bad("invalid --workers %d (want > 0)", f.workers)
+	case f.prefetch <= 0:
+		return bad("invalid --prefetch %d (want > 0)", f.prefetch)
+	case f.threads < 0:
+		return bad("invalid --threads %d (want >= 0; 0 = all cores)", f.threads)
+	}
+	if len(f.layers) == 0 {
+		return bad("--repr-layers is empty")
+	}
+	for _, in := range inputs {
+		if in == "-" {
+			continue
+		}
+		if _, err := os.Stat(in); err != nil {
+			return err
+		}
+	}
+	if !f.overwrite {
+		if _, err := os.Lstat(f.out); err == nil {
+			return fmt.Errorf("%s exists (use --overwrite to replace it)", f.out)
+		}
+	}
+
+	// Logging and progress.
+	lw := &lockedWriter{w: stderr}
+	level := slog.LevelInfo
+	if f.quiet {
+		level = slog.LevelWarn
+	}
+	hopts := &slog.HandlerOptions{Level: level}
+	var log *slog.Logger
+	if f.logFormat == "json" {
+		log = slog.New(slog.NewJSONHandler(lw, hopts))
+	} else {
+		log = slog.New(slog.NewTextHandler(lw, hopts))
+	}
+
+	// Model.
+	var dlProgress io.Writer
+	if !f.quiet {
+		dlProgress = stderr // the weights package draws a bar when this is a terminal
+	}
+	ck, cfg, err := openModel(ctx, f.model, dlProgress)
+	if err != nil {
+		return err
+	}
+	defer ck.Close()
+	rawLayers, absLayers, err := resolveLayers(cfg, f.layers)
+	if err != nil {
+		return bad("%v", err)
+	}
+	if f.truncation < 0 && !f.quiet {
+		log.Warn("truncation disabled: sequences longer than 1022 residues exceed the 1024 positions ESM2 was trained on")
+	}
+
+	note := func(msg string) { // plain on a text log, a log line in json
+		if f.quiet {
+			return
+		}
+		if f.logFormat == "json" {
+			log.Info(msg)
+		} else {
+			fmt.Fprintf(lw, "esm2go: %s\n", msg)
+		}
+	}
+	be, err := startBackend(dev, precision, fs.Changed("precision"), f.threads, note)
+	if err != nil {
+		return err
+	}
+	defer closeBackend(be)
+	m, err := esm.NewModel(cfg, esm.CheckpointSource{C: ck}, be)
+	if err != nil {
+		return fmt.Errorf("loading %s on %s: %w", ck.Path, be.Name(), err)
+	}
+	defer m.Close()
+	log.Info("model loaded", "model", f.model, "path", ck.Path, "layers", cfg.Layers, "dim", cfg.Dim,
+		"backend", be.Name(), "repr_layers", joinInts(absLayers), "include", strings.Join(incNames, ","))
+
+	trunc := f.truncation
+	truncMeta := strconv.Itoa(trunc)
+	if trunc < 0 {
+		truncMeta = "none"
+	}
+	pr := &progress{w: lw, tty: isTerminal(stderr) && !f.quiet && f.logFormat == "text", log: log, start: time.Now()}
+	opts := embed.Options{
+		Inputs:       inputs,
+		Out:          f.out,
+		Format:       format,
+		Overwrite:    f.overwrite,
+		Include:      inc,
+		Layers:       rawLayers,
+		MaxResidues:  trunc,
+		ToksPerBatch: f.toks,
+		Workers:      f.workers,
+		Prefetch:     f.prefetch,
+		Strict:       f.strict,
+		Log:          log,
+		Metadata: map[string]string{
+			"model":                 f.model,
+			"model_path":            ck.Path,
+			"model_format":          ck.Format,
+			"esm2go_version":        Version(),
+			"layers":                joinInts(absLayers),
+			"include":               strings.Join(incNames, ","),
+			"truncation_seq_length": truncMeta,
+			"backend":               be.Name(),
+		},
+	}
+	if !f.quiet {
+		opts.Progress = pr.update
+	}
+	sum, err := embed.Run(ctx, m, opts)
+	pr.clear()
+	if err != nil {
+		return err
+	}
+	pr.summary(sum, f.out)
+	return nil
+}

@@ -1,0 +1,71 @@
+package main
+
+import (
+	"testing"
+
+	"github.com/esm2go/esm2go/esm"
+)
+
+func TestParseInclude(t *testing.T) {
+	inc, names, err := parseInclude([]string{"per_tok,MEAN", "mean", "bos"})
+	if err != nil || !inc.Mean || !inc.BOS || !inc.PerTok || len(names) != 3 || names[0] != "per_tok" {
+		t.Errorf("got %+v %v %v", inc, names, err)
+	}
+	for _, bad := range [][]string{{""}, {"mean,"}, {"logits"}, {"contacts"}} {
+		if _, _, err := parseInclude(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func TestResolveLayers(t *testing.T) {
+	cfg := esm.Config{Layers: 3}
+	raw, abs, err := resolveLayers(cfg, []int{-1, 0, 3, -4, 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []int{-1, 0, 1}; !equal(raw, want) {
+		t.Errorf("raw %v, want %v", raw, want)
+	}
+	if want := []int{3, 0, 1}; !equal(abs, want) {
+		t.Errorf("abs %v, want %v", abs, want)
+	}
+	for _, bad := range []int{4, -5} {
+		if _, _, err := resolveLayers(cfg, []int{bad}); err == nil {
+			t.Errorf("layer %d accepted", bad)
+		}
+	}
+}
+
+func TestParseDevice(t *testing.T) {
+	for in, want := range map[string]deviceSpec{"auto": {kind: "auto"}, "CPU": {kind: "cpu"}, "cuda": {kind: "cuda"}, "cuda:1": {kind: "cuda", ord: 1}} {
+		if got, err := parseDevice(in); err != nil || got != want {
+			t.Errorf("%q: %+v %v", in, got, err)
+		}
+	}
+	for _, bad := range []string{"gpu", "cuda:", "cuda:-1", "cuda:x"} {
+		if _, err := parseDevice(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func TestGroupDigits(t *testing.T) {
+	for n, want := range map[int64]string{0: "0", 999: "999", 1000: "1,000", 652356917: "652,356,917", -1234: "-1,234"} {
+		if got := groupDigits(n); got != want {
+			t.Errorf("%d: %q, want %q", n, got, want)
+		}
+	}
+}
+
+func equal(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
