@@ -120,3 +120,151 @@ VARLEN_INST(24)
 VARLEN_INST(32)
 VARLEN_INST(64)
 VARLEN_INST(128)
+
+#if VARLEN_TC
+// ---------------------------------------------------------------------------
+// Tensor-core variant for fp16/bf16 (compiled with -DVARLEN_TC=1): the same
+// algorithm with both products on WMMA 16x16x16 tiles (fp32 accumulation).
+// Block = 4 warps = 64 query rows (16 per warp), K/V tiles of 64 keys; the
+// head dim is zero-padded to HP = a multiple of 16 (HD 24 -> 32). Per tile,
+// each warp computes S = Q·Kᵀ (16 x 64, fp32) into shared memory, updates
+// its rows' running max/sum there (two lanes per row, fp32, exp), writes
+// P = exp(S - m) in the element type, rescales its fp32 output rows and
+// accumulates O += P·V. The softmax sum uses the fp32 P, the product the
+// rounded P (as FlashAttention does). Dynamic shared memory: see
+// varlenTCShared in varlen_cuda.go (same layout, row strides padded to
+// avoid bank conflicts and keep WMMA's 32-byte alignment).
+#include <mma.h>
+
+#define TC_BQ 64
+#define TC_BK 64
+
+template <typename T, int HD>
+__device__ __forceinline__ void varlen_tc(T* __restrict__ out, int ldo, const T* __restrict__ q,
+                                          const T* __restrict__ k, const T* __restrict__ v, int ld,
+                                          const int* __restrict__ cu_seqlens, float scale) {
+  using namespace nvcuda;
+  constexpr int HP = (HD + 15) / 16 * 16;
+  constexpr int BQ = TC_BQ, BK = TC_BK;
+  constexpr int QS = HP + 8;  // row stride of Q, K, V tiles (elements)
+  constexpr int PS = BK + 8;  // row stride of P (elements)
+  constexpr int SS = BK + 4;  // row stride of S (floats)
+  constexpr int OS = HP + 4;  // row stride of O (floats)
+  extern __shared__ __align__(128) unsigned char smem[];
+  T* Qs = (T*)smem;
+  T* Ks = Qs + BQ * QS;
+  T* Vs = Ks + BK * QS;
+  T* Ps = Vs + BK * QS;
+  float* Ss = (float*)(Ps + BQ * PS);
+  float* Os = Ss + BQ * SS;
+
+  const int seq = blockIdx.y, h = blockIdx.z;
+  const int start = cu_seqlens[seq];
+  const int n = cu_seqlens[seq + 1] - start;
+  const int q0 = blockIdx.x * BQ;
+  if (q0 >= n) return;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const T zero = from_f<T>(0.f);
+
+  for (int i = tid; i < BQ * HP; i += 128) {
+    const int r = i / HP, c = i % HP;
+    Qs[r * QS + c] = (q0 + r < n && c < HD) ? q[(long)(start + q0 + r) * ld + h * HD + c] : zero;
+    Os[r * OS + c] = 0.f;
+  }
+  const int rl = lane / 2, hf = lane % 2;  // this lane's row (of the warp's 16) and column parity
+  float m_r = __int_as_float(0xff800000), l_r = 0.f;
+  const T* Qw = Qs + warp * 16 * QS;
+  float* Sw = Ss + warp * 16 * SS;
+  T* Pw = Ps + warp * 16 * PS;
+  float* Ow = Os + warp * 16 * OS;
+
+  for (int kt = 0; kt < n; kt += BK) {
+    const int kn = min(BK, n - kt);
+    __syncthreads();
+    for (int i = tid; i < BK * HP; i += 128) {
+      const int r = i / HP, c = i % HP;
+      const bool ok = r < kn && c < HD;
+      const long off = (long)(start + kt + r) * ld + h * HD + c;
+      Ks[r * QS + c] = ok ? k[off] : zero;
+      Vs[r * QS + c] = ok ? v[off] : zero;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int j = 0; j < BK / 16; j++) {
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+      wmma::fill_fragment(acc, 0.f);
+#pragma unroll
+      for (int kk = 0; kk < HP / 16; kk++) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> b;
+        wmma::load_matrix_sync(a, Qw + kk * 16, QS);
+        wmma::load_matrix_sync(b, Ks + j * 16 * QS + kk * 16, QS);
+        wmma::mma_sync(acc, a, b, acc);
+      }
+      wmma::store_matrix_sync(Sw + j * 16, acc, SS, wmma::mem_row_major);
+    }
+    __syncwarp();
+    float* srow = Sw + rl * SS;
+    float mt = m_r;
+#pragma unroll 8
+    for (int i = 0; i < BK / 2; i++) {
+      const int c = 2 * i + hf;
+      const float s = c < kn ? srow[c] * scale : __int_as_float(0xff800000);
+      srow[c] = s;
+      mt = fmaxf(mt, s);
+    }
+    mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 1));
+    const float corr = expf(m_r - mt);
+    float sum = 0.f;
+    T* prow = Pw + rl * PS;
+#pragma unroll 8
+    for (int i = 0; i < BK / 2; i++) {
+      const int c = 2 * i + hf;
+      const float p = expf(srow[c] - mt);
+      sum += p;
+      prow[c] = from_f<T>(p);
+    }
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    l_r = l_r * corr + sum;
+    m_r = mt;
+    float* orow = Ow + rl * OS;
+    for (int c = hf; c < HP; c += 2) orow[c] *= corr;
+    __syncwarp();
+#pragma unroll
+    for (int nn = 0; nn < HP / 16; nn++) {
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+      wmma::load_matrix_sync(acc, Ow + nn * 16, OS, wmma::mem_row_major);
+#pragma unroll
+      for (int kk = 0; kk < BK / 16; kk++) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> b;
+        wmma::load_matrix_sync(a, Pw + kk * 16, PS);
+        wmma::load_matrix_sync(b, Vs + kk * 16 * QS + nn * 16, QS);
+        wmma::mma_sync(acc, a, b, acc);
+      }
+      wmma::store_matrix_sync(Ow + nn * 16, acc, OS, wmma::mem_row_major);
+    }
+    __syncwarp();
+  }
+  const int row = q0 + warp * 16 + rl;
+  if (row < n) {
+    const float inv = 1.f / l_r;
+    const float* orow = Ow + rl * OS;
+    for (int c = hf; c < HD; c += 2) out[(long)(start + row) * ldo + h * HD + c] = from_f<T>(orow[c] * inv);
+  }
+}
+
+#define VARLEN_TC_INST(HD)                                                                          \
+  extern "C" __global__ void __launch_bounds__(128)                                                \
+      XCAT3(varlen_tc_, ELEM_NAME, _hd##HD)(ELEM * out, int ldo, const ELEM* q, const ELEM* k,      \
+                                             const ELEM* v, int ld, const int* cu_seqlens,          \
+                                             float scale) {                                         \
+    varlen_tc<ELEM, HD>(out, ldo, q, k, v, ld, cu_seqlens, scale);                                  \
+  }
+
+VARLEN_TC_INST(16)
+VARLEN_TC_INST(24)
+VARLEN_TC_INST(32)
+VARLEN_TC_INST(64)
+VARLEN_TC_INST(128)
+#endif

@@ -23,14 +23,21 @@ var VarlenHeadDims = []int{16, 24, 32, 64, 128}
 // Context. It compiles the kernel for an element type on first use (NVRTC,
 // through the context's compile cache). Like the Context, it must be used
 // from the goroutine that owns the context.
+//
+// fp16 and bf16 run the tensor-core (WMMA) kernel varlen_tc_*; fp32, and any
+// type when Scalar is set, runs the plain fp32 kernel varlen_fwd_* (the
+// documented fallback, and the fp32 parity path).
 type Varlen struct {
-	ctx  *cuda.Context
-	mods map[cuda.DataType]*cuda.Module
+	Scalar bool // use the scalar kernel for fp16/bf16 too
+
+	ctx    *cuda.Context
+	mods   map[cuda.DataType]*cuda.Module
+	shared map[*cuda.Function]bool // dynamic shared memory limit raised
 }
 
 // NewVarlen returns a launcher bound to ctx.
 func NewVarlen(ctx *cuda.Context) *Varlen {
-	return &Varlen{ctx: ctx, mods: map[cuda.DataType]*cuda.Module{}}
+	return &Varlen{ctx: ctx, mods: map[cuda.DataType]*cuda.Module{}, shared: map[*cuda.Function]bool{}}
 }
 
 // VarlenArgs are the device operands of one call, with the shapes the
@@ -86,7 +93,11 @@ func (v *Varlen) module(dt cuda.DataType) (*cuda.Module, error) {
 		return m, nil
 	}
 	elem := map[cuda.DataType]string{cuda.F32: "float", cuda.F16: "__half", cuda.BF16: "__nv_bfloat16"}[dt]
-	m, err := v.ctx.Compile(varlenSource, "varlen_"+dt.String()+".cu", "-DELEM="+elem, "-DELEM_NAME="+dt.String())
+	opts := []string{"-DELEM=" + elem, "-DELEM_NAME=" + dt.String()}
+	if dt != cuda.F32 {
+		opts = append(opts, "-DVARLEN_TC=1")
+	}
+	m, err := v.ctx.Compile(varlenSource, "varlen_"+dt.String()+".cu", opts...)
 	if err != nil {
 		return nil, fmt.Errorf("attention: %w", err)
 	}
@@ -104,25 +115,47 @@ func (v *Varlen) Forward(a VarlenArgs) error {
 	if err != nil {
 		return err
 	}
-	name := fmt.Sprintf("varlen_fwd_%s_hd%d", a.DType, a.HD)
-	f, err := m.Function(name)
-	if err != nil {
-		return err
-	}
-	G := 1
-	if a.HD >= 64 {
-		G = a.HD / 32
-	}
 	s := a.Stream
 	if s == nil {
 		s = v.ctx.Stream()
 	}
+	tc := a.DType != cuda.F32 && !v.Scalar
+	name := fmt.Sprintf("varlen_fwd_%s_hd%d", a.DType, a.HD)
+	if tc {
+		name = fmt.Sprintf("varlen_tc_%s_hd%d", a.DType, a.HD)
+	}
+	f, err := m.Function(name)
+	if err != nil {
+		return err
+	}
+	shared := 0
+	block := [3]uint32{varlenBQ, 1, 1}
+	if tc {
+		shared = varlenTCShared(a.HD)
+		if !v.shared[f] {
+			if err := f.SetMaxDynamicSharedMemory(shared); err != nil {
+				return fmt.Errorf("attention: %w", err)
+			}
+			v.shared[f] = true
+		}
+		block[0] = 128
+	} else if a.HD >= 64 {
+		block[0] = uint32(varlenBQ * a.HD / 32)
+	}
 	tiles := (a.Seqlens.MaxLen() + varlenBQ - 1) / varlenBQ
 	grid := [3]uint32{uint32(tiles), uint32(a.Seqlens.N()), uint32(a.H)}
-	block := [3]uint32{uint32(varlenBQ * G), 1, 1}
-	if err := v.ctx.Launch(f, grid, block, 0, s, a.Out, int32(a.LdOut), a.Q, a.K, a.V, int32(a.Ld),
+	if err := v.ctx.Launch(f, grid, block, shared, s, a.Out, int32(a.LdOut), a.Q, a.K, a.V, int32(a.Ld),
 		a.CuSeqlens, a.Scale); err != nil {
 		return fmt.Errorf("attention: T=%d nseq=%d H=%d HD=%d %v: %w", a.Seqlens.Total(), a.Seqlens.N(), a.H, a.HD, a.DType, err)
 	}
 	return nil
+}
+
+// varlenTCShared is the dynamic shared memory of varlen_tc for a head dim
+// (the layout in varlen.cu: Q, K, V tiles and P in the element type with
+// padded rows, S and O in fp32), e.g. 110 KiB for HD 128.
+func varlenTCShared(HD int) int {
+	hp := (HD + 15) / 16 * 16
+	const bq, bk = 64, 64
+	return (3*bq*(hp+8)+bq*(bk+8))*2 + (bq*(bk+4)+bq*(hp+4))*4
 }

@@ -267,6 +267,13 @@ func testOps(t *testing.T, prec string) {
 		run(fmt.Sprintf("attention hd=%d", hd), T*Dq, ao, tol,
 			func() error { return g.Attention(ao.g, qkv.g, H, hd) },
 			func() error { return c.Attention(ao.c, qkv.c, H, hd) })
+		if prec != "fp32" { // the scalar fallback kernel of the narrow types
+			g.attn.Scalar = true
+			run(fmt.Sprintf("attention (scalar kernel) hd=%d", hd), T*Dq, ao, tol,
+				func() error { return g.Attention(ao.g, qkv.g, H, hd) },
+				func() error { return nil })
+			g.attn.Scalar = false
+		}
 	}
 
 	// Pooling of the wide x and of a narrow tensor.
