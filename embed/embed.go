@@ -95,7 +95,7 @@ func Run(ctx context.Context, m *esm.Model, opts Options) (*Summary, error) {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	rd, err := data.Open(ctx, o.Inputs, data.Options{Workers: o.Workers, Prefetch: o.Prefetch, StallTimeout: o.ReaderStall, Stdin: o.Stdin})
+	rd, err := data.Open(ctx, o.Inputs, data.Options{Workers: o.Workers, Prefetch: o.Prefetch, StallTimeout: o.ReaderStall, Stdin: o.Stdin, Open: o.Open})
 	if err != nil {
 		return nil, fmt.Errorf("embed: %w", err)
 	}

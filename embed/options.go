@@ -35,7 +35,10 @@ type Options struct {
 	// batches (length bucketing); default 16 × ToksPerBatch.
 	Window int
 
-	Stdin    io.Reader         // what "-" reads; default os.Stdin
+	Stdin io.Reader // what "-" reads; default os.Stdin
+	// Open opens an input (default os.Open); tests use it to make slow or
+	// failing readers.
+	Open     func(name string) (io.ReadCloser, error)
 	Log      *slog.Logger      // warnings and progress lines; default discards
 	Progress ProgressFunc      // called after every batch and at the end; nil = none
 	Metadata map[string]string // stored in the output (model name, options, version)
