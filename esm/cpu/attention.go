@@ -53,13 +53,7 @@ func softmaxRow(r []float32) {
 	for _, v := range r {
 		m = max(m, v)
 	}
-	var sum float32
-	for i, v := range r {
-		e := expf(v - m)
-		r[i] = e
-		sum += e
-	}
-	inv := 1 / sum
+	inv := 1 / expSub(r, m)
 	for i := range r {
 		r[i] *= inv
 	}

@@ -17,11 +17,20 @@ func expf(x float32) float32 {
 	if x > 88.72283 {
 		return float32(math.Inf(1))
 	}
-	n := float32(math.Floor(float64(log2e*x + 0.5)))
+	// round(x*log2e) half away from zero, without a call: int32 conversion
+	// truncates toward zero.
+	t := log2e * x
+	if t < 0 {
+		t -= 0.5
+	} else {
+		t += 0.5
+	}
+	ni := int32(t)
+	n := float32(ni)
 	x = x - n*c1 - n*c2
 	z := x * x
 	y := ((((((1.9875691500e-4*x+1.3981999507e-3)*x+8.3334519073e-3)*x+4.1665795894e-2)*x+1.6666665459e-1)*x+5.0000001201e-1)*z + x + 1)
-	e := int32(n) + 127
+	e := ni + 127
 	if e <= 0 { // subnormal result: scale in two steps
 		return y * math.Float32frombits(uint32(e+64)<<23) * 5.421010862427522e-20 // 2^-64
 	}
@@ -42,4 +51,32 @@ func gelu(x float32) float32 {
 		erfc = 2 - erfc
 	}
 	return float32(0.5 * float64(x) * erfc)
+}
+
+// expSub sets r[i] = exp(r[i]-m) for every i (all r[i]-m <= 0, as in a
+// softmax) and returns their sum. It is expf inlined into the loop so the
+// polynomial chains of neighbouring elements overlap.
+func expSub(r []float32, m float32) float32 {
+	const (
+		log2e = 1.44269504088896341
+		c1    = 0.693359375
+		c2    = -2.12194440e-4
+	)
+	var sum float32
+	for i, v := range r {
+		x := v - m
+		if x < -87.33654 {
+			r[i] = 0
+			continue
+		}
+		ni := int32(log2e*x - 0.5) // x <= 0: round half away from zero
+		n := float32(ni)
+		x = x - n*c1 - n*c2
+		z := x * x
+		y := ((((((1.9875691500e-4*x+1.3981999507e-3)*x+8.3334519073e-3)*x+4.1665795894e-2)*x+1.6666665459e-1)*x+5.0000001201e-1)*z + x + 1)
+		e := y * math.Float32frombits(uint32(ni+127)<<23)
+		r[i] = e
+		sum += e
+	}
+	return sum
 }

@@ -49,3 +49,54 @@ func BenchmarkGELU(b *testing.B) {
 		}
 	}
 }
+
+func BenchmarkExpf(b *testing.B) {
+	x := make([]float32, 1<<16)
+	for i := range x {
+		x[i] = -float32(i) / 2048
+	}
+	y := make([]float32, len(x))
+	for b.Loop() {
+		for i, v := range x {
+			y[i] = expf(v)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(x)), "ns/exp")
+}
+
+func TestExpSubMatchesExpf(t *testing.T) {
+	r := make([]float32, 5000)
+	for i := range r {
+		r[i] = float32(i%997)/7 - 100
+	}
+	m := float32(42)
+	want := make([]float32, len(r))
+	var wsum float32
+	for i, v := range r {
+		want[i] = expf(v - m)
+		wsum += want[i]
+	}
+	got := append([]float32(nil), r...)
+	sum := expSub(got, m)
+	for i := range got {
+		if got[i] != want[i] {
+			t.Fatalf("expSub[%d] = %g, expf = %g (x=%g)", i, got[i], want[i], r[i]-m)
+		}
+	}
+	if sum != wsum {
+		t.Fatalf("sum %g vs %g", sum, wsum)
+	}
+}
+
+func BenchmarkExpSub(b *testing.B) {
+	x := make([]float32, 1<<16)
+	y := make([]float32, len(x))
+	for i := range x {
+		x[i] = -float32(i) / 2048
+	}
+	for b.Loop() {
+		copy(y, x)
+		expSub(y, 0)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(x)), "ns/exp")
+}
