@@ -267,4 +267,168 @@ VARLEN_TC_INST(24)
 VARLEN_TC_INST(32)
 VARLEN_TC_INST(64)
 VARLEN_TC_INST(128)
+// varlen_tc2: varlen_tc with S and O held in WMMA accumulator registers
+// instead of shared memory. It relies on the accumulator layout of
+// m16n16k16 float fragments on sm_80/sm_90 (two mma.m16n8k16 C tiles):
+// element i of lane L is row L/4 + 8*((i/2)%2), column 2*(L%4) + i%2 +
+// 8*(i/4). Each row is spread over the 4 lanes of a quad, so row max/sum
+// reduce with two shuffles. P goes through shared memory (as the A operand
+// of P·V). Q, K, V tiles are loaded with 16-byte vectors (HD % 8 == 0).
+// esm/cuda's conformance test checks it against the CPU for every head dim.
+__device__ __forceinline__ int acc_row(int lane, int i) { return lane / 4 + 8 * ((i / 2) % 2); }
+__device__ __forceinline__ int acc_col(int lane, int i) { return 2 * (lane % 4) + i % 2 + 8 * (i / 4); }
+
+template <typename T, int HD>
+__device__ __forceinline__ void varlen_tc2(T* __restrict__ out, int ldo, const T* __restrict__ q,
+                                           const T* __restrict__ k, const T* __restrict__ v, int ld,
+                                           const int* __restrict__ cu_seqlens, float scale) {
+  using namespace nvcuda;
+  constexpr int HP = (HD + 15) / 16 * 16;
+  constexpr int BQ = TC_BQ, BK = TC_BK;
+  constexpr int QS = HP + 8;  // row stride of Q, K, V tiles (elements; 16-byte multiple)
+  constexpr int PS = BK + 8;  // row stride of P (elements)
+  constexpr int OS = HP + 4;  // row stride of the final O staging (floats)
+  constexpr int C8 = HP / 8, H8 = HD / 8;  // 16-byte chunks per padded / real row
+  extern __shared__ __align__(128) unsigned char smem[];
+  T* Qs = (T*)smem;
+  T* Ks = Qs + BQ * QS;
+  T* Vs = Ks + BK * QS;
+  T* Ps = Vs + BK * QS;
+  float* Os = (float*)(Ps + BQ * PS);
+
+  const int seq = blockIdx.y, h = blockIdx.z;
+  const int start = cu_seqlens[seq];
+  const int n = cu_seqlens[seq + 1] - start;
+  const int q0 = blockIdx.x * BQ;
+  if (q0 >= n) return;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const uint4 z4 = make_uint4(0, 0, 0, 0);
+
+  for (int i = tid; i < BQ * C8; i += 128) {
+    const int r = i / C8, c = i % C8;
+    uint4 val = z4;
+    if (q0 + r < n && c < H8) val = *(const uint4*)(q + (long)(start + q0 + r) * ld + h * HD + 8 * c);
+    *(uint4*)(Qs + r * QS + 8 * c) = val;
+  }
+  const T* Qw = Qs + warp * 16 * QS;
+  T* Pw = Ps + warp * 16 * PS;
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> o[HP / 16];
+#pragma unroll
+  for (int nn = 0; nn < HP / 16; nn++) wmma::fill_fragment(o[nn], 0.f);
+  // running max and sum of the lane's two rows: acc_row(lane, 0) and +8
+  float m0 = __int_as_float(0xff800000), m1 = m0, l0 = 0.f, l1 = 0.f;
+
+  for (int kt = 0; kt < n; kt += BK) {
+    const int kn = min(BK, n - kt);
+    __syncthreads();
+    for (int i = tid; i < BK * C8; i += 128) {
+      const int r = i / C8, c = i % C8;
+      uint4 kv = z4, vv = z4;
+      if (r < kn && c < H8) {
+        const long off = (long)(start + kt + r) * ld + h * HD + 8 * c;
+        kv = *(const uint4*)(k + off);
+        vv = *(const uint4*)(v + off);
+      }
+      *(uint4*)(Ks + r * QS + 8 * c) = kv;
+      *(uint4*)(Vs + r * QS + 8 * c) = vv;
+    }
+    __syncthreads();
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> s[BK / 16];
+#pragma unroll
+    for (int j = 0; j < BK / 16; j++) {
+      wmma::fill_fragment(s[j], 0.f);
+#pragma unroll
+      for (int kk = 0; kk < HP / 16; kk++) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> b;
+        wmma::load_matrix_sync(a, Qw + kk * 16, QS);
+        wmma::load_matrix_sync(b, Ks + j * 16 * QS + kk * 16, QS);
+        wmma::mma_sync(s[j], a, b, s[j]);
+      }
+    }
+    float mt0 = m0, mt1 = m1;
+#pragma unroll
+    for (int j = 0; j < BK / 16; j++) {
+#pragma unroll
+      for (int i = 0; i < 8; i++) {
+        const int c = j * 16 + acc_col(lane, i);
+        const float x = c < kn ? s[j].x[i] * scale : __int_as_float(0xff800000);
+        s[j].x[i] = x;
+        if ((i / 2) % 2 == 0) mt0 = fmaxf(mt0, x); else mt1 = fmaxf(mt1, x);
+      }
+    }
+#pragma unroll
+    for (int o_ = 1; o_ <= 2; o_ *= 2) {
+      mt0 = fmaxf(mt0, __shfl_xor_sync(0xffffffffu, mt0, o_));
+      mt1 = fmaxf(mt1, __shfl_xor_sync(0xffffffffu, mt1, o_));
+    }
+    const float c0 = expf(m0 - mt0), c1 = expf(m1 - mt1);
+    float sum0 = 0.f, sum1 = 0.f;
+#pragma unroll
+    for (int j = 0; j < BK / 16; j++) {
+#pragma unroll
+      for (int i = 0; i < 8; i++) {
+        const bool hi = (i / 2) % 2;
+        const float p = expf(s[j].x[i] - (hi ? mt1 : mt0));
+        if (hi) sum1 += p; else sum0 += p;
+        Pw[acc_row(lane, i) * PS + j * 16 + acc_col(lane, i)] = from_f<T>(p);
+      }
+    }
+#pragma unroll
+    for (int o_ = 1; o_ <= 2; o_ *= 2) {
+      sum0 += __shfl_xor_sync(0xffffffffu, sum0, o_);
+      sum1 += __shfl_xor_sync(0xffffffffu, sum1, o_);
+    }
+    l0 = l0 * c0 + sum0;
+    l1 = l1 * c1 + sum1;
+    m0 = mt0;
+    m1 = mt1;
+#pragma unroll
+    for (int nn = 0; nn < HP / 16; nn++)
+#pragma unroll
+      for (int i = 0; i < 8; i++) o[nn].x[i] *= ((i / 2) % 2) ? c1 : c0;
+    __syncwarp();
+#pragma unroll
+    for (int nn = 0; nn < HP / 16; nn++) {
+#pragma unroll
+      for (int kk = 0; kk < BK / 16; kk++) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> b;
+        wmma::load_matrix_sync(a, Pw + kk * 16, PS);
+        wmma::load_matrix_sync(b, Vs + kk * 16 * QS + nn * 16, QS);
+        wmma::mma_sync(o[nn], a, b, o[nn]);
+      }
+    }
+    __syncwarp();
+  }
+  // Normalize in registers, stage the warp's 16 rows in shared memory, write.
+  const float i0 = 1.f / l0, i1 = 1.f / l1;
+  float* Ow = Os + warp * 16 * OS;
+#pragma unroll
+  for (int nn = 0; nn < HP / 16; nn++) {
+#pragma unroll
+    for (int i = 0; i < 8; i++) o[nn].x[i] *= ((i / 2) % 2) ? i1 : i0;
+    wmma::store_matrix_sync(Ow + nn * 16, o[nn], OS, wmma::mem_row_major);
+  }
+  __syncwarp();
+  for (int i = lane; i < 16 * HD; i += 32) {
+    const int r = i / HD, c = i % HD;
+    const int row = q0 + warp * 16 + r;
+    if (row < n) out[(long)(start + row) * ldo + h * HD + c] = from_f<T>(Ow[r * OS + c]);
+  }
+}
+
+#define VARLEN_TC2_INST(HD)                                                                         \
+  extern "C" __global__ void __launch_bounds__(128)                                                \
+      XCAT3(varlen_tc2_, ELEM_NAME, _hd##HD)(ELEM * out, int ldo, const ELEM* q, const ELEM* k,     \
+                                              const ELEM* v, int ld, const int* cu_seqlens,         \
+                                              float scale) {                                        \
+    varlen_tc2<ELEM, HD>(out, ldo, q, k, v, ld, cu_seqlens, scale);                                 \
+  }
+
+VARLEN_TC2_INST(16)
+VARLEN_TC2_INST(24)
+VARLEN_TC2_INST(32)
+VARLEN_TC2_INST(64)
+VARLEN_TC2_INST(128)
 #endif

@@ -24,11 +24,12 @@ var VarlenHeadDims = []int{16, 24, 32, 64, 128}
 // through the context's compile cache). Like the Context, it must be used
 // from the goroutine that owns the context.
 //
-// fp16 and bf16 run the tensor-core (WMMA) kernel varlen_tc_*; fp32, and any
-// type when Scalar is set, runs the plain fp32 kernel varlen_fwd_* (the
-// documented fallback, and the fp32 parity path).
+// fp32 always runs the plain fp32 kernel varlen_fwd_* (the parity path).
+// fp16 and bf16 run a tensor-core (WMMA) kernel, chosen by Kernel:
+// "tc2" (default: S and O in registers), "tc" (S and O in shared memory),
+// or "scalar" (varlen_fwd_*, the documented fallback).
 type Varlen struct {
-	Scalar bool // use the scalar kernel for fp16/bf16 too
+	Kernel string
 
 	ctx    *cuda.Context
 	mods   map[cuda.DataType]*cuda.Module
@@ -119,10 +120,21 @@ func (v *Varlen) Forward(a VarlenArgs) error {
 	if s == nil {
 		s = v.ctx.Stream()
 	}
-	tc := a.DType != cuda.F32 && !v.Scalar
+	kernel := v.Kernel
+	if kernel == "" {
+		kernel = DefaultVarlenKernel
+	}
+	if a.DType == cuda.F32 {
+		kernel = "scalar"
+	}
+	tc := kernel != "scalar"
 	name := fmt.Sprintf("varlen_fwd_%s_hd%d", a.DType, a.HD)
-	if tc {
-		name = fmt.Sprintf("varlen_tc_%s_hd%d", a.DType, a.HD)
+	switch kernel {
+	case "tc", "tc2":
+		name = fmt.Sprintf("varlen_%s_%s_hd%d", kernel, a.DType, a.HD)
+	case "scalar":
+	default:
+		return fmt.Errorf("attention: unknown kernel %q (want tc2, tc or scalar)", kernel)
 	}
 	f, err := m.Function(name)
 	if err != nil {
@@ -131,7 +143,7 @@ func (v *Varlen) Forward(a VarlenArgs) error {
 	shared := 0
 	block := [3]uint32{varlenBQ, 1, 1}
 	if tc {
-		shared = varlenTCShared(a.HD)
+		shared = varlenTCShared(a.HD, kernel == "tc2")
 		if !v.shared[f] {
 			if err := f.SetMaxDynamicSharedMemory(shared); err != nil {
 				return fmt.Errorf("attention: %w", err)
@@ -151,11 +163,18 @@ func (v *Varlen) Forward(a VarlenArgs) error {
 	return nil
 }
 
-// varlenTCShared is the dynamic shared memory of varlen_tc for a head dim
-// (the layout in varlen.cu: Q, K, V tiles and P in the element type with
-// padded rows, S and O in fp32), e.g. 110 KiB for HD 128.
-func varlenTCShared(HD int) int {
+// DefaultVarlenKernel is the fp16/bf16 kernel used when Varlen.Kernel is "".
+const DefaultVarlenKernel = "tc2"
+
+// varlenTCShared is the dynamic shared memory of varlen_tc (tc2 = false) or
+// varlen_tc2 for a head dim (the layouts in varlen.cu: Q, K, V tiles and P
+// in the element type with padded rows; S (tc only) and O in fp32), e.g.
+// 110 KiB (tc) and 93 KiB (tc2) for HD 128.
+func varlenTCShared(HD int, tc2 bool) int {
 	hp := (HD + 15) / 16 * 16
 	const bq, bk = 64, 64
+	if tc2 {
+		return (3*bq*(hp+8)+bq*(bk+8))*2 + bq*(hp+4)*4
+	}
 	return (3*bq*(hp+8)+bq*(bk+8))*2 + (bq*(bk+4)+bq*(hp+4))*4
 }

@@ -44,12 +44,19 @@ import (
 type Options struct {
 	Device    int    // device ordinal
 	Precision string // "fp16" (default), "bf16" or "fp32"
+	// UnfusedBias adds every Linear's bias with the bias_add kernel. By
+	// default the bias of non-accumulating Linears (QKV, FC1, LM head) is
+	// added in a cuBLASLt bias epilogue in fp16 and fp32 (checked against
+	// the CPU on an H100; 650M fp16: 86.7 -> 72.7 ms per 16.6k-token batch);
+	// bf16 keeps the kernel until its epilogue is checked on a GPU.
+	UnfusedBias bool
 }
 
 // Backend implements esm.Backend on one GPU.
 type Backend struct {
 	ctx  *cuda.Context
 	dt   cuda.DataType // compute precision of narrow tensors and GEMM weights
+	fuse bool          // bias in the cuBLASLt epilogue (see Options.UnfusedBias)
 	k    *kernels
 	attn *attention.Varlen
 
@@ -116,7 +123,7 @@ func New(opts Options) (*Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--device cuda: %w", err)
 	}
-	b := &Backend{ctx: ctx, dt: dt, attn: attention.NewVarlen(ctx)}
+	b := &Backend{ctx: ctx, dt: dt, fuse: !opts.UnfusedBias && dt != cuda.BF16, attn: attention.NewVarlen(ctx)}
 	fail := func(err error) (*Backend, error) {
 		ctx.Close()
 		return nil, fmt.Errorf("--device cuda: %w", err)
@@ -403,12 +410,26 @@ func (b *Backend) Linear(out, in, w, bias esm.Tensor, K, N int, accumulate bool)
 		}
 		a = s.Ptr
 	}
+	prec := cuda.Precision{In: wt.dt, Out: o.dt, Compute: cuda.ComputeF32}
+	if b.fuse && !accumulate {
+		bt := tens(bias) // the epilogue's bias has the output's type
+		bb := bt.buf
+		if o.dt == cuda.F32 {
+			bb = bt.wide
+		}
+		if bb != nil && (bt.dt == o.dt || o.dt == cuda.F32) {
+			if err := b.ctx.LinearBias(o.buf.Ptr, a, wt.buf.Ptr, bb.Ptr, T, N, K, prec, cuda.EpilogueBias); err != nil {
+				return fmt.Errorf("cuda: linear+bias T=%d K=%d N=%d: %w", T, K, N, err)
+			}
+			return nil
+		}
+	}
 	beta := float32(0)
 	if accumulate {
 		beta = 1
 	}
 	err = b.ctx.Gemm(cuda.GemmArgs{TransB: true, M: T, N: N, K: K, A: a, B: wt.buf.Ptr, C: o.buf.Ptr,
-		Alpha: 1, Beta: beta, Prec: cuda.Precision{In: wt.dt, Out: o.dt, Compute: cuda.ComputeF32}})
+		Alpha: 1, Beta: beta, Prec: prec})
 	if err != nil {
 		return fmt.Errorf("cuda: linear T=%d K=%d N=%d: %w", T, K, N, err)
 	}

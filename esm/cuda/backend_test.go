@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -21,7 +22,8 @@ import (
 func newGPU(t testing.TB, prec string) *Backend {
 	t.Helper()
 	requireGPU(t)
-	b, err := New(Options{Precision: prec})
+	unfused := strings.HasSuffix(prec, "+unfused") || os.Getenv("ESM2GO_UNFUSED_BIAS") != ""
+	b, err := New(Options{Precision: strings.TrimSuffix(prec, "+unfused"), UnfusedBias: unfused})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,14 +94,14 @@ func maxRel(got, want []float32) float64 {
 // the GPU reads the same rounded inputs as the CPU but rounds its output
 // once more (fp16 half-ulp 4.9e-4, bf16 3.9e-3), plus GEMM inputs that the
 // GPU converts (wide to narrow) and the CPU does not.
-var opTol = map[string]float64{"fp32": 1e-5, "fp16": 2e-3, "bf16": 1.6e-2}
+var opTol = map[string]float64{"fp32": 1e-5, "fp16": 2e-3, "bf16": 1.6e-2, "fp16+unfused": 2e-3}
 
 // Every op of the CUDA backend against the CPU backend on the same
 // (rounded) inputs, in every precision and on the varlen shapes that
 // catch bugs: one residue, lengths off the attention tile, many short ones,
 // one past 1024 tokens.
 func TestOpsMatchCPU(t *testing.T) {
-	for _, prec := range []string{"fp32", "fp16", "bf16"} {
+	for _, prec := range []string{"fp32", "fp16", "bf16", "fp16+unfused"} {
 		t.Run(prec, func(t *testing.T) { testOps(t, prec) })
 	}
 }
@@ -267,12 +269,17 @@ func testOps(t *testing.T, prec string) {
 		run(fmt.Sprintf("attention hd=%d", hd), T*Dq, ao, tol,
 			func() error { return g.Attention(ao.g, qkv.g, H, hd) },
 			func() error { return c.Attention(ao.c, qkv.c, H, hd) })
-		if prec != "fp32" { // the scalar fallback kernel of the narrow types
-			g.attn.Scalar = true
-			run(fmt.Sprintf("attention (scalar kernel) hd=%d", hd), T*Dq, ao, tol,
-				func() error { return g.Attention(ao.g, qkv.g, H, hd) },
-				func() error { return nil })
-			g.attn.Scalar = false
+		if prec != "fp32" { // every kernel of the narrow types
+			for _, kern := range []string{"tc", "tc2", "scalar"} {
+				g.attn.Kernel = kern
+				if err := g.ctx.MemsetD8Async(tens(ao.g).buf.Ptr, 0xff, 2*T*Dq, g.ctx.Stream()); err != nil { // NaN poison
+					t.Fatal(err)
+				}
+				run(fmt.Sprintf("attention (%s kernel) hd=%d", kern, hd), T*Dq, ao, tol,
+					func() error { return g.Attention(ao.g, qkv.g, H, hd) },
+					func() error { return nil })
+			}
+			g.attn.Kernel = ""
 		}
 	}
 
@@ -320,7 +327,7 @@ func testBatch(t testing.TB, seed uint64, lengths []int) *esm.Batch {
 // mantissa bits) and the actual errors are logged.
 func TestForwardMatchesCPU(t *testing.T) {
 	requireGPU(t)
-	tols := map[string]float64{"fp32": 1e-4, "fp16": 3e-2, "bf16": 1.5e-1}
+	tols := map[string]float64{"fp32": 1e-4, "fp16": 3e-2, "bf16": 1.5e-1, "fp32+unfused": 1e-4, "fp16+unfused": 3e-2}
 	lengths := []int{1, 2, 5, 31, 62, 63, 64, 100, 257, 400, 1022, 1100}
 	for _, size := range []string{"tiny", "8M"} {
 		cfg, err := esmtest.Config(size)
@@ -344,7 +351,7 @@ func TestForwardMatchesCPU(t *testing.T) {
 		}
 		cm.Close()
 		cb.Close()
-		for _, prec := range []string{"fp32", "fp16", "bf16"} {
+		for _, prec := range []string{"fp32", "fp16", "bf16", "fp32+unfused", "fp16+unfused"} {
 			t.Run(size+"/"+prec, func(t *testing.T) {
 				g := newGPU(t, prec)
 				defer g.Close()
@@ -397,20 +404,23 @@ func benchLengths(seed uint64, tokens int) []int {
 // BenchmarkForwardCUDA runs whole forwards on packed batches of ~16k tokens
 // (last layer's mean embedding read back, which synchronizes) and reports
 // tokens/s and useful TFLOP/s (esm.Config.FLOPsPerToken). The precision is
-// $ESM2GO_BENCH_PRECISION (default fp16).
+// $ESM2GO_BENCH_PRECISION (default fp16), the fp16/bf16 attention kernel
+// $ESM2GO_ATTN_KERNEL (tc2, tc or scalar; default attention.DefaultVarlenKernel);
+// a non-empty $ESM2GO_UNFUSED_BIAS sets Options.UnfusedBias.
 func BenchmarkForwardCUDA(b *testing.B) {
 	prec := os.Getenv("ESM2GO_BENCH_PRECISION")
 	if prec == "" {
 		prec = "fp16"
 	}
 	for _, size := range []string{"8M", "35M", "150M", "650M"} {
-		b.Run(size+"/"+prec, func(b *testing.B) {
+		b.Run(size+"/"+prec+"/"+os.Getenv("ESM2GO_ATTN_KERNEL")+os.Getenv("ESM2GO_UNFUSED_BIAS"), func(b *testing.B) {
 			cfg, err := esmtest.Config(size)
 			if err != nil {
 				b.Fatal(err)
 			}
 			g := newGPU(b, prec)
 			defer g.Close()
+			g.attn.Kernel = os.Getenv("ESM2GO_ATTN_KERNEL")
 			m, err := esm.NewModel(cfg, esmtest.Random(cfg, 1), g)
 			if err != nil {
 				b.Fatal(err)
