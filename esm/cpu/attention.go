@@ -39,15 +39,14 @@ func (b *Backend) Attention(out, qkv esm.Tensor, H, HD int) error {
 			k := x[start*ld+D+h*HD:]
 			v := x[start*ld+2*D+h*HD:]
 			b.mm.Sgemm(true, n, n, HD, 1, q, ld, k, ld, 0, s, n)
-			for i := 0; i < n; i++ {
-				softmaxRow(s[i*n : (i+1)*n])
-			}
+			b.vm.softmaxRows(s, n, n)
 			b.mm.Sgemm(false, n, HD, n, 1, s, n, v, ld, 0, o[start*D+h*HD:], D)
 		}
 	})
 	return nil
 }
 
+// softmaxRow is the scalar Go twin of vmath.softmaxRows.
 func softmaxRow(r []float32) {
 	m := float32(math.Inf(-1))
 	for _, v := range r {

@@ -23,6 +23,7 @@ type Options struct {
 type Backend struct {
 	threads int
 	mm      sgemm
+	vm      vmath
 
 	// the current batch
 	tokens  []int32 // (T)
@@ -292,11 +293,7 @@ func (b *Backend) GELU(x esm.Tensor, n int) error {
 		return err
 	}
 	d := data(x)[:n]
-	b.parallel(n, 4096, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			d[i] = gelu(d[i])
-		}
-	})
+	b.parallel(n, 4096, func(lo, hi int) { b.vm.gelu(d[lo:hi]) })
 	return nil
 }
 
