@@ -1,0 +1,604 @@
+package monitor
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/esm2go/esm2go/embed"
+	"github.com/esm2go/esm2go/esm"
+	"github.com/esm2go/esm2go/esm/cpu"
+	"github.com/esm2go/esm2go/weights"
+)
+
+const tinyModel = "../tests/testdata/models/tiny"
+
+// syncBuf is a bytes.Buffer safe for the log handler and the test.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func logger(w io.Writer) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }
+
+// noNVML is a gpuReader for a machine without the NVIDIA driver.
+type noNVML struct{}
+
+func (noNVML) Init() error                                 { return errors.New("nvml: libnvidia-ml.so.1 not found") }
+func (noNVML) Count() (int, error)                         { return 0, errors.New("unreachable") }
+func (noNVML) Sample(int) (float64, uint64, uint64, error) { return 0, 0, 0, errors.New("unreachable") }
+func (noNVML) Shutdown()                                   {}
+
+// fakeNVML reports fixed figures; failAfter > 0 makes Sample fail after
+// that many calls.
+type fakeNVML struct {
+	mu        sync.Mutex
+	util      float64
+	calls     int
+	failAfter int
+}
+
+func (f *fakeNVML) Init() error         { return nil }
+func (f *fakeNVML) Count() (int, error) { return 2, nil }
+func (f *fakeNVML) Sample(i int) (float64, uint64, uint64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	if f.failAfter > 0 && f.calls > f.failAfter {
+		return 0, 0, 0, errors.New("nvml: GPU is lost")
+	}
+	return f.util, 3 << 30, 80 << 30, nil
+}
+func (f *fakeNVML) Shutdown() {}
+
+type fakeBackend struct{ inUse, reserved int64 }
+
+func (b *fakeBackend) DeviceMemory() (int64, int64, bool) { return b.inUse, b.reserved, true }
+
+// summaries is a synthetic run: n batches of 100 ms, computing for
+// computeFrac of each, waiting for the loader the rest.
+func summaries(n int, computeFrac float64) []embed.Summary {
+	var out []embed.Summary
+	var s embed.Summary
+	for i := 0; i < n; i++ {
+		s.Batches++
+		s.Records += 8
+		s.Embedded += 8
+		s.Residues += 800
+		s.Tokens += 816
+		s.Elapsed += 100 * time.Millisecond
+		s.Compute += time.Duration(computeFrac * float64(100*time.Millisecond))
+		s.LoaderWait += time.Duration((1 - computeFrac) * float64(100*time.Millisecond))
+		s.QueueDepth, s.ReaderQueue = 2, 3
+		out = append(out, s)
+	}
+	return out
+}
+
+// feed observes every summary, giving the monitor goroutine time to keep
+// up, then the final one.
+func feed(m *Monitor, ss []embed.Summary) {
+	for i := range ss {
+		m.Observe(&ss[i], false)
+		time.Sleep(200 * time.Microsecond)
+	}
+	m.Observe(&ss[len(ss)-1], true)
+}
+
+func decode(t *testing.T, b []byte) []map[string]any {
+	t.Helper()
+	var recs []map[string]any
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		var r map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			t.Fatalf("line %q: %v", sc.Text(), err)
+		}
+		recs = append(recs, r)
+	}
+	if len(recs) == 0 {
+		t.Fatal("no JSON lines")
+	}
+	return recs
+}
+
+var (
+	alwaysFields = []string{"time", "window", "final", "batches", "records", "sequences", "skipped", "residues", "tokens",
+		"elapsed_s", "window_s", "window_batches", "window_sequences", "window_tokens",
+		"seq_per_s", "tok_per_s", "seq_per_s_total", "tok_per_s_total",
+		"compute_s", "loader_wait_s", "writer_wait_s", "compute_frac", "loader_wait_frac", "writer_wait_frac",
+		"compute_s_total", "loader_wait_s_total", "writer_wait_s_total", "loader_wait_frac_total",
+		"idle_frac", "queue_depth", "reader_queue", "rss_bytes", "go_heap_bytes", "go_total_bytes", "dropped_samples"}
+	gpuFields   = []string{"gpu_util_pct", "gpu_idle_frac", "gpu_mem_used_bytes", "gpu_mem_total_bytes", "gpus"}
+	allocFields = []string{"device_mem_in_use_bytes", "device_mem_reserved_bytes"}
+)
+
+func TestJSONWithoutGPU(t *testing.T) {
+	var js bytes.Buffer
+	var human syncBuf
+	m, err := New(context.Background(), Options{Every: 5, JSON: &js, Human: &human, gpu: noNVML{}, Clock: time.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	feed(m, summaries(23, 1))
+	rep, err := m.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := decode(t, js.Bytes())
+	for _, r := range recs {
+		for _, f := range alwaysFields {
+			if _, ok := r[f]; !ok {
+				t.Errorf("window %v: no %q", r["window"], f)
+			}
+		}
+		for _, f := range append(gpuFields, allocFields...) {
+			if _, ok := r[f]; ok {
+				t.Errorf("window %v: %q present without a GPU", r["window"], f)
+			}
+		}
+		if _, err := time.Parse(time.RFC3339Nano, r["time"].(string)); err != nil {
+			t.Error(err)
+		}
+	}
+	last := recs[len(recs)-1]
+	if last["final"] != true || last["batches"].(float64) != 23 || last["sequences"].(float64) != 184 {
+		t.Errorf("last record %v", last)
+	}
+	if got := last["tok_per_s_total"].(float64); got < 8159 || got > 8161 {
+		t.Errorf("tok_per_s_total = %v, want 8160", got)
+	}
+	if rep.Batches != 23 || rep.GPUKnown || rep.PeakRSS <= 0 || rep.ComputeFrac != 1 {
+		t.Errorf("report %+v", rep)
+	}
+	if !strings.Contains(human.String(), "metrics: batch 5 ") || strings.Contains(human.String(), "gpu") {
+		t.Errorf("human lines:\n%s", human.String())
+	}
+	for _, l := range rep.Lines() {
+		if !strings.HasPrefix(l, "metrics: ") {
+			t.Errorf("summary line %q", l)
+		}
+	}
+}
+
+// The real NVML reader must fail cleanly where there is no driver.
+func TestRealNVMLWithoutDriver(t *testing.T) {
+	r := &nvmlReader{}
+	if err := r.Init(); err == nil {
+		r.Shutdown()
+		t.Skip("NVML is present on this machine")
+	}
+	var js bytes.Buffer
+	var log syncBuf
+	m, err := New(context.Background(), Options{Every: 1, JSON: &js, Log: logger(&log)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.GPU() {
+		t.Fatal("GPU sampling on without NVML")
+	}
+	feed(m, summaries(3, 1))
+	m.Close()
+	for _, r := range decode(t, js.Bytes()) {
+		for _, f := range gpuFields {
+			if _, ok := r[f]; ok {
+				t.Errorf("%q present", f)
+			}
+		}
+	}
+	if strings.Contains(log.String(), "WARN") {
+		t.Errorf("warning without a GPU asked for:\n%s", log.String())
+	}
+}
+
+func TestGPUFieldsAndGPUIdle(t *testing.T) {
+	var js bytes.Buffer
+	var log syncBuf
+	fake := &fakeNVML{util: 40}
+	m, err := New(context.Background(), Options{Every: 5, JSON: &js, Log: logger(&log), gpu: fake,
+		GPUPeriod: time.Millisecond, Backend: &fakeBackend{inUse: 1 << 30, reserved: 2 << 30}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond) // some NVML samples
+	feed(m, summaries(10, 1))         // the host computes all the time...
+	rep, _ := m.Close()
+	recs := decode(t, js.Bytes())
+	for _, r := range recs {
+		for _, f := range append(gpuFields, allocFields...) {
+			if _, ok := r[f]; !ok && r["final"] != true {
+				t.Errorf("window %v: no %q", r["window"], f)
+			}
+		}
+	}
+	r := recs[0]
+	if r["gpu_util_pct"].(float64) != 40 || r["gpu_mem_used_bytes"].(float64) != 6<<30 || len(r["gpus"].([]any)) != 2 {
+		t.Errorf("gpu figures %v", r)
+	}
+	// ...but the GPU is busy 40% of the time: launch or host overhead.
+	if r["idle_cause"] != CauseOverhead || !strings.Contains(log.String(), CauseOverhead) {
+		t.Errorf("idle cause %v; log:\n%s", r["idle_cause"], log.String())
+	}
+	if !rep.GPUKnown || rep.MeanGPUUtil != 40 || rep.PeakGPUMem != 3<<30 || !rep.DeviceMemKnown || rep.PeakDeviceReserved != 2<<30 {
+		t.Errorf("report %+v", rep)
+	}
+	if !strings.Contains(strings.Join(rep.Lines(), "\n"), "mean GPU utilization 40%") {
+		t.Errorf("summary %q", rep.Lines())
+	}
+}
+
+func TestNVMLFailureWarnsOnce(t *testing.T) {
+	var log syncBuf
+	fake := &fakeNVML{util: 90, failAfter: 4}
+	m, err := New(context.Background(), Options{Every: 1, Log: logger(&log), gpu: fake, GPUPeriod: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(30 * time.Millisecond)
+	feed(m, summaries(5, 1))
+	if _, err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(log.String(), "GPU monitoring stopped"); n != 1 {
+		t.Errorf("%d warnings:\n%s", n, log.String())
+	}
+}
+
+func TestIdleCause(t *testing.T) {
+	for _, c := range []struct {
+		lf, wf, idle float64
+		want         string
+	}{
+		{0.5, 0.0, 0.5, CauseInput},
+		{0.05, 0.4, 0.45, CauseWriter},
+		{0.02, 0.03, 0.4, CauseOverhead},
+	} {
+		if got := idleCause(c.lf, c.wf, c.idle); got != c.want {
+			t.Errorf("idleCause(%v, %v, %v) = %q, want %q", c.lf, c.wf, c.idle, got, c.want)
+		}
+	}
+}
+
+func TestLeakHeuristic(t *testing.T) {
+	const mb = 1 << 20
+	run := func(rss []int64, queues [][2]int) int {
+		l := leakDetector{windows: 3, bytes: 16 * mb}
+		fired := 0
+		for i, r := range rss {
+			q := [2]int{2, 4}
+			if queues != nil {
+				q = queues[i]
+			}
+			if f, _ := l.observe(r, q[0], q[1]); f {
+				fired++
+			}
+		}
+		return fired
+	}
+	growing := []int64{500 * mb, 540 * mb, 580 * mb, 620 * mb, 660 * mb}
+	if n := run(growing, nil); n != 1 {
+		t.Errorf("growing RSS: fired %d times, want 1", n)
+	}
+	flat := []int64{500 * mb, 502 * mb, 499 * mb, 503 * mb, 501 * mb, 500 * mb}
+	if n := run(flat, nil); n != 0 {
+		t.Errorf("flat RSS: fired %d times", n)
+	}
+	twoSteps := []int64{500 * mb, 540 * mb, 580 * mb, 580 * mb, 620 * mb, 660 * mb}
+	if n := run(twoSteps, nil); n != 0 {
+		t.Errorf("interrupted growth: fired %d times", n)
+	}
+	// Growth while a queue fills (new high-water marks) is buffering.
+	filling := [][2]int{{0, 0}, {1, 2}, {2, 4}, {3, 8}, {4, 16}}
+	if n := run(growing, filling); n != 0 {
+		t.Errorf("filling queues: fired %d times", n)
+	}
+}
+
+type failWriter struct{ n int }
+
+func (f *failWriter) Write(p []byte) (int, error) {
+	f.n++
+	return 0, errors.New("disk full")
+}
+
+func TestJSONWriteErrorWarnsOnce(t *testing.T) {
+	var log syncBuf
+	fw := &failWriter{}
+	m, err := New(context.Background(), Options{Every: 1, JSON: fw, Log: logger(&log), gpu: noNVML{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	feed(m, summaries(20, 1))
+	if _, err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(log.String(), "cannot write the metrics file"); n != 1 || fw.n != 1 {
+		t.Errorf("%d warnings, %d writes:\n%s", n, fw.n, log.String())
+	}
+}
+
+func TestJSONPath(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "m.jsonl")
+	m, err := New(context.Background(), Options{Every: 2, JSONPath: path, gpu: noNVML{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	feed(m, summaries(4, 1))
+	if _, err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	decode(t, b)
+	if _, err := New(context.Background(), Options{JSONPath: filepath.Join(path, "x")}); err == nil {
+		t.Error("no error for a metrics file that cannot be created")
+	}
+}
+
+func TestPrometheus(t *testing.T) {
+	m, err := New(context.Background(), Options{Every: 1, Addr: "127.0.0.1:0", gpu: &fakeNVML{util: 75}, GPUPeriod: time.Millisecond,
+		Backend: &fakeBackend{inUse: 1, reserved: 2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + m.Addr() + "/metrics"
+	time.Sleep(10 * time.Millisecond)
+	feed(m, summaries(3, 0.5))
+	var body string
+	for i := 0; i < 100 && !strings.Contains(body, "esm2go_sequences_total 24"); i++ {
+		time.Sleep(5 * time.Millisecond)
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		body = string(b)
+	}
+	for _, name := range []string{"esm2go_sequences_total", "esm2go_tokens_total", "esm2go_batches_total",
+		"esm2go_records_total", "esm2go_loader_wait_seconds_total", "esm2go_writer_wait_seconds_total",
+		"esm2go_compute_seconds_total", `esm2go_sequences_per_second{scope="window"}`, `esm2go_tokens_per_second{scope="total"}`,
+		`esm2go_time_fraction{what="loader_wait"}`, `esm2go_time_fraction{what="idle"}`, "esm2go_queue_depth", "esm2go_reader_queue",
+		"esm2go_process_rss_bytes", "esm2go_go_heap_bytes", `esm2go_gpu_utilization_percent{device="0"} 75`,
+		`esm2go_gpu_memory_used_bytes{device="1"}`, "esm2go_device_memory_in_use_bytes 1", "esm2go_warnings_total"} {
+		if !strings.Contains(body, name) {
+			t.Errorf("no %s in\n%s", name, body)
+		}
+	}
+	m.Close()
+	if _, err := http.Get(url); err == nil {
+		t.Error("the endpoint still answers after Close")
+	}
+}
+
+func TestPrometheusNoGPUMetrics(t *testing.T) {
+	p := newProm()
+	ss := summaries(1, 1)
+	rec := &Record{Sequences: ss[0].Embedded}
+	p.update(rec)
+	var b strings.Builder
+	mfs, err := p.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		fmt.Fprintln(&b, mf.GetName())
+	}
+	if strings.Contains(b.String(), "gpu") || strings.Contains(b.String(), "device_memory") {
+		t.Errorf("GPU metrics without a GPU:\n%s", b.String())
+	}
+}
+
+func TestCloseLeavesNoGoroutines(t *testing.T) {
+	before := runtime.NumGoroutine()
+	for i := 0; i < 3; i++ {
+		m, err := New(context.Background(), Options{Every: 1, Addr: "127.0.0.1:0", gpu: &fakeNVML{util: 50}, GPUPeriod: time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.Get("http://" + m.Addr() + "/metrics")
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		feed(m, summaries(3, 1))
+		m.Close()
+		m.Close() // idempotent
+	}
+	http.DefaultClient.CloseIdleConnections()
+	var after int
+	for i := 0; i < 100; i++ {
+		if after = runtime.NumGoroutine(); after <= before {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	buf := make([]byte, 1<<16)
+	t.Errorf("%d goroutines before, %d after Close:\n%s", before, after, buf[:runtime.Stack(buf, true)])
+}
+
+func TestContextCancelStops(t *testing.T) {
+	before := runtime.NumGoroutine()
+	ctx, cancel := context.WithCancel(context.Background())
+	m, err := New(ctx, Options{Every: 1, gpu: &fakeNVML{util: 50}, GPUPeriod: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	done := make(chan struct{})
+	go func() { m.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+		t.Fatal("goroutines still running after cancel")
+	}
+	ss := summaries(2, 1)
+	m.Observe(&ss[0], false) // never blocks after cancel
+	m.Observe(&ss[1], false)
+	m.Observe(&ss[1], true)
+	if rep, _ := m.Close(); rep.Batches != 2 {
+		t.Errorf("report after cancel: %+v", rep)
+	}
+	for i := 0; i < 100 && runtime.NumGoroutine() > before; i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// --- a real run of the pipeline on the tiny model ---
+
+func loadTiny(t testing.TB) *esm.Model {
+	t.Helper()
+	ck, err := weights.Open(tinyModel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ck.Close() })
+	cfg, err := esm.ConfigFromHF(ck.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	be := cpu.New(cpu.Options{Threads: 1})
+	m, err := esm.NewModel(cfg, esm.CheckpointSource{C: ck}, be)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close(); be.Close() })
+	return m
+}
+
+// slowReader hands out at most chunk bytes per Read, sleeping before each.
+type slowReader struct {
+	r     io.Reader
+	chunk int
+	delay time.Duration
+}
+
+func (s *slowReader) Read(p []byte) (int, error) {
+	time.Sleep(s.delay)
+	if len(p) > s.chunk {
+		p = p[:s.chunk]
+	}
+	return s.r.Read(p)
+}
+func (s *slowReader) Close() error { return nil }
+
+func fasta(n int) string {
+	var b strings.Builder
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&b, ">p%d\n%s\n", i, strings.Repeat("MKTAYIAKQR"[i%7:], 4))
+	}
+	return b.String()
+}
+
+func runSlow(t *testing.T, mo Options, delay time.Duration) (*embed.Summary, error, Report) {
+	t.Helper()
+	model := loadTiny(t)
+	mon, err := New(context.Background(), mo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := fasta(200)
+	sum, err := embed.Run(context.Background(), model, embed.Options{
+		Inputs: []string{"slow.fasta"}, Out: filepath.Join(t.TempDir(), "out.parquet"),
+		MaxResidues: 60, ToksPerBatch: 128, Window: 128, Workers: 1,
+		Open: func(string) (io.ReadCloser, error) {
+			return &slowReader{r: strings.NewReader(text), chunk: 64, delay: delay}, nil
+		},
+		Progress: mon.Observe,
+	})
+	rep, cerr := mon.Close()
+	if cerr != nil {
+		t.Fatal(cerr)
+	}
+	return sum, err, rep
+}
+
+func TestSlowReaderIsInputBound(t *testing.T) {
+	var log syncBuf
+	var js bytes.Buffer
+	sum, err, rep := runSlow(t, Options{Every: 3, JSON: &js, Log: logger(&log), NoGPU: true}, 5*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(log.String(), "likely "+CauseInput) {
+		t.Errorf("no input-bound warning:\n%s", log.String())
+	}
+	recs := decode(t, js.Bytes())
+	if len(recs) < 3 {
+		t.Errorf("%d windows for %d batches", len(recs), sum.Batches)
+	}
+	if rep.Sequences != 200 || rep.Batches != sum.Batches || rep.LoaderWaitFrac <= 0 {
+		t.Errorf("report %+v (summary %+v)", rep, sum)
+	}
+}
+
+func TestFailingMetricsFileRunSucceeds(t *testing.T) {
+	var log syncBuf
+	fw := &failWriter{}
+	sum, err, _ := runSlow(t, Options{Every: 1, JSON: fw, Log: logger(&log), NoGPU: true}, 0)
+	if err != nil {
+		t.Fatalf("run failed: %v", err)
+	}
+	if sum.Embedded != 200 {
+		t.Errorf("embedded %d", sum.Embedded)
+	}
+	if n := strings.Count(log.String(), "cannot write the metrics file"); n != 1 {
+		t.Errorf("%d warnings:\n%s", n, log.String())
+	}
+}
+
+// BenchmarkObserve is the cost the compute goroutine pays per batch with
+// the default window (10 batches).
+func BenchmarkObserve(b *testing.B) {
+	benchObserve(b, 10)
+}
+
+// BenchmarkObserveEveryBatch is the worst case: a window every batch (a
+// copy and a channel send each time).
+func BenchmarkObserveEveryBatch(b *testing.B) {
+	benchObserve(b, 1)
+}
+
+func benchObserve(b *testing.B, every int) {
+	m, err := New(context.Background(), Options{Every: every, JSON: io.Discard, Human: io.Discard, NoGPU: true,
+		Backend: &fakeBackend{inUse: 1, reserved: 2}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := summaries(1, 1)[0]
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		s.Batches++
+		m.Observe(&s, false)
+	}
+	b.StopTimer()
+	m.Close()
+}
