@@ -12,3 +12,13 @@ test:
 
 clean:
 	rm -rf bin out
+
+# The GPU suite's binaries (run scripts/gpu-suite.sh OUTDIR on the GPU host).
+.PHONY: gpu-build
+# Stripped (-s -w) so the binaries and the repo fit what travels to the host.
+gpu-build:
+	go build -ldflags='-s -w' -o bin/esm2go ./cmd/esm2go
+	go test -c -ldflags='-s -w' -o bin/cuda.test ./internal/cuda
+	go test -c -ldflags='-s -w' -o bin/attention.test ./attention
+	go test -c -ldflags='-s -w' -o bin/esmcuda.test ./esm/cuda
+	go test -c -ldflags='-s -w' -o bin/tests.test ./tests

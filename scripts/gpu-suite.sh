@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The GPU test suite: one command on a GPU host (no Go needed there).
+#
+#   on a dev machine:  make gpu-build            # bin/esm2go and bin/*.test
+#   on the GPU host:   scripts/gpu-suite.sh OUTDIR [--shapes all|none|esm2_35M_shape,...]
+#
+# It runs, logging everything under OUTDIR:
+#   1. tests/gpu_parity.py: HF transformers fp32 (TF32 off) references and HF's own
+#      fp16 error, for the fixture models and random 35M/150M/650M shapes;
+#   2. the test binaries: internal/cuda, attention (varlen kernel vs the Go
+#      reference), esm/cuda (every op and the forward vs the CPU backend) and
+#      tests (PyTorch fixture parity on the GPU, and TestGPUParityHF against 1.);
+#   3. esm2go embed on the README example with --device cuda (fp32 and fp16) and
+#      --device cpu, and compares the outputs (tests/compare_npy.py).
+# Exit status is non-zero if any step fails; OUTDIR/summary.txt lists each step.
+set -uo pipefail
+out=${1:?usage: scripts/gpu-suite.sh OUTDIR [--shapes ...]}
+shift
+shapes=all
+if [ "${1:-}" = "--shapes" ]; then shapes=${2:?}; fi
+cd "$(dirname "$0")/.."
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+status=0
+step() { # name, command...
+	local name=$1; shift
+	local t0=$SECONDS
+	"$@" >"$out/$name.log" 2>&1
+	local rc=$?
+	printf '%-28s rc=%d %4ds\n' "$name" "$rc" $((SECONDS - t0)) | tee -a "$out/summary.txt"
+	[ $rc = 0 ] || status=1
+}
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
+
+step gpu_parity_py python3 tests/gpu_parity.py --out /tmp/esm2go-gpuref --shapes "$shapes"
+step cuda_test bin/cuda.test -test.v
+step attention_test bin/attention.test -test.v
+step esmcuda_test bin/esmcuda.test -test.v -test.bench . -test.benchtime 5x
+step tests_test bash -c "cd tests && ESM2GO_GPU_PARITY_DIR=/tmp/esm2go-gpuref ESM2GO_GPU_PARITY_REPORT=$out/gpu_parity.md ../bin/tests.test -test.v"
+
+ex=(--model tests/testdata/models/tiny tests/testdata/fairesm_some_proteins.fasta --format npy --include mean,bos,per_tok --repr-layers 0,-1 --overwrite)
+step embed_cpu bin/esm2go embed --device cpu "${ex[@]}" --out /tmp/esm2go-emb-cpu
+step embed_cuda_fp32 bin/esm2go embed --device cuda --precision fp32 "${ex[@]}" --out /tmp/esm2go-emb-fp32
+step embed_cuda_fp16 bin/esm2go embed --device cuda --precision fp16 "${ex[@]}" --out /tmp/esm2go-emb-fp16
+step compare_fp32 python3 tests/compare_npy.py /tmp/esm2go-emb-cpu /tmp/esm2go-emb-fp32 1e-4
+step compare_fp16 python3 tests/compare_npy.py /tmp/esm2go-emb-cpu /tmp/esm2go-emb-fp16 3e-2
+cat "$out/summary.txt"
+exit $status
