@@ -82,6 +82,7 @@ func runLoader(b *testing.B, path string) int64 {
 		b.Fatal(err)
 	}
 	p := &pipeline{o: o, rd: rd, ready: make(chan *job, batchBuffers), free: make(chan *job, batchBuffers), wch: make(chan writerMsg, 64)}
+	p.budget.Store(int64(o.ToksPerBatch))
 	for i := 0; i < batchBuffers; i++ {
 		p.free <- &job{}
 	}
@@ -128,6 +129,7 @@ func BenchmarkPipelineOverhead(b *testing.B) {
 		rd, _ := data.Open(ctx, []string{path}, data.Options{})
 		o, _, _ := prepare(m, Options{Inputs: []string{path}, Out: filepath.Join(dir, "unused"), ToksPerBatch: 4096})
 		p := &pipeline{o: o, rd: rd, ready: make(chan *job, 1<<16), free: make(chan *job, 1<<16), wch: make(chan writerMsg, 1<<16)}
+		p.budget.Store(int64(o.ToksPerBatch))
 		for i := 0; i < 1<<12; i++ {
 			p.free <- &job{}
 		}

@@ -104,6 +104,7 @@ func Run(ctx context.Context, m *esm.Model, opts Options) (*Summary, error) {
 	p := &pipeline{m: m, o: o, cols: cols, rd: rd, w: w, cancel: cancel,
 		ready: make(chan *job, batchBuffers), free: make(chan *job, batchBuffers),
 		results: make(chan *result, resultBuffers), wch: make(chan writerMsg, 64)}
+	p.budget.Store(int64(o.ToksPerBatch))
 	for i := 0; i < batchBuffers; i++ {
 		p.free <- &job{}
 	}
@@ -245,7 +246,8 @@ type pipeline struct {
 	wch         chan writerMsg
 
 	c       counters
-	written int64 // rows written (writer goroutine; read after it ends)
+	budget  atomic.Int64 // tokens per batch; lowered after out-of-memory
+	written int64        // rows written (writer goroutine; read after it ends)
 
 	loaderWait, writerWait, computeTime time.Duration // compute goroutine only
 }
@@ -283,35 +285,81 @@ func (p *pipeline) compute(ctx context.Context, sum *Summary, start time.Time) e
 			return nil // the packer is done
 		}
 		p.c.readyQueue.Store(int64(len(p.ready)))
-		t1 := time.Now()
-		p.loaderWait += t1.Sub(t0)
-		if err := p.m.Forward(&j.batch, req, &out); err != nil {
-			return fmt.Errorf("embed: batch of %d sequences (%d tokens), first record index %d: %w",
-				j.batch.NumSeqs(), len(j.batch.Tokens), j.recs[0].index, err)
+		p.loaderWait += time.Since(t0)
+		if err := p.run(ctx, j, req, &out); err != nil {
+			return err
 		}
-		t2 := time.Now()
-		p.computeTime += t2.Sub(t1)
-		var res *result
-		select {
-		case res = <-p.results:
-		case <-ctx.Done():
-			return nil
-		}
-		p.writerWait += time.Since(t2)
-		p.fill(res, j, &out)
-		p.c.batches.Add(1)
-		p.c.tokens.Add(int64(len(j.batch.Tokens)))
 		p.free <- j // never blocks: the pool holds exactly batchBuffers jobs
-		select {
-		case p.wch <- writerMsg{res: res}:
-		case <-ctx.Done():
-			return nil
-		}
 		if p.o.Progress != nil {
 			p.snapshot(sum, start)
 			p.o.Progress(sum, false)
 		}
 	}
+}
+
+// run computes one packed batch and hands its rows to the writer. When the
+// device runs out of memory, the batch is split in two and each half retried
+// (and later batches get half the token budget); a single sequence that does
+// not fit is an error.
+func (p *pipeline) run(ctx context.Context, j *job, req esm.Request, out *esm.Output) error {
+	t1 := time.Now()
+	err := p.m.Forward(&j.batch, req, out)
+	p.computeTime += time.Since(t1)
+	if errors.Is(err, esm.ErrOutOfMemory) && j.batch.NumSeqs() > 1 {
+		T := len(j.batch.Tokens)
+		if b := p.budget.Load(); int64(T/2) < b {
+			p.budget.Store(max(int64(T/2), esm.DefaultMaxResidues+2))
+		}
+		p.o.Log.Warn("out of device memory: splitting the batch and lowering the token budget",
+			"tokens", T, "sequences", j.batch.NumSeqs(), "budget", p.budget.Load())
+		a, b := j.split()
+		if err := p.run(ctx, a, req, out); err != nil {
+			return err
+		}
+		return p.run(ctx, b, req, out)
+	}
+	if err != nil {
+		return fmt.Errorf("embed: batch of %d sequences (%d tokens), first record index %d: %w",
+			j.batch.NumSeqs(), len(j.batch.Tokens), j.recs[0].index, err)
+	}
+	t2 := time.Now()
+	var res *result
+	select {
+	case res = <-p.results:
+	case <-ctx.Done():
+		return nil
+	}
+	p.writerWait += time.Since(t2)
+	p.fill(res, j, out)
+	p.c.batches.Add(1)
+	p.c.tokens.Add(int64(len(j.batch.Tokens)))
+	select {
+	case p.wch <- writerMsg{res: res}:
+	case <-ctx.Done():
+	}
+	return nil
+}
+
+// split cuts a job into two jobs of about half the sequences each.
+func (j *job) split() (*job, *job) {
+	n := j.batch.NumSeqs()
+	half := n / 2
+	a, b := &job{}, &job{}
+	for i := 0; i < n; i++ {
+		dst := a
+		if i >= half {
+			dst = b
+		}
+		st, l := j.batch.Seqlens.Start(i), j.batch.Seqlens.Len(i)
+		if len(dst.batch.Seqlens.Cu) == 0 {
+			dst.batch.Reset()
+		}
+		dst.batch.Tokens = append(dst.batch.Tokens, j.batch.Tokens[st:st+l]...)
+		dst.batch.Seqlens.Cu = append(dst.batch.Seqlens.Cu, int32(len(dst.batch.Tokens)))
+		dst.batch.Scales = append(dst.batch.Scales, j.batch.Scales[i])
+		dst.recs = append(dst.recs, j.recs[i])
+	}
+	return a, b
 }
 
 // fill copies what the columns need out of the model's output.

@@ -291,3 +291,55 @@ func TestEmbedCancelKeepsPartial(t *testing.T) {
 		t.Logf("partial output holds %d records", len(recs))
 	}
 }
+
+// oomBackend fails allocations above a size, like a GPU out of memory.
+type oomBackend struct {
+	*cpu.Backend
+	limit int
+}
+
+func (b oomBackend) Alloc(n int, wide bool) (esm.Tensor, error) {
+	if n > b.limit {
+		return nil, fmt.Errorf("fake device: alloc %d: %w", n, esm.ErrOutOfMemory)
+	}
+	return b.Backend.Alloc(n, wide)
+}
+
+// A batch that does not fit is split and retried, never a crash, and the
+// results equal an unconstrained run.
+func TestEmbedSplitsOnOutOfMemory(t *testing.T) {
+	ck, err := weights.Open(tinyModel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ck.Close()
+	cfg, _ := esm.ConfigFromHF(ck.Config)
+	base := cpu.New(cpu.Options{})
+	defer base.Close()
+	// The largest allocation is the (T, 4D) FFN activation: allow ~1100 tokens.
+	be := oomBackend{Backend: base, limit: 1100 * 4 * cfg.Dim}
+	m, err := esm.NewModel(cfg, esm.CheckpointSource{C: ck}, be)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	var log logCapture
+	out := filepath.Join(t.TempDir(), "oom")
+	sum, err := Run(context.Background(), m, Options{Inputs: []string{someFASTA}, Out: out, Format: output.NPY,
+		ToksPerBatch: 8192, Log: slog.New(slog.NewTextHandler(&log, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(log.String(), "out of device memory") || sum.Embedded != 15 {
+		t.Fatalf("no split reported or records lost: %+v\n%s", sum, log.String())
+	}
+	ref := loadTiny(t)
+	wantMean, _ := direct(t, ref, someFASTA, cfg.Layers)
+	mean, _ := readNPY(t, filepath.Join(out, fmt.Sprintf("mean_%d.npy", cfg.Layers)))
+	D := cfg.Dim
+	for i := 0; i < 15; i++ {
+		if e := maxRelDiff(mean[i*D:(i+1)*D], wantMean[int64(i)]); e > 1e-5 {
+			t.Errorf("record %d differs by %g after the split", i, e)
+		}
+	}
+}

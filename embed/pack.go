@@ -119,6 +119,7 @@ func (p *pipeline) skip(ctx context.Context, r *data.Record, reason string) erro
 // goes alone.
 func (p *pipeline) emit(ctx context.Context, window []item) error {
 	slices.SortStableFunc(window, func(a, b item) int { return len(b.toks) - len(a.toks) })
+	budget := int(p.budget.Load())
 	var j *job
 	send := func() error {
 		if j == nil {
@@ -133,7 +134,7 @@ func (p *pipeline) emit(ctx context.Context, window []item) error {
 		}
 	}
 	for _, it := range window {
-		if j != nil && len(j.batch.Tokens)+len(it.toks) > p.o.ToksPerBatch {
+		if j != nil && len(j.batch.Tokens)+len(it.toks) > budget {
 			if err := send(); err != nil {
 				return err
 			}

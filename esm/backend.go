@@ -1,5 +1,11 @@
 package esm
 
+import "errors"
+
+// ErrOutOfMemory is matched (errors.Is) by backend errors that mean the
+// device ran out of memory: the caller may retry with a smaller batch.
+var ErrOutOfMemory = errors.New("out of device memory")
+
 // Tensor is backend-owned storage for Len elements in the backend's compute
 // precision (float32 on the CPU; fp16, bf16 or fp32 on a GPU).
 type Tensor interface {

@@ -222,6 +222,9 @@ func (b *Backend) Alloc(n int, wide bool) (esm.Tensor, error) {
 	}
 	buf, err := b.ctx.Alloc(n * dt.Size())
 	if err != nil {
+		if errors.Is(err, cuda.ErrOutOfMemory) {
+			err = errors.Join(esm.ErrOutOfMemory, err)
+		}
 		return nil, fmt.Errorf("cuda: alloc %d x %v: %w", n, dt, err)
 	}
 	return &tensor{buf: buf, dt: dt, n: n}, nil
