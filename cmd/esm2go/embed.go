@@ -14,6 +14,7 @@ import (
 
 	"github.com/esm2go/esm2go/embed"
 	"github.com/esm2go/esm2go/esm"
+	"github.com/esm2go/esm2go/monitor"
 	"github.com/esm2go/esm2go/output"
 	"github.com/spf13/pflag"
 )
@@ -37,6 +38,10 @@ type embedFlags struct {
 	threads    int
 	quiet      bool
 	logFormat  string
+
+	metricsJSON  string
+	metricsAddr  string
+	metricsEvery int
 }
 
 func newEmbedFlagSet(f *embedFlags) *pflag.FlagSet {
@@ -57,6 +62,9 @@ func newEmbedFlagSet(f *embedFlags) *pflag.FlagSet {
 	fs.IntVar(&f.threads, "threads", 0, "CPU threads (0 = all cores)")
 	fs.BoolVarP(&f.quiet, "quiet", "q", false, "print warnings and errors only")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format on stderr: text or json")
+	fs.StringVar(&f.metricsJSON, "metrics-json", "", "write run metrics to FILE, one JSON object per line per window")
+	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve run metrics in Prometheus text format at http://ADDR/metrics (\":9100\")")
+	fs.IntVar(&f.metricsEvery, "metrics-every", 10, "batches per metrics window (a metrics line on stderr, a JSON line, a Prometheus update)")
 	return fs
 }
 
@@ -173,6 +181,8 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return bad("invalid --prefetch %d (want > 0)", f.prefetch)
 	case f.threads < 0:
 		return bad("invalid --threads %d (want >= 0; 0 = all cores)", f.threads)
+	case f.metricsEvery <= 0:
+		return bad("invalid --metrics-every %d (want > 0)", f.metricsEvery)
 	}
 	if len(f.layers) == 0 {
 		return bad("--repr-layers is empty")
@@ -276,14 +286,93 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			"backend":               be.Name(),
 		},
 	}
-	if !f.quiet {
-		opts.Progress = pr.update
+	mon, err := startMonitor(ctx, &f, be, dev, lw, log, pr.tty)
+	if err != nil {
+		return err
+	}
+	defer mon.Close()
+	switch {
+	case f.quiet:
+		opts.Progress = mon.Observe
+	default:
+		opts.Progress = func(s *embed.Summary, final bool) {
+			pr.update(s, final)
+			mon.Observe(s, final)
+		}
 	}
 	sum, err := embed.Run(ctx, m, opts)
+	if err != nil && sum != nil {
+		mon.Observe(sum, true) // Run reports the final totals on success only
+	}
+	rep, merr := mon.Close()
 	pr.clear()
+	if merr != nil {
+		log.Warn("metrics file", "err", merr)
+	}
+	if !f.quiet {
+		for _, line := range rep.Lines() {
+			note(strings.TrimPrefix(line, "esm2go: "))
+		}
+	}
 	if err != nil {
 		return err
 	}
 	pr.summary(sum, f.out)
 	return nil
+}
+
+// startMonitor starts the run's metrics: a line on stderr every
+// --metrics-every batches (unless --quiet), --metrics-json lines, the
+// --metrics-addr endpoint, NVML figures for a CUDA device.
+func startMonitor(ctx context.Context, f *embedFlags, be esm.Backend, dev deviceSpec, lw *lockedWriter, log *slog.Logger, tty bool) (*monitor.Monitor, error) {
+	mo := monitor.Options{
+		Every:    f.metricsEvery,
+		JSONPath: f.metricsJSON,
+		Addr:     f.metricsAddr,
+		Log:      log,
+		NoGPU:    true,
+		Backend:  be,
+	}
+	if mb, ok := metricsBackend(be); ok {
+		// NVML index = CUDA ordinal: true with CUDA_DEVICE_ORDER=PCI_BUS_ID
+		// and no CUDA_VISIBLE_DEVICES remapping.
+		mo.NoGPU, mo.Devices, mo.Backend = false, []int{dev.ord}, mb
+	}
+	if !f.quiet {
+		mo.Human = &metricsLines{w: lw, tty: tty, log: log, json: f.logFormat == "json"}
+	}
+	mon, err := monitor.New(ctx, mo)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics-json/--metrics-addr: %w", err)
+	}
+	if a := mon.Addr(); a != "" {
+		log.Info("serving metrics", "url", "http://"+a+"/metrics")
+	}
+	return mon, nil
+}
+
+// metricsBackend returns what the monitor should see of a backend and
+// whether it is a GPU (NVML sampling); gpu_cuda.go sets it for CUDA.
+var metricsBackend = func(be esm.Backend) (any, bool) { return be, false }
+
+// metricsLines writes the monitor's lines to stderr: over the live progress
+// line on a terminal (it is redrawn after), as log records in json.
+type metricsLines struct {
+	w    io.Writer
+	tty  bool
+	json bool
+	log  *slog.Logger
+}
+
+func (m *metricsLines) Write(p []byte) (int, error) {
+	line := strings.TrimRight(string(p), "\n")
+	switch {
+	case m.json:
+		m.log.Info(strings.TrimPrefix(line, "metrics: "), "kind", "metrics")
+	case m.tty:
+		fmt.Fprintf(m.w, "\r\033[K%s\n", line)
+	default:
+		fmt.Fprintf(m.w, "%s\n", line)
+	}
+	return len(p), nil
 }
