@@ -108,7 +108,9 @@ type Record struct {
 	WindowSequences int64   `json:"window_sequences"`
 	WindowTokens    int64   `json:"window_tokens"`
 
-	// Throughput: this window and since the start.
+	// Throughput: this window and since the start. Sequences are rows
+	// written, in input order, so they lag the compute stage by the writer's
+	// reordering; tokens are counted as computed.
 	SeqPerS      float64 `json:"seq_per_s"`
 	TokPerS      float64 `json:"tok_per_s"`
 	SeqPerSTotal float64 `json:"seq_per_s_total"`
