@@ -1,0 +1,54 @@
+#!/usr/bin/env python3
+"""Random-init ESM2 models of the released shapes for the speed benchmark (speed does
+not depend on the values). Built with tests/gen_fixtures.build_model and saved in fp32
+with the released tensor names by gen_fixtures.save_model into OUT/models/esm2_<name>_shape/.
+A folder that already holds a finished model (.bench_done) is reused.
+
+  python3 bench/make_models.py --out /tmp/esm2go_bench --models 35M,150M,650M [--dry-run]
+Disk (fp32): 35M 0.14 GB, 150M 0.6 GB, 650M 2.6 GB, 3B 11.4 GB; 3B takes minutes and ~50 GB RAM.
+"""
+
+import argparse
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+import common as C  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--models", default=C.DEFAULT_MODELS)
+    ap.add_argument("--dry-run", action="store_true")
+    a = ap.parse_args()
+    names = [m.strip() for m in a.models.split(",") if m.strip()]
+    for name in names:
+        if name not in C.MODEL_SHAPES:
+            sys.exit(f"unknown model {name!r}; known: {','.join(C.MODEL_SHAPES)}")
+    for i, name in enumerate(names):
+        L, D, H = C.MODEL_SHAPES[name]
+        d = os.path.join(a.out, "models", C.model_dir_name(name))
+        params = L * 12 * D * D + 33 * D
+        if os.path.exists(os.path.join(d, ".bench_done")):
+            print(f"{name}: reusing {d}", flush=True)
+            continue
+        print(f"{name}: building {L} layers, dim {D}, {H} heads (~{params / 1e6:.0f}M params, "
+              f"~{params * 4 / 1e9:.2f} GB fp32) -> {d}", flush=True)
+        if a.dry_run:
+            continue
+        import gen_fixtures as gf
+        spec = dict(name=C.model_dir_name(name), layers=L, hidden=D, heads=H, intermediate=4 * D,
+                    save_dtype="float32")
+        idx = list(C.MODEL_SHAPES).index(name)
+        model, _, _ = gf.build_model(spec, gf.SEED + 2000 + idx)
+        gf.save_model(model, spec, a.out)
+        del model
+        with open(os.path.join(d, ".bench_done"), "w") as f:
+            f.write("ok\n")
+
+
+if __name__ == "__main__":
+    main()

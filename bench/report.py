@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""Table of the benchmark results: results.json -> results.md (and stdout).
+
+  python3 bench/report.py OUT/bench/results.json
+"""
+
+import json
+import os
+import sys
+
+SYSTEMS = ["esm2go", "torch_varlen", "hf_padded"]
+
+
+def fmt(x, nd=1):
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:,.{nd}f}"
+    return f"{x:,}" if isinstance(x, int) else str(x)
+
+
+def ratios(rows):
+    """esm2go seq/s divided by each baseline's, per (model, input)."""
+    by = {(r["model"], r["input"], r["system"]): r for r in rows}
+    out = {}
+    for (m, i, s), r in by.items():
+        if s != "esm2go" or not r.get("seqs_per_s"):
+            continue
+        for base in SYSTEMS[1:]:
+            b = by.get((m, i, base))
+            if b and b.get("seqs_per_s"):
+                out[(m, i, base)] = r["seqs_per_s"] / b["seqs_per_s"]
+    return out
+
+
+def markdown(doc):
+    rows = doc.get("results", [])
+    rat = ratios(rows)
+    lines = []
+    meta = doc.get("meta", {})
+    lines.append("# esm2go GPU benchmark results\n")
+    for k in ("date", "gpu", "host", "dry_run", "models", "n_synthetic", "budget_s", "esm2go_toks_per_batch",
+              "esm2go_version", "metrics_json"):
+        if k in meta:
+            lines.append(f"- {k}: {meta[k]}")
+    lines.append("")
+    lines.append("| model | input | system | seqs run | seq/s | tokens/s | useful TFLOP/s | peak GPU mem MiB | "
+                 "GPU busy % | wall s | esm2go × |")
+    lines.append("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    order = {s: i for i, s in enumerate(SYSTEMS)}
+    for r in sorted(rows, key=lambda r: (r["model"], r["input"], order.get(r["system"], 9))):
+        x = "-"
+        if r["system"] != "esm2go":
+            v = rat.get((r["model"], r["input"], r["system"]))
+            x = f"{v:.2f}" if v else "-"
+        if r.get("error"):
+            lines.append(f"| {r['model']} | {r['input']} | {r['system']} | FAILED: {r['error'][:80]} |"
+                         + " |" * 7)
+            continue
+        seqs = f"{r['n_seqs']:,}/{r['n_input_seqs']:,}"
+        lines.append(f"| {r['model']} | {r['input']} | {r['system']} | {seqs} | {fmt(r.get('seqs_per_s'))} | "
+                     f"{fmt(r.get('tokens_per_s'), 0)} | {fmt(r.get('useful_tflops'), 2)} | "
+                     f"{fmt(r.get('peak_mem_mib'), 0)} | {fmt(r.get('gpu_busy_pct'))} | {fmt(r.get('wall_s'), 2)} | {x} |")
+    lines.append("")
+    lines.append("esm2go × = esm2go seq/s ÷ that baseline's seq/s (same model and input; each system ran "
+                 "the first N sequences of the input, N in 'seqs run').")
+    notes = []
+    peaks = [r["matmul_peak_tflops"] for r in rows if r.get("matmul_peak_tflops")]
+    if peaks:
+        peak = max(peaks)
+        lines.append(f"\nMeasured fp16 matmul peak (8192^3 GEMM in torch): {peak:.1f} TFLOP/s. "
+                     "esm2go useful TFLOP/s as a share of it:\n")
+        for r in rows:
+            if r.get("system") == "esm2go" and r.get("useful_tflops"):
+                lines.append(f"- {r['model']} {r['input']}: {100 * r['useful_tflops'] / peak:.0f}%")
+    for r in rows:
+        for k in ("attention", "check_max_rel_err", "check_hf_fp16_max_rel_err", "check_error",
+                  "esm2go_vs_varlen_max_rel_err", "esm2go_internal_time_s", "sampler_note", "note"):
+            if r.get(k) not in (None, ""):
+                if k == "attention" and r.get(k) == "varlen_attn":
+                    continue
+                notes.append(f"- {r['model']}/{r['input']}/{r['system']}: {k} = {r[k]}")
+    if notes:
+        lines.append("\nNotes:\n")
+        lines.extend(sorted(set(notes)))
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    path = sys.argv[1]
+    with open(path) as f:
+        doc = json.load(f)
+    md = markdown(doc)
+    out = os.path.join(os.path.dirname(os.path.abspath(path)), "results.md")
+    with open(out, "w") as f:
+        f.write(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
