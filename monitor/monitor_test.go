@@ -602,3 +602,41 @@ func benchObserve(b *testing.B, every int) {
 	b.StopTimer()
 	m.Close()
 }
+
+// BenchmarkPipeline runs the tiny model over 200 records with and without a
+// monitor (window every batch, JSON and human lines to io.Discard): the
+// difference is the monitor's cost on a whole run.
+func BenchmarkPipeline(b *testing.B) {
+	model := loadTiny(b)
+	text := fasta(200)
+	for _, on := range []bool{false, true} {
+		name := "off"
+		if on {
+			name = "on"
+		}
+		b.Run(name, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				var mon *Monitor
+				o := embed.Options{
+					Inputs: []string{"x.fasta"}, Out: filepath.Join(b.TempDir(), "out.parquet"),
+					MaxResidues: 60, ToksPerBatch: 128, Window: 1024, Workers: 1,
+					Open: func(string) (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(text)), nil },
+				}
+				if on {
+					var err error
+					mon, err = New(context.Background(), Options{Every: 1, JSON: io.Discard, Human: io.Discard, NoGPU: true})
+					if err != nil {
+						b.Fatal(err)
+					}
+					o.Progress = mon.Observe
+				}
+				if _, err := embed.Run(context.Background(), model, o); err != nil {
+					b.Fatal(err)
+				}
+				if mon != nil {
+					mon.Close()
+				}
+			}
+		})
+	}
+}
