@@ -35,7 +35,8 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
 step gpu_parity_py python3 tests/gpu_parity.py --out /tmp/esm2go-gpuref --shapes "$shapes"
 step cuda_test bin/cuda.test -test.v
 step attention_test bin/attention.test -test.v
-step esmcuda_test bin/esmcuda.test -test.v -test.bench . -test.benchtime 5x
+bench=(); [ "${ESM2GO_SUITE_BENCH:-0}" = 1 ] && bench=(-test.bench . -test.benchtime 5x)
+step esmcuda_test bin/esmcuda.test -test.v "${bench[@]}"
 step tests_test bash -c "cd tests && ESM2GO_GPU_PARITY_DIR=/tmp/esm2go-gpuref ESM2GO_GPU_PARITY_REPORT=$out/gpu_parity.md ../bin/tests.test -test.v"
 
 ex=(--model tests/testdata/models/tiny tests/testdata/fairesm_some_proteins.fasta --format npy --include mean,bos,per_tok --repr-layers 0,-1 --overwrite)
