@@ -93,3 +93,36 @@ func closeBackend(be esm.Backend) {
 		c.Close()
 	}
 }
+
+// memInfo is implemented by GPU backends that can report free device memory.
+type memInfo interface {
+	MemInfo() (free, total uint64, err error)
+}
+
+// autoTokensPerBatch picks the token budget: 4096 on the CPU (fair-esm's
+// default; larger batches do not run faster there); on a GPU as many tokens
+// as half the free memory (after the weights) holds, at most 65536 (past
+// that the GEMMs are already large and batches only add latency), and at
+// least one truncated sequence. Activation bytes per token: the fp32
+// residual stream (4D) and logits (4V), plus D (LayerNorm out) + D
+// (attention out) + 3D (qkv) + 4D (FFN) in the compute precision.
+func autoTokensPerBatch(be esm.Backend, cfg esm.Config, truncation int) int {
+	minToks := esm.DefaultMaxResidues + 2
+	if truncation > 0 {
+		minToks = truncation + 2
+	}
+	mi, ok := be.(memInfo)
+	if !ok {
+		return max(4096, minToks)
+	}
+	free, _, err := mi.MemInfo()
+	if err != nil {
+		return max(4096, minToks)
+	}
+	perToken := uint64(4*cfg.Dim + 4*cfg.Vocab + 2*(cfg.Dim+cfg.Dim+3*cfg.Dim+max(cfg.FFN, cfg.Dim)))
+	if p, ok := be.(interface{ Precision() string }); ok && p.Precision() == "fp32" {
+		perToken = uint64(4*cfg.Dim + 4*cfg.Vocab + 4*(cfg.Dim+cfg.Dim+3*cfg.Dim+max(cfg.FFN, cfg.Dim)))
+	}
+	n := int(min(free/2/perToken, 65536))
+	return max(n, minToks)
+}

@@ -52,7 +52,7 @@ func newEmbedFlagSet(f *embedFlags) *pflag.FlagSet {
 	fs.StringSliceVar(&f.include, "include", []string{"mean"}, "what to write per record: mean, bos, per_tok (comma list)")
 	fs.IntSliceVar(&f.layers, "repr-layers", []int{-1}, "layers to write: 0 = embeddings, L = last, negative counts from the end (comma list or repeated)")
 	fs.IntVar(&f.truncation, "truncation-seq-length", esm.DefaultMaxResidues, "keep the first N residues of longer sequences; -1 = no truncation")
-	fs.IntVar(&f.toks, "toks-per-batch", 4096, "tokens per packed batch (no padding)")
+	fs.IntVar(&f.toks, "toks-per-batch", 0, "tokens per packed batch (no padding); 0 = auto: 4096 on the CPU, from free GPU memory (at most 65536) on a GPU")
 	fs.StringVar(&f.device, "device", "auto", "auto, cpu, cuda or cuda:N (auto: the GPU when usable, else the CPU)")
 	fs.StringVar(&f.precision, "precision", "fp16", "GPU compute precision: fp16, bf16 or fp32 (the CPU always uses fp32)")
 	fs.IntVar(&f.workers, "workers", 4, "FASTA reader goroutines")
@@ -171,9 +171,9 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	switch {
 	case f.truncation == 0 || f.truncation < -1:
 		return bad("invalid --truncation-seq-length %d (want a positive number of residues, or -1 for none)", f.truncation)
-	case f.toks <= 0:
-		return bad("invalid --toks-per-batch %d (want > 0)", f.toks)
-	case f.truncation > 0 && f.toks < f.truncation+2:
+	case f.toks < 0:
+		return bad("invalid --toks-per-batch %d (want > 0, or 0 for auto)", f.toks)
+	case f.toks > 0 && f.truncation > 0 && f.toks < f.truncation+2:
 		return bad("--toks-per-batch %d cannot hold one sequence of --truncation-seq-length %d plus BOS/EOS", f.toks, f.truncation)
 	case f.workers <= 0:
 		return bad("invalid --workers %d (want > 0)", f.workers)
@@ -253,6 +253,10 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("loading %s on %s: %w", ck.Path, be.Name(), err)
 	}
 	defer m.Close()
+	toks := f.toks
+	if toks == 0 {
+		toks = autoTokensPerBatch(be, cfg, f.truncation)
+	}
 	log.Info("model loaded", "model", f.model, "path", ck.Path, "layers", cfg.Layers, "dim", cfg.Dim,
 		"backend", be.Name(), "repr_layers", joinInts(absLayers), "include", strings.Join(incNames, ","))
 
@@ -270,7 +274,7 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Include:      inc,
 		Layers:       rawLayers,
 		MaxResidues:  trunc,
-		ToksPerBatch: f.toks,
+		ToksPerBatch: toks,
 		Workers:      f.workers,
 		Prefetch:     f.prefetch,
 		Strict:       f.strict,

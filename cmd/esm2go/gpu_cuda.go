@@ -3,7 +3,6 @@ package main
 import (
 	"github.com/esm2go/esm2go/esm"
 	esmcuda "github.com/esm2go/esm2go/esm/cuda"
-	"github.com/esm2go/esm2go/monitor"
 )
 
 // The CUDA backend links no CUDA library at build time (dlopen), so it is
@@ -19,30 +18,12 @@ func init() {
 	metricsBackend = cudaMetricsBackend
 }
 
-// cudaMetricsBackend returns what the monitor should see of be: for the CUDA
-// backend, be itself when it reports its memory (monitor.MemoryReporter),
-// else an adapter over its allocator's counters; ok is false for a CPU
+// cudaMetricsBackend returns what the monitor should see of be: the CUDA
+// backend itself (it reports its allocator's memory); ok is false for a CPU
 // backend (no NVML sampling).
 func cudaMetricsBackend(be esm.Backend) (any, bool) {
-	b, ok := be.(*esmcuda.Backend)
-	if !ok {
-		return be, false
+	if b, ok := be.(*esmcuda.Backend); ok {
+		return b, true
 	}
-	if mr, ok := be.(monitor.MemoryReporter); ok {
-		return mr, true
-	}
-	return cudaMemory{b}, true
-}
-
-// cudaMemory reads the CUDA backend's allocator counters. The monitor calls
-// it from the Progress hook, on the goroutine that owns the context.
-type cudaMemory struct{ b *esmcuda.Backend }
-
-func (c cudaMemory) DeviceMemory() (inUse, reserved int64, ok bool) {
-	ctx := c.b.Context()
-	if ctx == nil {
-		return 0, 0, false
-	}
-	st := ctx.Stats()
-	return int64(st.InUse), int64(st.Reserved), true
+	return be, false
 }

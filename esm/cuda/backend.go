@@ -153,6 +153,19 @@ func (b *Backend) Precision() string {
 // the owning goroutine).
 func (b *Backend) Context() *cuda.Context { return b.ctx }
 
+// MemInfo reports the device's free and total memory.
+func (b *Backend) MemInfo() (free, total uint64, err error) { return b.ctx.MemInfo() }
+
+// DeviceMemory reports the caching allocator's bytes in use and reserved
+// (monitor.MemoryReporter). Call it from the goroutine that owns the backend.
+func (b *Backend) DeviceMemory() (inUse, reserved int64, ok bool) {
+	if b.ctx == nil {
+		return 0, 0, false
+	}
+	st := b.ctx.Stats()
+	return int64(st.InUse), int64(st.Reserved), true
+}
+
 // Synchronize waits for all queued work.
 func (b *Backend) Synchronize() error { return b.ctx.Stream().Synchronize() }
 
