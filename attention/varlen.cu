@@ -21,6 +21,7 @@ template <> __device__ __forceinline__ float from_f<float>(float x) { return x; 
 template <> __device__ __forceinline__ __half from_f<__half>(float x) { return __float2half_rn(x); }
 template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
 
+#if !VARLEN_FA2  // the fa2 module (-DVARLEN_FA2=1) holds varlen_fa2_* alone
 #define VARLEN_BQ 64 // queries per block
 #define VARLEN_BK 32 // keys per shared-memory tile
 
@@ -432,3 +433,266 @@ VARLEN_TC2_INST(32)
 VARLEN_TC2_INST(64)
 VARLEN_TC2_INST(128)
 #endif
+#endif  // !VARLEN_FA2
+
+#if VARLEN_FA2
+// ---------------------------------------------------------------------------
+// varlen_fa2 (fp16/bf16; compiled as its own module with -DVARLEN_FA2=1):
+// FlashAttention-2 on mma.sync.m16n8k16 with ldmatrix and cp.async.
+// Block = 4 warps = 64 query rows; each warp owns 16 rows end to end. K/V
+// tiles of 64 keys are double-buffered in shared memory (cp.async, zero-fill
+// past the sequence's end and in the head-dim padding HD 24 -> HP 32), so
+// tile t+1 loads while tile t computes. Per tile a warp computes
+// S = Q·Kᵀ (16 x 64, fp32, Q fragments kept in registers), scales it by
+// scale·log2(e), masks keys past the end, updates the running max with two
+// quad shuffles, takes P = 2^(S - m) (ex2.approx) and rescales O, all on the
+// accumulator fragments; the S accumulator of key blocks 2c, 2c+1 packed to
+// the element type is exactly the A fragment of P·V for key chunk c, so P
+// never touches shared memory. V's B fragments come from ldmatrix.trans.
+// Row sums are kept per lane and reduced over the quad once, at the end.
+//
+// m16n8k16 fragments (g = lane/4, t = lane%4): A regs a0..a3 = (row g,
+// cols 2t..2t+1), (g+8, 2t..), (g, 2t+8..), (g+8, 2t+8..); B regs b0, b1 =
+// (k 2t..2t+1, col g), (k 2t+8.., col g); C c0..c3 = (g, 2t), (g, 2t+1),
+// (g+8, 2t), (g+8, 2t+1). Shared row stride HP+8 elements keeps the 8 rows
+// of each ldmatrix on distinct 16-byte bank groups.
+#define FA2_BQ 64
+#define FA2_BK 64
+
+__device__ __forceinline__ unsigned fa2_smem(const void* p) {
+  unsigned r;
+  asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(r) : "l"(p));
+  return r;
+}
+__device__ __forceinline__ void fa2_cp16(unsigned dst, const void* src, bool full) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(full ? 16 : 0)
+               : "memory");
+}
+__device__ __forceinline__ void fa2_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void fa2_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+__device__ __forceinline__ void fa2_ldsm4(unsigned addr, unsigned& r0, unsigned& r1, unsigned& r2, unsigned& r3) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+               : "r"(addr)
+               : "memory");
+}
+__device__ __forceinline__ void fa2_ldsm4t(unsigned addr, unsigned& r0, unsigned& r1, unsigned& r2, unsigned& r3) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+               : "r"(addr)
+               : "memory");
+}
+__device__ __forceinline__ float fa2_exp2(float x) {  // 2^x; 2^-inf = 0
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+template <typename T> struct Fa2Op;
+template <> struct Fa2Op<__half> {
+  static __device__ __forceinline__ void mma(float* d, const unsigned* a, unsigned b0, unsigned b1) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+  static __device__ __forceinline__ unsigned pack(float x, float y) {  // x in the low half
+    __half2 h = __floats2half2_rn(x, y);
+    return *reinterpret_cast<unsigned*>(&h);
+  }
+};
+template <> struct Fa2Op<__nv_bfloat16> {
+  static __device__ __forceinline__ void mma(float* d, const unsigned* a, unsigned b0, unsigned b1) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+  static __device__ __forceinline__ unsigned pack(float x, float y) {
+    __nv_bfloat162 h = __floats2bfloat162_rn(x, y);
+    return *reinterpret_cast<unsigned*>(&h);
+  }
+};
+
+// fa2_load copies rows [row0, row0+rows) of one head of src (64 rows, HP
+// columns) into a shared tile at byte address dst; rows past rows and the
+// padding columns are zero-filled. 128 threads, 16 bytes each.
+template <typename T, int HD>
+__device__ __forceinline__ void fa2_load(unsigned dst, const T* __restrict__ src, long base, int ld, int rows,
+                                         int tid) {
+  constexpr int HP = (HD + 15) / 16 * 16, C8 = HP / 8, H8 = HD / 8, S = HP + 8;
+#pragma unroll
+  for (int i = tid; i < 64 * C8; i += 128) {
+    const int r = i / C8, c = i % C8;
+    const bool ok = r < rows && c < H8;
+    const T* g = src + base + (ok ? (long)r * ld + 8 * c : 0);
+    fa2_cp16(dst + (r * S + 8 * c) * 2, g, ok);
+  }
+}
+
+template <typename T, int HD>
+__device__ __forceinline__ void varlen_fa2(T* __restrict__ out, int ldo, const T* __restrict__ q,
+                                           const T* __restrict__ k, const T* __restrict__ v, int ld,
+                                           const int* __restrict__ cu_seqlens, float scale) {
+  constexpr int HP = (HD + 15) / 16 * 16;
+  constexpr int BQ = FA2_BQ, BK = FA2_BK;
+  constexpr int S = HP + 8;   // shared row stride (elements)
+  constexpr int NK = BK / 8;  // key blocks of 8: S accumulators
+  constexpr int ND = HP / 8;  // dim blocks of 8: O accumulators
+  constexpr unsigned TILE = BK * S * 2;  // bytes of one K or V tile
+  extern __shared__ __align__(128) unsigned char smem[];
+  const unsigned qs = fa2_smem(smem);
+  const unsigned ks = qs + BQ * S * 2;  // K tiles 0, 1
+  const unsigned vs = ks + 2 * TILE;    // V tiles 0, 1
+
+  const int seq = blockIdx.y, h = blockIdx.z;
+  const int start = cu_seqlens[seq];
+  const int n = cu_seqlens[seq + 1] - start;
+  const int q0 = blockIdx.x * BQ;
+  if (q0 >= n) return;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const long hoff = (long)h * HD;
+  const long seq0 = (long)start * ld + hoff;  // element offset of the head's first row
+
+  fa2_load<T, HD>(qs, q, seq0 + (long)q0 * ld, ld, n - q0, tid);
+  fa2_load<T, HD>(ks, k, seq0, ld, n, tid);
+  fa2_load<T, HD>(vs, v, seq0, ld, n, tid);
+  fa2_commit();
+
+  unsigned qf[HP / 16][4];
+  float o[ND][4];
+#pragma unroll
+  for (int d = 0; d < ND; d++) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.f;
+  float m0 = __int_as_float(0xff800000), m1 = m0, l0 = 0.f, l1 = 0.f;  // rows g and g+8
+  const float sl2 = scale * 1.4426950408889634f;
+  const int ntiles = (n + BK - 1) / BK;
+  const int tq = lane & 3;
+
+  for (int t = 0; t < ntiles; t++) {
+    const int kt = t * BK;
+    if (t + 1 < ntiles) {
+      const unsigned nb = ((t + 1) & 1) * TILE;
+      fa2_load<T, HD>(ks + nb, k, seq0 + (long)(kt + BK) * ld, ld, n - kt - BK, tid);
+      fa2_load<T, HD>(vs + nb, v, seq0 + (long)(kt + BK) * ld, ld, n - kt - BK, tid);
+      fa2_commit();
+      fa2_wait<1>();
+    } else {
+      fa2_wait<0>();
+    }
+    __syncthreads();
+    if (t == 0) {
+#pragma unroll
+      for (int c = 0; c < HP / 16; c++)
+        fa2_ldsm4(qs + ((warp * 16 + (lane & 15)) * S + c * 16 + (lane >> 4) * 8) * 2, qf[c][0], qf[c][1],
+                  qf[c][2], qf[c][3]);
+    }
+    const unsigned kb = ks + (t & 1) * TILE, vb = vs + (t & 1) * TILE;
+
+    float s[NK][4];
+#pragma unroll
+    for (int j = 0; j < NK; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+#pragma unroll
+    for (int c = 0; c < HP / 16; c++) {
+#pragma unroll
+      for (int jp = 0; jp < BK / 16; jp++) {
+        unsigned b0, b1, b2, b3;  // keys jp*16 + 0..7 (b0 b1) and + 8..15 (b2 b3)
+        fa2_ldsm4(kb + ((jp * 16 + (lane >> 4) * 8 + (lane & 7)) * S + c * 16 + ((lane >> 3) & 1) * 8) * 2, b0, b1,
+                  b2, b3);
+        Fa2Op<T>::mma(s[2 * jp], qf[c], b0, b1);
+        Fa2Op<T>::mma(s[2 * jp + 1], qf[c], b2, b3);
+      }
+    }
+    const bool tail = kt + BK > n;
+    float mt0 = m0, mt1 = m1;
+#pragma unroll
+    for (int j = 0; j < NK; j++) {
+#pragma unroll
+      for (int i = 0; i < 4; i++) {
+        float x = s[j][i] * sl2;
+        if (tail && kt + j * 8 + 2 * tq + (i & 1) >= n) x = __int_as_float(0xff800000);
+        s[j][i] = x;
+      }
+      mt0 = fmaxf(mt0, fmaxf(s[j][0], s[j][1]));
+      mt1 = fmaxf(mt1, fmaxf(s[j][2], s[j][3]));
+    }
+    mt0 = fmaxf(mt0, __shfl_xor_sync(0xffffffffu, mt0, 1));
+    mt1 = fmaxf(mt1, __shfl_xor_sync(0xffffffffu, mt1, 1));
+    mt0 = fmaxf(mt0, __shfl_xor_sync(0xffffffffu, mt0, 2));
+    mt1 = fmaxf(mt1, __shfl_xor_sync(0xffffffffu, mt1, 2));
+    const float c0 = fa2_exp2(m0 - mt0), c1 = fa2_exp2(m1 - mt1);  // first tile: 2^-inf = 0
+    m0 = mt0;
+    m1 = mt1;
+    float sum0 = 0.f, sum1 = 0.f;
+#pragma unroll
+    for (int j = 0; j < NK; j++) {
+      s[j][0] = fa2_exp2(s[j][0] - mt0);
+      s[j][1] = fa2_exp2(s[j][1] - mt0);
+      s[j][2] = fa2_exp2(s[j][2] - mt1);
+      s[j][3] = fa2_exp2(s[j][3] - mt1);
+      sum0 += s[j][0] + s[j][1];
+      sum1 += s[j][2] + s[j][3];
+    }
+    l0 = l0 * c0 + sum0;
+    l1 = l1 * c1 + sum1;
+#pragma unroll
+    for (int d = 0; d < ND; d++) {
+      o[d][0] *= c0;
+      o[d][1] *= c0;
+      o[d][2] *= c1;
+      o[d][3] *= c1;
+    }
+#pragma unroll
+    for (int c = 0; c < BK / 16; c++) {
+      unsigned a[4];
+      a[0] = Fa2Op<T>::pack(s[2 * c][0], s[2 * c][1]);
+      a[1] = Fa2Op<T>::pack(s[2 * c][2], s[2 * c][3]);
+      a[2] = Fa2Op<T>::pack(s[2 * c + 1][0], s[2 * c + 1][1]);
+      a[3] = Fa2Op<T>::pack(s[2 * c + 1][2], s[2 * c + 1][3]);
+#pragma unroll
+      for (int dp = 0; dp < HP / 16; dp++) {
+        unsigned b0, b1, b2, b3;  // dims dp*16 + 0..7 (b0 b1) and + 8..15 (b2 b3)
+        fa2_ldsm4t(vb + ((c * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * S + dp * 16 + (lane >> 4) * 8) * 2, b0,
+                   b1, b2, b3);
+        Fa2Op<T>::mma(o[2 * dp], a, b0, b1);
+        Fa2Op<T>::mma(o[2 * dp + 1], a, b2, b3);
+      }
+    }
+    __syncthreads();  // this K/V buffer is refilled by the next iteration's load
+  }
+
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+  const float i0 = 1.f / l0, i1 = 1.f / l1;
+  const int ra = q0 + warp * 16 + lane / 4, rb = ra + 8;
+  T* oa = out + (long)(start + ra) * ldo + hoff + 2 * tq;
+  T* ob = out + (long)(start + rb) * ldo + hoff + 2 * tq;
+#pragma unroll
+  for (int d = 0; d < ND; d++) {
+    if (d * 8 < HD) {
+      if (ra < n) *reinterpret_cast<unsigned*>(oa + d * 8) = Fa2Op<T>::pack(o[d][0] * i0, o[d][1] * i0);
+      if (rb < n) *reinterpret_cast<unsigned*>(ob + d * 8) = Fa2Op<T>::pack(o[d][2] * i1, o[d][3] * i1);
+    }
+  }
+}
+
+#define FA2_CAT3(a, b, c) a##b##c
+#define FA2_XCAT3(a, b, c) FA2_CAT3(a, b, c)
+#define VARLEN_FA2_INST(HD)                                                                         \
+  extern "C" __global__ void __launch_bounds__(128)                                                \
+      FA2_XCAT3(varlen_fa2_, ELEM_NAME, _hd##HD)(ELEM * out, int ldo, const ELEM* q, const ELEM* k, \
+                                                 const ELEM* v, int ld, const int* cu_seqlens,      \
+                                                 float scale) {                                     \
+    varlen_fa2<ELEM, HD>(out, ldo, q, k, v, ld, cu_seqlens, scale);                                 \
+  }
+
+VARLEN_FA2_INST(16)
+VARLEN_FA2_INST(24)
+VARLEN_FA2_INST(32)
+VARLEN_FA2_INST(64)
+VARLEN_FA2_INST(128)
+#endif  // VARLEN_FA2

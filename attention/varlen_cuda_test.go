@@ -1,9 +1,14 @@
 package attention
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
+	"sort"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/esm2go/esm2go/internal/cuda"
@@ -41,6 +46,9 @@ func TestVarlenCUDAMatchesReference(t *testing.T) {
 	cases := map[string][]int{
 		"one-token": {1}, "single": {37}, "not-tile": {1, 65, 3, 129, 31, 33},
 		"many-short": {3, 1, 2, 5, 1, 4, 3, 2, 2, 1, 7, 3}, "longest": {1026, 5}, "long-4096": {4096},
+	}
+	if testing.Short() { // the fp32 kernel is the parity path, not tuned: spare the slow reference
+		delete(cases, "long-4096")
 	}
 	for name, lens := range cases {
 		for _, hd := range VarlenHeadDims {
@@ -99,5 +107,320 @@ func TestVarlenCUDAMatchesReference(t *testing.T) {
 			do.Free()
 			dcu.Free()
 		}
+	}
+}
+
+// halfCase is one varlen shape of the fp16/bf16 check: inputs exact in both
+// fp16 and bf16 (bf16-rounded, no fp16 subnormals), so that one fp32
+// reference serves both element types and every kernel.
+type halfCase struct {
+	name string
+	s    Seqlens
+	H    int
+	hd   int
+	qkv  []float32
+	want []float32
+}
+
+func f32ToF16(f float32) uint16 {
+	b := math.Float32bits(f)
+	sign := uint16(b>>16) & 0x8000
+	exp := int((b>>23)&0xff) - 127 + 15
+	mant := b & 0x7fffff
+	switch {
+	case exp >= 31:
+		return sign | 0x7c00
+	case exp <= 0:
+		if exp < -10 {
+			return sign
+		}
+		mant |= 0x800000
+		shift := uint(14 - exp)
+		half := uint32(1) << (shift - 1)
+		r := mant >> shift
+		rem := mant & (1<<shift - 1)
+		if rem > half || (rem == half && r&1 == 1) {
+			r++
+		}
+		return sign | uint16(r)
+	}
+	r := uint32(exp)<<10 | mant>>13
+	rem := mant & 0x1fff
+	if rem > 0x1000 || (rem == 0x1000 && r&1 == 1) {
+		r++
+	}
+	return sign | uint16(r)
+}
+
+func f16ToF32(h uint16) float32 {
+	sign := float32(1)
+	if h&0x8000 != 0 {
+		sign = -1
+	}
+	exp := int(h>>10) & 0x1f
+	mant := float32(h & 0x3ff)
+	switch exp {
+	case 0:
+		return sign * mant / 1024 * float32(math.Pow(2, -14))
+	case 31:
+		if mant != 0 {
+			return float32(math.NaN())
+		}
+		return sign * float32(math.Inf(1))
+	}
+	return sign * (1 + mant/1024) * float32(math.Pow(2, float64(exp-15)))
+}
+
+func f32ToBF16(f float32) uint16 {
+	b := math.Float32bits(f)
+	return uint16((b + 0x7fff + (b>>16)&1) >> 16)
+}
+
+func bf16ToF32(h uint16) float32 { return math.Float32frombits(uint32(h) << 16) }
+
+// toHalf converts to the bits of dt (F16 or BF16).
+func toHalf(x []float32, dt cuda.DataType) []uint16 {
+	h := make([]uint16, len(x))
+	for i, v := range x {
+		if dt == cuda.F16 {
+			h[i] = f32ToF16(v)
+		} else {
+			h[i] = f32ToBF16(v)
+		}
+	}
+	return h
+}
+
+func u16bytes(x []uint16) []byte { return unsafe.Slice((*byte)(unsafe.Pointer(&x[0])), 2*len(x)) }
+
+// benchLengths draws lognormal lengths in 30..1022 (median 300) until the
+// batch holds about tokens tokens (esm/cuda's forward benchmark draws the same).
+func benchLengths(seed uint64, tokens int) []int {
+	r := rand.New(rand.NewPCG(seed, 9))
+	var ls []int
+	total := 0
+	for total < tokens {
+		n := int(math.Exp(math.Log(300) + 0.7*r.NormFloat64()))
+		n = min(max(n, 30), 1022)
+		ls = append(ls, n)
+		total += n + 2
+	}
+	return ls
+}
+
+// runHalf uploads c's inputs as dt, runs one kernel on NaN-poisoned output
+// and returns max |got - want| / max |want| (+Inf for NaN: unwritten).
+func runHalf(t *testing.T, ctx *cuda.Context, v *Varlen, c *halfCase, dt cuda.DataType, kernel string) float64 {
+	T, D := c.s.Total(), c.H*c.hd
+	hq := toHalf(c.qkv, dt)
+	dq, err := ctx.Alloc(2 * len(hq))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dq.Free()
+	do, err := ctx.Alloc(2 * T * D)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer do.Free()
+	dcu, err := ctx.Alloc(4 * len(c.s.Cu))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dcu.Free()
+	if err := ctx.CopyHtoD(dq.Ptr, u16bytes(hq)); err != nil {
+		t.Fatal(err)
+	}
+	if err := ctx.CopyHtoD(dcu.Ptr, unsafe.Slice((*byte)(unsafe.Pointer(&c.s.Cu[0])), 4*len(c.s.Cu))); err != nil {
+		t.Fatal(err)
+	}
+	if err := ctx.MemsetD8Async(do.Ptr, 0xff, 2*T*D, ctx.Stream()); err != nil { // NaN in fp16 and bf16
+		t.Fatal(err)
+	}
+	v.Kernel = kernel
+	err = v.Forward(VarlenArgs{Out: do.Ptr, LdOut: D, Q: dq.Ptr, K: dq.Ptr.Add(2 * D), V: dq.Ptr.Add(4 * D), Ld: 3 * D,
+		CuSeqlens: dcu.Ptr, Seqlens: c.s, H: c.H, HD: c.hd, Scale: 0.7, DType: dt})
+	if err != nil {
+		t.Errorf("%s %s %v hd=%d: %v", c.name, kernel, dt, c.hd, err)
+		return math.Inf(1)
+	}
+	got := make([]uint16, T*D)
+	if err := ctx.CopyDtoH(u16bytes(got), do.Ptr); err != nil {
+		t.Fatal(err)
+	}
+	var maxDiff, maxRef float64
+	for i, w := range c.want {
+		g := bf16ToF32(got[i])
+		if dt == cuda.F16 {
+			g = f16ToF32(got[i])
+		}
+		d := math.Abs(float64(g - w))
+		if math.IsNaN(d) {
+			d = math.Inf(1)
+		}
+		maxDiff = max(maxDiff, d)
+		maxRef = max(maxRef, math.Abs(float64(w)))
+	}
+	return maxDiff / maxRef
+}
+
+// The fp16/bf16 kernels (fa2 and tc2) against attention.Reference on the
+// same rounded inputs, for every head dim, the varlen edge cases, a 4096
+// long sequence (one head, so the Go reference stays a few seconds; every
+// reference is computed once, in parallel) and a mixed batch of 30..1022.
+// Tolerances (max |diff| / max |ref|) are esm/cuda's per-op ones: the GPU
+// rounds P and the output to the element type.
+func TestVarlenCUDAHalfMatchesReference(t *testing.T) {
+	ctx := gpuContext(t)
+	v := NewVarlen(ctx)
+	tol := map[cuda.DataType]float64{cuda.F16: 2e-3, cuda.BF16: 1.6e-2}
+	shapes := []struct {
+		name string
+		lens []int
+		H    int
+	}{
+		{"one-token", []int{1}, 3}, {"single", []int{37}, 3}, {"not-tile", []int{1, 65, 3, 129, 31, 33}, 3},
+		{"many-short", []int{3, 1, 2, 5, 1, 4, 3, 2, 2, 1, 7, 3}, 3}, {"longest", []int{1026, 5}, 3},
+		{"tile-edges", []int{63, 64, 65, 127, 128, 129, 191, 192}, 2},
+		{"mixed", benchLengths(7, 3000), 2}, {"long-4096", []int{4096}, 1},
+	}
+	r := rand.New(rand.NewPCG(11, 12))
+	var cases []*halfCase
+	for _, sh := range shapes {
+		s, err := NewSeqlens(sh.lens)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, hd := range VarlenHeadDims {
+			c := &halfCase{name: sh.name, s: s, H: sh.H, hd: hd}
+			D := sh.H * hd
+			c.qkv = make([]float32, s.Total()*3*D)
+			for i := range c.qkv {
+				x := bf16ToF32(f32ToBF16(float32(r.NormFloat64()) * 0.5))
+				if math.Abs(float64(x)) < 1.0/16384 {
+					x = 0
+				}
+				c.qkv[i] = x
+			}
+			c.want = make([]float32, s.Total()*D)
+			cases = append(cases, c)
+		}
+	}
+	var wg sync.WaitGroup
+	for _, c := range cases {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			D := c.H * c.hd
+			if err := Reference(Args{Out: c.want, LdOut: D, Q: c.qkv, K: c.qkv[D:], V: c.qkv[2*D:], Ld: 3 * D,
+				Seqlens: c.s, H: c.H, HD: c.hd, Scale: 0.7}); err != nil {
+				panic(err)
+			}
+		}()
+	}
+	wg.Wait()
+	worst := map[string]float64{}
+	for _, c := range cases {
+		for _, dt := range []cuda.DataType{cuda.F16, cuda.BF16} {
+			for _, kernel := range []string{"fa2", "tc2"} {
+				e := runHalf(t, ctx, v, c, dt, kernel)
+				key := fmt.Sprintf("%s %v hd=%d", kernel, dt, c.hd)
+				worst[key] = max(worst[key], e)
+				if !(e <= tol[dt]) {
+					t.Errorf("%s %s %v hd=%d T=%d: max rel diff %.3g > %.3g", c.name, kernel, dt, c.hd, c.s.Total(), e, tol[dt])
+				}
+			}
+		}
+	}
+	var keys []string
+	for k := range worst {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&b, "\n  %-18s worst max rel diff %.3g", k, worst[k])
+	}
+	t.Logf("fp16/bf16 kernels vs Reference over %d shapes:%s", len(shapes), b.String())
+}
+
+// BenchmarkVarlen times fa2 against tc2 on packed batches of ~16k tokens in
+// lengths 30..1022 (esm/cuda's forward benchmark batch) for ESM2's head
+// shapes (8M: 20x16, 35M: 20x24, 150M: 20x32, 650M: 20x64; 8x128 for the
+// HD 128 kernel), logging one line per kernel: ms is the mean of 50 launches
+// after a warm-up, the clock stopped after a synchronize (all in the
+// benchmark's own goroutine: the context is bound to its thread, so no
+// sub-benchmarks). TFLOP/s counts 4·n²·HD per sequence and head (Q·Kᵀ
+// and P·V, 2 FLOPs per multiply-add, no causal halving), the full n² even
+// though tiles past n do no work.
+func BenchmarkVarlen(b *testing.B) {
+	ctx := gpuContext(b)
+	v := NewVarlen(ctx)
+	s, err := NewSeqlens(benchLengths(2, 16384))
+	if err != nil {
+		b.Fatal(err)
+	}
+	T := s.Total()
+	var n2 float64
+	for i := 0; i < s.N(); i++ {
+		n2 += float64(s.Len(i)) * float64(s.Len(i))
+	}
+	dcu, err := ctx.Alloc(4 * len(s.Cu))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer dcu.Free()
+	if err := ctx.CopyHtoD(dcu.Ptr, unsafe.Slice((*byte)(unsafe.Pointer(&s.Cu[0])), 4*len(s.Cu))); err != nil {
+		b.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(3, 4))
+	for _, sh := range []struct {
+		H, hd int
+		dt    cuda.DataType
+	}{{20, 16, cuda.F16}, {20, 24, cuda.F16}, {20, 32, cuda.F16}, {20, 64, cuda.F16}, {20, 64, cuda.BF16}, {8, 128, cuda.F16}} {
+		D := sh.H * sh.hd
+		x := make([]float32, T*3*D)
+		for i := range x {
+			x[i] = r.Float32()*2 - 1
+		}
+		hq := toHalf(x, sh.dt)
+		dq, err := ctx.Alloc(2 * len(hq))
+		if err != nil {
+			b.Fatal(err)
+		}
+		do, err := ctx.Alloc(2 * T * D)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := ctx.CopyHtoD(dq.Ptr, u16bytes(hq)); err != nil {
+			b.Fatal(err)
+		}
+		flops := 4 * n2 * float64(sh.H*sh.hd)
+		for _, kernel := range []string{"tc2", "fa2", "tc2", "fa2"} { // twice: the spread
+			name := fmt.Sprintf("T=%d/H=%d/HD=%d/%v/%s", T, sh.H, sh.hd, sh.dt, kernel)
+			v.Kernel = kernel
+			run := func() {
+				if err := v.Forward(VarlenArgs{Out: do.Ptr, LdOut: D, Q: dq.Ptr, K: dq.Ptr.Add(2 * D), V: dq.Ptr.Add(4 * D),
+					Ld: 3 * D, CuSeqlens: dcu.Ptr, Seqlens: s, H: sh.H, HD: sh.hd, Scale: 0.125, DType: sh.dt}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			run() // compile, raise the shared-memory limit
+			if err := ctx.Synchronize(); err != nil {
+				b.Fatal(err)
+			}
+			const reps = 50
+			t0 := time.Now()
+			for i := 0; i < reps; i++ {
+				run()
+			}
+			if err := ctx.Synchronize(); err != nil {
+				b.Fatal(err)
+			}
+			sec := time.Since(t0).Seconds() / reps
+			b.Logf("%-28s %8.3f ms %7.1f TFLOP/s", name, sec*1e3, flops/sec/1e12)
+		}
+		dq.Free()
+		do.Free()
 	}
 }
