@@ -19,7 +19,6 @@ import (
 	"github.com/esm2go/esm2go/esm"
 	"github.com/esm2go/esm2go/esm/cpu"
 	"github.com/esm2go/esm2go/output"
-	"github.com/esm2go/esm2go/weights"
 )
 
 const (
@@ -30,17 +29,8 @@ const (
 
 func loadTiny(t testing.TB) *esm.Model {
 	t.Helper()
-	ck, err := weights.Open(tinyModel)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ck.Close() })
-	cfg, err := esm.ConfigFromHF(ck.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
 	be := cpu.New(cpu.Options{})
-	m, err := esm.NewModel(cfg, esm.CheckpointSource{C: ck}, be)
+	m, err := esm.LoadModel(tinyModel, be)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -308,21 +298,17 @@ func (b oomBackend) Alloc(n int, wide bool) (esm.Tensor, error) {
 // A batch that does not fit is split and retried, never a crash, and the
 // results equal an unconstrained run.
 func TestEmbedSplitsOnOutOfMemory(t *testing.T) {
-	ck, err := weights.Open(tinyModel)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ck.Close()
-	cfg, _ := esm.ConfigFromHF(ck.Config)
 	base := cpu.New(cpu.Options{})
 	defer base.Close()
-	// The largest allocation is the (T, 4D) FFN activation: allow ~1100 tokens.
-	be := oomBackend{Backend: base, limit: 1100 * 4 * cfg.Dim}
-	m, err := esm.NewModel(cfg, esm.CheckpointSource{C: ck}, be)
+	// The largest allocation is the (T, 4D) FFN activation (D = 64): allow
+	// ~1100 tokens.
+	be := oomBackend{Backend: base, limit: 1100 * 4 * 64}
+	m, err := esm.LoadModel(tinyModel, be)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer m.Close()
+	cfg := m.Cfg
 	var log logCapture
 	out := filepath.Join(t.TempDir(), "oom")
 	sum, err := Run(context.Background(), m, Options{Inputs: []string{someFASTA}, Out: out, Format: output.NPY,

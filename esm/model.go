@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"slices"
+
+	"github.com/esm2go/esm2go/weights"
 )
 
 // Request says which outputs Forward produces.
@@ -227,4 +229,20 @@ func (e *errs) do(err error) {
 	if e.err == nil {
 		e.err = err
 	}
+}
+
+// LoadModel opens the checkpoint at path (a directory with config.json and
+// model.safetensors, or a fair-esm .pt; see weights.Open), uploads its
+// weights to be and closes the file: the model keeps its own copy.
+func LoadModel(path string, be Backend) (*Model, error) {
+	ck, err := weights.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer ck.Close()
+	cfg, err := ConfigFromHF(ck.Config)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return NewModel(cfg, CheckpointSource{C: ck}, be)
 }

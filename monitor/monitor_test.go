@@ -21,7 +21,6 @@ import (
 	"github.com/esm2go/esm2go/embed"
 	"github.com/esm2go/esm2go/esm"
 	"github.com/esm2go/esm2go/esm/cpu"
-	"github.com/esm2go/esm2go/weights"
 )
 
 const tinyModel = "../tests/testdata/models/tiny"
@@ -475,17 +474,8 @@ func TestContextCancelStops(t *testing.T) {
 
 func loadTiny(t testing.TB) *esm.Model {
 	t.Helper()
-	ck, err := weights.Open(tinyModel)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ck.Close() })
-	cfg, err := esm.ConfigFromHF(ck.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
 	be := cpu.New(cpu.Options{Threads: 1})
-	m, err := esm.NewModel(cfg, esm.CheckpointSource{C: ck}, be)
+	m, err := esm.LoadModel(tinyModel, be)
 	if err != nil {
 		t.Fatal(err)
 	}

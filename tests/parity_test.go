@@ -94,16 +94,7 @@ func (fx *fixture) int32(t *testing.T, name string) []int32 {
 
 func loadModel(t *testing.T, path string, be esm.Backend) *esm.Model {
 	t.Helper()
-	ck, err := weights.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ck.Close() })
-	cfg, err := esm.ConfigFromHF(ck.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := esm.NewModel(cfg, esm.CheckpointSource{C: ck}, be)
+	m, err := esm.LoadModel(path, be)
 	if err != nil {
 		t.Fatal(err)
 	}

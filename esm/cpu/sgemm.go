@@ -35,6 +35,7 @@ static void esm2go_blas_close(void *h) { if (h) dlclose(h); }
 import "C"
 
 import (
+	"os"
 	"unsafe"
 
 	"gonum.org/v1/gonum/blas"
@@ -59,7 +60,17 @@ type openblas struct {
 }
 
 // openOpenBLAS returns nil when no OpenBLAS library can be loaded.
+//
+// OpenBLAS starts its thread pool when it is loaded, sized by
+// OPENBLAS_NUM_THREADS (else all cores), and idle pool threads spin; the
+// backend splits work across cores itself and calls OpenBLAS
+// single-threaded, so unless the user set the variable, it is set to 1
+// before the first load (measured: idle pool threads took ~10% of the CPU
+// time of a 2-core run).
 func openOpenBLAS(threads int) *openblas {
+	if _, set := os.LookupEnv("OPENBLAS_NUM_THREADS"); !set {
+		os.Setenv("OPENBLAS_NUM_THREADS", "1")
+	}
 	for _, name := range openblasNames {
 		cname := C.CString(name)
 		var fn, st unsafe.Pointer
