@@ -122,36 +122,6 @@ type halfCase struct {
 	want []float32
 }
 
-func f32ToF16(f float32) uint16 {
-	b := math.Float32bits(f)
-	sign := uint16(b>>16) & 0x8000
-	exp := int((b>>23)&0xff) - 127 + 15
-	mant := b & 0x7fffff
-	switch {
-	case exp >= 31:
-		return sign | 0x7c00
-	case exp <= 0:
-		if exp < -10 {
-			return sign
-		}
-		mant |= 0x800000
-		shift := uint(14 - exp)
-		half := uint32(1) << (shift - 1)
-		r := mant >> shift
-		rem := mant & (1<<shift - 1)
-		if rem > half || (rem == half && r&1 == 1) {
-			r++
-		}
-		return sign | uint16(r)
-	}
-	r := uint32(exp)<<10 | mant>>13
-	rem := mant & 0x1fff
-	if rem > 0x1000 || (rem == 0x1000 && r&1 == 1) {
-		r++
-	}
-	return sign | uint16(r)
-}
-
 func f16ToF32(h uint16) float32 {
 	sign := float32(1)
 	if h&0x8000 != 0 {
@@ -171,11 +141,6 @@ func f16ToF32(h uint16) float32 {
 	return sign * (1 + mant/1024) * float32(math.Pow(2, float64(exp-15)))
 }
 
-func f32ToBF16(f float32) uint16 {
-	b := math.Float32bits(f)
-	return uint16((b + 0x7fff + (b>>16)&1) >> 16)
-}
-
 func bf16ToF32(h uint16) float32 { return math.Float32frombits(uint32(h) << 16) }
 
 // toHalf converts to the bits of dt (F16 or BF16).
@@ -183,9 +148,9 @@ func toHalf(x []float32, dt cuda.DataType) []uint16 {
 	h := make([]uint16, len(x))
 	for i, v := range x {
 		if dt == cuda.F16 {
-			h[i] = f32ToF16(v)
+			h[i] = cuda.HalfBits(v)
 		} else {
-			h[i] = f32ToBF16(v)
+			h[i] = cuda.BF16Bits(v)
 		}
 	}
 	return h
@@ -296,7 +261,7 @@ func TestVarlenCUDAHalfMatchesReference(t *testing.T) {
 			D := sh.H * hd
 			c.qkv = make([]float32, s.Total()*3*D)
 			for i := range c.qkv {
-				x := bf16ToF32(f32ToBF16(float32(r.NormFloat64()) * 0.5))
+				x := bf16ToF32(cuda.BF16Bits(float32(r.NormFloat64()) * 0.5))
 				if math.Abs(float64(x)) < 1.0/16384 {
 					x = 0
 				}

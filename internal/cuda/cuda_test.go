@@ -286,7 +286,7 @@ func TestCompileLaunch(t *testing.T) {
 	must(t, c.CopyDtoH(raw, dout.Ptr))
 	for i := range n {
 		got := f16ToF32(uint16(raw[2*i]) | uint16(raw[2*i+1])<<8)
-		want := f16ToF32(f32ToF16(f16ToF32(f32ToF16(x[i])) * 3))
+		want := f16ToF32(HalfBits(f16ToF32(HalfBits(x[i])) * 3))
 		if got != want {
 			t.Fatalf("scale_half[%d] = %v, want %v", i, got, want)
 		}
@@ -449,8 +449,8 @@ func TestGemmHalf(t *testing.T) {
 		from func(uint16) float32
 		tol  float64
 	}{
-		{FP16, f32ToF16, f16ToF32, tolF16},
-		{BF16Prec, f32ToBF16, bf16ToF32, tolBF16},
+		{FP16, HalfBits, f16ToF32, tolF16},
+		{BF16Prec, BF16Bits, bf16ToF32, tolBF16},
 	} {
 		x, w := randVec(T*K, r), randVec(N*K, r)
 		dx, dw := uploadHalf(t, c, x, tc.to, tc.from), uploadHalf(t, c, w, tc.to, tc.from) // x, w now rounded
@@ -525,9 +525,9 @@ func TestLinearBias(t *testing.T) {
 	}
 
 	// fp16 in/out with fp16 bias.
-	dxh := uploadHalf(t, c, x, f32ToF16, f16ToF32)
-	dwh := uploadHalf(t, c, w, f32ToF16, f16ToF32)
-	dbh := uploadHalf(t, c, bias, f32ToF16, f16ToF32)
+	dxh := uploadHalf(t, c, x, HalfBits, f16ToF32)
+	dwh := uploadHalf(t, c, w, HalfBits, f16ToF32)
+	dbh := uploadHalf(t, c, bias, HalfBits, f16ToF32)
 	ref = gemmRef(x, w, T, N, K)
 	for i := range ref {
 		ref[i] += float64(bias[i%N])
@@ -595,36 +595,6 @@ func TestGemmSpeed(t *testing.T) {
 	t.Logf("memory free %.1f / %.1f GiB; allocator %+v", float64(free)/(1<<30), float64(total)/(1<<30), c.Stats())
 }
 
-func f32ToF16(f float32) uint16 {
-	b := math.Float32bits(f)
-	sign := uint16(b>>16) & 0x8000
-	exp := int((b>>23)&0xff) - 127 + 15
-	mant := b & 0x7fffff
-	switch {
-	case exp >= 31:
-		return sign | 0x7c00
-	case exp <= 0:
-		if exp < -10 {
-			return sign
-		}
-		mant |= 0x800000
-		shift := uint(14 - exp)
-		half := uint32(1) << (shift - 1)
-		r := mant >> shift
-		rem := mant & (1<<shift - 1)
-		if rem > half || (rem == half && r&1 == 1) {
-			r++
-		}
-		return sign | uint16(r)
-	}
-	r := uint32(exp)<<10 | mant>>13
-	rem := mant & 0x1fff
-	if rem > 0x1000 || (rem == 0x1000 && r&1 == 1) {
-		r++
-	}
-	return sign | uint16(r)
-}
-
 func f16ToF32(h uint16) float32 {
 	sign := float32(1)
 	if h&0x8000 != 0 {
@@ -644,11 +614,6 @@ func f16ToF32(h uint16) float32 {
 	return sign * (1 + mant/1024) * float32(math.Pow(2, float64(exp-15)))
 }
 
-func f32ToBF16(f float32) uint16 {
-	b := math.Float32bits(f)
-	return uint16((b + 0x7fff + (b>>16)&1) >> 16)
-}
-
 func bf16ToF32(h uint16) float32 { return math.Float32frombits(uint32(h) << 16) }
 
 func TestHalfConversions(t *testing.T) {
@@ -656,14 +621,14 @@ func TestHalfConversions(t *testing.T) {
 		f float32
 		h uint16
 	}{{1, 0x3c00}, {-2, 0xc000}, {0.5, 0x3800}, {65504, 0x7bff}, {6.1035156e-05, 0x0400}, {5.9604645e-08, 0x0001}} {
-		if got := f32ToF16(c.f); got != c.h {
-			t.Errorf("f32ToF16(%v) = %#x, want %#x", c.f, got, c.h)
+		if got := HalfBits(c.f); got != c.h {
+			t.Errorf("HalfBits(%v) = %#x, want %#x", c.f, got, c.h)
 		}
 		if got := f16ToF32(c.h); got != c.f {
 			t.Errorf("f16ToF32(%#x) = %v, want %v", c.h, got, c.f)
 		}
 	}
-	if f32ToBF16(1) != 0x3f80 || bf16ToF32(0x3f80) != 1 {
+	if BF16Bits(1) != 0x3f80 || bf16ToF32(0x3f80) != 1 {
 		t.Error("bf16 of 1")
 	}
 }
