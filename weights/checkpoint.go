@@ -85,12 +85,29 @@ func (c *Checkpoint) Close() error {
 	return errors.Join(errs...)
 }
 
+// rotaryCanonical is where the rotary inv_freq buffer lives in the
+// canonical names (layer 0's copy; every layer holds the same values).
+const rotaryCanonical = "encoder.layer.0.attention.self.rotary_embeddings.inv_freq"
+
 // hfCanonicalName maps an HF EsmModel / EsmForMaskedLM state-dict name to the
 // canonical name; ok is false for buffers the model never needs.
+//
+// Besides the released ESM2 names it accepts what transformers 5.x's
+// save_pretrained writes (seen with 5.17): LayerNorm parameters inside the
+// layers as ".LayerNorm.gamma"/".LayerNorm.beta", and one rotary buffer under a
+// literal wildcard key "esm.encoder.layer.*.attention.self.rotary_embeddings.inv_freq"
+// (in memory: "esm.rotary_embeddings.inv_freq").
 func hfCanonicalName(raw string) (name string, ok bool) {
 	name = strings.TrimPrefix(raw, "esm.")
-	if name == "embeddings.position_ids" {
+	switch {
+	case name == "embeddings.position_ids":
 		return "", false
+	case name == "encoder.layer.*.attention.self.rotary_embeddings.inv_freq", name == "rotary_embeddings.inv_freq":
+		return rotaryCanonical, true
+	case strings.HasSuffix(name, "LayerNorm.gamma"):
+		return strings.TrimSuffix(name, "gamma") + "weight", true
+	case strings.HasSuffix(name, "LayerNorm.beta"):
+		return strings.TrimSuffix(name, "beta") + "bias", true
 	}
 	return name, true
 }

@@ -172,3 +172,47 @@ func TestOpenSafetensorsFileNeedsDir(t *testing.T) {
 		t.Errorf("file instead of dir: %v", err)
 	}
 }
+
+// Files saved by transformers 5.x name LayerNorm parameters gamma/beta and
+// keep one rotary buffer under a wildcard key; they load under the
+// canonical names.
+func TestOpenTransformers5Names(t *testing.T) {
+	var specs []stSpec
+	for _, s := range tinySpecs() {
+		switch {
+		case strings.HasSuffix(s.name, "attention.self.rotary_embeddings.inv_freq"):
+			if strings.Contains(s.name, ".layer.0.") {
+				s.name = "esm.encoder.layer.*.attention.self.rotary_embeddings.inv_freq"
+				specs = append(specs, s)
+			}
+			continue
+		case strings.Contains(s.name, ".encoder.layer.") && strings.HasSuffix(s.name, "LayerNorm.weight"):
+			s.name = strings.TrimSuffix(s.name, "weight") + "gamma"
+		case strings.Contains(s.name, ".encoder.layer.") && strings.HasSuffix(s.name, "LayerNorm.bias"):
+			s.name = strings.TrimSuffix(s.name, "bias") + "beta"
+		}
+		specs = append(specs, s)
+	}
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "config.json"), tinyConfigJSON(nil))
+	writeFile(t, filepath.Join(dir, "model.safetensors"), buildSafetensors(specs, map[string]string{"format": "pt"}))
+	c, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, name := range []string{
+		"encoder.layer.0.attention.LayerNorm.weight", "encoder.layer.1.attention.LayerNorm.bias",
+		"encoder.layer.0.LayerNorm.weight", "encoder.layer.1.LayerNorm.bias",
+		"encoder.layer.0.attention.self.rotary_embeddings.inv_freq", "encoder.emb_layer_norm_after.weight",
+	} {
+		if _, ok := c.Tensors[name]; !ok {
+			t.Errorf("canonical tensor %s missing; have %v", name, c.Names())
+		}
+	}
+	for name := range c.Tensors {
+		if strings.HasSuffix(name, "gamma") || strings.HasSuffix(name, "beta") || strings.Contains(name, "*") {
+			t.Errorf("non-canonical name %s left in the checkpoint", name)
+		}
+	}
+}
