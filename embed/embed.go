@@ -193,7 +193,13 @@ func prepare(m *esm.Model, opts Options) (Options, []column, error) {
 		o.ToksPerBatch = 4096
 	}
 	if o.Window <= 0 {
+		// Rows leave the writer in input order, so up to a window's rows
+		// wait in memory: per-token rows are D floats per residue, so their
+		// window is kept small.
 		o.Window = 16 * o.ToksPerBatch
+		if o.Include.PerTok {
+			o.Window = 2 * o.ToksPerBatch
+		}
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)

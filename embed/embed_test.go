@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"math"
 	"os"
@@ -326,6 +327,16 @@ func TestEmbedSplitsOnOutOfMemory(t *testing.T) {
 	for i := 0; i < 15; i++ {
 		if e := maxRelDiff(mean[i*D:(i+1)*D], wantMean[int64(i)]); e > 1e-5 {
 			t.Errorf("record %d differs by %g after the split", i, e)
+		}
+	}
+}
+
+func TestIDHashIsFNV1a(t *testing.T) {
+	for _, id := range []string{"", "a", "UniRef50_A0A1E3NP16", "sp|P62593|BLAT_ECOLX"} {
+		h := fnv.New64a()
+		h.Write([]byte(id))
+		if got, want := idHash(id), h.Sum64(); got != want {
+			t.Errorf("idHash(%q) = %x, want %x", id, got, want)
 		}
 	}
 }

@@ -32,7 +32,8 @@ type Options struct {
 	Strict       bool // a record that cannot be embedded ends the run instead of being skipped
 
 	// Window is how many tokens the packer sorts by length before cutting
-	// batches (length bucketing); default 16 × ToksPerBatch.
+	// batches (length bucketing); default 16 × ToksPerBatch, 2 × with
+	// per-token outputs (rows wait in memory until earlier ones are written).
 	Window int
 
 	Stdin io.Reader // what "-" reads; default os.Stdin
@@ -59,7 +60,7 @@ type Summary struct {
 	Truncated   int64 // embedded records cut to MaxResidues
 	UnknownRecs int64 // embedded records with letters mapped to <unk> (J)
 	EmptyIDs    int64 // records whose header has no id
-	DupIDs      int64 // records whose id was seen before
+	DupIDs      int64 // records whose id was seen before (among the first MaxTrackedIDs ids)
 	Residues    int64 // residues embedded (after truncation)
 	Tokens      int64 // tokens computed (residues + BOS/EOS)
 	Batches     int64

@@ -27,7 +27,7 @@ func (p *pipeline) pack(ctx context.Context) error {
 		window     []item
 		arena      []int32
 		windowToks int
-		seen       = map[string]struct{}{}
+		seen       = map[uint64]struct{}{} // FNV-1a of ids, bounded by MaxTrackedIDs
 	)
 	flush := func() error {
 		if err := p.emit(ctx, window); err != nil {
@@ -70,10 +70,12 @@ func (p *pipeline) pack(ctx context.Context) error {
 			arena = toks
 			if r.ID == "" {
 				p.c.emptyIDs.Add(1)
-			} else if _, dup := seen[r.ID]; dup {
-				p.c.dupIDs.Add(1)
-			} else {
-				seen[r.ID] = struct{}{}
+			} else if h := idHash(r.ID); len(seen) < MaxTrackedIDs {
+				if _, dup := seen[h]; dup {
+					p.c.dupIDs.Add(1)
+				} else {
+					seen[h] = struct{}{}
+				}
 			}
 			if e.Truncated {
 				p.c.truncated.Add(1)
@@ -93,6 +95,21 @@ func (p *pipeline) pack(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// MaxTrackedIDs bounds the duplicate-id count's memory (~40 bytes an id):
+// ids after the first 4M are not checked. A 64-bit hash collision could count
+// a unique id as a duplicate; at 4M ids that chance is below 1e-6.
+const MaxTrackedIDs = 4 << 20
+
+// idHash is 64-bit FNV-1a, computed in place (no allocation per record).
+func idHash(id string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(id); i++ {
+		h ^= uint64(id[i])
+		h *= 1099511628211
+	}
+	return h
 }
 
 // skip reports a record that cannot be embedded and tells the writer.
