@@ -4,6 +4,9 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"runtime"
+	"sync"
+	"unsafe"
 )
 
 // DType is a tensor element type, spelled as in safetensors headers.
@@ -71,21 +74,62 @@ func (t *Tensor) Float32() ([]float32, error) {
 	b := t.data
 	switch t.DType {
 	case F32:
-		for i := range out {
-			out[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+		if littleEndian {
+			copy(unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(out))), 4*n), b)
+			break
 		}
+		parallelChunks(n, func(lo, hi int) {
+			for i := lo; i < hi; i++ {
+				out[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+			}
+		})
 	case F16:
-		for i := range out {
-			out[i] = math.Float32frombits(f16ToF32Bits(binary.LittleEndian.Uint16(b[2*i:])))
-		}
+		tab := f16Table()
+		parallelChunks(n, func(lo, hi int) {
+			for i := lo; i < hi; i++ {
+				out[i] = math.Float32frombits(tab[binary.LittleEndian.Uint16(b[2*i:])])
+			}
+		})
 	case BF16:
-		for i := range out {
-			out[i] = math.Float32frombits(uint32(binary.LittleEndian.Uint16(b[2*i:])) << 16)
-		}
+		parallelChunks(n, func(lo, hi int) {
+			for i := lo; i < hi; i++ {
+				out[i] = math.Float32frombits(uint32(binary.LittleEndian.Uint16(b[2*i:])) << 16)
+			}
+		})
 	default:
 		return nil, fmt.Errorf("%s: tensor %q: Float32 of dtype %s is not supported", t.file, t.Name, t.DType)
 	}
 	return out, nil
+}
+
+// littleEndian is true on the usual hosts, where F32 data is copied as is.
+var littleEndian = binary.NativeEndian.Uint16([]byte{1, 0}) == 1
+
+// f16Table is every fp16 value's fp32 bits (256 KiB), built once on first
+// use and read-only after: a lookup is several times faster than decoding.
+var f16Table = sync.OnceValue(func() *[1 << 16]uint32 {
+	var t [1 << 16]uint32
+	for h := range t {
+		t[h] = f16ToF32Bits(uint16(h))
+	}
+	return &t
+})
+
+// parallelChunks runs fn over [0, n) in contiguous chunks on all cores when
+// n is large (multi-gigabyte checkpoints convert at memory speed).
+func parallelChunks(n int, fn func(lo, hi int)) {
+	const minChunk = 1 << 20
+	workers := min(runtime.GOMAXPROCS(0), n/minChunk)
+	if workers <= 1 {
+		fn(0, n)
+		return
+	}
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		lo, hi := n*w/workers, n*(w+1)/workers
+		wg.Go(func() { fn(lo, hi) })
+	}
+	wg.Wait()
 }
 
 // Int32 converts an I32 or I64 tensor to a new int32 slice; an I64 value outside the
