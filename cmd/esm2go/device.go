@@ -1,13 +1,13 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 
 	"github.com/esm2go/esm2go/esm"
 	"github.com/esm2go/esm2go/esm/cpu"
+	esmcuda "github.com/esm2go/esm2go/esm/cuda"
 )
 
 // gpuBackend is what the CLI needs from a GPU backend.
@@ -15,11 +15,6 @@ type gpuBackend interface {
 	esm.Backend
 	Close() error
 }
-
-// openGPU starts a GPU backend on device ordinal dev with the given
-// precision (fp16, bf16, fp32). It is set by gpu_cuda.go; nil means this
-// binary has no GPU backend. The backend belongs to the calling goroutine.
-var openGPU func(dev int, precision string) (gpuBackend, error)
 
 // deviceSpec is a parsed --device value.
 type deviceSpec struct {
@@ -70,21 +65,25 @@ func startBackend(dev deviceSpec, precision string, precisionSet bool, threads i
 	return cpu.New(cpu.Options{Threads: threads}), nil
 }
 
+// tryGPU starts the CUDA backend on device ordinal ord with the given
+// precision (fp16, bf16, fp32). It links no CUDA library at build time
+// (dlopen), so it is always compiled in; without a GPU New returns the
+// reason. The backend belongs to the calling goroutine.
 func tryGPU(ord int, precision string) (be gpuBackend, err error) {
-	if openGPU == nil {
-		return nil, errors.New("--device cuda: this esm2go binary was built without the CUDA backend")
-	}
 	defer func() {
 		// A backend must never take the CPU fallback down with it.
 		if r := recover(); r != nil {
 			be, err = nil, fmt.Errorf("--device cuda: starting the CUDA backend panicked: %v", r)
 		}
 	}()
-	be, err = openGPU(ord, precision)
-	if err != nil && !strings.HasPrefix(err.Error(), "--device cuda") {
-		err = fmt.Errorf("--device cuda: %w", err)
+	b, err := esmcuda.New(esmcuda.Options{Device: ord, Precision: precision})
+	if err != nil {
+		if !strings.HasPrefix(err.Error(), "--device cuda") {
+			err = fmt.Errorf("--device cuda: %w", err)
+		}
+		return nil, err // not a typed nil in the interface
 	}
-	return be, err
+	return b, nil
 }
 
 // closeBackend releases be when it has a Close method.

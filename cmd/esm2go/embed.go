@@ -14,6 +14,7 @@ import (
 
 	"github.com/esm2go/esm2go/embed"
 	"github.com/esm2go/esm2go/esm"
+	esmcuda "github.com/esm2go/esm2go/esm/cuda"
 	"github.com/esm2go/esm2go/monitor"
 	"github.com/esm2go/esm2go/output"
 	"github.com/spf13/pflag"
@@ -337,10 +338,11 @@ func startMonitor(ctx context.Context, f *embedFlags, be esm.Backend, dev device
 		NoGPU:    true,
 		Backend:  be,
 	}
-	if mb, ok := metricsBackend(be); ok {
+	if _, gpu := be.(*esmcuda.Backend); gpu {
 		// NVML index = CUDA ordinal: true with CUDA_DEVICE_ORDER=PCI_BUS_ID
-		// and no CUDA_VISIBLE_DEVICES remapping.
-		mo.NoGPU, mo.Devices, mo.Backend = false, []int{dev.ord}, mb
+		// and no CUDA_VISIBLE_DEVICES remapping. The backend reports its
+		// allocator's memory (monitor.MemoryReporter).
+		mo.NoGPU, mo.Devices = false, []int{dev.ord}
 	}
 	if !f.quiet {
 		mo.Human = &metricsLines{w: lw, tty: tty, log: log, json: f.logFormat == "json"}
@@ -354,10 +356,6 @@ func startMonitor(ctx context.Context, f *embedFlags, be esm.Backend, dev device
 	}
 	return mon, nil
 }
-
-// metricsBackend returns what the monitor should see of a backend and
-// whether it is a GPU (NVML sampling); gpu_cuda.go sets it for CUDA.
-var metricsBackend = func(be esm.Backend) (any, bool) { return be, false }
 
 // metricsLines writes the monitor's lines to stderr: over the live progress
 // line on a terminal (it is redrawn after), as log records in json.
