@@ -35,7 +35,8 @@ type Backend struct {
 	invFreq  []float32
 	cos, sin []float32
 
-	scratch [][]float32 // per worker attention scores, (maxLen, maxLen)
+	scratch   [][]float32 // per worker attention scores, (attnBlock, maxLen)
+	attnItems []attnItem  // the attention work list, reused
 }
 
 type tensor struct{ d []float32 }
