@@ -122,27 +122,6 @@ type halfCase struct {
 	want []float32
 }
 
-func f16ToF32(h uint16) float32 {
-	sign := float32(1)
-	if h&0x8000 != 0 {
-		sign = -1
-	}
-	exp := int(h>>10) & 0x1f
-	mant := float32(h & 0x3ff)
-	switch exp {
-	case 0:
-		return sign * mant / 1024 * float32(math.Pow(2, -14))
-	case 31:
-		if mant != 0 {
-			return float32(math.NaN())
-		}
-		return sign * float32(math.Inf(1))
-	}
-	return sign * (1 + mant/1024) * float32(math.Pow(2, float64(exp-15)))
-}
-
-func bf16ToF32(h uint16) float32 { return math.Float32frombits(uint32(h) << 16) }
-
 // toHalf converts to the bits of dt (F16 or BF16).
 func toHalf(x []float32, dt cuda.DataType) []uint16 {
 	h := make([]uint16, len(x))
@@ -215,9 +194,9 @@ func runHalf(t *testing.T, ctx *cuda.Context, v *Varlen, c *halfCase, dt cuda.Da
 	}
 	var maxDiff, maxRef float64
 	for i, w := range c.want {
-		g := bf16ToF32(got[i])
+		g := cuda.BF16ToFloat32(got[i])
 		if dt == cuda.F16 {
-			g = f16ToF32(got[i])
+			g = cuda.HalfToFloat32(got[i])
 		}
 		d := math.Abs(float64(g - w))
 		if math.IsNaN(d) {
@@ -261,7 +240,7 @@ func TestVarlenCUDAHalfMatchesReference(t *testing.T) {
 			D := sh.H * hd
 			c.qkv = make([]float32, s.Total()*3*D)
 			for i := range c.qkv {
-				x := bf16ToF32(cuda.BF16Bits(float32(r.NormFloat64()) * 0.5))
+				x := cuda.BF16ToFloat32(cuda.BF16Bits(float32(r.NormFloat64()) * 0.5))
 				if math.Abs(float64(x)) < 1.0/16384 {
 					x = 0
 				}

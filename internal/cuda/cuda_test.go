@@ -285,8 +285,8 @@ func TestCompileLaunch(t *testing.T) {
 	raw := make([]byte, 2*n)
 	must(t, c.CopyDtoH(raw, dout.Ptr))
 	for i := range n {
-		got := f16ToF32(uint16(raw[2*i]) | uint16(raw[2*i+1])<<8)
-		want := f16ToF32(HalfBits(f16ToF32(HalfBits(x[i])) * 3))
+		got := HalfToFloat32(uint16(raw[2*i]) | uint16(raw[2*i+1])<<8)
+		want := HalfToFloat32(HalfBits(HalfToFloat32(HalfBits(x[i])) * 3))
 		if got != want {
 			t.Fatalf("scale_half[%d] = %v, want %v", i, got, want)
 		}
@@ -449,8 +449,8 @@ func TestGemmHalf(t *testing.T) {
 		from func(uint16) float32
 		tol  float64
 	}{
-		{FP16, HalfBits, f16ToF32, tolF16},
-		{BF16Prec, BF16Bits, bf16ToF32, tolBF16},
+		{FP16, HalfBits, HalfToFloat32, tolF16},
+		{BF16Prec, BF16Bits, BF16ToFloat32, tolBF16},
 	} {
 		x, w := randVec(T*K, r), randVec(N*K, r)
 		dx, dw := uploadHalf(t, c, x, tc.to, tc.from), uploadHalf(t, c, w, tc.to, tc.from) // x, w now rounded
@@ -525,16 +525,16 @@ func TestLinearBias(t *testing.T) {
 	}
 
 	// fp16 in/out with fp16 bias.
-	dxh := uploadHalf(t, c, x, HalfBits, f16ToF32)
-	dwh := uploadHalf(t, c, w, HalfBits, f16ToF32)
-	dbh := uploadHalf(t, c, bias, HalfBits, f16ToF32)
+	dxh := uploadHalf(t, c, x, HalfBits, HalfToFloat32)
+	dwh := uploadHalf(t, c, w, HalfBits, HalfToFloat32)
+	dbh := uploadHalf(t, c, bias, HalfBits, HalfToFloat32)
 	ref = gemmRef(x, w, T, N, K)
 	for i := range ref {
 		ref[i] += float64(bias[i%N])
 	}
 	dyh, _ := c.Alloc(2 * T * N)
 	must(t, c.LinearBias(dyh.Ptr, dxh.Ptr, dwh.Ptr, dbh.Ptr, T, N, K, FP16, EpilogueBias))
-	if e := relErr(downloadHalf(t, c, dyh, T*N, f16ToF32), ref); e > tolF16 {
+	if e := relErr(downloadHalf(t, c, dyh, T*N, HalfToFloat32), ref); e > tolF16 {
 		t.Fatalf("LinearBias fp16: rel err %.3g", e)
 	} else {
 		t.Logf("LinearBias fp16 bias: rel err %.3g", e)
@@ -595,27 +595,6 @@ func TestGemmSpeed(t *testing.T) {
 	t.Logf("memory free %.1f / %.1f GiB; allocator %+v", float64(free)/(1<<30), float64(total)/(1<<30), c.Stats())
 }
 
-func f16ToF32(h uint16) float32 {
-	sign := float32(1)
-	if h&0x8000 != 0 {
-		sign = -1
-	}
-	exp := int(h>>10) & 0x1f
-	mant := float32(h & 0x3ff)
-	switch exp {
-	case 0:
-		return sign * mant / 1024 * float32(math.Pow(2, -14))
-	case 31:
-		if mant != 0 {
-			return float32(math.NaN())
-		}
-		return sign * float32(math.Inf(1))
-	}
-	return sign * (1 + mant/1024) * float32(math.Pow(2, float64(exp-15)))
-}
-
-func bf16ToF32(h uint16) float32 { return math.Float32frombits(uint32(h) << 16) }
-
 func TestHalfConversions(t *testing.T) {
 	for _, c := range []struct {
 		f float32
@@ -624,11 +603,11 @@ func TestHalfConversions(t *testing.T) {
 		if got := HalfBits(c.f); got != c.h {
 			t.Errorf("HalfBits(%v) = %#x, want %#x", c.f, got, c.h)
 		}
-		if got := f16ToF32(c.h); got != c.f {
-			t.Errorf("f16ToF32(%#x) = %v, want %v", c.h, got, c.f)
+		if got := HalfToFloat32(c.h); got != c.f {
+			t.Errorf("HalfToFloat32(%#x) = %v, want %v", c.h, got, c.f)
 		}
 	}
-	if BF16Bits(1) != 0x3f80 || bf16ToF32(0x3f80) != 1 {
+	if BF16Bits(1) != 0x3f80 || BF16ToFloat32(0x3f80) != 1 {
 		t.Error("bf16 of 1")
 	}
 }

@@ -40,3 +40,26 @@ func BF16Bits(f float32) uint16 {
 	b := math.Float32bits(f)
 	return uint16((b + 0x7fff + (b>>16)&1) >> 16)
 }
+
+// HalfToFloat32 decodes fp16 bits exactly.
+func HalfToFloat32(h uint16) float32 {
+	sign := float32(1)
+	if h&0x8000 != 0 {
+		sign = -1
+	}
+	exp := int(h>>10) & 0x1f
+	mant := float32(h & 0x3ff)
+	switch exp {
+	case 0:
+		return sign * mant / 1024 * float32(math.Pow(2, -14))
+	case 31:
+		if mant != 0 {
+			return float32(math.NaN())
+		}
+		return sign * float32(math.Inf(1))
+	}
+	return sign * (1 + mant/1024) * float32(math.Pow(2, float64(exp-15)))
+}
+
+// BF16ToFloat32 decodes bfloat16 bits exactly.
+func BF16ToFloat32(h uint16) float32 { return math.Float32frombits(uint32(h) << 16) }
