@@ -49,7 +49,7 @@ func (b *Backend) Attention(out, qkv esm.Tensor, H, HD int) error {
 	b.attnItems = items
 	ld := 3 * D
 	var next atomic.Int64
-	b.parallelWorkers(b.threads, func(worker, _, _ int) {
+	b.eachWorker(func(worker int) {
 		s := b.scratch[worker]
 		for {
 			i := int(next.Add(1) - 1)

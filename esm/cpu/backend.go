@@ -120,13 +120,12 @@ func (b *Backend) parallel(n, minPerThread int, fn func(lo, hi int)) {
 	wg.Wait()
 }
 
-// parallelWorkers is parallel with the worker's number, for per-worker scratch.
-func (b *Backend) parallelWorkers(n int, fn func(worker, lo, hi int)) {
-	workers := min(b.threads, n)
+// eachWorker runs fn once on every worker goroutine, with the worker's
+// number (for per-worker scratch), and waits for all of them.
+func (b *Backend) eachWorker(fn func(worker int)) {
 	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
-		lo, hi := n*w/workers, n*(w+1)/workers
-		wg.Go(func() { fn(w, lo, hi) })
+	for w := 0; w < b.threads; w++ {
+		wg.Go(func() { fn(w) })
 	}
 	wg.Wait()
 }
