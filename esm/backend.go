@@ -70,3 +70,48 @@ type Backend interface {
 	// Close releases the backend's resources.
 	Close() error
 }
+
+// AsyncReader is an optional Backend capability: reads that queue a copy and
+// return at once, so the host can prepare the next batch while the device
+// works (the CUDA backend has it; the CPU backend does not and needs none).
+// Model.Launch uses it when the backend has it; callers normally use Model
+// and never call these methods themselves.
+//
+// All methods, and the methods of the Fence and HostMemory they return, must
+// be called from the goroutine that may call the backend (for a GPU, the
+// goroutine that owns the device).
+type AsyncReader interface {
+	// ReadAsync queues a copy of the first len(dst) elements of src to dst as
+	// float32, after all work queued before it (a later op that overwrites
+	// src does not change what is copied). dst must lie in memory from
+	// HostAlloc of this backend; its contents are undefined until a Fence
+	// taken after this call has been waited for.
+	ReadAsync(dst []float32, src Tensor) error
+	// Fence returns a fence that completes after everything queued so far.
+	Fence() (Fence, error)
+	// HostAlloc returns host memory for n float32s suited to ReadAsync
+	// (page-locked on a GPU). The caller frees it; Backend.Close frees what
+	// is left.
+	HostAlloc(n int) (HostMemory, error)
+}
+
+// Fence marks a point in a backend's queue of work.
+type Fence interface {
+	// Wait blocks until the work queued before the fence has finished and
+	// returns the first error of that work. Later calls return the same
+	// result at once. Call it from the goroutine that may call the backend.
+	Wait() error
+}
+
+// HostMemory is host memory from AsyncReader.HostAlloc.
+type HostMemory interface {
+	// Floats is the memory as float32s (len n); invalid after Free.
+	Floats() []float32
+	// Free waits for copies still queued into the memory, then releases it.
+	Free() error
+}
+
+// done is the Fence of a backend that has already finished its work.
+type done struct{}
+
+func (done) Wait() error { return nil }

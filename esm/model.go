@@ -1,6 +1,7 @@
 package esm
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -18,12 +19,55 @@ type Request struct {
 }
 
 // Output holds one batch's results on the host, float32, reused across calls.
+//
+// Ownership. On a backend without AsyncReader the slices are Go memory,
+// grown as needed. On an AsyncReader backend (a GPU) they are host memory
+// from that backend (pinned), allocated and grown by Launch and owned by the
+// Output: they stay valid until the next Launch or Forward with this Output,
+// its Release, or the Close of the model that filled it, whichever comes
+// first; keep copies of what must outlive that. A slice replaced by a larger
+// one is freed at once. Do not reuse an Output in Launch before the fence of
+// its previous Launch has been waited for.
 type Output struct {
 	NSeq, T, D int
 	Mean       map[int][]float32 // layer -> (nseq, D)
 	BOS        map[int][]float32 // layer -> (nseq, D)
 	PerTok     map[int][]float32 // layer -> (T, D)
 	Logits     []float32         // (T, V)
+
+	host *outputHost // backend memory behind the slices (AsyncReader backends), or nil
+}
+
+// outputHost is the backend host memory an Output's slices live in.
+type outputHost struct {
+	m   *Model // whose backend allocated mem; Model.Close releases it
+	mem map[outSlot]HostMemory
+}
+
+// outSlot names one slice of an Output.
+type outSlot struct {
+	kind  byte // 'm' mean, 'b' BOS, 't' per token, 'l' logits
+	layer int
+}
+
+// Release frees the backend memory behind o's slices (if any) and empties
+// o; o can be used again. Call it from the goroutine that owns the model's
+// backend, after the fence of o's last Launch has been waited for.
+func (o *Output) Release() error {
+	var err error
+	if h := o.host; h != nil {
+		for _, mem := range h.mem {
+			err = errors.Join(err, mem.Free())
+		}
+		delete(h.m.outs, o)
+		o.host = nil
+	}
+	o.NSeq, o.T, o.D = 0, 0, 0
+	o.Mean, o.BOS, o.PerTok, o.Logits = nil, nil, nil, nil
+	if err != nil {
+		return fmt.Errorf("esm: release output: %w", err)
+	}
+	return nil
 }
 
 // Model is an ESM2 model bound to a backend.
@@ -38,6 +82,8 @@ type Model struct {
 	ff           Tensor // (T, F), also the LM head's (T, D) scratch
 	logits       Tensor // (T, V)
 	pooled       Tensor // (nseq, D)
+
+	outs map[*Output]struct{} // Outputs holding backend host memory (AsyncReader backends)
 }
 
 // NewModel uploads the weights of src to be.
@@ -53,7 +99,7 @@ func NewModel(cfg Config, src Source, be Backend) (*Model, error) {
 		p.Free(be)
 		return nil, fmt.Errorf("esm: rotary: %w", err)
 	}
-	return &Model{Cfg: cfg, be: be, params: p}, nil
+	return &Model{Cfg: cfg, be: be, params: p, outs: map[*Output]struct{}{}}, nil
 }
 
 // Backend is the backend the model runs on.
@@ -62,11 +108,16 @@ func (m *Model) Backend() Backend { return m.be }
 // HasLMHead reports whether Request.Logits can be served.
 func (m *Model) HasLMHead() bool { return m.params.HasLMHead() }
 
-// Close frees the model's weights and activations (not the backend).
+// Close frees the model's weights and activations, and the backend host
+// memory of every Output it filled (see Output); not the backend.
 func (m *Model) Close() error {
+	var err error
+	for o := range m.outs {
+		err = errors.Join(err, o.Release())
+	}
 	m.freeActivations()
 	m.params.Free(m.be)
-	return nil
+	return err
 }
 
 func (m *Model) freeActivations() {
@@ -105,8 +156,56 @@ func (m *Model) reserve(T, nseq int) error {
 	return nil
 }
 
-// Forward runs the model over one packed batch and fills out.
+// Forward runs the model over one packed batch and fills out: Launch, then
+// wait for its fence.
 func (m *Model) Forward(b *Batch, req Request, out *Output) error {
+	f, err := m.Launch(b, req, out)
+	if err != nil {
+		return err
+	}
+	if err := f.Wait(); err != nil {
+		return fmt.Errorf("esm: forward: %w", err)
+	}
+	return nil
+}
+
+// Launch queues the forward pass over one packed batch and the copies of
+// everything req asks into out, and returns a fence: out is filled once the
+// fence's Wait has returned nil. On a backend without AsyncReader the work is
+// done before Launch returns (the fence is already complete); on an
+// AsyncReader backend Launch returns as soon as the work is queued, so the
+// caller can prepare, or Launch, the next batch (with another Output) while
+// the device computes this one. Activation buffers are shared between
+// batches: that is safe because the backend runs queued work in order.
+//
+// Allocation errors (esm.ErrOutOfMemory: activations, the batch, scratch
+// and output buffers are allocated while the work is queued) surface from
+// Launch, not from the fence. After an error nothing queued is left running
+// (Launch waits for it), so the caller may retry at once, e.g. with a
+// smaller batch. Call Launch, and the fence's Wait, from the goroutine that
+// owns the backend.
+func (m *Model) Launch(b *Batch, req Request, out *Output) (Fence, error) {
+	if err := m.launch(b, req, out); err != nil {
+		if ar, ok := m.be.(AsyncReader); ok {
+			// Let queued work (of this batch and earlier ones) finish, so
+			// that no copy into out is pending when the caller retries.
+			if f, ferr := ar.Fence(); ferr == nil {
+				err = errors.Join(err, f.Wait())
+			}
+		}
+		return nil, err
+	}
+	if ar, ok := m.be.(AsyncReader); ok {
+		f, err := ar.Fence()
+		if err != nil {
+			return nil, fmt.Errorf("esm: forward: %w", err)
+		}
+		return f, nil
+	}
+	return done{}, nil
+}
+
+func (m *Model) launch(b *Batch, req Request, out *Output) error {
 	if err := b.Check(); err != nil {
 		return err
 	}
@@ -122,7 +221,9 @@ func (m *Model) Forward(b *Batch, req Request, out *Output) error {
 	if err := m.reserve(T, nseq); err != nil {
 		return err
 	}
-	out.prepare(nseq, T, m.Cfg.Dim)
+	if err := m.prepare(out, nseq, T); err != nil {
+		return err
+	}
 	be, p, c := m.be, m.params, m.Cfg
 	D, F, H, HD := c.Dim, c.FFN, c.Heads, c.HeadDim()
 	eps := c.LayerNormEps
@@ -166,8 +267,9 @@ func (m *Model) Forward(b *Batch, req Request, out *Output) error {
 		e.do(be.GELU(m.ff, T*D))
 		e.do(be.LayerNorm(m.ff, m.ff, p.LMLNW, p.LMLNB, D, eps))
 		e.do(be.Linear(m.logits, m.ff, p.LMDecoder, p.LMBias, D, c.Vocab, false))
-		out.Logits = grow(out.Logits, T*c.Vocab)
-		e.do(be.Read(out.Logits, m.logits))
+		var err error
+		out.Logits, err = m.read(out, outSlot{'l', 0}, T*c.Vocab, m.logits)
+		e.do(err)
 	}
 	if e.err != nil {
 		return fmt.Errorf("esm: forward: %w", e.err)
@@ -175,18 +277,22 @@ func (m *Model) Forward(b *Batch, req Request, out *Output) error {
 	return nil
 }
 
-// collect copies what req asks of layer k's representation (in m.x) out.
+// collect queues the copies of what req asks of layer k's representation
+// (in m.x) into out. m.pooled is reused by each of them, and by the next
+// layer's: that is safe because copies are queued in order with the kernels
+// (ReadAsync copies src as it is when the copy is queued, on a GPU because
+// copy and pooling kernels share one stream).
 func (m *Model) collect(k int, req Request, out *Output) error {
 	if !slices.Contains(req.Layers, k) {
 		return nil
 	}
 	D := m.Cfg.Dim
+	var err error
 	if req.Mean {
 		if err := m.be.PoolMean(m.pooled, m.x, D); err != nil {
 			return err
 		}
-		out.Mean[k] = grow(out.Mean[k], out.NSeq*D)
-		if err := m.be.Read(out.Mean[k], m.pooled); err != nil {
+		if out.Mean[k], err = m.read(out, outSlot{'m', k}, out.NSeq*D, m.pooled); err != nil {
 			return err
 		}
 	}
@@ -194,25 +300,78 @@ func (m *Model) collect(k int, req Request, out *Output) error {
 		if err := m.be.PoolBOS(m.pooled, m.x, D); err != nil {
 			return err
 		}
-		out.BOS[k] = grow(out.BOS[k], out.NSeq*D)
-		if err := m.be.Read(out.BOS[k], m.pooled); err != nil {
+		if out.BOS[k], err = m.read(out, outSlot{'b', k}, out.NSeq*D, m.pooled); err != nil {
 			return err
 		}
 	}
 	if req.PerTok {
-		out.PerTok[k] = grow(out.PerTok[k], out.T*D)
-		if err := m.be.Read(out.PerTok[k], m.x); err != nil {
+		if out.PerTok[k], err = m.read(out, outSlot{'t', k}, out.T*D, m.x); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (o *Output) prepare(nseq, T, D int) {
-	o.NSeq, o.T, o.D = nseq, T, D
-	if o.Mean == nil {
-		o.Mean, o.BOS, o.PerTok = map[int][]float32{}, map[int][]float32{}, map[int][]float32{}
+// read copies n elements of src into out's slot and returns the slot's
+// slice: at once on a synchronous backend, queued (ReadAsync into backend
+// host memory owned by out) on an AsyncReader backend.
+func (m *Model) read(out *Output, slot outSlot, n int, src Tensor) ([]float32, error) {
+	ar, ok := m.be.(AsyncReader)
+	if !ok {
+		var dst []float32
+		switch slot.kind {
+		case 'm':
+			dst = out.Mean[slot.layer]
+		case 'b':
+			dst = out.BOS[slot.layer]
+		case 't':
+			dst = out.PerTok[slot.layer]
+		case 'l':
+			dst = out.Logits
+		}
+		dst = grow(dst, n)
+		return dst, m.be.Read(dst, src)
 	}
+	h := out.host
+	mem := h.mem[slot]
+	if mem == nil || len(mem.Floats()) < n {
+		old := 0
+		if mem != nil {
+			old = len(mem.Floats())
+			delete(h.mem, slot)
+			if err := mem.Free(); err != nil {
+				return nil, fmt.Errorf("esm: output buffer: %w", err)
+			}
+		}
+		// Headroom, so that batches of slowly growing size do not
+		// reallocate (page-locking memory is slow).
+		var err error
+		if mem, err = ar.HostAlloc(max(n+n/4, old+old/2)); err != nil {
+			return nil, fmt.Errorf("esm: output buffer of %d floats: %w", n, err)
+		}
+		h.mem[slot] = mem
+	}
+	dst := mem.Floats()[:n]
+	return dst, ar.ReadAsync(dst, src)
+}
+
+// prepare sets out's shape and, on an AsyncReader backend, binds out's host
+// memory to m. Memory of another model's backend is released first.
+func (m *Model) prepare(out *Output, nseq, T int) error {
+	if out.host != nil && out.host.m != m {
+		if err := out.Release(); err != nil {
+			return err
+		}
+	}
+	if _, ok := m.be.(AsyncReader); ok && out.host == nil {
+		out.host = &outputHost{m: m, mem: map[outSlot]HostMemory{}}
+		m.outs[out] = struct{}{}
+	}
+	out.NSeq, out.T, out.D = nseq, T, m.Cfg.Dim
+	if out.Mean == nil {
+		out.Mean, out.BOS, out.PerTok = map[int][]float32{}, map[int][]float32{}, map[int][]float32{}
+	}
+	return nil
 }
 
 func grow(s []float32, n int) []float32 {
