@@ -24,8 +24,13 @@
 //
 // Threads. New creates the context on the calling goroutine and locks it to
 // its OS thread; every method must be called from that goroutine (others get
-// internal/cuda's ErrWrongGoroutine). All work runs on one stream; the host
-// waits only in Read (and when SetBatch reuses a pinned staging buffer
+// internal/cuda's ErrWrongGoroutine), and so must the Wait of a Fence and the
+// Free of HostMemory that the backend hands out (esm.AsyncReader). Kernels,
+// GEMMs and the copies of results (Read, ReadAsync) run in order on one
+// compute stream; SetBatch copies the batch on a second stream and makes the
+// compute stream wait for that copy, so the next batch's copy overlaps the
+// current batch's kernels (batch.go). The host waits only in Read, a Fence's
+// Wait and HostMemory.Free (and when SetBatch reuses a pinned staging buffer
 // whose previous copy has not run yet).
 package cuda
 
@@ -45,10 +50,12 @@ type Options struct {
 	Device    int    // device ordinal
 	Precision string // "fp16" (default), "bf16" or "fp32"
 	// UnfusedBias adds every Linear's bias with the bias_add kernel. By
-	// default the bias of non-accumulating Linears (QKV, FC1, LM head) is
-	// added in a cuBLASLt bias epilogue in fp16 and fp32 (checked against
-	// the CPU on an H100; 650M fp16: 86.7 -> 72.7 ms per 16.6k-token batch);
-	// bf16 keeps the kernel until its epilogue is checked on a GPU.
+	// default, in fp16 and fp32, the bias goes into a cuBLASLt epilogue:
+	// y = x·wᵀ + b for QKV, FC1 and the LM head (650M fp16 on an H100: 86.7
+	// -> 72.7 ms per 16.6k-token batch), and y += x·wᵀ + b for the residual
+	// GEMMs (the bias_add pass over the fp32 residual stream was 7% of the
+	// 650M forward). bf16 keeps the kernel until its epilogue is checked on
+	// a GPU.
 	UnfusedBias bool
 }
 
@@ -71,10 +78,13 @@ type Backend struct {
 
 	invFreq *cuda.Buffer // (HD/2) f32, from SetRotary
 	half    int
+	rope    *cuda.Buffer // (ropeP, HD/2) float2 (cos, sin) of position × invFreq
+	ropeP   int          // positions rope covers (0: to be built)
 
 	readStage   *cuda.HostBuffer // pinned fp32 staging for Read
 	readScratch *cuda.Buffer     // fp32 conversion of narrow tensors for Read
 	linScratch  *cuda.Buffer     // narrow conversion of wide GEMM inputs
+	dp          dataPath         // copy stream, device batch slots and fences (batch.go, async.go)
 }
 
 // tensor is device storage of n elements of type dt. wide is an fp32 copy
@@ -330,6 +340,9 @@ func (b *Backend) LayerNorm(out, in, w, bias esm.Tensor, D int, eps float32) err
 	if o.buf == x.buf && o.dt != x.dt {
 		return fmt.Errorf("cuda: layernorm in place from %v to %v", x.dt, o.dt)
 	}
+	if x.dt == cuda.F32 && D%4 == 0 && D <= lnVecMaxD {
+		return b.k.layernormVec(o.buf.Ptr, o.dt, x.buf.Ptr, wp, bp, b.T, D, eps)
+	}
 	return b.k.layernorm(o.buf.Ptr, o.dt, x.buf.Ptr, x.dt, wp, bp, b.T, D, eps)
 }
 
@@ -370,14 +383,20 @@ func (b *Backend) Linear(out, in, w, bias esm.Tensor, K, N int, accumulate bool)
 		a = s.Ptr
 	}
 	prec := cuda.Precision{In: wt.dt, Out: o.dt, Compute: cuda.ComputeF32}
-	if b.fuse && !accumulate {
+	if b.fuse {
+		// The bias in the cuBLASLt epilogue: y = x·wᵀ + b, or for the
+		// residual add (accumulate, fp32 y) y += x·wᵀ + b in one pass over y.
 		bt := tens(bias) // the epilogue's bias has the output's type
 		bb := bt.buf
 		if o.dt == cuda.F32 {
 			bb = bt.wide
 		}
-		if bb != nil && (bt.dt == o.dt || o.dt == cuda.F32) {
-			if err := b.ctx.LinearBias(o.buf.Ptr, a, wt.buf.Ptr, bb.Ptr, T, N, K, prec, cuda.EpilogueBias); err != nil {
+		epi := cuda.EpilogueBias
+		if accumulate {
+			epi = cuda.EpilogueBiasAccumulate
+		}
+		if bb != nil && (bt.dt == o.dt || o.dt == cuda.F32) && (!accumulate || o.dt == cuda.F32) {
+			if err := b.ctx.LinearBias(o.buf.Ptr, a, wt.buf.Ptr, bb.Ptr, T, N, K, prec, epi); err != nil {
 				return fmt.Errorf("cuda: linear+bias T=%d K=%d N=%d: %w", T, K, N, err)
 			}
 			return nil
@@ -413,6 +432,7 @@ func (b *Backend) SetRotary(invFreq []float32) error {
 		return err
 	}
 	b.invFreq, b.half = buf, len(invFreq)
+	b.ropeP = 0 // the cos/sin table is rebuilt from the new frequencies
 	return nil
 }
 
@@ -425,7 +445,23 @@ func (b *Backend) RotaryQK(qkv esm.Tensor, H, HD int, qScale float32) error {
 	if b.half != HD/2 {
 		return fmt.Errorf("cuda: rotary has %d frequencies for head dim %d (SetRotary not called?)", b.half, HD)
 	}
-	return b.k.rotary(q.buf.Ptr, q.dt, b.pos, b.invFreq.Ptr, b.T, H, HD, qScale)
+	if b.half%4 != 0 {
+		return b.k.rotary(q.buf.Ptr, q.dt, b.pos, b.invFreq.Ptr, b.T, H, HD, qScale)
+	}
+	// cos/sin of every (position, frequency) once, for the longest sequence
+	// seen, instead of once per layer.
+	if P := b.seqlens.MaxLen(); P > b.ropeP {
+		P = max(P, 1026) // ESM2's 1022 residues + BOS/EOS: one table for the usual batches
+		buf, err := b.grow(&b.rope, 8*P*b.half)
+		if err != nil {
+			return err
+		}
+		if err := b.k.ropeTable(buf.Ptr, b.invFreq.Ptr, P, b.half); err != nil {
+			return err
+		}
+		b.ropeP = P
+	}
+	return b.k.rotaryTab(q.buf.Ptr, q.dt, b.pos, b.rope.Ptr, b.T, H, HD, qScale)
 }
 
 // Attention implements esm.Backend with attention.Varlen (scale 1: q is

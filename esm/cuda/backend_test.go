@@ -214,6 +214,16 @@ func testOps(t *testing.T, prec string) {
 	run("layernorm wide in place", T*D, x2, tol,
 		func() error { return g.LayerNorm(x2.g, x2.g, lnw.g, lnb.g, D, 1e-5) },
 		func() error { return c.LayerNorm(x2.c, x2.c, lnw.c, lnb.c, D, 1e-5) })
+	// The register-held row (D % 4 == 0, up to lnVecMaxD: 3B's 2560, all
+	// 24 float4 per lane at 3072) and the general kernel beyond it (15B's
+	// 5120) or off the multiple of 4 (1282).
+	for _, d := range []int{2560, 3072, 1282, 5120} {
+		w, bb := param("LayerNorm.weight", randn(r, d, 0.1)), param("LayerNorm.bias", randn(r, d, 0.1))
+		xin, hout := mk(T*d, true, 4), mk(T*d, false, 1)
+		run(fmt.Sprintf("layernorm wide->narrow D=%d", d), T*d, hout, tol,
+			func() error { return g.LayerNorm(hout.g, xin.g, w.g, bb.g, d, 1e-5) },
+			func() error { return c.LayerNorm(hout.c, xin.c, w.c, bb.c, d, 1e-5) })
+	}
 
 	// Linear: narrow->narrow, narrow->wide accumulate (the residual), wide
 	// input (converted on the GPU: the CPU sees unrounded inputs, so the
@@ -236,11 +246,15 @@ func testOps(t *testing.T, prec string) {
 		func() error { return g.Linear(out2.g, inw.g, w.g, bias.g, K, N, false) },
 		func() error { return c.Linear(out2.c, inw.c, w.c, bias.c, K, N, false) })
 
-	// GELU on a narrow FFN activation.
+	// GELU on a narrow FFN activation; an odd count leaves a tail for the
+	// scalar loop after the 16-byte vectors.
 	ff := mk(T*K, false, 2)
 	run("gelu", T*K, ff, tol,
 		func() error { return g.GELU(ff.g, T*K) },
 		func() error { return c.GELU(ff.c, T*K) })
+	run("gelu tail", T*K-5, ff, tol,
+		func() error { return g.GELU(ff.g, T*K-5) },
+		func() error { return c.GELU(ff.c, T*K-5) })
 
 	// Rotary and attention for every head dim of ESM2.
 	for _, hd := range attention.VarlenHeadDims {
@@ -406,13 +420,18 @@ func benchLengths(seed uint64, tokens int) []int {
 // tokens/s and useful TFLOP/s (esm.Config.FLOPsPerToken). The precision is
 // $ESM2GO_BENCH_PRECISION (default fp16), the fp16/bf16 attention kernel
 // $ESM2GO_ATTN_KERNEL (tc2, tc or scalar; default attention.DefaultVarlenKernel);
-// a non-empty $ESM2GO_UNFUSED_BIAS sets Options.UnfusedBias.
+// a non-empty $ESM2GO_UNFUSED_BIAS sets Options.UnfusedBias; $ESM2GO_BENCH_SIZES
+// (comma-separated esmtest.Config sizes) replaces 8M,35M,150M,650M.
 func BenchmarkForwardCUDA(b *testing.B) {
 	prec := os.Getenv("ESM2GO_BENCH_PRECISION")
 	if prec == "" {
 		prec = "fp16"
 	}
-	for _, size := range []string{"8M", "35M", "150M", "650M"} {
+	sizes := []string{"8M", "35M", "150M", "650M"}
+	if v := os.Getenv("ESM2GO_BENCH_SIZES"); v != "" {
+		sizes = strings.Split(v, ",") // e.g. 3B (random weights built on the host: ~12 GB, ~1 min)
+	}
+	for _, size := range sizes {
 		b.Run(size+"/"+prec+"/"+os.Getenv("ESM2GO_ATTN_KERNEL")+os.Getenv("ESM2GO_UNFUSED_BIAS"), func(b *testing.B) {
 			cfg, err := esmtest.Config(size)
 			if err != nil {

@@ -1,6 +1,7 @@
 package cuda
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/esm2go/esm2go/attention"
@@ -8,21 +9,96 @@ import (
 	"github.com/esm2go/esm2go/internal/cuda"
 )
 
-// The host side of the data path: batches in (SetBatch), results out (Read).
+// The host side of the data path: batches in (SetBatch, on a copy stream),
+// results out (Read, and ReadAsync/Fence/HostAlloc in async.go, on the
+// compute stream).
+//
+// Batches in. A batch is packed into one of two pinned staging buffers
+// (b.stage[i]) and copied on the copy stream into that slot's device buffer
+// (dp.dev[i]); b.stageEv[i] is recorded after the copy, and the compute
+// stream waits on it before the batch's first kernel. So the copy of batch
+// n+1 overlaps the kernels of batch n. Two events guard the reuse of slot i:
+//   - host staging: SetBatch waits (on the host) for b.stageEv[i], the
+//     slot's previous copy, before packing into b.stage[i];
+//   - device buffer: dp.free[i] is recorded on the compute stream when the
+//     next batch is set, i.e. after the last kernel that reads slot i; the
+//     copy stream waits on it before overwriting dp.dev[i].
+//
+// A device buffer newly allocated for a slot may be a cached block that
+// queued compute work still uses (the caching allocator is not
+// stream-ordered), so then the copy waits for everything queued on the
+// compute stream so far.
+
+// dataPath is the state of the asynchronous data path (a field of Backend).
+// Its CUDA objects are created at first use and destroyed with the context
+// (Backend.Close).
+type dataPath struct {
+	copy    *cuda.Stream    // H2D copies of batches
+	dev     [2]*cuda.Buffer // per staging slot: tokens(T) | seqid(T) | pos(T) | cu(nseq+1) int32 | scales(nseq) f32
+	free    [2]*cuda.Event  // compute stream: done with dev[i]
+	freeRec [2]bool         // free[i] has been recorded
+	cur     int             // slot of the current batch, -1 before the first
+
+	fences []*cuda.Event // unused fence events (async.go)
+}
+
+// init creates the copy stream and events at first use.
+func (dp *dataPath) init(ctx *cuda.Context) error {
+	if dp.copy != nil {
+		return nil
+	}
+	for i := range dp.free {
+		if dp.free[i] == nil {
+			ev, err := ctx.NewEvent(false)
+			if err != nil {
+				return fmt.Errorf("cuda: data path: %w", err)
+			}
+			dp.free[i] = ev
+		}
+	}
+	s, err := ctx.NewStream()
+	if err != nil {
+		return fmt.Errorf("cuda: data path copy stream: %w", err)
+	}
+	dp.copy, dp.cur = s, -1
+	return nil
+}
+
+// oom marks a device allocation failure for the model's split-and-retry.
+func oom(err error) error {
+	if errors.Is(err, cuda.ErrOutOfMemory) && !errors.Is(err, esm.ErrOutOfMemory) {
+		return errors.Join(esm.ErrOutOfMemory, err)
+	}
+	return err
+}
 
 // SetBatch implements esm.Backend: tokens, per-token sequence index and
-// position, cu_seqlens and scales go through a pinned staging buffer (two,
-// alternating) in one asynchronous copy on the compute stream.
+// position, cu_seqlens and scales are packed into a pinned staging buffer
+// (two, alternating) and copied in one asynchronous copy on the copy stream;
+// the compute stream waits for the copy (see the top of this file).
 func (b *Backend) SetBatch(batch *esm.Batch) error {
 	if err := batch.Check(); err != nil {
 		return err
 	}
+	dp := &b.dp
+	if err := dp.init(b.ctx); err != nil {
+		return err
+	}
+	compute := b.ctx.Stream()
+	if dp.cur >= 0 { // all kernels of the current batch are queued
+		if err := dp.free[dp.cur].Record(compute); err != nil {
+			return fmt.Errorf("cuda: batch: %w", err)
+		}
+		dp.freeRec[dp.cur] = true
+	}
 	T, nseq := len(batch.Tokens), batch.NumSeqs()
 	words := 3*T + (nseq + 1) + nseq
-	i := b.next
-	b.next = 1 - b.next
+	i := 0
+	if dp.cur == 0 {
+		i = 1
+	}
 	if err := b.stageEv[i].Synchronize(); err != nil { // its previous copy has run
-		return err
+		return fmt.Errorf("cuda: batch staging: %w", err)
 	}
 	if b.stage[i] == nil || len(b.stage[i].Bytes) < 4*words {
 		if b.stage[i] != nil {
@@ -47,16 +123,33 @@ func (b *Backend) SetBatch(batch *esm.Batch) error {
 	copy(w[3*T:], batch.Seqlens.Cu)
 	sc := b.stage[i].Float32()[3*T+nseq+1 : words]
 	copy(sc, batch.Scales)
-	dev, err := b.grow(&b.batch, 4*words)
+
+	fresh := dp.dev[i] == nil || dp.dev[i].Size < 4*words
+	dev, err := b.grow(&dp.dev[i], 4*words)
 	if err != nil {
+		return fmt.Errorf("cuda: batch of %d tokens: %w", T, oom(err))
+	}
+	if fresh { // possibly a block that queued compute work still uses
+		if err := dp.free[i].Record(compute); err != nil {
+			return fmt.Errorf("cuda: batch: %w", err)
+		}
+		dp.freeRec[i] = true
+	}
+	if dp.freeRec[i] {
+		if err := dp.copy.WaitEvent(dp.free[i]); err != nil {
+			return fmt.Errorf("cuda: batch: %w", err)
+		}
+	}
+	if err := b.ctx.CopyHtoDAsync(dev.Ptr, b.stage[i].Bytes[:4*words], dp.copy); err != nil {
 		return fmt.Errorf("cuda: batch of %d tokens: %w", T, err)
 	}
-	if err := b.ctx.CopyHtoDAsync(dev.Ptr, b.stage[i].Bytes[:4*words], b.ctx.Stream()); err != nil {
-		return err
+	if err := b.stageEv[i].Record(dp.copy); err != nil {
+		return fmt.Errorf("cuda: batch: %w", err)
 	}
-	if err := b.stageEv[i].Record(b.ctx.Stream()); err != nil {
-		return err
+	if err := compute.WaitEvent(b.stageEv[i]); err != nil {
+		return fmt.Errorf("cuda: batch: %w", err)
 	}
+	dp.cur = i
 	b.T, b.nseq = T, nseq
 	b.seqlens = attention.Seqlens{Cu: append(b.seqlens.Cu[:0], batch.Seqlens.Cu...)}
 	b.tokens = dev.Ptr
@@ -67,33 +160,17 @@ func (b *Backend) SetBatch(batch *esm.Batch) error {
 	return nil
 }
 
-// Read implements esm.Backend: after all queued work, converts src to fp32
-// on the device when needed, copies through a pinned staging buffer and
-// waits for the stream.
+// Read implements esm.Backend: ReadAsync into a pinned staging buffer, then
+// wait for the compute stream and copy to dst.
 func (b *Backend) Read(dst []float32, src esm.Tensor) error {
-	s := tens(src)
 	n := len(dst)
-	if s == nil || s.buf == nil || s.n < n {
-		return fmt.Errorf("cuda: read %d elements from a smaller or freed tensor", n)
-	}
-	if n == 0 {
-		return nil
-	}
-	p := s.buf.Ptr
-	if s.dt != cuda.F32 {
-		sc, err := b.grow(&b.readScratch, 4*n)
-		if err != nil {
-			return err
-		}
-		if err := b.k.convert(sc.Ptr, cuda.F32, p, s.dt, n); err != nil {
-			return err
-		}
-		p = sc.Ptr
+	if err := b.checkRead(n, src); err != nil || n == 0 {
+		return err
 	}
 	if b.readStage == nil || len(b.readStage.Bytes) < 4*n {
 		if b.readStage != nil {
-			if err := b.ctx.Stream().Synchronize(); err != nil {
-				return err
+			if err := b.ctx.Stream().Synchronize(); err != nil { // a copy may still target it
+				return fmt.Errorf("cuda: read: %w", err)
 			}
 			b.readStage.Free()
 			b.readStage = nil
@@ -104,12 +181,21 @@ func (b *Backend) Read(dst []float32, src esm.Tensor) error {
 		}
 		b.readStage = h
 	}
-	if err := b.ctx.CopyDtoHAsync(b.readStage.Bytes[:4*n], p, b.ctx.Stream()); err != nil {
+	stage := b.readStage.Float32()[:n]
+	if err := b.ReadAsync(stage, src); err != nil {
 		return err
 	}
 	if err := b.ctx.Stream().Synchronize(); err != nil {
 		return fmt.Errorf("cuda: read: %w", err)
 	}
-	copy(dst, b.readStage.Float32()[:n])
+	copy(dst, stage)
+	return nil
+}
+
+func (b *Backend) checkRead(n int, src esm.Tensor) error {
+	s, ok := src.(*tensor)
+	if !ok || s == nil || s.buf == nil || s.n < n {
+		return fmt.Errorf("cuda: read %d elements from a smaller, freed or foreign tensor", n)
+	}
 	return nil
 }

@@ -21,6 +21,13 @@ template <> __device__ __forceinline__ float from_f<float>(float x) { return x; 
 template <> __device__ __forceinline__ __half from_f<__half>(float x) { return __float2half_rn(x); }
 template <> __device__ __forceinline__ bf16 from_f<bf16>(float x) { return __float2bfloat16_rn(x); }
 
+// vec4: 4 elements loaded or stored in one access (8 bytes for fp16/bf16,
+// 16 for fp32); the address must be aligned to its size.
+template <typename E>
+struct alignas(4 * sizeof(E)) vec4 {
+  E e[4];
+};
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -65,6 +72,100 @@ __device__ void layernorm(O* out, const I* in, const float* __restrict__ w, cons
   for (int i = lane; i < D; i += 32) o[i] = from_f<O>((to_f(x[i]) - mean) * rstd * w[i] + b[i]);
 }
 
+// layernorm_vec: the same LayerNorm for an fp32 input (the residual stream)
+// with D % 4 == 0, D <= 128 * LN_VEC and 16-byte aligned in, out, w, b: one warp per
+// row, the row held in registers (float4 loads), two-pass statistics from
+// the registers, so the row is read from memory once (the general form
+// above reads it three times, one scalar at a time).
+#define LN_VEC 24
+template <typename O>
+__device__ void layernorm_vec(O* out, const float* in, const float* __restrict__ w, const float* __restrict__ b,
+                              int T, int D, float eps) {
+  const int row = blockIdx.x * 4 + threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (row >= T) return;
+  const int nv = D / 4;
+  const float4* x = reinterpret_cast<const float4*>(in + (long)row * D);
+  float4 r[LN_VEC];
+  float sum = 0.f;
+#pragma unroll
+  for (int j = 0; j < LN_VEC; j++) {
+    const int i = lane + 32 * j;
+    if (i < nv) {
+      r[j] = x[i];
+      sum += (r[j].x + r[j].y) + (r[j].z + r[j].w);
+    }
+  }
+  const float mean = warp_sum(sum) / D;
+  float sq = 0.f;
+#pragma unroll
+  for (int j = 0; j < LN_VEC; j++) {
+    if (lane + 32 * j < nv) {
+      const float a = r[j].x - mean, c = r[j].y - mean, d = r[j].z - mean, e = r[j].w - mean;
+      sq += (a * a + c * c) + (d * d + e * e);
+    }
+  }
+  const float rstd = 1.f / sqrtf(warp_sum(sq) / D + eps);
+  O* o = out + (long)row * D;
+  const float4* w4 = reinterpret_cast<const float4*>(w);
+  const float4* b4 = reinterpret_cast<const float4*>(b);
+#pragma unroll
+  for (int j = 0; j < LN_VEC; j++) {
+    const int i = lane + 32 * j;
+    if (i < nv) {
+      const float4 ww = w4[i], bb = b4[i];
+      vec4<O> y;
+      y.e[0] = from_f<O>((r[j].x - mean) * rstd * ww.x + bb.x);
+      y.e[1] = from_f<O>((r[j].y - mean) * rstd * ww.y + bb.y);
+      y.e[2] = from_f<O>((r[j].z - mean) * rstd * ww.z + bb.z);
+      y.e[3] = from_f<O>((r[j].w - mean) * rstd * ww.w + bb.w);
+      reinterpret_cast<vec4<O>*>(o)[i] = y;
+    }
+  }
+}
+
+// rope_table: cs(P, HD/2) float2 = (cos, sin) of float(p) * inv_freq[i] for
+// positions p < P, in fp32 (the angles rotary computes; computed once per
+// longest sequence instead of once per layer).
+__device__ void rope_table_impl(float2* cs, const float* __restrict__ inv_freq, int P, int half) {
+  const long n = (long)P * half;
+  for (long idx = blockIdx.x * (long)blockDim.x + threadIdx.x; idx < n; idx += (long)gridDim.x * blockDim.x) {
+    const int i = idx % half, p = idx / half;
+    float sn, c;
+    sincosf((float)p * inv_freq[i], &sn, &c);
+    cs[idx] = make_float2(c, sn);
+  }
+}
+
+// rotary_tab: rotary (below) with the angles from rope_table and 4
+// consecutive pairs per thread (HD/2 % 4 == 0, as for every ESM2 head dim,
+// and qkv aligned to 4 elements).
+template <typename E>
+__device__ void rotary_tab(E* qkv, const int* __restrict__ pos, const float2* __restrict__ cs, int T, int H,
+                          int HD, float qscale) {
+  const int half = HD / 2, q4 = half / 4;
+  const long n = (long)T * 2 * H * q4;
+  for (long idx = blockIdx.x * (long)blockDim.x + threadIdx.x; idx < n; idx += (long)gridDim.x * blockDim.x) {
+    const int i = (idx % q4) * 4;
+    const int hh = (idx / q4) % (2 * H);
+    const long t = idx / ((long)q4 * 2 * H);
+    E* v = qkv + t * 3 * H * HD + (long)hh * HD;
+    const float2* c = cs + (long)pos[t] * half + i;
+    const float sc = hh < H ? qscale : 1.f;
+    vec4<E>* p1 = reinterpret_cast<vec4<E>*>(v + i);
+    vec4<E>* p2 = reinterpret_cast<vec4<E>*>(v + i + half);
+    vec4<E> a = *p1, bb = *p2;
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+      const float x1 = to_f(a.e[j]) * sc, x2 = to_f(bb.e[j]) * sc;
+      const float2 k = c[j];
+      a.e[j] = from_f<E>(x1 * k.x - x2 * k.y);
+      bb.e[j] = from_f<E>(x2 * k.x + x1 * k.y);
+    }
+    *p1 = a;
+    *p2 = bb;
+  }
+}
+
 // rotary: in place on qkv(T, 3D) = [q | k | v]. One thread per (token,
 // head among the 2H q and k heads, i < HD/2): q is multiplied by qscale,
 // then (x1, x2) = (x[i], x[i+HD/2]) becomes (x1 c - x2 s, x2 c + x1 s) with
@@ -93,14 +194,27 @@ __device__ void rotary(E* qkv, const int* __restrict__ pos, const float* __restr
   }
 }
 
-// gelu: x(n) = 0.5 x erfc(-x/sqrt 2) in place: the exact erf GELU (not the
-// tanh form), written with erfc to keep the negative tail's relative accuracy.
+// gelu: x(n) = 0.5 x (1 + erf(x / sqrt 2)) in place: the exact erf GELU
+// (not the tanh form), the formula PyTorch's GELU evaluates in fp32 for
+// fp16/bf16 tensors. Each thread handles 16 bytes (8 fp16/bf16 or 4 fp32)
+// per step so enough loads are in flight to reach memory bandwidth (the
+// one-element form was latency-bound: 310 us for 85M fp16 elements on an
+// H100); a scalar loop takes the tail when n or x is not 16-byte aligned.
+__device__ __forceinline__ float gelu_f(float v) { return 0.5f * v * (1.f + erff(v * 0.70710678118654752f)); }
 template <typename E>
 __device__ void gelu(E* x, long n) {
-  for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
-    const float v = to_f(x[i]);
-    x[i] = from_f<E>(0.5f * v * erfcf(-v * 0.70710678118654752f));
+  constexpr int V = 16 / sizeof(E);
+  const long stride = (long)gridDim.x * blockDim.x, tid = blockIdx.x * (long)blockDim.x + threadIdx.x;
+  long nv = ((unsigned long)x % 16 == 0) ? n / V : 0;
+  uint4* xv = reinterpret_cast<uint4*>(x);
+  for (long i = tid; i < nv; i += stride) {
+    uint4 u = xv[i];
+    E* e = reinterpret_cast<E*>(&u);
+#pragma unroll
+    for (int j = 0; j < V; j++) e[j] = from_f<E>(gelu_f(to_f(e[j])));
+    xv[i] = u;
   }
+  for (long i = nv * V + tid; i < n; i += stride) x[i] = from_f<E>(gelu_f(to_f(x[i])));
 }
 
 // bias_add: out(T,N) += b(N).
@@ -139,6 +253,10 @@ __device__ void convert(O* dst, const I* __restrict__ src, long n) {
     dst[i] = from_f<O>(to_f(src[i]));
 }
 
+extern "C" __global__ void rope_table(float2* cs, const float* inv_freq, int P, int half) {
+  rope_table_impl(cs, inv_freq, P, half);
+}
+
 // Instantiations.
 #define ONE(X) X(float, f32) X(__half, f16) X(bf16, bf16)
 #define TWO_I(X, I, IN) X(I, IN, float, f32) X(I, IN, __half, f16) X(I, IN, bf16, bf16)
@@ -154,6 +272,14 @@ __device__ void convert(O* dst, const I* __restrict__ src, long n) {
     rotary<E>(qkv, pos, inv_freq, T, H, HD, qscale);                                                        \
   }                                                                                                         \
   extern "C" __global__ void gelu_##EN(E* x, long n) { gelu<E>(x, n); }                                     \
+  extern "C" __global__ void layernorm_vec_f32_##EN(E* out, const float* in, const float* w, const float* b, \
+                                                    int T, int D, float eps) {                              \
+    layernorm_vec<E>(out, in, w, b, T, D, eps);                                                             \
+  }                                                                                                         \
+  extern "C" __global__ void rotary_tab_##EN(E* qkv, const int* pos, const float2* cs, int T, int H, int HD, \
+                                             float qscale) {                                                \
+    rotary_tab<E>(qkv, pos, cs, T, H, HD, qscale);                                                          \
+  }                                     \
   extern "C" __global__ void bias_add_##EN(E* out, const float* b, long n, int N) {                         \
     bias_add<E>(out, b, n, N);                                                                              \
   }                                                                                                         \

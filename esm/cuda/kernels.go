@@ -86,6 +86,41 @@ func (k *kernels) layernorm(out cuda.DevicePtr, ot cuda.DataType, in cuda.Device
 		out, in, w, b, int32(T), int32(D), eps)
 }
 
+// lnVecMaxD is the largest D layernorm_vec holds in registers (LN_VEC float4
+// per lane of a warp, kernels.cu).
+const lnVecMaxD = 24 * 4 * 32
+
+// layernormVec: out(T,D) ot = LN(in(T,D) f32), D % 4 == 0, D <= lnVecMaxD.
+func (k *kernels) layernormVec(out cuda.DevicePtr, ot cuda.DataType, in, w, b cuda.DevicePtr, T, D int, eps float32) error {
+	if err := positive("layernorm", T, D); err != nil {
+		return err
+	}
+	if D%4 != 0 || D > lnVecMaxD {
+		return fmt.Errorf("layernorm_vec: D=%d not a multiple of 4 up to %d", D, lnVecMaxD)
+	}
+	return k.launch("layernorm_vec_f32_"+ot.String(), [3]uint32{uint32((T + 3) / 4), 1, 1}, [3]uint32{128, 1, 1},
+		out, in, w, b, int32(T), int32(D), eps)
+}
+
+// ropeTable: cs(P, half) float2 = (cos, sin)(p * invFreq(half) f32).
+func (k *kernels) ropeTable(cs, invFreq cuda.DevicePtr, P, half int) error {
+	if err := positive("rope_table", P, half); err != nil {
+		return err
+	}
+	return k.launch("rope_table", k.gridFor(P*half), block256, cs, invFreq, int32(P), int32(half))
+}
+
+// rotaryTab: rotary with cs from ropeTable (covering every pos); HD/2 % 4 == 0.
+func (k *kernels) rotaryTab(qkv cuda.DevicePtr, et cuda.DataType, pos, cs cuda.DevicePtr, T, H, HD int, qScale float32) error {
+	if err := positive("rotary", T, H, HD); err != nil {
+		return err
+	}
+	if HD%8 != 0 {
+		return fmt.Errorf("rotary_tab: head dim %d not a multiple of 8", HD)
+	}
+	return k.launch("rotary_tab_"+et.String(), k.gridFor(T*H*HD/4), block256, qkv, pos, cs, int32(T), int32(H), int32(HD), qScale)
+}
+
 // rotary: qkv(T,3D) et in place; pos(T) int32, invFreq(HD/2) f32.
 func (k *kernels) rotary(qkv cuda.DevicePtr, et cuda.DataType, pos, invFreq cuda.DevicePtr, T, H, HD int, qScale float32) error {
 	if err := positive("rotary", T, H, HD); err != nil {

@@ -34,6 +34,11 @@ const (
 	// which one it matches; ESM uses the erf form, so check the test log
 	// before relying on it for parity.
 	EpilogueGELUBias
+	// EpilogueBiasAccumulate adds the product and the bias to y in place:
+	// y += x·wᵀ + b (beta = 1, C = D = y), the residual add with its bias in
+	// one pass over y (fp16/bf16 inputs with an fp32 y is a combination
+	// cuBLASLt supports for COMPUTE_32F).
+	EpilogueBiasAccumulate
 )
 
 type ltKey struct {
@@ -126,8 +131,8 @@ func (c *Context) ltPlan(b *blasState, k ltKey) (*ltPlan, error) {
 }
 
 // LinearBias computes y(T,N) = x(T,K)·w(N,K)ᵀ + bias(N), optionally
-// followed by GELU, in one cublasLtMatmul with a bias epilogue, on the
-// cuBLAS stream. Layouts as in Linear; bias has the output type p.Out.
+// followed by GELU or added to y (EpilogueBiasAccumulate), in one
+// cublasLtMatmul with a bias epilogue, on the cuBLAS stream. Layouts as in Linear; bias has the output type p.Out.
 // Plans (descriptors and the heuristic's algorithm) are cached per shape.
 func (c *Context) LinearBias(y, x, w, bias DevicePtr, T, N, K int, p Precision, e Epilogue) error {
 	if err := c.check(); err != nil {
@@ -149,6 +154,9 @@ func (c *Context) LinearBias(y, x, w, bias DevicePtr, T, N, K int, p Precision, 
 		return blasErr("cublasLtMatmulDescSetAttribute", "BIAS_POINTER", r)
 	}
 	alpha, beta := C.float(1), C.float(0)
+	if e == EpilogueBiasAccumulate {
+		beta = 1
+	}
 	r := C.esm_cublasLtMatmul(b.lt, plan.desc, &alpha, C.CUdeviceptr(w), plan.a, C.CUdeviceptr(x), plan.b,
 		&beta, C.CUdeviceptr(y), plan.c, C.CUdeviceptr(y), plan.c, &plan.algo,
 		C.CUdeviceptr(b.ws.Ptr), C.size_t(BlasWorkspaceBytes), b.stream.handle())

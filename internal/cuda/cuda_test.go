@@ -524,6 +524,18 @@ func TestLinearBias(t *testing.T) {
 		t.Fatalf("GELU epilogue matches neither GELU form")
 	}
 
+	// y += x·wᵀ + b in place, fp32 y.
+	y0 := randVec(T*N, r)
+	must(t, c.CopyHtoD(dy.Ptr, unsafe.Slice((*byte)(unsafe.Pointer(&y0[0])), 4*len(y0))))
+	must(t, c.LinearBias(dy.Ptr, dx.Ptr, dw.Ptr, db.Ptr, T, N, K, FP32Pedantic, EpilogueBiasAccumulate))
+	acc := make([]float64, len(ref))
+	for i := range acc {
+		acc[i] = ref[i] + float64(y0[i])
+	}
+	if e := relErr(download(t, c, dy, T*N), acc); e > tolF32 {
+		t.Fatalf("LinearBias fp32 accumulate: rel err %.3g", e)
+	}
+
 	// fp16 in/out with fp16 bias.
 	dxh := uploadHalf(t, c, x, HalfBits, HalfToFloat32)
 	dwh := uploadHalf(t, c, w, HalfBits, HalfToFloat32)
@@ -538,6 +550,14 @@ func TestLinearBias(t *testing.T) {
 		t.Fatalf("LinearBias fp16: rel err %.3g", e)
 	} else {
 		t.Logf("LinearBias fp16 bias: rel err %.3g", e)
+	}
+	// fp16 inputs, fp32 y += x·wᵀ + b (the residual GEMMs of the model).
+	must(t, c.CopyHtoD(dy.Ptr, unsafe.Slice((*byte)(unsafe.Pointer(&y0[0])), 4*len(y0))))
+	must(t, c.LinearBias(dy.Ptr, dxh.Ptr, dwh.Ptr, db.Ptr, T, N, K, Precision{In: F16, Out: F32, Compute: ComputeF32}, EpilogueBiasAccumulate))
+	if e := relErr(download(t, c, dy, T*N), acc); e > tolF16 {
+		t.Fatalf("LinearBias fp16->fp32 accumulate: rel err %.3g", e)
+	} else {
+		t.Logf("LinearBias fp16->fp32 accumulate: rel err %.3g", e)
 	}
 }
 
