@@ -1,8 +1,10 @@
 // Package embed is the FASTA-to-embeddings pipeline: reader goroutines (pure
 // I/O, package data) → the packer (tokenize once, length-bucket, pack varlen
 // batches with no padding) → the compute stage (the model's forward pass, on
-// the goroutine that called Run, which owns the device) → a triple-buffered
-// asynchronous writer that restores input order and publishes atomically.
+// the goroutine that called Run, which owns the device; on a GPU the next
+// batch is launched before the current one is copied out) → a
+// triple-buffered asynchronous writer that restores input order and
+// publishes atomically.
 package embed
 
 import (
@@ -256,6 +258,14 @@ type pipeline struct {
 	written int64        // rows written (writer goroutine; read after it ends)
 
 	loaderWait, writerWait, computeTime time.Duration // compute goroutine only
+
+	// compute goroutine only: batches in flight (see compute)
+	depth   int           // at most this many in flight: 2 on an esm.AsyncReader backend, else 1
+	outs    []*esm.Output // depth outputs in rotation
+	flights []flight      // oldest first
+	failed  bool          // a fence reported a device error: later results are dropped
+	sum     *Summary
+	start   time.Time
 }
 
 func (p *pipeline) snapshot(s *Summary, start time.Time) {
@@ -275,10 +285,41 @@ func (p *pipeline) snapshot(s *Summary, start time.Time) {
 	s.ReaderQueue = int(p.c.readerQueue.Load())
 }
 
-// compute runs the model over every packed batch, on the calling goroutine.
-func (p *pipeline) compute(ctx context.Context, sum *Summary, start time.Time) error {
+// flight is a batch launched on the device whose rows have not yet been
+// handed to the writer.
+type flight struct {
+	j      *job
+	pooled bool // j goes back to the free pool when done (not a half of a split)
+	out    *esm.Output
+	fence  esm.Fence
+}
+
+// compute runs the model over every packed batch, on the calling goroutine
+// (the only one that calls the backend: Launch and every fence's Wait happen
+// here). On an esm.AsyncReader backend (a GPU) two batches are in flight:
+// batch i+1 is launched before the rows of batch i are waited for and handed
+// to the writer, so the device never idles while the host copies out,
+// packs or waits for a result buffer. Whatever way compute ends (done,
+// error, cancellation), the batches already launched are waited for and,
+// unless the device failed, handed to the writer, so no computed row is
+// lost; then the outputs' backend memory is released.
+func (p *pipeline) compute(ctx context.Context, sum *Summary, start time.Time) (err error) {
 	req := esm.Request{Layers: p.o.Layers, Mean: p.o.Include.Mean, BOS: p.o.Include.BOS, PerTok: p.o.Include.PerTok}
-	var out esm.Output
+	p.sum, p.start = sum, start
+	p.depth = 1
+	if _, ok := p.m.Backend().(esm.AsyncReader); ok {
+		p.depth = 2
+	}
+	p.outs = make([]*esm.Output, p.depth)
+	for i := range p.outs {
+		p.outs[i] = &esm.Output{}
+	}
+	defer func() {
+		err = errors.Join(err, p.finishAll())
+		for _, o := range p.outs {
+			err = errors.Join(err, o.Release())
+		}
+	}()
 	for {
 		t0 := time.Now()
 		var j *job
@@ -292,26 +333,29 @@ func (p *pipeline) compute(ctx context.Context, sum *Summary, start time.Time) e
 		}
 		p.c.readyQueue.Store(int64(len(p.ready)))
 		p.loaderWait += time.Since(t0)
-		if err := p.run(ctx, j, req, &out); err != nil {
+		if err := p.launch(j, true, req); err != nil {
 			return err
-		}
-		p.free <- j // never blocks: the pool holds exactly batchBuffers jobs
-		if p.o.Progress != nil {
-			p.snapshot(sum, start)
-			p.o.Progress(sum, false)
 		}
 	}
 }
 
-// run computes one packed batch and hands its rows to the writer. When the
-// device runs out of memory, the batch is split in two and each half retried
-// (and later batches get half the token budget); a single sequence that does
-// not fit is an error.
-func (p *pipeline) run(ctx context.Context, j *job, req esm.Request, out *esm.Output) error {
-	t1 := time.Now()
-	err := p.m.Forward(&j.batch, req, out)
-	p.computeTime += time.Since(t1)
+// launch queues one packed batch on the device, then finishes the oldest
+// batches until fewer than p.depth are in flight. When the device runs out
+// of memory, the batch in flight is finished first, then the batch is split
+// in two and each half launched (and later batches get half the token
+// budget); a single sequence that does not fit is an error.
+func (p *pipeline) launch(j *job, pooled bool, req esm.Request) error {
+	out, err := p.freeOutput()
+	if err != nil {
+		return err
+	}
+	t := time.Now()
+	f, err := p.m.Launch(&j.batch, req, out)
+	p.computeTime += time.Since(t)
 	if errors.Is(err, esm.ErrOutOfMemory) && j.batch.NumSeqs() > 1 {
+		if err := p.finishAll(); err != nil {
+			return err
+		}
 		T := len(j.batch.Tokens)
 		if b := p.budget.Load(); int64(T/2) < b {
 			p.budget.Store(max(int64(T/2), esm.DefaultMaxResidues+2))
@@ -319,31 +363,81 @@ func (p *pipeline) run(ctx context.Context, j *job, req esm.Request, out *esm.Ou
 		p.o.Log.Warn("out of device memory: splitting the batch and lowering the token budget",
 			"tokens", T, "sequences", j.batch.NumSeqs(), "budget", p.budget.Load())
 		a, b := j.split()
-		if err := p.run(ctx, a, req, out); err != nil {
+		if pooled {
+			p.free <- j // never blocks: the pool holds exactly batchBuffers jobs
+		}
+		if err := p.launch(a, false, req); err != nil {
 			return err
 		}
-		return p.run(ctx, b, req, out)
+		return p.launch(b, false, req)
 	}
 	if err != nil {
 		return fmt.Errorf("embed: batch of %d sequences (%d tokens), first record index %d: %w",
 			j.batch.NumSeqs(), len(j.batch.Tokens), j.recs[0].index, err)
 	}
-	t2 := time.Now()
-	var res *result
-	select {
-	case res = <-p.results:
-	case <-ctx.Done():
-		return nil
-	}
-	p.writerWait += time.Since(t2)
-	p.fill(res, j, out)
-	p.c.batches.Add(1)
-	p.c.tokens.Add(int64(len(j.batch.Tokens)))
-	select {
-	case p.wch <- writerMsg{res: res}:
-	case <-ctx.Done():
+	p.flights = append(p.flights, flight{j: j, pooled: pooled, out: out, fence: f})
+	for len(p.flights) >= p.depth {
+		if err := p.finish(); err != nil {
+			return err
+		}
 	}
 	return nil
+}
+
+// freeOutput returns an Output that no batch in flight uses (launch keeps
+// fewer than len(p.outs) in flight).
+func (p *pipeline) freeOutput() (*esm.Output, error) {
+	for _, o := range p.outs {
+		if !slices.ContainsFunc(p.flights, func(f flight) bool { return f.out == o }) {
+			return o, nil
+		}
+	}
+	return nil, fmt.Errorf("embed: internal error: all %d outputs in flight", len(p.outs))
+}
+
+// finish waits for the oldest batch in flight and hands its rows to the
+// writer. The hand-off blocks even after cancellation (the writer drains
+// its channel until the compute stage is over), so computed rows reach the
+// partial output.
+func (p *pipeline) finish() error {
+	fl := p.flights[0]
+	p.flights = p.flights[1:]
+	t := time.Now()
+	err := fl.fence.Wait()
+	p.computeTime += time.Since(t)
+	if err != nil {
+		p.failed = true
+		return fmt.Errorf("embed: batch of %d sequences (%d tokens), first record index %d: %w",
+			fl.j.batch.NumSeqs(), len(fl.j.batch.Tokens), fl.j.recs[0].index, err)
+	}
+	if p.failed {
+		return nil // the device failed on an earlier batch: its results are not trusted
+	}
+	t2 := time.Now()
+	res := <-p.results
+	p.writerWait += time.Since(t2)
+	p.fill(res, fl.j, fl.out)
+	p.c.batches.Add(1)
+	p.c.tokens.Add(int64(len(fl.j.batch.Tokens)))
+	p.wch <- writerMsg{res: res}
+	if fl.pooled {
+		p.free <- fl.j // never blocks: the pool holds exactly batchBuffers jobs
+	}
+	if p.o.Progress != nil {
+		p.snapshot(p.sum, p.start)
+		p.o.Progress(p.sum, false)
+	}
+	return nil
+}
+
+// finishAll finishes every batch in flight, oldest first; after a failure it
+// still waits for the rest (so no copy into an output is left queued).
+func (p *pipeline) finishAll() error {
+	var errs error
+	for len(p.flights) > 0 {
+		errs = errors.Join(errs, p.finish())
+	}
+	return errs
 }
 
 // split cuts a job into two jobs of about half the sequences each.

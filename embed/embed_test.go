@@ -19,6 +19,7 @@ import (
 	"github.com/esm2go/esm2go/data"
 	"github.com/esm2go/esm2go/esm"
 	"github.com/esm2go/esm2go/esm/cpu"
+	"github.com/esm2go/esm2go/esm/esmtest"
 	"github.com/esm2go/esm2go/output"
 )
 
@@ -37,6 +38,44 @@ func loadTiny(t testing.TB) *esm.Model {
 	}
 	t.Cleanup(func() { m.Close(); be.Close() })
 	return m
+}
+
+// loadTinyAsync loads the tiny model on the CPU behind esmtest.Async, a fake
+// asynchronous backend whose outputs read NaN until their fence is waited.
+func loadTinyAsync(t testing.TB, be esm.Backend) (*esm.Model, *esmtest.Async) {
+	t.Helper()
+	if be == nil {
+		be = cpu.New(cpu.Options{})
+	}
+	ab := esmtest.NewAsync(be)
+	m, err := esm.LoadModel(tinyModel, ab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close(); ab.Close() })
+	return m, ab
+}
+
+// checkAsync checks, after a Run on a loadTinyAsync model, that the fake saw
+// no violation, that two batches were in flight (when the run had two) and
+// that the pipeline freed its output memory.
+func checkAsync(t *testing.T, ab *esmtest.Async, batches int64) {
+	t.Helper()
+	if err := ab.Err(); err != nil {
+		t.Error(err)
+	}
+	if ab.Fences == 0 {
+		t.Error("the pipeline did not use the asynchronous path")
+	}
+	if batches > 1 && ab.MaxOutstanding < 2 {
+		t.Errorf("at most %d batch in flight over %d batches, want 2", ab.MaxOutstanding, batches)
+	}
+	if ab.Outstanding != 0 {
+		t.Errorf("%d fences never waited for", ab.Outstanding)
+	}
+	if ab.Live() != 0 {
+		t.Errorf("%d output buffers not freed after Run", ab.Live())
+	}
 }
 
 // readNPY reads a 2-D float32 .npy file.
@@ -123,9 +162,13 @@ func direct(t *testing.T, m *esm.Model, path string, layer int) (map[int64][]flo
 	return mean, perTok
 }
 
+// maxRelDiff is max|a-b| / max|b|; +Inf when a holds a NaN.
 func maxRelDiff(a, b []float32) float64 {
 	var d, r float64
 	for i := range b {
+		if math.IsNaN(float64(a[i])) {
+			return math.Inf(1)
+		}
 		d = math.Max(d, math.Abs(float64(a[i]-b[i])))
 		r = math.Max(r, math.Abs(float64(b[i])))
 	}
@@ -138,8 +181,21 @@ func TestEmbedEqualsDirectForward(t *testing.T) {
 	m := loadTiny(t)
 	L := m.Cfg.Layers
 	wantMean, wantTok := direct(t, m, someFASTA, L)
-	for _, s := range []struct{ workers, prefetch, toks int }{{1, 1, 64}, {4, 4, 4096}, {3, 2, 1500}, {2, 8, 100000}} {
-		t.Run(fmt.Sprintf("w%d_p%d_t%d", s.workers, s.prefetch, s.toks), func(t *testing.T) {
+	am, ab := loadTinyAsync(t, nil)
+	for _, s := range []struct {
+		workers, prefetch, toks int
+		async                   bool
+	}{{1, 1, 64, false}, {4, 4, 4096, false}, {3, 2, 1500, false}, {2, 8, 100000, false},
+		{1, 1, 64, true}, {3, 2, 1500, true}, {2, 8, 100000, true}} {
+		name := fmt.Sprintf("w%d_p%d_t%d", s.workers, s.prefetch, s.toks)
+		if s.async {
+			name += "_async"
+		}
+		t.Run(name, func(t *testing.T) {
+			m := m
+			if s.async {
+				m = am
+			}
 			out := filepath.Join(t.TempDir(), "emb")
 			sum, err := Run(context.Background(), m, Options{
 				Inputs: []string{someFASTA}, Out: out, Format: output.NPY,
@@ -183,6 +239,9 @@ func TestEmbedEqualsDirectForward(t *testing.T) {
 			}
 			if _, err := os.Stat(out + PartialSuffix); !os.IsNotExist(err) {
 				t.Fatalf("partial output left behind: %v", err)
+			}
+			if s.async {
+				checkAsync(t, ab, sum.Batches)
 			}
 		})
 	}
@@ -253,33 +312,50 @@ func TestEmbedBadLayerAndMissingInput(t *testing.T) {
 	}
 }
 
-// Cancelling keeps the rows already written in the .partial output.
+// Cancelling keeps the rows already written in the .partial output (with
+// the asynchronous fake, also the rows of the batches in flight).
 func TestEmbedCancelKeepsPartial(t *testing.T) {
-	m := loadTiny(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	out := filepath.Join(t.TempDir(), "c")
-	n := 0
-	_, err := Run(ctx, m, Options{Inputs: []string{someFASTA}, Out: out, Format: output.NPY, ToksPerBatch: 200, Window: 200,
-		Progress: func(s *Summary, final bool) {
-			n++
-			if n == 3 {
-				cancel()
+	for _, async := range []bool{false, true} {
+		t.Run(map[bool]string{false: "sync", true: "async"}[async], func(t *testing.T) {
+			var m *esm.Model
+			var ab *esmtest.Async
+			if async {
+				m, ab = loadTinyAsync(t, nil)
+			} else {
+				m = loadTiny(t)
 			}
-		}})
-	if !errors.Is(err, context.Canceled) {
-		t.Fatalf("error %v, want context.Canceled", err)
-	}
-	if _, serr := os.Stat(out); !os.IsNotExist(serr) {
-		t.Fatal("cancelled run published the final output")
-	}
-	if strings.Contains(err.Error(), "kept in") {
-		recs := readRecords(t, out+PartialSuffix)
-		for i, r := range recs {
-			if r.index != int64(i) {
-				t.Fatalf("partial row %d has index %d", i, r.index)
+			ctx, cancel := context.WithCancel(context.Background())
+			out := filepath.Join(t.TempDir(), "c")
+			n := 0
+			sum, err := Run(ctx, m, Options{Inputs: []string{someFASTA}, Out: out, Format: output.NPY, ToksPerBatch: 200, Window: 200,
+				Progress: func(s *Summary, final bool) {
+					n++
+					if n == 3 {
+						cancel()
+					}
+				}})
+			if !errors.Is(err, context.Canceled) {
+				t.Fatalf("error %v, want context.Canceled", err)
 			}
-		}
-		t.Logf("partial output holds %d records", len(recs))
+			if _, serr := os.Stat(out); !os.IsNotExist(serr) {
+				t.Fatal("cancelled run published the final output")
+			}
+			if strings.Contains(err.Error(), "kept in") {
+				recs := readRecords(t, out+PartialSuffix)
+				for i, r := range recs {
+					if r.index != int64(i) {
+						t.Fatalf("partial row %d has index %d", i, r.index)
+					}
+				}
+				t.Logf("partial output holds %d records of %d batches computed", len(recs), sum.Batches)
+			}
+			if n < 3 || sum.Batches < 3 {
+				t.Errorf("%d progress calls, %d batches handed to the writer; want at least 3", n, sum.Batches)
+			}
+			if async {
+				checkAsync(t, ab, 0)
+			}
+		})
 	}
 }
 
@@ -297,37 +373,50 @@ func (b oomBackend) Alloc(n int, wide bool) (esm.Tensor, error) {
 }
 
 // A batch that does not fit is split and retried, never a crash, and the
-// results equal an unconstrained run.
+// results equal an unconstrained run; also with two batches in flight (the
+// asynchronous fake), where the batch in flight is finished first.
 func TestEmbedSplitsOnOutOfMemory(t *testing.T) {
-	base := cpu.New(cpu.Options{})
-	defer base.Close()
-	// The largest allocation is the (T, 4D) FFN activation (D = 64): allow
-	// ~1100 tokens.
-	be := oomBackend{Backend: base, limit: 1100 * 4 * 64}
-	m, err := esm.LoadModel(tinyModel, be)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	cfg := m.Cfg
-	var log logCapture
-	out := filepath.Join(t.TempDir(), "oom")
-	sum, err := Run(context.Background(), m, Options{Inputs: []string{someFASTA}, Out: out, Format: output.NPY,
-		ToksPerBatch: 8192, Log: slog.New(slog.NewTextHandler(&log, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(log.String(), "out of device memory") || sum.Embedded != 15 {
-		t.Fatalf("no split reported or records lost: %+v\n%s", sum, log.String())
-	}
 	ref := loadTiny(t)
-	wantMean, _ := direct(t, ref, someFASTA, cfg.Layers)
-	mean, _ := readNPY(t, filepath.Join(out, fmt.Sprintf("mean_%d.npy", cfg.Layers)))
-	D := cfg.Dim
-	for i := 0; i < 15; i++ {
-		if e := maxRelDiff(mean[i*D:(i+1)*D], wantMean[int64(i)]); e > 1e-5 {
-			t.Errorf("record %d differs by %g after the split", i, e)
-		}
+	wantMean, _ := direct(t, ref, someFASTA, ref.Cfg.Layers)
+	for _, async := range []bool{false, true} {
+		t.Run(map[bool]string{false: "sync", true: "async"}[async], func(t *testing.T) {
+			base := cpu.New(cpu.Options{})
+			// The largest allocation is the (T, 4D) FFN activation (D = 64):
+			// allow ~1100 tokens.
+			oom := oomBackend{Backend: base, limit: 1100 * 4 * 64}
+			var m *esm.Model
+			var ab *esmtest.Async
+			if async {
+				m, ab = loadTinyAsync(t, oom)
+			} else {
+				var err error
+				if m, err = esm.LoadModel(tinyModel, oom); err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { m.Close(); base.Close() })
+			}
+			cfg := m.Cfg
+			var log logCapture
+			out := filepath.Join(t.TempDir(), "oom")
+			sum, err := Run(context.Background(), m, Options{Inputs: []string{someFASTA}, Out: out, Format: output.NPY,
+				ToksPerBatch: 8192, Log: slog.New(slog.NewTextHandler(&log, nil))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(log.String(), "out of device memory") || sum.Embedded != 15 {
+				t.Fatalf("no split reported or records lost: %+v\n%s", sum, log.String())
+			}
+			mean, _ := readNPY(t, filepath.Join(out, fmt.Sprintf("mean_%d.npy", cfg.Layers)))
+			D := cfg.Dim
+			for i := 0; i < 15; i++ {
+				if e := maxRelDiff(mean[i*D:(i+1)*D], wantMean[int64(i)]); e > 1e-5 {
+					t.Errorf("record %d differs by %g after the split", i, e)
+				}
+			}
+			if async {
+				checkAsync(t, ab, sum.Batches)
+			}
+		})
 	}
 }
 

@@ -28,7 +28,9 @@ type Async struct {
 	mem     map[*hostMem]bool
 	err     error
 
-	Fences, Copies int // counters for tests
+	// Counters for tests: fences taken, copies queued, fences taken and not
+	// yet waited for (now and at most).
+	Fences, Copies, Outstanding, MaxOutstanding int
 }
 
 type pendingCopy struct {
@@ -151,11 +153,16 @@ func (a *Async) complete(seq int64) {
 }
 
 type fence struct {
-	a   *Async
-	seq int64
+	a      *Async
+	seq    int64
+	waited bool
 }
 
-func (f fence) Wait() error {
+func (f *fence) Wait() error {
+	if !f.waited {
+		f.waited = true
+		f.a.Outstanding--
+	}
 	f.a.complete(f.seq)
 	return nil
 }
@@ -163,7 +170,9 @@ func (f fence) Wait() error {
 // Fence implements esm.AsyncReader.
 func (a *Async) Fence() (esm.Fence, error) {
 	a.Fences++
-	return fence{a, a.seq}, nil
+	a.Outstanding++
+	a.MaxOutstanding = max(a.MaxOutstanding, a.Outstanding)
+	return &fence{a: a, seq: a.seq}, nil
 }
 
 // Close implements esm.Backend: frees the host memory left and closes the
