@@ -10,6 +10,9 @@
 # as in a normal run, kernels serialized), and writes OUTDIR/ncu-SIZE.csv and
 # OUTDIR/profile-SIZE.txt: the last forward's kernels grouped by name, with
 # their share of the forward's summed kernel time (scripts/ncu_summary.py).
+# With $PROFILE_KERNEL (a regex, e.g. varlen_fa2) it also writes
+# OUTDIR/detail-SIZE.txt: ncu's detailed section set (throughput, occupancy,
+# warp stall reasons) for the last launch of that kernel in one forward.
 set -euo pipefail
 out=${1:?usage: scripts/profile.sh OUTDIR [SIZES]}
 sizes=${2:-35M,650M}
@@ -19,8 +22,15 @@ ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/
 for size in ${sizes//,/ }; do
 	ESM2GO_BENCH_SIZES=$size "$ncu" --clock-control none --cache-control none \
 		--metrics gpu__time_duration.sum --export "$out/ncu-$size" --force-overwrite \
-		bin/esmcuda.test -test.run '^$' -test.bench ForwardCUDA -test.benchtime 1x >"$out/ncu-$size.log" 2>&1
+		${ESMCUDA_TEST:-bin/esmcuda.test} -test.run '^$' -test.bench ForwardCUDA -test.benchtime 1x >"$out/ncu-$size.log" 2>&1
 	"$ncu" --import "$out/ncu-$size.ncu-rep" --csv --page raw >"$out/ncu-$size.csv"
 	rm -f "$out/ncu-$size.ncu-rep"
 	python3 scripts/ncu_summary.py "$out/ncu-$size.csv" | tee "$out/profile-$size.txt"
+	if [ -n "${PROFILE_KERNEL:-}" ]; then
+		# The benchmark runs two forwards (warm-up, timed); skip the first's launches.
+		n=$(grep -c "\"$PROFILE_KERNEL" "$out/ncu-$size.csv" || true)
+		ESM2GO_BENCH_SIZES=$size "$ncu" --clock-control none --set detailed --section WarpStateStats \
+			--section SourceCounters -k "regex:$PROFILE_KERNEL" --launch-skip $((n - 1)) --launch-count 1 \
+			${ESMCUDA_TEST:-bin/esmcuda.test} -test.run '^$' -test.bench ForwardCUDA -test.benchtime 1x >"$out/detail-$size.txt" 2>&1
+	fi
 done
