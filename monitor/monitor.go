@@ -529,12 +529,16 @@ func (m *Monitor) window(sm *sample, final bool) {
 		}
 	}
 
-	// Idle: NVML's figure when known, else the host's estimate.
-	idle := r.IdleFrac
+	// Idle: NVML's figure when known, else the host's estimate — but not
+	// when NVML runs and merely had no sample in this (short) window: on a
+	// GPU the pipeline keeps two batches in flight, so host time outside
+	// Launch and Wait (packing, copying rows out, the final drain) overlaps
+	// device work and 1 − compute_frac is not the device's idle time.
+	idle, known := r.IdleFrac, !m.gpuOn
 	if r.GPUIdleFrac != nil {
-		idle = *r.GPUIdleFrac
+		idle, known = *r.GPUIdleFrac, true
 	}
-	if r.WindowBatches > 0 && wall > 0 && idle > m.opts.IdleThreshold {
+	if known && r.WindowBatches > 0 && wall > 0 && idle > m.opts.IdleThreshold {
 		r.IdleCause = idleCause(r.LoaderWaitFrac, r.WriterWaitFrac, idle)
 		now := sm.at
 		if r.IdleCause != st.lastCause || now.Sub(st.lastWarn) >= m.opts.WarnInterval {

@@ -251,6 +251,37 @@ func TestGPUFieldsAndGPUIdle(t *testing.T) {
 	}
 }
 
+// A window with no NVML sample (shorter than the sampling period, like the
+// pipeline's last batch) gives no idle warning from the host's estimate
+// while NVML runs: with batches in flight the host's time outside compute
+// overlaps device work.
+func TestNoIdleWarningWithoutNVMLSample(t *testing.T) {
+	var js bytes.Buffer
+	var log syncBuf
+	m, err := New(context.Background(), Options{Every: 1, JSON: &js, Log: logger(&log), gpu: &fakeNVML{util: 100},
+		GPUPeriod: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	feed(m, summaries(3, 0)) // the host saw no compute time at all
+	m.Close()
+	recs := decode(t, js.Bytes())
+	if len(recs) == 0 {
+		t.Fatal("no records")
+	}
+	for _, r := range recs {
+		if r["idle_cause"] != nil {
+			t.Errorf("window %v: idle cause %v without an NVML sample", r["window"], r["idle_cause"])
+		}
+		if r["final"] != true && r["idle_frac"].(float64) < 0.99 {
+			t.Errorf("window %v: host idle estimate %v, want ~1 (still reported)", r["window"], r["idle_frac"])
+		}
+	}
+	if strings.Contains(log.String(), "device idle") {
+		t.Errorf("idle warning without an NVML sample:\n%s", log.String())
+	}
+}
+
 func TestNVMLFailureWarnsOnce(t *testing.T) {
 	var log syncBuf
 	fake := &fakeNVML{util: 90, failAfter: 4}
