@@ -70,8 +70,7 @@ type Backend struct {
 	// the current batch, on the host (for grids and checks) and the device
 	seqlens                        attention.Seqlens
 	T, nseq                        int
-	batch                          *cuda.Buffer // tokens(T) | seqid(T) | pos(T) | cu(nseq+1) int32 | scales(nseq) f32
-	tokens, seqid, pos, cu, scales cuda.DevicePtr
+	tokens, seqid, pos, cu, scales cuda.DevicePtr      // into dp.dev[slot] (batch.go)
 	stage                          [2]*cuda.HostBuffer // pinned staging of the batch, alternating
 	stageEv                        [2]*cuda.Event      // recorded after each staging buffer's copy
 	next                           int
