@@ -33,6 +33,32 @@ def ratios(rows):
     return out
 
 
+def like_for_like(rows):
+    """esm2go's own time after loading (its `done` line) and its steady state (metrics windows
+    after the first) against the baselines, which are timed after loading and an in-process
+    warm-up."""
+    by = {(r["model"], r["input"], r["system"]): r for r in rows if not r.get("error")}
+    out = []
+    for (m, i, s), r in sorted(by.items()):
+        if s != "esm2go" or not r.get("seqs_per_s_own"):
+            continue
+        cells = [m, i, fmt(r["seqs_per_s_own"]), fmt(r.get("steady_seqs_per_s"))]
+        for base in SYSTEMS[1:]:
+            b = by.get((m, i, base))
+            bs = b.get("seqs_per_s") if b else None
+            cells.append(f"{r['seqs_per_s_own'] / bs:.2f}" if bs else "-")
+            cells.append(f"{r['steady_seqs_per_s'] / bs:.2f}" if bs and r.get("steady_seqs_per_s") else "-")
+        out.append("| " + " | ".join(cells) + " |")
+    if not out:
+        return []
+    return ["", "Like for like: esm2go timed after loading (own time, from its `done` line) and in steady "
+            "state (its metrics windows after the first, which holds in-process start-up), against the "
+            "baselines timed after loading and an in-process warm-up:", "",
+            "| model | input | esm2go own seq/s | esm2go steady seq/s | × torch_varlen (own) | "
+            "× torch_varlen (steady) | × hf_padded (own) | × hf_padded (steady) |",
+            "|---|---|---:|---:|---:|---:|---:|---:|"] + out
+
+
 def markdown(doc):
     rows = doc.get("results", [])
     rat = ratios(rows)
@@ -64,6 +90,7 @@ def markdown(doc):
     lines.append("")
     lines.append("esm2go × = esm2go seq/s ÷ that baseline's seq/s (same model and input; each system ran "
                  "the first N sequences of the input, N in 'seqs run').")
+    lines.extend(like_for_like(rows))
     notes = []
     peaks = [r["matmul_peak_tflops"] for r in rows if r.get("matmul_peak_tflops")]
     if peaks:
