@@ -1,0 +1,107 @@
+// Package cudatest checks CUDA sources without a GPU: tests of the packages
+// that embed .cu files compile them with nvcc, when a CUDA toolkit is
+// installed on the machine running the tests, so a syntax or type error in a
+// kernel shows up before any GPU time is spent. Where nvcc is missing (CI)
+// the tests skip.
+package cudatest
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// Arch is the architecture the sources are compiled for: the H100/H200 the
+// GPU tests run on (NVRTC compiles for the device at hand at run time).
+const Arch = "sm_90"
+
+// Variant is one compilation of a source: a name for the log and the extra
+// options (defines) the backend passes to NVRTC for it.
+type Variant struct {
+	Name string
+	Opts []string
+}
+
+// CompileNVCC compiles src once per variant with `nvcc -arch=sm_90 -cubin`
+// (the variants in parallel), failing t with nvcc's output on an error and
+// logging each kernel's registers and any spills (ptxas -v). It skips t when
+// nvcc is not on PATH or under $CUDA_HOME/bin.
+func CompileNVCC(t *testing.T, src, file string, variants ...Variant) {
+	t.Helper()
+	nvcc := findNVCC()
+	if nvcc == "" {
+		t.Skip("nvcc not found (PATH, $CUDA_HOME/bin): CUDA sources not compile-checked here")
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, file)
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		out string
+		err error
+	}
+	res := make([]result, len(variants))
+	var wg sync.WaitGroup
+	for i, v := range variants {
+		wg.Go(func() {
+			args := append([]string{"-arch=" + Arch, "-cubin", "-o", filepath.Join(dir, fmt.Sprintf("v%d.cubin", i)),
+				"-Xptxas", "-v"}, v.Opts...)
+			out, err := exec.Command(nvcc, append(args, path)...).CombinedOutput()
+			res[i] = result{string(out), err}
+		})
+	}
+	wg.Wait()
+	for i, v := range variants {
+		if res[i].err != nil {
+			t.Errorf("nvcc %s (%s): %v\n%s", file, v.Name, res[i].err, res[i].out)
+			continue
+		}
+		t.Logf("%s (%s): %s", file, v.Name, summarize(res[i].out))
+	}
+}
+
+func findNVCC() string {
+	if p, err := exec.LookPath("nvcc"); err == nil {
+		return p
+	}
+	for _, env := range []string{"CUDA_HOME", "CUDA_PATH"} {
+		if d := os.Getenv(env); d != "" {
+			p := filepath.Join(d, "bin", "nvcc")
+			if _, err := os.Stat(p); err == nil {
+				return p
+			}
+		}
+	}
+	return ""
+}
+
+var (
+	entryRe = regexp.MustCompile(`Compiling entry function '(\w+)'`)
+	regsRe  = regexp.MustCompile(`Used (\d+) registers`)
+	spillRe = regexp.MustCompile(`(\d+) bytes spill stores`)
+)
+
+// summarize turns ptxas -v output into "kernel regs[/spill bytes], ...".
+func summarize(out string) string {
+	var parts []string
+	kernel, spill := "", ""
+	for _, line := range strings.Split(out, "\n") {
+		if m := entryRe.FindStringSubmatch(line); m != nil {
+			kernel, spill = m[1], ""
+		}
+		if m := spillRe.FindStringSubmatch(line); m != nil && m[1] != "0" {
+			spill = "/spills " + m[1] + "B"
+		}
+		if m := regsRe.FindStringSubmatch(line); m != nil && kernel != "" {
+			parts = append(parts, kernel+" "+m[1]+spill)
+			kernel = ""
+		}
+	}
+	return fmt.Sprintf("%d kernels: %s", len(parts), strings.Join(parts, ", "))
+}
