@@ -2,6 +2,7 @@
 """Table of the benchmark results: results.json -> results.md (and stdout).
 
   python3 bench/report.py OUT/bench/results.json
+  python3 bench/report.py RUN1/results.json RUN2/results.json   # runs merged -> RUN1/merged.md
 """
 
 import json
@@ -113,12 +114,24 @@ def markdown(doc):
     return "\n".join(lines) + "\n"
 
 
+def merge(docs):
+    """One document from several runs (e.g. one device call per model): the results of
+    all, the first run's metadata, and the models, dates and peaks of each."""
+    meta = dict(docs[0].get("meta", {}))
+    meta["models"] = [m for d in docs for m in d.get("meta", {}).get("models", [])]
+    meta["date"] = ", ".join(str(d.get("meta", {}).get("date")) for d in docs)
+    return {"meta": meta, "results": [r for d in docs for r in d.get("results", [])]}
+
+
 def main():
-    path = sys.argv[1]
-    with open(path) as f:
-        doc = json.load(f)
-    md = markdown(doc)
-    out = os.path.join(os.path.dirname(os.path.abspath(path)), "results.md")
+    if len(sys.argv) < 2:
+        sys.exit("usage: report.py results.json [more results.json ...]  (several: merged into one table)")
+    docs = []
+    for path in sys.argv[1:]:
+        with open(path) as f:
+            docs.append(json.load(f))
+    md = markdown(merge(docs) if len(docs) > 1 else docs[0])
+    out = os.path.join(os.path.dirname(os.path.abspath(sys.argv[1])), "results.md" if len(docs) == 1 else "merged.md")
     with open(out, "w") as f:
         f.write(md)
     print(md)
