@@ -11,8 +11,12 @@ import random
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+from gen_fixtures import read_fasta  # noqa: E402,F401  (stdlib only at import time)
 
 BOS, PAD, EOS, UNK = 0, 1, 2, 3
 MAX_RESIDUES = 1022
@@ -37,26 +41,6 @@ TOKEN_TABLE = bytes(_TABLE)
 
 def model_dir_name(name):
     return f"esm2_{name}_shape"
-
-
-def read_fasta(path):
-    """[(id, sequence)] in file order; id is the header up to the first whitespace."""
-    records, name, parts = [], None, []
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            if line.startswith(">"):
-                if name is not None:
-                    records.append((name, "".join(parts)))
-                hdr = line[1:].split()
-                name, parts = (hdr[0] if hdr else f"rec{len(records)}"), []
-            else:
-                parts.append(line)
-    if name is not None:
-        records.append((name, "".join(parts)))
-    return records
 
 
 def write_fasta(path, records):

@@ -79,7 +79,8 @@ def read_fasta(path):
             if line.startswith(">"):
                 if name is not None:
                     records.append((name, "".join(parts)))
-                name, parts = line[1:].split()[0], []
+                hdr = line[1:].split()
+                name, parts = (hdr[0] if hdr else f"rec{len(records)}"), []
             else:
                 parts.append(line)
     if name is not None:
