@@ -181,25 +181,10 @@ func TestSetBatchCopyStreamMatchesCPU(t *testing.T) {
 				}
 				defer m.Close()
 				var outs [2]esm.Output
-				var prev esm.Fence
 				worst := 0.0
-				for i, b := range batches {
-					f, err := m.Launch(b, req, &outs[i%2])
-					if err != nil {
-						t.Fatal(err)
-					}
-					if prev != nil {
-						if err := prev.Wait(); err != nil {
-							t.Fatal(err)
-						}
-						worst = max(worst, worstDiff(t, req, &outs[(i-1)%2], want[i-1]))
-					}
-					prev = f
-				}
-				if err := prev.Wait(); err != nil {
-					t.Fatal(err)
-				}
-				worst = max(worst, worstDiff(t, req, &outs[(len(batches)-1)%2], want[len(batches)-1]))
+				launchInFlight(t, m, batches, req, &outs, func(i int, o *esm.Output) {
+					worst = max(worst, worstDiff(t, req, o, want[i]))
+				})
 				if worst > tols[prec] {
 					t.Errorf("%s %s: worst max rel err against the CPU %.3g > %.3g", size, prec, worst, tols[prec])
 				}
@@ -341,27 +326,38 @@ func TestLaunchOverlapTiming(t *testing.T) {
 		}
 		seq := time.Since(t0)
 		t0 = time.Now()
-		var prev esm.Fence
-		for i, b := range batches {
-			f, err := m.Launch(b, req, &outs[i%2])
-			if err != nil {
-				t.Fatal(err)
-			}
-			if prev != nil {
-				if err := prev.Wait(); err != nil {
-					t.Fatal(err)
-				}
-				copyOut(&outs[(i-1)%2])
-			}
-			prev = f
-		}
-		if err := prev.Wait(); err != nil {
-			t.Fatal(err)
-		}
-		copyOut(&outs[(len(batches)-1)%2])
+		launchInFlight(t, m, batches, req, &outs, func(_ int, o *esm.Output) { copyOut(o) })
 		pipe := time.Since(t0)
 		t.Logf("%s 35M fp16, %d batches, %d tokens (mean + per_tok of the last layer, copied out): Forward one by one %v (%.0f tokens/s), Launch with one in flight %v (%.0f tokens/s)",
 			g.ctx.Device.Name, len(batches), tokens, seq, float64(tokens)/seq.Seconds(), pipe, float64(tokens)/pipe.Seconds())
+	}
+}
+
+// launchInFlight runs the batches as the embed pipeline does on a GPU, one in
+// flight: Launch batch i into outs[i%2], then wait for batch i-1 and hand its
+// Output to done (and the last one after the loop).
+func launchInFlight(t *testing.T, m *esm.Model, batches []*esm.Batch, req esm.Request, outs *[2]esm.Output,
+	done func(i int, o *esm.Output)) {
+	t.Helper()
+	var prev esm.Fence
+	for i, b := range batches {
+		f, err := m.Launch(b, req, &outs[i%2])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if prev != nil {
+			if err := prev.Wait(); err != nil {
+				t.Fatal(err)
+			}
+			done(i-1, &outs[(i-1)%2])
+		}
+		prev = f
+	}
+	if prev != nil {
+		if err := prev.Wait(); err != nil {
+			t.Fatal(err)
+		}
+		done(len(batches)-1, &outs[(len(batches)-1)%2])
 	}
 }
 
