@@ -214,10 +214,11 @@ func testOps(t *testing.T, prec string) {
 	run("layernorm wide in place", T*D, x2, tol,
 		func() error { return g.LayerNorm(x2.g, x2.g, lnw.g, lnb.g, D, 1e-5) },
 		func() error { return c.LayerNorm(x2.c, x2.c, lnw.c, lnb.c, D, 1e-5) })
-	// The register-held row (D % 4 == 0, up to lnVecMaxD: 3B's 2560, all
-	// 24 float4 per lane at 3072) and the general kernel beyond it (15B's
-	// 5120) or off the multiple of 4 (1282).
-	for _, d := range []int{2560, 3072, 1282, 5120} {
+	// The register-held row (D % 4 == 0, up to lnVecMaxD; every
+	// instantiation: 640 -> 8 float4 per lane, 1280 -> 12, 1920 -> 16,
+	// 2560 and 3072 -> 24; 128 above -> 4) and the general kernel beyond it
+	// (15B's 5120) or off the multiple of 4 (1282).
+	for _, d := range []int{640, 1280, 1920, 2560, 3072, 1282, 5120} {
 		w, bb := param("LayerNorm.weight", randn(r, d, 0.1)), param("LayerNorm.bias", randn(r, d, 0.1))
 		xin, hout := mk(T*d, true, 4), mk(T*d, false, 1)
 		run(fmt.Sprintf("layernorm wide->narrow D=%d", d), T*d, hout, tol,

@@ -73,12 +73,14 @@ __device__ void layernorm(O* out, const I* in, const float* __restrict__ w, cons
 }
 
 // layernorm_vec: the same LayerNorm for an fp32 input (the residual stream)
-// with D % 4 == 0, D <= 128 * LN_VEC and 16-byte aligned in, out, w, b: one warp per
-// row, the row held in registers (float4 loads), two-pass statistics from
-// the registers, so the row is read from memory once (the general form
-// above reads it three times, one scalar at a time).
-#define LN_VEC 24
-template <typename O>
+// with D % 4 == 0, D <= 128 * V and 16-byte aligned in, out, w, b: one warp per
+// row, the row held in registers (V float4 per lane), two-pass statistics
+// from the registers, so the row is read from memory once (the general form
+// above reads it three times, one scalar at a time). Instantiated for V = 4,
+// 8, 12, 16, 24 (layernorm_vec<V>_f32_<out>); the launcher takes the smallest
+// that holds D, so small models do not pay registers (and occupancy) for 3B's
+// rows.
+template <typename O, int LN_VEC>
 __device__ void layernorm_vec(O* out, const float* in, const float* __restrict__ w, const float* __restrict__ b,
                               int T, int D, float eps) {
   const int row = blockIdx.x * 4 + threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -272,14 +274,10 @@ extern "C" __global__ void rope_table(float2* cs, const float* inv_freq, int P, 
     rotary<E>(qkv, pos, inv_freq, T, H, HD, qscale);                                                        \
   }                                                                                                         \
   extern "C" __global__ void gelu_##EN(E* x, long n) { gelu<E>(x, n); }                                     \
-  extern "C" __global__ void layernorm_vec_f32_##EN(E* out, const float* in, const float* w, const float* b, \
-                                                    int T, int D, float eps) {                              \
-    layernorm_vec<E>(out, in, w, b, T, D, eps);                                                             \
-  }                                                                                                         \
   extern "C" __global__ void rotary_tab_##EN(E* qkv, const int* pos, const float2* cs, int T, int H, int HD, \
                                              float qscale) {                                                \
     rotary_tab<E>(qkv, pos, cs, T, H, HD, qscale);                                                          \
-  }                                     \
+  }                                                                                                         \
   extern "C" __global__ void bias_add_##EN(E* out, const float* b, long n, int N) {                         \
     bias_add<E>(out, b, n, N);                                                                              \
   }                                                                                                         \
@@ -290,6 +288,14 @@ extern "C" __global__ void rope_table(float2* cs, const float* inv_freq, int P, 
     pool_bos<E>(dst, x, cu, D);                                                                             \
   }
 ONE(INST1)
+
+#define LNV(V, E, EN)                                                                                       \
+  extern "C" __global__ void layernorm_vec##V##_f32_##EN(E* out, const float* in, const float* w,           \
+                                                         const float* b, int T, int D, float eps) {         \
+    layernorm_vec<E, V>(out, in, w, b, T, D, eps);                                                          \
+  }
+#define LNV_ALL(E, EN) LNV(4, E, EN) LNV(8, E, EN) LNV(12, E, EN) LNV(16, E, EN) LNV(24, E, EN)
+ONE(LNV_ALL)
 
 #define INST2(I, IN, O, ON)                                                                                 \
   extern "C" __global__ void layernorm_##IN##_##ON(O* out, const I* in, const float* w, const float* b,     \

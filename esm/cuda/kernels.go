@@ -86,11 +86,14 @@ func (k *kernels) layernorm(out cuda.DevicePtr, ot cuda.DataType, in cuda.Device
 		out, in, w, b, int32(T), int32(D), eps)
 }
 
-// lnVecMaxD is the largest D layernorm_vec holds in registers (LN_VEC float4
-// per lane of a warp, kernels.cu).
+// lnVecs are the float4-per-lane instantiations of layernorm_vec (kernels.cu);
+// lnVecMaxD is the largest D they hold in registers (a warp's 32 lanes).
+var lnVecs = []int{4, 8, 12, 16, 24}
+
 const lnVecMaxD = 24 * 4 * 32
 
-// layernormVec: out(T,D) ot = LN(in(T,D) f32), D % 4 == 0, D <= lnVecMaxD.
+// layernormVec: out(T,D) ot = LN(in(T,D) f32), D % 4 == 0, D <= lnVecMaxD,
+// with the smallest instantiation whose registers hold a row.
 func (k *kernels) layernormVec(out cuda.DevicePtr, ot cuda.DataType, in, w, b cuda.DevicePtr, T, D int, eps float32) error {
 	if err := positive("layernorm", T, D); err != nil {
 		return err
@@ -98,7 +101,14 @@ func (k *kernels) layernormVec(out cuda.DevicePtr, ot cuda.DataType, in, w, b cu
 	if D%4 != 0 || D > lnVecMaxD {
 		return fmt.Errorf("layernorm_vec: D=%d not a multiple of 4 up to %d", D, lnVecMaxD)
 	}
-	return k.launch("layernorm_vec_f32_"+ot.String(), [3]uint32{uint32((T + 3) / 4), 1, 1}, [3]uint32{128, 1, 1},
+	v := lnVecs[len(lnVecs)-1]
+	for _, c := range lnVecs {
+		if 128*c >= D {
+			v = c
+			break
+		}
+	}
+	return k.launch(fmt.Sprintf("layernorm_vec%d_f32_%s", v, ot), [3]uint32{uint32((T + 3) / 4), 1, 1}, [3]uint32{128, 1, 1},
 		out, in, w, b, int32(T), int32(D), eps)
 }
 
