@@ -605,16 +605,20 @@ __device__ __forceinline__ void varlen_fa2(T* __restrict__ out, int ldo, const T
         Fa2Op<T>::mma(s[2 * jp + 1], qf[c], b2, b3);
       }
     }
-    const bool tail = kt + BK > n;
+    // Keys past the end: only the last tile has any, so the mask is a
+    // branch of its own and full tiles pay nothing per score.
+    if (kt + BK > n) {
+#pragma unroll
+      for (int j = 0; j < NK; j++)
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+          if (kt + j * 8 + 2 * tq + (i & 1) >= n) s[j][i] = __int_as_float(0xff800000);
+    }
+    // Running max of the raw scores (scale > 0 commutes with max); the scale
+    // goes into one FFMA per score below: 2^(s*sl2 - m*sl2).
     float mt0 = m0, mt1 = m1;
 #pragma unroll
     for (int j = 0; j < NK; j++) {
-#pragma unroll
-      for (int i = 0; i < 4; i++) {
-        float x = s[j][i] * sl2;
-        if (tail && kt + j * 8 + 2 * tq + (i & 1) >= n) x = __int_as_float(0xff800000);
-        s[j][i] = x;
-      }
       mt0 = fmaxf(mt0, fmaxf(s[j][0], s[j][1]));
       mt1 = fmaxf(mt1, fmaxf(s[j][2], s[j][3]));
     }
@@ -622,16 +626,19 @@ __device__ __forceinline__ void varlen_fa2(T* __restrict__ out, int ldo, const T
     mt1 = fmaxf(mt1, __shfl_xor_sync(0xffffffffu, mt1, 1));
     mt0 = fmaxf(mt0, __shfl_xor_sync(0xffffffffu, mt0, 2));
     mt1 = fmaxf(mt1, __shfl_xor_sync(0xffffffffu, mt1, 2));
-    const float c0 = fa2_exp2(m0 - mt0), c1 = fa2_exp2(m1 - mt1);  // first tile: 2^-inf = 0
+    // First tile: m = -inf, so (m - mt)*sl2 = -inf and 2^-inf = 0. Every
+    // tile holds a key below n, so mt is finite from the first tile on.
+    const float c0 = fa2_exp2((m0 - mt0) * sl2), c1 = fa2_exp2((m1 - mt1) * sl2);
     m0 = mt0;
     m1 = mt1;
+    const float ms0 = mt0 * sl2, ms1 = mt1 * sl2;
     float sum0 = 0.f, sum1 = 0.f;
 #pragma unroll
     for (int j = 0; j < NK; j++) {
-      s[j][0] = fa2_exp2(s[j][0] - mt0);
-      s[j][1] = fa2_exp2(s[j][1] - mt0);
-      s[j][2] = fa2_exp2(s[j][2] - mt1);
-      s[j][3] = fa2_exp2(s[j][3] - mt1);
+      s[j][0] = fa2_exp2(fmaf(s[j][0], sl2, -ms0));
+      s[j][1] = fa2_exp2(fmaf(s[j][1], sl2, -ms0));
+      s[j][2] = fa2_exp2(fmaf(s[j][2], sl2, -ms1));
+      s[j][3] = fa2_exp2(fmaf(s[j][3], sl2, -ms1));
       sum0 += s[j][0] + s[j][1];
       sum1 += s[j][2] + s[j][3];
     }
