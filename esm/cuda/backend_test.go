@@ -478,3 +478,63 @@ func BenchmarkForwardCUDA(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkFirstBatch measures what a fresh process pays before its steady
+// rate: a new backend and model (random weights), then three forwards of
+// ~65k-token packed batches: the first (lazy module and library loading,
+// activation allocation, cuBLASLt plans), one with a new token count (plans
+// for the new shape only) and the first batch again (steady state). Sizes:
+// $ESM2GO_BENCH_SIZES (default 35M,650M). Each iteration is one fresh
+// backend, so -benchtime 2x shows the first iteration (NVRTC disk cache
+// possibly cold) apart from a warm-cache one in the log.
+func BenchmarkFirstBatch(b *testing.B) {
+	sizes := []string{"35M", "650M"}
+	if v := os.Getenv("ESM2GO_BENCH_SIZES"); v != "" {
+		sizes = strings.Split(v, ",")
+	}
+	for _, size := range sizes {
+		b.Run(size, func(b *testing.B) {
+			cfg, err := esmtest.Config(size)
+			if err != nil {
+				b.Fatal(err)
+			}
+			requireGPU(b)
+			batchA := testBatch(b, 4, benchLengths(3, 65000))
+			batchB := testBatch(b, 5, benchLengths(5, 64000))
+			req := esm.Request{Layers: []int{cfg.Layers}, Mean: true}
+			ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1e3 }
+			var last [4]float64
+			iter := 0
+			for b.Loop() {
+				t0 := time.Now()
+				g := newGPU(b, "fp16")
+				m, err := esm.NewModel(cfg, esmtest.Random(cfg, 1), g)
+				if err != nil {
+					b.Fatal(err)
+				}
+				load := time.Since(t0)
+				var out esm.Output
+				var d [3]time.Duration
+				for i, batch := range []*esm.Batch{batchA, batchB, batchA} {
+					t := time.Now()
+					if err := m.Forward(batch, req, &out); err != nil {
+						b.Fatal(err)
+					}
+					d[i] = time.Since(t)
+				}
+				if err := out.Release(); err != nil {
+					b.Fatal(err)
+				}
+				m.Close()
+				g.Close()
+				last = [4]float64{ms(load), ms(d[0]), ms(d[1]), ms(d[2])}
+				b.Logf("%s iteration %d: backend+model %.1f ms; forward T=%d first %.1f ms, new T=%d %.1f ms, again %.1f ms",
+					size, iter, last[0], len(batchA.Tokens), last[1], len(batchB.Tokens), last[2], last[3])
+				iter++
+			}
+			b.ReportMetric(last[1]-last[3], "first-extra-ms")
+			b.ReportMetric(last[2]-last[3], "newT-extra-ms")
+			b.ReportMetric(last[3], "steady-ms")
+		})
+	}
+}
