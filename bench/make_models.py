@@ -1,16 +1,19 @@
 #!/usr/bin/env python3
 """Random-init ESM2 models of the released shapes for the speed benchmark (speed does
-not depend on the values). Built with tests/gen_fixtures.build_model and saved in fp32
-with the released tensor names by gen_fixtures.save_model into OUT/models/esm2_<name>_shape/.
-A folder that already holds a finished model (.bench_done) is reused.
+not depend on the values). Built with tests/gen_fixtures.build_model, on the GPU when
+there is one (float32 draws there: seconds for 3B, where the fixtures' float64 host draws
+take minutes), and saved in fp32 with the released tensor names (gen_fixtures.hub_tensors)
+plus the config.json transformers writes, into OUT/models/esm2_<name>_shape/. A folder
+that already holds a finished model (.bench_done) is reused.
 
   python3 bench/make_models.py --out /tmp/esm2go_bench --models 35M,150M,650M [--dry-run]
-Disk (fp32): 35M 0.14 GB, 150M 0.6 GB, 650M 2.6 GB, 3B 11.4 GB; 3B takes minutes and ~50 GB RAM.
+Disk (fp32): 35M 0.14 GB, 150M 0.6 GB, 650M 2.6 GB, 3B 11.4 GB (3B: ~25 GB of host RAM).
 """
 
 import argparse
 import os
 import sys
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -40,12 +43,21 @@ def main():
         if a.dry_run:
             continue
         import gen_fixtures as gf
+        import torch
+        from safetensors.torch import save_file
         spec = dict(name=C.model_dir_name(name), layers=L, hidden=D, heads=H, intermediate=4 * D,
                     save_dtype="float32")
         idx = list(C.MODEL_SHAPES).index(name)
-        model, _, _ = gf.build_model(spec, gf.SEED + 2000 + idx)
-        gf.save_model(model, spec, a.out)
+        t0 = time.time()
+        dev = "cuda" if torch.cuda.is_available() else "cpu"
+        model, _, _ = gf.build_model(spec, gf.SEED + 2000 + idx, device=dev)
+        os.makedirs(d, exist_ok=True)
+        model.config.save_pretrained(d)  # config.json, as model.save_pretrained writes it
+        tensors = {k: v.cpu() for k, v in gf.hub_tensors(model, spec, torch.float32).items()}
         del model
+        save_file(tensors, os.path.join(d, "model.safetensors"), metadata={"format": "pt"})
+        print(f"{name}: {len(tensors)} tensors built on {dev} and saved in {time.time() - t0:.1f} s", flush=True)
+        del tensors
         with open(os.path.join(d, ".bench_done"), "w") as f:
             f.write("ok\n")
 

@@ -181,12 +181,17 @@ def tree_bytes(path):
 
 # ---------------------------------------------------------------- models (torch from here on)
 
-def build_model(spec, seed):
+def build_model(spec, seed, device="cpu"):
     """HF EsmForMaskedLM with ESM2 settings, every parameter re-drawn from a fixed seed.
 
     Weights are scaled so attention is far from uniform (a rotary or head-order bug
     changes the output by O(1)); every bias and LayerNorm is non-trivial; inv_freq is
     fp16-rounded as in the released ESM2 checkpoints (see convert_esm.py's note).
+
+    device "cpu" (fixtures, parity references) draws in float64 on the host, the same
+    values on every machine. Another device (the speed benchmark's large shapes, where
+    only the shapes matter) builds and draws there in float32: seconds instead of minutes
+    for 3B, with the same distributions but values that depend on the device's generator.
     """
     import torch
     from torch import nn
@@ -207,7 +212,8 @@ def build_model(spec, seed):
     except Exception as e:  # noqa: BLE001
         print(f"  note: config._attn_implementation not settable ({e!r}); using set_attn_implementation")
     torch.manual_seed(seed)
-    model = EsmForMaskedLM(cfg)
+    with torch.device(device):
+        model = EsmForMaskedLM(cfg)
     if hasattr(model, "set_attn_implementation"):
         model.set_attn_implementation("eager")
     assert model.config._attn_implementation == "eager", model.config._attn_implementation
@@ -222,10 +228,13 @@ def build_model(spec, seed):
         notes.append("lm_head.decoder.weight was not tied by transformers; tied by hand")
         dec.weight = emb.weight
 
-    g = torch.Generator().manual_seed(seed + 1)
+    g = torch.Generator(device=device).manual_seed(seed + 1)
 
     def normal(t, std, mean=0.0):
-        t.copy_(torch.randn(t.shape, generator=g, dtype=torch.float64).mul_(std).add_(mean).to(t.dtype))
+        if device == "cpu":
+            t.copy_(torch.randn(t.shape, generator=g, dtype=torch.float64).mul_(std).add_(mean).to(t.dtype))
+        else:
+            t.normal_(mean, std, generator=g)
 
     touched, n_qk = set(), 0
     with torch.no_grad():
@@ -263,7 +272,7 @@ def build_model(spec, seed):
         for n, b in bufs:
             assert tuple(b.shape) == (hd // 2,), f"{n}: shape {tuple(b.shape)}, want ({hd // 2},)"
         print(f"  inv_freq buffers: {[n for n, _ in bufs]}; in state_dict: {persistent}; "
-              f"equal to the fp32 formula: {all(torch.equal(b.float(), formula) for _, b in bufs)}")
+              f"equal to the fp32 formula: {all(torch.equal(b.float().cpu(), formula) for _, b in bufs)}")
         if persistent:
             # released ESM2 checkpoints carry fp16-rounded inv_freq (convert_esm.py); do the same
             inv_freq = formula.half().float()
@@ -277,7 +286,7 @@ def build_model(spec, seed):
             b.copy_(inv_freq.to(b.dtype))
         for mod in model.modules():
             if hasattr(mod, "original_inv_freq") and isinstance(mod.original_inv_freq, torch.Tensor):
-                mod.original_inv_freq = inv_freq.clone()
+                mod.original_inv_freq = inv_freq.clone().to(mod.original_inv_freq.device)
             if hasattr(mod, "_seq_len_cached"):
                 mod._seq_len_cached = None
 
