@@ -79,7 +79,9 @@ type Options struct {
 	LeakWindows int
 	LeakBytes   int64
 
-	// Clock gives record timestamps; default time.Now.
+	// Clock gives record timestamps and times NVML's readings (so that
+	// none averaging time before the start is counted); default time.Now.
+	// It is called from several goroutines.
 	Clock func() time.Time
 
 	gpu gpuReader // tests inject a fake NVML
@@ -142,8 +144,10 @@ type Record struct {
 	DeviceMemInUse    *int64 `json:"device_mem_in_use_bytes,omitempty"`   // allocator
 	DeviceMemReserved *int64 `json:"device_mem_reserved_bytes,omitempty"` // allocator
 
-	// NVML: mean utilization over the window's samples and the devices,
-	// memory summed over the devices, and each device.
+	// NVML: mean utilization over the window's readings and the devices,
+	// memory summed over the devices, and each device. Only readings that
+	// average time after the monitor's start count (see readGPU): absent
+	// when the window has none, as early in a run without NVML samples.
 	GPUUtilPct  *float64  `json:"gpu_util_pct,omitempty"`
 	GPUIdleFrac *float64  `json:"gpu_idle_frac,omitempty"`
 	GPUMemUsed  *uint64   `json:"gpu_mem_used_bytes,omitempty"`
@@ -515,7 +519,7 @@ func (m *Monitor) window(sm *sample, final bool) {
 		st.peakIn, st.peakRes, st.devKnown = max(st.peakIn, in), max(st.peakRes, res), true
 	}
 	if m.gpuOn {
-		if gs, ok := m.acc.window(); ok {
+		if gs, ok := m.gpuWindow(); ok {
 			var util float64
 			var used, total uint64
 			for _, g := range gs {
@@ -530,7 +534,8 @@ func (m *Monitor) window(sm *sample, final bool) {
 	}
 
 	// Idle: NVML's figure when known, else the host's estimate — but not
-	// when NVML runs and merely had no sample in this (short) window: on a
+	// when NVML runs and merely had no reading in this window (a short
+	// window, or the run's first second without NVML samples): on a
 	// GPU the pipeline keeps two batches in flight, so host time outside
 	// Launch and Wait (packing, copying rows out, the final drain) overlaps
 	// device work and 1 − compute_frac is not the device's idle time.

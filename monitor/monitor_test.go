@@ -4,20 +4,25 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/esm2go/esm2go/embed"
 	"github.com/esm2go/esm2go/esm"
 	"github.com/esm2go/esm2go/esm/cpu"
@@ -48,32 +53,104 @@ func logger(w io.Writer) *slog.Logger { return slog.New(slog.NewTextHandler(w, n
 // noNVML is a gpuReader for a machine without the NVIDIA driver.
 type noNVML struct{}
 
-func (noNVML) Init() error                                 { return errors.New("nvml: libnvidia-ml.so.1 not found") }
-func (noNVML) Count() (int, error)                         { return 0, errors.New("unreachable") }
-func (noNVML) Sample(int) (float64, uint64, uint64, error) { return 0, 0, 0, errors.New("unreachable") }
-func (noNVML) Shutdown()                                   {}
+func (noNVML) Init() error                                   { return errors.New("nvml: libnvidia-ml.so.1 not found") }
+func (noNVML) Count() (int, error)                           { return 0, errors.New("unreachable") }
+func (noNVML) UtilSamples(int, uint64) ([]utilSample, error) { return nil, errors.New("unreachable") }
+func (noNVML) Util(int) (float64, error)                     { return 0, errors.New("unreachable") }
+func (noNVML) Memory(int) (uint64, uint64, error)            { return 0, 0, errors.New("unreachable") }
+func (noNVML) Shutdown()                                     {}
 
-// fakeNVML reports fixed figures; failAfter > 0 makes Sample fail after
-// that many calls.
+// fakeNVML is NVML with two devices. util is the utilization rate
+// (GetUtilizationRates: NVML's mean over its last sample period). Unless
+// scripted, every UtilSamples call first adds a sample of util to the
+// device's buffer (a device NVML samples all the time); scripted, the
+// buffer holds what push added. With noBuffer, UtilSamples fails (a device
+// without the sample buffer). failAfter > 0 makes Memory fail after that
+// many calls.
 type fakeNVML struct {
 	mu        sync.Mutex
 	util      float64
+	scripted  bool
+	noBuffer  bool
+	buf       [2][]utilSample
+	ts        uint64 // NVML's clock, µs
 	calls     int
 	failAfter int
+	shutdowns int
+}
+
+// push adds n samples of pct to each device's buffer, 1/6 s apart.
+func (f *fakeNVML) push(pct float64, n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for ; n > 0; n-- {
+		f.pushLocked(pct)
+	}
+}
+
+func (f *fakeNVML) pushLocked(pct float64) {
+	f.ts += 166_667
+	for i := range f.buf {
+		f.buf[i] = append(f.buf[i], utilSample{ts: f.ts, pct: pct})
+	}
+}
+
+func (f *fakeNVML) setUtil(u float64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.util = u
 }
 
 func (f *fakeNVML) Init() error         { return nil }
 func (f *fakeNVML) Count() (int, error) { return 2, nil }
-func (f *fakeNVML) Sample(i int) (float64, uint64, uint64, error) {
+func (f *fakeNVML) UtilSamples(i int, since uint64) ([]utilSample, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.noBuffer {
+		return nil, errors.New("nvml device utilization samples: Not Supported")
+	}
+	if !f.scripted && i == 0 {
+		f.pushLocked(f.util)
+	}
+	var out []utilSample
+	for _, s := range f.buf[i] {
+		if s.ts > since {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+func (f *fakeNVML) Util(int) (float64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.util, nil
+}
+func (f *fakeNVML) Memory(int) (uint64, uint64, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls++
 	if f.failAfter > 0 && f.calls > f.failAfter {
-		return 0, 0, 0, errors.New("nvml: GPU is lost")
+		return 0, 0, errors.New("nvml: GPU is lost")
 	}
-	return f.util, 3 << 30, 80 << 30, nil
+	return 3 << 30, 80 << 30, nil
 }
-func (f *fakeNVML) Shutdown() {}
+func (f *fakeNVML) Shutdown() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.shutdowns++
+}
+
+// fakeClock is a clock the test moves.
+type fakeClock struct{ ns atomic.Int64 }
+
+func newFakeClock() *fakeClock {
+	c := &fakeClock{}
+	c.ns.Store(time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC).UnixNano())
+	return c
+}
+
+func (c *fakeClock) now() time.Time      { return time.Unix(0, c.ns.Load()).UTC() }
+func (c *fakeClock) add(d time.Duration) { c.ns.Add(int64(d)) }
 
 type fakeBackend struct{ inUse, reserved int64 }
 
@@ -82,17 +159,21 @@ func (b *fakeBackend) DeviceMemory() (int64, int64, bool) { return b.inUse, b.re
 // summaries is a synthetic run: n batches of 100 ms, computing for
 // computeFrac of each, waiting for the loader the rest.
 func summaries(n int, computeFrac float64) []embed.Summary {
+	return summariesFrom(embed.Summary{}, n, 100*time.Millisecond, computeFrac)
+}
+
+// summariesFrom goes on from s with n batches of length batch.
+func summariesFrom(s embed.Summary, n int, batch time.Duration, computeFrac float64) []embed.Summary {
 	var out []embed.Summary
-	var s embed.Summary
 	for i := 0; i < n; i++ {
 		s.Batches++
 		s.Records += 8
 		s.Embedded += 8
 		s.Residues += 800
 		s.Tokens += 816
-		s.Elapsed += 100 * time.Millisecond
-		s.Compute += time.Duration(computeFrac * float64(100*time.Millisecond))
-		s.LoaderWait += time.Duration((1 - computeFrac) * float64(100*time.Millisecond))
+		s.Elapsed += batch
+		s.Compute += time.Duration(computeFrac * float64(batch))
+		s.LoaderWait += time.Duration((1 - computeFrac) * float64(batch))
 		s.QueueDepth, s.ReaderQueue = 2, 3
 		out = append(out, s)
 	}
@@ -251,15 +332,17 @@ func TestGPUFieldsAndGPUIdle(t *testing.T) {
 	}
 }
 
-// A window with no NVML sample (shorter than the sampling period, like the
-// pipeline's last batch) gives no idle warning from the host's estimate
-// while NVML runs: with batches in flight the host's time outside compute
-// overlaps device work.
+// A window with no NVML reading (NVML took no sample in it and the run is
+// younger than NVML's rate period, or the pipeline's last batch after
+// sampling ended) gives no idle warning from the host's estimate while NVML
+// runs: with batches in flight the host's time outside compute overlaps
+// device work.
 func TestNoIdleWarningWithoutNVMLSample(t *testing.T) {
 	var js bytes.Buffer
 	var log syncBuf
-	m, err := New(context.Background(), Options{Every: 1, JSON: &js, Log: logger(&log), gpu: &fakeNVML{util: 100},
-		GPUPeriod: time.Hour})
+	clk := newFakeClock() // never moves: every window is in the run's first second
+	m, err := New(context.Background(), Options{Every: 1, JSON: &js, Log: logger(&log),
+		gpu: &fakeNVML{util: 100, scripted: true}, GPUPeriod: time.Hour, Clock: clk.now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,6 +355,9 @@ func TestNoIdleWarningWithoutNVMLSample(t *testing.T) {
 	for _, r := range recs {
 		if r["idle_cause"] != nil {
 			t.Errorf("window %v: idle cause %v without an NVML sample", r["window"], r["idle_cause"])
+		}
+		if r["gpu_util_pct"] != nil {
+			t.Errorf("window %v: gpu_util_pct %v without an NVML reading", r["window"], r["gpu_util_pct"])
 		}
 		if r["final"] != true && r["idle_frac"].(float64) < 0.99 {
 			t.Errorf("window %v: host idle estimate %v, want ~1 (still reported)", r["window"], r["idle_frac"])
@@ -296,6 +382,237 @@ func TestNVMLFailureWarnsOnce(t *testing.T) {
 	}
 	if n := strings.Count(log.String(), "GPU monitoring stopped"); n != 1 {
 		t.Errorf("%d warnings:\n%s", n, log.String())
+	}
+	if fake.shutdowns != 1 {
+		t.Errorf("NVML shut down %d times", fake.shutdowns)
+	}
+}
+
+// observeWindow observes one window's batches and waits for the monitor to
+// write that window's JSON line, the want-th, so that the test can change
+// what NVML reports before the next window.
+func observeWindow(t *testing.T, m *Monitor, js *syncBuf, ss []embed.Summary, want int) {
+	t.Helper()
+	for i := range ss {
+		m.Observe(&ss[i], false)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for strings.Count(js.String(), "\n") < want {
+		if time.Now().After(deadline) {
+			t.Fatalf("no JSON line for window %d:\n%s", want, js.String())
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// The first window of a run on a busy device must not count the idle time
+// before the run (model loading) as its own. NVML's utilization rate is a
+// mean over its last sample period, up to a second, which at the start of
+// a run is mostly that time: on an H100 the first window of 10 batches in
+// 0.40 s read 3% and warned "device idle 97% of the last 10 batches:
+// likely launch or host overhead" while the device was busy. Here NVML's
+// rate reads 3% through the first window and its samples from before the
+// run are idle; the device is busy during the run.
+func TestFirstWindowNotIdleFromBeforeRun(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		noBuffer bool    // no sample buffer: rates only
+		during   int     // busy samples NVML takes during the first window
+		want1    float64 // window 1's gpu_util_pct; 0: absent
+		wantMean float64
+	}{
+		// The first sample after the start is passed over (its period
+		// began before it), the two others count.
+		{"samples", false, 3, 100, (2*100 + 5*98) / 7.0},
+		{"one sample", false, 1, 0, 98},
+		// The rate read 0.4 s after the start is not counted.
+		{"rates only", true, 0, 0, 98},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			clk := newFakeClock()
+			fake := &fakeNVML{scripted: true, noBuffer: c.noBuffer, util: 3}
+			fake.push(0, 12) // model loading: the device idle
+			fake.push(4, 1)
+			var js, log syncBuf
+			m, err := New(context.Background(), Options{Every: 10, JSON: &js, Log: logger(&log), gpu: fake,
+				GPUPeriod: time.Hour, Clock: clk.now})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Window 1: 10 batches in 0.40 s, the host computing 97% of
+			// the time (loader wait 3%), the device busy.
+			fake.push(100, c.during)
+			clk.add(400 * time.Millisecond)
+			w1 := summariesFrom(embed.Summary{}, 10, 40*time.Millisecond, 0.97)
+			observeWindow(t, m, &js, w1, 1)
+			// Window 2, 0.8 s later: NVML's rate now averages the run.
+			fake.setUtil(98)
+			fake.push(98, 5)
+			clk.add(800 * time.Millisecond)
+			w2 := summariesFrom(w1[9], 10, 80*time.Millisecond, 0.97)
+			observeWindow(t, m, &js, w2, 2)
+			m.Observe(&w2[9], true)
+			rep, err := m.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			recs := decode(t, []byte(js.String()))
+			if len(recs) != 3 {
+				t.Fatalf("%d records, want 2 windows and the final one", len(recs))
+			}
+			u1, ok := recs[0]["gpu_util_pct"].(float64)
+			switch {
+			case c.want1 == 0 && ok:
+				t.Errorf("window 1: gpu_util_pct %v, want none (no reading within the run)", u1)
+			case c.want1 != 0 && u1 != c.want1:
+				t.Errorf("window 1: gpu_util_pct %v, want %v", recs[0]["gpu_util_pct"], c.want1)
+			}
+			if u2 := recs[1]["gpu_util_pct"]; u2 != 98.0 {
+				t.Errorf("window 2: gpu_util_pct %v, want 98", u2)
+			}
+			for _, r := range recs {
+				if r["idle_cause"] != nil || r["warnings"] != nil {
+					t.Errorf("window %v: idle cause %v, warnings %v", r["window"], r["idle_cause"], r["warnings"])
+				}
+			}
+			if strings.Contains(log.String(), "device idle") {
+				t.Errorf("idle warning for a busy device:\n%s", log.String())
+			}
+			if !rep.GPUKnown || math.Abs(rep.MeanGPUUtil-c.wantMean) > 1e-9 {
+				t.Errorf("mean GPU utilization %v (known %v), want %v", rep.MeanGPUUtil, rep.GPUKnown, c.wantMean)
+			}
+		})
+	}
+}
+
+// A window in which the device idles still warns, whichever NVML figure
+// tells it.
+func TestIdleWindowWarns(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		noBuffer bool
+		after    time.Duration // the window's end, after the start
+		samples  int           // samples of 5% NVML takes in the window
+		want     float64
+	}{
+		// The first of the four samples is passed over.
+		{"samples", false, 400 * time.Millisecond, 4, 5},
+		// NVML takes no sample while the device idles: its rate, read
+		// more than its period after the start.
+		{"no sample", false, 1500 * time.Millisecond, 0, 2},
+		{"rates only", true, 1500 * time.Millisecond, 0, 2},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			clk := newFakeClock()
+			fake := &fakeNVML{scripted: true, noBuffer: c.noBuffer, util: 2}
+			fake.push(100, 6) // before the run: busy
+			var js, log syncBuf
+			m, err := New(context.Background(), Options{Every: 10, JSON: &js, Log: logger(&log), gpu: fake,
+				GPUPeriod: time.Hour, Clock: clk.now})
+			if err != nil {
+				t.Fatal(err)
+			}
+			fake.push(5, c.samples)
+			clk.add(c.after)
+			// The host computes all the time: launch or host overhead.
+			w := summariesFrom(embed.Summary{}, 10, c.after/10, 1)
+			observeWindow(t, m, &js, w, 1)
+			if _, err := m.Close(); err != nil {
+				t.Fatal(err)
+			}
+			r := decode(t, []byte(js.String()))[0]
+			if r["gpu_util_pct"] != c.want {
+				t.Errorf("gpu_util_pct %v, want %v", r["gpu_util_pct"], c.want)
+			}
+			msg := fmt.Sprintf("device idle %.0f%% of the last 10 batches: likely %s", 100-c.want, CauseOverhead)
+			if r["idle_cause"] != CauseOverhead || fmt.Sprint(r["warnings"]) != "["+msg+"]" {
+				t.Errorf("idle cause %v, warnings %v; want %q", r["idle_cause"], r["warnings"], msg)
+			}
+			if !strings.Contains(log.String(), msg) {
+				t.Errorf("no warning %q in the log:\n%s", msg, log.String())
+			}
+		})
+	}
+}
+
+// fakeDevice is an NVML device answering GetSamples.
+type fakeDevice struct {
+	nvml.Device // nil: other calls panic
+	vt          nvml.ValueType
+	samples     []nvml.Sample
+	ret         nvml.Return
+	typ         nvml.SamplingType
+	since       uint64
+}
+
+func (d *fakeDevice) GetSamples(typ nvml.SamplingType, since uint64) (nvml.ValueType, []nvml.Sample, nvml.Return) {
+	d.typ, d.since = typ, since
+	return d.vt, d.samples, d.ret
+}
+
+func value(vt nvml.ValueType, v float64) [8]byte {
+	var b [8]byte
+	e := binary.NativeEndian
+	switch vt {
+	case nvml.VALUE_TYPE_DOUBLE:
+		e.PutUint64(b[:], math.Float64bits(v))
+	case nvml.VALUE_TYPE_UNSIGNED_INT, nvml.VALUE_TYPE_SIGNED_INT:
+		e.PutUint32(b[:], uint32(int32(v)))
+	case nvml.VALUE_TYPE_UNSIGNED_SHORT:
+		e.PutUint16(b[:], uint16(v))
+	default:
+		e.PutUint64(b[:], uint64(int64(v)))
+	}
+	return b
+}
+
+func TestNVMLReaderUtilSamples(t *testing.T) {
+	vt := nvml.VALUE_TYPE_UNSIGNED_INT
+	dev := &fakeDevice{vt: vt, ret: nvml.SUCCESS, samples: []nvml.Sample{
+		{TimeStamp: 30, SampleValue: value(vt, 70)},
+		{TimeStamp: 10, SampleValue: value(vt, 50)}, // not after since
+		{TimeStamp: 20, SampleValue: value(vt, 60)},
+	}}
+	r := &nvmlReader{devs: []nvml.Device{dev}}
+	got, err := r.UtilSamples(0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []utilSample{{20, 60}, {30, 70}}; !slices.Equal(got, want) {
+		t.Errorf("samples %v, want %v", got, want)
+	}
+	if dev.typ != nvml.GPU_UTILIZATION_SAMPLES || dev.since != 10 {
+		t.Errorf("GetSamples(%v, %v)", dev.typ, dev.since)
+	}
+	dev.ret = nvml.ERROR_NOT_FOUND // no sample since
+	if got, err := r.UtilSamples(0, 30); got != nil || err != nil {
+		t.Errorf("no sample: %v, %v", got, err)
+	}
+	dev.ret = nvml.ERROR_NOT_SUPPORTED
+	if _, err := r.UtilSamples(0, 30); err == nil || !strings.Contains(err.Error(), "device 0 utilization samples") {
+		t.Errorf("unsupported: %v", err)
+	}
+	dev.ret, dev.vt = nvml.SUCCESS, nvml.VALUE_TYPE_COUNT
+	if _, err := r.UtilSamples(0, 0); err == nil {
+		t.Error("no error for an unknown value type")
+	}
+}
+
+func TestSampleValue(t *testing.T) {
+	for _, vt := range []nvml.ValueType{nvml.VALUE_TYPE_DOUBLE, nvml.VALUE_TYPE_UNSIGNED_INT, nvml.VALUE_TYPE_SIGNED_INT,
+		nvml.VALUE_TYPE_UNSIGNED_LONG, nvml.VALUE_TYPE_UNSIGNED_LONG_LONG, nvml.VALUE_TYPE_SIGNED_LONG_LONG,
+		nvml.VALUE_TYPE_UNSIGNED_SHORT} {
+		want := 97.0
+		if vt == nvml.VALUE_TYPE_DOUBLE {
+			want = 97.5
+		}
+		b := value(vt, want)
+		if got, ok := sampleValue(vt, b); !ok || got != want {
+			t.Errorf("type %d: %v, %v; want %v", vt, got, ok, want)
+		}
+	}
+	if _, ok := sampleValue(nvml.VALUE_TYPE_COUNT, [8]byte{}); ok {
+		t.Error("unknown type decoded")
 	}
 }
 

@@ -1,20 +1,45 @@
 package monitor
 
 import (
+	"cmp"
+	"encoding/binary"
 	"fmt"
+	"math"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 )
 
+// maxUtilPeriod is the longest period over which NVML averages a
+// utilization rate (nvml.h, nvmlUtilization_t: "between 1 second and 1/6
+// second, depending on the product"). A rate read sooner than this after
+// the monitor started may average time before the run (model loading, an
+// idle device) and is not counted.
+const maxUtilPeriod = time.Second
+
+// utilSample is one of NVML's timestamped utilization samples: the percent
+// of the time since the device's previous sample in which a kernel ran.
+type utilSample struct {
+	ts  uint64 // NVML's timestamp (µs); only compared with other samples'
+	pct float64
+}
+
 // gpuReader is what the sampler needs from NVML; tests replace it.
 type gpuReader interface {
 	Init() error
 	Count() (int, error)
-	// Sample returns device i's utilization (percent of the last sample
-	// period in which a kernel ran) and its memory in use and total.
-	Sample(i int) (util float64, used, total uint64, err error)
+	// UtilSamples returns device i's utilization samples with timestamps
+	// after since, oldest first: none, and no error, when NVML took none
+	// (its buffer stays empty while the device idles). After an error (a
+	// device without the sample buffer) the sampler uses Util instead.
+	UtilSamples(i int, since uint64) ([]utilSample, error)
+	// Util returns device i's utilization rate: the percent of NVML's last
+	// sample period (up to maxUtilPeriod) in which a kernel ran.
+	Util(i int) (float64, error)
+	// Memory returns device i's memory in use and total, in bytes.
+	Memory(i int) (used, total uint64, err error)
 	Shutdown()
 }
 
@@ -59,17 +84,64 @@ func (n *nvmlReader) Count() (int, error) {
 	return c, nil
 }
 
-func (n *nvmlReader) Sample(i int) (float64, uint64, uint64, error) {
-	d := n.devs[i]
-	u, r := d.GetUtilizationRates()
-	if r != nvml.SUCCESS {
-		return 0, 0, 0, nvmlErr(fmt.Sprintf("device %d utilization", i), r)
+func (n *nvmlReader) UtilSamples(i int, since uint64) ([]utilSample, error) {
+	vt, raw, r := n.devs[i].GetSamples(nvml.GPU_UTILIZATION_SAMPLES, since)
+	switch r {
+	case nvml.SUCCESS:
+	case nvml.ERROR_NOT_FOUND: // no sample after since
+		return nil, nil
+	default:
+		return nil, nvmlErr(fmt.Sprintf("device %d utilization samples", i), r)
 	}
-	m, r := d.GetMemoryInfo()
-	if r != nvml.SUCCESS {
-		return 0, 0, 0, nvmlErr(fmt.Sprintf("device %d memory", i), r)
+	out := make([]utilSample, 0, len(raw))
+	for _, s := range raw {
+		if s.TimeStamp <= since {
+			continue
+		}
+		v, ok := sampleValue(vt, s.SampleValue)
+		if !ok {
+			return nil, fmt.Errorf("nvml device %d utilization samples: unknown value type %d", i, vt)
+		}
+		out = append(out, utilSample{ts: s.TimeStamp, pct: v})
 	}
-	return float64(u.Gpu), m.Used, m.Total, nil
+	slices.SortFunc(out, func(a, b utilSample) int { return cmp.Compare(a.ts, b.ts) })
+	return out, nil
+}
+
+// sampleValue decodes an nvmlValue_t union (host byte order) of type vt.
+func sampleValue(vt nvml.ValueType, b [8]byte) (float64, bool) {
+	e := binary.NativeEndian
+	switch vt {
+	case nvml.VALUE_TYPE_DOUBLE:
+		return math.Float64frombits(e.Uint64(b[:])), true
+	case nvml.VALUE_TYPE_UNSIGNED_INT:
+		return float64(e.Uint32(b[:4])), true
+	case nvml.VALUE_TYPE_SIGNED_INT:
+		return float64(int32(e.Uint32(b[:4]))), true
+	case nvml.VALUE_TYPE_UNSIGNED_LONG, nvml.VALUE_TYPE_UNSIGNED_LONG_LONG:
+		return float64(e.Uint64(b[:])), true
+	case nvml.VALUE_TYPE_SIGNED_LONG_LONG:
+		return float64(int64(e.Uint64(b[:]))), true
+	case nvml.VALUE_TYPE_UNSIGNED_SHORT:
+		return float64(e.Uint16(b[:2])), true
+	}
+	return 0, false
+}
+
+func (n *nvmlReader) Util(i int) (float64, error) {
+	u, r := n.devs[i].GetUtilizationRates()
+	if r != nvml.SUCCESS {
+		return 0, nvmlErr(fmt.Sprintf("device %d utilization", i), r)
+	}
+	return float64(u.Gpu), nil
+}
+
+func (n *nvmlReader) Memory(i int) (uint64, uint64, error) {
+	m, r := n.devs[i].GetMemoryInfo()
+	if r != nvml.SUCCESS {
+		return 0, 0, nvmlErr(fmt.Sprintf("device %d memory", i), r)
+	}
+	return m.Used, m.Total, nil
 }
 
 func (n *nvmlReader) Shutdown() { nvml.Shutdown() }
@@ -82,11 +154,23 @@ type GPUStat struct {
 	MemTotal uint64  `json:"mem_total_bytes"`
 }
 
-// gpuAcc accumulates NVML samples between windows (sampler goroutine
-// writes, monitor goroutine reads and resets).
+// devState is what the sampler knows of one device's utilization samples.
+type devState struct {
+	last  uint64 // timestamp of the newest sample seen
+	inRun bool   // a sample newer than those present at the start was seen
+	rates bool   // no sample buffer: utilization rates only
+}
+
+// gpuAcc accumulates NVML readings between windows. The sampler goroutine
+// and the monitor goroutine (which reads once more at each window's end)
+// both read NVML; mu is held across the reads and the window's reset, so
+// that a window holds the readings taken up to its end and no later.
 type gpuAcc struct {
 	mu      sync.Mutex
+	done    bool      // sampling ended (NVML shut down)
+	start   time.Time // the monitor's clock when sampling started
 	devices []int
+	dev     []devState
 	sum     []float64 // utilization summed since the last window
 	n       []int
 	used    []uint64 // latest
@@ -94,14 +178,19 @@ type gpuAcc struct {
 	peak    uint64 // highest memory in use of any device
 	allSum  float64
 	allN    int
-	failed  bool
 }
 
-// window returns the mean utilization per device since the last call and
-// the latest memory figures; ok is false when no sample was taken.
-func (a *gpuAcc) window() ([]GPUStat, bool) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
+func (a *gpuAcc) add(k int, util float64) {
+	a.sum[k] += util
+	a.n[k]++
+	a.allSum += util
+	a.allN++
+}
+
+// drain returns the mean utilization per device since the last call and
+// the latest memory figures; ok is false when no reading was counted. The
+// caller holds mu.
+func (a *gpuAcc) drain() ([]GPUStat, bool) {
 	if len(a.devices) == 0 {
 		return nil, false
 	}
@@ -131,8 +220,10 @@ func (a *gpuAcc) peakUsed() (uint64, bool) {
 	return a.peak, a.allN > 0
 }
 
-// startGPU initializes NVML and picks the devices. It returns false (and
-// why) when there is nothing to sample.
+// startGPU initializes NVML, picks the devices and takes the first reading,
+// which marks the start: the utilization samples NVML holds then are older
+// than the run and are passed over. It returns false (and why) when there
+// is nothing to sample.
 func (m *Monitor) startGPU() (bool, error) {
 	r := m.gpu
 	if err := r.Init(); err != nil {
@@ -160,11 +251,22 @@ func (m *Monitor) startGPU() (bool, error) {
 		return false, fmt.Errorf("nvml: no device among %v (%d present)", devs, n)
 	}
 	a := &m.acc
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	a.devices = keep
+	a.dev = make([]devState, len(keep))
 	a.sum = make([]float64, len(keep))
 	a.n = make([]int, len(keep))
 	a.used = make([]uint64, len(keep))
 	a.total = make([]uint64, len(keep))
+	if err := m.readGPU(readStart); err != nil {
+		r.Shutdown()
+		a.done = true
+		return false, err
+	}
+	// After the first reading, so that no rate read within maxUtilPeriod
+	// of the run's start is counted.
+	a.start = m.clock()
 	return true, nil
 }
 
@@ -173,17 +275,10 @@ func (m *Monitor) startGPU() (bool, error) {
 // sampling; the run goes on.
 func (m *Monitor) sampleGPU(period time.Duration) {
 	defer m.wg.Done()
-	defer m.gpu.Shutdown()
+	defer m.endGPU(nil)
 	t := time.NewTicker(period)
 	defer t.Stop()
 	for {
-		if err := m.sampleOnce(); err != nil {
-			m.acc.mu.Lock()
-			m.acc.failed = true
-			m.acc.mu.Unlock()
-			m.warnOnce(&m.gpuWarned, "GPU monitoring stopped (the run goes on)", "err", err)
-			return
-		}
 		select {
 		case <-t.C:
 		case <-m.stop:
@@ -191,31 +286,127 @@ func (m *Monitor) sampleGPU(period time.Duration) {
 		case <-m.ctx.Done():
 			return
 		}
+		if !m.pollGPU() {
+			return
+		}
 	}
 }
 
-func (m *Monitor) sampleOnce() (err error) {
+// pollGPU reads each device once; false when sampling has ended.
+func (m *Monitor) pollGPU() bool {
+	a := &m.acc
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.done {
+		return false
+	}
+	if err := m.readGPU(readTick); err != nil {
+		m.endGPULocked(err)
+		return false
+	}
+	return true
+}
+
+// gpuWindow reads each device at the window's end, so that the samples
+// NVML took up to the end count in this window, and returns the window's
+// figures (ok false when no reading was counted).
+func (m *Monitor) gpuWindow() ([]GPUStat, bool) {
+	a := &m.acc
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.done {
+		if err := m.readGPU(readWindowEnd); err != nil {
+			m.endGPULocked(err)
+		}
+	}
+	return a.drain()
+}
+
+// endGPU ends sampling: NVML is shut down once, and a read error gives
+// one warning.
+func (m *Monitor) endGPU(err error) {
+	m.acc.mu.Lock()
+	defer m.acc.mu.Unlock()
+	m.endGPULocked(err)
+}
+
+func (m *Monitor) endGPULocked(err error) {
+	if err != nil {
+		m.warnOnce(&m.gpuWarned, "GPU monitoring stopped (the run goes on)", "err", err)
+	}
+	if !m.acc.done {
+		m.acc.done = true
+		m.gpu.Shutdown()
+	}
+}
+
+// readKind says why a reading is taken.
+type readKind int
+
+const (
+	readStart     readKind = iota // the first, in New
+	readTick                      // the sampler's period
+	readWindowEnd                 // a window's end
+)
+
+// readGPU reads each device once (acc.mu held). Only utilization that
+// averages time after the start is counted, so that a window's figure is
+// the device's activity within the run:
+//
+//   - NVML's timestamped samples (GetSamples), each the utilization since
+//     the device's previous sample. Those present at the start are passed
+//     over, and so is the first one after: its period began before the
+//     start. Each window counts the samples taken up to its end.
+//   - Utilization rates (GetUtilizationRates), an average over the last
+//     sample period of up to maxUtilPeriod, counted only once that long has
+//     passed since the start: at the start of a run the period covers the
+//     time before it, and an idle model load read as an idle device. Rates
+//     are the figure where a device has no sample buffer, and a window's
+//     figure where NVML took no sample in it (its buffer stays empty while
+//     the device idles).
+func (m *Monitor) readGPU(why readKind) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("nvml panicked: %v", r)
 		}
 	}()
 	a := &m.acc
+	settled := why != readStart && m.clock().Sub(a.start) >= maxUtilPeriod
 	for k, d := range a.devices {
-		u, used, total, err := m.gpu.Sample(d)
+		ds := &a.dev[k]
+		if !ds.rates {
+			ss, err := m.gpu.UtilSamples(d, ds.last)
+			if err != nil {
+				ds.rates = true
+				m.log.Debug("no NVML utilization samples; using utilization rates", "device", d, "err", err)
+			}
+			for _, s := range ss {
+				if s.ts <= ds.last {
+					continue
+				}
+				ds.last = s.ts
+				switch {
+				case why == readStart:
+				case !ds.inRun:
+					ds.inRun = true
+				default:
+					a.add(k, s.pct)
+				}
+			}
+		}
+		if settled && (ds.rates || why == readWindowEnd && a.n[k] == 0) {
+			u, err := m.gpu.Util(d)
+			if err != nil {
+				return err
+			}
+			a.add(k, u)
+		}
+		used, total, err := m.gpu.Memory(d)
 		if err != nil {
 			return err
 		}
-		a.mu.Lock()
-		a.sum[k] += u
-		a.n[k]++
 		a.used[k], a.total[k] = used, total
-		a.allSum += u
-		a.allN++
-		if used > a.peak {
-			a.peak = used
-		}
-		a.mu.Unlock()
+		a.peak = max(a.peak, used)
 	}
 	return nil
 }
