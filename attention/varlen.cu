@@ -517,15 +517,15 @@ template <> struct Fa2Op<__nv_bfloat16> {
   }
 };
 
-// fa2_load copies rows [row0, row0+rows) of one head of src (64 rows, HP
+// fa2_load copies rows [row0, row0+rows) of one head of src (ROWS rows, HP
 // columns) into a shared tile at byte address dst; rows past rows and the
 // padding columns are zero-filled. 128 threads, 16 bytes each.
-template <typename T, int HD>
+template <typename T, int HD, int ROWS>
 __device__ __forceinline__ void fa2_load(unsigned dst, const T* __restrict__ src, long base, int ld, int rows,
                                          int tid) {
   constexpr int HP = (HD + 15) / 16 * 16, C8 = HP / 8, H8 = HD / 8, S = HP + 8;
 #pragma unroll
-  for (int i = tid; i < 64 * C8; i += 128) {
+  for (int i = tid; i < ROWS * C8; i += 128) {
     const int r = i / C8, c = i % C8;
     const bool ok = r < rows && c < H8;
     const T* g = src + base + (ok ? (long)r * ld + 8 * c : 0);
@@ -533,12 +533,19 @@ __device__ __forceinline__ void fa2_load(unsigned dst, const T* __restrict__ src
   }
 }
 
-template <typename T, int HD>
+// varlen_fa2 with MT m16 row tiles per warp: the block holds BQ = 64·MT
+// queries, warp w owns rows mt·64 + 16w .. +15 for mt < MT. With MT = 2
+// every K and V fragment read from shared memory feeds two MMAs and every
+// K/V tile loaded from L2 serves 128 queries instead of 64 (half the L2 and
+// shared-memory traffic per query), at the price of twice the accumulator
+// registers. A block whose second row tile lies past the sequence's end
+// skips that tile's MMAs. BK keys per shared tile.
+template <typename T, int HD, int MT, int BK>
 __device__ __forceinline__ void varlen_fa2(T* __restrict__ out, int ldo, const T* __restrict__ q,
                                            const T* __restrict__ k, const T* __restrict__ v, int ld,
                                            const int* __restrict__ cu_seqlens, float scale) {
   constexpr int HP = (HD + 15) / 16 * 16;
-  constexpr int BQ = FA2_BQ, BK = FA2_BK;
+  constexpr int BQ = FA2_BQ * MT;
   constexpr int S = HP + 8;   // shared row stride (elements)
   constexpr int NK = BK / 8;  // key blocks of 8: S accumulators
   constexpr int ND = HP / 8;  // dim blocks of 8: O accumulators
@@ -556,17 +563,26 @@ __device__ __forceinline__ void varlen_fa2(T* __restrict__ out, int ldo, const T
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const long hoff = (long)h * HD;
   const long seq0 = (long)start * ld + hoff;  // element offset of the head's first row
+  const int mtn = (MT == 1 || q0 + FA2_BQ < n) ? MT : 1;  // row tiles holding queries (block-uniform)
 
-  fa2_load<T, HD>(qs, q, seq0 + (long)q0 * ld, ld, n - q0, tid);
-  fa2_load<T, HD>(ks, k, seq0, ld, n, tid);
-  fa2_load<T, HD>(vs, v, seq0, ld, n, tid);
+#pragma unroll
+  for (int mt = 0; mt < MT; mt++)
+    fa2_load<T, HD, FA2_BQ>(qs + mt * FA2_BQ * S * 2, q, seq0 + (long)(q0 + mt * FA2_BQ) * ld, ld,
+                            n - q0 - mt * FA2_BQ, tid);
+  fa2_load<T, HD, BK>(ks, k, seq0, ld, n, tid);
+  fa2_load<T, HD, BK>(vs, v, seq0, ld, n, tid);
   fa2_commit();
 
-  unsigned qf[HP / 16][4];
-  float o[ND][4];
+  unsigned qf[MT][HP / 16][4];
+  float o[MT][ND][4];
+  float m[MT][2], l[MT][2];  // rows g and g+8 of each row tile
 #pragma unroll
-  for (int d = 0; d < ND; d++) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.f;
-  float m0 = __int_as_float(0xff800000), m1 = m0, l0 = 0.f, l1 = 0.f;  // rows g and g+8
+  for (int mt = 0; mt < MT; mt++) {
+#pragma unroll
+    for (int d = 0; d < ND; d++) o[mt][d][0] = o[mt][d][1] = o[mt][d][2] = o[mt][d][3] = 0.f;
+    m[mt][0] = m[mt][1] = __int_as_float(0xff800000);
+    l[mt][0] = l[mt][1] = 0.f;
+  }
   const float sl2 = scale * 1.4426950408889634f;
   const int ntiles = (n + BK - 1) / BK;
   const int tq = lane & 3;
@@ -575,8 +591,8 @@ __device__ __forceinline__ void varlen_fa2(T* __restrict__ out, int ldo, const T
     const int kt = t * BK;
     if (t + 1 < ntiles) {
       const unsigned nb = ((t + 1) & 1) * TILE;
-      fa2_load<T, HD>(ks + nb, k, seq0 + (long)(kt + BK) * ld, ld, n - kt - BK, tid);
-      fa2_load<T, HD>(vs + nb, v, seq0 + (long)(kt + BK) * ld, ld, n - kt - BK, tid);
+      fa2_load<T, HD, BK>(ks + nb, k, seq0 + (long)(kt + BK) * ld, ld, n - kt - BK, tid);
+      fa2_load<T, HD, BK>(vs + nb, v, seq0 + (long)(kt + BK) * ld, ld, n - kt - BK, tid);
       fa2_commit();
       fa2_wait<1>();
     } else {
@@ -585,15 +601,19 @@ __device__ __forceinline__ void varlen_fa2(T* __restrict__ out, int ldo, const T
     __syncthreads();
     if (t == 0) {
 #pragma unroll
-      for (int c = 0; c < HP / 16; c++)
-        fa2_ldsm4(qs + ((warp * 16 + (lane & 15)) * S + c * 16 + (lane >> 4) * 8) * 2, qf[c][0], qf[c][1],
-                  qf[c][2], qf[c][3]);
+      for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int c = 0; c < HP / 16; c++)
+          fa2_ldsm4(qs + ((mt * FA2_BQ + warp * 16 + (lane & 15)) * S + c * 16 + (lane >> 4) * 8) * 2,
+                    qf[mt][c][0], qf[mt][c][1], qf[mt][c][2], qf[mt][c][3]);
     }
     const unsigned kb = ks + (t & 1) * TILE, vb = vs + (t & 1) * TILE;
 
-    float s[NK][4];
+    float s[MT][NK][4];
 #pragma unroll
-    for (int j = 0; j < NK; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+      for (int j = 0; j < NK; j++) s[mt][j][0] = s[mt][j][1] = s[mt][j][2] = s[mt][j][3] = 0.f;
 #pragma unroll
     for (int c = 0; c < HP / 16; c++) {
 #pragma unroll
@@ -601,88 +621,110 @@ __device__ __forceinline__ void varlen_fa2(T* __restrict__ out, int ldo, const T
         unsigned b0, b1, b2, b3;  // keys jp*16 + 0..7 (b0 b1) and + 8..15 (b2 b3)
         fa2_ldsm4(kb + ((jp * 16 + (lane >> 4) * 8 + (lane & 7)) * S + c * 16 + ((lane >> 3) & 1) * 8) * 2, b0, b1,
                   b2, b3);
-        Fa2Op<T>::mma(s[2 * jp], qf[c], b0, b1);
-        Fa2Op<T>::mma(s[2 * jp + 1], qf[c], b2, b3);
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+          if (mt < mtn) {
+            Fa2Op<T>::mma(s[mt][2 * jp], qf[mt][c], b0, b1);
+            Fa2Op<T>::mma(s[mt][2 * jp + 1], qf[mt][c], b2, b3);
+          }
+        }
       }
     }
     // Keys past the end: only the last tile has any, so the mask is a
     // branch of its own and full tiles pay nothing per score.
     if (kt + BK > n) {
 #pragma unroll
-      for (int j = 0; j < NK; j++)
+      for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-        for (int i = 0; i < 4; i++)
-          if (kt + j * 8 + 2 * tq + (i & 1) >= n) s[j][i] = __int_as_float(0xff800000);
+        for (int j = 0; j < NK; j++)
+#pragma unroll
+          for (int i = 0; i < 4; i++)
+            if (kt + j * 8 + 2 * tq + (i & 1) >= n) s[mt][j][i] = __int_as_float(0xff800000);
     }
-    // Running max of the raw scores (scale > 0 commutes with max); the scale
-    // goes into one FFMA per score below: 2^(s*sl2 - m*sl2).
-    float mt0 = m0, mt1 = m1;
+    unsigned a[MT][BK / 16][4];  // P in the element type: A fragments of P·V
 #pragma unroll
-    for (int j = 0; j < NK; j++) {
-      mt0 = fmaxf(mt0, fmaxf(s[j][0], s[j][1]));
-      mt1 = fmaxf(mt1, fmaxf(s[j][2], s[j][3]));
-    }
-    mt0 = fmaxf(mt0, __shfl_xor_sync(0xffffffffu, mt0, 1));
-    mt1 = fmaxf(mt1, __shfl_xor_sync(0xffffffffu, mt1, 1));
-    mt0 = fmaxf(mt0, __shfl_xor_sync(0xffffffffu, mt0, 2));
-    mt1 = fmaxf(mt1, __shfl_xor_sync(0xffffffffu, mt1, 2));
-    // First tile: m = -inf, so (m - mt)*sl2 = -inf and 2^-inf = 0. Every
-    // tile holds a key below n, so mt is finite from the first tile on.
-    const float c0 = fa2_exp2((m0 - mt0) * sl2), c1 = fa2_exp2((m1 - mt1) * sl2);
-    m0 = mt0;
-    m1 = mt1;
-    const float ms0 = mt0 * sl2, ms1 = mt1 * sl2;
-    float sum0 = 0.f, sum1 = 0.f;
+    for (int mt = 0; mt < MT; mt++) {
+      // Running max of the raw scores (scale > 0 commutes with max); the
+      // scale goes into one FFMA per score below: 2^(s*sl2 - m*sl2).
+      float mt0 = m[mt][0], mt1 = m[mt][1];
 #pragma unroll
-    for (int j = 0; j < NK; j++) {
-      s[j][0] = fa2_exp2(fmaf(s[j][0], sl2, -ms0));
-      s[j][1] = fa2_exp2(fmaf(s[j][1], sl2, -ms0));
-      s[j][2] = fa2_exp2(fmaf(s[j][2], sl2, -ms1));
-      s[j][3] = fa2_exp2(fmaf(s[j][3], sl2, -ms1));
-      sum0 += s[j][0] + s[j][1];
-      sum1 += s[j][2] + s[j][3];
-    }
-    l0 = l0 * c0 + sum0;
-    l1 = l1 * c1 + sum1;
+      for (int j = 0; j < NK; j++) {
+        mt0 = fmaxf(mt0, fmaxf(s[mt][j][0], s[mt][j][1]));
+        mt1 = fmaxf(mt1, fmaxf(s[mt][j][2], s[mt][j][3]));
+      }
+      mt0 = fmaxf(mt0, __shfl_xor_sync(0xffffffffu, mt0, 1));
+      mt1 = fmaxf(mt1, __shfl_xor_sync(0xffffffffu, mt1, 1));
+      mt0 = fmaxf(mt0, __shfl_xor_sync(0xffffffffu, mt0, 2));
+      mt1 = fmaxf(mt1, __shfl_xor_sync(0xffffffffu, mt1, 2));
+      // First tile: m = -inf, so (m - mt)*sl2 = -inf and 2^-inf = 0. Every
+      // tile holds a key below n, so mt is finite from the first tile on.
+      const float c0 = fa2_exp2((m[mt][0] - mt0) * sl2), c1 = fa2_exp2((m[mt][1] - mt1) * sl2);
+      m[mt][0] = mt0;
+      m[mt][1] = mt1;
+      const float ms0 = mt0 * sl2, ms1 = mt1 * sl2;
+      float sum0 = 0.f, sum1 = 0.f;
 #pragma unroll
-    for (int d = 0; d < ND; d++) {
-      o[d][0] *= c0;
-      o[d][1] *= c0;
-      o[d][2] *= c1;
-      o[d][3] *= c1;
+      for (int j = 0; j < NK; j++) {
+        s[mt][j][0] = fa2_exp2(fmaf(s[mt][j][0], sl2, -ms0));
+        s[mt][j][1] = fa2_exp2(fmaf(s[mt][j][1], sl2, -ms0));
+        s[mt][j][2] = fa2_exp2(fmaf(s[mt][j][2], sl2, -ms1));
+        s[mt][j][3] = fa2_exp2(fmaf(s[mt][j][3], sl2, -ms1));
+        sum0 += s[mt][j][0] + s[mt][j][1];
+        sum1 += s[mt][j][2] + s[mt][j][3];
+      }
+      l[mt][0] = l[mt][0] * c0 + sum0;
+      l[mt][1] = l[mt][1] * c1 + sum1;
+#pragma unroll
+      for (int d = 0; d < ND; d++) {
+        o[mt][d][0] *= c0;
+        o[mt][d][1] *= c0;
+        o[mt][d][2] *= c1;
+        o[mt][d][3] *= c1;
+      }
+#pragma unroll
+      for (int c = 0; c < BK / 16; c++) {
+        a[mt][c][0] = Fa2Op<T>::pack(s[mt][2 * c][0], s[mt][2 * c][1]);
+        a[mt][c][1] = Fa2Op<T>::pack(s[mt][2 * c][2], s[mt][2 * c][3]);
+        a[mt][c][2] = Fa2Op<T>::pack(s[mt][2 * c + 1][0], s[mt][2 * c + 1][1]);
+        a[mt][c][3] = Fa2Op<T>::pack(s[mt][2 * c + 1][2], s[mt][2 * c + 1][3]);
+      }
     }
 #pragma unroll
     for (int c = 0; c < BK / 16; c++) {
-      unsigned a[4];
-      a[0] = Fa2Op<T>::pack(s[2 * c][0], s[2 * c][1]);
-      a[1] = Fa2Op<T>::pack(s[2 * c][2], s[2 * c][3]);
-      a[2] = Fa2Op<T>::pack(s[2 * c + 1][0], s[2 * c + 1][1]);
-      a[3] = Fa2Op<T>::pack(s[2 * c + 1][2], s[2 * c + 1][3]);
 #pragma unroll
       for (int dp = 0; dp < HP / 16; dp++) {
         unsigned b0, b1, b2, b3;  // dims dp*16 + 0..7 (b0 b1) and + 8..15 (b2 b3)
         fa2_ldsm4t(vb + ((c * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * S + dp * 16 + (lane >> 4) * 8) * 2, b0,
                    b1, b2, b3);
-        Fa2Op<T>::mma(o[2 * dp], a, b0, b1);
-        Fa2Op<T>::mma(o[2 * dp + 1], a, b2, b3);
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+          if (mt < mtn) {
+            Fa2Op<T>::mma(o[mt][2 * dp], a[mt][c], b0, b1);
+            Fa2Op<T>::mma(o[mt][2 * dp + 1], a[mt][c], b2, b3);
+          }
+        }
       }
     }
     __syncthreads();  // this K/V buffer is refilled by the next iteration's load
   }
 
-  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-  const float i0 = 1.f / l0, i1 = 1.f / l1;
-  const int ra = q0 + warp * 16 + lane / 4, rb = ra + 8;
-  T* oa = out + (long)(start + ra) * ldo + hoff + 2 * tq;
-  T* ob = out + (long)(start + rb) * ldo + hoff + 2 * tq;
 #pragma unroll
-  for (int d = 0; d < ND; d++) {
-    if (d * 8 < HD) {
-      if (ra < n) *reinterpret_cast<unsigned*>(oa + d * 8) = Fa2Op<T>::pack(o[d][0] * i0, o[d][1] * i0);
-      if (rb < n) *reinterpret_cast<unsigned*>(ob + d * 8) = Fa2Op<T>::pack(o[d][2] * i1, o[d][3] * i1);
+  for (int mt = 0; mt < MT; mt++) {
+    float l0 = l[mt][0], l1 = l[mt][1];
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    const float i0 = 1.f / l0, i1 = 1.f / l1;
+    const int ra = q0 + mt * FA2_BQ + warp * 16 + lane / 4, rb = ra + 8;
+    T* oa = out + (long)(start + ra) * ldo + hoff + 2 * tq;
+    T* ob = out + (long)(start + rb) * ldo + hoff + 2 * tq;
+#pragma unroll
+    for (int d = 0; d < ND; d++) {
+      if (d * 8 < HD) {
+        if (ra < n) *reinterpret_cast<unsigned*>(oa + d * 8) = Fa2Op<T>::pack(o[mt][d][0] * i0, o[mt][d][1] * i0);
+        if (rb < n) *reinterpret_cast<unsigned*>(ob + d * 8) = Fa2Op<T>::pack(o[mt][d][2] * i1, o[mt][d][3] * i1);
+      }
     }
   }
 }
@@ -703,7 +745,16 @@ __device__ __forceinline__ void varlen_fa2(T* __restrict__ out, int ldo, const T
       FA2_XCAT3(varlen_fa2_, ELEM_NAME, _hd##HD)(ELEM * out, int ldo, const ELEM* q, const ELEM* k, \
                                                  const ELEM* v, int ld, const int* cu_seqlens,      \
                                                  float scale) {                                     \
-    varlen_fa2<ELEM, HD>(out, ldo, q, k, v, ld, cu_seqlens, scale);                                 \
+    varlen_fa2<ELEM, HD, 1, FA2_BK>(out, ldo, q, k, v, ld, cu_seqlens, scale);                      \
+  }
+// Two row tiles per warp (128 queries per block); 32-key tiles from HD 64 on
+// keep the S and O accumulators of both row tiles in registers.
+#define VARLEN_FA2M2_INST(HD)                                                                        \
+  extern "C" __global__ void __launch_bounds__(128)                                                 \
+      FA2_XCAT3(varlen_fa2m2_, ELEM_NAME, _hd##HD)(ELEM * out, int ldo, const ELEM* q, const ELEM* k, \
+                                                   const ELEM* v, int ld, const int* cu_seqlens,      \
+                                                   float scale) {                                     \
+    varlen_fa2<ELEM, HD, 2, (HD >= 64 ? 32 : 64)>(out, ldo, q, k, v, ld, cu_seqlens, scale);          \
   }
 
 VARLEN_FA2_INST(16)
@@ -711,4 +762,8 @@ VARLEN_FA2_INST(24)
 VARLEN_FA2_INST(32)
 VARLEN_FA2_INST(64)
 VARLEN_FA2_INST(128)
+VARLEN_FA2M2_INST(16)
+VARLEN_FA2M2_INST(24)
+VARLEN_FA2M2_INST(32)
+VARLEN_FA2M2_INST(64)
 #endif  // VARLEN_FA2

@@ -27,9 +27,11 @@ var VarlenHeadDims = []int{16, 24, 32, 64, 128}
 // fp32 always runs the plain fp32 kernel varlen_fwd_* (the parity path).
 // fp16 and bf16 run a tensor-core kernel, chosen by Kernel: "fa2"
 // (FlashAttention-2 on mma.sync/ldmatrix/cp.async, compiled as a module of
-// its own), "tc2" (WMMA, S and O in registers), "tc" (WMMA, S and O in
-// shared memory), or "scalar" (varlen_fwd_*, the documented fallback). The
-// default is DefaultVarlenKernel; attention/NOTES.md has the measurements.
+// its own), "fa2m2" (the same with two 16-row tiles per warp, 128 queries
+// per block; head dims up to 64), "tc2" (WMMA, S and O in registers), "tc"
+// (WMMA, S and O in shared memory), or "scalar" (varlen_fwd_*, the
+// documented fallback). "" picks DefaultVarlenKernel, or fa2m2 at head dim
+// 24; attention/NOTES.md has the measurements.
 type Varlen struct {
 	Kernel string
 
@@ -132,27 +134,41 @@ func (v *Varlen) Forward(a VarlenArgs) error {
 	kernel := v.Kernel
 	if kernel == "" {
 		kernel = DefaultVarlenKernel
+		if a.HD == 24 {
+			kernel = "fa2m2" // attention/NOTES.md: 7% faster at HD 24 only
+		}
 	}
 	if a.DType == cuda.F32 {
 		kernel = "scalar"
 	}
 	tc := kernel != "scalar"
 	name := fmt.Sprintf("varlen_fwd_%s_hd%d", a.DType, a.HD)
-	switch kernel {
-	case "tc", "tc2", "fa2":
+	fa2 := kernel == "fa2" || kernel == "fa2m2"
+	switch {
+	case kernel == "tc" || kernel == "tc2" || fa2:
 		name = fmt.Sprintf("varlen_%s_%s_hd%d", kernel, a.DType, a.HD)
-	case "scalar":
+	case kernel == "scalar":
 	default:
-		return fmt.Errorf("attention: unknown kernel %q (want fa2, tc2, tc or scalar)", kernel)
+		return fmt.Errorf("attention: unknown kernel %q (want fa2, fa2m2, tc2, tc or scalar)", kernel)
 	}
-	if kernel == "fa2" {
+	bq, bk := varlenBQ, 64 // query rows per block, keys per shared tile
+	switch {
+	case kernel == "fa2m2" && a.HD <= 64:
+		bq = 128
+		if a.HD >= 64 {
+			bk = 32
+		}
+	case !varlenKernelHas(kernel, a.HD):
+		return fmt.Errorf("attention: kernel %s has no head dim %d", kernel, a.HD)
+	}
+	if fa2 {
 		// 16-byte cp.async of q/k/v rows, 4-byte stores of output pairs.
 		if a.Ld%8 != 0 || a.LdOut%2 != 0 || (a.Q|a.K|a.V)%16 != 0 || a.Out%4 != 0 {
 			return fmt.Errorf("attention: fa2 needs ld %% 8 == 0 (%d), even ldo (%d), 16-byte aligned q/k/v and 4-byte aligned out",
 				a.Ld, a.LdOut)
 		}
 	}
-	m, err := v.module(a.DType, kernel == "fa2")
+	m, err := v.module(a.DType, fa2)
 	if err != nil {
 		return err
 	}
@@ -164,8 +180,8 @@ func (v *Varlen) Forward(a VarlenArgs) error {
 	block := [3]uint32{varlenBQ, 1, 1}
 	if tc {
 		shared = varlenTCShared(a.HD, kernel == "tc2")
-		if kernel == "fa2" {
-			shared = varlenFA2Shared(a.HD)
+		if fa2 {
+			shared = varlenFA2Shared(a.HD, bq, bk)
 		}
 		if !v.shared[f] {
 			if err := f.SetMaxDynamicSharedMemory(shared); err != nil {
@@ -177,7 +193,7 @@ func (v *Varlen) Forward(a VarlenArgs) error {
 	} else if a.HD >= 64 {
 		block[0] = uint32(varlenBQ * a.HD / 32)
 	}
-	tiles := (a.Seqlens.MaxLen() + varlenBQ - 1) / varlenBQ
+	tiles := (a.Seqlens.MaxLen() + bq - 1) / bq
 	grid := [3]uint32{uint32(tiles), uint32(a.Seqlens.N()), uint32(a.H)}
 	if err := v.ctx.Launch(f, grid, block, shared, s, a.Out, int32(a.LdOut), a.Q, a.K, a.V, int32(a.Ld),
 		a.CuSeqlens, a.Scale); err != nil {
@@ -186,8 +202,20 @@ func (v *Varlen) Forward(a VarlenArgs) error {
 	return nil
 }
 
+// varlenKernelHas reports whether a kernel is instantiated for a head dim
+// (every kernel has VarlenHeadDims except the two-row-tile fa2 variants).
+func varlenKernelHas(kernel string, HD int) bool {
+	switch kernel {
+	case "fa2m2":
+		return HD <= 64
+	}
+	return true
+}
+
 // DefaultVarlenKernel is the fp16/bf16 kernel used when Varlen.Kernel is "":
-// fa2, 1.7-2.3x faster than tc2 on an H100 (attention/NOTES.md).
+// fa2, 1.7-2.3x faster than tc2 on an H100, except at head dim 24 (35M),
+// where fa2m2 (two row tiles per warp) is 7% faster than fa2 and is used
+// instead (attention/NOTES.md).
 const DefaultVarlenKernel = "fa2"
 
 // varlenTCShared is the dynamic shared memory of varlen_tc (tc2 = false) or
@@ -203,11 +231,11 @@ func varlenTCShared(HD int, tc2 bool) int {
 	return (3*bq*(hp+8)+bq*(bk+8))*2 + (bq*(bk+4)+bq*(hp+4))*4
 }
 
-// varlenFA2Shared is the dynamic shared memory of varlen_fa2 for a head dim:
-// a 64-row Q tile and two 64-row K and V tiles in the element type, rows
-// padded to HP+8 elements (HP = HD rounded up to 16), e.g. 85 KiB for HD 128
-// and 45 KiB for HD 64.
-func varlenFA2Shared(HD int) int {
+// varlenFA2Shared is the dynamic shared memory of a varlen_fa2 kernel for a
+// head dim, bq query rows and bk keys per tile: the Q tile and two K and two
+// V tiles in the element type, rows padded to HP+8 elements (HP = HD rounded
+// up to 16), e.g. 85 KiB for HD 128 and 45 KiB for HD 64 (bq = bk = 64).
+func varlenFA2Shared(HD, bq, bk int) int {
 	hp := (HD + 15) / 16 * 16
-	return 5 * 64 * (hp + 8) * 2
+	return (bq + 4*bk) * (hp + 8) * 2
 }

@@ -266,7 +266,10 @@ func TestVarlenCUDAHalfMatchesReference(t *testing.T) {
 	worst := map[string]float64{}
 	for _, c := range cases {
 		for _, dt := range []cuda.DataType{cuda.F16, cuda.BF16} {
-			for _, kernel := range []string{"fa2", "tc2"} {
+			for _, kernel := range []string{"fa2", "fa2m2", "tc2"} {
+				if !varlenKernelHas(kernel, c.hd) {
+					continue
+				}
 				e := runHalf(t, ctx, v, c, dt, kernel)
 				key := fmt.Sprintf("%s %v hd=%d", kernel, dt, c.hd)
 				worst[key] = max(worst[key], e)
@@ -340,7 +343,10 @@ func BenchmarkVarlen(b *testing.B) {
 			b.Fatal(err)
 		}
 		flops := 4 * n2 * float64(sh.H*sh.hd)
-		for _, kernel := range []string{"tc2", "fa2", "tc2", "fa2"} { // twice: the spread
+		for _, kernel := range []string{"fa2", "fa2m2", "fa2", "fa2m2"} { // twice: the spread
+			if !varlenKernelHas(kernel, sh.hd) {
+				continue
+			}
 			name := fmt.Sprintf("T=%d/H=%d/HD=%d/%v/%s", T, sh.H, sh.hd, sh.dt, kernel)
 			v.Kernel = kernel
 			run := func() {
