@@ -97,10 +97,19 @@ def markdown(doc):
     if peaks:
         peak = max(peaks)
         lines.append(f"\nMeasured fp16 matmul peak (8192^3 GEMM in torch): {peak:.1f} TFLOP/s. "
-                     "esm2go useful TFLOP/s as a share of it:\n")
+                     "esm2go useful TFLOP/s as a share of it (whole process; own time; steady state):\n")
         for r in rows:
             if r.get("system") == "esm2go" and r.get("useful_tflops"):
-                lines.append(f"- {r['model']} {r['input']}: {100 * r['useful_tflops'] / peak:.0f}%")
+                tf = r["useful_tflops"]
+                parts = [f"{tf:.0f} TFLOP/s = {100 * tf / peak:.1f}% whole process"]
+                own = r.get("esm2go_internal_time_s")
+                if own and r.get("wall_s"):  # same useful FLOPs over esm2go's own time
+                    t = tf * r["wall_s"] / own
+                    parts.append(f"{t:.0f} = {100 * t / peak:.1f}% own time")
+                if r.get("steady_tokens_per_s") and r.get("tokens_per_s"):  # same FLOPs per token
+                    t = tf * r["steady_tokens_per_s"] / r["tokens_per_s"]
+                    parts.append(f"{t:.0f} = {100 * t / peak:.1f}% steady state")
+                lines.append(f"- {r['model']} {r['input']}: " + "; ".join(parts))
     for r in rows:
         for k in ("attention", "check_max_rel_err", "check_hf_fp16_max_rel_err", "check_error",
                   "esm2go_vs_varlen_max_rel_err", "esm2go_internal_time_s", "sampler_note", "note"):
