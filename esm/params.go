@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
+	"sync"
 
 	"github.com/esm2go/esm2go/weights"
 )
@@ -62,52 +64,59 @@ type Params struct {
 	all     []Tensor
 }
 
-// LoadParams uploads the weights of cfg's shape from src to be.
+// LoadParams uploads the weights of cfg's shape from src to be. Uploads
+// happen in a fixed order on the calling goroutine (the backend's); with a
+// ParallelSource a few goroutines read and convert the next parameters
+// meanwhile.
 func LoadParams(cfg Config, src Source, be Backend) (*Params, error) {
-	p := &Params{}
+	p := &Params{Layers: make([]LayerParams, cfg.Layers)}
 	l := loader{src: src, be: be, p: p}
 	D, F, V := cfg.Dim, cfg.FFN, cfg.Vocab
-	p.Embed = l.get("embeddings.word_embeddings.weight", V, D)
-	for i := 0; i < cfg.Layers; i++ {
+	l.get(&p.Embed, "embeddings.word_embeddings.weight", V, D)
+	for i := range p.Layers {
 		pre := fmt.Sprintf("encoder.layer.%d.", i)
-		var lp LayerParams
-		lp.LN1W = l.get(pre+"attention.LayerNorm.weight", D)
-		lp.LN1B = l.get(pre+"attention.LayerNorm.bias", D)
-		lp.QKVW = l.cat(pre+"attention.self.{query,key,value}.weight", []string{
+		lp := &p.Layers[i]
+		l.get(&lp.LN1W, pre+"attention.LayerNorm.weight", D)
+		l.get(&lp.LN1B, pre+"attention.LayerNorm.bias", D)
+		l.cat(&lp.QKVW, pre+"attention.self.{query,key,value}.weight", []string{
 			pre + "attention.self.query.weight", pre + "attention.self.key.weight", pre + "attention.self.value.weight"}, D, D)
-		lp.QKVB = l.cat(pre+"attention.self.{query,key,value}.bias", []string{
+		l.cat(&lp.QKVB, pre+"attention.self.{query,key,value}.bias", []string{
 			pre + "attention.self.query.bias", pre + "attention.self.key.bias", pre + "attention.self.value.bias"}, D)
-		lp.OutW = l.get(pre+"attention.output.dense.weight", D, D)
-		lp.OutB = l.get(pre+"attention.output.dense.bias", D)
-		lp.LN2W = l.get(pre+"LayerNorm.weight", D)
-		lp.LN2B = l.get(pre+"LayerNorm.bias", D)
-		lp.FC1W = l.get(pre+"intermediate.dense.weight", F, D)
-		lp.FC1B = l.get(pre+"intermediate.dense.bias", F)
-		lp.FC2W = l.get(pre+"output.dense.weight", D, F)
-		lp.FC2B = l.get(pre+"output.dense.bias", D)
-		p.Layers = append(p.Layers, lp)
+		l.get(&lp.OutW, pre+"attention.output.dense.weight", D, D)
+		l.get(&lp.OutB, pre+"attention.output.dense.bias", D)
+		l.get(&lp.LN2W, pre+"LayerNorm.weight", D)
+		l.get(&lp.LN2B, pre+"LayerNorm.bias", D)
+		l.get(&lp.FC1W, pre+"intermediate.dense.weight", F, D)
+		l.get(&lp.FC1B, pre+"intermediate.dense.bias", F)
+		l.get(&lp.FC2W, pre+"output.dense.weight", D, F)
+		l.get(&lp.FC2B, pre+"output.dense.bias", D)
 	}
-	if l.err == nil {
-		p.InvFreq, l.err = rotaryFreqs(cfg, src)
+	l.get(&p.FinalW, "encoder.emb_layer_norm_after.weight", D)
+	l.get(&p.FinalB, "encoder.emb_layer_norm_after.bias", D)
+	// The LM head is optional (EsmModel checkpoints have none); its decoder
+	// is the word embeddings when tied (no tensor of its own).
+	lmHead := src.Has("lm_head.dense.weight")
+	tied := !src.Has("lm_head.decoder.weight")
+	if lmHead {
+		l.get(&p.LMDenseW, "lm_head.dense.weight", D, D)
+		l.get(&p.LMDenseB, "lm_head.dense.bias", D)
+		l.get(&p.LMLNW, "lm_head.layer_norm.weight", D)
+		l.get(&p.LMLNB, "lm_head.layer_norm.bias", D)
+		l.get(&p.LMBias, "lm_head.bias", V)
+		if !tied {
+			l.get(&p.LMDecoder, "lm_head.decoder.weight", V, D)
+		}
 	}
-	p.FinalW = l.get("encoder.emb_layer_norm_after.weight", D)
-	p.FinalB = l.get("encoder.emb_layer_norm_after.bias", D)
-	if l.err != nil {
+	err := l.run()
+	if err == nil {
+		p.InvFreq, err = rotaryFreqs(cfg, src)
+	}
+	if err != nil {
 		p.Free(be)
-		return nil, l.err
+		return nil, err
 	}
-	// The LM head is optional (EsmModel checkpoints have none).
-	if src.Has("lm_head.dense.weight") {
-		p.LMDenseW = l.get("lm_head.dense.weight", D, D)
-		p.LMDenseB = l.get("lm_head.dense.bias", D)
-		p.LMLNW = l.get("lm_head.layer_norm.weight", D)
-		p.LMLNB = l.get("lm_head.layer_norm.bias", D)
-		p.LMBias = l.get("lm_head.bias", V)
-		p.LMDecoder = l.optional("lm_head.decoder.weight", p.Embed, V, D)
-	}
-	if l.err != nil {
-		p.Free(be)
-		return nil, l.err
+	if lmHead && tied {
+		p.LMDecoder = p.Embed
 	}
 	return p, nil
 }
@@ -150,63 +159,142 @@ func (p *Params) Free(be Backend) {
 	p.all = nil
 }
 
+// ParallelSource is a Source whose Float32 may be called from several
+// goroutines at once (CheckpointSource: copies out of read-only mmaps).
+type ParallelSource interface {
+	Source
+	ParallelReads()
+}
+
+// ParallelReads implements ParallelSource.
+func (CheckpointSource) ParallelReads() {}
+
+// loadJob is one parameter to read (several names: stacked along the first
+// dimension) and upload into *dst.
+type loadJob struct {
+	dst   *Tensor
+	label string
+	names []string
+	shape []int
+	data  []float32 // read result
+	err   error
+	done  chan struct{} // closed when data/err are set
+}
+
+// loader collects the parameters' jobs in upload order, then runs them.
 type loader struct {
-	src Source
-	be  Backend
-	p   *Params
-	err error
+	src  Source
+	be   Backend
+	p    *Params
+	jobs []*loadJob
 }
 
-func (l *loader) upload(name string, data []float32) Tensor {
-	t, err := l.be.Upload(name, data)
-	if err != nil {
-		l.err = fmt.Errorf("esm: upload %s: %w", name, err)
-		return nil
-	}
-	l.p.all = append(l.p.all, t)
-	return t
-}
-
-func (l *loader) get(name string, shape ...int) Tensor {
-	if l.err != nil {
-		return nil
-	}
-	d, err := l.src.Float32(name, shape...)
-	if err != nil {
-		l.err = fmt.Errorf("esm: parameter %s: %w", name, err)
-		return nil
-	}
-	return l.upload(name, d)
+func (l *loader) get(dst *Tensor, name string, shape ...int) {
+	l.jobs = append(l.jobs, &loadJob{dst: dst, label: name, names: []string{name}, shape: shape, done: make(chan struct{})})
 }
 
 // cat stacks same-shaped tensors along their first dimension.
-func (l *loader) cat(label string, names []string, shape ...int) Tensor {
-	if l.err != nil {
-		return nil
-	}
-	var all []float32
-	for _, n := range names {
-		d, err := l.src.Float32(n, shape...)
+func (l *loader) cat(dst *Tensor, label string, names []string, shape ...int) {
+	l.jobs = append(l.jobs, &loadJob{dst: dst, label: label, names: names, shape: shape, done: make(chan struct{})})
+}
+
+// read returns a job's data: one tensor, or the named tensors stacked.
+func (l *loader) read(j *loadJob) ([]float32, error) {
+	if len(j.names) == 1 {
+		d, err := l.src.Float32(j.names[0], j.shape...)
 		if err != nil {
-			l.err = fmt.Errorf("esm: parameter %s: %w", n, err)
-			return nil
+			return nil, fmt.Errorf("esm: parameter %s: %w", j.names[0], err)
+		}
+		return d, nil
+	}
+	n := 1
+	for _, x := range j.shape {
+		n *= x
+	}
+	all := make([]float32, 0, n*len(j.names))
+	for _, name := range j.names {
+		d, err := l.src.Float32(name, j.shape...)
+		if err != nil {
+			return nil, fmt.Errorf("esm: parameter %s: %w", name, err)
 		}
 		all = append(all, d...)
 	}
-	return l.upload(label, all)
+	return all, nil
 }
 
-func (l *loader) optional(name string, fallback Tensor, shape ...int) Tensor {
-	if l.err != nil {
-		return nil
-	}
-	if !l.src.Has(name) {
-		return fallback
-	}
-	d, err := l.src.Float32(name, shape...)
+func (l *loader) upload(j *loadJob) error {
+	t, err := l.be.Upload(j.label, j.data)
+	j.data = nil
 	if err != nil {
-		l.err = fmt.Errorf("esm: parameter %s: %w", name, err)
+		return fmt.Errorf("esm: upload %s: %w", j.label, err)
+	}
+	l.p.all = append(l.p.all, t)
+	*j.dst = t
+	return nil
+}
+
+// loadReaders and loadAhead bound the parallel read: goroutines reading, and
+// parameters read but not yet uploaded (host memory: for 3B at most ~8 of
+// its 105 MB FFN matrices as float32).
+const (
+	loadReaders = 4
+	loadAhead   = 8
+)
+
+// run reads and uploads every job in order, stopping at the first error.
+// With a ParallelSource, reader goroutines work up to loadAhead jobs ahead of
+// the uploads, which stay on this goroutine.
+func (l *loader) run() error {
+	if _, ok := l.src.(ParallelSource); !ok {
+		for _, j := range l.jobs {
+			if j.data, j.err = l.read(j); j.err != nil {
+				return j.err
+			}
+			if err := l.upload(j); err != nil {
+				return err
+			}
+		}
 		return nil
 	}
-	return l.upload(name, d)
+	next := make(chan *loadJob)
+	slots := make(chan struct{}, loadAhead)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() { // feeder: hands out jobs in order, at most loadAhead not yet uploaded
+		defer close(next)
+		for _, j := range l.jobs {
+			select {
+			case slots <- struct{}{}:
+			case <-stop:
+				return
+			}
+			select {
+			case next <- j:
+			case <-stop:
+				return
+			}
+		}
+	})
+	for range min(loadReaders, runtime.GOMAXPROCS(0)) {
+		wg.Go(func() {
+			for j := range next {
+				j.data, j.err = l.read(j)
+				close(j.done)
+			}
+		})
+	}
+	var err error
+	for _, j := range l.jobs {
+		<-j.done // handed out: every earlier job holds or released a slot in order
+		<-slots
+		if err = j.err; err != nil {
+			break
+		}
+		if err = l.upload(j); err != nil {
+			break
+		}
+	}
+	close(stop)
+	wg.Wait()
+	return err
 }
