@@ -217,6 +217,7 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 
 	// Model.
+	loadStart := time.Now()
 	var dlProgress io.Writer
 	if !f.quiet {
 		dlProgress = stderr // the weights package draws a bar when this is a terminal
@@ -259,7 +260,7 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		toks = autoTokensPerBatch(be, cfg, f.truncation)
 	}
 	log.Info("model loaded", "model", f.model, "path", ck.Path, "layers", cfg.Layers, "dim", cfg.Dim,
-		"backend", be.Name(), "repr_layers", joinInts(absLayers), "include", strings.Join(incNames, ","))
+		"backend", be.Name(), "load_time", time.Since(loadStart).Round(time.Millisecond).String(), "repr_layers", joinInts(absLayers), "include", strings.Join(incNames, ","))
 
 	trunc := f.truncation
 	truncMeta := strconv.Itoa(trunc)
