@@ -151,15 +151,15 @@ func (v *Varlen) Forward(a VarlenArgs) error {
 	default:
 		return fmt.Errorf("attention: unknown kernel %q (want fa2, fa2m2, tc2, tc or scalar)", kernel)
 	}
+	if !varlenKernelHas(kernel, a.HD) {
+		return fmt.Errorf("attention: kernel %s has no head dim %d", kernel, a.HD)
+	}
 	bq, bk := varlenBQ, 64 // query rows per block, keys per shared tile
-	switch {
-	case kernel == "fa2m2" && a.HD <= 64:
+	if kernel == "fa2m2" {
 		bq = 128
-		if a.HD >= 64 {
+		if a.HD >= 64 { // VARLEN_FA2M2_INST in varlen.cu
 			bk = 32
 		}
-	case !varlenKernelHas(kernel, a.HD):
-		return fmt.Errorf("attention: kernel %s has no head dim %d", kernel, a.HD)
 	}
 	if fa2 {
 		// 16-byte cp.async of q/k/v rows, 4-byte stores of output pairs.

@@ -190,7 +190,7 @@ type loader struct {
 }
 
 func (l *loader) get(dst *Tensor, name string, shape ...int) {
-	l.jobs = append(l.jobs, &loadJob{dst: dst, label: name, names: []string{name}, shape: shape, done: make(chan struct{})})
+	l.cat(dst, name, []string{name}, shape...)
 }
 
 // cat stacks same-shaped tensors along their first dimension.
