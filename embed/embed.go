@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -32,10 +31,6 @@ const (
 	// drains another (triple buffering).
 	resultBuffers = 3
 )
-
-// PartialSuffix names the output a failed or cancelled run leaves behind:
-// the rows written before the failure, a valid file in input order.
-const PartialSuffix = ".partial"
 
 // recMeta describes one record of a packed batch.
 type recMeta struct {
@@ -81,15 +76,16 @@ type counters struct {
 // Run embeds every record of opts.Inputs with m and writes opts.Out. It must
 // be called from the goroutine that owns m's backend (the device goroutine
 // for a GPU). On failure or cancellation, rows already written are published
-// at opts.Out+PartialSuffix and the error says so.
+// at opts.Out+output.PartialSuffix and the error says so. What may be
+// replaced, and how two runs on one output are kept apart, is the output
+// package's decision (output.Check).
 func Run(ctx context.Context, m *esm.Model, opts Options) (*Summary, error) {
 	o, cols, err := prepare(m, opts)
 	if err != nil {
 		return nil, err
 	}
 	start := time.Now()
-	partial := o.Out + PartialSuffix
-	w, err := output.CreateWithOptions(partial, o.Format, output.Schema{Columns: outputColumns(cols), Metadata: o.Metadata}, output.Options{Overwrite: true})
+	w, err := output.CreateWithOptions(o.Out, o.Format, output.Schema{Columns: outputColumns(cols), Metadata: o.Metadata}, o.outputOptions())
 	if err != nil {
 		return nil, fmt.Errorf("embed: %w", err)
 	}
@@ -133,18 +129,10 @@ func Run(ctx context.Context, m *esm.Model, opts Options) (*Summary, error) {
 		runErr = ctx.Err()
 	}
 	if runErr != nil {
-		return sum, p.keepPartial(w, partial, sum, runErr)
+		return sum, p.keepPartial(w, sum, runErr)
 	}
 	if err := w.Close(); err != nil {
 		return sum, fmt.Errorf("embed: %w", err)
-	}
-	if o.Overwrite {
-		if err := os.RemoveAll(o.Out); err != nil {
-			return sum, fmt.Errorf("embed: replace %s: %w", o.Out, err)
-		}
-	}
-	if err := os.Rename(partial, o.Out); err != nil {
-		return sum, fmt.Errorf("embed: publish %s: %w", o.Out, err)
 	}
 	sum.Output = o.Out
 	if o.Progress != nil {
@@ -154,11 +142,12 @@ func Run(ctx context.Context, m *esm.Model, opts Options) (*Summary, error) {
 }
 
 // keepPartial publishes what was written before err, or nothing.
-func (p *pipeline) keepPartial(w output.Writer, partial string, sum *Summary, err error) error {
+func (p *pipeline) keepPartial(w output.Writer, sum *Summary, err error) error {
 	if p.written == 0 {
 		return err
 	}
-	if cerr := w.Close(); cerr != nil {
+	partial, cerr := w.ClosePartial()
+	if cerr != nil {
 		return errors.Join(err, cerr)
 	}
 	sum.Output = partial
@@ -173,11 +162,6 @@ func prepare(m *esm.Model, opts Options) (Options, []column, error) {
 	}
 	if o.Out == "" {
 		return o, nil, errors.New("embed: no output path")
-	}
-	if !o.Overwrite {
-		if _, err := os.Lstat(o.Out); err == nil {
-			return o, nil, fmt.Errorf("embed: %s already exists (use --overwrite to replace it)", o.Out)
-		}
 	}
 	if o.Format == "" {
 		o.Format = output.Parquet

@@ -237,7 +237,7 @@ func TestEmbedEqualsDirectForward(t *testing.T) {
 			if off != len(tokv) {
 				t.Fatalf("per_tok has %d values, records account for %d", len(tokv), off)
 			}
-			if _, err := os.Stat(out + PartialSuffix); !os.IsNotExist(err) {
+			if _, err := os.Stat(out + output.PartialSuffix); !os.IsNotExist(err) {
 				t.Fatalf("partial output left behind: %v", err)
 			}
 			if s.async {
@@ -341,7 +341,7 @@ func TestEmbedCancelKeepsPartial(t *testing.T) {
 				t.Fatal("cancelled run published the final output")
 			}
 			if strings.Contains(err.Error(), "kept in") {
-				recs := readRecords(t, out+PartialSuffix)
+				recs := readRecords(t, out+output.PartialSuffix)
 				for i, r := range recs {
 					if r.index != int64(i) {
 						t.Fatalf("partial row %d has index %d", i, r.index)

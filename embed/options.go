@@ -20,7 +20,7 @@ type Options struct {
 	Inputs    []string      // FASTA paths (plain or gzip), "-" for stdin
 	Out       string        // output path (a file for parquet, a directory for npy)
 	Format    output.Format // default parquet
-	Overwrite bool          // replace an existing output
+	Overwrite bool          // replace an existing output (only what output.Check allows)
 
 	Include Include // default: Mean only
 	Layers  []int   // layers as given by the user (negative count from the end); default [-1]
@@ -47,6 +47,18 @@ type Options struct {
 	// ReaderStall is how long a reader may make no progress before the run
 	// fails (default 2 minutes).
 	ReaderStall time.Duration
+}
+
+// outputOptions are the output package's options for this run: the
+// inputs are never replaced, whatever Overwrite says.
+func (o *Options) outputOptions() output.Options {
+	var keep []string
+	for _, in := range o.Inputs {
+		if in != "-" {
+			keep = append(keep, in)
+		}
+	}
+	return output.Options{Overwrite: o.Overwrite, Keep: keep, Log: o.Log}
 }
 
 // ProgressFunc receives running totals; it must return quickly.

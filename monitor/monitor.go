@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -46,15 +47,18 @@ type Options struct {
 	Every int
 	// JSON receives one JSON object (a Record) per line per window.
 	JSON io.Writer
-	// JSONPath, when JSON is nil, names a file New creates (truncating) for
-	// the JSON lines; Close closes it.
-	JSONPath string
+	// JSONPath, when JSON is nil, names a file New creates for the JSON
+	// lines; Close closes it. An existing file is an error unless Overwrite,
+	// and even then only a regular file is truncated.
+	JSONPath  string
+	Overwrite bool
 	// Human receives one line per window ("metrics: ..."); nil = none.
 	Human io.Writer
 	// Log receives warnings; default discards.
 	Log *slog.Logger
 	// Addr, when set, serves the figures in Prometheus text format at
-	// http://Addr/metrics (":9100", "127.0.0.1:0").
+	// http://Addr/metrics ("127.0.0.1:9100"; a non-loopback host such as
+	// ":9100" exposes the figures to the network).
 	Addr string
 
 	// NoGPU turns NVML off (a CPU run).
@@ -296,7 +300,7 @@ func New(ctx context.Context, opts Options) (*Monitor, error) {
 	}
 	m.jsonW = o.JSON
 	if m.jsonW == nil && o.JSONPath != "" {
-		f, err := os.Create(o.JSONPath)
+		f, err := createJSON(o.JSONPath, o.Overwrite)
 		if err != nil {
 			return nil, fmt.Errorf("metrics: %w", err)
 		}
@@ -704,4 +708,20 @@ func (l *leakDetector) observe(rss int64, queue, readerQueue int) (fire bool, gr
 		return true, rss - l.streakBase
 	}
 	return false, 0
+}
+
+// createJSON creates the metrics file: exclusively, or with overwrite by
+// truncating an existing regular file (never a device, FIFO or directory).
+func createJSON(path string, overwrite bool) (*os.File, error) {
+	if !overwrite {
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		if errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("%s exists; refusing to truncate it without Overwrite", path)
+		}
+		return f, err
+	}
+	if fi, err := os.Lstat(path); err == nil && !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file; refusing to truncate it", path)
+	}
+	return os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 }

@@ -127,9 +127,8 @@ type npyColumn struct {
 }
 
 type npyWriter struct {
-	final   string
+	owner
 	tmp     string // temporary directory
-	opts    Options
 	meta    map[string]string
 	check   rowChecker
 	cols    []npyColumn
@@ -141,7 +140,8 @@ type npyWriter struct {
 	closed bool
 }
 
-func newNPYWriter(final string, schema Schema, opts Options) (_ *npyWriter, err error) {
+func newNPYWriter(own owner, schema Schema) (_ *npyWriter, err error) {
+	final := own.final
 	dir, pattern := tempPattern(final)
 	tmp, err := os.MkdirTemp(dir, pattern)
 	if err != nil {
@@ -151,7 +151,7 @@ func newNPYWriter(final string, schema Schema, opts Options) (_ *npyWriter, err 
 		os.Remove(tmp)
 		return nil, fmt.Errorf("output: %s: %w", final, err)
 	}
-	w := &npyWriter{final: final, tmp: tmp, opts: opts, meta: schema.Metadata, check: rowChecker{cols: schema.Columns}}
+	w := &npyWriter{owner: own, tmp: tmp, meta: schema.Metadata, check: rowChecker{cols: schema.Columns}}
 	defer func() {
 		if err != nil {
 			w.Abort()
@@ -231,24 +231,33 @@ func (w *npyWriter) write(r *Row) error {
 }
 
 func (w *npyWriter) Close() error {
+	_, err := w.close(false)
+	return err
+}
+
+func (w *npyWriter) ClosePartial() (string, error) { return w.close(true) }
+
+func (w *npyWriter) close(partial bool) (string, error) {
 	if w.closed {
-		return fmt.Errorf("output: %s: already closed", w.final)
+		return "", fmt.Errorf("output: %s: already closed", w.final)
 	}
 	if w.err != nil {
 		err := w.err
 		w.Abort()
-		return err
+		return "", err
 	}
 	if err := w.finish(); err != nil {
 		w.Abort()
-		return fmt.Errorf("output: %s: %w", w.final, err)
+		return "", fmt.Errorf("output: %s: %w", w.final, err)
 	}
+	defer w.done()
 	w.closed = true
-	if err := publish(w.tmp, w.final, w.opts.Overwrite); err != nil {
+	dest, err := w.publishTo(w.tmp, partial)
+	if err != nil {
 		os.RemoveAll(w.tmp)
-		return fmt.Errorf("output: %s: %w", w.final, err)
+		return "", fmt.Errorf("output: %s: %w", w.final, err)
 	}
-	return nil
+	return dest, nil
 }
 
 func (w *npyWriter) finish() error {
@@ -318,6 +327,7 @@ func (w *npyWriter) Abort() error {
 	if w.closed {
 		return nil
 	}
+	defer w.done()
 	w.closed = true
 	for _, c := range w.cols {
 		if c.data != nil {

@@ -3,8 +3,8 @@ package output
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
-	"path/filepath"
 	"strings"
 )
 
@@ -76,16 +76,27 @@ type Writer interface {
 	// Close flushes, fsyncs and atomically publishes the output at its final
 	// path. On error nothing is published and temporaries are removed.
 	Close() error
+	// ClosePartial is Close for a run that stopped early: the rows written
+	// so far are published at the final path + PartialSuffix, a valid output
+	// of its own, and that path is returned.
+	ClosePartial() (string, error)
 	// Abort removes temporaries and leaves the final path untouched. It is a
-	// no-op after Close, so `defer w.Abort()` is safe.
+	// no-op after Close or ClosePartial, so `defer w.Abort()` is safe.
 	Abort() error
 }
 
 // Options adjust Create.
 type Options struct {
-	// Overwrite replaces an existing output at the final path when Close
-	// publishes. Without it Create (and Close) refuse an existing path.
+	// Overwrite allows replacing an existing output at the final path (and
+	// an earlier run's PartialSuffix output) when Close publishes, if it is
+	// replaceable (see Check). Without it an existing path is an error.
 	Overwrite bool
+	// Keep lists files an output must never replace, whatever Overwrite
+	// says: the run's inputs.
+	Keep []string
+	// Log receives notices about what earlier, killed runs left behind and
+	// what was done with it; nil discards them.
+	Log *slog.Logger
 }
 
 // metaKey is the reserved key-value metadata key describing the layout.
@@ -115,23 +126,68 @@ func CreateWithOptions(path string, format Format, schema Schema, opts Options) 
 	if err := schema.validate(); err != nil {
 		return nil, fmt.Errorf("output: %s: %w", path, err)
 	}
-	if path == "" {
-		return nil, errors.New("output: empty path")
+	path, err := cleanTarget(path)
+	if err != nil {
+		return nil, err
 	}
-	path = filepath.Clean(path)
-	if !opts.Overwrite {
-		if _, err := os.Lstat(path); err == nil {
-			return nil, fmt.Errorf("output: %s: %w (pass Overwrite to replace it)", path, ErrExists)
+	if format != Parquet && format != NPY {
+		return nil, fmt.Errorf("output: %s: unknown format %q", path, format)
+	}
+	lock, err := acquireLock(path)
+	if err != nil {
+		return nil, err
+	}
+	cleanStale(path, opts.Log)
+	if err := checkTargets(path, opts); err != nil {
+		lock.release()
+		return nil, err
+	}
+	own := owner{final: path, opts: opts, lock: lock}
+	var w Writer
+	if format == Parquet {
+		w, err = newParquetWriter(own, schema)
+	} else {
+		w, err = newNPYWriter(own, schema)
+	}
+	if err != nil {
+		lock.release()
+		return nil, err
+	}
+	return w, nil
+}
+
+// owner is what both writers share: the final path, the options and the
+// lock that makes this run the output's only writer.
+type owner struct {
+	final string
+	opts  Options
+	lock  *outputLock
+}
+
+// publishTo publishes tmp at the final path, or at its PartialSuffix
+// sibling, and returns where. After a complete output replaced by
+// Overwrite, an earlier run's partial output is superseded and removed.
+func (o *owner) publishTo(tmp string, partial bool) (string, error) {
+	dest := o.final
+	if partial {
+		dest += PartialSuffix
+	}
+	if err := publish(tmp, dest, o.opts); err != nil {
+		return "", err
+	}
+	if !partial && o.opts.Overwrite {
+		p := o.final + PartialSuffix
+		if info, err := os.Lstat(p); err == nil && replaceable(p, info, o.opts.Keep) == nil {
+			if err := os.RemoveAll(p); err == nil && o.opts.Log != nil {
+				o.opts.Log.Info("removed an earlier run's partial output, superseded by this complete one", "path", p)
+			}
 		}
 	}
-	switch format {
-	case Parquet:
-		return newParquetWriter(path, schema, opts)
-	case NPY:
-		return newNPYWriter(path, schema, opts)
-	}
-	return nil, fmt.Errorf("output: %s: unknown format %q", path, format)
+	return dest, nil
 }
+
+// done releases the output for other runs.
+func (o *owner) done() { o.lock.release() }
 
 func (s *Schema) validate() error {
 	seen := make(map[string]bool, len(s.Columns))

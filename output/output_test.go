@@ -440,8 +440,8 @@ func TestNothingPublishedBeforeCloseAndAbortCleans(t *testing.T) {
 				t.Errorf("final path exists before Close: %v", err)
 			}
 			names := dirEntries(t, dir)
-			if len(names) != 1 || !strings.HasPrefix(names[0], ".out.tmp-") {
-				t.Errorf("during write: %v, want one .out.tmp-*", names)
+			if len(names) != 2 || names[0] != ".out.lock" || !strings.HasPrefix(names[1], ".out.tmp-") {
+				t.Errorf("during write: %v, want the lock and one .out.tmp-*", names)
 			}
 			if err := w.Abort(); err != nil {
 				t.Fatal(err)
@@ -497,14 +497,13 @@ func TestCloseLeavesOnlyFinal(t *testing.T) {
 func TestOverwrite(t *testing.T) {
 	for _, f := range formats {
 		t.Run(string(f), func(t *testing.T) {
-			for _, existing := range []string{"file", "dir"} {
+			for _, existing := range []string{"file", "npy output"} {
 				dir := t.TempDir()
 				path := filepath.Join(dir, "out")
 				if existing == "file" {
 					os.WriteFile(path, []byte("old"), 0o644)
 				} else {
-					os.Mkdir(path, 0o755)
-					os.WriteFile(filepath.Join(path, "x"), []byte("old"), 0o644)
+					writeAll(t, path, NPY, testSchema, testRows(testSchema)[:1])
 				}
 				if _, err := Create(path, f, testSchema); !errors.Is(err, ErrExists) {
 					t.Fatalf("existing %s: Create error %v, want ErrExists", existing, err)

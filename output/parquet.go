@@ -32,9 +32,8 @@ const (
 )
 
 type parquetWriter struct {
-	final string
+	owner
 	tmp   string
-	opts  Options
 	file  *os.File
 	pw    *parquet.Writer
 	check rowChecker
@@ -94,7 +93,8 @@ func parquetSchema(cols []Column) *parquet.Schema {
 	return parquet.NewSchema("esm2go", g)
 }
 
-func newParquetWriter(final string, schema Schema, opts Options) (*parquetWriter, error) {
+func newParquetWriter(own owner, schema Schema) (*parquetWriter, error) {
+	final := own.final
 	dir, pattern := tempPattern(final)
 	f, err := os.CreateTemp(dir, pattern)
 	if err != nil {
@@ -131,9 +131,8 @@ func newParquetWriter(final string, schema Schema, opts Options) (*parquetWriter
 		return nil, fmt.Errorf("output: %s: parquet config: %w", final, err)
 	}
 	return &parquetWriter{
-		final: final,
+		owner: own,
 		tmp:   f.Name(),
-		opts:  opts,
 		file:  f,
 		pw:    parquet.NewWriter(f, config),
 		check: rowChecker{cols: schema.Columns},
@@ -220,14 +219,22 @@ func appendFloats(row parquet.Row, vals []float32, first, rep, def, col int) par
 }
 
 func (w *parquetWriter) Close() error {
+	_, err := w.close(false)
+	return err
+}
+
+func (w *parquetWriter) ClosePartial() (string, error) { return w.close(true) }
+
+func (w *parquetWriter) close(partial bool) (string, error) {
 	if w.closed {
-		return fmt.Errorf("output: %s: already closed", w.final)
+		return "", fmt.Errorf("output: %s: already closed", w.final)
 	}
 	if w.err != nil {
 		err := w.err
 		w.Abort()
-		return err
+		return "", err
 	}
+	defer w.done()
 	err := w.pw.Close()
 	if err == nil {
 		err = w.file.Sync()
@@ -235,22 +242,24 @@ func (w *parquetWriter) Close() error {
 	if cerr := w.file.Close(); err == nil {
 		err = cerr
 	}
+	dest := ""
 	if err == nil {
-		err = publish(w.tmp, w.final, w.opts.Overwrite)
+		dest, err = w.publishTo(w.tmp, partial)
 	}
 	w.closed = true
 	w.row = nil
 	if err != nil {
 		os.Remove(w.tmp)
-		return fmt.Errorf("output: %s: %w", w.final, err)
+		return "", fmt.Errorf("output: %s: %w", w.final, err)
 	}
-	return nil
+	return dest, nil
 }
 
 func (w *parquetWriter) Abort() error {
 	if w.closed {
 		return nil
 	}
+	defer w.done()
 	w.closed = true
 	w.row = nil
 	w.file.Close()

@@ -3,6 +3,7 @@ package output
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 )
@@ -15,10 +16,27 @@ import (
 //  3. the temporary is renamed to the final path and the parent directory is
 //     fsynced.
 //
-// A crash before step 3 leaves only a dot-prefixed temporary; the final path
-// never holds a partial output. With Overwrite, a file replaces a file in one
-// rename; a directory (or a change of kind) first moves the old output aside
-// to ".<base>.old-<random>" and removes it after the new one is in place.
+// A crash before step 3 leaves only a dot-prefixed temporary, which the next
+// run on the same output removes; the final path never holds a partial
+// output. A new path is taken with RENAME_NOREPLACE (no race with a path
+// appearing meanwhile). With Overwrite, a file replaces a file in one rename;
+// a directory (or a change of kind) is swapped in with RENAME_EXCHANGE, and
+// the old output, now at the temporary name, is checked again and removed.
+// Where the file system cannot exchange, the old output is first moved aside
+// to ".<base>.old-<random>/old"; a crash in between is repaired by the next
+// run (cleanStale puts it back).
+
+// errRenameUnsupported: the file system cannot do an atomic exchange or a
+// no-replace rename.
+var errRenameUnsupported = errors.New("rename flags not supported")
+
+type linkError struct {
+	op, from, to string
+	err          error
+}
+
+func (e *linkError) Error() string { return e.op + " " + e.from + " " + e.to + ": " + e.err.Error() }
+func (e *linkError) Unwrap() error { return e.err }
 
 // tempPattern is the os.CreateTemp / os.MkdirTemp pattern for path.
 func tempPattern(path string) (dir, pattern string) {
@@ -41,21 +59,29 @@ func syncDir(dir string) error {
 }
 
 // publish renames tmp (already fsynced) to final.
-func publish(tmp, final string, overwrite bool) error {
+func publish(tmp, final string, opts Options) error {
 	parent := filepath.Dir(final)
 	old, err := os.Lstat(final)
 	switch {
-	case errors.Is(err, os.ErrNotExist):
-		if err := os.Rename(tmp, final); err != nil {
+	case errors.Is(err, fs.ErrNotExist):
+		err := renameNoReplace(tmp, final)
+		if errors.Is(err, errRenameUnsupported) {
+			err = os.Rename(tmp, final)
+		}
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("%s: %w (it appeared while this run was writing)", final, ErrExists)
+		}
+		if err != nil {
 			return err
 		}
 		return syncDir(parent)
 	case err != nil:
 		return err
-	case !overwrite:
-		// The path appeared after Create. There is a small race between this
-		// check and the rename; Create's check catches the common case.
-		return fmt.Errorf("%s: %w (pass Overwrite to replace it)", final, ErrExists)
+	case !opts.Overwrite:
+		return fmt.Errorf("%s: %w (it appeared while this run was writing)", final, ErrExists)
+	}
+	if err := replaceable(final, old, opts.Keep); err != nil {
+		return err
 	}
 	newInfo, err := os.Lstat(tmp)
 	if err != nil {
@@ -67,7 +93,25 @@ func publish(tmp, final string, overwrite bool) error {
 		}
 		return syncDir(parent)
 	}
-	// Move the old output aside under a fresh name, then swap in the new one.
+	switch err := exchange(tmp, final); {
+	case err == nil:
+		// tmp now holds the old output: check it is what was checked above
+		// before removing it; if it changed meanwhile, swap back.
+		if info, lerr := os.Lstat(tmp); lerr != nil || replaceable(tmp, info, opts.Keep) != nil {
+			if berr := exchange(tmp, final); berr != nil {
+				return fmt.Errorf("%s changed while it was being replaced; the new output is at %s and what was there is at %s", final, final, tmp)
+			}
+			return fmt.Errorf("%s changed while it was being replaced; it was left as it is: %w", final, ErrNotReplaceable)
+		}
+		if err := syncDir(parent); err != nil {
+			return err
+		}
+		return os.RemoveAll(tmp)
+	case !errors.Is(err, errRenameUnsupported):
+		return err
+	}
+	// No exchange on this file system: move the old output aside under a
+	// fresh name, then rename the new one into place.
 	aside, err := os.MkdirTemp(parent, "."+filepath.Base(final)+".old-*")
 	if err != nil {
 		return err

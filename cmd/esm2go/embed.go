@@ -59,12 +59,12 @@ func newEmbedFlagSet(f *embedFlags) *pflag.FlagSet {
 	fs.IntVar(&f.workers, "workers", 4, "FASTA reader goroutines")
 	fs.IntVar(&f.prefetch, "prefetch", 4, "FASTA blocks queued per reader")
 	fs.BoolVar(&f.strict, "strict", false, "stop at the first record that cannot be embedded instead of skipping it")
-	fs.BoolVar(&f.overwrite, "overwrite", false, "replace an existing output")
+	fs.BoolVar(&f.overwrite, "overwrite", false, "replace an existing output (a file, or a directory esm2go wrote), an earlier run's .partial output and an existing --metrics-json file")
 	fs.IntVar(&f.threads, "threads", 0, "CPU threads (0 = all cores)")
 	fs.BoolVarP(&f.quiet, "quiet", "q", false, "print warnings and errors only")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format on stderr: text or json")
-	fs.StringVar(&f.metricsJSON, "metrics-json", "", "write run metrics to FILE, one JSON object per line per window")
-	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve run metrics in Prometheus text format at http://ADDR/metrics (\":9100\")")
+	fs.StringVar(&f.metricsJSON, "metrics-json", "", "write run metrics to FILE, one JSON object per line per window (an existing FILE needs --overwrite)")
+	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve run metrics in Prometheus text format at http://ADDR/metrics, e.g. 127.0.0.1:9100; a host other than loopback (\":9100\", \"0.0.0.0:9100\") exposes them to the network")
 	fs.IntVar(&f.metricsEvery, "metrics-every", 10, "batches per metrics window (a metrics line on stderr, a JSON line, a Prometheus update)")
 	return fs
 }
@@ -196,10 +196,8 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 	}
-	if !f.overwrite {
-		if _, err := os.Lstat(f.out); err == nil {
-			return fmt.Errorf("%s exists (use --overwrite to replace it)", f.out)
-		}
+	if err := checkOutputs(&f, inputs); err != nil {
+		return err
 	}
 
 	// Logging and progress.
@@ -327,17 +325,56 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return nil
 }
 
+// checkOutputs fails before the model loads when the run could not publish
+// its output (output.Check: exists, not replaceable, locked by another run)
+// or when --metrics-json would clobber a file or name the output or an
+// input.
+func checkOutputs(f *embedFlags, inputs []string) error {
+	keep := slices.DeleteFunc(slices.Clone(inputs), func(s string) bool { return s == "-" })
+	if err := output.Check(f.out, output.Options{Overwrite: f.overwrite, Keep: keep}); err != nil {
+		return withOverwriteHint(err)
+	}
+	if f.metricsJSON == "" {
+		return nil
+	}
+	mi, err := os.Lstat(f.metricsJSON)
+	if err != nil {
+		return nil // created exclusively later (monitor.Options.Overwrite)
+	}
+	for _, p := range append([]string{f.out, f.out + output.PartialSuffix}, keep...) {
+		if pi, err := os.Lstat(p); err == nil && os.SameFile(mi, pi) {
+			return fmt.Errorf("--metrics-json %s is the same file as %s", f.metricsJSON, p)
+		}
+	}
+	switch {
+	case !f.overwrite:
+		return fmt.Errorf("--metrics-json %s exists (use --overwrite to replace it)", f.metricsJSON)
+	case !mi.Mode().IsRegular():
+		return fmt.Errorf("--metrics-json %s is not a regular file; refusing to replace it", f.metricsJSON)
+	}
+	return nil
+}
+
+// withOverwriteHint adds the flag that would allow what output refused.
+func withOverwriteHint(err error) error {
+	if errors.Is(err, output.ErrExists) {
+		return fmt.Errorf("%w (use --overwrite to replace it)", err)
+	}
+	return err
+}
+
 // startMonitor starts the run's metrics: a line on stderr every
 // --metrics-every batches (unless --quiet), --metrics-json lines, the
 // --metrics-addr endpoint, NVML figures for a CUDA device.
 func startMonitor(ctx context.Context, f *embedFlags, be esm.Backend, dev deviceSpec, lw *lockedWriter, log *slog.Logger, tty bool) (*monitor.Monitor, error) {
 	mo := monitor.Options{
-		Every:    f.metricsEvery,
-		JSONPath: f.metricsJSON,
-		Addr:     f.metricsAddr,
-		Log:      log,
-		NoGPU:    true,
-		Backend:  be,
+		Every:     f.metricsEvery,
+		JSONPath:  f.metricsJSON,
+		Overwrite: f.overwrite,
+		Addr:      f.metricsAddr,
+		Log:       log,
+		NoGPU:     true,
+		Backend:   be,
 	}
 	if _, gpu := be.(*esmcuda.Backend); gpu {
 		// NVML index = CUDA ordinal: true with CUDA_DEVICE_ORDER=PCI_BUS_ID

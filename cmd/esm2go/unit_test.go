@@ -1,7 +1,12 @@
 package main
 
 import (
+	"context"
+	"io"
+	"os"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/esm2go/esm2go/esm"
 	"github.com/esm2go/esm2go/esm/cpu"
@@ -99,4 +104,37 @@ func TestAutoTokensPerBatch(t *testing.T) {
 	if n := autoTokensPerBatch(fakeGPU{free: 1 << 20, prec: "fp32"}, cfg, 1022); n != 1024 {
 		t.Errorf("tiny free memory: %d, want 1024", n)
 	}
+}
+
+func TestOnSignals(t *testing.T) {
+	sigs := make(chan os.Signal, 2)
+	exited := make(chan int, 1)
+	var errb strings.Builder
+	ctx, stop := onSignals(context.Background(), sigs, &errb, func(code int) { exited <- code })
+	sigs <- os.Interrupt
+	<-ctx.Done()
+	if !strings.Contains(context.Cause(ctx).Error(), "interrupt") {
+		t.Errorf("cause %v", context.Cause(ctx))
+	}
+	select {
+	case c := <-exited:
+		t.Fatalf("first signal exited with %d", c)
+	case <-time.After(20 * time.Millisecond):
+	}
+	sigs <- os.Interrupt
+	select {
+	case c := <-exited:
+		if c != 130 {
+			t.Errorf("exit code %d, want 130", c)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("second signal did not exit")
+	}
+	stop()
+	if !strings.Contains(errb.String(), "signal again to exit at once") {
+		t.Errorf("stderr %q", errb.String())
+	}
+	// stop without any signal ends the watcher too.
+	_, stop = onSignals(context.Background(), make(chan os.Signal), io.Discard, func(int) { t.Error("exit") })
+	stop()
 }

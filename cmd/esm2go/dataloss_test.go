@@ -1,0 +1,110 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/esm2go/esm2go/output"
+)
+
+// TestEmbedNeverDestroysUserData runs embed the way a careless command line
+// would and checks that nothing esm2go did not write is ever replaced.
+func TestEmbedNeverDestroysUserData(t *testing.T) {
+	t.Run("overwrite refuses a user directory", func(t *testing.T) {
+		dir := t.TempDir()
+		work := filepath.Join(dir, "project")
+		os.MkdirAll(filepath.Join(work, "results"), 0o755)
+		os.WriteFile(filepath.Join(work, "results", "table.csv"), []byte("precious"), 0o644)
+		for _, format := range []string{"npy", "parquet"} {
+			code, _, errs := runCLI(t, "embed", "--model", tinyModel, "--format", format, "--overwrite", "-o", work, fasta)
+			if code != 1 || !strings.Contains(errs, "did not write") {
+				t.Fatalf("%s: status %d, stderr %q", format, code, errs)
+			}
+			if b, err := os.ReadFile(filepath.Join(work, "results", "table.csv")); err != nil || string(b) != "precious" {
+				t.Fatalf("%s: the user's directory was touched: %v", format, err)
+			}
+		}
+	})
+	t.Run("overwrite refuses the current directory", func(t *testing.T) {
+		code, _, errs := runCLI(t, "embed", "--model", tinyModel, "--format", "npy", "--overwrite", "-o", ".", fasta)
+		if code != 1 || !strings.Contains(errs, "names a directory itself") {
+			t.Fatalf("status %d, stderr %q", code, errs)
+		}
+	})
+	t.Run("overwrite refuses an input", func(t *testing.T) {
+		dir := t.TempDir()
+		in := filepath.Join(dir, "in.fasta")
+		b, _ := os.ReadFile(fasta)
+		os.WriteFile(in, b, 0o644)
+		code, _, errs := runCLI(t, "embed", "--model", tinyModel, "--overwrite", "-o", in, in)
+		if code != 1 || !strings.Contains(errs, "an input of this run") {
+			t.Fatalf("status %d, stderr %q", code, errs)
+		}
+		if got, _ := os.ReadFile(in); string(got) != string(b) {
+			t.Fatal("input changed")
+		}
+	})
+	t.Run("overwrite replaces its own npy output", func(t *testing.T) {
+		out := filepath.Join(t.TempDir(), "emb")
+		for i := 0; i < 2; i++ {
+			code, _, errs := runCLI(t, "embed", "--model", tinyModel, "--format", "npy", "--overwrite", "-q", "-o", out, fasta)
+			if code != 0 {
+				t.Fatalf("run %d: status %d, stderr %q", i, code, errs)
+			}
+		}
+		if shape := npyShape(t, filepath.Join(out, "mean_3.npy")); shape[0] != fastaRecs {
+			t.Fatalf("shape %v", shape)
+		}
+	})
+	t.Run("a second run on a locked output fails at once", func(t *testing.T) {
+		out := filepath.Join(t.TempDir(), "emb.parquet")
+		w, err := output.Create(out, output.Parquet, output.Schema{Columns: []output.Column{{Name: "mean_3", Kind: output.Vector, Dim: 64}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Abort()
+		for _, extra := range [][]string{nil, {"--overwrite"}} {
+			args := append([]string{"embed", "--model", tinyModel, "-o", out, fasta}, extra...)
+			code, _, errs := runCLI(t, args...)
+			if code != 1 || !strings.Contains(errs, "being written by another run") {
+				t.Fatalf("%v: status %d, stderr %q", extra, code, errs)
+			}
+		}
+	})
+	t.Run("an earlier partial output is kept", func(t *testing.T) {
+		out := filepath.Join(t.TempDir(), "emb.parquet")
+		os.WriteFile(out+output.PartialSuffix, []byte("rows of hours of work"), 0o644)
+		code, _, errs := runCLI(t, "embed", "--model", tinyModel, "-o", out, fasta)
+		if code != 1 || !strings.Contains(errs, "earlier run that stopped early") || !strings.Contains(errs, "--overwrite") {
+			t.Fatalf("status %d, stderr %q", code, errs)
+		}
+		if b, _ := os.ReadFile(out + output.PartialSuffix); string(b) != "rows of hours of work" {
+			t.Fatal("partial output changed")
+		}
+		code, _, errs = runCLI(t, "embed", "--model", tinyModel, "-q", "--overwrite", "-o", out, fasta)
+		if code != 0 {
+			t.Fatalf("with --overwrite: status %d, stderr %q", code, errs)
+		}
+		if _, err := os.Stat(out + output.PartialSuffix); !os.IsNotExist(err) {
+			t.Fatalf("a complete --overwrite run keeps a superseded partial output: %v", err)
+		}
+	})
+	t.Run("metrics-json never truncates without overwrite", func(t *testing.T) {
+		dir := t.TempDir()
+		mj := filepath.Join(dir, "metrics.jsonl")
+		os.WriteFile(mj, []byte("last week's metrics\n"), 0o644)
+		code, _, errs := runCLI(t, "embed", "--model", tinyModel, "--metrics-json", mj, "-o", filepath.Join(dir, "a.parquet"), fasta)
+		if code != 1 || !strings.Contains(errs, "--metrics-json") || !strings.Contains(errs, "--overwrite") {
+			t.Fatalf("status %d, stderr %q", code, errs)
+		}
+		if b, _ := os.ReadFile(mj); string(b) != "last week's metrics\n" {
+			t.Fatal("metrics file truncated")
+		}
+		code, _, errs = runCLI(t, "embed", "--model", tinyModel, "--metrics-json", fasta, "--overwrite", "-o", filepath.Join(dir, "b.parquet"), fasta)
+		if code != 1 || !strings.Contains(errs, "same file") {
+			t.Fatalf("metrics = input: status %d, stderr %q", code, errs)
+		}
+	})
+}

@@ -1,0 +1,7 @@
+//go:build !linux
+
+package output
+
+func renameNoReplace(from, to string) error { return errRenameUnsupported }
+
+func exchange(from, to string) error { return errRenameUnsupported }
