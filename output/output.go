@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"strings"
 )
@@ -262,7 +263,43 @@ func (c *rowChecker) check(r *Row) error {
 			return fmt.Errorf("output: record %q column %q: %d values, want %d for shape %s", r.ID, col.Name, got, want, shape)
 		}
 	}
+	for i, col := range c.cols {
+		if j := firstNonFinite(r.Values[i]); j >= 0 {
+			where := fmt.Sprintf("element %d", j)
+			if col.Kind == Matrix {
+				where = fmt.Sprintf("residue %d, element %d", j/col.Dim+1, j%col.Dim)
+			}
+			return fmt.Errorf("output: record %d (%s) column %s: %w: %v at %s", r.Index, quote(r.ID), col.Name, ErrNonFinite, r.Values[i][j], where)
+		}
+	}
 	return nil
+}
+
+// ErrNonFinite is returned (wrapped) by Write for a row holding NaN or ±Inf:
+// an output never holds a silent non-finite embedding.
+var ErrNonFinite = errors.New("non-finite value")
+
+// firstNonFinite returns the index of the first NaN or ±Inf in v, or -1.
+// It tests the exponent bits of 8 values per step (an all-ones exponent is
+// NaN or Inf); on a 2-core dev box it scans at memory speed.
+func firstNonFinite(v []float32) int {
+	const exp = 0x7f800000
+	i := 0
+	for ; i+8 <= len(v); i += 8 {
+		w := v[i : i+8 : i+8]
+		if math.Float32bits(w[0])&exp == exp || math.Float32bits(w[1])&exp == exp ||
+			math.Float32bits(w[2])&exp == exp || math.Float32bits(w[3])&exp == exp ||
+			math.Float32bits(w[4])&exp == exp || math.Float32bits(w[5])&exp == exp ||
+			math.Float32bits(w[6])&exp == exp || math.Float32bits(w[7])&exp == exp {
+			break
+		}
+	}
+	for ; i < len(v); i++ {
+		if math.Float32bits(v[i])&exp == exp {
+			return i
+		}
+	}
+	return -1
 }
 
 // accept records r as written; call only after the write succeeded.

@@ -51,7 +51,7 @@ func testRows(s Schema) []Row {
 		rows[i] = r
 	}
 	// Values that must survive bit-exactly.
-	rows[0].Values[0][0] = float32(math.Inf(-1))
+	rows[0].Values[0][0] = -math.MaxFloat32
 	rows[0].Values[0][1] = math.Float32frombits(0x80000000) // -0
 	rows[0].Values[0][2] = math.SmallestNonzeroFloat32
 	rows[3].Values[1][4] = math.MaxFloat32
@@ -570,6 +570,9 @@ func TestInvalidRows(t *testing.T) {
 		{"negative length", func(r *Row) { r.Length = -1 }, "negative length"},
 		{"negative index", func(r *Row) { r.Index = -1 }, "negative index"},
 		{"index not increasing", func(r *Row) { r.Index = 0 }, "not after previous"},
+		{"NaN in a vector", func(r *Row) { r.Values[0][3] = float32(math.NaN()) }, "column mean_33: non-finite value: NaN at element 3"},
+		{"+Inf in a matrix", func(r *Row) { r.Values[1][1*3+2] = float32(math.Inf(1)) }, "column per_tok_33: non-finite value: +Inf at residue 2, element 2"},
+		{"-Inf last", func(r *Row) { v := r.Values[2]; v[len(v)-1] = float32(math.Inf(-1)) }, "non-finite value: -Inf"},
 	}
 	for _, f := range formats {
 		for _, c := range cases {
@@ -700,5 +703,24 @@ func BenchmarkWrite(b *testing.B) {
 	for _, f := range formats {
 		b.Run(string(f)+"/mean_33_N10000_D1280", func(b *testing.B) { benchWrite(b, f, mean, 10000, 300) })
 		b.Run(string(f)+"/per_tok_N500_L300_D320", func(b *testing.B) { benchWrite(b, f, perTok, 500, 300) })
+	}
+}
+
+func TestFirstNonFinite(t *testing.T) {
+	for n := 0; n < 20; n++ {
+		for bad := -1; bad < n; bad++ {
+			for _, x := range []float32{float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1))} {
+				v := make([]float32, n)
+				for i := range v {
+					v[i] = float32(i) - math.MaxFloat32/2
+				}
+				if bad >= 0 {
+					v[bad] = x
+				}
+				if got := firstNonFinite(v); got != bad {
+					t.Fatalf("n=%d bad=%d x=%v: got %d", n, bad, x, got)
+				}
+			}
+		}
 	}
 }
