@@ -65,15 +65,19 @@
 //	t_i = T[off[i]:off[i+1]]                                     # (L_i, D) for record i
 //	rec = pd.read_csv(d + "/records.tsv", sep="\t")              # index, id, length, truncated
 //
-// # Publishing
+// # Publishing and ownership
 //
 // Everything is written under ".<base>.tmp-<random>" beside the final path,
 // fsynced (files, then the temporary directory for npy), renamed to the final
-// path, and the parent directory fsynced. A crash leaves at most a
-// dot-prefixed temporary. Create refuses an existing final path unless
-// Options.Overwrite is set, and Close checks again before renaming (a path
-// created between that check and the rename is a race this package does not
-// close). With Overwrite, a file replaces a file in one rename; otherwise the
-// old output is first moved aside to ".<base>.old-<random>" and removed once
-// the new one is in place.
+// path (RENAME_NOREPLACE: a path that appeared meanwhile is never clobbered),
+// and the parent directory fsynced. A crash leaves at most a dot-prefixed
+// temporary, which the next writer of the same output removes.
+//
+// Create (and Check, for callers that want to fail early) refuse an existing
+// final path, or an existing PartialSuffix sibling, unless Options.Overwrite;
+// with it, only a regular file that is not in Options.Keep, or an npy output
+// directory this package wrote, may be replaced (ErrNotReplaceable
+// otherwise). A writer holds a flock on ".<base>.lock" until Close,
+// ClosePartial or Abort (ErrLocked for a second writer). Details in guard.go
+// and publish.go.
 package output
