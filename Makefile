@@ -18,7 +18,7 @@ clean:
 # Stripped (-s -w) so the binaries and the repo fit what travels to the host.
 gpu-build:
 	go build -ldflags='-s -w' -o bin/esm2go ./cmd/esm2go
-	go test -c -ldflags='-s -w' -o bin/cuda.test ./internal/cuda
+	go test -c -ldflags='-s -w' -o bin/cudadrv.test ./internal/cudadrv
 	go test -c -ldflags='-s -w' -o bin/attention.test ./attention
 	go test -c -ldflags='-s -w' -o bin/esmcuda.test ./esm/cuda
 	go test -c -ldflags='-s -w' -o bin/tests.test ./tests

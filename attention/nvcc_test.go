@@ -3,7 +3,7 @@ package attention
 import (
 	"testing"
 
-	"github.com/esm2go/esm2go/internal/cuda/cudatest"
+	"github.com/esm2go/esm2go/internal/cudadrv/cudatest"
 )
 
 // TestVarlenCompilesNVCC compiles varlen.cu as Varlen.module does for each

@@ -4,7 +4,7 @@ import (
 	_ "embed"
 	"fmt"
 
-	"github.com/esm2go/esm2go/internal/cuda"
+	"github.com/esm2go/esm2go/internal/cudadrv"
 )
 
 //go:embed varlen.cu
@@ -35,16 +35,16 @@ var VarlenHeadDims = []int{16, 24, 32, 64, 128}
 type Varlen struct {
 	Kernel string
 
-	ctx    *cuda.Context
-	mods   map[cuda.DataType]*cuda.Module
-	fa2    map[cuda.DataType]*cuda.Module // -DVARLEN_FA2=1 modules
-	shared map[*cuda.Function]bool        // dynamic shared memory limit raised
+	ctx    *cudadrv.Context
+	mods   map[cudadrv.DataType]*cudadrv.Module
+	fa2    map[cudadrv.DataType]*cudadrv.Module // -DVARLEN_FA2=1 modules
+	shared map[*cudadrv.Function]bool           // dynamic shared memory limit raised
 }
 
 // NewVarlen returns a launcher bound to ctx.
-func NewVarlen(ctx *cuda.Context) *Varlen {
-	return &Varlen{ctx: ctx, mods: map[cuda.DataType]*cuda.Module{},
-		fa2: map[cuda.DataType]*cuda.Module{}, shared: map[*cuda.Function]bool{}}
+func NewVarlen(ctx *cudadrv.Context) *Varlen {
+	return &Varlen{ctx: ctx, mods: map[cudadrv.DataType]*cudadrv.Module{},
+		fa2: map[cudadrv.DataType]*cudadrv.Module{}, shared: map[*cudadrv.Function]bool{}}
 }
 
 // VarlenArgs are the device operands of one call, with the shapes the
@@ -52,19 +52,19 @@ func NewVarlen(ctx *cuda.Context) *Varlen {
 // (T, Ld) (for ESM2: Q = qkv, K = qkv + D, V = qkv + 2D elements, Ld = 3D);
 // Out is (T, LdOut). All of them hold DType elements.
 type VarlenArgs struct {
-	Out     cuda.DevicePtr // (T, LdOut), written
+	Out     cudadrv.DevicePtr // (T, LdOut), written
 	LdOut   int
-	Q, K, V cuda.DevicePtr // (T, Ld) each, read
+	Q, K, V cudadrv.DevicePtr // (T, Ld) each, read
 	Ld      int
 	// CuSeqlens is the device copy of Seqlens.Cu: (nseq+1) int32.
-	CuSeqlens cuda.DevicePtr
+	CuSeqlens cudadrv.DevicePtr
 	// Seqlens is the host copy, for the grid (nseq, longest sequence) and
 	// the checks; it must equal the device copy.
 	Seqlens Seqlens
 	H, HD   int
 	Scale   float32 // multiplies q·k (ESM2 pre-scales q and passes 1)
-	DType   cuda.DataType
-	Stream  *cuda.Stream // nil: the context's main stream
+	DType   cudadrv.DataType
+	Stream  *cudadrv.Stream // nil: the context's main stream
 }
 
 func (a *VarlenArgs) check() error {
@@ -95,7 +95,7 @@ func (a *VarlenArgs) check() error {
 	return nil
 }
 
-func (v *Varlen) module(dt cuda.DataType, fa2 bool) (*cuda.Module, error) {
+func (v *Varlen) module(dt cudadrv.DataType, fa2 bool) (*cudadrv.Module, error) {
 	mods := v.mods
 	if fa2 {
 		mods = v.fa2
@@ -103,14 +103,14 @@ func (v *Varlen) module(dt cuda.DataType, fa2 bool) (*cuda.Module, error) {
 	if m := mods[dt]; m != nil {
 		return m, nil
 	}
-	elem := map[cuda.DataType]string{cuda.F32: "float", cuda.F16: "__half", cuda.BF16: "__nv_bfloat16"}[dt]
+	elem := map[cudadrv.DataType]string{cudadrv.F32: "float", cudadrv.F16: "__half", cudadrv.BF16: "__nv_bfloat16"}[dt]
 	opts := []string{"-DELEM=" + elem, "-DELEM_NAME=" + dt.String()}
 	name := "varlen_" + dt.String() + ".cu"
 	switch {
 	case fa2:
 		opts = append(opts, "-DVARLEN_FA2=1")
 		name = "varlen_fa2_" + dt.String() + ".cu"
-	case dt != cuda.F32:
+	case dt != cudadrv.F32:
 		opts = append(opts, "-DVARLEN_TC=1")
 	}
 	m, err := v.ctx.Compile(varlenSource, name, opts...)
@@ -138,7 +138,7 @@ func (v *Varlen) Forward(a VarlenArgs) error {
 			kernel = "fa2m2" // attention/NOTES.md: 7% faster at HD 24 only
 		}
 	}
-	if a.DType == cuda.F32 {
+	if a.DType == cudadrv.F32 {
 		kernel = "scalar"
 	}
 	tc := kernel != "scalar"

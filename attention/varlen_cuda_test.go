@@ -11,19 +11,19 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/esm2go/esm2go/internal/cuda"
+	"github.com/esm2go/esm2go/internal/cudadrv"
 )
 
-func gpuContext(t testing.TB) *cuda.Context {
+func gpuContext(t testing.TB) *cudadrv.Context {
 	t.Helper()
-	lib, err := cuda.Load()
+	lib, err := cudadrv.Load()
 	if err != nil {
 		t.Skipf("no CUDA device: %v", err)
 	}
 	if n, err := lib.DeviceCount(); err != nil || n == 0 {
 		t.Skipf("no CUDA device: count %d, %v", n, err)
 	}
-	ctx, err := cuda.NewContext(0)
+	ctx, err := cudadrv.NewContext(0)
 	if err != nil {
 		t.Skipf("no CUDA device: %v", err)
 	}
@@ -81,7 +81,7 @@ func TestVarlenCUDAMatchesReference(t *testing.T) {
 				t.Fatal(err)
 			}
 			err = v.Forward(VarlenArgs{Out: do.Ptr, LdOut: D, Q: dq.Ptr, K: dq.Ptr.Add(4 * D), V: dq.Ptr.Add(8 * D), Ld: 3 * D,
-				CuSeqlens: dcu.Ptr, Seqlens: s, H: H, HD: hd, Scale: 0.7, DType: cuda.F32})
+				CuSeqlens: dcu.Ptr, Seqlens: s, H: H, HD: hd, Scale: 0.7, DType: cudadrv.F32})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -123,13 +123,13 @@ type halfCase struct {
 }
 
 // toHalf converts to the bits of dt (F16 or BF16).
-func toHalf(x []float32, dt cuda.DataType) []uint16 {
+func toHalf(x []float32, dt cudadrv.DataType) []uint16 {
 	h := make([]uint16, len(x))
 	for i, v := range x {
-		if dt == cuda.F16 {
-			h[i] = cuda.HalfBits(v)
+		if dt == cudadrv.F16 {
+			h[i] = cudadrv.HalfBits(v)
 		} else {
-			h[i] = cuda.BF16Bits(v)
+			h[i] = cudadrv.BF16Bits(v)
 		}
 	}
 	return h
@@ -154,7 +154,7 @@ func benchLengths(seed uint64, tokens int) []int {
 
 // runHalf uploads c's inputs as dt, runs one kernel on NaN-poisoned output
 // and returns max |got - want| / max |want| (+Inf for NaN: unwritten).
-func runHalf(t *testing.T, ctx *cuda.Context, v *Varlen, c *halfCase, dt cuda.DataType, kernel string) float64 {
+func runHalf(t *testing.T, ctx *cudadrv.Context, v *Varlen, c *halfCase, dt cudadrv.DataType, kernel string) float64 {
 	T, D := c.s.Total(), c.H*c.hd
 	hq := toHalf(c.qkv, dt)
 	dq, err := ctx.Alloc(2 * len(hq))
@@ -194,9 +194,9 @@ func runHalf(t *testing.T, ctx *cuda.Context, v *Varlen, c *halfCase, dt cuda.Da
 	}
 	var maxDiff, maxRef float64
 	for i, w := range c.want {
-		g := cuda.BF16ToFloat32(got[i])
-		if dt == cuda.F16 {
-			g = cuda.HalfToFloat32(got[i])
+		g := cudadrv.BF16ToFloat32(got[i])
+		if dt == cudadrv.F16 {
+			g = cudadrv.HalfToFloat32(got[i])
 		}
 		d := math.Abs(float64(g - w))
 		if math.IsNaN(d) {
@@ -217,7 +217,7 @@ func runHalf(t *testing.T, ctx *cuda.Context, v *Varlen, c *halfCase, dt cuda.Da
 func TestVarlenCUDAHalfMatchesReference(t *testing.T) {
 	ctx := gpuContext(t)
 	v := NewVarlen(ctx)
-	tol := map[cuda.DataType]float64{cuda.F16: 2e-3, cuda.BF16: 1.6e-2}
+	tol := map[cudadrv.DataType]float64{cudadrv.F16: 2e-3, cudadrv.BF16: 1.6e-2}
 	shapes := []struct {
 		name string
 		lens []int
@@ -240,7 +240,7 @@ func TestVarlenCUDAHalfMatchesReference(t *testing.T) {
 			D := sh.H * hd
 			c.qkv = make([]float32, s.Total()*3*D)
 			for i := range c.qkv {
-				x := cuda.BF16ToFloat32(cuda.BF16Bits(float32(r.NormFloat64()) * 0.5))
+				x := cudadrv.BF16ToFloat32(cudadrv.BF16Bits(float32(r.NormFloat64()) * 0.5))
 				if math.Abs(float64(x)) < 1.0/16384 {
 					x = 0
 				}
@@ -265,7 +265,7 @@ func TestVarlenCUDAHalfMatchesReference(t *testing.T) {
 	wg.Wait()
 	worst := map[string]float64{}
 	for _, c := range cases {
-		for _, dt := range []cuda.DataType{cuda.F16, cuda.BF16} {
+		for _, dt := range []cudadrv.DataType{cudadrv.F16, cudadrv.BF16} {
 			for _, kernel := range []string{"fa2", "fa2m2", "tc2"} {
 				if !varlenKernelHas(kernel, c.hd) {
 					continue
@@ -324,8 +324,8 @@ func BenchmarkVarlen(b *testing.B) {
 	r := rand.New(rand.NewPCG(3, 4))
 	for _, sh := range []struct {
 		H, hd int
-		dt    cuda.DataType
-	}{{20, 16, cuda.F16}, {20, 24, cuda.F16}, {20, 32, cuda.F16}, {20, 64, cuda.F16}, {20, 64, cuda.BF16}, {8, 128, cuda.F16}} {
+		dt    cudadrv.DataType
+	}{{20, 16, cudadrv.F16}, {20, 24, cudadrv.F16}, {20, 32, cudadrv.F16}, {20, 64, cudadrv.F16}, {20, 64, cudadrv.BF16}, {8, 128, cudadrv.F16}} {
 		D := sh.H * sh.hd
 		x := make([]float32, T*3*D)
 		for i := range x {

@@ -7,7 +7,7 @@
 # It runs, logging everything under OUTDIR:
 #   1. tests/gpu_parity.py: HF transformers fp32 (TF32 off) references and HF's own
 #      fp16 error, for the fixture models and random 35M/150M/650M shapes;
-#   2. the test binaries: internal/cuda, attention (varlen kernel vs the Go
+#   2. the test binaries: internal/cudadrv, attention (varlen kernel vs the Go
 #      reference), esm/cuda (every op and the forward vs the CPU backend) and
 #      tests (PyTorch fixture parity on the GPU, and TestGPUParityHF against 1.);
 #   3. esm2go embed on the README example with --device cuda (fp32 and fp16) and
@@ -33,7 +33,7 @@ step() { # name, command...
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
 
 step gpu_parity_py python3 tests/gpu_parity.py --out /tmp/esm2go-gpuref --shapes "$shapes"
-step cuda_test bin/cuda.test -test.v
+step cudadrv_test bin/cudadrv.test -test.v
 step attention_test bin/attention.test -test.v
 bench=(); [ "${ESM2GO_SUITE_BENCH:-0}" = 1 ] && bench=(-test.bench . -test.benchtime 5x)
 step esmcuda_test bin/esmcuda.test -test.v "${bench[@]}"

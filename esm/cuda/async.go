@@ -6,7 +6,7 @@ import (
 	"unsafe"
 
 	"github.com/esm2go/esm2go/esm"
-	"github.com/esm2go/esm2go/internal/cuda"
+	"github.com/esm2go/esm2go/internal/cudadrv"
 )
 
 // esm.AsyncReader: results leave the device on the compute stream, so each
@@ -29,12 +29,12 @@ func (b *Backend) ReadAsync(dst []float32, src esm.Tensor) error {
 	}
 	s := tens(src)
 	p := s.buf.Ptr
-	if s.dt != cuda.F32 {
+	if s.dt != cudadrv.F32 {
 		sc, err := b.grow(&b.readScratch, 4*n)
 		if err != nil {
 			return fmt.Errorf("cuda: read %d elements: %w", n, oom(err))
 		}
-		if err := b.k.convert(sc.Ptr, cuda.F32, p, s.dt, n); err != nil {
+		if err := b.k.convert(sc.Ptr, cudadrv.F32, p, s.dt, n); err != nil {
 			return err
 		}
 		p = sc.Ptr
@@ -49,7 +49,7 @@ func (b *Backend) ReadAsync(dst []float32, src esm.Tensor) error {
 // to the backend's pool.
 type fence struct {
 	b    *Backend
-	ev   *cuda.Event
+	ev   *cudadrv.Event
 	done bool
 	err  error
 }
@@ -57,7 +57,7 @@ type fence struct {
 // Fence implements esm.AsyncReader.
 func (b *Backend) Fence() (esm.Fence, error) {
 	dp := &b.dp
-	var ev *cuda.Event
+	var ev *cudadrv.Event
 	if k := len(dp.fences); k > 0 {
 		ev, dp.fences = dp.fences[k-1], dp.fences[:k-1]
 	} else {
@@ -79,7 +79,7 @@ func (f *fence) Wait() error {
 		return f.err
 	}
 	if err := f.ev.Synchronize(); err != nil {
-		if errors.Is(err, cuda.ErrWrongGoroutine) {
+		if errors.Is(err, cudadrv.ErrWrongGoroutine) {
 			return fmt.Errorf("cuda: fence: %w", err) // not waited: the owner still can
 		}
 		f.err = fmt.Errorf("cuda: waiting for queued work: %w", err)
@@ -93,7 +93,7 @@ func (f *fence) Wait() error {
 // hostMem is pinned host memory from HostAlloc.
 type hostMem struct {
 	b *Backend
-	h *cuda.HostBuffer
+	h *cudadrv.HostBuffer
 	n int
 }
 

@@ -8,7 +8,7 @@ import (
 	"github.com/esm2go/esm2go/esm"
 	"github.com/esm2go/esm2go/esm/cpu"
 	"github.com/esm2go/esm2go/esm/esmtest"
-	"github.com/esm2go/esm2go/internal/cuda"
+	"github.com/esm2go/esm2go/internal/cudadrv"
 )
 
 // GPU tests of the asynchronous data path (batch.go, async.go): SetBatch on
@@ -223,7 +223,7 @@ func TestAsyncReaderRules(t *testing.T) {
 	}
 	werr := make(chan error)
 	go func() { werr <- f.Wait() }()
-	if err := <-werr; !errors.Is(err, cuda.ErrWrongGoroutine) {
+	if err := <-werr; !errors.Is(err, cudadrv.ErrWrongGoroutine) {
 		t.Errorf("Fence.Wait from another goroutine: %v, want ErrWrongGoroutine", err)
 	}
 	if err := f.Wait(); err != nil {

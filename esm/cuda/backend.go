@@ -1,7 +1,7 @@
 // Package cuda is esm2go's CUDA backend: esm.Backend on one NVIDIA GPU, with
 // GEMMs through cuBLAS, the varlen attention kernel of package attention, and
 // the other ops in kernels.cu (compiled by NVRTC at first use). It links no
-// CUDA library at build time (see internal/cuda).
+// CUDA library at build time (see internal/cudadrv).
 //
 // Precision. Options.Precision picks the compute type: "fp16" (default),
 // "bf16" or "fp32". Tensors carry their own element type:
@@ -24,7 +24,7 @@
 //
 // Threads. New creates the context on the calling goroutine and locks it to
 // its OS thread; every method must be called from that goroutine (others get
-// internal/cuda's ErrWrongGoroutine), and so must the Wait of a Fence and the
+// internal/cudadrv's ErrWrongGoroutine), and so must the Wait of a Fence and the
 // Free of HostMemory that the backend hands out (esm.AsyncReader). Kernels,
 // GEMMs and the copies of results (Read, ReadAsync) run in order on one
 // compute stream; SetBatch copies the batch on a second stream and makes the
@@ -42,7 +42,7 @@ import (
 
 	"github.com/esm2go/esm2go/attention"
 	"github.com/esm2go/esm2go/esm"
-	"github.com/esm2go/esm2go/internal/cuda"
+	"github.com/esm2go/esm2go/internal/cudadrv"
 )
 
 // Options configure the CUDA backend.
@@ -61,38 +61,38 @@ type Options struct {
 
 // Backend implements esm.Backend on one GPU.
 type Backend struct {
-	ctx  *cuda.Context
-	dt   cuda.DataType // compute precision of narrow tensors and GEMM weights
-	fuse bool          // bias in the cuBLASLt epilogue (see Options.UnfusedBias)
+	ctx  *cudadrv.Context
+	dt   cudadrv.DataType // compute precision of narrow tensors and GEMM weights
+	fuse bool             // bias in the cuBLASLt epilogue (see Options.UnfusedBias)
 	k    *kernels
 	attn *attention.Varlen
 
 	// the current batch, on the host (for grids and checks) and the device
 	seqlens                        attention.Seqlens
 	T, nseq                        int
-	tokens, seqid, pos, cu, scales cuda.DevicePtr      // into dp.dev[slot] (batch.go)
-	stage                          [2]*cuda.HostBuffer // pinned staging of the batch, alternating
-	stageEv                        [2]*cuda.Event      // recorded after each staging buffer's copy
+	tokens, seqid, pos, cu, scales cudadrv.DevicePtr      // into dp.dev[slot] (batch.go)
+	stage                          [2]*cudadrv.HostBuffer // pinned staging of the batch, alternating
+	stageEv                        [2]*cudadrv.Event      // recorded after each staging buffer's copy
 	next                           int
 
-	invFreq *cuda.Buffer // (HD/2) f32, from SetRotary
+	invFreq *cudadrv.Buffer // (HD/2) f32, from SetRotary
 	half    int
-	rope    *cuda.Buffer // (ropeP, HD/2) float2 (cos, sin) of position × invFreq
-	ropeP   int          // positions rope covers (0: to be built)
+	rope    *cudadrv.Buffer // (ropeP, HD/2) float2 (cos, sin) of position × invFreq
+	ropeP   int             // positions rope covers (0: to be built)
 
-	readStage   *cuda.HostBuffer // pinned fp32 staging for Read
-	readScratch *cuda.Buffer     // fp32 conversion of narrow tensors for Read
-	linScratch  *cuda.Buffer     // narrow conversion of wide GEMM inputs
-	dp          dataPath         // copy stream, device batch slots and fences (batch.go, async.go)
+	readStage   *cudadrv.HostBuffer // pinned fp32 staging for Read
+	readScratch *cudadrv.Buffer     // fp32 conversion of narrow tensors for Read
+	linScratch  *cudadrv.Buffer     // narrow conversion of wide GEMM inputs
+	dp          dataPath            // copy stream, device batch slots and fences (batch.go, async.go)
 }
 
 // tensor is device storage of n elements of type dt. wide is an fp32 copy
 // (a parameter's; == buf for fp32 tensors), or nil.
 type tensor struct {
-	buf  *cuda.Buffer
-	dt   cuda.DataType
+	buf  *cudadrv.Buffer
+	dt   cudadrv.DataType
 	n    int
-	wide *cuda.Buffer
+	wide *cudadrv.Buffer
 }
 
 func (t *tensor) Len() int { return t.n }
@@ -102,18 +102,18 @@ var _ esm.Backend = (*Backend)(nil)
 // New opens device opts.Device, compiles the kernels and returns a backend
 // owned by the calling goroutine (locked to its OS thread until Close).
 func New(opts Options) (*Backend, error) {
-	var dt cuda.DataType
+	var dt cudadrv.DataType
 	switch strings.ToLower(opts.Precision) {
 	case "", "fp16", "f16", "half":
-		dt = cuda.F16
+		dt = cudadrv.F16
 	case "bf16", "bfloat16":
-		dt = cuda.BF16
+		dt = cudadrv.BF16
 	case "fp32", "f32", "float32":
-		dt = cuda.F32
+		dt = cudadrv.F32
 	default:
 		return nil, fmt.Errorf("--device cuda: unknown precision %q (want fp16, bf16 or fp32)", opts.Precision)
 	}
-	lib, err := cuda.Load()
+	lib, err := cudadrv.Load()
 	if err != nil {
 		return nil, fmt.Errorf("--device cuda: CUDA driver or libraries not found: %w", err)
 	}
@@ -124,15 +124,15 @@ func New(opts Options) (*Backend, error) {
 	if opts.Device < 0 || opts.Device >= n {
 		return nil, fmt.Errorf("--device cuda: device %d not found (%d CUDA devices)", opts.Device, n)
 	}
-	if cuda.CUDAIncludeDir() == "" {
+	if cudadrv.CUDAIncludeDir() == "" {
 		return nil, errors.New("--device cuda: CUDA headers (cuda_fp16.h) not found for NVRTC under $CUDA_HOME/include, " +
 			"$CUDA_PATH/include or /usr/local/cuda/include; set CUDA_HOME to the CUDA toolkit root")
 	}
-	ctx, err := cuda.NewContext(opts.Device)
+	ctx, err := cudadrv.NewContext(opts.Device)
 	if err != nil {
 		return nil, fmt.Errorf("--device cuda: %w", err)
 	}
-	b := &Backend{ctx: ctx, dt: dt, fuse: !opts.UnfusedBias && dt != cuda.BF16, attn: attention.NewVarlen(ctx)}
+	b := &Backend{ctx: ctx, dt: dt, fuse: !opts.UnfusedBias && dt != cudadrv.BF16, attn: attention.NewVarlen(ctx)}
 	fail := func(err error) (*Backend, error) {
 		ctx.Close()
 		return nil, fmt.Errorf("--device cuda: %w", err)
@@ -155,12 +155,12 @@ func (b *Backend) Name() string {
 
 // Precision is "fp16", "bf16" or "fp32".
 func (b *Backend) Precision() string {
-	return map[cuda.DataType]string{cuda.F16: "fp16", cuda.BF16: "bf16", cuda.F32: "fp32"}[b.dt]
+	return map[cudadrv.DataType]string{cudadrv.F16: "fp16", cudadrv.BF16: "bf16", cudadrv.F32: "fp32"}[b.dt]
 }
 
 // Context is the backend's CUDA context (for synchronization and timing by
 // the owning goroutine).
-func (b *Backend) Context() *cuda.Context { return b.ctx }
+func (b *Backend) Context() *cudadrv.Context { return b.ctx }
 
 // MemInfo reports the device's free and total memory.
 func (b *Backend) MemInfo() (free, total uint64, err error) { return b.ctx.MemInfo() }
@@ -215,12 +215,12 @@ func (b *Backend) Upload(name string, data []float32) (esm.Tensor, error) {
 		wide.Free()
 		return nil, fmt.Errorf("cuda: upload %s: %w", name, err)
 	}
-	if b.dt == cuda.F32 {
-		return &tensor{buf: wide, dt: cuda.F32, n: n, wide: wide}, nil
+	if b.dt == cudadrv.F32 {
+		return &tensor{buf: wide, dt: cudadrv.F32, n: n, wide: wide}, nil
 	}
 	narrow, err := b.ctx.Alloc(2 * n)
 	if err == nil {
-		err = b.k.convert(narrow.Ptr, b.dt, wide.Ptr, cuda.F32, n)
+		err = b.k.convert(narrow.Ptr, b.dt, wide.Ptr, cudadrv.F32, n)
 	}
 	if err != nil {
 		wide.Free()
@@ -240,11 +240,11 @@ func (b *Backend) Upload(name string, data []float32) (esm.Tensor, error) {
 func (b *Backend) Alloc(n int, wide bool) (esm.Tensor, error) {
 	dt := b.dt
 	if wide {
-		dt = cuda.F32
+		dt = cudadrv.F32
 	}
 	buf, err := b.ctx.Alloc(n * dt.Size())
 	if err != nil {
-		if errors.Is(err, cuda.ErrOutOfMemory) {
+		if errors.Is(err, cudadrv.ErrOutOfMemory) {
 			err = errors.Join(esm.ErrOutOfMemory, err)
 		}
 		return nil, fmt.Errorf("cuda: alloc %d x %v: %w", n, dt, err)
@@ -267,7 +267,7 @@ func (b *Backend) Free(et esm.Tensor) {
 
 // grow returns buf if it holds bytes, else frees it and allocates anew
 // (safe on the one stream: later work is ordered after earlier users).
-func (b *Backend) grow(buf **cuda.Buffer, bytes int) (*cuda.Buffer, error) {
+func (b *Backend) grow(buf **cudadrv.Buffer, bytes int) (*cudadrv.Buffer, error) {
 	if *buf != nil && (*buf).Size >= bytes {
 		return *buf, nil
 	}
@@ -296,7 +296,7 @@ func (b *Backend) need(op string, t *tensor, n int) error {
 	return nil
 }
 
-func wideOf(op string, t *tensor, n int) (cuda.DevicePtr, error) {
+func wideOf(op string, t *tensor, n int) (cudadrv.DevicePtr, error) {
 	if t == nil || t.wide == nil {
 		return 0, fmt.Errorf("cuda: %s: parameter has no fp32 copy (not from Upload, or too large)", op)
 	}
@@ -339,7 +339,7 @@ func (b *Backend) LayerNorm(out, in, w, bias esm.Tensor, D int, eps float32) err
 	if o.buf == x.buf && o.dt != x.dt {
 		return fmt.Errorf("cuda: layernorm in place from %v to %v", x.dt, o.dt)
 	}
-	if x.dt == cuda.F32 && D%4 == 0 && D <= lnVecMaxD {
+	if x.dt == cudadrv.F32 && D%4 == 0 && D <= lnVecMaxD {
 		return b.k.layernormVec(o.buf.Ptr, o.dt, x.buf.Ptr, wp, bp, b.T, D, eps)
 	}
 	return b.k.layernorm(o.buf.Ptr, o.dt, x.buf.Ptr, x.dt, wp, bp, b.T, D, eps)
@@ -364,10 +364,10 @@ func (b *Backend) Linear(out, in, w, bias esm.Tensor, K, N int, accumulate bool)
 	if err != nil {
 		return err
 	}
-	if wt.dt != cuda.F32 && o.dt != cuda.F32 && o.dt != wt.dt {
+	if wt.dt != cudadrv.F32 && o.dt != cudadrv.F32 && o.dt != wt.dt {
 		return fmt.Errorf("cuda: linear: %v output from %v weights", o.dt, wt.dt)
 	}
-	if wt.dt == cuda.F32 && o.dt != cuda.F32 {
+	if wt.dt == cudadrv.F32 && o.dt != cudadrv.F32 {
 		return fmt.Errorf("cuda: linear: %v output from fp32 weights", o.dt)
 	}
 	a := x.buf.Ptr
@@ -381,20 +381,20 @@ func (b *Backend) Linear(out, in, w, bias esm.Tensor, K, N int, accumulate bool)
 		}
 		a = s.Ptr
 	}
-	prec := cuda.Precision{In: wt.dt, Out: o.dt, Compute: cuda.ComputeF32}
+	prec := cudadrv.Precision{In: wt.dt, Out: o.dt, Compute: cudadrv.ComputeF32}
 	if b.fuse {
 		// The bias in the cuBLASLt epilogue: y = x·wᵀ + b, or for the
 		// residual add (accumulate, fp32 y) y += x·wᵀ + b in one pass over y.
 		bt := tens(bias) // the epilogue's bias has the output's type
 		bb := bt.buf
-		if o.dt == cuda.F32 {
+		if o.dt == cudadrv.F32 {
 			bb = bt.wide
 		}
-		epi := cuda.EpilogueBias
+		epi := cudadrv.EpilogueBias
 		if accumulate {
-			epi = cuda.EpilogueBiasAccumulate
+			epi = cudadrv.EpilogueBiasAccumulate
 		}
-		if bb != nil && (bt.dt == o.dt || o.dt == cuda.F32) && (!accumulate || o.dt == cuda.F32) {
+		if bb != nil && (bt.dt == o.dt || o.dt == cudadrv.F32) && (!accumulate || o.dt == cudadrv.F32) {
 			if err := b.ctx.LinearBias(o.buf.Ptr, a, wt.buf.Ptr, bb.Ptr, T, N, K, prec, epi); err != nil {
 				return fmt.Errorf("cuda: linear+bias T=%d K=%d N=%d: %w", T, K, N, err)
 			}
@@ -405,7 +405,7 @@ func (b *Backend) Linear(out, in, w, bias esm.Tensor, K, N int, accumulate bool)
 	if accumulate {
 		beta = 1
 	}
-	err = b.ctx.Gemm(cuda.GemmArgs{TransB: true, M: T, N: N, K: K, A: a, B: wt.buf.Ptr, C: o.buf.Ptr,
+	err = b.ctx.Gemm(cudadrv.GemmArgs{TransB: true, M: T, N: N, K: K, A: a, B: wt.buf.Ptr, C: o.buf.Ptr,
 		Alpha: 1, Beta: beta, Prec: prec})
 	if err != nil {
 		return fmt.Errorf("cuda: linear T=%d K=%d N=%d: %w", T, K, N, err)
@@ -505,7 +505,7 @@ func (b *Backend) PoolBOS(dst, x esm.Tensor, D int) error {
 }
 
 func (b *Backend) pool(op string, dst, x esm.Tensor, D int,
-	k func(dst, x cuda.DevicePtr, xt cuda.DataType, cu cuda.DevicePtr, nseq, D int) error) error {
+	k func(dst, x cudadrv.DevicePtr, xt cudadrv.DataType, cu cudadrv.DevicePtr, nseq, D int) error) error {
 	d, xt := tens(dst), tens(x)
 	if err := b.need(op+" dst", d, b.nseq*D); err != nil {
 		return err
@@ -513,7 +513,7 @@ func (b *Backend) pool(op string, dst, x esm.Tensor, D int,
 	if err := b.need(op+" x", xt, b.T*D); err != nil {
 		return err
 	}
-	if d.dt != cuda.F32 {
+	if d.dt != cudadrv.F32 {
 		return fmt.Errorf("cuda: %s: destination is %v, want a wide (fp32) tensor", op, d.dt)
 	}
 	return k(d.buf.Ptr, xt.buf.Ptr, xt.dt, b.cu, b.nseq, D)

@@ -14,7 +14,7 @@ import (
 	"github.com/esm2go/esm2go/esm"
 	"github.com/esm2go/esm2go/esm/cpu"
 	"github.com/esm2go/esm2go/esm/esmtest"
-	"github.com/esm2go/esm2go/internal/cuda"
+	"github.com/esm2go/esm2go/internal/cudadrv"
 )
 
 // newGPU opens the CUDA backend, skipping the test where there is no GPU
@@ -33,7 +33,7 @@ func newGPU(t testing.TB, prec string) *Backend {
 // requireGPU skips the test where no CUDA device is usable.
 func requireGPU(t testing.TB) {
 	t.Helper()
-	lib, err := cuda.Load()
+	lib, err := cudadrv.Load()
 	if err != nil {
 		t.Skipf("no CUDA device: %v", err)
 	}
@@ -53,7 +53,7 @@ func (b *Backend) write(et esm.Tensor, d []float32) error {
 	if err := b.ctx.CopyHtoD(tmp.Ptr, f32bytes(d)); err != nil {
 		return err
 	}
-	if err := b.k.convert(t.buf.Ptr, t.dt, tmp.Ptr, cuda.F32, len(d)); err != nil {
+	if err := b.k.convert(t.buf.Ptr, t.dt, tmp.Ptr, cudadrv.F32, len(d)); err != nil {
 		return err
 	}
 	return b.Synchronize()

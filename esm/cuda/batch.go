@@ -6,7 +6,7 @@ import (
 
 	"github.com/esm2go/esm2go/attention"
 	"github.com/esm2go/esm2go/esm"
-	"github.com/esm2go/esm2go/internal/cuda"
+	"github.com/esm2go/esm2go/internal/cudadrv"
 )
 
 // The host side of the data path: batches in (SetBatch, on a copy stream),
@@ -33,17 +33,17 @@ import (
 // Its CUDA objects are created at first use and destroyed with the context
 // (Backend.Close).
 type dataPath struct {
-	copy    *cuda.Stream    // H2D copies of batches
-	dev     [2]*cuda.Buffer // per staging slot: tokens(T) | seqid(T) | pos(T) | cu(nseq+1) int32 | scales(nseq) f32
-	free    [2]*cuda.Event  // compute stream: done with dev[i]
-	freeRec [2]bool         // free[i] has been recorded
-	cur     int             // slot of the current batch, -1 before the first
+	copy    *cudadrv.Stream    // H2D copies of batches
+	dev     [2]*cudadrv.Buffer // per staging slot: tokens(T) | seqid(T) | pos(T) | cu(nseq+1) int32 | scales(nseq) f32
+	free    [2]*cudadrv.Event  // compute stream: done with dev[i]
+	freeRec [2]bool            // free[i] has been recorded
+	cur     int                // slot of the current batch, -1 before the first
 
-	fences []*cuda.Event // unused fence events (async.go)
+	fences []*cudadrv.Event // unused fence events (async.go)
 }
 
 // init creates the copy stream and events at first use.
-func (dp *dataPath) init(ctx *cuda.Context) error {
+func (dp *dataPath) init(ctx *cudadrv.Context) error {
 	if dp.copy != nil {
 		return nil
 	}
@@ -66,7 +66,7 @@ func (dp *dataPath) init(ctx *cuda.Context) error {
 
 // oom marks a device allocation failure for the model's split-and-retry.
 func oom(err error) error {
-	if errors.Is(err, cuda.ErrOutOfMemory) && !errors.Is(err, esm.ErrOutOfMemory) {
+	if errors.Is(err, cudadrv.ErrOutOfMemory) && !errors.Is(err, esm.ErrOutOfMemory) {
 		return errors.Join(esm.ErrOutOfMemory, err)
 	}
 	return err

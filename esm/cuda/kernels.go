@@ -4,7 +4,7 @@ import (
 	_ "embed"
 	"fmt"
 
-	"github.com/esm2go/esm2go/internal/cuda"
+	"github.com/esm2go/esm2go/internal/cudadrv"
 )
 
 // Launchers of kernels.cu: same names and argument order as the kernels,
@@ -17,21 +17,21 @@ var kernelSource string
 
 // kernels is the compiled kernels.cu of one context.
 type kernels struct {
-	ctx *cuda.Context
-	mod *cuda.Module
-	fns map[string]*cuda.Function
+	ctx *cudadrv.Context
+	mod *cudadrv.Module
+	fns map[string]*cudadrv.Function
 	sms int
 }
 
-func newKernels(ctx *cuda.Context) (*kernels, error) {
+func newKernels(ctx *cudadrv.Context) (*kernels, error) {
 	mod, err := ctx.Compile(kernelSource, "esm_kernels.cu")
 	if err != nil {
 		return nil, err
 	}
-	return &kernels{ctx: ctx, mod: mod, fns: map[string]*cuda.Function{}, sms: max(ctx.Device.SMs, 1)}, nil
+	return &kernels{ctx: ctx, mod: mod, fns: map[string]*cudadrv.Function{}, sms: max(ctx.Device.SMs, 1)}, nil
 }
 
-func (k *kernels) fn(name string) (*cuda.Function, error) {
+func (k *kernels) fn(name string) (*cudadrv.Function, error) {
 	if f := k.fns[name]; f != nil {
 		return f, nil
 	}
@@ -69,7 +69,7 @@ func positive(op string, sizes ...int) error {
 
 // embed: x(T,D) xt = table(V,D) f32 [tokens(T) int32] * scales(nseq) f32
 // [seqid(T) int32]; rows of token mask zeroed (mask < 0: no mask, no scale).
-func (k *kernels) embed(x cuda.DevicePtr, xt cuda.DataType, table, tokens, seqid, scales cuda.DevicePtr, T, D int, mask int32) error {
+func (k *kernels) embed(x cudadrv.DevicePtr, xt cudadrv.DataType, table, tokens, seqid, scales cudadrv.DevicePtr, T, D int, mask int32) error {
 	if err := positive("embed", T, D); err != nil {
 		return err
 	}
@@ -78,7 +78,7 @@ func (k *kernels) embed(x cuda.DevicePtr, xt cuda.DataType, table, tokens, seqid
 }
 
 // layernorm: out(T,D) ot = LN(in(T,D) it) with w(D), b(D) f32.
-func (k *kernels) layernorm(out cuda.DevicePtr, ot cuda.DataType, in cuda.DevicePtr, it cuda.DataType, w, b cuda.DevicePtr, T, D int, eps float32) error {
+func (k *kernels) layernorm(out cudadrv.DevicePtr, ot cudadrv.DataType, in cudadrv.DevicePtr, it cudadrv.DataType, w, b cudadrv.DevicePtr, T, D int, eps float32) error {
 	if err := positive("layernorm", T, D); err != nil {
 		return err
 	}
@@ -94,7 +94,7 @@ const lnVecMaxD = 24 * 4 * 32
 
 // layernormVec: out(T,D) ot = LN(in(T,D) f32), D % 4 == 0, D <= lnVecMaxD,
 // with the smallest instantiation whose registers hold a row.
-func (k *kernels) layernormVec(out cuda.DevicePtr, ot cuda.DataType, in, w, b cuda.DevicePtr, T, D int, eps float32) error {
+func (k *kernels) layernormVec(out cudadrv.DevicePtr, ot cudadrv.DataType, in, w, b cudadrv.DevicePtr, T, D int, eps float32) error {
 	if err := positive("layernorm", T, D); err != nil {
 		return err
 	}
@@ -113,7 +113,7 @@ func (k *kernels) layernormVec(out cuda.DevicePtr, ot cuda.DataType, in, w, b cu
 }
 
 // ropeTable: cs(P, half) float2 = (cos, sin)(p * invFreq(half) f32).
-func (k *kernels) ropeTable(cs, invFreq cuda.DevicePtr, P, half int) error {
+func (k *kernels) ropeTable(cs, invFreq cudadrv.DevicePtr, P, half int) error {
 	if err := positive("rope_table", P, half); err != nil {
 		return err
 	}
@@ -121,7 +121,7 @@ func (k *kernels) ropeTable(cs, invFreq cuda.DevicePtr, P, half int) error {
 }
 
 // rotaryTab: rotary with cs from ropeTable (covering every pos); HD/2 % 4 == 0.
-func (k *kernels) rotaryTab(qkv cuda.DevicePtr, et cuda.DataType, pos, cs cuda.DevicePtr, T, H, HD int, qScale float32) error {
+func (k *kernels) rotaryTab(qkv cudadrv.DevicePtr, et cudadrv.DataType, pos, cs cudadrv.DevicePtr, T, H, HD int, qScale float32) error {
 	if err := positive("rotary", T, H, HD); err != nil {
 		return err
 	}
@@ -132,7 +132,7 @@ func (k *kernels) rotaryTab(qkv cuda.DevicePtr, et cuda.DataType, pos, cs cuda.D
 }
 
 // rotary: qkv(T,3D) et in place; pos(T) int32, invFreq(HD/2) f32.
-func (k *kernels) rotary(qkv cuda.DevicePtr, et cuda.DataType, pos, invFreq cuda.DevicePtr, T, H, HD int, qScale float32) error {
+func (k *kernels) rotary(qkv cudadrv.DevicePtr, et cudadrv.DataType, pos, invFreq cudadrv.DevicePtr, T, H, HD int, qScale float32) error {
 	if err := positive("rotary", T, H, HD); err != nil {
 		return err
 	}
@@ -143,7 +143,7 @@ func (k *kernels) rotary(qkv cuda.DevicePtr, et cuda.DataType, pos, invFreq cuda
 }
 
 // gelu: x(n) et in place.
-func (k *kernels) gelu(x cuda.DevicePtr, et cuda.DataType, n int) error {
+func (k *kernels) gelu(x cudadrv.DevicePtr, et cudadrv.DataType, n int) error {
 	if err := positive("gelu", n); err != nil {
 		return err
 	}
@@ -151,7 +151,7 @@ func (k *kernels) gelu(x cuda.DevicePtr, et cuda.DataType, n int) error {
 }
 
 // biasAdd: out(T,N) ot += b(N) f32.
-func (k *kernels) biasAdd(out cuda.DevicePtr, ot cuda.DataType, b cuda.DevicePtr, T, N int) error {
+func (k *kernels) biasAdd(out cudadrv.DevicePtr, ot cudadrv.DataType, b cudadrv.DevicePtr, T, N int) error {
 	if err := positive("bias_add", T, N); err != nil {
 		return err
 	}
@@ -159,7 +159,7 @@ func (k *kernels) biasAdd(out cuda.DevicePtr, ot cuda.DataType, b cuda.DevicePtr
 }
 
 // poolMean: dst(nseq,D) f32 = residue mean of x(T,D) xt; cu(nseq+1) int32.
-func (k *kernels) poolMean(dst, x cuda.DevicePtr, xt cuda.DataType, cu cuda.DevicePtr, nseq, D int) error {
+func (k *kernels) poolMean(dst, x cudadrv.DevicePtr, xt cudadrv.DataType, cu cudadrv.DevicePtr, nseq, D int) error {
 	if err := positive("pool_mean", nseq, D); err != nil {
 		return err
 	}
@@ -168,7 +168,7 @@ func (k *kernels) poolMean(dst, x cuda.DevicePtr, xt cuda.DataType, cu cuda.Devi
 }
 
 // poolBOS: dst(nseq,D) f32 = BOS rows of x(T,D) xt; cu(nseq+1) int32.
-func (k *kernels) poolBOS(dst, x cuda.DevicePtr, xt cuda.DataType, cu cuda.DevicePtr, nseq, D int) error {
+func (k *kernels) poolBOS(dst, x cudadrv.DevicePtr, xt cudadrv.DataType, cu cudadrv.DevicePtr, nseq, D int) error {
 	if err := positive("pool_bos", nseq, D); err != nil {
 		return err
 	}
@@ -177,7 +177,7 @@ func (k *kernels) poolBOS(dst, x cuda.DevicePtr, xt cuda.DataType, cu cuda.Devic
 }
 
 // convert: dst(n) dt = src(n) st.
-func (k *kernels) convert(dst cuda.DevicePtr, dt cuda.DataType, src cuda.DevicePtr, st cuda.DataType, n int) error {
+func (k *kernels) convert(dst cudadrv.DevicePtr, dt cudadrv.DataType, src cudadrv.DevicePtr, st cudadrv.DataType, n int) error {
 	if err := positive("convert", n); err != nil {
 		return err
 	}

@@ -3,7 +3,7 @@ package cuda
 import (
 	"testing"
 
-	"github.com/esm2go/esm2go/internal/cuda/cudatest"
+	"github.com/esm2go/esm2go/internal/cudadrv/cudatest"
 )
 
 // TestKernelsCompileNVCC compiles kernels.cu as newKernels does (no extra

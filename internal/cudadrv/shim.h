@@ -1,5 +1,5 @@
 // shim.h declares the few CUDA driver, NVRTC, cuBLAS and cuBLASLt types and
-// entry points that package cuda calls. No CUDA header is included: the types
+// entry points that package cudadrv calls. No CUDA header is included: the types
 // are declared here (opaque handles as void*, enums as int) so the package
 // builds on machines without CUDA. Every esm_* function calls through a
 // pointer resolved with dlsym by esm_load (shim.c).

@@ -1,5 +1,9 @@
-// Package cuda binds the CUDA driver, NVRTC, cuBLAS and cuBLASLt through
+// Package cudadrv binds the CUDA driver, NVRTC, cuBLAS and cuBLASLt through
 // dlopen, so esm2go builds and runs (on the CPU) where no CUDA is installed.
+// It is the layer the CUDA backend (esm/cuda) drives the GPU through, named
+// apart from that package so that neither has to be renamed on import; it is
+// the only cgo package on the CUDA path, and nothing but esm/cuda (and tests)
+// may import it.
 // It offers what the ESM2 CUDA backend needs and nothing more: a Context owned
 // by one goroutine, streams and events, a caching device allocator, pinned
 // host memory, NVRTC compilation with an on-disk CUBIN cache, kernel launch,
@@ -26,4 +30,4 @@
 // Layouts. The GEMM helpers take row-major matrices, as the model stores
 // them, and translate to cuBLAS's column-major convention; see Gemm and
 // Linear.
-package cuda
+package cudadrv

@@ -1,4 +1,4 @@
-package cuda
+package cudadrv
 
 /*
 #cgo LDFLAGS: -ldl
