@@ -77,13 +77,14 @@ func runLoader(b *testing.B, path string) int64 {
 		b.Fatal(err)
 	}
 	defer rd.Close()
-	o, _, err := prepare(&esm.Model{Cfg: esm.Config{Layers: 1}}, Options{Inputs: []string{path}, Out: "unused", ToksPerBatch: 65536})
+	o, _, err := prepare(esm.Config{Layers: 1}, Options{Inputs: []string{path}, Out: "unused", ToksPerBatch: 65536})
 	if err != nil {
 		b.Fatal(err)
 	}
-	p := &pipeline{o: o, rd: rd, ready: make(chan *job, batchBuffers), free: make(chan *job, batchBuffers), wch: make(chan writerMsg, 64)}
+	p := &pipeline{o: o, rd: rd, ready: make(chan *job, 4), free: make(chan *job, 4), wch: make(chan writerMsg, 64), advanced: make(chan struct{}, 1)}
 	p.budget.Store(int64(o.ToksPerBatch))
-	for i := 0; i < batchBuffers; i++ {
+	p.nextIndex.Store(math.MaxInt64) // no writer here: never hold the packer back
+	for i := 0; i < cap(p.free); i++ {
 		p.free <- &job{}
 	}
 	done := make(chan error, 1)
@@ -127,9 +128,10 @@ func BenchmarkPipelineOverhead(b *testing.B) {
 	{
 		ctx := context.Background()
 		rd, _ := data.Open(ctx, []string{path}, data.Options{})
-		o, _, _ := prepare(m, Options{Inputs: []string{path}, Out: filepath.Join(dir, "unused"), ToksPerBatch: 4096})
-		p := &pipeline{o: o, rd: rd, ready: make(chan *job, 1<<16), free: make(chan *job, 1<<16), wch: make(chan writerMsg, 1<<16)}
+		o, _, _ := prepare(m.Cfg, Options{Inputs: []string{path}, Out: filepath.Join(dir, "unused"), ToksPerBatch: 4096})
+		p := &pipeline{o: o, rd: rd, ready: make(chan *job, 1<<16), free: make(chan *job, 1<<16), wch: make(chan writerMsg, 1<<16), advanced: make(chan struct{}, 1)}
 		p.budget.Store(int64(o.ToksPerBatch))
+		p.nextIndex.Store(math.MaxInt64)
 		for i := 0; i < 1<<12; i++ {
 			p.free <- &job{}
 		}

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -21,15 +22,6 @@ import (
 	"github.com/esm2go/esm2go/data"
 	"github.com/esm2go/esm2go/esm"
 	"github.com/esm2go/esm2go/output"
-)
-
-const (
-	// batchBuffers is the number of packed batches that can be ready or in
-	// use at once (the packer works ahead of the compute stage).
-	batchBuffers = 4
-	// resultBuffers is the output ring: compute fills one while the writer
-	// drains another (triple buffering).
-	resultBuffers = 3
 )
 
 // recMeta describes one record of a packed batch.
@@ -73,14 +65,39 @@ type counters struct {
 	readerQueue, readyQueue                                          atomic.Int64
 }
 
-// Run embeds every record of opts.Inputs with m and writes opts.Out. It must
-// be called from the goroutine that owns m's backend (the device goroutine
-// for a GPU). On failure or cancellation, rows already written are published
-// at opts.Out+output.PartialSuffix and the error says so. What may be
+// Run embeds every record of opts.Inputs with m and writes opts.Out, with m
+// computing on the calling goroutine (which must own m's backend: the device
+// goroutine for a GPU). It is RunDevices with one device that is already
+// open. On failure or cancellation, rows already written are published at
+// opts.Out+output.PartialSuffix and the error says so. What may be
 // replaced, and how two runs on one output are kept apart, is the output
 // package's decision (output.Check).
 func Run(ctx context.Context, m *esm.Model, opts Options) (*Summary, error) {
-	o, cols, err := prepare(m, opts)
+	return run(ctx, m.Cfg, []Device{{Name: m.Backend().Name(), model: m}}, opts)
+}
+
+// RunDevices embeds every record of opts.Inputs on the given devices, all
+// holding the model of cfg, and writes opts.Out. Readers and the packer are
+// shared; each device has a worker goroutine, locked to its OS thread, that
+// opens the device's model, takes the next packed batch whenever it is free
+// (a slower device takes fewer), and closes the model at the end; one
+// writer restores input order. If a device fails, the run stops: every row
+// before the first one not computed is kept in the partial output, none is
+// written twice.
+func RunDevices(ctx context.Context, cfg esm.Config, devs []Device, opts Options) (*Summary, error) {
+	if len(devs) == 0 {
+		return nil, errors.New("embed: no devices")
+	}
+	for i, d := range devs {
+		if d.Open == nil {
+			return nil, fmt.Errorf("embed: device %d (%s) has no Open", i, d.Name)
+		}
+	}
+	return run(ctx, cfg, devs, opts)
+}
+
+func run(ctx context.Context, cfg esm.Config, devs []Device, opts Options) (*Summary, error) {
+	o, cols, err := prepare(cfg, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -99,30 +116,44 @@ func Run(ctx context.Context, m *esm.Model, opts Options) (*Summary, error) {
 	}
 	defer rd.Close()
 
-	p := &pipeline{m: m, o: o, cols: cols, rd: rd, w: w, cancel: cancel,
-		ready: make(chan *job, batchBuffers), free: make(chan *job, batchBuffers),
-		results: make(chan *result, resultBuffers), wch: make(chan writerMsg, 64)}
+	// Packed batches ready or in use: two in flight per device plus two the
+	// packer works ahead; result buffers: one per device being filled plus
+	// two with the writer (triple buffering for one device).
+	n := len(devs)
+	p := &pipeline{cfg: cfg, o: o, cols: cols, rd: rd, w: w, cancel: cancel, start: start,
+		ready: make(chan *job, 2*n+2), free: make(chan *job, 2*n+2),
+		results: make(chan *result, n+2), wch: make(chan writerMsg, 64),
+		advanced: make(chan struct{}, 1)}
 	p.budget.Store(int64(o.ToksPerBatch))
-	for i := 0; i < batchBuffers; i++ {
+	for i := 0; i < cap(p.free); i++ {
 		p.free <- &job{}
 	}
-	for i := 0; i < resultBuffers; i++ {
+	for i := 0; i < cap(p.results); i++ {
 		p.results <- &result{vals: make([][]float32, len(cols))}
 	}
 	sum := &Summary{}
+	p.sum = sum
+	workers := make([]*worker, n)
+	for i, d := range devs {
+		workers[i] = &worker{p: p, dev: d, budget: o.ToksPerBatch}
+		if d.ToksPerBatch > 0 {
+			workers[i].budget = d.ToksPerBatch
+		}
+	}
+	p.workers = workers
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { defer close(p.ready); return p.pack(gctx) })
 	writerDone := make(chan error, 1)
 	go func() { writerDone <- p.write(gctx) }()
 
-	computeErr := p.compute(gctx, sum, start)
+	computeErr := p.compute(gctx, workers)
 	if computeErr != nil {
 		cancel()
 	}
 	packErr := g.Wait()
-	close(p.wch) // the packer and the compute stage are the only senders
+	close(p.wch) // the packer and the workers are the only senders
 	writeErr := <-writerDone
-	p.snapshot(sum, start)
+	p.snapshot(sum)
 
 	runErr := errors.Join(computeErr, packErr, writeErr)
 	if runErr == nil {
@@ -155,7 +186,7 @@ func (p *pipeline) keepPartial(w output.Writer, sum *Summary, err error) error {
 }
 
 // prepare fills defaults and checks the options against the model.
-func prepare(m *esm.Model, opts Options) (Options, []column, error) {
+func prepare(cfg esm.Config, opts Options) (Options, []column, error) {
 	o := opts
 	if len(o.Inputs) == 0 {
 		return o, nil, errors.New("embed: no input files")
@@ -192,7 +223,7 @@ func prepare(m *esm.Model, opts Options) (Options, []column, error) {
 	}
 	var layers []int
 	for _, l := range o.Layers {
-		a, err := m.Cfg.ResolveLayer(l)
+		a, err := cfg.ResolveLayer(l)
 		if err != nil {
 			return o, nil, fmt.Errorf("embed: --repr-layers: %w", err)
 		}
@@ -202,7 +233,7 @@ func prepare(m *esm.Model, opts Options) (Options, []column, error) {
 	}
 	o.Layers = layers
 	var cols []column
-	D := m.Cfg.Dim
+	D := cfg.Dim
 	for _, l := range layers {
 		if o.Include.Mean {
 			cols = append(cols, column{output.Column{Name: fmt.Sprintf("mean_%d", l), Kind: output.Vector, Dim: D}, l, "mean"})
@@ -226,33 +257,35 @@ func outputColumns(cols []column) []output.Column {
 }
 
 type pipeline struct {
-	m      *esm.Model
+	cfg    esm.Config
 	o      Options
 	cols   []column
 	rd     *data.Reader
 	w      output.Writer
 	cancel context.CancelFunc
+	start  time.Time
 
 	ready, free chan *job
 	results     chan *result
 	wch         chan writerMsg
 
 	c       counters
-	budget  atomic.Int64 // tokens per batch; lowered after out-of-memory
+	budget  atomic.Int64 // tokens per packed batch: the largest device budget
 	written int64        // rows written (writer goroutine; read after it ends)
 
-	loaderWait, writerWait, computeTime time.Duration // compute goroutine only
+	// nextIndex is the input index the writer waits for; the packer keeps
+	// at most two windows ahead of it, so rows waiting for a slow device
+	// stay bounded. advanced is signalled when it moves.
+	nextIndex atomic.Int64
+	advanced  chan struct{}
 
-	// compute goroutine only: batches in flight (see compute)
-	depth   int           // at most this many in flight: 2 on an esm.AsyncReader backend, else 1
-	outs    []*esm.Output // depth outputs in rotation
-	flights []flight      // oldest first
-	failed  bool          // a fence reported a device error: later results are dropped
+	workers []*worker
+	mu      sync.Mutex // serializes snapshot and Progress across workers
 	sum     *Summary
-	start   time.Time
 }
 
-func (p *pipeline) snapshot(s *Summary, start time.Time) {
+// snapshot fills s with the running totals.
+func (p *pipeline) snapshot(s *Summary) {
 	s.Records = p.c.records.Load()
 	s.Embedded = p.c.embedded.Load()
 	s.Skipped = p.c.skipped.Load()
@@ -263,207 +296,27 @@ func (p *pipeline) snapshot(s *Summary, start time.Time) {
 	s.Residues = p.c.residues.Load()
 	s.Tokens = p.c.tokens.Load()
 	s.Batches = p.c.batches.Load()
-	s.Elapsed = time.Since(start)
-	s.LoaderWait, s.WriterWait, s.Compute = p.loaderWait, p.writerWait, p.computeTime
+	s.Elapsed = time.Since(p.start)
+	s.LoaderWait, s.WriterWait, s.Compute = 0, 0, 0
+	s.Devices = s.Devices[:0]
+	for _, w := range p.workers {
+		d := w.stats.load()
+		s.LoaderWait += d.LoaderWait
+		s.WriterWait += d.WriterWait
+		s.Compute += d.Compute
+		s.Devices = append(s.Devices, d)
+	}
 	s.QueueDepth = int(p.c.readyQueue.Load())
 	s.ReaderQueue = int(p.c.readerQueue.Load())
 }
 
-// flight is a batch launched on the device whose rows have not yet been
-// handed to the writer.
-type flight struct {
-	j      *job
-	pooled bool // j goes back to the free pool when done (not a half of a split)
-	out    *esm.Output
-	fence  esm.Fence
-}
-
-// compute runs the model over every packed batch, on the calling goroutine
-// (the only one that calls the backend: Launch and every fence's Wait happen
-// here). On an esm.AsyncReader backend (a GPU) two batches are in flight:
-// batch i+1 is launched before the rows of batch i are waited for and handed
-// to the writer, so the device never idles while the host copies out,
-// packs or waits for a result buffer. Whatever way compute ends (done,
-// error, cancellation), the batches already launched are waited for and,
-// unless the device failed, handed to the writer, so no computed row is
-// lost; then the outputs' backend memory is released.
-func (p *pipeline) compute(ctx context.Context, sum *Summary, start time.Time) (err error) {
-	req := esm.Request{Layers: p.o.Layers, Mean: p.o.Include.Mean, BOS: p.o.Include.BOS, PerTok: p.o.Include.PerTok}
-	p.sum, p.start = sum, start
-	p.depth = 1
-	if _, ok := p.m.Backend().(esm.AsyncReader); ok {
-		p.depth = 2
+// progress reports running totals after a batch (any worker).
+func (p *pipeline) progress() {
+	if p.o.Progress == nil {
+		return
 	}
-	p.outs = make([]*esm.Output, p.depth)
-	for i := range p.outs {
-		p.outs[i] = &esm.Output{}
-	}
-	defer func() {
-		err = errors.Join(err, p.finishAll())
-		for _, o := range p.outs {
-			err = errors.Join(err, o.Release())
-		}
-	}()
-	for {
-		t0 := time.Now()
-		var j *job
-		select {
-		case j = <-p.ready:
-		case <-ctx.Done():
-			return nil // the cause is reported by whoever cancelled
-		}
-		if j == nil {
-			return nil // the packer is done
-		}
-		p.c.readyQueue.Store(int64(len(p.ready)))
-		p.loaderWait += time.Since(t0)
-		if err := p.launch(j, true, req); err != nil {
-			return err
-		}
-	}
-}
-
-// launch queues one packed batch on the device, then finishes the oldest
-// batches until fewer than p.depth are in flight. When the device runs out
-// of memory, the batch in flight is finished first, then the batch is split
-// in two and each half launched (and later batches get half the token
-// budget); a single sequence that does not fit is an error.
-func (p *pipeline) launch(j *job, pooled bool, req esm.Request) error {
-	out, err := p.freeOutput()
-	if err != nil {
-		return err
-	}
-	t := time.Now()
-	f, err := p.m.Launch(&j.batch, req, out)
-	p.computeTime += time.Since(t)
-	if errors.Is(err, esm.ErrOutOfMemory) && j.batch.NumSeqs() > 1 {
-		if err := p.finishAll(); err != nil {
-			return err
-		}
-		T := len(j.batch.Tokens)
-		if b := p.budget.Load(); int64(T/2) < b {
-			p.budget.Store(max(int64(T/2), esm.DefaultMaxResidues+2))
-		}
-		p.o.Log.Warn("out of device memory: splitting the batch and lowering the token budget",
-			"tokens", T, "sequences", j.batch.NumSeqs(), "budget", p.budget.Load())
-		a, b := j.split()
-		if pooled {
-			p.free <- j // never blocks: the pool holds exactly batchBuffers jobs
-		}
-		if err := p.launch(a, false, req); err != nil {
-			return err
-		}
-		return p.launch(b, false, req)
-	}
-	if err != nil {
-		return fmt.Errorf("embed: batch of %d sequences (%d tokens), first record index %d: %w",
-			j.batch.NumSeqs(), len(j.batch.Tokens), j.recs[0].index, err)
-	}
-	p.flights = append(p.flights, flight{j: j, pooled: pooled, out: out, fence: f})
-	for len(p.flights) >= p.depth {
-		if err := p.finish(); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// freeOutput returns an Output that no batch in flight uses (launch keeps
-// fewer than len(p.outs) in flight).
-func (p *pipeline) freeOutput() (*esm.Output, error) {
-	for _, o := range p.outs {
-		if !slices.ContainsFunc(p.flights, func(f flight) bool { return f.out == o }) {
-			return o, nil
-		}
-	}
-	return nil, fmt.Errorf("embed: internal error: all %d outputs in flight", len(p.outs))
-}
-
-// finish waits for the oldest batch in flight and hands its rows to the
-// writer. The hand-off blocks even after cancellation (the writer drains
-// its channel until the compute stage is over), so computed rows reach the
-// partial output.
-func (p *pipeline) finish() error {
-	fl := p.flights[0]
-	p.flights = p.flights[1:]
-	t := time.Now()
-	err := fl.fence.Wait()
-	p.computeTime += time.Since(t)
-	if err != nil {
-		p.failed = true
-		return fmt.Errorf("embed: batch of %d sequences (%d tokens), first record index %d: %w",
-			fl.j.batch.NumSeqs(), len(fl.j.batch.Tokens), fl.j.recs[0].index, err)
-	}
-	if p.failed {
-		return nil // the device failed on an earlier batch: its results are not trusted
-	}
-	t2 := time.Now()
-	res := <-p.results
-	p.writerWait += time.Since(t2)
-	p.fill(res, fl.j, fl.out)
-	p.c.batches.Add(1)
-	p.c.tokens.Add(int64(len(fl.j.batch.Tokens)))
-	p.wch <- writerMsg{res: res}
-	if fl.pooled {
-		p.free <- fl.j // never blocks: the pool holds exactly batchBuffers jobs
-	}
-	if p.o.Progress != nil {
-		p.snapshot(p.sum, p.start)
-		p.o.Progress(p.sum, false)
-	}
-	return nil
-}
-
-// finishAll finishes every batch in flight, oldest first; after a failure it
-// still waits for the rest (so no copy into an output is left queued).
-func (p *pipeline) finishAll() error {
-	var errs error
-	for len(p.flights) > 0 {
-		errs = errors.Join(errs, p.finish())
-	}
-	return errs
-}
-
-// split cuts a job into two jobs of about half the sequences each.
-func (j *job) split() (*job, *job) {
-	n := j.batch.NumSeqs()
-	half := n / 2
-	a, b := &job{}, &job{}
-	for i := 0; i < n; i++ {
-		dst := a
-		if i >= half {
-			dst = b
-		}
-		st, l := j.batch.Seqlens.Start(i), j.batch.Seqlens.Len(i)
-		if len(dst.batch.Seqlens.Cu) == 0 {
-			dst.batch.Reset()
-		}
-		dst.batch.Tokens = append(dst.batch.Tokens, j.batch.Tokens[st:st+l]...)
-		dst.batch.Seqlens.Cu = append(dst.batch.Seqlens.Cu, int32(len(dst.batch.Tokens)))
-		dst.batch.Scales = append(dst.batch.Scales, j.batch.Scales[i])
-		dst.recs = append(dst.recs, j.recs[i])
-	}
-	return a, b
-}
-
-// fill copies what the columns need out of the model's output.
-func (p *pipeline) fill(res *result, j *job, out *esm.Output) {
-	res.recs = append(res.recs[:0], j.recs...)
-	D := p.m.Cfg.Dim
-	for c, col := range p.cols {
-		v := res.vals[c][:0]
-		switch col.kind {
-		case "mean":
-			v = append(v, out.Mean[col.layer][:out.NSeq*D]...)
-		case "bos":
-			v = append(v, out.BOS[col.layer][:out.NSeq*D]...)
-		case "per_tok":
-			x := out.PerTok[col.layer]
-			for s := range j.recs {
-				st, n := j.batch.Seqlens.Start(s), j.batch.Seqlens.Len(s)
-				v = append(v, x[(st+1)*D:(st+n-1)*D]...) // residues only: BOS and EOS dropped
-			}
-		}
-		res.vals[c] = v
-	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.snapshot(p.sum)
+	p.o.Progress(p.sum, false)
 }

@@ -85,5 +85,8 @@ type Summary struct {
 	// QueueDepth is the number of packed batches ready when the last batch
 	// was taken; ReaderQueue the FASTA blocks waiting in the reader queue.
 	QueueDepth, ReaderQueue int
-	Output                  string // where the result was published
+	// Devices is each device's share (LoaderWait, WriterWait and Compute
+	// above are their sums).
+	Devices []DeviceSummary
+	Output  string // where the result was published
 }

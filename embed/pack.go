@@ -28,12 +28,22 @@ func (p *pipeline) pack(ctx context.Context) error {
 		arena      []int32
 		windowToks int
 		seen       = map[uint64]struct{}{} // FNV-1a of ids, bounded by MaxTrackedIDs
+		// First input index of the current and the previous window: a
+		// window is emitted only once the writer is past the one before the
+		// previous, so at most two windows of rows wait for a slow device.
+		winFirst, prevFirst int64 = -1, -1
 	)
 	flush := func() error {
+		if prevFirst >= 0 {
+			if err := p.waitWritten(ctx, prevFirst); err != nil {
+				return err
+			}
+		}
 		if err := p.emit(ctx, window); err != nil {
 			return err
 		}
 		window, arena, windowToks = window[:0], arena[:0], 0
+		prevFirst, winFirst = winFirst, -1
 		return nil
 	}
 	for {
@@ -48,6 +58,9 @@ func (p *pipeline) pack(ctx context.Context) error {
 		for i := range blk.Records {
 			r := &blk.Records[i]
 			p.c.records.Add(1)
+			if winFirst < 0 {
+				winFirst = r.Index
+			}
 			if r.Problem != "" {
 				if err := p.skip(ctx, r, r.Problem); err != nil {
 					return err
@@ -95,6 +108,19 @@ func (p *pipeline) pack(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// waitWritten blocks until the writer has written (or skipped) every record
+// before index.
+func (p *pipeline) waitWritten(ctx context.Context, index int64) error {
+	for p.nextIndex.Load() < index {
+		select {
+		case <-p.advanced:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
 }
 
 // MaxTrackedIDs bounds the duplicate-id count's memory (~40 bytes an id):

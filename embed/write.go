@@ -34,7 +34,16 @@ func (p *pipeline) write(ctx context.Context) error {
 		p.c.residues.Add(int64(r.Length))
 		next++
 	}
+	// advance tells the packer how far the output has come.
+	advance := func() {
+		p.nextIndex.Store(next)
+		select {
+		case p.advanced <- struct{}{}:
+		default:
+		}
+	}
 	drain := func() {
+		defer advance()
 		for failed == nil {
 			if skipped[next] {
 				delete(skipped, next)
