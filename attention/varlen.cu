@@ -8,20 +8,17 @@
 // stride ld = 3*D; out is (T, ldo) with heads merged in the same order.
 // cu_seqlens is (nseq+1) int32.
 //
-// Compiled by NVRTC with -DELEM=<__half|__nv_bfloat16|float> and
-// -DELEM_NAME=<f16|bf16|f32>; kernels are extern "C" varlen_fwd_<name>_hd<HD>.
+// Two NVRTC modules come from this file (launcher: varlen_cuda.go):
+//   - without defines, the fp32 kernels varlen_fwd_f32_hd<HD> (HD 16, 24,
+//     32, 64, 128): scalar fp32 arithmetic, the parity path of fp32 mode;
+//   - with -DVARLEN_FA2=1 -DELEM=<__half|__nv_bfloat16> -DELEM_NAME=<f16|bf16>,
+//     the tensor-core kernels of fp16/bf16 mode: varlen_fa2_<name>_hd<HD> for
+//     HD 16, 32, 64, 128 and varlen_fa2m2_<name>_hd24 (two row tiles per warp,
+//     the faster one at HD 24; attention/NOTES.md).
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
 
-__device__ __forceinline__ float to_f(float x) { return x; }
-__device__ __forceinline__ float to_f(__half x) { return __half2float(x); }
-__device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
-template <typename T> __device__ __forceinline__ T from_f(float x);
-template <> __device__ __forceinline__ float from_f<float>(float x) { return x; }
-template <> __device__ __forceinline__ __half from_f<__half>(float x) { return __float2half_rn(x); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
-
-#if !VARLEN_FA2  // the fa2 module (-DVARLEN_FA2=1) holds varlen_fa2_* alone
+#if !VARLEN_FA2
 #define VARLEN_BQ 64 // queries per block
 #define VARLEN_BK 32 // keys per shared-memory tile
 
@@ -31,10 +28,10 @@ template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float
 // q and of the output accumulator, and the q·k partial sums are reduced over
 // the G neighbouring lanes with shuffles. Blocks whose tile starts past the
 // sequence's end return at once (the grid is sized by the longest sequence).
-template <typename T, int HD>
-__device__ __forceinline__ void varlen_fwd(T* __restrict__ out, int ldo,
-                                           const T* __restrict__ q, const T* __restrict__ k,
-                                           const T* __restrict__ v, int ld,
+template <int HD>
+__device__ __forceinline__ void varlen_fwd(float* __restrict__ out, int ldo,
+                                           const float* __restrict__ q, const float* __restrict__ k,
+                                           const float* __restrict__ v, int ld,
                                            const int* __restrict__ cu_seqlens, float scale) {
   constexpr int G = HD >= 64 ? HD / 32 : 1;
   constexpr int DP = HD / G;  // head dims per thread
@@ -54,7 +51,7 @@ __device__ __forceinline__ void varlen_fwd(T* __restrict__ out, int ldo,
   float qr[DP], acc[DP];
 #pragma unroll
   for (int d = 0; d < DP; d++) {
-    qr[d] = valid ? to_f(q[(long)(start + row) * ld + h * HD + d * G + g]) * scale : 0.f;
+    qr[d] = valid ? q[(long)(start + row) * ld + h * HD + d * G + g] * scale : 0.f;
     acc[d] = 0.f;
   }
   float m = __int_as_float(0xff800000), l = 0.f;  // -inf (no math.h under NVRTC)
@@ -65,8 +62,8 @@ __device__ __forceinline__ void varlen_fwd(T* __restrict__ out, int ldo,
     for (int i = tid; i < kn * HD; i += NT) {
       const int r = i / HD, c = i % HD;
       const long off = (long)(start + kt + r) * ld + h * HD + c;
-      Ks[r][c] = to_f(k[off]);
-      Vs[r][c] = to_f(v[off]);
+      Ks[r][c] = k[off];
+      Vs[r][c] = v[off];
     }
     __syncthreads();
     float s[BK];
@@ -102,18 +99,15 @@ __device__ __forceinline__ void varlen_fwd(T* __restrict__ out, int ldo,
     const float inv = 1.f / l;
 #pragma unroll
     for (int d = 0; d < DP; d++)
-      out[(long)(start + row) * ldo + h * HD + d * G + g] = from_f<T>(acc[d] * inv);
+      out[(long)(start + row) * ldo + h * HD + d * G + g] = acc[d] * inv;
   }
 }
 
-#define CAT3(a, b, c) a##b##c
-#define XCAT3(a, b, c) CAT3(a, b, c)
-#define VARLEN_INST(HD)                                                                          \
-  extern "C" __global__ void __launch_bounds__(VARLEN_BQ*(HD >= 64 ? HD / 32 : 1))              \
-      XCAT3(varlen_fwd_, ELEM_NAME, _hd##HD)(ELEM * out, int ldo, const ELEM* q, const ELEM* k,  \
-                                              const ELEM* v, int ld, const int* cu_seqlens,      \
-                                              float scale) {                                     \
-    varlen_fwd<ELEM, HD>(out, ldo, q, k, v, ld, cu_seqlens, scale);                              \
+#define VARLEN_INST(HD)                                                                         \
+  extern "C" __global__ void __launch_bounds__(VARLEN_BQ*(HD >= 64 ? HD / 32 : 1))             \
+      varlen_fwd_f32_hd##HD(float* out, int ldo, const float* q, const float* k, const float* v, \
+                            int ld, const int* cu_seqlens, float scale) {                       \
+    varlen_fwd<HD>(out, ldo, q, k, v, ld, cu_seqlens, scale);                                   \
   }
 
 VARLEN_INST(16)
@@ -121,321 +115,7 @@ VARLEN_INST(24)
 VARLEN_INST(32)
 VARLEN_INST(64)
 VARLEN_INST(128)
-
-#if VARLEN_TC
-// ---------------------------------------------------------------------------
-// Tensor-core variant for fp16/bf16 (compiled with -DVARLEN_TC=1): the same
-// algorithm with both products on WMMA 16x16x16 tiles (fp32 accumulation).
-// Block = 4 warps = 64 query rows (16 per warp), K/V tiles of 64 keys; the
-// head dim is zero-padded to HP = a multiple of 16 (HD 24 -> 32). Per tile,
-// each warp computes S = Q·Kᵀ (16 x 64, fp32) into shared memory, updates
-// its rows' running max/sum there (two lanes per row, fp32, exp), writes
-// P = exp(S - m) in the element type, rescales its fp32 output rows and
-// accumulates O += P·V. The softmax sum uses the fp32 P, the product the
-// rounded P (as FlashAttention does). Dynamic shared memory: see
-// varlenTCShared in varlen_cuda.go (same layout, row strides padded to
-// avoid bank conflicts and keep WMMA's 32-byte alignment).
-#include <mma.h>
-
-#define TC_BQ 64
-#define TC_BK 64
-
-template <typename T, int HD>
-__device__ __forceinline__ void varlen_tc(T* __restrict__ out, int ldo, const T* __restrict__ q,
-                                          const T* __restrict__ k, const T* __restrict__ v, int ld,
-                                          const int* __restrict__ cu_seqlens, float scale) {
-  using namespace nvcuda;
-  constexpr int HP = (HD + 15) / 16 * 16;
-  constexpr int BQ = TC_BQ, BK = TC_BK;
-  constexpr int QS = HP + 8;  // row stride of Q, K, V tiles (elements)
-  constexpr int PS = BK + 8;  // row stride of P (elements)
-  constexpr int SS = BK + 4;  // row stride of S (floats)
-  constexpr int OS = HP + 4;  // row stride of O (floats)
-  extern __shared__ __align__(128) unsigned char smem[];
-  T* Qs = (T*)smem;
-  T* Ks = Qs + BQ * QS;
-  T* Vs = Ks + BK * QS;
-  T* Ps = Vs + BK * QS;
-  float* Ss = (float*)(Ps + BQ * PS);
-  float* Os = Ss + BQ * SS;
-
-  const int seq = blockIdx.y, h = blockIdx.z;
-  const int start = cu_seqlens[seq];
-  const int n = cu_seqlens[seq + 1] - start;
-  const int q0 = blockIdx.x * BQ;
-  if (q0 >= n) return;
-  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-  const T zero = from_f<T>(0.f);
-
-  for (int i = tid; i < BQ * HP; i += 128) {
-    const int r = i / HP, c = i % HP;
-    Qs[r * QS + c] = (q0 + r < n && c < HD) ? q[(long)(start + q0 + r) * ld + h * HD + c] : zero;
-    Os[r * OS + c] = 0.f;
-  }
-  const int rl = lane / 2, hf = lane % 2;  // this lane's row (of the warp's 16) and column parity
-  float m_r = __int_as_float(0xff800000), l_r = 0.f;
-  const T* Qw = Qs + warp * 16 * QS;
-  float* Sw = Ss + warp * 16 * SS;
-  T* Pw = Ps + warp * 16 * PS;
-  float* Ow = Os + warp * 16 * OS;
-
-  for (int kt = 0; kt < n; kt += BK) {
-    const int kn = min(BK, n - kt);
-    __syncthreads();
-    for (int i = tid; i < BK * HP; i += 128) {
-      const int r = i / HP, c = i % HP;
-      const bool ok = r < kn && c < HD;
-      const long off = (long)(start + kt + r) * ld + h * HD + c;
-      Ks[r * QS + c] = ok ? k[off] : zero;
-      Vs[r * QS + c] = ok ? v[off] : zero;
-    }
-    __syncthreads();
-#pragma unroll
-    for (int j = 0; j < BK / 16; j++) {
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-      wmma::fill_fragment(acc, 0.f);
-#pragma unroll
-      for (int kk = 0; kk < HP / 16; kk++) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> b;
-        wmma::load_matrix_sync(a, Qw + kk * 16, QS);
-        wmma::load_matrix_sync(b, Ks + j * 16 * QS + kk * 16, QS);
-        wmma::mma_sync(acc, a, b, acc);
-      }
-      wmma::store_matrix_sync(Sw + j * 16, acc, SS, wmma::mem_row_major);
-    }
-    __syncwarp();
-    float* srow = Sw + rl * SS;
-    float mt = m_r;
-#pragma unroll 8
-    for (int i = 0; i < BK / 2; i++) {
-      const int c = 2 * i + hf;
-      const float s = c < kn ? srow[c] * scale : __int_as_float(0xff800000);
-      srow[c] = s;
-      mt = fmaxf(mt, s);
-    }
-    mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 1));
-    const float corr = expf(m_r - mt);
-    float sum = 0.f;
-    T* prow = Pw + rl * PS;
-#pragma unroll 8
-    for (int i = 0; i < BK / 2; i++) {
-      const int c = 2 * i + hf;
-      const float p = expf(srow[c] - mt);
-      sum += p;
-      prow[c] = from_f<T>(p);
-    }
-    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    l_r = l_r * corr + sum;
-    m_r = mt;
-    float* orow = Ow + rl * OS;
-    for (int c = hf; c < HP; c += 2) orow[c] *= corr;
-    __syncwarp();
-#pragma unroll
-    for (int nn = 0; nn < HP / 16; nn++) {
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-      wmma::load_matrix_sync(acc, Ow + nn * 16, OS, wmma::mem_row_major);
-#pragma unroll
-      for (int kk = 0; kk < BK / 16; kk++) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> b;
-        wmma::load_matrix_sync(a, Pw + kk * 16, PS);
-        wmma::load_matrix_sync(b, Vs + kk * 16 * QS + nn * 16, QS);
-        wmma::mma_sync(acc, a, b, acc);
-      }
-      wmma::store_matrix_sync(Ow + nn * 16, acc, OS, wmma::mem_row_major);
-    }
-    __syncwarp();
-  }
-  const int row = q0 + warp * 16 + rl;
-  if (row < n) {
-    const float inv = 1.f / l_r;
-    const float* orow = Ow + rl * OS;
-    for (int c = hf; c < HD; c += 2) out[(long)(start + row) * ldo + h * HD + c] = from_f<T>(orow[c] * inv);
-  }
-}
-
-#define VARLEN_TC_INST(HD)                                                                          \
-  extern "C" __global__ void __launch_bounds__(128)                                                \
-      XCAT3(varlen_tc_, ELEM_NAME, _hd##HD)(ELEM * out, int ldo, const ELEM* q, const ELEM* k,      \
-                                             const ELEM* v, int ld, const int* cu_seqlens,          \
-                                             float scale) {                                         \
-    varlen_tc<ELEM, HD>(out, ldo, q, k, v, ld, cu_seqlens, scale);                                  \
-  }
-
-VARLEN_TC_INST(16)
-VARLEN_TC_INST(24)
-VARLEN_TC_INST(32)
-VARLEN_TC_INST(64)
-VARLEN_TC_INST(128)
-// varlen_tc2: varlen_tc with S and O held in WMMA accumulator registers
-// instead of shared memory. It relies on the accumulator layout of
-// m16n16k16 float fragments on sm_80/sm_90 (two mma.m16n8k16 C tiles):
-// element i of lane L is row L/4 + 8*((i/2)%2), column 2*(L%4) + i%2 +
-// 8*(i/4). Each row is spread over the 4 lanes of a quad, so row max/sum
-// reduce with two shuffles. P goes through shared memory (as the A operand
-// of P·V). Q, K, V tiles are loaded with 16-byte vectors (HD % 8 == 0).
-// esm/cuda's conformance test checks it against the CPU for every head dim.
-__device__ __forceinline__ int acc_row(int lane, int i) { return lane / 4 + 8 * ((i / 2) % 2); }
-__device__ __forceinline__ int acc_col(int lane, int i) { return 2 * (lane % 4) + i % 2 + 8 * (i / 4); }
-
-template <typename T, int HD>
-__device__ __forceinline__ void varlen_tc2(T* __restrict__ out, int ldo, const T* __restrict__ q,
-                                           const T* __restrict__ k, const T* __restrict__ v, int ld,
-                                           const int* __restrict__ cu_seqlens, float scale) {
-  using namespace nvcuda;
-  constexpr int HP = (HD + 15) / 16 * 16;
-  constexpr int BQ = TC_BQ, BK = TC_BK;
-  constexpr int QS = HP + 8;  // row stride of Q, K, V tiles (elements; 16-byte multiple)
-  constexpr int PS = BK + 8;  // row stride of P (elements)
-  constexpr int OS = HP + 4;  // row stride of the final O staging (floats)
-  constexpr int C8 = HP / 8, H8 = HD / 8;  // 16-byte chunks per padded / real row
-  extern __shared__ __align__(128) unsigned char smem[];
-  T* Qs = (T*)smem;
-  T* Ks = Qs + BQ * QS;
-  T* Vs = Ks + BK * QS;
-  T* Ps = Vs + BK * QS;
-  float* Os = (float*)(Ps + BQ * PS);
-
-  const int seq = blockIdx.y, h = blockIdx.z;
-  const int start = cu_seqlens[seq];
-  const int n = cu_seqlens[seq + 1] - start;
-  const int q0 = blockIdx.x * BQ;
-  if (q0 >= n) return;
-  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-  const uint4 z4 = make_uint4(0, 0, 0, 0);
-
-  for (int i = tid; i < BQ * C8; i += 128) {
-    const int r = i / C8, c = i % C8;
-    uint4 val = z4;
-    if (q0 + r < n && c < H8) val = *(const uint4*)(q + (long)(start + q0 + r) * ld + h * HD + 8 * c);
-    *(uint4*)(Qs + r * QS + 8 * c) = val;
-  }
-  const T* Qw = Qs + warp * 16 * QS;
-  T* Pw = Ps + warp * 16 * PS;
-  wmma::fragment<wmma::accumulator, 16, 16, 16, float> o[HP / 16];
-#pragma unroll
-  for (int nn = 0; nn < HP / 16; nn++) wmma::fill_fragment(o[nn], 0.f);
-  // running max and sum of the lane's two rows: acc_row(lane, 0) and +8
-  float m0 = __int_as_float(0xff800000), m1 = m0, l0 = 0.f, l1 = 0.f;
-
-  for (int kt = 0; kt < n; kt += BK) {
-    const int kn = min(BK, n - kt);
-    __syncthreads();
-    for (int i = tid; i < BK * C8; i += 128) {
-      const int r = i / C8, c = i % C8;
-      uint4 kv = z4, vv = z4;
-      if (r < kn && c < H8) {
-        const long off = (long)(start + kt + r) * ld + h * HD + 8 * c;
-        kv = *(const uint4*)(k + off);
-        vv = *(const uint4*)(v + off);
-      }
-      *(uint4*)(Ks + r * QS + 8 * c) = kv;
-      *(uint4*)(Vs + r * QS + 8 * c) = vv;
-    }
-    __syncthreads();
-    wmma::fragment<wmma::accumulator, 16, 16, 16, float> s[BK / 16];
-#pragma unroll
-    for (int j = 0; j < BK / 16; j++) {
-      wmma::fill_fragment(s[j], 0.f);
-#pragma unroll
-      for (int kk = 0; kk < HP / 16; kk++) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> b;
-        wmma::load_matrix_sync(a, Qw + kk * 16, QS);
-        wmma::load_matrix_sync(b, Ks + j * 16 * QS + kk * 16, QS);
-        wmma::mma_sync(s[j], a, b, s[j]);
-      }
-    }
-    float mt0 = m0, mt1 = m1;
-#pragma unroll
-    for (int j = 0; j < BK / 16; j++) {
-#pragma unroll
-      for (int i = 0; i < 8; i++) {
-        const int c = j * 16 + acc_col(lane, i);
-        const float x = c < kn ? s[j].x[i] * scale : __int_as_float(0xff800000);
-        s[j].x[i] = x;
-        if ((i / 2) % 2 == 0) mt0 = fmaxf(mt0, x); else mt1 = fmaxf(mt1, x);
-      }
-    }
-#pragma unroll
-    for (int o_ = 1; o_ <= 2; o_ *= 2) {
-      mt0 = fmaxf(mt0, __shfl_xor_sync(0xffffffffu, mt0, o_));
-      mt1 = fmaxf(mt1, __shfl_xor_sync(0xffffffffu, mt1, o_));
-    }
-    const float c0 = expf(m0 - mt0), c1 = expf(m1 - mt1);
-    float sum0 = 0.f, sum1 = 0.f;
-#pragma unroll
-    for (int j = 0; j < BK / 16; j++) {
-#pragma unroll
-      for (int i = 0; i < 8; i++) {
-        const bool hi = (i / 2) % 2;
-        const float p = expf(s[j].x[i] - (hi ? mt1 : mt0));
-        if (hi) sum1 += p; else sum0 += p;
-        Pw[acc_row(lane, i) * PS + j * 16 + acc_col(lane, i)] = from_f<T>(p);
-      }
-    }
-#pragma unroll
-    for (int o_ = 1; o_ <= 2; o_ *= 2) {
-      sum0 += __shfl_xor_sync(0xffffffffu, sum0, o_);
-      sum1 += __shfl_xor_sync(0xffffffffu, sum1, o_);
-    }
-    l0 = l0 * c0 + sum0;
-    l1 = l1 * c1 + sum1;
-    m0 = mt0;
-    m1 = mt1;
-#pragma unroll
-    for (int nn = 0; nn < HP / 16; nn++)
-#pragma unroll
-      for (int i = 0; i < 8; i++) o[nn].x[i] *= ((i / 2) % 2) ? c1 : c0;
-    __syncwarp();
-#pragma unroll
-    for (int nn = 0; nn < HP / 16; nn++) {
-#pragma unroll
-      for (int kk = 0; kk < BK / 16; kk++) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> b;
-        wmma::load_matrix_sync(a, Pw + kk * 16, PS);
-        wmma::load_matrix_sync(b, Vs + kk * 16 * QS + nn * 16, QS);
-        wmma::mma_sync(o[nn], a, b, o[nn]);
-      }
-    }
-    __syncwarp();
-  }
-  // Normalize in registers, stage the warp's 16 rows in shared memory, write.
-  const float i0 = 1.f / l0, i1 = 1.f / l1;
-  float* Ow = Os + warp * 16 * OS;
-#pragma unroll
-  for (int nn = 0; nn < HP / 16; nn++) {
-#pragma unroll
-    for (int i = 0; i < 8; i++) o[nn].x[i] *= ((i / 2) % 2) ? i1 : i0;
-    wmma::store_matrix_sync(Ow + nn * 16, o[nn], OS, wmma::mem_row_major);
-  }
-  __syncwarp();
-  for (int i = lane; i < 16 * HD; i += 32) {
-    const int r = i / HD, c = i % HD;
-    const int row = q0 + warp * 16 + r;
-    if (row < n) out[(long)(start + row) * ldo + h * HD + c] = from_f<T>(Ow[r * OS + c]);
-  }
-}
-
-#define VARLEN_TC2_INST(HD)                                                                         \
-  extern "C" __global__ void __launch_bounds__(128)                                                \
-      XCAT3(varlen_tc2_, ELEM_NAME, _hd##HD)(ELEM * out, int ldo, const ELEM* q, const ELEM* k,     \
-                                              const ELEM* v, int ld, const int* cu_seqlens,         \
-                                              float scale) {                                        \
-    varlen_tc2<ELEM, HD>(out, ldo, q, k, v, ld, cu_seqlens, scale);                                 \
-  }
-
-VARLEN_TC2_INST(16)
-VARLEN_TC2_INST(24)
-VARLEN_TC2_INST(32)
-VARLEN_TC2_INST(64)
-VARLEN_TC2_INST(128)
-#endif
-#endif  // !VARLEN_FA2
-
-#if VARLEN_FA2
+#else  // VARLEN_FA2
 // ---------------------------------------------------------------------------
 // varlen_fa2 (fp16/bf16; compiled as its own module with -DVARLEN_FA2=1):
 // FlashAttention-2 on mma.sync.m16n8k16 with ldmatrix and cp.async.
@@ -731,39 +411,25 @@ __device__ __forceinline__ void varlen_fa2(T* __restrict__ out, int ldo, const T
 
 #define FA2_CAT3(a, b, c) a##b##c
 #define FA2_XCAT3(a, b, c) FA2_CAT3(a, b, c)
-// HD 24 (35M) is held to 80 registers (6 blocks of 128 threads per SM
-// instead of 5 at the 88 it takes otherwise; ptxas reports no spills); the
-// other head dims spill at that bound and keep the plain bound (an explicit
-// minimum of 1 block would let ptxas take more registers than today).
-#define FA2_BOUNDS_16 __launch_bounds__(128)
-#define FA2_BOUNDS_24 __launch_bounds__(128, 6)
-#define FA2_BOUNDS_32 __launch_bounds__(128)
-#define FA2_BOUNDS_64 __launch_bounds__(128)
-#define FA2_BOUNDS_128 __launch_bounds__(128)
 #define VARLEN_FA2_INST(HD)                                                                         \
-  extern "C" __global__ void FA2_BOUNDS_##HD                                                       \
+  extern "C" __global__ void __launch_bounds__(128)                                                \
       FA2_XCAT3(varlen_fa2_, ELEM_NAME, _hd##HD)(ELEM * out, int ldo, const ELEM* q, const ELEM* k, \
                                                  const ELEM* v, int ld, const int* cu_seqlens,      \
                                                  float scale) {                                     \
     varlen_fa2<ELEM, HD, 1, FA2_BK>(out, ldo, q, k, v, ld, cu_seqlens, scale);                      \
   }
-// Two row tiles per warp (128 queries per block); 32-key tiles from HD 64 on
-// keep the S and O accumulators of both row tiles in registers.
+// Two row tiles per warp (128 queries per block).
 #define VARLEN_FA2M2_INST(HD)                                                                        \
   extern "C" __global__ void __launch_bounds__(128)                                                 \
       FA2_XCAT3(varlen_fa2m2_, ELEM_NAME, _hd##HD)(ELEM * out, int ldo, const ELEM* q, const ELEM* k, \
                                                    const ELEM* v, int ld, const int* cu_seqlens,      \
                                                    float scale) {                                     \
-    varlen_fa2<ELEM, HD, 2, (HD >= 64 ? 32 : 64)>(out, ldo, q, k, v, ld, cu_seqlens, scale);          \
+    varlen_fa2<ELEM, HD, 2, FA2_BK>(out, ldo, q, k, v, ld, cu_seqlens, scale);                        \
   }
 
 VARLEN_FA2_INST(16)
-VARLEN_FA2_INST(24)
 VARLEN_FA2_INST(32)
 VARLEN_FA2_INST(64)
 VARLEN_FA2_INST(128)
-VARLEN_FA2M2_INST(16)
 VARLEN_FA2M2_INST(24)
-VARLEN_FA2M2_INST(32)
-VARLEN_FA2M2_INST(64)
 #endif  // VARLEN_FA2

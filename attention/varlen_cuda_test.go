@@ -152,9 +152,9 @@ func benchLengths(seed uint64, tokens int) []int {
 	return ls
 }
 
-// runHalf uploads c's inputs as dt, runs one kernel on NaN-poisoned output
+// runHalf uploads c's inputs as dt, runs the kernel on NaN-poisoned output
 // and returns max |got - want| / max |want| (+Inf for NaN: unwritten).
-func runHalf(t *testing.T, ctx *cudadrv.Context, v *Varlen, c *halfCase, dt cudadrv.DataType, kernel string) float64 {
+func runHalf(t *testing.T, ctx *cudadrv.Context, v *Varlen, c *halfCase, dt cudadrv.DataType) float64 {
 	T, D := c.s.Total(), c.H*c.hd
 	hq := toHalf(c.qkv, dt)
 	dq, err := ctx.Alloc(2 * len(hq))
@@ -181,11 +181,10 @@ func runHalf(t *testing.T, ctx *cudadrv.Context, v *Varlen, c *halfCase, dt cuda
 	if err := ctx.MemsetD8Async(do.Ptr, 0xff, 2*T*D, ctx.Stream()); err != nil { // NaN in fp16 and bf16
 		t.Fatal(err)
 	}
-	v.Kernel = kernel
 	err = v.Forward(VarlenArgs{Out: do.Ptr, LdOut: D, Q: dq.Ptr, K: dq.Ptr.Add(2 * D), V: dq.Ptr.Add(4 * D), Ld: 3 * D,
 		CuSeqlens: dcu.Ptr, Seqlens: c.s, H: c.H, HD: c.hd, Scale: 0.7, DType: dt})
 	if err != nil {
-		t.Errorf("%s %s %v hd=%d: %v", c.name, kernel, dt, c.hd, err)
+		t.Errorf("%s %v hd=%d: %v", c.name, dt, c.hd, err)
 		return math.Inf(1)
 	}
 	got := make([]uint16, T*D)
@@ -208,8 +207,8 @@ func runHalf(t *testing.T, ctx *cudadrv.Context, v *Varlen, c *halfCase, dt cuda
 	return maxDiff / maxRef
 }
 
-// The fp16/bf16 kernels (fa2 and tc2) against attention.Reference on the
-// same rounded inputs, for every head dim, the varlen edge cases, a 4096
+// The fp16/bf16 kernels (fa2, and fa2m2 at head dim 24) against Reference
+// on the same rounded inputs, for every head dim, the varlen edge cases, a 4096
 // long sequence (one head, so the Go reference stays a few seconds; every
 // reference is computed once, in parallel) and a mixed batch of 30..1022.
 // Tolerances (max |diff| / max |ref|) are esm/cuda's per-op ones: the GPU
@@ -266,16 +265,11 @@ func TestVarlenCUDAHalfMatchesReference(t *testing.T) {
 	worst := map[string]float64{}
 	for _, c := range cases {
 		for _, dt := range []cudadrv.DataType{cudadrv.F16, cudadrv.BF16} {
-			for _, kernel := range []string{"fa2", "fa2m2", "tc2"} {
-				if !varlenKernelHas(kernel, c.hd) {
-					continue
-				}
-				e := runHalf(t, ctx, v, c, dt, kernel)
-				key := fmt.Sprintf("%s %v hd=%d", kernel, dt, c.hd)
-				worst[key] = max(worst[key], e)
-				if !(e <= tol[dt]) {
-					t.Errorf("%s %s %v hd=%d T=%d: max rel diff %.3g > %.3g", c.name, kernel, dt, c.hd, c.s.Total(), e, tol[dt])
-				}
+			e := runHalf(t, ctx, v, c, dt)
+			key := varlenKernel(dt, c.hd).name
+			worst[key] = max(worst[key], e)
+			if !(e <= tol[dt]) {
+				t.Errorf("%s %s T=%d: max rel diff %.3g > %.3g", c.name, key, c.s.Total(), e, tol[dt])
 			}
 		}
 	}
@@ -286,16 +280,16 @@ func TestVarlenCUDAHalfMatchesReference(t *testing.T) {
 	sort.Strings(keys)
 	var b strings.Builder
 	for _, k := range keys {
-		fmt.Fprintf(&b, "\n  %-18s worst max rel diff %.3g", k, worst[k])
+		fmt.Fprintf(&b, "\n  %-24s worst max rel diff %.3g", k, worst[k])
 	}
 	t.Logf("fp16/bf16 kernels vs Reference over %d shapes:%s", len(shapes), b.String())
 }
 
-// BenchmarkVarlen times fa2 against fa2m2 (where it has the head dim; tc2
-// was measured against fa2 in attention/NOTES.md) on packed batches of ~16k tokens in
-// lengths 30..1022 (esm/cuda's forward benchmark batch) for ESM2's head
-// shapes (8M: 20x16, 35M: 20x24, 150M: 20x32, 650M: 20x64; 8x128 for the
-// HD 128 kernel), logging one line per kernel: ms is the mean of 50 launches
+// BenchmarkVarlen times the kernel Forward picks on packed batches of ~16k
+// tokens in lengths 30..1022 (esm/cuda's forward benchmark batch) for ESM2's
+// head shapes (8M: 20x16, 35M: 20x24, 150M: 20x32, 650M: 20x64; 8x128 for
+// the HD 128 kernel), logging two lines per shape (the second shows the
+// spread): ms is the mean of 50 launches
 // after a warm-up, the clock stopped after a synchronize (all in the
 // benchmark's own goroutine: the context is bound to its thread, so no
 // sub-benchmarks). TFLOP/s counts 4·n²·HD per sequence and head (Q·Kᵀ
@@ -344,12 +338,8 @@ func BenchmarkVarlen(b *testing.B) {
 			b.Fatal(err)
 		}
 		flops := 4 * n2 * float64(sh.H*sh.hd)
-		for _, kernel := range []string{"fa2", "fa2m2", "fa2", "fa2m2"} { // twice: the spread
-			if !varlenKernelHas(kernel, sh.hd) {
-				continue
-			}
-			name := fmt.Sprintf("T=%d/H=%d/HD=%d/%v/%s", T, sh.H, sh.hd, sh.dt, kernel)
-			v.Kernel = kernel
+		name := fmt.Sprintf("T=%d/H=%d/HD=%d/%s", T, sh.H, sh.hd, varlenKernel(sh.dt, sh.hd).name)
+		for range 2 {
 			run := func() {
 				if err := v.Forward(VarlenArgs{Out: do.Ptr, LdOut: D, Q: dq.Ptr, K: dq.Ptr.Add(2 * D), V: dq.Ptr.Add(4 * D),
 					Ld: 3 * D, CuSeqlens: dcu.Ptr, Seqlens: s, H: sh.H, HD: sh.hd, Scale: 0.125, DType: sh.dt}); err != nil {
@@ -369,7 +359,7 @@ func BenchmarkVarlen(b *testing.B) {
 				b.Fatal(err)
 			}
 			sec := time.Since(t0).Seconds() / reps
-			b.Logf("%-28s %8.3f ms %7.1f TFLOP/s", name, sec*1e3, flops/sec/1e12)
+			b.Logf("%-42s %8.3f ms %7.1f TFLOP/s", name, sec*1e3, flops/sec/1e12)
 		}
 		dq.Free()
 		do.Free()

@@ -2,7 +2,7 @@
 # The GPU test suite: one command on a GPU host (no Go needed there).
 #
 #   on a dev machine:  make gpu-build            # bin/esm2go and bin/*.test
-#   on the GPU host:   scripts/gpu-suite.sh OUTDIR [--shapes all|none|esm2_35M_shape,...]
+#   on the GPU host:   scripts/gpu-suite.sh OUTDIR [--shapes all|none|esm2_35M_shape,...] [--bench]
 #
 # It runs, logging everything under OUTDIR:
 #   1. tests/gpu_parity.py: HF transformers fp32 (TF32 off) references and HF's own
@@ -12,12 +12,21 @@
 #      tests (PyTorch fixture parity on the GPU, and TestGPUParityHF against 1.);
 #   3. esm2go embed on the README example with --device cuda (fp32 and fp16) and
 #      --device cpu, and compares the outputs (tests/compare_npy.py).
+# --bench also runs esm/cuda's benchmarks (5 iterations each) in step 2.
 # Exit status is non-zero if any step fails; OUTDIR/summary.txt lists each step.
 set -uo pipefail
-out=${1:?usage: scripts/gpu-suite.sh OUTDIR [--shapes ...]}
+usage="usage: scripts/gpu-suite.sh OUTDIR [--shapes all|none|NAME,...] [--bench]"
+out=${1:?$usage}
 shift
 shapes=all
-if [ "${1:-}" = "--shapes" ]; then shapes=${2:?}; fi
+bench=()
+while [ $# -gt 0 ]; do
+	case $1 in
+	--shapes) shapes=${2:?$usage}; shift 2 ;;
+	--bench) bench=(-test.bench . -test.benchtime 5x); shift ;;
+	*) echo "$usage" >&2; exit 2 ;;
+	esac
+done
 cd "$(dirname "$0")/.."
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
@@ -35,7 +44,6 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
 step gpu_parity_py python3 tests/gpu_parity.py --out /tmp/esm2go-gpuref --shapes "$shapes"
 step cudadrv_test bin/cudadrv.test -test.v
 step attention_test bin/attention.test -test.v
-bench=(); [ "${ESM2GO_SUITE_BENCH:-0}" = 1 ] && bench=(-test.bench . -test.benchtime 5x)
 step esmcuda_test bin/esmcuda.test -test.v "${bench[@]}"
 step tests_test bash -c "cd tests && ESM2GO_GPU_PARITY_DIR=/tmp/esm2go-gpuref ESM2GO_GPU_PARITY_REPORT=$out/gpu_parity.md ../bin/tests.test -test.v"
 

@@ -49,21 +49,13 @@ import (
 type Options struct {
 	Device    int    // device ordinal
 	Precision string // "fp16" (default), "bf16" or "fp32"
-	// UnfusedBias adds every Linear's bias with the bias_add kernel. By
-	// default, in fp16 and fp32, the bias goes into a cuBLASLt epilogue:
-	// y = x·wᵀ + b for QKV, FC1 and the LM head (650M fp16 on an H100: 86.7
-	// -> 72.7 ms per 16.6k-token batch), and y += x·wᵀ + b for the residual
-	// GEMMs (the bias_add pass over the fp32 residual stream was 7% of the
-	// 650M forward). bf16 keeps the kernel until its epilogue is checked on
-	// a GPU.
-	UnfusedBias bool
 }
 
 // Backend implements esm.Backend on one GPU.
 type Backend struct {
 	ctx  *cudadrv.Context
 	dt   cudadrv.DataType // compute precision of narrow tensors and GEMM weights
-	fuse bool             // bias in the cuBLASLt epilogue (see Options.UnfusedBias)
+	fuse bool             // bias in the cuBLASLt epilogue (see Linear)
 	k    *kernels
 	attn *attention.Varlen
 
@@ -132,7 +124,7 @@ func New(opts Options) (*Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--device cuda: %w", err)
 	}
-	b := &Backend{ctx: ctx, dt: dt, fuse: !opts.UnfusedBias && dt != cudadrv.BF16, attn: attention.NewVarlen(ctx)}
+	b := &Backend{ctx: ctx, dt: dt, fuse: dt != cudadrv.BF16, attn: attention.NewVarlen(ctx)}
 	fail := func(err error) (*Backend, error) {
 		ctx.Close()
 		return nil, fmt.Errorf("--device cuda: %w", err)
@@ -345,9 +337,11 @@ func (b *Backend) LayerNorm(out, in, w, bias esm.Tensor, D int, eps float32) err
 	return b.k.layernorm(o.buf.Ptr, o.dt, x.buf.Ptr, x.dt, wp, bp, b.T, D, eps)
 }
 
-// Linear implements esm.Backend: cublasGemmEx (fp32 accumulation) then a
-// bias kernel. With accumulate, beta = 1 adds the product to out (the fp32
-// residual stream).
+// Linear implements esm.Backend: y = x·wᵀ + b with fp32 accumulation, or
+// with accumulate y += x·wᵀ + b (the fp32 residual stream). In fp16 and fp32
+// the bias goes into a cuBLASLt epilogue (cublasLtMatmul, one pass over y);
+// bf16 runs cublasGemmEx (beta = 1 to accumulate) then the bias_add kernel,
+// until its epilogue has been checked on a GPU (esm/cuda/NOTES.md).
 func (b *Backend) Linear(out, in, w, bias esm.Tensor, K, N int, accumulate bool) error {
 	o, x, wt := tens(out), tens(in), tens(w)
 	T := b.T

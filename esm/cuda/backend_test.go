@@ -1,10 +1,10 @@
 package cuda
 
 import (
+	"flag"
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"os"
 	"sort"
 	"strings"
 	"testing"
@@ -22,8 +22,7 @@ import (
 func newGPU(t testing.TB, prec string) *Backend {
 	t.Helper()
 	requireGPU(t)
-	unfused := strings.HasSuffix(prec, "+unfused") || os.Getenv("ESM2GO_UNFUSED_BIAS") != ""
-	b, err := New(Options{Precision: strings.TrimSuffix(prec, "+unfused"), UnfusedBias: unfused})
+	b, err := New(Options{Precision: prec})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,14 +93,15 @@ func maxRel(got, want []float32) float64 {
 // the GPU reads the same rounded inputs as the CPU but rounds its output
 // once more (fp16 half-ulp 4.9e-4, bf16 3.9e-3), plus GEMM inputs that the
 // GPU converts (wide to narrow) and the CPU does not.
-var opTol = map[string]float64{"fp32": 1e-5, "fp16": 2e-3, "bf16": 1.6e-2, "fp16+unfused": 2e-3}
+var opTol = map[string]float64{"fp32": 1e-5, "fp16": 2e-3, "bf16": 1.6e-2}
 
 // Every op of the CUDA backend against the CPU backend on the same
 // (rounded) inputs, in every precision and on the varlen shapes that
 // catch bugs: one residue, lengths off the attention tile, many short ones,
-// one past 1024 tokens.
+// one past 1024 tokens. Linear runs both bias paths: the cuBLASLt epilogue
+// (fp32, fp16) and GemmEx + bias_add (bf16).
 func TestOpsMatchCPU(t *testing.T) {
-	for _, prec := range []string{"fp32", "fp16", "bf16", "fp16+unfused"} {
+	for _, prec := range []string{"fp32", "fp16", "bf16"} {
 		t.Run(prec, func(t *testing.T) { testOps(t, prec) })
 	}
 }
@@ -284,18 +284,6 @@ func testOps(t *testing.T, prec string) {
 		run(fmt.Sprintf("attention hd=%d", hd), T*Dq, ao, tol,
 			func() error { return g.Attention(ao.g, qkv.g, H, hd) },
 			func() error { return c.Attention(ao.c, qkv.c, H, hd) })
-		if prec != "fp32" { // every kernel of the narrow types
-			for _, kern := range []string{"tc", "tc2", "scalar"} {
-				g.attn.Kernel = kern
-				if err := g.ctx.MemsetD8Async(tens(ao.g).buf.Ptr, 0xff, 2*T*Dq, g.ctx.Stream()); err != nil { // NaN poison
-					t.Fatal(err)
-				}
-				run(fmt.Sprintf("attention (%s kernel) hd=%d", kern, hd), T*Dq, ao, tol,
-					func() error { return g.Attention(ao.g, qkv.g, H, hd) },
-					func() error { return nil })
-			}
-			g.attn.Kernel = ""
-		}
 	}
 
 	// Pooling of the wide x and of a narrow tensor.
@@ -342,7 +330,7 @@ func testBatch(t testing.TB, seed uint64, lengths []int) *esm.Batch {
 // mantissa bits) and the actual errors are logged.
 func TestForwardMatchesCPU(t *testing.T) {
 	requireGPU(t)
-	tols := map[string]float64{"fp32": 1e-4, "fp16": 3e-2, "bf16": 1.5e-1, "fp32+unfused": 1e-4, "fp16+unfused": 3e-2}
+	tols := map[string]float64{"fp32": 1e-4, "fp16": 3e-2, "bf16": 1.5e-1}
 	lengths := []int{1, 2, 5, 31, 62, 63, 64, 100, 257, 400, 1022, 1100}
 	for _, size := range []string{"tiny", "8M"} {
 		cfg, err := esmtest.Config(size)
@@ -366,7 +354,7 @@ func TestForwardMatchesCPU(t *testing.T) {
 		}
 		cm.Close()
 		cb.Close()
-		for _, prec := range []string{"fp32", "fp16", "bf16", "fp32+unfused", "fp16+unfused"} {
+		for _, prec := range []string{"fp32", "fp16", "bf16"} {
 			t.Run(size+"/"+prec, func(t *testing.T) {
 				g := newGPU(t, prec)
 				defer g.Close()
@@ -416,31 +404,37 @@ func benchLengths(seed uint64, tokens int) []int {
 	return ls
 }
 
+// The benchmarks' parameters, as flags of the test binary (e.g.
+// bin/esmcuda.test -test.bench ForwardCUDA -bench-sizes 3B).
+var (
+	benchSizes = flag.String("bench-sizes", "",
+		"comma-separated esmtest.Config sizes for BenchmarkForwardCUDA (default 8M,35M,150M,650M) and "+
+			"BenchmarkFirstBatch (default 35M,650M); 3B builds ~12 GB of random weights on the host (~1 min)")
+	benchPrecision = flag.String("bench-precision", "fp16", "precision of BenchmarkForwardCUDA: fp16, bf16 or fp32")
+)
+
+// sizesOr is -bench-sizes split at commas, or def when the flag is empty.
+func sizesOr(def ...string) []string {
+	if *benchSizes == "" {
+		return def
+	}
+	return strings.Split(*benchSizes, ",")
+}
+
 // BenchmarkForwardCUDA runs whole forwards on packed batches of ~16k tokens
 // (last layer's mean embedding read back, which synchronizes) and reports
-// tokens/s and useful TFLOP/s (esm.Config.FLOPsPerToken). The precision is
-// $ESM2GO_BENCH_PRECISION (default fp16), the fp16/bf16 attention kernel
-// $ESM2GO_ATTN_KERNEL (tc2, tc or scalar; default attention.DefaultVarlenKernel);
-// a non-empty $ESM2GO_UNFUSED_BIAS sets Options.UnfusedBias; $ESM2GO_BENCH_SIZES
-// (comma-separated esmtest.Config sizes) replaces 8M,35M,150M,650M.
+// tokens/s and useful TFLOP/s (esm.Config.FLOPsPerToken), in the precision
+// -bench-precision for the sizes -bench-sizes.
 func BenchmarkForwardCUDA(b *testing.B) {
-	prec := os.Getenv("ESM2GO_BENCH_PRECISION")
-	if prec == "" {
-		prec = "fp16"
-	}
-	sizes := []string{"8M", "35M", "150M", "650M"}
-	if v := os.Getenv("ESM2GO_BENCH_SIZES"); v != "" {
-		sizes = strings.Split(v, ",") // e.g. 3B (random weights built on the host: ~12 GB, ~1 min)
-	}
-	for _, size := range sizes {
-		b.Run(size+"/"+prec+"/"+os.Getenv("ESM2GO_ATTN_KERNEL")+os.Getenv("ESM2GO_UNFUSED_BIAS"), func(b *testing.B) {
+	prec := *benchPrecision
+	for _, size := range sizesOr("8M", "35M", "150M", "650M") {
+		b.Run(size+"/"+prec, func(b *testing.B) {
 			cfg, err := esmtest.Config(size)
 			if err != nil {
 				b.Fatal(err)
 			}
 			g := newGPU(b, prec)
 			defer g.Close()
-			g.attn.Kernel = os.Getenv("ESM2GO_ATTN_KERNEL")
 			m, err := esm.NewModel(cfg, esmtest.Random(cfg, 1), g)
 			if err != nil {
 				b.Fatal(err)
@@ -484,15 +478,11 @@ func BenchmarkForwardCUDA(b *testing.B) {
 // ~65k-token packed batches: the first (lazy module and library loading,
 // activation allocation, cuBLASLt plans), one with a new token count (plans
 // for the new shape only) and the first batch again (steady state). Sizes:
-// $ESM2GO_BENCH_SIZES (default 35M,650M). Each iteration is one fresh
+// -bench-sizes (default 35M,650M). Each iteration is one fresh
 // backend, so -benchtime 2x shows the first iteration (NVRTC disk cache
 // possibly cold) apart from a warm-cache one in the log.
 func BenchmarkFirstBatch(b *testing.B) {
-	sizes := []string{"35M", "650M"}
-	if v := os.Getenv("ESM2GO_BENCH_SIZES"); v != "" {
-		sizes = strings.Split(v, ",")
-	}
-	for _, size := range sizes {
+	for _, size := range sizesOr("35M", "650M") {
 		b.Run(size, func(b *testing.B) {
 			cfg, err := esmtest.Config(size)
 			if err != nil {
