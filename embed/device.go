@@ -84,36 +84,100 @@ type flight struct {
 	fence  esm.Fence
 }
 
-// compute runs the workers: an already open model on the calling goroutine,
-// otherwise one locked goroutine per device. The first error stops the
-// others (through the context), which still finish their batches in flight.
-func (p *pipeline) compute(ctx context.Context, workers []*worker) error {
-	if len(workers) == 1 && workers[0].dev.model != nil {
-		w := workers[0]
+// workers is the set of running device workers.
+type workers struct {
+	p       *pipeline
+	openErr chan error    // one per worker once its device is open (or failed to open)
+	start   chan struct{} // closed when the packer runs
+	ctx     context.Context
+	errs    []error
+	wg      sync.WaitGroup
+	inline  bool // Run: one open model on the caller's goroutine
+}
+
+// startWorkers opens every device on its own goroutine, locked to its OS
+// thread (an already open model, from Run, stays on the caller's).
+func (p *pipeline) startWorkers(ctx context.Context) *workers {
+	cw := &workers{p: p, openErr: make(chan error, len(p.workers)), start: make(chan struct{}), ctx: ctx,
+		errs: make([]error, len(p.workers))}
+	if len(p.workers) == 1 && p.workers[0].dev.model != nil {
+		w := p.workers[0]
 		w.m = w.dev.model
-		return w.run(ctx)
+		w.setBudget()
+		cw.inline = true
+		return cw
 	}
-	errs := make([]error, len(workers))
-	var wg sync.WaitGroup
-	for i, w := range workers {
-		wg.Add(1)
+	for i, w := range p.workers {
+		cw.wg.Add(1)
 		go func() {
-			defer wg.Done()
+			defer cw.wg.Done()
 			runtime.LockOSThread()
 			defer runtime.UnlockOSThread()
-			errs[i] = w.openAndRun(ctx)
-			if errs[i] != nil {
+			cw.errs[i] = w.openAndRun(cw)
+			if cw.errs[i] != nil {
 				p.cancel()
 			}
 		}()
 	}
-	wg.Wait()
-	return errors.Join(errs...)
+	return cw
 }
 
-func (w *worker) openAndRun(ctx context.Context) (err error) {
+// opened waits until every device is open; the first failure is returned.
+func (cw *workers) opened() error {
+	if cw.inline {
+		return nil
+	}
+	var errs error
+	for range cw.p.workers {
+		errs = errors.Join(errs, <-cw.openErr)
+	}
+	return errs
+}
+
+// run lets the workers take batches and waits for them to end.
+func (cw *workers) run(ctx context.Context) error {
+	if cw.inline {
+		return cw.p.workers[0].run(ctx)
+	}
+	close(cw.start)
+	return cw.wait()
+}
+
+// wait waits for every worker goroutine to end.
+func (cw *workers) wait() error {
+	select {
+	case <-cw.start:
+	default:
+		close(cw.start) // after a failed open: let the others end
+	}
+	cw.wg.Wait()
+	return errors.Join(cw.errs...)
+}
+
+// setBudget fixes the worker's token budget: the device's own, else the
+// run's, else the model's automatic budget for its device.
+func (w *worker) setBudget() {
+	switch {
+	case w.dev.ToksPerBatch > 0:
+		w.budget = w.dev.ToksPerBatch
+	case w.p.o.ToksPerBatch > 0:
+		w.budget = w.p.o.ToksPerBatch
+	default:
+		w.budget = w.m.AutoTokensPerBatch(w.p.o.MaxResidues)
+	}
+	w.stats.update(func(d *DeviceSummary) { d.Name, d.ToksPerBatch = w.dev.Name, w.budget })
+}
+
+// openAndRun opens the worker's device, reports on cw.openErr, waits for the
+// start and runs; the model is closed (and Device.Close called) on this
+// goroutine before it returns.
+func (w *worker) openAndRun(cw *workers) (err error) {
 	name := w.dev.Name
+	reported := false
 	defer func() {
+		if !reported {
+			cw.openErr <- err
+		}
 		if w.dev.Close != nil {
 			if cerr := w.dev.Close(); cerr != nil {
 				err = errors.Join(err, fmt.Errorf("embed: device %s: close: %w", name, cerr))
@@ -134,7 +198,11 @@ func (w *worker) openAndRun(ctx context.Context) (err error) {
 			name, m.Cfg.Layers, m.Cfg.Dim, w.p.cfg.Layers, w.p.cfg.Dim)
 	}
 	w.m = m
-	if err := w.run(ctx); err != nil {
+	w.setBudget()
+	reported = true
+	cw.openErr <- nil
+	<-cw.start
+	if err := w.run(cw.ctx); err != nil {
 		return fmt.Errorf("device %s: %w", name, err)
 	}
 	return nil
@@ -151,7 +219,6 @@ func (w *worker) openAndRun(ctx context.Context) (err error) {
 func (w *worker) run(ctx context.Context) (err error) {
 	p := w.p
 	req := esm.Request{Layers: p.o.Layers, Mean: p.o.Include.Mean, BOS: p.o.Include.BOS, PerTok: p.o.Include.PerTok}
-	w.stats.update(func(d *DeviceSummary) { d.Name, d.ToksPerBatch = w.dev.Name, w.budget })
 	w.depth = 1
 	if _, ok := w.m.Backend().(esm.AsyncReader); ok {
 		w.depth = 2

@@ -38,30 +38,46 @@ func (b failingBackend) SetBatch(x *esm.Batch) error {
 	return b.Backend.SetBatch(x)
 }
 
+// gatedBackend starts its first batch only once gate is closed.
+type gatedBackend struct {
+	esm.Backend
+	gate chan struct{}
+}
+
+func (b gatedBackend) SetBatch(x *esm.Batch) error {
+	select {
+	case <-b.gate:
+	case <-time.After(time.Minute):
+		return errors.New("test gate never opened")
+	}
+	return b.Backend.SetBatch(x)
+}
+
 // cpuDevice opens the tiny model on a CPU backend of its own (one thread, as
 // the reference run: results are then bit-identical whichever device runs a
 // batch). With failAt >= 0 it fails from its batch failAt on and closes
-// failed then; with gate non-nil it opens only once gate is closed.
+// failed then; with gate non-nil it computes only once gate is closed.
 func cpuDevice(name string, failAt int64, opened *atomic.Int64, failed, gate chan struct{}) Device {
 	var be esm.Backend
 	return Device{
 		Name: name,
 		Open: func() (*esm.Model, error) {
 			opened.Add(1)
-			if gate != nil {
-				select {
-				case <-gate:
-				case <-time.After(time.Minute):
-					return nil, errors.New("test gate never opened")
-				}
-			}
 			be = cpu.New(cpu.Options{Threads: 1})
-			if failAt >= 0 {
+			switch {
+			case failAt >= 0:
 				be = failingBackend{Backend: be, batches: new(atomic.Int64), failAt: failAt, failed: failed}
+			case gate != nil:
+				be = gatedBackend{Backend: be, gate: gate}
 			}
 			return esm.LoadModel(tinyModel, be)
 		},
-		Close: func() error { return be.Close() },
+		Close: func() error {
+			if be == nil {
+				return nil
+			}
+			return be.Close()
+		},
 	}
 }
 
@@ -127,14 +143,15 @@ func TestRunDevicesEqualsOneDevice(t *testing.T) {
 
 // TestRunDevicesOneFails: a device that fails mid-run stops the run; the
 // partial output holds an exact prefix of the input, every row equal to a
-// clean run's, none twice.
+// clean run's, none twice. The whole input is one bucketing window, so the
+// healthy devices, held back until the failure, cannot stall the packer.
 func TestRunDevicesOneFails(t *testing.T) {
 	ref := filepath.Join(t.TempDir(), "ref")
 	var opened atomic.Int64
 	cfgModel := loadTiny(t)
 	opts := func(out string) Options {
 		return Options{Inputs: []string{someFASTA}, Out: out, Format: output.NPY,
-			Include: Include{Mean: true, PerTok: true}, ToksPerBatch: 300, Window: 600}
+			Include: Include{Mean: true, PerTok: true}, ToksPerBatch: 300, Window: 1 << 20}
 	}
 	if _, err := RunDevices(context.Background(), cfgModel.Cfg, []Device{cpuDevice("ref", -1, &opened, nil, nil)}, opts(ref)); err != nil {
 		t.Fatal(err)
@@ -143,8 +160,8 @@ func TestRunDevicesOneFails(t *testing.T) {
 	for _, failAt := range []int64{0, 1, 2} {
 		t.Run(fmt.Sprint("fail at batch ", failAt), func(t *testing.T) {
 			out := filepath.Join(t.TempDir(), "emb")
-			// The healthy devices open once the bad one has failed: it runs
-			// the first failAt batches alone, then fails on the next,
+			// The healthy devices compute once the bad one has failed: it
+			// runs the first failAt batches alone, then fails on the next,
 			// while the others start.
 			failed := make(chan struct{})
 			devs := []Device{cpuDevice("ok1", -1, &opened, nil, failed), cpuDevice("bad", failAt, &opened, failed, nil), cpuDevice("ok2", -1, &opened, nil, failed)}

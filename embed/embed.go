@@ -124,7 +124,6 @@ func run(ctx context.Context, cfg esm.Config, devs []Device, opts Options) (*Sum
 		ready: make(chan *job, 2*n+2), free: make(chan *job, 2*n+2),
 		results: make(chan *result, n+2), wch: make(chan writerMsg, 64),
 		advanced: make(chan struct{}, 1)}
-	p.budget.Store(int64(o.ToksPerBatch))
 	for i := 0; i < cap(p.free); i++ {
 		p.free <- &job{}
 	}
@@ -133,20 +132,25 @@ func run(ctx context.Context, cfg esm.Config, devs []Device, opts Options) (*Sum
 	}
 	sum := &Summary{}
 	p.sum = sum
-	workers := make([]*worker, n)
+	p.workers = make([]*worker, n)
 	for i, d := range devs {
-		workers[i] = &worker{p: p, dev: d, budget: o.ToksPerBatch}
-		if d.ToksPerBatch > 0 {
-			workers[i].budget = d.ToksPerBatch
-		}
+		p.workers[i] = &worker{p: p, dev: d}
 	}
-	p.workers = workers
+
+	// Devices open first (weights load on all of them at once); the packer
+	// starts once every device has its budget.
+	cw := p.startWorkers(ctx)
+	if err := cw.opened(); err != nil {
+		cancel()
+		return nil, errors.Join(err, cw.wait())
+	}
+	p.setWindow()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { defer close(p.ready); return p.pack(gctx) })
 	writerDone := make(chan error, 1)
 	go func() { writerDone <- p.write(gctx) }()
 
-	computeErr := p.compute(gctx, workers)
+	computeErr := cw.run(gctx)
 	if computeErr != nil {
 		cancel()
 	}
@@ -206,17 +210,8 @@ func prepare(cfg esm.Config, opts Options) (Options, []column, error) {
 	if o.MaxResidues == 0 {
 		o.MaxResidues = esm.DefaultMaxResidues
 	}
-	if o.ToksPerBatch <= 0 {
-		o.ToksPerBatch = 4096
-	}
-	if o.Window <= 0 {
-		// Rows leave the writer in input order, so up to a window's rows
-		// wait in memory: per-token rows are D floats per residue, so their
-		// window is kept small.
-		o.Window = 16 * o.ToksPerBatch
-		if o.Include.PerTok {
-			o.Window = 2 * o.ToksPerBatch
-		}
+	if o.ToksPerBatch < 0 {
+		o.ToksPerBatch = 0
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
@@ -246,6 +241,21 @@ func prepare(cfg esm.Config, opts Options) (Options, []column, error) {
 		}
 	}
 	return o, cols, nil
+}
+
+// setWindow sets the packer's budget (the largest device budget) and, unless
+// given, the bucketing window: rows leave the writer in input order, so up
+// to a window's rows wait in memory; per-token rows are D floats per
+// residue, so their window is kept small.
+func (p *pipeline) setWindow() {
+	p.lowerBudget()
+	if p.o.Window <= 0 {
+		b := int(p.budget.Load())
+		p.o.Window = 16 * b
+		if p.o.Include.PerTok {
+			p.o.Window = 2 * b
+		}
+	}
 }
 
 func outputColumns(cols []column) []output.Column {

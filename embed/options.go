@@ -26,7 +26,7 @@ type Options struct {
 	Layers  []int   // layers as given by the user (negative count from the end); default [-1]
 
 	MaxResidues  int  // truncation; default 1022 (fair-esm); < 0 disables
-	ToksPerBatch int  // real tokens per packed batch (no padding); default 4096
+	ToksPerBatch int  // real tokens per packed batch (no padding); 0 = each device's esm.Model.AutoTokensPerBatch
 	Workers      int  // reader goroutines; default 4
 	Prefetch     int  // blocks queued per reader; default 4
 	Strict       bool // a record that cannot be embedded ends the run instead of being skipped

@@ -1,0 +1,58 @@
+package esm
+
+// DefaultCPUTokensPerBatch is the token budget where no device memory is
+// reported (the CPU): fair-esm's default; larger batches do not run faster
+// there.
+const DefaultCPUTokensPerBatch = 4096
+
+// MaxAutoTokensPerBatch caps the automatic GPU budget: past it the GEMMs are
+// already large and bigger batches only add latency and host memory.
+const MaxAutoTokensPerBatch = 65536
+
+// memInfo is reported by backends that know their free device memory.
+type memInfo interface {
+	MemInfo() (free, total uint64, err error)
+}
+
+// precisioner is reported by backends whose activations may be narrower than
+// fp32.
+type precisioner interface {
+	Precision() string
+}
+
+// ActivationBytesPerToken is what one token of a batch costs in activations
+// on m's backend: the fp32 residual stream (4D) and logits (4V), plus the
+// LayerNorm output (D), attention output (D), qkv (3D) and FFN (F) buffers in
+// the compute precision (2 bytes in fp16/bf16, 4 in fp32).
+func (m *Model) ActivationBytesPerToken() int {
+	c := m.Cfg
+	narrow := 4
+	if p, ok := m.be.(precisioner); ok && p.Precision() != "fp32" {
+		narrow = 2
+	}
+	return 4*c.Dim + 4*c.Vocab + narrow*(c.Dim+c.Dim+3*c.Dim+max(c.FFN, c.Dim))
+}
+
+// AutoTokensPerBatch is the token budget for m's device, decided once here:
+// DefaultCPUTokensPerBatch where the backend reports no device memory;
+// otherwise as many tokens as half the free memory (after the weights, which
+// are loaded) holds, at most MaxAutoTokensPerBatch. Never less than one
+// sequence of maxResidues residues plus BOS/EOS (maxResidues < 0: no
+// truncation, DefaultMaxResidues is used as the floor). Call it on the
+// goroutine that owns m's backend.
+func (m *Model) AutoTokensPerBatch(maxResidues int) int {
+	minToks := DefaultMaxResidues + 2
+	if maxResidues > 0 {
+		minToks = maxResidues + 2
+	}
+	mi, ok := m.be.(memInfo)
+	if !ok {
+		return max(DefaultCPUTokensPerBatch, minToks)
+	}
+	free, _, err := mi.MemInfo()
+	if err != nil {
+		return max(DefaultCPUTokensPerBatch, minToks)
+	}
+	n := int(min(free/2/uint64(m.ActivationBytesPerToken()), MaxAutoTokensPerBatch))
+	return max(n, minToks)
+}
