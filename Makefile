@@ -19,6 +19,5 @@ clean:
 gpu-build:
 	go build -ldflags='-s -w' -o bin/esm2go ./cmd/esm2go
 	go test -c -ldflags='-s -w' -o bin/cudadrv.test ./internal/cudadrv
-	go test -c -ldflags='-s -w' -o bin/attention.test ./attention
 	go test -c -ldflags='-s -w' -o bin/esmcuda.test ./esm/cuda
 	go test -c -ldflags='-s -w' -o bin/tests.test ./tests

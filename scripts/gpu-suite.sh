@@ -7,9 +7,10 @@
 # It runs, logging everything under OUTDIR:
 #   1. tests/gpu_parity.py: HF transformers fp32 (TF32 off) references and HF's own
 #      fp16 error, for the fixture models and random 35M/150M/650M shapes;
-#   2. the test binaries: internal/cudadrv, attention (varlen kernel vs the Go
-#      reference), esm/cuda (every op and the forward vs the CPU backend) and
-#      tests (PyTorch fixture parity on the GPU, and TestGPUParityHF against 1.);
+#   2. the test binaries: internal/cudadrv, esm/cuda (the varlen attention
+#      kernels vs attention.Reference, every op and the forward vs the CPU
+#      backend) and tests (PyTorch fixture parity on the GPU, and
+#      TestGPUParityHF against 1.);
 #   3. esm2go embed on the README example with --device cuda (fp32 and fp16) and
 #      --device cpu, and compares the outputs (tests/compare_npy.py).
 # --bench also runs esm/cuda's benchmarks (5 iterations each) in step 2.
@@ -43,7 +44,6 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
 
 step gpu_parity_py python3 tests/gpu_parity.py --out /tmp/esm2go-gpuref --shapes "$shapes"
 step cudadrv_test bin/cudadrv.test -test.v
-step attention_test bin/attention.test -test.v
 step esmcuda_test bin/esmcuda.test -test.v "${bench[@]}"
 step tests_test bash -c "cd tests && ESM2GO_GPU_PARITY_DIR=/tmp/esm2go-gpuref ESM2GO_GPU_PARITY_REPORT=$out/gpu_parity.md ../bin/tests.test -test.v"
 

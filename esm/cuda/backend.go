@@ -1,6 +1,6 @@
 // Package cuda is esm2go's CUDA backend: esm.Backend on one NVIDIA GPU, with
-// GEMMs through cuBLAS, the varlen attention kernel of package attention, and
-// the other ops in kernels.cu (compiled by NVRTC at first use). It links no
+// GEMMs through cuBLAS, the varlen attention kernels in attention.cu and the
+// other ops in kernels.cu (compiled by NVRTC at first use). It links no
 // CUDA library at build time (see internal/cudadrv).
 //
 // Precision. Options.Precision picks the compute type: "fp16" (default),
@@ -57,7 +57,7 @@ type Backend struct {
 	dt   cudadrv.DataType // compute precision of narrow tensors and GEMM weights
 	fuse bool             // bias in the cuBLASLt epilogue (see Linear)
 	k    *kernels
-	attn *attention.Varlen
+	attn *varlen
 
 	// the current batch, on the host (for grids and checks) and the device
 	seqlens                        attention.Seqlens
@@ -124,7 +124,7 @@ func New(opts Options) (*Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--device cuda: %w", err)
 	}
-	b := &Backend{ctx: ctx, dt: dt, fuse: dt != cudadrv.BF16, attn: attention.NewVarlen(ctx)}
+	b := &Backend{ctx: ctx, dt: dt, fuse: dt != cudadrv.BF16, attn: newVarlen(ctx)}
 	fail := func(err error) (*Backend, error) {
 		ctx.Close()
 		return nil, fmt.Errorf("--device cuda: %w", err)
@@ -457,8 +457,8 @@ func (b *Backend) RotaryQK(qkv esm.Tensor, H, HD int, qScale float32) error {
 	return b.k.rotaryTab(q.buf.Ptr, q.dt, b.pos, b.rope.Ptr, b.T, H, HD, qScale)
 }
 
-// Attention implements esm.Backend with attention.Varlen (scale 1: q is
-// pre-scaled by RotaryQK).
+// Attention implements esm.Backend with the varlen kernels of attention.cu
+// (scale 1: q is pre-scaled by RotaryQK).
 func (b *Backend) Attention(out, qkv esm.Tensor, H, HD int) error {
 	o, q := tens(out), tens(qkv)
 	D := H * HD
@@ -472,7 +472,7 @@ func (b *Backend) Attention(out, qkv esm.Tensor, H, HD int) error {
 		return fmt.Errorf("cuda: attention: %v output from %v qkv", o.dt, q.dt)
 	}
 	es := q.dt.Size()
-	return b.attn.Forward(attention.VarlenArgs{
+	return b.attn.forward(varlenArgs{
 		Out: o.buf.Ptr, LdOut: D,
 		Q: q.buf.Ptr, K: q.buf.Ptr.Add(es * D), V: q.buf.Ptr.Add(2 * es * D), Ld: 3 * D,
 		CuSeqlens: b.cu, Seqlens: b.seqlens, H: H, HD: HD, Scale: 1, DType: q.dt,

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/esm2go/esm2go/attention"
 	"github.com/esm2go/esm2go/esm"
 	"github.com/esm2go/esm2go/esm/cpu"
 	"github.com/esm2go/esm2go/esm/esmtest"
@@ -258,7 +257,7 @@ func testOps(t *testing.T, prec string) {
 		func() error { return c.GELU(ff.c, T*K-5) })
 
 	// Rotary and attention for every head dim of ESM2.
-	for _, hd := range attention.VarlenHeadDims {
+	for _, hd := range varlenHeadDims {
 		H := 3
 		Dq := H * hd
 		inv := esm.DefaultInvFreq(hd)

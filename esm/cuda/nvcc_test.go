@@ -12,3 +12,13 @@ import (
 func TestKernelsCompileNVCC(t *testing.T) {
 	cudatest.CompileNVCC(t, kernelSource, "esm_kernels.cu", cudatest.Variant{Name: "all types"})
 }
+
+// TestAttentionCompilesNVCC compiles attention.cu as varlen.module does for
+// each element type (fp32: the scalar module; fp16/bf16: the fa2 module).
+func TestAttentionCompilesNVCC(t *testing.T) {
+	v := func(name string, opts ...string) cudatest.Variant { return cudatest.Variant{Name: name, Opts: opts} }
+	cudatest.CompileNVCC(t, attentionSource, "attention.cu",
+		v("f32"),
+		v("fa2 f16", "-DVARLEN_FA2=1", "-DELEM=__half", "-DELEM_NAME=f16"),
+		v("fa2 bf16", "-DVARLEN_FA2=1", "-DELEM=__nv_bfloat16", "-DELEM_NAME=bf16"))
+}

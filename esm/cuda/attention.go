@@ -1,45 +1,49 @@
-package attention
+package cuda
 
 import (
 	_ "embed"
 	"fmt"
 
+	"github.com/esm2go/esm2go/attention"
 	"github.com/esm2go/esm2go/internal/cudadrv"
 )
 
-//go:embed varlen.cu
-var varlenSource string
+// The launcher of attention.cu: the varlen (unpadded) attention kernels,
+// checked against attention.Reference, their plain Go twin.
 
-// VarlenHeadDims are the head dims the CUDA kernels are instantiated for.
-var VarlenHeadDims = []int{16, 24, 32, 64, 128}
+//go:embed attention.cu
+var attentionSource string
 
-// Varlen launches the CUDA varlen attention kernels (varlen.cu) on one
-// Context. It compiles a kernel module for an element type on first use
-// (NVRTC, through the context's compile cache). Like the Context, it must be
-// used from the goroutine that owns the context.
+// varlenHeadDims are the head dims the kernels are instantiated for.
+var varlenHeadDims = []int{16, 24, 32, 64, 128}
+
+// varlen launches the varlen attention kernels on one Context. It compiles
+// a kernel module for an element type on first use (NVRTC, through the
+// context's compile cache). Like the Context, it must be used from the
+// goroutine that owns the context.
 //
 // The kernel follows from the element type and the head dim: fp32 runs the
 // scalar fp32 kernel varlen_fwd_f32_* (the parity path); fp16 and bf16 run
 // FlashAttention-2 on mma.sync/ldmatrix/cp.async (varlen_fa2_*, 64 queries
 // per block), except at head dim 24, where the variant with two 16-row tiles
 // per warp (varlen_fa2m2_*, 128 queries per block) is the faster one
-// (attention/NOTES.md).
-type Varlen struct {
+// (esm/cuda/NOTES.md).
+type varlen struct {
 	ctx    *cudadrv.Context
 	mods   map[cudadrv.DataType]*cudadrv.Module
 	shared map[*cudadrv.Function]bool // dynamic shared memory limit raised
 }
 
-// NewVarlen returns a launcher bound to ctx.
-func NewVarlen(ctx *cudadrv.Context) *Varlen {
-	return &Varlen{ctx: ctx, mods: map[cudadrv.DataType]*cudadrv.Module{}, shared: map[*cudadrv.Function]bool{}}
+// newVarlen returns a launcher bound to ctx.
+func newVarlen(ctx *cudadrv.Context) *varlen {
+	return &varlen{ctx: ctx, mods: map[cudadrv.DataType]*cudadrv.Module{}, shared: map[*cudadrv.Function]bool{}}
 }
 
-// VarlenArgs are the device operands of one call, with the shapes the
+// varlenArgs are the device operands of one call, with the shapes the
 // launcher checks. Q, K and V point at column blocks of the packed qkv
 // (T, Ld) (for ESM2: Q = qkv, K = qkv + D, V = qkv + 2D elements, Ld = 3D);
 // Out is (T, LdOut). All of them hold DType elements.
-type VarlenArgs struct {
+type varlenArgs struct {
 	Out     cudadrv.DevicePtr // (T, LdOut), written
 	LdOut   int
 	Q, K, V cudadrv.DevicePtr // (T, Ld) each, read
@@ -48,49 +52,49 @@ type VarlenArgs struct {
 	CuSeqlens cudadrv.DevicePtr
 	// Seqlens is the host copy, for the grid (nseq, longest sequence) and
 	// the checks; it must equal the device copy.
-	Seqlens Seqlens
+	Seqlens attention.Seqlens
 	H, HD   int
 	Scale   float32 // multiplies q·k (ESM2 pre-scales q and passes 1)
 	DType   cudadrv.DataType
 	Stream  *cudadrv.Stream // nil: the context's main stream
 }
 
-func (a *VarlenArgs) check() error {
+func (a *varlenArgs) check() error {
 	T := a.Seqlens.Total()
 	if err := a.Seqlens.Validate(T); err != nil {
 		return err
 	}
 	ok := false
-	for _, hd := range VarlenHeadDims {
+	for _, hd := range varlenHeadDims {
 		ok = ok || hd == a.HD
 	}
 	if !ok {
-		return fmt.Errorf("attention: CUDA kernel has no head dim %d (have %v)", a.HD, VarlenHeadDims)
+		return fmt.Errorf("cuda: attention: CUDA kernel has no head dim %d (have %v)", a.HD, varlenHeadDims)
 	}
 	D := a.H * a.HD
 	if a.H < 1 {
-		return fmt.Errorf("attention: %d heads", a.H)
+		return fmt.Errorf("cuda: attention: %d heads", a.H)
 	}
 	if a.Ld < D || a.LdOut < D {
-		return fmt.Errorf("attention: row strides ld=%d ldo=%d smaller than D=%d", a.Ld, a.LdOut, D)
+		return fmt.Errorf("cuda: attention: row strides ld=%d ldo=%d smaller than D=%d", a.Ld, a.LdOut, D)
 	}
 	if a.Seqlens.N() > 65535 || a.H > 65535 {
-		return fmt.Errorf("attention: %d sequences x %d heads exceed the grid's 65535 limit", a.Seqlens.N(), a.H)
+		return fmt.Errorf("cuda: attention: %d sequences x %d heads exceed the grid's 65535 limit", a.Seqlens.N(), a.H)
 	}
 	if a.Out == 0 || a.Q == 0 || a.K == 0 || a.V == 0 || a.CuSeqlens == 0 {
-		return fmt.Errorf("attention: nil device pointer")
+		return fmt.Errorf("cuda: attention: nil device pointer")
 	}
 	if a.DType != cudadrv.F32 {
 		// fa2: 16-byte cp.async of q/k/v rows, 4-byte stores of output pairs.
 		if a.Ld%8 != 0 || a.LdOut%2 != 0 || (a.Q|a.K|a.V)%16 != 0 || a.Out%4 != 0 {
-			return fmt.Errorf("attention: %v needs ld %% 8 == 0 (%d), even ldo (%d), 16-byte aligned q/k/v and 4-byte aligned out",
+			return fmt.Errorf("cuda: attention: %v needs ld %% 8 == 0 (%d), even ldo (%d), 16-byte aligned q/k/v and 4-byte aligned out",
 				a.DType, a.Ld, a.LdOut)
 		}
 	}
 	return nil
 }
 
-func (v *Varlen) module(dt cudadrv.DataType) (*cudadrv.Module, error) {
+func (v *varlen) module(dt cudadrv.DataType) (*cudadrv.Module, error) {
 	if m := v.mods[dt]; m != nil {
 		return m, nil
 	}
@@ -103,11 +107,11 @@ func (v *Varlen) module(dt cudadrv.DataType) (*cudadrv.Module, error) {
 		opts = []string{"-DVARLEN_FA2=1", "-DELEM=" + elem, "-DELEM_NAME=" + dt.String()}
 		name = "varlen_fa2_" + dt.String() + ".cu"
 	default:
-		return nil, fmt.Errorf("attention: no CUDA kernel for element type %v", dt)
+		return nil, fmt.Errorf("cuda: attention: no CUDA kernel for element type %v", dt)
 	}
-	m, err := v.ctx.Compile(varlenSource, name, opts...)
+	m, err := v.ctx.Compile(attentionSource, name, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("attention: %w", err)
+		return nil, fmt.Errorf("cuda: attention: %w", err)
 	}
 	v.mods[dt] = m
 	return m, nil
@@ -123,7 +127,7 @@ type varlenLaunch struct {
 	shared  int
 }
 
-// varlenKernel picks the kernel of varlen.cu for dt and HD (see Varlen).
+// varlenKernel picks the kernel of attention.cu for dt and HD (see varlen).
 func varlenKernel(dt cudadrv.DataType, HD int) varlenLaunch {
 	if dt == cudadrv.F32 {
 		// VARLEN_BQ queries per block; HD/32 threads per query from HD 64 on.
@@ -141,9 +145,9 @@ func varlenKernel(dt cudadrv.DataType, HD int) varlenLaunch {
 		shared: varlenFA2Shared(HD, bq, 64)}
 }
 
-// Forward queues out = softmax(scale·q·kᵀ)·v for every sequence and head.
+// forward queues out = softmax(scale·q·kᵀ)·v for every sequence and head.
 // Grid: (ceil(maxLen/bq), nseq, H); blocks past their sequence's end exit.
-func (v *Varlen) Forward(a VarlenArgs) error {
+func (v *varlen) forward(a varlenArgs) error {
 	if err := a.check(); err != nil {
 		return err
 	}
@@ -162,7 +166,7 @@ func (v *Varlen) Forward(a VarlenArgs) error {
 	}
 	if k.shared > 0 && !v.shared[f] {
 		if err := f.SetMaxDynamicSharedMemory(k.shared); err != nil {
-			return fmt.Errorf("attention: %w", err)
+			return fmt.Errorf("cuda: attention: %w", err)
 		}
 		v.shared[f] = true
 	}
@@ -171,7 +175,7 @@ func (v *Varlen) Forward(a VarlenArgs) error {
 	block := [3]uint32{uint32(k.threads), 1, 1}
 	if err := v.ctx.Launch(f, grid, block, k.shared, s, a.Out, int32(a.LdOut), a.Q, a.K, a.V, int32(a.Ld),
 		a.CuSeqlens, a.Scale); err != nil {
-		return fmt.Errorf("attention: %s T=%d nseq=%d H=%d HD=%d: %w", k.name, a.Seqlens.Total(), a.Seqlens.N(), a.H, a.HD, err)
+		return fmt.Errorf("cuda: attention: %s T=%d nseq=%d H=%d HD=%d: %w", k.name, a.Seqlens.Total(), a.Seqlens.N(), a.H, a.HD, err)
 	}
 	return nil
 }

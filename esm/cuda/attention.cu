@@ -8,13 +8,13 @@
 // stride ld = 3*D; out is (T, ldo) with heads merged in the same order.
 // cu_seqlens is (nseq+1) int32.
 //
-// Two NVRTC modules come from this file (launcher: varlen_cuda.go):
+// Two NVRTC modules come from this file (launcher: attention.go):
 //   - without defines, the fp32 kernels varlen_fwd_f32_hd<HD> (HD 16, 24,
 //     32, 64, 128): scalar fp32 arithmetic, the parity path of fp32 mode;
 //   - with -DVARLEN_FA2=1 -DELEM=<__half|__nv_bfloat16> -DELEM_NAME=<f16|bf16>,
 //     the tensor-core kernels of fp16/bf16 mode: varlen_fa2_<name>_hd<HD> for
 //     HD 16, 32, 64, 128 and varlen_fa2m2_<name>_hd24 (two row tiles per warp,
-//     the faster one at HD 24; attention/NOTES.md).
+//     the faster one at HD 24; esm/cuda/NOTES.md).
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
 

@@ -1,4 +1,4 @@
-package attention
+package cuda
 
 import (
 	"fmt"
@@ -11,6 +11,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/esm2go/esm2go/attention"
 	"github.com/esm2go/esm2go/internal/cudadrv"
 )
 
@@ -31,17 +32,13 @@ func gpuContext(t testing.TB) *cudadrv.Context {
 	return ctx
 }
 
-func f32bytes(x []float32) []byte {
-	return unsafe.Slice((*byte)(unsafe.Pointer(&x[0])), 4*len(x))
-}
-
-// The fp32 kernel must match the plain Go reference on the varlen shapes that
+// The fp32 kernel must match attention.Reference, its plain Go twin, on the varlen shapes that
 // catch real bugs, for every head dim. Both compute in fp32 and differ only
 // in summation order (and the online softmax's rescaling), so 1e-5 of the
 // largest output is ample (observed: a few 1e-7).
-func TestVarlenCUDAMatchesReference(t *testing.T) {
+func TestVarlenMatchesReference(t *testing.T) {
 	ctx := gpuContext(t)
-	v := NewVarlen(ctx)
+	v := newVarlen(ctx)
 	r := rand.New(rand.NewPCG(5, 6))
 	cases := map[string][]int{
 		"one-token": {1}, "single": {37}, "not-tile": {1, 65, 3, 129, 31, 33},
@@ -51,10 +48,10 @@ func TestVarlenCUDAMatchesReference(t *testing.T) {
 		delete(cases, "long-4096")
 	}
 	for name, lens := range cases {
-		for _, hd := range VarlenHeadDims {
+		for _, hd := range varlenHeadDims {
 			H := 3
 			D := H * hd
-			s, err := NewSeqlens(lens)
+			s, err := attention.NewSeqlens(lens)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -64,7 +61,7 @@ func TestVarlenCUDAMatchesReference(t *testing.T) {
 				qkv[i] = float32(r.NormFloat64()) * 0.5
 			}
 			want := make([]float32, T*D)
-			if err := Reference(Args{Out: want, LdOut: D, Q: qkv, K: qkv[D:], V: qkv[2*D:], Ld: 3 * D, Seqlens: s, H: H, HD: hd, Scale: 0.7}); err != nil {
+			if err := attention.Reference(attention.Args{Out: want, LdOut: D, Q: qkv, K: qkv[D:], V: qkv[2*D:], Ld: 3 * D, Seqlens: s, H: H, HD: hd, Scale: 0.7}); err != nil {
 				t.Fatal(err)
 			}
 			dq, _ := ctx.Alloc(4 * len(qkv))
@@ -80,7 +77,7 @@ func TestVarlenCUDAMatchesReference(t *testing.T) {
 			if err := ctx.MemsetD32Async(do.Ptr, math.Float32bits(float32(math.NaN())), T*D, ctx.Stream()); err != nil {
 				t.Fatal(err)
 			}
-			err = v.Forward(VarlenArgs{Out: do.Ptr, LdOut: D, Q: dq.Ptr, K: dq.Ptr.Add(4 * D), V: dq.Ptr.Add(8 * D), Ld: 3 * D,
+			err = v.forward(varlenArgs{Out: do.Ptr, LdOut: D, Q: dq.Ptr, K: dq.Ptr.Add(4 * D), V: dq.Ptr.Add(8 * D), Ld: 3 * D,
 				CuSeqlens: dcu.Ptr, Seqlens: s, H: H, HD: hd, Scale: 0.7, DType: cudadrv.F32})
 			if err != nil {
 				t.Fatal(err)
@@ -115,7 +112,7 @@ func TestVarlenCUDAMatchesReference(t *testing.T) {
 // reference serves both element types and every kernel.
 type halfCase struct {
 	name string
-	s    Seqlens
+	s    attention.Seqlens
 	H    int
 	hd   int
 	qkv  []float32
@@ -137,24 +134,9 @@ func toHalf(x []float32, dt cudadrv.DataType) []uint16 {
 
 func u16bytes(x []uint16) []byte { return unsafe.Slice((*byte)(unsafe.Pointer(&x[0])), 2*len(x)) }
 
-// benchLengths draws lognormal lengths in 30..1022 (median 300) until the
-// batch holds about tokens tokens (esm/cuda's forward benchmark draws the same).
-func benchLengths(seed uint64, tokens int) []int {
-	r := rand.New(rand.NewPCG(seed, 9))
-	var ls []int
-	total := 0
-	for total < tokens {
-		n := int(math.Exp(math.Log(300) + 0.7*r.NormFloat64()))
-		n = min(max(n, 30), 1022)
-		ls = append(ls, n)
-		total += n + 2
-	}
-	return ls
-}
-
 // runHalf uploads c's inputs as dt, runs the kernel on NaN-poisoned output
 // and returns max |got - want| / max |want| (+Inf for NaN: unwritten).
-func runHalf(t *testing.T, ctx *cudadrv.Context, v *Varlen, c *halfCase, dt cudadrv.DataType) float64 {
+func runHalf(t *testing.T, ctx *cudadrv.Context, v *varlen, c *halfCase, dt cudadrv.DataType) float64 {
 	T, D := c.s.Total(), c.H*c.hd
 	hq := toHalf(c.qkv, dt)
 	dq, err := ctx.Alloc(2 * len(hq))
@@ -181,7 +163,7 @@ func runHalf(t *testing.T, ctx *cudadrv.Context, v *Varlen, c *halfCase, dt cuda
 	if err := ctx.MemsetD8Async(do.Ptr, 0xff, 2*T*D, ctx.Stream()); err != nil { // NaN in fp16 and bf16
 		t.Fatal(err)
 	}
-	err = v.Forward(VarlenArgs{Out: do.Ptr, LdOut: D, Q: dq.Ptr, K: dq.Ptr.Add(2 * D), V: dq.Ptr.Add(4 * D), Ld: 3 * D,
+	err = v.forward(varlenArgs{Out: do.Ptr, LdOut: D, Q: dq.Ptr, K: dq.Ptr.Add(2 * D), V: dq.Ptr.Add(4 * D), Ld: 3 * D,
 		CuSeqlens: dcu.Ptr, Seqlens: c.s, H: c.H, HD: c.hd, Scale: 0.7, DType: dt})
 	if err != nil {
 		t.Errorf("%s %v hd=%d: %v", c.name, dt, c.hd, err)
@@ -207,15 +189,15 @@ func runHalf(t *testing.T, ctx *cudadrv.Context, v *Varlen, c *halfCase, dt cuda
 	return maxDiff / maxRef
 }
 
-// The fp16/bf16 kernels (fa2, and fa2m2 at head dim 24) against Reference
-// on the same rounded inputs, for every head dim, the varlen edge cases, a 4096
-// long sequence (one head, so the Go reference stays a few seconds; every
+// The fp16/bf16 kernels (fa2, and fa2m2 at head dim 24) against
+// attention.Reference on the same rounded inputs, for every head dim, the
+// varlen edge cases, a 4096 long sequence (one head, so the Go reference stays a few seconds; every
 // reference is computed once, in parallel) and a mixed batch of 30..1022.
 // Tolerances (max |diff| / max |ref|) are esm/cuda's per-op ones: the GPU
 // rounds P and the output to the element type.
-func TestVarlenCUDAHalfMatchesReference(t *testing.T) {
+func TestVarlenHalfMatchesReference(t *testing.T) {
 	ctx := gpuContext(t)
-	v := NewVarlen(ctx)
+	v := newVarlen(ctx)
 	tol := map[cudadrv.DataType]float64{cudadrv.F16: 2e-3, cudadrv.BF16: 1.6e-2}
 	shapes := []struct {
 		name string
@@ -230,11 +212,11 @@ func TestVarlenCUDAHalfMatchesReference(t *testing.T) {
 	r := rand.New(rand.NewPCG(11, 12))
 	var cases []*halfCase
 	for _, sh := range shapes {
-		s, err := NewSeqlens(sh.lens)
+		s, err := attention.NewSeqlens(sh.lens)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, hd := range VarlenHeadDims {
+		for _, hd := range varlenHeadDims {
 			c := &halfCase{name: sh.name, s: s, H: sh.H, hd: hd}
 			D := sh.H * hd
 			c.qkv = make([]float32, s.Total()*3*D)
@@ -249,19 +231,21 @@ func TestVarlenCUDAHalfMatchesReference(t *testing.T) {
 			cases = append(cases, c)
 		}
 	}
+	errs := make([]error, len(cases))
 	var wg sync.WaitGroup
-	for _, c := range cases {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+	for i, c := range cases {
+		wg.Go(func() {
 			D := c.H * c.hd
-			if err := Reference(Args{Out: c.want, LdOut: D, Q: c.qkv, K: c.qkv[D:], V: c.qkv[2*D:], Ld: 3 * D,
-				Seqlens: c.s, H: c.H, HD: c.hd, Scale: 0.7}); err != nil {
-				panic(err)
-			}
-		}()
+			errs[i] = attention.Reference(attention.Args{Out: c.want, LdOut: D, Q: c.qkv, K: c.qkv[D:], V: c.qkv[2*D:], Ld: 3 * D,
+				Seqlens: c.s, H: c.H, HD: c.hd, Scale: 0.7})
+		})
 	}
 	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("reference %s hd=%d: %v", cases[i].name, cases[i].hd, err)
+		}
+	}
 	worst := map[string]float64{}
 	for _, c := range cases {
 		for _, dt := range []cudadrv.DataType{cudadrv.F16, cudadrv.BF16} {
@@ -285,20 +269,19 @@ func TestVarlenCUDAHalfMatchesReference(t *testing.T) {
 	t.Logf("fp16/bf16 kernels vs Reference over %d shapes:%s", len(shapes), b.String())
 }
 
-// BenchmarkVarlen times the kernel Forward picks on packed batches of ~16k
-// tokens in lengths 30..1022 (esm/cuda's forward benchmark batch) for ESM2's
+// BenchmarkVarlen times the kernel varlenKernel picks on packed batches of
+// ~16k tokens in lengths 30..1022 (BenchmarkForwardCUDA's batch) for ESM2's
 // head shapes (8M: 20x16, 35M: 20x24, 150M: 20x32, 650M: 20x64; 8x128 for
 // the HD 128 kernel), logging two lines per shape (the second shows the
-// spread): ms is the mean of 50 launches
-// after a warm-up, the clock stopped after a synchronize (all in the
-// benchmark's own goroutine: the context is bound to its thread, so no
-// sub-benchmarks). TFLOP/s counts 4·n²·HD per sequence and head (Q·Kᵀ
-// and P·V, 2 FLOPs per multiply-add, no causal halving), the full n² even
-// though tiles past n do no work.
+// spread): ms is the mean of 50 launches after a warm-up, the clock stopped
+// after a synchronize (all in the benchmark's own goroutine: the context is
+// bound to its thread, so no sub-benchmarks). TFLOP/s counts 4·n²·HD per
+// sequence and head (Q·Kᵀ and P·V, 2 FLOPs per multiply-add, no causal
+// halving), the full n² even though tiles past n do no work.
 func BenchmarkVarlen(b *testing.B) {
 	ctx := gpuContext(b)
-	v := NewVarlen(ctx)
-	s, err := NewSeqlens(benchLengths(2, 16384))
+	v := newVarlen(ctx)
+	s, err := attention.NewSeqlens(benchLengths(2, 16384))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -341,7 +324,7 @@ func BenchmarkVarlen(b *testing.B) {
 		name := fmt.Sprintf("T=%d/H=%d/HD=%d/%s", T, sh.H, sh.hd, varlenKernel(sh.dt, sh.hd).name)
 		for range 2 {
 			run := func() {
-				if err := v.Forward(VarlenArgs{Out: do.Ptr, LdOut: D, Q: dq.Ptr, K: dq.Ptr.Add(2 * D), V: dq.Ptr.Add(4 * D),
+				if err := v.forward(varlenArgs{Out: do.Ptr, LdOut: D, Q: dq.Ptr, K: dq.Ptr.Add(2 * D), V: dq.Ptr.Add(4 * D),
 					Ld: 3 * D, CuSeqlens: dcu.Ptr, Seqlens: s, H: sh.H, HD: sh.hd, Scale: 0.125, DType: sh.dt}); err != nil {
 					b.Fatal(err)
 				}
