@@ -35,6 +35,11 @@ type fakeHub struct {
 	cdnGets     int
 	hubAuth     []string
 	cdnAuth     []string
+	// Hooks that take over a request when they return true; n counts the
+	// requests to that server so far (1 for the first).
+	hubHook func(w http.ResponseWriter, r *http.Request, n int) bool
+	cdnHook func(w http.ResponseWriter, r *http.Request, n int) bool
+	hubReqs int
 }
 
 func gitBlobSHA1(b []byte) string {
@@ -59,12 +64,15 @@ func newFakeHub(t *testing.T) *fakeHub {
 		f.cdnGets++
 		f.cdnAuth = append(f.cdnAuth, r.Header.Get("Authorization"))
 		f.ranges = append(f.ranges, r.Header.Get("Range"))
-		data, ignore := f.weights, f.ignoreRange
+		data, ignore, hook, n := f.weights, f.ignoreRange, f.cdnHook, f.cdnGets
 		if f.corrupt {
 			data = append([]byte(nil), data...)
 			data[len(data)-1] ^= 0xff
 		}
 		f.mu.Unlock()
+		if hook != nil && hook(w, r, n) {
+			return
+		}
 		if ignore {
 			r.Header.Del("Range")
 		}
@@ -73,7 +81,12 @@ func newFakeHub(t *testing.T) *fakeHub {
 	f.hub = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f.mu.Lock()
 		f.hubAuth = append(f.hubAuth, r.Header.Get("Authorization"))
+		f.hubReqs++
+		hook, n := f.hubHook, f.hubReqs
 		f.mu.Unlock()
+		if hook != nil && hook(w, r, n) {
+			return
+		}
 		switch r.URL.Path {
 		case "/api/models/org/tiny/revision/main", "/api/models/org/tiny/revision/" + testCommit:
 			json.NewEncoder(w).Encode(map[string]any{"id": "org/tiny", "sha": testCommit, "siblings": []map[string]string{
@@ -97,8 +110,12 @@ func newFakeHub(t *testing.T) *fakeHub {
 	return f
 }
 
+// opts points at the fake hub with timeouts that bound every test to seconds
+// even if something hangs, and retries without real waits.
 func (f *fakeHub) opts(cache string) ResolveOptions {
-	return ResolveOptions{CacheDir: cache, TorchHubDir: filepath.Join(cache, "torch-none"), Endpoint: f.hub.URL}
+	return ResolveOptions{CacheDir: cache, TorchHubDir: filepath.Join(cache, "torch-none"), Endpoint: f.hub.URL,
+		Hub: HubOptions{ConnectTimeout: time.Second, ResponseHeaderTimeout: 5 * time.Second, ReadIdleTimeout: 5 * time.Second,
+			MaxAttempts: 3, RetryBaseDelay: time.Millisecond, MaxRetryWait: time.Second}}
 }
 
 func TestDownloadLayout(t *testing.T) {

@@ -22,6 +22,7 @@ type ResolveOptions struct {
 	Offline     bool      // also true when HF_HUB_OFFLINE is set to a true value: never download
 	Progress    io.Writer // nil = silent; a progress bar on a terminal, else occasional plain lines
 	HTTPClient  *http.Client
+	Hub         HubOptions // timeouts and retries of downloads; zero fields take the defaults documented there
 }
 
 // withDefaults fills the empty fields from the environment.
