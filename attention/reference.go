@@ -51,6 +51,15 @@ func (a *Args) Check() error {
 // Reference computes softmax(scale*Q·K^T)·V independently for every sequence
 // and head, in plain float32 Go with float32 softmax statistics (as PyTorch's
 // fp32 eager path). It is the twin every accelerated kernel is checked against.
+//
+// Non-finite values are never hidden. This attention has no mask (packing
+// replaces padding), so no score is legitimately infinite: a NaN or an
+// infinite score (either sign) makes its whole query row NaN, where
+// PyTorch would give a -Inf score weight 0. So a NaN or infinite element of
+// q poisons its own row (that head), of k every row of its sequence, and of
+// v its column in every row of its sequence (every weight is > 0 in exact
+// arithmetic, and 0*NaN is NaN where fp32 underflows). Other sequences and
+// heads are untouched.
 func Reference(a Args) error {
 	if err := a.Check(); err != nil {
 		return err
@@ -70,6 +79,7 @@ func referenceHead(a *Args, start, n, h int, scores []float32) {
 	for i := 0; i < n; i++ {
 		q := a.Q[(start+i)*a.Ld+off:][:a.HD]
 		m := float32(math.Inf(-1))
+		var bad float32 // 0, or NaN once a score is NaN or infinite
 		for j := 0; j < n; j++ {
 			k := a.K[(start+j)*a.Ld+off:][:a.HD]
 			var dot float32
@@ -79,8 +89,9 @@ func referenceHead(a *Args, start, n, h int, scores []float32) {
 			dot *= a.Scale
 			scores[j] = dot
 			m = max(m, dot)
+			bad += dot - dot
 		}
-		var sum float32
+		sum := bad
 		for j := 0; j < n; j++ {
 			e := float32(math.Exp(float64(scores[j] - m)))
 			scores[j] = e

@@ -1,6 +1,7 @@
 package attention
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -130,4 +131,76 @@ func TestReferenceRejectsShortBuffers(t *testing.T) {
 	if err := Reference(Args{Out: make([]float32, 3), LdOut: 2, Q: qkv, K: qkv[2:], V: qkv[4:], Ld: 6, Seqlens: s, H: 1, HD: 2, Scale: 1}); err == nil {
 		t.Fatal("short output accepted")
 	}
+}
+
+func finite(x float32) bool { return !math.IsNaN(float64(x)) && !math.IsInf(float64(x), 0) }
+
+// checkReach fails unless got[i] is non-finite exactly where reached(i).
+func checkReach(t *testing.T, what string, got []float32, reached func(i int) bool) {
+	t.Helper()
+	bad := 0
+	for i, v := range got {
+		if reached(i) == finite(v) {
+			if bad++; bad <= 5 {
+				t.Errorf("%s: element %d = %g, want %s", what, i, v, map[bool]string{true: "non-finite", false: "finite"}[reached(i)])
+			}
+		}
+	}
+	if bad > 5 {
+		t.Errorf("%s: %d wrong elements in all", what, bad)
+	}
+}
+
+// A bad q element poisons its own query row (that head); a bad k element
+// every query row of its sequence (that head); a bad v element its column
+// in every query row of its sequence. Other heads and sequences stay
+// finite. -Inf is no exception (see Reference).
+func TestReferenceNonFinite(t *testing.T) {
+	const H, HD = 2, 16
+	D, ld := H*HD, 3*H*HD
+	s, err := NewSeqlens([]int{5, 9, 70})
+	if err != nil {
+		t.Fatal(err)
+	}
+	T, start, n := s.Total(), s.Start(1), s.Len(1)
+	inSeq := func(row int) bool { return row >= start && row < start+n }
+	const tok, h, d = 3, 1, 5 // token 3 of sequence 1, head 1, dim 5
+	r := rand.New(rand.NewPCG(31, 32))
+	for bname, bad := range map[string]float32{"NaN": float32(math.NaN()), "+Inf": float32(math.Inf(1)), "-Inf": float32(math.Inf(-1))} {
+		for part, reached := range map[int]func(row, col int) bool{
+			0: func(row, col int) bool { return row == start+tok && col/HD == h },
+			1: func(row, col int) bool { return inSeq(row) && col/HD == h },
+			2: func(row, col int) bool { return inSeq(row) && col == h*HD+d },
+		} {
+			qkv := make([]float32, T*ld)
+			for i := range qkv {
+				qkv[i] = float32(r.NormFloat64())
+			}
+			qkv[(start+tok)*ld+part*D+h*HD+d] = bad
+			out := make([]float32, T*D)
+			if err := Reference(Args{Out: out, LdOut: D, Q: qkv, K: qkv[D:], V: qkv[2*D:], Ld: ld, Seqlens: s, H: H, HD: HD, Scale: 0.25}); err != nil {
+				t.Fatal(err)
+			}
+			checkReach(t, fmt.Sprintf("%s in %c", bname, "qkv"[part]), out, func(i int) bool { return reached(i/D, i%D) })
+		}
+	}
+}
+
+// A weight that underflows to 0 in fp32 does not hide a NaN in its value.
+func TestReferenceTinyWeightNaN(t *testing.T) {
+	const HD = 4
+	s, _ := NewSeqlens([]int{3})
+	qkv := make([]float32, 3*3*HD)
+	row := func(tok, part int) []float32 { return qkv[tok*3*HD+part*HD:][:HD] }
+	row(0, 0)[0] = 100 // q of token 0: score 100 for key 0, -100 for keys 1, 2
+	row(0, 1)[0] = 1
+	row(1, 1)[0] = -1
+	row(2, 1)[0] = -1
+	row(1, 2)[0] = float32(math.NaN())
+	row(0, 2)[1] = 1
+	out := make([]float32, 3*HD)
+	if err := Reference(Args{Out: out, LdOut: HD, Q: qkv, K: qkv[HD:], V: qkv[2*HD:], Ld: 3 * HD, Seqlens: s, H: 1, HD: HD, Scale: 1}); err != nil {
+		t.Fatal(err)
+	}
+	checkReach(t, "tiny weight", out, func(i int) bool { return i%HD == 0 })
 }

@@ -19,7 +19,11 @@ type attnItem struct{ start, n, h, q0 int }
 // up to attnBlock query rows, S = Q·K^T (one sgemm over strided views of the
 // packed qkv), a row softmax in fp32, then O = P·V written straight into the
 // head's columns of out. Workers take items from a shared counter, longest
-// sequences first, each with its own scratch.
+// sequences first, each with its own scratch. A NaN or infinite element of
+// q, k or v reaches exactly the rows attention.Reference says (its row, its
+// sequence, its column of its sequence, in its head); softmax weights never
+// underflow to 0 (see vmath), so a matmul that skips zero factors, as
+// gonum's does, cannot drop a NaN of v either.
 func (b *Backend) Attention(out, qkv esm.Tensor, H, HD int) error {
 	T, D := b.T(), H*HD
 	if err := checkLen("attention qkv", qkv, T*3*D); err != nil {
@@ -70,12 +74,23 @@ func (b *Backend) Attention(out, qkv esm.Tensor, H, HD int) error {
 }
 
 // softmaxRow is the scalar Go twin of vmath.softmaxRows.
+//
+// Non-finite scores. ESM2's attention has no mask (packing replaces
+// padding), so no score is legitimately -Inf, and from finite q and k a
+// score overflows fp32 (|q·k| > 3.4e38) only if q or k is already ~1e18,
+// far beyond LayerNorm'd activations (|x| <= sqrt(D)) through any sane
+// weights. A NaN or an infinity (either sign) among a row's scores
+// therefore means a broken input or weight, and the whole row comes out
+// NaN: it is never treated as a masked key or a one-hot row. This is
+// stricter than PyTorch's softmax, which gives a -Inf score weight 0.
 func softmaxRow(r []float32) {
 	m := float32(math.Inf(-1))
+	var bad float32 // 0, or NaN once a non-finite score is seen
 	for _, v := range r {
 		m = max(m, v)
+		bad += v - v
 	}
-	inv := 1 / expSub(r, m)
+	inv := 1 / (expSub(r, m) + bad)
 	for i := range r {
 		r[i] *= inv
 	}

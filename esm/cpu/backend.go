@@ -1,6 +1,13 @@
 // Package cpu is esm2go's CPU backend: float32 everywhere, matrix products
 // through OpenBLAS when it is installed (found at run time with dlopen) or
 // gonum's pure-Go kernel otherwise, other ops parallel across cores.
+//
+// NaN and Inf are never hidden: a non-finite input or weight gives
+// non-finite outputs wherever the math says it reaches (LayerNorm: its
+// whole row; attention: see softmaxRow; GELU(-Inf) is NaN, as in PyTorch),
+// and finite outputs elsewhere (other sequences of a packed batch stay
+// finite). The one deliberate exception is the model's own: embedding rows
+// of the mask token are set to zero whatever the table holds.
 package cpu
 
 import (

@@ -2,27 +2,37 @@ package cpu
 
 /*
 #cgo CFLAGS: -O3
-// Finite-math options let GCC if-convert the clamps and vectorize the loops
-// (cgo refuses them as flags); attention scores and activations are finite
-// (a NaN would already be a broken model).
-#pragma GCC optimize ("finite-math-only", "no-signed-zeros", "no-trapping-math")
+// No signed zeros and no trapping math let GCC if-convert the clamps and
+// vectorize the loops (cgo refuses them as flags; without no-trapping-math
+// nothing vectorizes). Not finite-math-only: NaN and Inf must reach the
+// outputs, and under it GCC compiled the max and the clamps to
+// instructions that drop a NaN (a NaN score came out of the softmax as a
+// finite weight) and may fold the v - v check below to 0.
+#pragma GCC optimize ("no-signed-zeros", "no-trapping-math")
 #include <stdint.h>
 #include <string.h>
 
-// Cephes expf, branch-free so the compiler vectorizes the loops that call
-// it. Inputs are clamped to [-87.3, 88.7]; softmax only passes x <= 0.
+// Cephes expf for x <= 88.7 (both callers pass x <= 0, up to rounding),
+// branch-free so the compiler vectorizes the loops that call it. Inputs
+// below -87.3 are raised to it, so the result is never below 2^-126 (not
+// even for -Inf); larger inputs are the caller's to avoid. No input is
+// undefined behaviour: for NaN or +Inf the result is NaN or garbage, and
+// both callers make such a result NaN themselves (softmax through its bad
+// sum, GELU through its factor x).
 static inline __attribute__((always_inline)) float esm2go_expf(float x) {
 	x = x < -87.33654f ? -87.33654f : x;
-	x = x > 88.72283f ? 88.72283f : x;
-	float t = x * 1.44269504088896341f;
-	t += t < 0 ? -0.5f : 0.5f;
-	int32_t n = (int32_t)t;
-	float fn = (float)n;
+	// n = round(x*log2e) by adding 1.5*2^23: the sum's low mantissa bits
+	// are n (|n| <= 128); no float-to-int conversion, which C leaves
+	// undefined for NaN.
+	float r = x * 1.44269504088896341f + 12582912.0f;
+	float fn = r - 12582912.0f;
+	uint32_t rb;
+	memcpy(&rb, &r, 4);
 	x = x - fn * 0.693359375f - fn * -2.12194440e-4f;
 	float z = x * x;
 	float y = ((((((1.9875691500e-4f * x + 1.3981999507e-3f) * x + 8.3334519073e-3f) * x
 		+ 4.1665795894e-2f) * x + 1.6666665459e-1f) * x + 5.0000001201e-1f) * z + x + 1.0f);
-	int32_t bits = (n + 127) << 23;
+	uint32_t bits = (rb - 0x4B400000u + 127u) << 23; // 2^n
 	float p;
 	memcpy(&p, &bits, 4);
 	return y * p;
@@ -33,23 +43,45 @@ static inline __attribute__((always_inline)) float esm2go_expf(float x) {
 // independent accumulators so they vectorize without reassociation flags.
 #define CLONES __attribute__((target_clones("avx2,fma", "default")))
 
-// Row-wise softmax of s (rows, n) in place.
+// 8-lane vectors (GCC vector extensions): AVX registers in the avx2 clone,
+// pairs of SSE registers in the default one.
+typedef float f8 __attribute__((vector_size(32)));
+typedef int32_t i8 __attribute__((vector_size(32)));
+
+// Row-wise softmax of s (rows, n) in place. A row holding a NaN or an
+// infinity comes out all NaN (see softmaxRow in attention.go): bad
+// accumulates v - v, which is 0 for every finite v and NaN otherwise, and
+// is added to the row's sum, whatever the max and the clamped exp made of
+// the bad value. Weights of a finite row are at least about 2^-126/n,
+// never 0.
 CLONES static void esm2go_softmax_rows(float *s, int rows, int n) {
 	for (int r = 0; r < rows; r++) {
 		float *row = s + (long)r * n;
-		float mx[8];
-		for (int k = 0; k < 8; k++) mx[k] = row[0];
+		// The max as a compare and select on whole vectors: GCC does not
+		// vectorize the scalar form without finite-math-only.
+		f8 mx = (f8){} + row[0], bad = {};
 		int i = 0;
-		for (; i + 8 <= n; i += 8)
-			for (int k = 0; k < 8; k++) mx[k] = row[i + k] > mx[k] ? row[i + k] : mx[k];
-		float m = mx[0];
-		for (int k = 1; k < 8; k++) m = mx[k] > m ? mx[k] : m;
-		for (; i < n; i++) m = row[i] > m ? row[i] : m;
+		for (; i + 8 <= n; i += 8) {
+			f8 v;
+			memcpy(&v, row + i, sizeof v);
+			i8 gt = v > mx;
+			mx = (f8)((gt & (i8)v) | (~gt & (i8)mx));
+			bad += v - v;
+		}
+		float m = mx[0], z = bad[0];
+		for (int k = 1; k < 8; k++) {
+			m = mx[k] > m ? mx[k] : m;
+			z += bad[k];
+		}
+		for (; i < n; i++) {
+			m = row[i] > m ? row[i] : m;
+			z += row[i] - row[i];
+		}
 		for (i = 0; i < n; i++) row[i] = esm2go_expf(row[i] - m);
 		float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
 		for (i = 0; i + 8 <= n; i += 8)
 			for (int k = 0; k < 8; k++) acc[k] += row[i + k];
-		float sum = 0;
+		float sum = z;
 		for (int k = 0; k < 8; k++) sum += acc[k];
 		for (; i < n; i++) sum += row[i];
 		float inv = 1.0f / sum;

@@ -55,3 +55,17 @@ func BenchmarkVSoftmax(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(s)), "ns/elem")
 }
+
+func BenchmarkVGELU(b *testing.B) {
+	var v vmath
+	src := make([]float32, 1<<16)
+	for i := range src {
+		src[i] = float32(i-1<<15) / 4096
+	}
+	x := make([]float32, len(src))
+	for b.Loop() {
+		copy(x, src)
+		v.gelu(x)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(x)), "ns/elem")
+}
