@@ -12,6 +12,7 @@ import (
 
 	"github.com/esm2go/esm2go/esm"
 	esmcuda "github.com/esm2go/esm2go/esm/cuda"
+	"github.com/esm2go/esm2go/internal/cudadrv/cudatest"
 	"github.com/esm2go/esm2go/weights"
 )
 
@@ -57,10 +58,9 @@ func TestGPUParityHF(t *testing.T) {
 		}
 		for _, prec := range []string{"fp32", "fp16"} {
 			t.Run(name+"/"+prec, func(t *testing.T) {
-				be, err := esmcuda.New(esmcuda.Options{Precision: prec})
-				if err != nil {
-					t.Skipf("no CUDA device: %v", err)
-				}
+				be := cudatest.Start(t, "CUDA backend ("+prec+")", func() (*esmcuda.Backend, error) {
+					return esmcuda.New(esmcuda.Options{Precision: prec})
+				})
 				defer be.Close()
 				m := loadModel(t, path, be)
 				defer m.Close()

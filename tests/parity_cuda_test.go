@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	esmcuda "github.com/esm2go/esm2go/esm/cuda"
+	"github.com/esm2go/esm2go/internal/cudadrv/cudatest"
 )
 
 // GPU parity against the same PyTorch fixtures. Tolerances:
@@ -27,10 +28,9 @@ func TestParityCUDA(t *testing.T) {
 			{"tiny", "tiny"}, {"esm2_8M_shape", "esm2_8M_shape"},
 		} {
 			t.Run(prec+"/"+c.fixture, func(t *testing.T) {
-				be, err := esmcuda.New(esmcuda.Options{Precision: prec})
-				if err != nil {
-					t.Skipf("no CUDA device: %v", err)
-				}
+				be := cudatest.Start(t, "CUDA backend ("+prec+")", func() (*esmcuda.Backend, error) {
+					return esmcuda.New(esmcuda.Options{Precision: prec})
+				})
 				defer be.Close()
 				w := runParityOn(t, c.fixture, filepath.Join("testdata", "models", c.model), be, cudaTolerance[prec])
 				t.Logf("GPU parity %s %s: %v", prec, c.fixture, w)

@@ -13,22 +13,25 @@ import (
 
 	"github.com/esm2go/esm2go/attention"
 	"github.com/esm2go/esm2go/internal/cudadrv"
+	"github.com/esm2go/esm2go/internal/cudadrv/cudatest"
 )
 
+// gpuContext opens a context on device 0 for the kernel tests, skipping
+// where the machine has no GPU and failing where a GPU is present but CUDA
+// does not start (cudatest.Start).
 func gpuContext(t testing.TB) *cudadrv.Context {
 	t.Helper()
-	lib, err := cudadrv.Load()
-	if err != nil {
-		t.Skipf("no CUDA device: %v", err)
-	}
-	if n, err := lib.DeviceCount(); err != nil || n == 0 {
-		t.Skipf("no CUDA device: count %d, %v", n, err)
-	}
-	ctx, err := cudadrv.NewContext(0)
-	if err != nil {
-		t.Skipf("no CUDA device: %v", err)
-	}
-	t.Cleanup(func() { ctx.Close() })
+	ctx := cudatest.Start(t, "CUDA context on device 0", func() (*cudadrv.Context, error) {
+		if _, err := cudadrv.Load(); err != nil {
+			return nil, err
+		}
+		return cudadrv.NewContext(0)
+	})
+	t.Cleanup(func() {
+		if err := ctx.Close(); err != nil {
+			t.Error(err)
+		}
+	})
 	return ctx
 }
 

@@ -14,30 +14,22 @@ import (
 	"github.com/esm2go/esm2go/esm/cpu"
 	"github.com/esm2go/esm2go/esm/esmtest"
 	"github.com/esm2go/esm2go/internal/cudadrv"
+	"github.com/esm2go/esm2go/internal/cudadrv/cudatest"
 )
 
-// newGPU opens the CUDA backend, skipping the test where there is no GPU
-// (and failing where there is one but the backend does not start).
+// newGPU opens the CUDA backend in precision prec, skipping the test where
+// the machine has no GPU and failing it where a GPU is present but the
+// backend does not start (cudatest.Start).
 func newGPU(t testing.TB, prec string) *Backend {
 	t.Helper()
-	requireGPU(t)
-	b, err := New(Options{Precision: prec})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return cudatest.Start(t, "CUDA backend ("+prec+")", func() (*Backend, error) { return New(Options{Precision: prec}) })
 }
 
-// requireGPU skips the test where no CUDA device is usable.
+// requireGPU skips the test where the machine has no GPU (for tests that
+// prepare CPU references before they open the backend).
 func requireGPU(t testing.TB) {
 	t.Helper()
-	lib, err := cudadrv.Load()
-	if err != nil {
-		t.Skipf("no CUDA device: %v", err)
-	}
-	if n, err := lib.DeviceCount(); err != nil || n == 0 {
-		t.Skipf("no CUDA device: %d devices, %v", n, err)
-	}
+	cudatest.RequireGPU(t)
 }
 
 // write fills t (any element type) from host fp32 values, as Upload does.

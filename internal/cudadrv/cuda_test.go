@@ -1,4 +1,4 @@
-package cudadrv
+package cudadrv_test
 
 import (
 	"errors"
@@ -11,22 +11,22 @@ import (
 	"testing"
 	"time"
 	"unsafe"
+
+	"github.com/esm2go/esm2go/internal/cudadrv"
+	"github.com/esm2go/esm2go/internal/cudadrv/cudatest"
 )
 
-// newCtx opens device 0 or skips the test where there is no GPU. A missing
-// NVRTC or cuBLAS on a machine with a driver is a failure, not a skip.
-func newCtx(t testing.TB) *Context {
+// newCtx opens device 0 with a fresh kernel cache. It skips the test where
+// the machine has no GPU and fails it where a GPU is present but CUDA does
+// not start (cudatest.Start).
+func newCtx(t testing.TB) *cudadrv.Context {
 	t.Helper()
-	if _, err := Load(); err != nil {
-		if errors.Is(err, ErrNoDriver) || errors.Is(err, ErrNoDevice) {
-			t.Skip(err) // "no CUDA driver: libcuda.so.1 not found (...)"
+	c := cudatest.Start(t, "CUDA context on device 0", func() (*cudadrv.Context, error) {
+		if _, err := cudadrv.Load(); err != nil {
+			return nil, err
 		}
-		t.Fatal(err)
-	}
-	c, err := NewContext(0)
-	if err != nil {
-		t.Fatal(err)
-	}
+		return cudadrv.NewContext(0)
+	})
 	c.KernelCacheDir = t.TempDir()
 	t.Cleanup(func() {
 		if err := c.Close(); err != nil {
@@ -36,19 +36,19 @@ func newCtx(t testing.TB) *Context {
 	return c
 }
 
+// Load names libcuda.so.1 where there is no driver, and where there is a
+// GPU it loads and describes every device.
 func TestLoadMessage(t *testing.T) {
-	lib, err := Load()
-	if errors.Is(err, ErrNoDriver) {
-		if !strings.Contains(err.Error(), "libcuda.so.1 not found") {
-			t.Fatalf("no-driver error does not name libcuda.so.1: %v", err)
-		}
-		t.Skip(err)
+	lib, err := cudadrv.Load()
+	if errors.Is(err, cudadrv.ErrNoDriver) && !strings.Contains(err.Error(), "libcuda.so.1 not found") {
+		t.Fatalf("no-driver error does not name libcuda.so.1: %v", err)
 	}
+	cudatest.RequireGPU(t)
 	if err != nil {
-		t.Skipf("no CUDA device: %v", err)
+		t.Fatal(err)
 	}
 	t.Logf("driver %d, NVRTC %d.%d, %s, %s, %s, %s; include dir %q",
-		lib.DriverVersion, lib.NVRTCMajor, lib.NVRTCMinor, lib.CUDAPath, lib.NVRTCPath, lib.CublasPath, lib.CublasLtPath, CUDAIncludeDir())
+		lib.DriverVersion, lib.NVRTCMajor, lib.NVRTCMinor, lib.CUDAPath, lib.NVRTCPath, lib.CublasPath, lib.CublasLtPath, cudadrv.CUDAIncludeDir())
 	n, err := lib.DeviceCount()
 	if err != nil || n < 1 {
 		t.Fatal(n, err)
@@ -63,20 +63,10 @@ func TestLoadMessage(t *testing.T) {
 	}
 }
 
-func TestSizeClass(t *testing.T) {
-	for _, c := range []struct{ in, want int }{
-		{1, 512}, {512, 512}, {513, 1024}, {1 << 20, 1 << 20}, {1<<20 + 1, 2 << 20}, {5 << 20, 6 << 20}, {6 << 20, 6 << 20},
-	} {
-		if got := sizeClass(c.in); got != c.want {
-			t.Errorf("sizeClass(%d) = %d, want %d", c.in, got, c.want)
-		}
-	}
-}
-
 func TestAllocReuse(t *testing.T) {
 	c := newCtx(t)
 	sizes := []int{1000, 3 << 20, 100 << 20}
-	var bufs []*Buffer
+	var bufs []*cudadrv.Buffer
 	for _, n := range sizes {
 		b, err := c.Alloc(n)
 		if err != nil {
@@ -119,8 +109,8 @@ func TestAllocReuse(t *testing.T) {
 func TestOutOfMemory(t *testing.T) {
 	c := newCtx(t)
 	_, err := c.Alloc(1 << 50) // 1 PiB
-	if !errors.Is(err, ErrOutOfMemory) {
-		t.Fatalf("Alloc(1 PiB) = %v, want ErrOutOfMemory", err)
+	if !errors.Is(err, cudadrv.ErrOutOfMemory) {
+		t.Fatalf("Alloc(1 PiB) = %v, want cudadrv.ErrOutOfMemory", err)
 	}
 	t.Logf("Alloc(1 PiB): %v", err)
 	if b, err := c.Alloc(1 << 20); err != nil { // the context survives
@@ -138,8 +128,8 @@ func TestWrongGoroutine(t *testing.T) {
 		errc <- err
 	}()
 	err := <-errc
-	if !errors.Is(err, ErrWrongGoroutine) {
-		t.Fatalf("Alloc from another goroutine = %v, want ErrWrongGoroutine", err)
+	if !errors.Is(err, cudadrv.ErrWrongGoroutine) {
+		t.Fatalf("Alloc from another goroutine = %v, want cudadrv.ErrWrongGoroutine", err)
 	}
 	t.Log(err)
 }
@@ -220,7 +210,7 @@ extern "C" __global__ void shared_copy(float* out, const float* x, int n) {
 }
 `
 
-func upload(t testing.TB, c *Context, v []float32) *Buffer {
+func upload(t testing.TB, c *cudadrv.Context, v []float32) *cudadrv.Buffer {
 	t.Helper()
 	b, err := c.Alloc(4 * len(v))
 	must(t, err)
@@ -228,7 +218,7 @@ func upload(t testing.TB, c *Context, v []float32) *Buffer {
 	return b
 }
 
-func download(t testing.TB, c *Context, b *Buffer, n int) []float32 {
+func download(t testing.TB, c *cudadrv.Context, b *cudadrv.Buffer, n int) []float32 {
 	t.Helper()
 	v := make([]float32, n)
 	must(t, c.CopyDtoH(unsafe.Slice((*byte)(unsafe.Pointer(&v[0])), 4*n), b.Ptr))
@@ -285,8 +275,8 @@ func TestCompileLaunch(t *testing.T) {
 	raw := make([]byte, 2*n)
 	must(t, c.CopyDtoH(raw, dout.Ptr))
 	for i := range n {
-		got := HalfToFloat32(uint16(raw[2*i]) | uint16(raw[2*i+1])<<8)
-		want := HalfToFloat32(HalfBits(HalfToFloat32(HalfBits(x[i])) * 3))
+		got := cudadrv.HalfToFloat32(uint16(raw[2*i]) | uint16(raw[2*i+1])<<8)
+		want := cudadrv.HalfToFloat32(cudadrv.HalfBits(cudadrv.HalfToFloat32(cudadrv.HalfBits(x[i])) * 3))
 		if got != want {
 			t.Fatalf("scale_half[%d] = %v, want %v", i, got, want)
 		}
@@ -338,7 +328,7 @@ func TestCompileCache(t *testing.T) {
 	}
 	// A fresh context (same goroutine) loads the CUBIN from disk.
 	must(t, c.Close())
-	c3, err := NewContext(0)
+	c3, err := cudadrv.NewContext(0)
 	must(t, err)
 	defer c3.Close()
 	c3.KernelCacheDir = dir
@@ -402,7 +392,7 @@ func TestGemmF32(t *testing.T) {
 	dx, dw := upload(t, c, x), upload(t, c, w)
 	dy, _ := c.Alloc(4 * T * N)
 	must(t, c.MemsetD32Async(dy.Ptr, 0x7fc00000, T*N, c.Stream()))
-	must(t, c.Linear(dy.Ptr, dx.Ptr, dw.Ptr, T, N, K, FP32Pedantic))
+	must(t, c.Linear(dy.Ptr, dx.Ptr, dw.Ptr, T, N, K, cudadrv.FP32Pedantic))
 	got := download(t, c, dy, T*N)
 	ref := gemmRef(x, w, T, N, K)
 	if e := relErr(got, ref); e > tolF32 {
@@ -418,12 +408,12 @@ func TestGemmF32(t *testing.T) {
 	qkv := randVec(L*3*D, r)
 	dqkv := upload(t, c, qkv)
 	ds, _ := c.Alloc(4 * H * L * L)
-	must(t, c.Gemm(GemmArgs{
+	must(t, c.Gemm(cudadrv.GemmArgs{
 		TransB: true, M: L, N: L, K: dh,
 		A: dqkv.Ptr, LDA: 3 * D, StrideA: int64(dh),
 		B: dqkv.Ptr.Add(4 * D), LDB: 3 * D, StrideB: int64(dh),
 		C: ds.Ptr, StrideC: int64(L * L), Batch: H,
-		Alpha: 1, Prec: FP32Pedantic,
+		Alpha: 1, Prec: cudadrv.FP32Pedantic,
 	}))
 	gotS := download(t, c, ds, H*L*L)
 	for h := range H {
@@ -444,13 +434,13 @@ func TestGemmHalf(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 6))
 	T, N, K := 200, 320, 1280
 	for _, tc := range []struct {
-		p    Precision
+		p    cudadrv.Precision
 		to   func(float32) uint16
 		from func(uint16) float32
 		tol  float64
 	}{
-		{FP16, HalfBits, HalfToFloat32, tolF16},
-		{BF16Prec, BF16Bits, BF16ToFloat32, tolBF16},
+		{cudadrv.FP16, cudadrv.HalfBits, cudadrv.HalfToFloat32, tolF16},
+		{cudadrv.BF16Prec, cudadrv.BF16Bits, cudadrv.BF16ToFloat32, tolBF16},
 	} {
 		x, w := randVec(T*K, r), randVec(N*K, r)
 		dx, dw := uploadHalf(t, c, x, tc.to, tc.from), uploadHalf(t, c, w, tc.to, tc.from) // x, w now rounded
@@ -465,7 +455,7 @@ func TestGemmHalf(t *testing.T) {
 	}
 }
 
-func uploadHalf(t testing.TB, c *Context, v []float32, to func(float32) uint16, from func(uint16) float32) *Buffer {
+func uploadHalf(t testing.TB, c *cudadrv.Context, v []float32, to func(float32) uint16, from func(uint16) float32) *cudadrv.Buffer {
 	raw := make([]byte, 2*len(v))
 	for i := range v {
 		h := to(v[i])
@@ -478,7 +468,7 @@ func uploadHalf(t testing.TB, c *Context, v []float32, to func(float32) uint16, 
 	return b
 }
 
-func downloadHalf(t testing.TB, c *Context, b *Buffer, n int, from func(uint16) float32) []float32 {
+func downloadHalf(t testing.TB, c *cudadrv.Context, b *cudadrv.Buffer, n int, from func(uint16) float32) []float32 {
 	raw := make([]byte, 2*n)
 	must(t, c.CopyDtoH(raw, b.Ptr))
 	v := make([]float32, n)
@@ -510,13 +500,13 @@ func TestLinearBias(t *testing.T) {
 	}
 	dx, dw, db := upload(t, c, x), upload(t, c, w), upload(t, c, bias)
 	dy, _ := c.Alloc(4 * T * N)
-	must(t, c.LinearBias(dy.Ptr, dx.Ptr, dw.Ptr, db.Ptr, T, N, K, FP32Pedantic, EpilogueBias))
+	must(t, c.LinearBias(dy.Ptr, dx.Ptr, dw.Ptr, db.Ptr, T, N, K, cudadrv.FP32Pedantic, cudadrv.EpilogueBias))
 	if e := relErr(download(t, c, dy, T*N), ref); e > tolF32 {
 		t.Fatalf("LinearBias fp32: rel err %.3g", e)
 	} else {
 		t.Logf("LinearBias fp32 bias: rel err %.3g", e)
 	}
-	must(t, c.LinearBias(dy.Ptr, dx.Ptr, dw.Ptr, db.Ptr, T, N, K, FP32Pedantic, EpilogueGELUBias))
+	must(t, c.LinearBias(dy.Ptr, dx.Ptr, dw.Ptr, db.Ptr, T, N, K, cudadrv.FP32Pedantic, cudadrv.EpilogueGELUBias))
 	got := download(t, c, dy, T*N)
 	eErf, eTanh := relErr(got, apply(gelu)), relErr(got, apply(geluTanh))
 	t.Logf("LinearBias fp32 GELU epilogue: rel err vs erf GELU %.3g, vs tanh GELU %.3g", eErf, eTanh)
@@ -527,7 +517,7 @@ func TestLinearBias(t *testing.T) {
 	// y += x·wᵀ + b in place, fp32 y.
 	y0 := randVec(T*N, r)
 	must(t, c.CopyHtoD(dy.Ptr, unsafe.Slice((*byte)(unsafe.Pointer(&y0[0])), 4*len(y0))))
-	must(t, c.LinearBias(dy.Ptr, dx.Ptr, dw.Ptr, db.Ptr, T, N, K, FP32Pedantic, EpilogueBiasAccumulate))
+	must(t, c.LinearBias(dy.Ptr, dx.Ptr, dw.Ptr, db.Ptr, T, N, K, cudadrv.FP32Pedantic, cudadrv.EpilogueBiasAccumulate))
 	acc := make([]float64, len(ref))
 	for i := range acc {
 		acc[i] = ref[i] + float64(y0[i])
@@ -537,23 +527,23 @@ func TestLinearBias(t *testing.T) {
 	}
 
 	// fp16 in/out with fp16 bias.
-	dxh := uploadHalf(t, c, x, HalfBits, HalfToFloat32)
-	dwh := uploadHalf(t, c, w, HalfBits, HalfToFloat32)
-	dbh := uploadHalf(t, c, bias, HalfBits, HalfToFloat32)
+	dxh := uploadHalf(t, c, x, cudadrv.HalfBits, cudadrv.HalfToFloat32)
+	dwh := uploadHalf(t, c, w, cudadrv.HalfBits, cudadrv.HalfToFloat32)
+	dbh := uploadHalf(t, c, bias, cudadrv.HalfBits, cudadrv.HalfToFloat32)
 	ref = gemmRef(x, w, T, N, K)
 	for i := range ref {
 		ref[i] += float64(bias[i%N])
 	}
 	dyh, _ := c.Alloc(2 * T * N)
-	must(t, c.LinearBias(dyh.Ptr, dxh.Ptr, dwh.Ptr, dbh.Ptr, T, N, K, FP16, EpilogueBias))
-	if e := relErr(downloadHalf(t, c, dyh, T*N, HalfToFloat32), ref); e > tolF16 {
+	must(t, c.LinearBias(dyh.Ptr, dxh.Ptr, dwh.Ptr, dbh.Ptr, T, N, K, cudadrv.FP16, cudadrv.EpilogueBias))
+	if e := relErr(downloadHalf(t, c, dyh, T*N, cudadrv.HalfToFloat32), ref); e > tolF16 {
 		t.Fatalf("LinearBias fp16: rel err %.3g", e)
 	} else {
 		t.Logf("LinearBias fp16 bias: rel err %.3g", e)
 	}
 	// fp16 inputs, fp32 y += x·wᵀ + b (the residual GEMMs of the model).
 	must(t, c.CopyHtoD(dy.Ptr, unsafe.Slice((*byte)(unsafe.Pointer(&y0[0])), 4*len(y0))))
-	must(t, c.LinearBias(dy.Ptr, dxh.Ptr, dwh.Ptr, db.Ptr, T, N, K, Precision{In: F16, Out: F32, Compute: ComputeF32}, EpilogueBiasAccumulate))
+	must(t, c.LinearBias(dy.Ptr, dxh.Ptr, dwh.Ptr, db.Ptr, T, N, K, cudadrv.Precision{In: cudadrv.F16, Out: cudadrv.F32, Compute: cudadrv.ComputeF32}, cudadrv.EpilogueBiasAccumulate))
 	if e := relErr(download(t, c, dy, T*N), acc); e > tolF16 {
 		t.Fatalf("LinearBias fp16->fp32 accumulate: rel err %.3g", e)
 	} else {
@@ -589,20 +579,20 @@ func TestGemmSpeed(t *testing.T) {
 	must(t, err)
 	fill, err := m.Function("fill_half")
 	must(t, err)
-	for i, buf := range []*Buffer{a, b} {
+	for i, buf := range []*cudadrv.Buffer{a, b} {
 		must(t, c.Launch(fill, [3]uint32{uint32(n * n / 256), 1, 1}, [3]uint32{256, 1, 1}, 0, c.Stream(),
 			buf, uint32(i+1), uint64(n*n)))
 	}
 	start, _ := c.NewEvent(true)
 	end, _ := c.NewEvent(true)
-	must(t, c.Linear(o.Ptr, a.Ptr, b.Ptr, n, n, n, FP16)) // warm-up
+	must(t, c.Linear(o.Ptr, a.Ptr, b.Ptr, n, n, n, cudadrv.FP16)) // warm-up
 	var times []float64
 	for range 10 {
 		must(t, start.Record(c.Stream()))
-		must(t, c.Linear(o.Ptr, a.Ptr, b.Ptr, n, n, n, FP16))
+		must(t, c.Linear(o.Ptr, a.Ptr, b.Ptr, n, n, n, cudadrv.FP16))
 		must(t, end.Record(c.Stream()))
 		must(t, end.Synchronize())
-		ms, err := ElapsedMs(start, end)
+		ms, err := cudadrv.ElapsedMs(start, end)
 		must(t, err)
 		times = append(times, float64(ms))
 	}
@@ -620,14 +610,14 @@ func TestHalfConversions(t *testing.T) {
 		f float32
 		h uint16
 	}{{1, 0x3c00}, {-2, 0xc000}, {0.5, 0x3800}, {65504, 0x7bff}, {6.1035156e-05, 0x0400}, {5.9604645e-08, 0x0001}} {
-		if got := HalfBits(c.f); got != c.h {
+		if got := cudadrv.HalfBits(c.f); got != c.h {
 			t.Errorf("HalfBits(%v) = %#x, want %#x", c.f, got, c.h)
 		}
-		if got := HalfToFloat32(c.h); got != c.f {
+		if got := cudadrv.HalfToFloat32(c.h); got != c.f {
 			t.Errorf("HalfToFloat32(%#x) = %v, want %v", c.h, got, c.f)
 		}
 	}
-	if BF16Bits(1) != 0x3f80 || BF16ToFloat32(0x3f80) != 1 {
+	if cudadrv.BF16Bits(1) != 0x3f80 || cudadrv.BF16ToFloat32(0x3f80) != 1 {
 		t.Error("bf16 of 1")
 	}
 }

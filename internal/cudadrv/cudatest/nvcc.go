@@ -1,8 +1,3 @@
-// Package cudatest checks CUDA sources without a GPU: tests of the packages
-// that embed .cu files compile them with nvcc, when a CUDA toolkit is
-// installed on the machine running the tests, so a syntax or type error in a
-// kernel shows up before any GPU time is spent. Where nvcc is missing (CI)
-// the tests skip.
 package cudatest
 
 import (
