@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -367,20 +366,6 @@ func TestCloseUndrained(t *testing.T) {
 			t.Errorf("QueueDepth %d > %d", d, opts.Workers*opts.Prefetch)
 		}
 		r.Close()
-	}
-}
-
-func TestNoGPUDependency(t *testing.T) {
-	out, err := exec.Command("go", "list", "-deps", "github.com/esm2go/esm2go/data").CombinedOutput()
-	if err != nil {
-		t.Skipf("go list: %v\n%s", err, out)
-	}
-	for _, dep := range strings.Fields(string(out)) {
-		for _, bad := range []string{"cuda", "nvml", "nvrtc", "cublas", "github.com/esm2go/esm2go/esm", "internal/cuda"} {
-			if strings.Contains(dep, bad) {
-				t.Errorf("data depends on %s", dep)
-			}
-		}
 	}
 }
 
