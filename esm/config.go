@@ -40,20 +40,13 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// ConfigFromHF converts a checkpoint's HF config, rejecting what ESM2
-// inference here does not implement.
+// ConfigFromHF converts a checkpoint's HF config. Whether it is an ESM2
+// encoder is decided by weights.Config.Validate alone (weights.Open has run
+// it, and checked the sizes against the tensors); Validate here adds what
+// the forward pass needs.
 func ConfigFromHF(w weights.Config) (Config, error) {
-	if w.ModelType != "" && w.ModelType != "esm" {
-		return Config{}, fmt.Errorf("esm: model_type %q is not an ESM model", w.ModelType)
-	}
-	if w.PositionEmbeddingType != "" && w.PositionEmbeddingType != "rotary" {
-		return Config{}, fmt.Errorf("esm: position_embedding_type %q unsupported (ESM2 uses rotary; ESM-1b is not supported)", w.PositionEmbeddingType)
-	}
-	if w.EmbLayerNormBefore {
-		return Config{}, fmt.Errorf("esm: emb_layer_norm_before=true is not ESM2 and is not supported")
-	}
-	if w.IsFoldingModel {
-		return Config{}, fmt.Errorf("esm: ESMFold checkpoints are not supported")
+	if err := w.Validate(); err != nil {
+		return Config{}, fmt.Errorf("esm: %w", err)
 	}
 	c := Config{
 		Layers:       w.NumHiddenLayers,
@@ -64,12 +57,6 @@ func ConfigFromHF(w weights.Config) (Config, error) {
 		TokenDropout: w.TokenDropout,
 		LayerNormEps: float32(w.LayerNormEps),
 		MaskToken:    TokMask,
-	}
-	if c.LayerNormEps == 0 {
-		c.LayerNormEps = 1e-5
-	}
-	if w.MaskTokenID != 0 && int32(w.MaskTokenID) != TokMask {
-		return Config{}, fmt.Errorf("esm: mask_token_id %d differs from the ESM alphabet's %d", w.MaskTokenID, TokMask)
 	}
 	return c, c.Validate()
 }

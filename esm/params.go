@@ -68,7 +68,17 @@ type Params struct {
 // happen in a fixed order on the calling goroutine (the backend's); with a
 // ParallelSource a few goroutines read and convert the next parameters
 // meanwhile.
+//
+// Nothing is sized from cfg before src confirms it: the source must hold
+// the last layer cfg names (so cfg.Layers is bounded by what src holds),
+// and every read checks the tensor's shape before converting it.
 func LoadParams(cfg Config, src Source, be Backend) (*Params, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if last := fmt.Sprintf("encoder.layer.%d.attention.self.query.weight", cfg.Layers-1); !src.Has(last) {
+		return nil, fmt.Errorf("esm: the config has %d layers but the weights have no %s: %w", cfg.Layers, last, ErrMissing)
+	}
 	p := &Params{Layers: make([]LayerParams, cfg.Layers)}
 	l := loader{src: src, be: be, p: p}
 	D, F, V := cfg.Dim, cfg.FFN, cfg.Vocab
@@ -207,15 +217,16 @@ func (l *loader) read(j *loadJob) ([]float32, error) {
 		}
 		return d, nil
 	}
-	n := 1
-	for _, x := range j.shape {
-		n *= x
-	}
-	all := make([]float32, 0, n*len(j.names))
-	for _, name := range j.names {
+	// Sized from the first tensor read (its shape checked by the source),
+	// never from j.shape alone.
+	var all []float32
+	for i, name := range j.names {
 		d, err := l.src.Float32(name, j.shape...)
 		if err != nil {
 			return nil, fmt.Errorf("esm: parameter %s: %w", name, err)
+		}
+		if i == 0 {
+			all = make([]float32, 0, len(d)*len(j.names))
 		}
 		all = append(all, d...)
 	}

@@ -174,3 +174,22 @@ func writeTinyModel(t testing.TB, dir string) {
 	writeFile(t, filepath.Join(dir, "config.json"), tinyConfigJSON(nil))
 	writeFile(t, filepath.Join(dir, "model.safetensors"), buildSafetensors(tinySpecs(), map[string]string{"format": "pt"}))
 }
+
+// tinyCheckpoint is the tiny model as an in-memory Checkpoint (no files), its
+// tensors under their canonical names, without a config.
+func tinyCheckpoint(t testing.TB) *Checkpoint {
+	t.Helper()
+	sf, err := parseSafetensors("tiny.safetensors", buildSafetensors(tinySpecs(), nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Checkpoint{Path: "tiny", Format: FormatSafetensors, Tensors: map[string]*Tensor{}}
+	for _, raw := range sf.Names() {
+		if name, keep := hfCanonicalName(raw); keep {
+			if err := c.addTensor(name, sf.Tensors[raw]); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return c
+}

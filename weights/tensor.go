@@ -6,6 +6,7 @@ import (
 	"math"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 )
 
@@ -48,6 +49,7 @@ type Tensor struct {
 
 	data []byte // NumElements()*DType.Size() bytes, little-endian
 	file string // where the bytes came from, for errors
+	raw  string // the name in that file (Name may be the canonical one), for errors
 }
 
 // NumElements returns the product of the shape (1 for a scalar).
@@ -63,43 +65,224 @@ func (t *Tensor) NumElements() int {
 // and do not keep them past Close.
 func (t *Tensor) Bytes() []byte { return t.data }
 
-// Float32 converts the tensor to a new float32 slice. F16 and BF16 convert exactly
-// (subnormals, infinities and NaN included).
+// Float32 converts the tensor to a new float32 slice. F16 and BF16 convert
+// exactly (subnormals included). A NaN or infinite element is an error, a
+// *NonFiniteError naming the file, the tensor and the first bad element: one
+// such weight makes every embedding NaN, or finite but wrong. The check is
+// folded into the conversion pass (convF32, convF16, convBF16) and costs
+// little next to it.
 func (t *Tensor) Float32() ([]float32, error) {
+	out, sawBad, err := t.float32()
+	if err != nil {
+		return nil, err
+	}
+	if sawBad {
+		i := t.firstNonFinite()
+		return nil, t.nonFiniteError(i, out[i])
+	}
+	return out, nil
+}
+
+// float32 converts without rejecting non-finite values and reports whether
+// it saw one; its error is only for a bad dtype or size.
+func (t *Tensor) float32() (out []float32, sawBad bool, err error) {
+	if !t.DType.isFloat() {
+		return nil, false, fmt.Errorf("%s: tensor %s: Float32 of dtype %s is not supported", t.file, quoteName(t.Name), t.DType)
+	}
 	n := t.NumElements()
 	if len(t.data) != n*t.DType.Size() {
-		return nil, fmt.Errorf("%s: tensor %q: %d bytes for %d elements of %s", t.file, t.Name, len(t.data), n, t.DType)
+		return nil, false, fmt.Errorf("%s: tensor %s: %d bytes for %d elements of %s", t.file, quoteName(t.Name), len(t.data), n, t.DType)
 	}
-	out := make([]float32, n)
+	out = make([]float32, n)
 	b := t.data
+	var bad atomic.Bool // some chunk saw a NaN or Inf
 	switch t.DType {
 	case F32:
-		if littleEndian {
-			copy(unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(out))), 4*n), b)
-			break
-		}
 		parallelChunks(n, func(lo, hi int) {
-			for i := lo; i < hi; i++ {
-				out[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+			if convF32(out[lo:hi], b[4*lo:4*hi]) {
+				bad.Store(true)
 			}
 		})
 	case F16:
 		tab := f16Table()
 		parallelChunks(n, func(lo, hi int) {
-			for i := lo; i < hi; i++ {
-				out[i] = math.Float32frombits(tab[binary.LittleEndian.Uint16(b[2*i:])])
+			if convF16(out[lo:hi], b[2*lo:2*hi], tab) {
+				bad.Store(true)
 			}
 		})
 	case BF16:
 		parallelChunks(n, func(lo, hi int) {
-			for i := lo; i < hi; i++ {
-				out[i] = math.Float32frombits(uint32(binary.LittleEndian.Uint16(b[2*i:])) << 16)
+			if convBF16(out[lo:hi], b[2*lo:2*hi]) {
+				bad.Store(true)
 			}
 		})
-	default:
-		return nil, fmt.Errorf("%s: tensor %q: Float32 of dtype %s is not supported", t.file, t.Name, t.DType)
 	}
-	return out, nil
+	return out, bad.Load(), nil
+}
+
+// NonFiniteError reports a NaN or infinite element in a tensor.
+type NonFiniteError struct {
+	File   string // the checkpoint file holding the tensor
+	Tensor string // its name (canonical in a Checkpoint)
+	Stored string // its name in the file when that differs, else ""
+	Index  int    // flat (row-major) index of the first bad element
+	Coords []int  // the same index per dimension
+	Value  float32
+}
+
+func (e *NonFiniteError) Error() string {
+	name := quoteName(e.Tensor)
+	if e.Stored != "" {
+		name += " (stored as " + quoteName(e.Stored) + ")"
+	}
+	return fmt.Sprintf("%s: tensor %s: element %d %v is %v; a checkpoint with non-finite weights gives NaN or wrong embeddings",
+		e.File, name, e.Index, e.Coords, e.Value)
+}
+
+// nonFiniteError builds the error for the bad element at flat index i.
+func (t *Tensor) nonFiniteError(i int, v float32) error {
+	coords := make([]int, len(t.Shape))
+	for d, r := len(t.Shape)-1, i; d >= 0; d-- {
+		if t.Shape[d] > 0 {
+			coords[d], r = r%t.Shape[d], r/t.Shape[d]
+		}
+	}
+	e := &NonFiniteError{File: t.file, Tensor: t.Name, Index: i, Coords: coords, Value: v}
+	if t.raw != "" && t.raw != t.Name {
+		e.Stored = t.raw
+	}
+	return e
+}
+
+// firstNonFinite returns the index of the first NaN or Inf of a float
+// tensor, or -1. It scans the raw bytes one element at a time: it runs only
+// on the error path, after the conversion saw a non-finite value.
+func (t *Tensor) firstNonFinite() int {
+	b := t.data
+	switch t.DType {
+	case F32:
+		for i := 0; 4*i+4 <= len(b); i++ {
+			if binary.LittleEndian.Uint32(b[4*i:])&0x7f800000 == 0x7f800000 {
+				return i
+			}
+		}
+	case F16:
+		for i := 0; 2*i+2 <= len(b); i++ {
+			if binary.LittleEndian.Uint16(b[2*i:])&0x7c00 == 0x7c00 {
+				return i
+			}
+		}
+	case BF16:
+		for i := 0; 2*i+2 <= len(b); i++ {
+			if binary.LittleEndian.Uint16(b[2*i:])&0x7f80 == 0x7f80 {
+				return i
+			}
+		}
+	}
+	return -1
+}
+
+// NaN and ±Inf are the values whose exponent bits are all set. The
+// conversion loops test several values at once in a uint64 ("SWAR"): per
+// lane, (bits & expMask) + expLSB carries into the lane's top (sign) bit
+// exactly when every exponent bit is set, and no lane carries into the
+// next (the largest lane sum is the sign bit itself). OR-ing the sums over
+// a chunk and masking the top bits leaves a non-zero word exactly when some
+// value was non-finite.
+const (
+	f32ExpMask  = 0x7f800000_7f800000
+	f32ExpLSB   = 0x00800000_00800000
+	f32Top      = 0x80000000_80000000
+	f16ExpMask  = 0x7c00_7c00_7c00_7c00
+	f16ExpLSB   = 0x0400_0400_0400_0400
+	bf16ExpMask = 0x7f80_7f80_7f80_7f80
+	bf16ExpLSB  = 0x0080_0080_0080_0080
+	top16       = 0x8000_8000_8000_8000
+)
+
+// nonFinite32 reports whether src (little-endian F32) holds a NaN or Inf.
+func nonFinite32(src []byte) bool {
+	var acc uint64
+	for len(src) >= 32 {
+		w0 := binary.LittleEndian.Uint64(src[0:])
+		w1 := binary.LittleEndian.Uint64(src[8:])
+		w2 := binary.LittleEndian.Uint64(src[16:])
+		w3 := binary.LittleEndian.Uint64(src[24:])
+		acc |= (w0&f32ExpMask + f32ExpLSB) | (w1&f32ExpMask + f32ExpLSB) |
+			(w2&f32ExpMask + f32ExpLSB) | (w3&f32ExpMask + f32ExpLSB)
+		src = src[32:]
+	}
+	for ; len(src) >= 4; src = src[4:] {
+		acc |= uint64(binary.LittleEndian.Uint32(src)&0x7f800000 + 0x00800000)
+	}
+	return acc&f32Top != 0
+}
+
+// convF32 copies src (little-endian F32) into dst and reports whether it
+// held a NaN or Inf. It works in blocks small enough that the check reads
+// what the copy just brought into the cache.
+func convF32(dst []float32, src []byte) (bad bool) {
+	const block = 4096 // elements: 16 KiB, within L1
+	for len(dst) > 0 {
+		k := min(block, len(dst))
+		s := src[:4*k]
+		if littleEndian {
+			copy(unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(dst))), 4*k), s)
+		} else {
+			for i := range k {
+				dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(s[4*i:]))
+			}
+		}
+		if nonFinite32(s) {
+			bad = true
+		}
+		dst, src = dst[k:], src[4*k:]
+	}
+	return bad
+}
+
+// convF16 converts src (little-endian F16) into dst through tab and reports
+// whether it held a NaN or Inf.
+func convF16(dst []float32, src []byte, tab *[1 << 16]uint32) bool {
+	var acc uint64
+	for len(dst) >= 4 && len(src) >= 8 {
+		w := binary.LittleEndian.Uint64(src)
+		acc |= w&f16ExpMask + f16ExpLSB
+		d := dst[:4:4]
+		d[0] = math.Float32frombits(tab[uint16(w)])
+		d[1] = math.Float32frombits(tab[uint16(w>>16)])
+		d[2] = math.Float32frombits(tab[uint16(w>>32)])
+		d[3] = math.Float32frombits(tab[uint16(w>>48)])
+		dst, src = dst[4:], src[8:]
+	}
+	for i := range dst {
+		h := binary.LittleEndian.Uint16(src[2*i:])
+		acc |= uint64(h&0x7c00 + 0x0400)
+		dst[i] = math.Float32frombits(tab[h])
+	}
+	return acc&top16 != 0
+}
+
+// convBF16 converts src (little-endian BF16) into dst and reports whether it
+// held a NaN or Inf.
+func convBF16(dst []float32, src []byte) bool {
+	var acc uint64
+	for len(dst) >= 4 && len(src) >= 8 {
+		w := binary.LittleEndian.Uint64(src)
+		acc |= w&bf16ExpMask + bf16ExpLSB
+		d := dst[:4:4]
+		d[0] = math.Float32frombits(uint32(w) << 16)
+		d[1] = math.Float32frombits(uint32(w>>16) << 16)
+		d[2] = math.Float32frombits(uint32(w>>32) << 16)
+		d[3] = math.Float32frombits(uint32(w>>48) << 16)
+		dst, src = dst[4:], src[8:]
+	}
+	for i := range dst {
+		h := binary.LittleEndian.Uint16(src[2*i:])
+		acc |= uint64(h&0x7f80 + 0x0080)
+		dst[i] = math.Float32frombits(uint32(h) << 16)
+	}
+	return acc&top16 != 0
 }
 
 // littleEndian is true on the usual hosts, where F32 data is copied as is.
@@ -137,7 +320,7 @@ func parallelChunks(n int, fn func(lo, hi int)) {
 func (t *Tensor) Int32() ([]int32, error) {
 	n := t.NumElements()
 	if len(t.data) != n*t.DType.Size() {
-		return nil, fmt.Errorf("%s: tensor %q: %d bytes for %d elements of %s", t.file, t.Name, len(t.data), n, t.DType)
+		return nil, fmt.Errorf("%s: tensor %s: %d bytes for %d elements of %s", t.file, quoteName(t.Name), len(t.data), n, t.DType)
 	}
 	out := make([]int32, n)
 	b := t.data
@@ -150,12 +333,12 @@ func (t *Tensor) Int32() ([]int32, error) {
 		for i := range out {
 			v := int64(binary.LittleEndian.Uint64(b[8*i:]))
 			if v < math.MinInt32 || v > math.MaxInt32 {
-				return nil, fmt.Errorf("%s: tensor %q: element %d = %d does not fit in int32", t.file, t.Name, i, v)
+				return nil, fmt.Errorf("%s: tensor %s: element %d = %d does not fit in int32", t.file, quoteName(t.Name), i, v)
 			}
 			out[i] = int32(v)
 		}
 	default:
-		return nil, fmt.Errorf("%s: tensor %q: Int32 of dtype %s is not supported", t.file, t.Name, t.DType)
+		return nil, fmt.Errorf("%s: tensor %s: Int32 of dtype %s is not supported", t.file, quoteName(t.Name), t.DType)
 	}
 	return out, nil
 }
