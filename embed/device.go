@@ -40,6 +40,16 @@ type DeviceSummary struct {
 	Compute                time.Duration // inside the forward pass
 	LoaderWait, WriterWait time.Duration // waiting for a batch / a free output buffer
 	ToksPerBatch           int           // its token budget now (lowered after out-of-memory)
+	// Device memory of the backend's allocator after the last batch, where
+	// the backend reports it (a GPU): bytes in use and reserved.
+	MemInUse, MemReserved int64
+	MemKnown              bool
+}
+
+// memoryReporter is implemented by backends that know their allocator's
+// device memory (the CUDA backend).
+type memoryReporter interface {
+	DeviceMemory() (inUse, reserved int64, ok bool)
 }
 
 // deviceStats is a worker's account, written by the worker and read by
@@ -358,7 +368,17 @@ func (w *worker) finish() error {
 	waited := time.Since(t2)
 	p.fill(res, fl.j, fl.out)
 	toks := int64(len(fl.j.batch.Tokens))
-	w.stats.update(func(d *DeviceSummary) { d.WriterWait += waited; d.Batches++; d.Tokens += toks })
+	var inUse, reserved int64
+	var known bool
+	if mr, ok := w.m.Backend().(memoryReporter); ok {
+		inUse, reserved, known = mr.DeviceMemory()
+	}
+	w.stats.update(func(d *DeviceSummary) {
+		d.WriterWait += waited
+		d.Batches++
+		d.Tokens += toks
+		d.MemInUse, d.MemReserved, d.MemKnown = inUse, reserved, known
+	})
 	p.c.batches.Add(1)
 	p.c.tokens.Add(toks)
 	p.wch <- writerMsg{res: res}

@@ -63,6 +63,7 @@ type counters struct {
 	records, embedded, skipped, truncated, unknown, emptyIDs, dupIDs atomic.Int64
 	residues, tokens, batches                                        atomic.Int64
 	readerQueue, readyQueue                                          atomic.Int64
+	resumed                                                          atomic.Int64
 }
 
 // Run embeds every record of opts.Inputs with m and writes opts.Out, with m
@@ -101,12 +102,18 @@ func run(ctx context.Context, cfg esm.Config, devs []Device, opts Options) (*Sum
 	if err != nil {
 		return nil, err
 	}
-	start := time.Now()
-	w, err := output.CreateWithOptions(o.Out, o.Format, output.Schema{Columns: outputColumns(cols), Metadata: o.Metadata}, o.outputOptions())
+	parts, err := output.OpenParts(o.Out, o.Format, output.Schema{Columns: outputColumns(cols), Metadata: o.Metadata}, o.partsOptions())
+	if errors.Is(err, output.ErrComplete) {
+		// An earlier run with these settings published it and was killed
+		// while cleaning up: nothing is left to do.
+		o.Log.Info("the output is already complete", "output", o.Out)
+		return &Summary{Output: o.Out}, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("embed: %w", err)
 	}
-	defer w.Abort()
+	defer parts.Close()
+	resume, replay := parts.Next(), parts.Boundary()
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -120,10 +127,11 @@ func run(ctx context.Context, cfg esm.Config, devs []Device, opts Options) (*Sum
 	// packer works ahead; result buffers: one per device being filled plus
 	// two with the writer (triple buffering for one device).
 	n := len(devs)
-	p := &pipeline{cfg: cfg, o: o, cols: cols, rd: rd, w: w, cancel: cancel, start: start,
+	p := &pipeline{cfg: cfg, o: o, cols: cols, rd: rd, parts: parts, resume: resume, next: resume, replay: replay, lastBound: replay, cancel: cancel,
 		ready: make(chan *job, 2*n+2), free: make(chan *job, 2*n+2),
 		results: make(chan *result, n+2), wch: make(chan writerMsg, 64),
 		advanced: make(chan struct{}, 1)}
+	p.nextIndex.Store(resume)
 	for i := 0; i < cap(p.free); i++ {
 		p.free <- &job{}
 	}
@@ -145,6 +153,7 @@ func run(ctx context.Context, cfg esm.Config, devs []Device, opts Options) (*Sum
 		return nil, errors.Join(err, cw.wait())
 	}
 	p.setWindow()
+	p.start = time.Now() // throughput and shares of wall time count from here, after loading
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { defer close(p.ready); return p.pack(gctx) })
 	writerDone := make(chan error, 1)
@@ -164,9 +173,9 @@ func run(ctx context.Context, cfg esm.Config, devs []Device, opts Options) (*Sum
 		runErr = ctx.Err()
 	}
 	if runErr != nil {
-		return sum, p.keepPartial(w, sum, runErr)
+		return sum, p.keepCommitted(sum, runErr)
 	}
-	if err := w.Close(); err != nil {
+	if err := parts.Finish(p.next, o.Metadata); err != nil {
 		return sum, fmt.Errorf("embed: %w", err)
 	}
 	sum.Output = o.Out
@@ -176,18 +185,23 @@ func run(ctx context.Context, cfg esm.Config, devs []Device, opts Options) (*Sum
 	return sum, nil
 }
 
-// keepPartial publishes what was written before err, or nothing.
-func (p *pipeline) keepPartial(w output.Writer, sum *Summary, err error) error {
-	if p.written == 0 {
+// keepCommitted commits the rows written before err, so that a later run
+// resumes after them, and says so in the error.
+func (p *pipeline) keepCommitted(sum *Summary, err error) error {
+	if cerr := p.parts.Commit(p.next, p.boundaryBefore(p.next)); cerr != nil {
+		return errors.Join(err, fmt.Errorf("embed: committing the rows written so far: %w", cerr))
+	}
+	if p.parts.Next() == 0 {
 		return err
 	}
-	partial, cerr := w.ClosePartial()
-	if cerr != nil {
-		return errors.Join(err, cerr)
-	}
-	sum.Output = partial
-	return fmt.Errorf("%w (the %d records written before this, in input order, are kept in %s)", err, p.written, partial)
+	sum.Output = p.parts.Dir()
+	return fmt.Errorf("%w (%w: records 0..%d are committed in %s: %d rows, %d of them from this run; run the same command again to resume)",
+		err, ErrResumable, p.parts.Next()-1, p.parts.Dir(), p.parts.Rows(), p.written)
 }
+
+// ErrResumable is wrapped by Run's error when committed rows wait in the
+// output's parts directory for a later run with the same settings.
+var ErrResumable = errors.New("resumable")
 
 // prepare fills defaults and checks the options against the model.
 func prepare(cfg esm.Config, opts Options) (Options, []column, error) {
@@ -271,7 +285,9 @@ type pipeline struct {
 	o      Options
 	cols   []column
 	rd     *data.Reader
-	w      output.Writer
+	parts  *output.Parts
+	resume int64 // first input index this run writes (earlier ones are committed)
+	replay int64 // first input index this run computes: the window boundary at or before resume
 	cancel context.CancelFunc
 	start  time.Time
 
@@ -281,13 +297,20 @@ type pipeline struct {
 
 	c       counters
 	budget  atomic.Int64 // tokens per packed batch: the largest device budget
-	written int64        // rows written (writer goroutine; read after it ends)
+	written int64        // rows written by this run (writer goroutine; read after it ends)
+	next    int64        // first input index not yet written or skipped (writer goroutine; read after it ends)
 
 	// nextIndex is the input index the writer waits for; the packer keeps
 	// at most two windows ahead of it, so rows waiting for a slow device
 	// stay bounded. advanced is signalled when it moves.
 	nextIndex atomic.Int64
 	advanced  chan struct{}
+
+	// Window boundaries (input indices) the packer has passed and the
+	// writer has not yet; lastBound is the latest one the writer passed.
+	bmu       sync.Mutex
+	bounds    []int64
+	lastBound int64
 
 	workers []*worker
 	mu      sync.Mutex // serializes snapshot and Progress across workers
@@ -299,6 +322,7 @@ func (p *pipeline) snapshot(s *Summary) {
 	s.Records = p.c.records.Load()
 	s.Embedded = p.c.embedded.Load()
 	s.Skipped = p.c.skipped.Load()
+	s.Resumed = p.c.resumed.Load()
 	s.Truncated = p.c.truncated.Load()
 	s.UnknownRecs = p.c.unknown.Load()
 	s.EmptyIDs = p.c.emptyIDs.Load()

@@ -11,6 +11,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -237,8 +238,8 @@ func TestEmbedEqualsDirectForward(t *testing.T) {
 			if off != len(tokv) {
 				t.Fatalf("per_tok has %d values, records account for %d", len(tokv), off)
 			}
-			if _, err := os.Stat(out + output.PartialSuffix); !os.IsNotExist(err) {
-				t.Fatalf("partial output left behind: %v", err)
+			if _, err := os.Stat(out + output.PartsSuffix); !os.IsNotExist(err) {
+				t.Fatalf("parts left behind: %v", err)
 			}
 			if s.async {
 				checkAsync(t, ab, sum.Batches)
@@ -312,9 +313,10 @@ func TestEmbedBadLayerAndMissingInput(t *testing.T) {
 	}
 }
 
-// Cancelling keeps the rows already written in the .partial output (with
-// the asynchronous fake, also the rows of the batches in flight).
-func TestEmbedCancelKeepsPartial(t *testing.T) {
+// Cancelling commits the rows already written (with the asynchronous fake,
+// also the rows of the batches in flight); running again resumes after
+// them, and the result equals an uninterrupted run's.
+func TestEmbedCancelThenResume(t *testing.T) {
 	for _, async := range []bool{false, true} {
 		t.Run(map[bool]string{false: "sync", true: "async"}[async], func(t *testing.T) {
 			var m *esm.Model
@@ -324,38 +326,68 @@ func TestEmbedCancelKeepsPartial(t *testing.T) {
 			} else {
 				m = loadTiny(t)
 			}
+			opts := func(out string) Options {
+				return Options{Inputs: []string{someFASTA}, Out: out, Format: output.NPY, ToksPerBatch: 200, Window: 200,
+					Include: Include{Mean: true, PerTok: true}, Identity: map[string]string{"test": "resume"}}
+			}
+			ref := filepath.Join(t.TempDir(), "ref")
+			if _, err := Run(context.Background(), m, opts(ref)); err != nil {
+				t.Fatal(err)
+			}
 			ctx, cancel := context.WithCancel(context.Background())
 			out := filepath.Join(t.TempDir(), "c")
 			n := 0
-			sum, err := Run(ctx, m, Options{Inputs: []string{someFASTA}, Out: out, Format: output.NPY, ToksPerBatch: 200, Window: 200,
-				Progress: func(s *Summary, final bool) {
-					n++
-					if n == 3 {
-						cancel()
-					}
-				}})
+			o := opts(out)
+			o.Progress = func(s *Summary, final bool) {
+				n++
+				if n == 3 {
+					cancel()
+				}
+			}
+			sum, err := Run(ctx, m, o)
 			if !errors.Is(err, context.Canceled) {
 				t.Fatalf("error %v, want context.Canceled", err)
 			}
 			if _, serr := os.Stat(out); !os.IsNotExist(serr) {
 				t.Fatal("cancelled run published the final output")
 			}
-			if strings.Contains(err.Error(), "kept in") {
-				recs := readRecords(t, out+output.PartialSuffix)
-				for i, r := range recs {
-					if r.index != int64(i) {
-						t.Fatalf("partial row %d has index %d", i, r.index)
-					}
-				}
-				t.Logf("partial output holds %d records of %d batches computed", len(recs), sum.Batches)
-			}
 			if n < 3 || sum.Batches < 3 {
 				t.Errorf("%d progress calls, %d batches handed to the writer; want at least 3", n, sum.Batches)
 			}
+			committed := errors.Is(err, ErrResumable)
+			t.Logf("cancelled after %d batches; resumable: %v (%v)", sum.Batches, committed, err)
 			if async {
 				checkAsync(t, ab, 0)
 			}
+			sum, err = Run(context.Background(), m, opts(out))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if committed != (sum.Resumed > 0) {
+				t.Errorf("resumed %d records, committed before: %v", sum.Resumed, committed)
+			}
+			if sum.Resumed+sum.Embedded != 15 || sum.Records != 15 {
+				t.Errorf("resumed %d + embedded %d, records %d; want 15", sum.Resumed, sum.Embedded, sum.Records)
+			}
+			sameOutput(t, ref, out, m.Cfg.Layers)
 		})
+	}
+}
+
+// sameOutput compares two npy outputs of mean and per_tok at layer L: same
+// records, bit-identical values.
+func sameOutput(t *testing.T, a, b string, L int) {
+	t.Helper()
+	ra, rb := readRecords(t, a), readRecords(t, b)
+	if !reflect.DeepEqual(ra, rb) {
+		t.Fatalf("records differ:\n%v\n%v", ra, rb)
+	}
+	for _, name := range []string{fmt.Sprintf("mean_%d.npy", L), fmt.Sprintf("per_tok_%d.npy", L)} {
+		va, sa := readNPY(t, filepath.Join(a, name))
+		vb, sb := readNPY(t, filepath.Join(b, name))
+		if sa != sb || !reflect.DeepEqual(va, vb) {
+			t.Fatalf("%s differs (shapes %v %v)", name, sa, sb)
+		}
 	}
 }
 

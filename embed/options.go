@@ -20,7 +20,16 @@ type Options struct {
 	Inputs    []string      // FASTA paths (plain or gzip), "-" for stdin
 	Out       string        // output path (a file for parquet, a directory for npy)
 	Format    output.Format // default parquet
-	Overwrite bool          // replace an existing output (only what output.Check allows)
+	Overwrite bool          // replace an existing output (only what output.Check allows) and discard an earlier run's parts
+
+	// Identity is what a later run must match to resume this one's
+	// committed rows (model fingerprint, options that change values, input
+	// fingerprint); see output.PartsOptions. Runs resume automatically.
+	Identity map[string]string
+	// Rows are committed (durable, resumable) every ChunkRows rows or
+	// ChunkEvery, whichever comes first; defaults in output.PartsOptions.
+	ChunkRows  int64
+	ChunkEvery time.Duration
 
 	Include Include // default: Mean only
 	Layers  []int   // layers as given by the user (negative count from the end); default [-1]
@@ -49,16 +58,17 @@ type Options struct {
 	ReaderStall time.Duration
 }
 
-// outputOptions are the output package's options for this run: the
-// inputs are never replaced, whatever Overwrite says.
-func (o *Options) outputOptions() output.Options {
+// partsOptions are the output package's options for this run: the inputs
+// are never replaced, whatever Overwrite says.
+func (o *Options) partsOptions() output.PartsOptions {
 	var keep []string
 	for _, in := range o.Inputs {
 		if in != "-" {
 			keep = append(keep, in)
 		}
 	}
-	return output.Options{Overwrite: o.Overwrite, Keep: keep, Log: o.Log}
+	return output.PartsOptions{Overwrite: o.Overwrite, Keep: keep, Log: o.Log, Identity: o.Identity,
+		ChunkRows: o.ChunkRows, ChunkEvery: o.ChunkEvery}
 }
 
 // ProgressFunc receives running totals; it must return quickly.
@@ -66,7 +76,7 @@ type ProgressFunc func(s *Summary, final bool)
 
 // Summary is the account of a run.
 type Summary struct {
-	Records     int64 // FASTA records seen (embedded + skipped)
+	Records     int64 // FASTA records seen (embedded + skipped + resumed)
 	Embedded    int64 // rows written
 	Skipped     int64 // records that could not be embedded (see warnings)
 	Truncated   int64 // embedded records cut to MaxResidues
@@ -88,5 +98,8 @@ type Summary struct {
 	// Devices is each device's share (LoaderWait, WriterWait and Compute
 	// above are their sums).
 	Devices []DeviceSummary
-	Output  string // where the result was published
+	Output  string // where the result was published, or the parts directory holding committed rows
+	// Resumed is the number of input records an earlier run had already
+	// embedded or skipped (committed); this run started after them.
+	Resumed int64
 }

@@ -33,24 +33,38 @@ func (p *pipeline) pack(ctx context.Context) error {
 		// previous, so at most two windows of rows wait for a slow device.
 		winFirst, prevFirst int64 = -1, -1
 	)
-	flush := func() error {
+	// flush emits the window, which ends before input index end. Records
+	// an earlier run committed go through the same tokenizing and window
+	// accounting, so windows, and therefore batches, are the same as in an
+	// uninterrupted run: windows before the replay point are dropped here;
+	// the window the earlier run stopped in is computed again whole (the
+	// writer drops the rows already committed), so its batches are the
+	// same too.
+	flush := func(end int64) error {
 		if prevFirst >= 0 {
 			if err := p.waitWritten(ctx, prevFirst); err != nil {
 				return err
 			}
 		}
+		window = slices.DeleteFunc(window, func(it item) bool { return it.meta.index < p.replay })
 		if err := p.emit(ctx, window); err != nil {
 			return err
 		}
+		if end > p.resume {
+			p.addBoundary(end)
+		}
 		window, arena, windowToks = window[:0], arena[:0], 0
-		prevFirst, winFirst = winFirst, -1
+		if winFirst >= 0 {
+			prevFirst = winFirst
+		}
+		winFirst = -1
 		return nil
 	}
 	for {
 		blk, err := p.rd.Next(ctx)
 		p.c.readerQueue.Store(int64(p.rd.QueueDepth()))
 		if errors.Is(err, io.EOF) {
-			return flush()
+			return flush(-1)
 		}
 		if err != nil {
 			return fmt.Errorf("embed: reading input: %w", err)
@@ -58,10 +72,16 @@ func (p *pipeline) pack(ctx context.Context) error {
 		for i := range blk.Records {
 			r := &blk.Records[i]
 			p.c.records.Add(1)
-			if winFirst < 0 {
+			resumed := r.Index < p.resume // committed by an earlier run
+			if resumed {
+				p.c.resumed.Add(1)
+			} else if winFirst < 0 {
 				winFirst = r.Index
 			}
 			if r.Problem != "" {
+				if resumed {
+					continue
+				}
 				if err := p.skip(ctx, r, r.Problem); err != nil {
 					return err
 				}
@@ -73,6 +93,9 @@ func (p *pipeline) pack(ctx context.Context) error {
 			n0 := len(arena)
 			toks, e, terr := tok.Encode(arena, r.Seq)
 			if terr != nil {
+				if resumed {
+					continue
+				}
 				if err := p.skip(ctx, r, terr.Error()); err != nil {
 					return err
 				}
@@ -81,19 +104,24 @@ func (p *pipeline) pack(ctx context.Context) error {
 			// A grown arena leaves earlier items on the old array, which stays
 			// valid; the batch copies tokens, so the arena is reused after a flush.
 			arena = toks
-			if r.ID == "" {
+			switch {
+			case resumed:
+				// counted by the run that embedded it
+			case r.ID == "":
 				p.c.emptyIDs.Add(1)
-			} else if h := idHash(r.ID); len(seen) < MaxTrackedIDs {
-				if _, dup := seen[h]; dup {
-					p.c.dupIDs.Add(1)
-				} else {
-					seen[h] = struct{}{}
+			default:
+				if h := idHash(r.ID); len(seen) < MaxTrackedIDs {
+					if _, dup := seen[h]; dup {
+						p.c.dupIDs.Add(1)
+					} else {
+						seen[h] = struct{}{}
+					}
 				}
 			}
-			if e.Truncated {
+			if e.Truncated && !resumed {
 				p.c.truncated.Add(1)
 			}
-			if e.Unknown > 0 {
+			if e.Unknown > 0 && !resumed {
 				p.c.unknown.Add(1)
 			}
 			window = append(window, item{
@@ -102,12 +130,34 @@ func (p *pipeline) pack(ctx context.Context) error {
 			})
 			windowToks += len(toks) - n0
 			if windowToks >= p.o.Window {
-				if err := flush(); err != nil {
+				if err := flush(r.Index + 1); err != nil {
 					return err
 				}
 			}
 		}
 	}
+}
+
+// addBoundary records that the window before input index end has been
+// emitted: the writer may commit there (a resumed run starting at a window
+// boundary forms the same windows and batches as an uninterrupted run).
+func (p *pipeline) addBoundary(end int64) {
+	p.bmu.Lock()
+	p.bounds = append(p.bounds, end)
+	p.bmu.Unlock()
+}
+
+// boundaryBefore returns the largest window boundary at or before next
+// (the replay point when none was passed yet), forgetting older ones.
+// Called by the writer; next only grows.
+func (p *pipeline) boundaryBefore(next int64) int64 {
+	p.bmu.Lock()
+	defer p.bmu.Unlock()
+	for len(p.bounds) > 0 && p.bounds[0] <= next {
+		p.lastBound = p.bounds[0]
+		p.bounds = p.bounds[1:]
+	}
+	return p.lastBound
 }
 
 // waitWritten blocks until the writer has written (or skipped) every record

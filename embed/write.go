@@ -13,7 +13,7 @@ import (
 // stage waits for the writer only when all result buffers are full.
 func (p *pipeline) write(ctx context.Context) error {
 	var (
-		next    int64
+		next    = p.resume
 		pending = map[int64]*output.Row{} // rows waiting for an earlier index
 		skipped = map[int64]bool{}
 		row     output.Row
@@ -24,7 +24,7 @@ func (p *pipeline) write(ctx context.Context) error {
 		if failed != nil {
 			return
 		}
-		if err := p.w.Write(r); err != nil {
+		if err := p.parts.Write(r); err != nil {
 			failed = fmt.Errorf("embed: writing record %d (%q): %w", r.Index, r.ID, err)
 			p.cancel() // stop the other stages; this loop keeps draining
 			return
@@ -34,8 +34,16 @@ func (p *pipeline) write(ctx context.Context) error {
 		p.c.residues.Add(int64(r.Length))
 		next++
 	}
-	// advance tells the packer how far the output has come.
+	// advance tells the packer how far the output has come, and commits a
+	// chunk when one is due.
 	advance := func() {
+		p.next = next
+		if failed == nil && p.parts.Due() {
+			if err := p.parts.Commit(next, p.boundaryBefore(next)); err != nil {
+				failed = fmt.Errorf("embed: %w", err)
+				p.cancel()
+			}
+		}
 		p.nextIndex.Store(next)
 		select {
 		case p.advanced <- struct{}{}:
@@ -71,6 +79,17 @@ func (p *pipeline) write(ctx context.Context) error {
 		res := msg.res
 		offs := make([]int, len(p.cols))
 		for _, rec := range res.recs {
+			if rec.index < p.resume {
+				// Replayed to form the same batches; committed earlier.
+				for c, col := range p.cols {
+					n := col.Dim
+					if col.Kind == output.Matrix {
+						n *= rec.length
+					}
+					offs[c] += n
+				}
+				continue
+			}
 			row.ID, row.Index, row.Length, row.Truncated = rec.id, rec.index, rec.length, rec.truncated
 			for c, col := range p.cols {
 				n := col.Dim

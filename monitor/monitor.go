@@ -26,20 +26,13 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/esm2go/esm2go/embed"
 )
-
-// MemoryReporter is implemented by a backend that can say how much device
-// memory its allocator holds. DeviceMemory is called from Observe, on the
-// goroutine that owns the backend, so it needs no locking; it must be O(1).
-// ok is false when the figures are not known.
-type MemoryReporter interface {
-	DeviceMemory() (inUse, reserved int64, ok bool)
-}
 
 // Options configure a Monitor. Zero values take the defaults noted.
 type Options struct {
@@ -67,9 +60,6 @@ type Options struct {
 	Devices []int
 	// GPUPeriod is the NVML sampling period; default 500 ms.
 	GPUPeriod time.Duration
-	// Backend is the model's backend (model.Backend()); when it implements
-	// MemoryReporter its allocator figures are reported.
-	Backend any
 
 	// IdleThreshold is the idle fraction of a window above which a warning
 	// is given; default 0.10.
@@ -211,8 +201,7 @@ type Monitor struct {
 	every int64
 
 	// Observe's state (the caller's goroutine).
-	next  int64
-	memRp MemoryReporter
+	next int64
 
 	ch      chan sample
 	dropped atomic.Int64
@@ -295,9 +284,6 @@ func New(ctx context.Context, opts Options) (*Monitor, error) {
 		next: int64(o.Every), ch: make(chan sample, 4), stop: make(chan struct{})}
 	m.st.heap = newGoMem()
 	m.st.leak = leakDetector{windows: o.LeakWindows, bytes: o.LeakBytes}
-	if mr, ok := o.Backend.(MemoryReporter); ok {
-		m.memRp = mr
-	}
 	m.jsonW = o.JSON
 	if m.jsonW == nil && o.JSONPath != "" {
 		f, err := createJSON(o.JSONPath, o.Overwrite)
@@ -373,6 +359,7 @@ func (m *Monitor) Observe(s *embed.Summary, final bool) {
 	}
 	if final {
 		sm := &sample{s: *s, at: m.clock()}
+		sm.s.Devices = slices.Clone(s.Devices)
 		m.deviceMemory(sm)
 		m.finalMu.Lock()
 		m.final = sm
@@ -384,6 +371,7 @@ func (m *Monitor) Observe(s *embed.Summary, final bool) {
 	m.next = s.Batches + m.every
 	var sm sample
 	sm.s, sm.at = *s, m.clock()
+	sm.s.Devices = slices.Clone(s.Devices) // s is reused by the caller
 	m.deviceMemory(&sm)
 	select {
 	case m.ch <- sm:
@@ -392,9 +380,15 @@ func (m *Monitor) Observe(s *embed.Summary, final bool) {
 	}
 }
 
+// deviceMemory sums the devices' allocator figures (embed reports them per
+// device after each batch).
 func (m *Monitor) deviceMemory(sm *sample) {
-	if m.memRp != nil {
-		sm.devInUse, sm.devReserved, sm.devOK = m.memRp.DeviceMemory()
+	for _, d := range sm.s.Devices {
+		if d.MemKnown {
+			sm.devInUse += d.MemInUse
+			sm.devReserved += d.MemReserved
+			sm.devOK = true
+		}
 	}
 }
 

@@ -152,9 +152,14 @@ func newFakeClock() *fakeClock {
 func (c *fakeClock) now() time.Time      { return time.Unix(0, c.ns.Load()).UTC() }
 func (c *fakeClock) add(d time.Duration) { c.ns.Add(int64(d)) }
 
-type fakeBackend struct{ inUse, reserved int64 }
-
-func (b *fakeBackend) DeviceMemory() (int64, int64, bool) { return b.inUse, b.reserved, true }
+// withMem gives every summary one device whose allocator reports inUse and
+// reserved bytes (what embed records after each batch on a GPU).
+func withMem(ss []embed.Summary, inUse, reserved int64) []embed.Summary {
+	for i := range ss {
+		ss[i].Devices = []embed.DeviceSummary{{Name: "cuda:0", MemInUse: inUse, MemReserved: reserved, MemKnown: true}}
+	}
+	return ss
+}
 
 // summaries is a synthetic run: n batches of 100 ms, computing for
 // computeFrac of each, waiting for the loader the rest.
@@ -301,12 +306,12 @@ func TestGPUFieldsAndGPUIdle(t *testing.T) {
 	var log syncBuf
 	fake := &fakeNVML{util: 40}
 	m, err := New(context.Background(), Options{Every: 5, JSON: &js, Log: logger(&log), gpu: fake,
-		GPUPeriod: time.Millisecond, Backend: &fakeBackend{inUse: 1 << 30, reserved: 2 << 30}})
+		GPUPeriod: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(20 * time.Millisecond) // some NVML samples
-	feed(m, summaries(10, 1))         // the host computes all the time...
+	feed(m, withMem(summaries(10, 1), 1<<30, 2<<30)) // the host computes all the time...
 	rep, _ := m.Close()
 	recs := decode(t, js.Bytes())
 	for _, r := range recs {
@@ -710,14 +715,13 @@ func TestJSONPath(t *testing.T) {
 }
 
 func TestPrometheus(t *testing.T) {
-	m, err := New(context.Background(), Options{Every: 1, Addr: "127.0.0.1:0", gpu: &fakeNVML{util: 75}, GPUPeriod: time.Millisecond,
-		Backend: &fakeBackend{inUse: 1, reserved: 2}})
+	m, err := New(context.Background(), Options{Every: 1, Addr: "127.0.0.1:0", gpu: &fakeNVML{util: 75}, GPUPeriod: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
 	url := "http://" + m.Addr() + "/metrics"
 	time.Sleep(10 * time.Millisecond)
-	feed(m, summaries(3, 0.5))
+	feed(m, withMem(summaries(3, 0.5), 1, 2))
 	var body string
 	for i := 0; i < 100 && !strings.Contains(body, "esm2go_sequences_total 24"); i++ {
 		time.Sleep(5 * time.Millisecond)
@@ -925,12 +929,11 @@ func BenchmarkObserveEveryBatch(b *testing.B) {
 }
 
 func benchObserve(b *testing.B, every int) {
-	m, err := New(context.Background(), Options{Every: every, JSON: io.Discard, Human: io.Discard, NoGPU: true,
-		Backend: &fakeBackend{inUse: 1, reserved: 2}})
+	m, err := New(context.Background(), Options{Every: every, JSON: io.Discard, Human: io.Discard, NoGPU: true})
 	if err != nil {
 		b.Fatal(err)
 	}
-	s := summaries(1, 1)[0]
+	s := withMem(summaries(1, 1), 1, 2)[0]
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {

@@ -31,14 +31,9 @@ import (
 //
 // Leftovers: holding the lock, Create looks for temporaries of earlier runs
 // of the same output that were killed before they could clean up
-// (".<base>.tmp-*", ".<base>.old-*", and the same for <base>.partial),
+// (".<base>.tmp-*", ".<base>.old-*"),
 // restores an old output that an interrupted replace had moved aside, removes
 // the rest and reports each on Options.Log.
-
-// PartialSuffix names the output a failed or cancelled run leaves behind
-// (Writer.ClosePartial): the rows written before the failure, a valid output
-// in input order.
-const PartialSuffix = ".partial"
 
 // ErrLocked is returned (wrapped) when another process is writing the same
 // output.
@@ -50,20 +45,28 @@ var ErrNotReplaceable = errors.New("not an esm2go output; refusing to replace it
 
 // Check reports whether an output could be created and published at path
 // with opts, without creating anything: the path must be publishable, not
-// locked by another run, and neither the path nor its PartialSuffix sibling
-// may exist unless opts.Overwrite is set and they are replaceable. Create
-// runs the same checks; callers use Check to fail before expensive work.
+// locked by another run (as an output or as a resumable run's parts), and
+// it may not exist unless opts.Overwrite is set and it is replaceable.
+// Create and OpenParts run the same checks; callers use Check to fail
+// before expensive work.
 func Check(path string, opts Options) error {
 	path, err := cleanTarget(path)
 	if err != nil {
 		return err
 	}
-	l, err := acquireLock(path)
-	if err != nil {
-		return err
+	for _, p := range []string{path, path + PartsSuffix} {
+		l, err := acquireLock(p)
+		if err != nil {
+			return err
+		}
+		l.release()
 	}
-	defer l.release()
-	return checkTargets(path, opts)
+	if _, err := os.Stat(filepath.Join(path+PartsSuffix, "manifest.json")); err == nil && !opts.Overwrite {
+		// A resumable run's parts: OpenParts decides (the output may be
+		// that run's, complete but not yet cleaned up).
+		return nil
+	}
+	return checkExisting(path, opts)
 }
 
 // cleanTarget refuses paths that can never be an output's final name.
@@ -79,14 +82,7 @@ func cleanTarget(path string) (string, error) {
 	return path, nil
 }
 
-func checkTargets(path string, opts Options) error {
-	if err := checkExisting(path, opts, false); err != nil {
-		return err
-	}
-	return checkExisting(path+PartialSuffix, opts, true)
-}
-
-func checkExisting(path string, opts Options, partial bool) error {
+func checkExisting(path string, opts Options) error {
 	info, err := os.Lstat(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -95,10 +91,6 @@ func checkExisting(path string, opts Options, partial bool) error {
 		return fmt.Errorf("output: %w", err)
 	}
 	if !opts.Overwrite {
-		if partial {
-			return fmt.Errorf("output: %s holds the rows of an earlier run that stopped early (%s); it is kept: move it away, or overwrite to discard it: %w",
-				path, describe(path, info), ErrExists)
-		}
 		return fmt.Errorf("output: %s: %w (%s)", path, ErrExists, describe(path, info))
 	}
 	return replaceable(path, info, opts.Keep)
@@ -267,7 +259,7 @@ func cleanStale(final string, log *slog.Logger) {
 			break
 		}
 	}
-	for _, target := range []string{final, final + PartialSuffix} {
+	for _, target := range []string{final} {
 		base := "." + filepath.Base(target)
 		for _, n := range names {
 			p := filepath.Join(dir, n)

@@ -193,50 +193,6 @@ func TestSecondWriterIsRefused(t *testing.T) {
 	}
 }
 
-// TestPartialIsKept: an earlier run's partial output survives a new run
-// unless Overwrite; ClosePartial publishes beside the final path.
-func TestPartialIsKept(t *testing.T) {
-	for _, f := range formats {
-		t.Run(string(f), func(t *testing.T) {
-			dir := t.TempDir()
-			path := filepath.Join(dir, "out")
-			rows := testRows(testSchema)
-			w, err := Create(path, f, testSchema)
-			if err != nil {
-				t.Fatal(err)
-			}
-			w.Write(&rows[0])
-			got, err := w.ClosePartial()
-			if err != nil || got != path+PartialSuffix {
-				t.Fatalf("ClosePartial = %q, %v", got, err)
-			}
-			if _, err := os.Lstat(path); !errors.Is(err, fs.ErrNotExist) {
-				t.Fatal("ClosePartial published the final path")
-			}
-			before := snapshot(t, dir)
-			if _, err := Create(path, f, testSchema); !errors.Is(err, ErrExists) || !strings.Contains(err.Error(), "earlier run that stopped early") {
-				t.Fatalf("new run over a partial: %v", err)
-			}
-			if after := snapshot(t, dir); !reflect.DeepEqual(before, after) {
-				t.Fatal("refused run changed the partial output")
-			}
-			// With Overwrite, a complete output supersedes the partial one.
-			w, err = CreateWithOptions(path, f, testSchema, Options{Overwrite: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			w.Write(&rows[0])
-			w.Write(&rows[1])
-			if err := w.Close(); err != nil {
-				t.Fatal(err)
-			}
-			if names := dirEntries(t, dir); !reflect.DeepEqual(names, []string{"out"}) {
-				t.Errorf("after a complete overwrite: %v", names)
-			}
-		})
-	}
-}
-
 // TestKilledRunLeftovers: temporaries of a run killed with SIGKILL (a real
 // child process) are found and removed by the next run on the output, and
 // the dead run's lock does not block it.

@@ -231,33 +231,25 @@ func (w *npyWriter) write(r *Row) error {
 }
 
 func (w *npyWriter) Close() error {
-	_, err := w.close(false)
-	return err
-}
-
-func (w *npyWriter) ClosePartial() (string, error) { return w.close(true) }
-
-func (w *npyWriter) close(partial bool) (string, error) {
 	if w.closed {
-		return "", fmt.Errorf("output: %s: already closed", w.final)
+		return fmt.Errorf("output: %s: already closed", w.final)
 	}
 	if w.err != nil {
 		err := w.err
 		w.Abort()
-		return "", err
+		return err
 	}
 	if err := w.finish(); err != nil {
 		w.Abort()
-		return "", fmt.Errorf("output: %s: %w", w.final, err)
+		return fmt.Errorf("output: %s: %w", w.final, err)
 	}
 	defer w.done()
 	w.closed = true
-	dest, err := w.publishTo(w.tmp, partial)
-	if err != nil {
+	if err := w.owner.publish(w.tmp); err != nil {
 		os.RemoveAll(w.tmp)
-		return "", fmt.Errorf("output: %s: %w", w.final, err)
+		return fmt.Errorf("output: %s: %w", w.final, err)
 	}
-	return dest, nil
+	return nil
 }
 
 func (w *npyWriter) finish() error {

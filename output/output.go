@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"os"
 	"strings"
 )
 
@@ -77,20 +76,16 @@ type Writer interface {
 	// Close flushes, fsyncs and atomically publishes the output at its final
 	// path. On error nothing is published and temporaries are removed.
 	Close() error
-	// ClosePartial is Close for a run that stopped early: the rows written
-	// so far are published at the final path + PartialSuffix, a valid output
-	// of its own, and that path is returned.
-	ClosePartial() (string, error)
 	// Abort removes temporaries and leaves the final path untouched. It is a
-	// no-op after Close or ClosePartial, so `defer w.Abort()` is safe.
+	// no-op after Close, so `defer w.Abort()` is safe.
 	Abort() error
 }
 
 // Options adjust Create.
 type Options struct {
-	// Overwrite allows replacing an existing output at the final path (and
-	// an earlier run's PartialSuffix output) when Close publishes, if it is
-	// replaceable (see Check). Without it an existing path is an error.
+	// Overwrite allows replacing an existing output at the final path when
+	// Close publishes, if it is replaceable (see Check). Without it an
+	// existing path is an error.
 	Overwrite bool
 	// Keep lists files an output must never replace, whatever Overwrite
 	// says: the run's inputs.
@@ -139,7 +134,7 @@ func CreateWithOptions(path string, format Format, schema Schema, opts Options) 
 		return nil, err
 	}
 	cleanStale(path, opts.Log)
-	if err := checkTargets(path, opts); err != nil {
+	if err := checkExisting(path, opts); err != nil {
 		lock.release()
 		return nil, err
 	}
@@ -165,27 +160,8 @@ type owner struct {
 	lock  *outputLock
 }
 
-// publishTo publishes tmp at the final path, or at its PartialSuffix
-// sibling, and returns where. After a complete output replaced by
-// Overwrite, an earlier run's partial output is superseded and removed.
-func (o *owner) publishTo(tmp string, partial bool) (string, error) {
-	dest := o.final
-	if partial {
-		dest += PartialSuffix
-	}
-	if err := publish(tmp, dest, o.opts); err != nil {
-		return "", err
-	}
-	if !partial && o.opts.Overwrite {
-		p := o.final + PartialSuffix
-		if info, err := os.Lstat(p); err == nil && replaceable(p, info, o.opts.Keep) == nil {
-			if err := os.RemoveAll(p); err == nil && o.opts.Log != nil {
-				o.opts.Log.Info("removed an earlier run's partial output, superseded by this complete one", "path", p)
-			}
-		}
-	}
-	return dest, nil
-}
+// publish publishes tmp at the final path.
+func (o *owner) publish(tmp string) error { return publish(tmp, o.final, o.opts) }
 
 // done releases the output for other runs.
 func (o *owner) done() { o.lock.release() }

@@ -219,20 +219,13 @@ func appendFloats(row parquet.Row, vals []float32, first, rep, def, col int) par
 }
 
 func (w *parquetWriter) Close() error {
-	_, err := w.close(false)
-	return err
-}
-
-func (w *parquetWriter) ClosePartial() (string, error) { return w.close(true) }
-
-func (w *parquetWriter) close(partial bool) (string, error) {
 	if w.closed {
-		return "", fmt.Errorf("output: %s: already closed", w.final)
+		return fmt.Errorf("output: %s: already closed", w.final)
 	}
 	if w.err != nil {
 		err := w.err
 		w.Abort()
-		return "", err
+		return err
 	}
 	defer w.done()
 	err := w.pw.Close()
@@ -242,17 +235,16 @@ func (w *parquetWriter) close(partial bool) (string, error) {
 	if cerr := w.file.Close(); err == nil {
 		err = cerr
 	}
-	dest := ""
 	if err == nil {
-		dest, err = w.publishTo(w.tmp, partial)
+		err = w.owner.publish(w.tmp)
 	}
 	w.closed = true
 	w.row = nil
 	if err != nil {
 		os.Remove(w.tmp)
-		return "", fmt.Errorf("output: %s: %w", w.final, err)
+		return fmt.Errorf("output: %s: %w", w.final, err)
 	}
-	return dest, nil
+	return nil
 }
 
 func (w *parquetWriter) Abort() error {

@@ -73,22 +73,34 @@ func TestEmbedNeverDestroysUserData(t *testing.T) {
 			}
 		}
 	})
-	t.Run("an earlier partial output is kept", func(t *testing.T) {
+	t.Run("an earlier run's parts are kept unless --overwrite", func(t *testing.T) {
 		out := filepath.Join(t.TempDir(), "emb.parquet")
-		os.WriteFile(out+output.PartialSuffix, []byte("rows of hours of work"), 0o644)
+		schema := output.Schema{Columns: []output.Column{{Name: "mean_3", Kind: output.Vector, Dim: 64}}}
+		p, err := output.OpenParts(out, output.Parquet, schema, output.PartsOptions{Identity: map[string]string{"model": "another"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		row := output.Row{ID: "x", Index: 0, Length: 1, Values: [][]float32{make([]float32, 64)}}
+		if err := p.Write(&row); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Commit(1, 1); err != nil {
+			t.Fatal(err)
+		}
+		p.Close()
 		code, _, errs := runCLI(t, "embed", "--model", tinyModel, "-o", out, fasta)
-		if code != 1 || !strings.Contains(errs, "earlier run that stopped early") || !strings.Contains(errs, "--overwrite") {
+		if code != 1 || !strings.Contains(errs, "other settings") || !strings.Contains(errs, "this run has") {
 			t.Fatalf("status %d, stderr %q", code, errs)
 		}
-		if b, _ := os.ReadFile(out + output.PartialSuffix); string(b) != "rows of hours of work" {
-			t.Fatal("partial output changed")
+		if _, err := os.Stat(filepath.Join(out+output.PartsSuffix, "manifest.json")); err != nil {
+			t.Fatalf("the earlier run's parts were touched: %v", err)
 		}
 		code, _, errs = runCLI(t, "embed", "--model", tinyModel, "-q", "--overwrite", "-o", out, fasta)
 		if code != 0 {
 			t.Fatalf("with --overwrite: status %d, stderr %q", code, errs)
 		}
-		if _, err := os.Stat(out + output.PartialSuffix); !os.IsNotExist(err) {
-			t.Fatalf("a complete --overwrite run keeps a superseded partial output: %v", err)
+		if _, err := os.Stat(out + output.PartsSuffix); !os.IsNotExist(err) {
+			t.Fatalf("parts left after a complete run: %v", err)
 		}
 	})
 	t.Run("metrics-json never truncates without overwrite", func(t *testing.T) {

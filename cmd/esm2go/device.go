@@ -5,36 +5,61 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/esm2go/esm2go/embed"
 	"github.com/esm2go/esm2go/esm"
 	"github.com/esm2go/esm2go/esm/cpu"
 	esmcuda "github.com/esm2go/esm2go/esm/cuda"
 )
 
-// gpuBackend is what the CLI needs from a GPU backend.
-type gpuBackend interface {
-	esm.Backend
-	Close() error
-}
-
 // deviceSpec is a parsed --device value.
 type deviceSpec struct {
+	raw  string // as given
 	kind string // "auto", "cpu" or "cuda"
-	ord  int    // CUDA device ordinal
+	ords []int  // CUDA device ordinals (kind "cuda"); empty with all
+	all  bool   // cuda:all
 }
 
+// parseDevice accepts auto, cpu, cuda (= cuda:0), cuda:N, cuda:N,M,...
+// and cuda:all. An ordinal may repeat (cuda:0,0 runs two workers on one
+// GPU, to test the multi-device pipeline on a one-GPU machine).
 func parseDevice(s string) (deviceSpec, error) {
+	raw := s
 	s = strings.ToLower(strings.TrimSpace(s))
 	switch s {
-	case "auto", "cpu", "cuda":
-		return deviceSpec{kind: s}, nil
+	case "auto", "cpu":
+		return deviceSpec{raw: raw, kind: s}, nil
+	case "cuda":
+		return deviceSpec{raw: raw, kind: "cuda", ords: []int{0}}, nil
+	case "cuda:all":
+		return deviceSpec{raw: raw, kind: "cuda", all: true}, nil
 	}
-	if rest, ok := strings.CutPrefix(s, "cuda:"); ok {
-		n, err := strconv.Atoi(rest)
-		if err == nil && n >= 0 {
-			return deviceSpec{kind: "cuda", ord: n}, nil
+	rest, ok := strings.CutPrefix(s, "cuda:")
+	if !ok {
+		return deviceSpec{}, fmt.Errorf("invalid --device %q (want auto, cpu, cuda, cuda:N, cuda:N,M,... or cuda:all)", s)
+	}
+	spec := deviceSpec{raw: raw, kind: "cuda"}
+	for _, f := range strings.Split(rest, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 0 {
+			return deviceSpec{}, fmt.Errorf("invalid --device %q: %q is not a device number (want cuda:N, cuda:N,M,... or cuda:all)", s, f)
 		}
+		spec.ords = append(spec.ords, n)
 	}
-	return deviceSpec{}, fmt.Errorf("invalid --device %q (want auto, cpu, cuda or cuda:N)", s)
+	return spec, nil
+}
+
+func (d deviceSpec) String() string {
+	switch {
+	case d.kind != "cuda":
+		return d.kind
+	case d.all:
+		return "cuda:all"
+	}
+	s := make([]string, len(d.ords))
+	for i, o := range d.ords {
+		s[i] = strconv.Itoa(o)
+	}
+	return "cuda:" + strings.Join(s, ",")
 }
 
 func parsePrecision(s string) (string, error) {
@@ -45,83 +70,101 @@ func parsePrecision(s string) (string, error) {
 	return "", fmt.Errorf("invalid --precision %q (want fp16, bf16 or fp32)", s)
 }
 
-// startBackend picks the backend for dev: CUDA when asked (an error when it
-// cannot start), CUDA-then-CPU for auto (saying why on note), else the CPU.
-// precisionSet says whether --precision was given explicitly.
-func startBackend(dev deviceSpec, precision string, precisionSet bool, threads int, note func(string)) (esm.Backend, error) {
-	if dev.kind == "cuda" || dev.kind == "auto" {
-		be, err := tryGPU(dev.ord, precision)
-		if err == nil {
-			return be, nil
+// resolveDevices turns the spec into what runs: the CUDA ordinals (none
+// for the CPU) and the precision the run computes in (fp32 on the CPU).
+// auto uses GPU 0 when the CUDA backend can start there, else the CPU
+// (saying why on note); cuda fails with the reason. Deciding here, before
+// anything loads, lets the precision go into the run's identity (resume).
+func resolveDevices(spec deviceSpec, precision string, precisionSet bool, note func(string)) (ords []int, prec string, err error) {
+	if spec.kind == "cuda" || spec.kind == "auto" {
+		n, perr := esmcuda.Probe()
+		switch {
+		case perr == nil && spec.all:
+			for i := 0; i < n; i++ {
+				ords = append(ords, i)
+			}
+			return ords, precision, nil
+		case perr == nil && spec.kind == "auto":
+			return []int{0}, precision, nil
+		case perr == nil:
+			for _, o := range spec.ords {
+				if o >= n {
+					return nil, "", fmt.Errorf("--device %s: CUDA device %d not found (%d devices)", spec.raw, o, n)
+				}
+			}
+			return spec.ords, precision, nil
+		case spec.kind == "cuda":
+			return nil, "", fmt.Errorf("--device %s: %w", spec.raw, perr)
 		}
-		if dev.kind == "cuda" {
-			return nil, err
-		}
-		note(fmt.Sprintf("no usable GPU (%s); running on the CPU", strings.TrimPrefix(oneLine(err.Error()), "--device cuda: ")))
+		note(fmt.Sprintf("no usable GPU (%s); running on the CPU", oneLine(perr.Error())))
 	}
 	if precisionSet && precision != "fp32" {
 		note(fmt.Sprintf("--precision %s applies to the GPU only; the CPU computes in fp32", precision))
 	}
-	return cpu.New(cpu.Options{Threads: threads}), nil
+	return nil, "fp32", nil
 }
 
-// tryGPU starts the CUDA backend on device ordinal ord with the given
-// precision (fp16, bf16, fp32). It links no CUDA library at build time
-// (dlopen), so it is always compiled in; without a GPU New returns the
-// reason. The backend belongs to the calling goroutine.
-func tryGPU(ord int, precision string) (be gpuBackend, err error) {
-	defer func() {
-		// A backend must never take the CPU fallback down with it.
-		if r := recover(); r != nil {
-			be, err = nil, fmt.Errorf("--device cuda: starting the CUDA backend panicked: %v", r)
+// devices builds the run's devices: one per CUDA ordinal, or the CPU. Each
+// opens its backend and the model on its own worker goroutine (embed owns
+// those goroutines), so the CUDA backend belongs to the goroutine that uses
+// it; src supplies the weights to all of them.
+func devices(cfg esm.Config, src esm.Source, ords []int, precision string, threads int, loaded func(name, backend string)) []embed.Device {
+	if len(ords) == 0 {
+		var be esm.Backend
+		return []embed.Device{{
+			Name: "cpu",
+			Open: func() (*esm.Model, error) {
+				be = cpu.New(cpu.Options{Threads: threads})
+				return openOn(cfg, src, be, "cpu", loaded)
+			},
+			Close: func() error { return closeIf(be) },
+		}}
+	}
+	devs := make([]embed.Device, len(ords))
+	for i, ord := range ords {
+		name := fmt.Sprintf("cuda:%d", ord)
+		var be *esmcuda.Backend
+		devs[i] = embed.Device{
+			Name: name,
+			Open: func() (m *esm.Model, err error) {
+				defer func() {
+					// A backend must never take the process down with it.
+					if r := recover(); r != nil {
+						m, err = nil, fmt.Errorf("starting the CUDA backend panicked: %v", r)
+					}
+				}()
+				b, err := esmcuda.New(esmcuda.Options{Device: ord, Precision: precision})
+				if err != nil {
+					return nil, err
+				}
+				be = b
+				return openOn(cfg, src, b, name, loaded)
+			},
+			Close: func() error {
+				if be == nil {
+					return nil
+				}
+				return be.Close()
+			},
 		}
-	}()
-	b, err := esmcuda.New(esmcuda.Options{Device: ord, Precision: precision})
+	}
+	return devs
+}
+
+func openOn(cfg esm.Config, src esm.Source, be esm.Backend, name string, loaded func(name, backend string)) (*esm.Model, error) {
+	m, err := esm.NewModel(cfg, src, be)
 	if err != nil {
-		if !strings.HasPrefix(err.Error(), "--device cuda") {
-			err = fmt.Errorf("--device cuda: %w", err)
-		}
-		return nil, err // not a typed nil in the interface
+		return nil, fmt.Errorf("loading the model on %s: %w", be.Name(), err)
 	}
-	return b, nil
+	if loaded != nil {
+		loaded(name, be.Name())
+	}
+	return m, nil
 }
 
-// closeBackend releases be when it has a Close method.
-func closeBackend(be esm.Backend) {
-	if c, ok := be.(interface{ Close() error }); ok {
-		c.Close()
+func closeIf(be esm.Backend) error {
+	if be == nil {
+		return nil
 	}
-}
-
-// memInfo is implemented by GPU backends that can report free device memory.
-type memInfo interface {
-	MemInfo() (free, total uint64, err error)
-}
-
-// autoTokensPerBatch picks the token budget: 4096 on the CPU (fair-esm's
-// default; larger batches do not run faster there); on a GPU as many tokens
-// as half the free memory (after the weights) holds, at most 65536 (past
-// that the GEMMs are already large and batches only add latency), and at
-// least one truncated sequence. Activation bytes per token: the fp32
-// residual stream (4D) and logits (4V), plus D (LayerNorm out) + D
-// (attention out) + 3D (qkv) + 4D (FFN) in the compute precision.
-func autoTokensPerBatch(be esm.Backend, cfg esm.Config, truncation int) int {
-	minToks := esm.DefaultMaxResidues + 2
-	if truncation > 0 {
-		minToks = truncation + 2
-	}
-	mi, ok := be.(memInfo)
-	if !ok {
-		return max(4096, minToks)
-	}
-	free, _, err := mi.MemInfo()
-	if err != nil {
-		return max(4096, minToks)
-	}
-	perToken := uint64(4*cfg.Dim + 4*cfg.Vocab + 2*(cfg.Dim+cfg.Dim+3*cfg.Dim+max(cfg.FFN, cfg.Dim)))
-	if p, ok := be.(interface{ Precision() string }); ok && p.Precision() == "fp32" {
-		perToken = uint64(4*cfg.Dim + 4*cfg.Vocab + 4*(cfg.Dim+cfg.Dim+3*cfg.Dim+max(cfg.FFN, cfg.Dim)))
-	}
-	n := int(min(free/2/perToken, 65536))
-	return max(n, minToks)
+	return be.Close()
 }

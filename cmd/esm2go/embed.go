@@ -14,7 +14,6 @@ import (
 
 	"github.com/esm2go/esm2go/embed"
 	"github.com/esm2go/esm2go/esm"
-	esmcuda "github.com/esm2go/esm2go/esm/cuda"
 	"github.com/esm2go/esm2go/monitor"
 	"github.com/esm2go/esm2go/output"
 	"github.com/spf13/pflag"
@@ -43,6 +42,9 @@ type embedFlags struct {
 	metricsJSON  string
 	metricsAddr  string
 	metricsEvery int
+
+	commitRows  int64
+	commitEvery time.Duration
 }
 
 func newEmbedFlagSet(f *embedFlags) *pflag.FlagSet {
@@ -54,17 +56,19 @@ func newEmbedFlagSet(f *embedFlags) *pflag.FlagSet {
 	fs.IntSliceVar(&f.layers, "repr-layers", []int{-1}, "layers to write: 0 = embeddings, L = last, negative counts from the end (comma list or repeated)")
 	fs.IntVar(&f.truncation, "truncation-seq-length", esm.DefaultMaxResidues, "keep the first N residues of longer sequences; -1 = no truncation")
 	fs.IntVar(&f.toks, "toks-per-batch", 0, "tokens per packed batch (no padding); 0 = auto: 4096 on the CPU, from free GPU memory (at most 65536) on a GPU")
-	fs.StringVar(&f.device, "device", "auto", "auto, cpu, cuda or cuda:N (auto: the GPU when usable, else the CPU)")
+	fs.StringVar(&f.device, "device", "auto", "auto, cpu, cuda, cuda:N, cuda:N,M,... or cuda:all (auto: GPU 0 when usable, else the CPU; several GPUs share one run)")
 	fs.StringVar(&f.precision, "precision", "fp16", "GPU compute precision: fp16, bf16 or fp32 (the CPU always uses fp32)")
 	fs.IntVar(&f.workers, "workers", 4, "FASTA reader goroutines")
 	fs.IntVar(&f.prefetch, "prefetch", 4, "FASTA blocks queued per reader")
 	fs.BoolVar(&f.strict, "strict", false, "stop at the first record that cannot be embedded instead of skipping it")
-	fs.BoolVar(&f.overwrite, "overwrite", false, "replace an existing output (a file, or a directory esm2go wrote), an earlier run's .partial output and an existing --metrics-json file")
+	fs.BoolVar(&f.overwrite, "overwrite", false, "replace an existing output (a file, or a directory esm2go wrote) and an existing --metrics-json file, and start over instead of resuming an earlier run's OUT.parts")
 	fs.IntVar(&f.threads, "threads", 0, "CPU threads (0 = all cores)")
 	fs.BoolVarP(&f.quiet, "quiet", "q", false, "print warnings and errors only")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format on stderr: text or json")
 	fs.StringVar(&f.metricsJSON, "metrics-json", "", "write run metrics to FILE, one JSON object per line per window (an existing FILE needs --overwrite)")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve run metrics in Prometheus text format at http://ADDR/metrics, e.g. 127.0.0.1:9100; a host other than loopback (\":9100\", \"0.0.0.0:9100\") exposes them to the network")
+	fs.Int64Var(&f.commitRows, "commit-rows", 100_000, "commit the rows written so far (fsynced: a killed run resumes after them) every N rows, or every --commit-every, whichever comes first")
+	fs.DurationVar(&f.commitEvery, "commit-every", 2*time.Minute, "commit the rows written so far at least this often (see --commit-rows)")
 	fs.IntVar(&f.metricsEvery, "metrics-every", 10, "batches per metrics window (a metrics line on stderr, a JSON line, a Prometheus update)")
 	return fs
 }
@@ -243,27 +247,35 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			fmt.Fprintf(lw, "esm2go: %s\n", msg)
 		}
 	}
-	be, err := startBackend(dev, precision, fs.Changed("precision"), f.threads, note)
+	ords, prec, err := resolveDevices(dev, precision, fs.Changed("precision"), note)
 	if err != nil {
 		return err
 	}
-	defer closeBackend(be)
-	m, err := esm.NewModel(cfg, esm.CheckpointSource{C: ck}, be)
-	if err != nil {
-		return fmt.Errorf("loading %s on %s: %w", ck.Path, be.Name(), err)
-	}
-	defer m.Close()
-	toks := f.toks
-	if toks == 0 {
-		toks = autoTokensPerBatch(be, cfg, f.truncation)
-	}
-	log.Info("model loaded", "model", f.model, "path", ck.Path, "layers", cfg.Layers, "dim", cfg.Dim,
-		"backend", be.Name(), "load_time", time.Since(loadStart).Round(time.Millisecond).String(), "repr_layers", joinInts(absLayers), "include", strings.Join(incNames, ","))
 
 	trunc := f.truncation
 	truncMeta := strconv.Itoa(trunc)
 	if trunc < 0 {
 		truncMeta = "none"
+	}
+	modelID, err := modelFingerprint(ck.Path)
+	if err != nil {
+		return err
+	}
+	// Everything that changes the values written, and the input: a later
+	// run resumes this one's committed rows only if all of it is equal.
+	identity := map[string]string{
+		"model":                 modelID,
+		"layers":                joinInts(absLayers),
+		"include":               strings.Join(incNames, ","),
+		"truncation_seq_length": truncMeta,
+		"precision":             prec,
+	}
+	if in, ok := inputFingerprint(inputs); ok {
+		identity["input"] = in
+	} else {
+		// Standard input cannot be read twice: nothing can resume such a
+		// run, so its identity never matches another's.
+		identity["input"] = fmt.Sprintf("stdin (pid %d, %s)", os.Getpid(), time.Now().Format(time.RFC3339Nano))
 	}
 	pr := &progress{w: lw, tty: isTerminal(stderr) && !f.quiet && f.logFormat == "text", log: log, start: time.Now()}
 	opts := embed.Options{
@@ -271,10 +283,13 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Out:          f.out,
 		Format:       format,
 		Overwrite:    f.overwrite,
+		Identity:     identity,
+		ChunkRows:    f.commitRows,
+		ChunkEvery:   f.commitEvery,
 		Include:      inc,
 		Layers:       rawLayers,
 		MaxResidues:  trunc,
-		ToksPerBatch: toks,
+		ToksPerBatch: f.toks,
 		Workers:      f.workers,
 		Prefetch:     f.prefetch,
 		Strict:       f.strict,
@@ -283,14 +298,16 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			"model":                 f.model,
 			"model_path":            ck.Path,
 			"model_format":          ck.Format,
+			"model_fingerprint":     modelID,
 			"esm2go_version":        Version(),
 			"layers":                joinInts(absLayers),
 			"include":               strings.Join(incNames, ","),
 			"truncation_seq_length": truncMeta,
-			"backend":               be.Name(),
+			"device":                dev.String(),
+			"precision":             prec,
 		},
 	}
-	mon, err := startMonitor(ctx, &f, be, dev, lw, log, pr.tty)
+	mon, err := startMonitor(ctx, &f, ords, lw, log, pr.tty)
 	if err != nil {
 		return err
 	}
@@ -304,9 +321,15 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			mon.Observe(s, final)
 		}
 	}
-	sum, err := embed.Run(ctx, m, opts)
+	loaded := func(name, backend string) {
+		log.Info("model loaded", "device", name, "model", f.model, "path", ck.Path, "layers", cfg.Layers, "dim", cfg.Dim,
+			"backend", backend, "load_time", time.Since(loadStart).Round(time.Millisecond).String(),
+			"repr_layers", joinInts(absLayers), "include", strings.Join(incNames, ","))
+	}
+	devs := devices(cfg, esm.CheckpointSource{C: ck}, ords, prec, f.threads, loaded)
+	sum, err := embed.RunDevices(ctx, cfg, devs, opts)
 	if err != nil && sum != nil {
-		mon.Observe(sum, true) // Run reports the final totals on success only
+		mon.Observe(sum, true) // RunDevices reports the final totals on success only
 	}
 	rep, merr := mon.Close()
 	pr.clear()
@@ -319,7 +342,7 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 	}
 	if err != nil {
-		return err
+		return withOverwriteHint(err)
 	}
 	pr.summary(sum, f.out)
 	return nil
@@ -341,7 +364,7 @@ func checkOutputs(f *embedFlags, inputs []string) error {
 	if err != nil {
 		return nil // created exclusively later (monitor.Options.Overwrite)
 	}
-	for _, p := range append([]string{f.out, f.out + output.PartialSuffix}, keep...) {
+	for _, p := range append([]string{f.out}, keep...) {
 		if pi, err := os.Lstat(p); err == nil && os.SameFile(mi, pi) {
 			return fmt.Errorf("--metrics-json %s is the same file as %s", f.metricsJSON, p)
 		}
@@ -365,22 +388,20 @@ func withOverwriteHint(err error) error {
 
 // startMonitor starts the run's metrics: a line on stderr every
 // --metrics-every batches (unless --quiet), --metrics-json lines, the
-// --metrics-addr endpoint, NVML figures for a CUDA device.
-func startMonitor(ctx context.Context, f *embedFlags, be esm.Backend, dev deviceSpec, lw *lockedWriter, log *slog.Logger, tty bool) (*monitor.Monitor, error) {
+// --metrics-addr endpoint, NVML figures for the CUDA devices in ords.
+func startMonitor(ctx context.Context, f *embedFlags, ords []int, lw *lockedWriter, log *slog.Logger, tty bool) (*monitor.Monitor, error) {
 	mo := monitor.Options{
 		Every:     f.metricsEvery,
 		JSONPath:  f.metricsJSON,
 		Overwrite: f.overwrite,
 		Addr:      f.metricsAddr,
 		Log:       log,
-		NoGPU:     true,
-		Backend:   be,
+		NoGPU:     len(ords) == 0,
 	}
-	if _, gpu := be.(*esmcuda.Backend); gpu {
+	if len(ords) > 0 {
 		// NVML index = CUDA ordinal: true with CUDA_DEVICE_ORDER=PCI_BUS_ID
-		// and no CUDA_VISIBLE_DEVICES remapping. The backend reports its
-		// allocator's memory (monitor.MemoryReporter).
-		mo.NoGPU, mo.Devices = false, []int{dev.ord}
+		// and no CUDA_VISIBLE_DEVICES remapping.
+		mo.Devices = slices.Compact(slices.Sorted(slices.Values(ords)))
 	}
 	if !f.quiet {
 		mo.Human = &metricsLines{w: lw, tty: tty, log: log, json: f.logFormat == "json"}

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	esmcuda "github.com/esm2go/esm2go/esm/cuda"
 	"github.com/parquet-go/parquet-go"
 )
 
@@ -153,8 +154,7 @@ func TestRuntimeErrors(t *testing.T) {
 }
 
 func TestDeviceCUDAWithoutGPU(t *testing.T) {
-	if be, err := tryGPU(0, "fp16"); err == nil {
-		be.Close()
+	if _, err := esmcuda.Probe(); err == nil {
 		t.Skip("a usable GPU is present")
 	}
 	out := filepath.Join(t.TempDir(), "x.parquet")

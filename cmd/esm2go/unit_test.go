@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/esm2go/esm2go/esm"
-	"github.com/esm2go/esm2go/esm/cpu"
 )
 
 func TestParseInclude(t *testing.T) {
@@ -44,12 +43,20 @@ func TestResolveLayers(t *testing.T) {
 }
 
 func TestParseDevice(t *testing.T) {
-	for in, want := range map[string]deviceSpec{"auto": {kind: "auto"}, "CPU": {kind: "cpu"}, "cuda": {kind: "cuda"}, "cuda:1": {kind: "cuda", ord: 1}} {
-		if got, err := parseDevice(in); err != nil || got != want {
+	for in, want := range map[string]deviceSpec{
+		"auto": {kind: "auto"}, "CPU": {kind: "cpu"}, "cuda": {kind: "cuda", ords: []int{0}},
+		"cuda:1": {kind: "cuda", ords: []int{1}}, "cuda:0,2,3": {kind: "cuda", ords: []int{0, 2, 3}},
+		"cuda:0,0": {kind: "cuda", ords: []int{0, 0}}, "cuda:all": {kind: "cuda", all: true},
+	} {
+		got, err := parseDevice(in)
+		if err != nil || got.kind != want.kind || got.all != want.all || !equal(got.ords, want.ords) {
 			t.Errorf("%q: %+v %v", in, got, err)
 		}
+		if err == nil && in != "CPU" && got.String() != strings.ToLower(in) && in != "cuda" {
+			t.Errorf("%q prints as %q", in, got.String())
+		}
 	}
-	for _, bad := range []string{"gpu", "cuda:", "cuda:-1", "cuda:x"} {
+	for _, bad := range []string{"gpu", "cuda:", "cuda:-1", "cuda:x", "cuda:0,", "cuda:all,1"} {
 		if _, err := parseDevice(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
@@ -74,36 +81,6 @@ func equal(a, b []int) bool {
 		}
 	}
 	return true
-}
-
-type fakeGPU struct {
-	esm.Backend
-	free uint64
-	prec string
-}
-
-func (f fakeGPU) MemInfo() (uint64, uint64, error) { return f.free, 80 << 30, nil }
-func (f fakeGPU) Precision() string                { return f.prec }
-
-func TestAutoTokensPerBatch(t *testing.T) {
-	cfg := esm.Config{Layers: 33, Dim: 1280, Heads: 20, FFN: 5120, Vocab: 33}
-	cpuBe := cpu.New(cpu.Options{})
-	defer cpuBe.Close()
-	if n := autoTokensPerBatch(cpuBe, cfg, 1022); n != 4096 {
-		t.Errorf("CPU: %d, want 4096", n)
-	}
-	// 650M fp16 on a card with 75 GB free: capped at 65536.
-	if n := autoTokensPerBatch(fakeGPU{free: 75 << 30, prec: "fp16"}, cfg, 1022); n != 65536 {
-		t.Errorf("large card: %d, want 65536", n)
-	}
-	// 1 GB free: 0.5 GB / (4*1280 + 4*33 + 2*9*1280 bytes) = 18,556 tokens.
-	if n := autoTokensPerBatch(fakeGPU{free: 1 << 30, prec: "fp16"}, cfg, 1022); n != (1<<29)/(4*1280+4*33+2*9*1280) {
-		t.Errorf("1 GB free: %d", n)
-	}
-	// Almost nothing free: still one truncated sequence.
-	if n := autoTokensPerBatch(fakeGPU{free: 1 << 20, prec: "fp32"}, cfg, 1022); n != 1024 {
-		t.Errorf("tiny free memory: %d, want 1024", n)
-	}
 }
 
 func TestOnSignals(t *testing.T) {

@@ -1,0 +1,37 @@
+package esm
+
+import "testing"
+
+type fakeGPU struct {
+	Backend
+	free uint64
+	prec string
+}
+
+func (f fakeGPU) MemInfo() (uint64, uint64, error) { return f.free, 80 << 30, nil }
+func (f fakeGPU) Precision() string                { return f.prec }
+
+type fakeCPU struct{ Backend }
+
+func TestAutoTokensPerBatch(t *testing.T) {
+	cfg := Config{Layers: 33, Dim: 1280, Heads: 20, FFN: 5120, Vocab: 33}
+	on := func(be Backend) *Model { return &Model{Cfg: cfg, be: be} }
+	if n := on(fakeCPU{}).AutoTokensPerBatch(1022); n != DefaultCPUTokensPerBatch {
+		t.Errorf("CPU: %d, want %d", n, DefaultCPUTokensPerBatch)
+	}
+	// 650M fp16 on a card with 75 GB free: capped.
+	if n := on(fakeGPU{free: 75 << 30, prec: "fp16"}).AutoTokensPerBatch(1022); n != MaxAutoTokensPerBatch {
+		t.Errorf("large card: %d, want %d", n, MaxAutoTokensPerBatch)
+	}
+	// 1 GB free: 0.5 GB / (4*1280 + 4*33 + 2*9*1280 bytes) = 18,556 tokens.
+	if n := on(fakeGPU{free: 1 << 30, prec: "fp16"}).AutoTokensPerBatch(1022); n != (1<<29)/(4*1280+4*33+2*9*1280) {
+		t.Errorf("1 GB free: %d", n)
+	}
+	// Almost nothing free: still one truncated sequence (fp32 activations).
+	if n := on(fakeGPU{free: 1 << 20, prec: "fp32"}).AutoTokensPerBatch(1022); n != 1024 {
+		t.Errorf("tiny free memory: %d, want 1024", n)
+	}
+	if n := on(fakeGPU{free: 1 << 20, prec: "fp16"}).AutoTokensPerBatch(3000); n != 3002 {
+		t.Errorf("longer truncation: %d, want 3002", n)
+	}
+}

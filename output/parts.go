@@ -1,0 +1,640 @@
+package output
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"io/fs"
+	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+)
+
+// A resumable output in progress: the directory "<out>.parts" holds chunks,
+// each a complete output (same format and schema) of a consecutive range of
+// input records, and manifest.json, the list of committed chunks:
+//
+//	<out>.parts/manifest.json        {"version", "format", "columns", "identity",
+//	                                   "chunks": [{"name","first","next","rows","bytes","crc32c"}...]}
+//	<out>.parts/chunk-000000.parquet records [first, next) of the input (rows
+//	<out>.parts/chunk-000001.parquet   for the ones that were embedded)
+//
+// Commit protocol: the chunk is written and published like any output
+// (temporary, fsync, rename, fsync of the directory), its bytes are read
+// back for a CRC-32C, then manifest.json is rewritten (temporary, fsync,
+// rename, fsync). A kill at any point leaves the manifest listing only
+// chunks that are complete on disk; files the manifest does not list are
+// leftovers and are removed when the run resumes. Resuming checks every
+// listed chunk's size and CRC and keeps the longest intact prefix.
+//
+// At the end Finish merges the chunks into <out> (Merge) and removes the
+// directory. A run that stops early leaves the directory: the next run with
+// the same identity (model, options, input) resumes after its last
+// committed record; another identity is refused, naming the difference,
+// unless Overwrite.
+
+// PartsSuffix names the directory of a resumable run in progress.
+const PartsSuffix = ".parts"
+
+// partsVersion is the manifest's layout version.
+const partsVersion = 1
+
+// maxManifest bounds what a manifest may weigh when read: a chunk entry is
+// ~150 bytes, so this holds more than 100k chunks.
+const maxManifest = 64 << 20
+
+// RunIDKey is the metadata key of a merged output naming the parts
+// directory it came from: a run killed after publishing the output but
+// before removing its parts is recognised as complete.
+const RunIDKey = "esm2go.run_id"
+
+// ErrComplete is returned (wrapped) by OpenParts when the output was already
+// published by the run whose parts directory is found: that run completed
+// (it was killed while cleaning up), and its leftover parts were removed.
+var ErrComplete = errors.New("the output is already complete")
+
+// ErrIncompatible is returned (wrapped) when an existing parts directory
+// belongs to a run with another identity, format or schema.
+var ErrIncompatible = errors.New("an earlier run with other settings is in progress here")
+
+// PartsOptions adjust OpenParts. Zero values take the defaults noted.
+type PartsOptions struct {
+	// Overwrite discards an existing parts directory instead of resuming
+	// it, and allows replacing an existing output at Finish (as Options).
+	Overwrite bool
+	Keep      []string     // as Options.Keep
+	Log       *slog.Logger // notices about resuming and leftovers
+	// Identity is what must be equal for a run to resume another's parts:
+	// model fingerprint, options that change values, input fingerprint.
+	Identity map[string]string
+	// A chunk is committed when it holds ChunkRows rows (default 100,000)
+	// or ChunkBytes bytes of values (default 1 GiB), or has been open for
+	// ChunkEvery (default 2 minutes): at most that much work is lost when a
+	// run is killed.
+	ChunkRows  int64
+	ChunkBytes int64
+	ChunkEvery time.Duration
+}
+
+// Parts is a resumable output in progress. Its methods are called from one
+// goroutine.
+type Parts struct {
+	final, dir string
+	format     Format
+	schema     Schema
+	opts       PartsOptions
+	lock       *outputLock
+	man        manifest
+
+	cur      Writer // chunk being written, or nil
+	curName  string
+	curRows  int64
+	curBytes int64
+	curStart time.Time
+	now      func() time.Time
+}
+
+type manifest struct {
+	Version  int               `json:"version"`
+	RunID    string            `json:"run_id"` // random; also in the merged output's metadata (RunIDKey)
+	Format   Format            `json:"format"`
+	Columns  []columnMeta      `json:"columns"`
+	Identity map[string]string `json:"identity"`
+	Chunks   []chunkMeta       `json:"chunks"`
+}
+
+type chunkMeta struct {
+	Name  string `json:"name"`
+	First int64  `json:"first"` // first input index the chunk covers
+	Next  int64  `json:"next"`  // one past the last input index it covers
+	// Boundary is the caller's replay point for resuming after this chunk
+	// (embed: the window boundary at or before Next; see Commit).
+	Boundary int64  `json:"boundary"`
+	Rows     int64  `json:"rows"`
+	Bytes    int64  `json:"bytes"`
+	CRC32C   uint32 `json:"crc32c"`
+}
+
+// next is the first input index no committed chunk covers.
+func (m *manifest) next() int64 {
+	if len(m.Chunks) == 0 {
+		return 0
+	}
+	return m.Chunks[len(m.Chunks)-1].Next
+}
+
+// OpenParts starts or resumes the resumable output whose result Finish
+// publishes at final. It holds a lock on the parts directory until Close
+// or Finish, so a second run on the same output fails with ErrLocked.
+func OpenParts(final string, format Format, schema Schema, opts PartsOptions) (*Parts, error) {
+	if err := schema.validate(); err != nil {
+		return nil, fmt.Errorf("output: %s: %w", final, err)
+	}
+	final, err := cleanTarget(final)
+	if err != nil {
+		return nil, err
+	}
+	if format != Parquet && format != NPY {
+		return nil, fmt.Errorf("output: %s: unknown format %q", final, format)
+	}
+	if opts.ChunkRows <= 0 {
+		opts.ChunkRows = 100_000
+	}
+	if opts.ChunkBytes <= 0 {
+		opts.ChunkBytes = 1 << 30
+	}
+	if opts.ChunkEvery <= 0 {
+		opts.ChunkEvery = 2 * time.Minute
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	dir := final + PartsSuffix
+	lock, err := acquireLock(dir)
+	if err != nil {
+		return nil, err
+	}
+	p := &Parts{final: final, dir: dir, format: format, schema: schema, opts: opts, lock: lock, now: time.Now}
+	if err := p.open(); err != nil {
+		lock.release()
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *Parts) open() error {
+	cleanStale(p.dir, p.opts.Log)
+	want := manifest{Version: partsVersion, Format: p.format, Columns: columnsMeta(p.schema.Columns, false), Identity: p.opts.Identity}
+	if !p.opts.Overwrite {
+		if err := p.completed(want); err != nil {
+			return err
+		}
+	}
+	if err := checkExisting(p.final, Options{Overwrite: p.opts.Overwrite, Keep: p.opts.Keep}); err != nil {
+		return err
+	}
+	info, err := os.Lstat(p.dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return p.create(want)
+	case err != nil:
+		return fmt.Errorf("output: %w", err)
+	case !info.IsDir():
+		return fmt.Errorf("output: %s is %s, not a parts directory: %w", p.dir, describe(p.dir, info), ErrNotReplaceable)
+	}
+	have, err := readManifest(p.dir)
+	if err != nil {
+		if !p.opts.Overwrite {
+			return fmt.Errorf("output: %s: %w; move it away, or overwrite to discard it", p.dir, err)
+		}
+		return p.discard(want, err.Error())
+	}
+	want.RunID = have.RunID
+	if diff := have.differs(&want); diff != "" {
+		if !p.opts.Overwrite {
+			return fmt.Errorf("output: %s: %w (%s); rerun with the same model, options and input to resume it, or overwrite to discard it", p.dir, ErrIncompatible, diff)
+		}
+		return p.discard(want, diff)
+	}
+	if p.opts.Overwrite {
+		return p.discard(want, "overwrite")
+	}
+	p.man = *have
+	p.verify()
+	p.removeUnlisted()
+	if n := p.man.next(); n > 0 {
+		p.opts.Log.Info("resuming an earlier run", "parts", p.dir, "chunks", len(p.man.Chunks), "rows", p.Rows(), "next_record", n)
+	}
+	return nil
+}
+
+// completed recognises a run with this run's settings killed between
+// publishing its output and removing its parts: the output's run id is the
+// manifest's.
+func (p *Parts) completed(want manifest) error {
+	if _, err := os.Lstat(p.final); err != nil {
+		return nil
+	}
+	m, err := readManifest(p.dir)
+	if err != nil || m.RunID == "" {
+		return nil
+	}
+	want.RunID = m.RunID
+	if m.differs(&want) != "" {
+		return nil
+	}
+	r, err := Open(p.final)
+	if err != nil {
+		return nil
+	}
+	id := r.Schema().Metadata[RunIDKey]
+	r.Close()
+	if id != m.RunID {
+		return nil
+	}
+	if err := removeOwnDir(p.dir); err != nil {
+		return fmt.Errorf("output: %s is complete, but %s could not be removed: %w", p.final, p.dir, err)
+	}
+	p.opts.Log.Info("an earlier run had completed the output; removed its leftover parts", "output", p.final, "parts", p.dir)
+	return fmt.Errorf("output: %s: %w", p.final, ErrComplete)
+}
+
+// create makes a fresh parts directory with an empty manifest: built under
+// a temporary name and renamed, so a parts directory always has one.
+func (p *Parts) create(m manifest) error {
+	dir, pattern := tempPattern(p.dir)
+	tmp, err := os.MkdirTemp(dir, pattern)
+	if err != nil {
+		return fmt.Errorf("output: %w", err)
+	}
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("output: %w", err)
+	}
+	var id [12]byte
+	if _, err := rand.Read(id[:]); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	m.RunID = hex.EncodeToString(id[:])
+	p.man = m
+	final := p.dir
+	p.dir = tmp
+	err = p.writeManifest()
+	p.dir = final
+	if err == nil {
+		err = renameNoReplace(tmp, final)
+		if errors.Is(err, errRenameUnsupported) {
+			err = os.Rename(tmp, final)
+		}
+	}
+	if err != nil {
+		os.RemoveAll(tmp)
+		return fmt.Errorf("output: %s: %w", final, err)
+	}
+	return syncDir(filepath.Dir(final))
+}
+
+// discard removes an earlier run's parts directory (only its own files) and
+// starts afresh.
+func (p *Parts) discard(m manifest, why string) error {
+	if err := removeOwnDir(p.dir); err != nil {
+		return fmt.Errorf("output: discarding %s: %w", p.dir, err)
+	}
+	p.opts.Log.Warn("discarded an earlier run's parts", "parts", p.dir, "why", why)
+	return p.create(m)
+}
+
+// ownName reports whether name is something a parts directory holds.
+func ownName(name string) bool {
+	return name == "manifest.json" || strings.HasPrefix(name, "chunk-") || strings.HasPrefix(name, ".chunk-") ||
+		strings.HasPrefix(name, ".manifest.json")
+}
+
+// removeOwnDir removes a parts directory if it holds nothing but parts files.
+func removeOwnDir(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	var foreign []string
+	for _, e := range ents {
+		if !ownName(e.Name()) {
+			foreign = append(foreign, e.Name())
+		}
+	}
+	if len(foreign) > 0 {
+		return fmt.Errorf("it also holds %s, which esm2go did not write: %w", listQuoted(foreign, 5), ErrNotReplaceable)
+	}
+	return os.RemoveAll(dir)
+}
+
+func readManifest(dir string) (*manifest, error) {
+	f, err := os.Open(filepath.Join(dir, "manifest.json"))
+	if err != nil {
+		return nil, errors.New("no manifest.json: not a parts directory of a run esm2go can resume")
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxManifest+1))
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("manifest.json: %w", err)
+	}
+	if len(b) > maxManifest {
+		return nil, fmt.Errorf("manifest.json is larger than %d bytes", maxManifest)
+	}
+	var m manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("manifest.json: %w", err)
+	}
+	if m.Version != partsVersion {
+		return nil, fmt.Errorf("manifest.json has layout version %d, this esm2go writes %d", m.Version, partsVersion)
+	}
+	var next int64
+	for i, c := range m.Chunks {
+		if c.Name != filepath.Base(c.Name) || !strings.HasPrefix(c.Name, "chunk-") || c.First != next || c.Next < c.First || c.Rows < 0 || c.Rows > c.Next-c.First || c.Bytes < 0 || c.Boundary < 0 || c.Boundary > c.Next {
+			return nil, fmt.Errorf("manifest.json: chunk %d (%s) is inconsistent", i, quote(c.Name))
+		}
+		next = c.Next
+	}
+	return &m, nil
+}
+
+// differs names the first difference that forbids resuming, or "".
+func (m *manifest) differs(want *manifest) string {
+	if m.Format != want.Format {
+		return fmt.Sprintf("format %s, this run %s", m.Format, want.Format)
+	}
+	if !slices.Equal(m.Columns, want.Columns) {
+		return fmt.Sprintf("columns %s, this run %s", colNames(m.Columns), colNames(want.Columns))
+	}
+	keys := map[string]bool{}
+	for k := range m.Identity {
+		keys[k] = true
+	}
+	for k := range want.Identity {
+		keys[k] = true
+	}
+	sorted := make([]string, 0, len(keys))
+	for k := range keys {
+		sorted = append(sorted, k)
+	}
+	sort.Strings(sorted)
+	for _, k := range sorted {
+		if a, b := m.Identity[k], want.Identity[k]; a != b {
+			return fmt.Sprintf("%s was %s, this run has %s", k, quote(a), quote(b))
+		}
+	}
+	return ""
+}
+
+func colNames(cols []columnMeta) string {
+	names := make([]string, len(cols))
+	for i, c := range cols {
+		names[i] = fmt.Sprintf("%s(%d)", c.Name, c.Dim)
+	}
+	return strings.Join(names, ",")
+}
+
+// verify keeps the longest prefix of listed chunks that are intact on disk.
+func (p *Parts) verify() {
+	for i, c := range p.man.Chunks {
+		size, crc, err := checksum(filepath.Join(p.dir, c.Name))
+		if err == nil && (size != c.Bytes || crc != c.CRC32C) {
+			err = fmt.Errorf("%d bytes with CRC-32C %08x, the manifest says %d bytes, %08x", size, crc, c.Bytes, c.CRC32C)
+		}
+		if err != nil {
+			p.opts.Log.Warn("a committed chunk is damaged: resuming before it", "chunk", c.Name, "err", err, "next_record", c.First)
+			p.man.Chunks = p.man.Chunks[:i]
+			if werr := p.writeManifest(); werr != nil {
+				p.opts.Log.Warn("could not rewrite the manifest", "err", werr)
+			}
+			return
+		}
+	}
+}
+
+// removeUnlisted removes files of chunks that were never committed (a kill
+// between a chunk's publish and the manifest update).
+func (p *Parts) removeUnlisted() {
+	listed := map[string]bool{"manifest.json": true}
+	for _, c := range p.man.Chunks {
+		listed[c.Name] = true
+	}
+	ents, err := os.ReadDir(p.dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		n := e.Name()
+		if listed[n] || !ownName(n) {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(p.dir, n)); err == nil {
+			p.opts.Log.Info("removed an uncommitted chunk of an earlier run", "path", filepath.Join(p.dir, n))
+		}
+	}
+}
+
+// checksum returns the size and CRC-32C of a chunk: a file, or an npy
+// directory's files in name order.
+func checksum(path string) (int64, uint32, error) {
+	info, err := os.Lstat(path)
+	if err != nil {
+		return 0, 0, err
+	}
+	files := []string{path}
+	if info.IsDir() {
+		ents, err := os.ReadDir(path)
+		if err != nil {
+			return 0, 0, err
+		}
+		files = files[:0]
+		for _, e := range ents {
+			if !e.Type().IsRegular() {
+				return 0, 0, fmt.Errorf("%s: unexpected entry %s", path, quote(e.Name()))
+			}
+			files = append(files, filepath.Join(path, e.Name()))
+		}
+	} else if !info.Mode().IsRegular() {
+		return 0, 0, fmt.Errorf("%s is not a file or directory", path)
+	}
+	h := crc32.New(crc32.MakeTable(crc32.Castagnoli))
+	var size int64
+	for _, name := range files {
+		f, err := os.Open(name)
+		if err != nil {
+			return 0, 0, err
+		}
+		n, err := io.Copy(h, f)
+		f.Close()
+		if err != nil {
+			return 0, 0, err
+		}
+		size += n
+	}
+	return size, h.Sum32(), nil
+}
+
+// writeManifest replaces manifest.json atomically and durably.
+func (p *Parts) writeManifest() error {
+	b, err := json.MarshalIndent(&p.man, "", " ")
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(p.dir, ".manifest.json.tmp-*")
+	if err != nil {
+		return fmt.Errorf("output: manifest: %w", err)
+	}
+	_, err = tmp.Write(append(b, '\n'))
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), filepath.Join(p.dir, "manifest.json"))
+	}
+	if err == nil {
+		err = syncDir(p.dir)
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("output: %s: manifest: %w", p.dir, err)
+	}
+	return nil
+}
+
+// Next is the first input index not covered by a committed chunk: a
+// resumed run starts there (every earlier record is embedded or skipped).
+func (p *Parts) Next() int64 { return p.man.next() }
+
+// Boundary is the replay point given with the last commit (0 before any):
+// the caller may need to recompute records from there to resume exactly.
+func (p *Parts) Boundary() int64 {
+	if len(p.man.Chunks) == 0 {
+		return 0
+	}
+	return p.man.Chunks[len(p.man.Chunks)-1].Boundary
+}
+
+// Rows is the number of rows in committed chunks.
+func (p *Parts) Rows() int64 {
+	var n int64
+	for _, c := range p.man.Chunks {
+		n += c.Rows
+	}
+	return n
+}
+
+// Dir is the parts directory.
+func (p *Parts) Dir() string { return p.dir }
+
+// Write appends a row (r.Index >= Next) to the current chunk.
+func (p *Parts) Write(r *Row) error {
+	if r.Index < p.man.next() {
+		return fmt.Errorf("output: record %d (%s) is before the resume point %d", r.Index, quote(r.ID), p.man.next())
+	}
+	if p.cur == nil {
+		if err := p.startChunk(); err != nil {
+			return err
+		}
+	}
+	if err := p.cur.Write(r); err != nil {
+		return err
+	}
+	p.curRows++
+	for _, v := range r.Values {
+		p.curBytes += 4 * int64(len(v))
+	}
+	return nil
+}
+
+func (p *Parts) startChunk() error {
+	ext := ".parquet"
+	if p.format == NPY {
+		ext = ".npy.d"
+	}
+	p.curName = fmt.Sprintf("chunk-%06d%s", len(p.man.Chunks), ext)
+	w, err := CreateWithOptions(filepath.Join(p.dir, p.curName), p.format, p.schema, Options{Overwrite: true})
+	if err != nil {
+		return err
+	}
+	p.cur, p.curRows, p.curBytes, p.curStart = w, 0, 0, p.now()
+	return nil
+}
+
+// Due reports whether the current chunk is big or old enough to commit.
+func (p *Parts) Due() bool {
+	return p.cur != nil && (p.curRows >= p.opts.ChunkRows || p.curBytes >= p.opts.ChunkBytes || p.now().Sub(p.curStart) >= p.opts.ChunkEvery)
+}
+
+// Commit makes the rows written so far durable as a chunk covering input
+// records up to next (exclusive; records without a row in that range were
+// skipped), and records boundary (<= next) for Boundary. A commit with no
+// new rows and no new records does nothing.
+func (p *Parts) Commit(next, boundary int64) error {
+	if boundary < 0 || boundary > next {
+		return fmt.Errorf("output: commit up to record %d with replay point %d", next, boundary)
+	}
+	first := p.man.next()
+	if next < first {
+		return fmt.Errorf("output: commit up to record %d, before the committed %d", next, first)
+	}
+	if p.cur == nil {
+		if next == first {
+			return nil
+		}
+		if err := p.startChunk(); err != nil { // records were all skipped: an empty chunk records that
+			return err
+		}
+	}
+	w, name, rows := p.cur, p.curName, p.curRows
+	p.cur = nil
+	if err := w.Close(); err != nil {
+		return err
+	}
+	size, crc, err := checksum(filepath.Join(p.dir, name))
+	if err != nil {
+		return fmt.Errorf("output: %s: %w", p.dir, err)
+	}
+	p.man.Chunks = append(p.man.Chunks, chunkMeta{Name: name, First: first, Next: next, Boundary: boundary, Rows: rows, Bytes: size, CRC32C: crc})
+	if err := p.writeManifest(); err != nil {
+		p.man.Chunks = p.man.Chunks[:len(p.man.Chunks)-1]
+		return err
+	}
+	return nil
+}
+
+// Chunks returns the paths of the committed chunks, in input order.
+func (p *Parts) Chunks() []string {
+	out := make([]string, len(p.man.Chunks))
+	for i, c := range p.man.Chunks {
+		out[i] = filepath.Join(p.dir, c.Name)
+	}
+	return out
+}
+
+// Finish commits what is left (up to next), merges every chunk into the
+// final output, removes the parts directory and releases the lock.
+func (p *Parts) Finish(next int64, metadata map[string]string) error {
+	defer p.Close()
+	if err := p.Commit(next, next); err != nil {
+		return err
+	}
+	meta := maps.Clone(metadata)
+	if meta == nil {
+		meta = map[string]string{}
+	}
+	meta[RunIDKey] = p.man.RunID
+	_, err := Merge(p.final, p.Chunks(), MergeOptions{Overwrite: p.opts.Overwrite, Keep: p.opts.Keep, Log: p.opts.Log, Metadata: meta})
+	if err != nil {
+		return fmt.Errorf("output: merging %s: %w", p.dir, err)
+	}
+	if err := removeOwnDir(p.dir); err != nil {
+		p.opts.Log.Warn("the output is complete, but its parts directory could not be removed", "parts", p.dir, "err", err)
+	}
+	return nil
+}
+
+// Close abandons the current uncommitted chunk (its rows are lost; call
+// Commit first to keep them) and releases the lock; committed chunks stay
+// for a later run to resume. It is a no-op after Finish or Close.
+func (p *Parts) Close() error {
+	var err error
+	if p.cur != nil {
+		err = p.cur.Abort()
+		p.cur = nil
+	}
+	p.lock.release()
+	return err
+}

@@ -1,0 +1,245 @@
+package output
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+var testIdentity = map[string]string{"model": "abc", "layers": "33"}
+
+// indexed returns n test rows with indices 0..n-1.
+func indexed(n int) []Row {
+	base := testRows(testSchema)
+	rows := make([]Row, n)
+	for i := range rows {
+		r := base[i%len(base)]
+		r.Index = int64(i)
+		rows[i] = r
+	}
+	return rows
+}
+
+// writeParts writes rows [from, to) committing every `every` rows.
+func writeParts(t *testing.T, p *Parts, rows []Row, from, to int, every int) {
+	t.Helper()
+	for i := from; i < to; i++ {
+		if err := p.Write(&rows[i]); err != nil {
+			t.Fatal(err)
+		}
+		if (i+1)%every == 0 {
+			if err := p.Commit(int64(i+1), int64(i+1)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+func readAll(t *testing.T, path string, f Format) []Row {
+	t.Helper()
+	if f == Parquet {
+		rows, _ := readParquet(t, path, testSchema)
+		return rows
+	}
+	r, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var out []Row
+	for {
+		var row Row
+		if err := r.Next(&row); err != nil {
+			break
+		}
+		out = append(out, row)
+	}
+	return out
+}
+
+// TestPartsResume: a run that stops after some commits is resumed by the
+// next one with the same identity; the final output holds every row once,
+// in order, and the parts directory is gone.
+func TestPartsResume(t *testing.T) {
+	for _, f := range formats {
+		t.Run(string(f), func(t *testing.T) {
+			dir := t.TempDir()
+			out := filepath.Join(dir, "emb")
+			rows := indexed(10)
+			p, err := OpenParts(out, f, testSchema, PartsOptions{Identity: testIdentity})
+			if err != nil {
+				t.Fatal(err)
+			}
+			writeParts(t, p, rows, 0, 7, 3) // commits 0..2 and 3..5; row 6 uncommitted
+			if _, err := OpenParts(out, f, testSchema, PartsOptions{Identity: testIdentity}); !errors.Is(err, ErrLocked) {
+				t.Fatalf("second run while the first holds the parts: %v", err)
+			}
+			p.Close() // killed: row 6 is lost, 0..5 are committed
+
+			p, err = OpenParts(out, f, testSchema, PartsOptions{Identity: testIdentity})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.Next() != 6 || p.Rows() != 6 {
+				t.Fatalf("resume at %d with %d rows, want 6, 6", p.Next(), p.Rows())
+			}
+			if err := p.Write(&rows[5]); err == nil {
+				t.Fatal("a row before the resume point was accepted")
+			}
+			writeParts(t, p, rows, 6, 10, 100)
+			if err := p.Finish(10, testSchema.Metadata); err != nil {
+				t.Fatal(err)
+			}
+			if names := dirEntries(t, dir); !reflect.DeepEqual(names, []string{"emb"}) {
+				t.Fatalf("left %v", names)
+			}
+			got := readAll(t, out, f)
+			if len(got) != 10 {
+				t.Fatalf("%d rows", len(got))
+			}
+			for i := range got {
+				if got[i].Index != int64(i) || got[i].ID != sanitizeID(rows[i].ID) {
+					t.Fatalf("row %d: index %d id %q", i, got[i].Index, got[i].ID)
+				}
+			}
+		})
+	}
+}
+
+func TestPartsRefuseOtherIdentity(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "emb")
+	p, err := OpenParts(out, Parquet, testSchema, PartsOptions{Identity: testIdentity})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeParts(t, p, indexed(4), 0, 4, 2)
+	p.Close()
+	other := map[string]string{"model": "def", "layers": "33"}
+	_, err = OpenParts(out, Parquet, testSchema, PartsOptions{Identity: other})
+	if !errors.Is(err, ErrIncompatible) || !strings.Contains(err.Error(), `model was "abc", this run has "def"`) {
+		t.Fatalf("other model: %v", err)
+	}
+	if _, err := OpenParts(out, NPY, testSchema, PartsOptions{Identity: testIdentity}); !errors.Is(err, ErrIncompatible) {
+		t.Fatalf("other format: %v", err)
+	}
+	// Overwrite starts over.
+	p, err = OpenParts(out, Parquet, testSchema, PartsOptions{Identity: other, Overwrite: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Next() != 0 {
+		t.Fatalf("overwrite resumed at %d", p.Next())
+	}
+	p.Close()
+}
+
+// TestPartsDamage: a damaged chunk and everything after it are dropped; a
+// chunk published but never listed (killed before the manifest update) is
+// removed; a foreign file stops a discard.
+func TestPartsDamage(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "emb")
+	rows := indexed(9)
+	p, err := OpenParts(out, Parquet, testSchema, PartsOptions{Identity: testIdentity})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeParts(t, p, rows, 0, 9, 3)
+	chunks := p.Chunks()
+	p.Close()
+	b, _ := os.ReadFile(chunks[1])
+	b[len(b)/2] ^= 0xff
+	os.WriteFile(chunks[1], b, 0o644)
+	os.WriteFile(filepath.Join(out+PartsSuffix, "chunk-000099.parquet"), []byte("uncommitted"), 0o644)
+	var log strings.Builder
+	p, err = OpenParts(out, Parquet, testSchema, PartsOptions{Identity: testIdentity, Log: testLogger(&log)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Next() != 3 {
+		t.Fatalf("resume at %d after damage to chunk 1, want 3", p.Next())
+	}
+	if !strings.Contains(log.String(), "damaged") || !strings.Contains(log.String(), "uncommitted chunk") {
+		t.Errorf("log: %s", log.String())
+	}
+	if _, err := os.Stat(filepath.Join(out+PartsSuffix, "chunk-000099.parquet")); !os.IsNotExist(err) {
+		t.Error("an unlisted chunk was kept")
+	}
+	writeParts(t, p, rows, 3, 9, 3)
+	if err := p.Finish(9, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, out, Parquet); len(got) != 9 {
+		t.Fatalf("%d rows after repair", len(got))
+	}
+
+	// A parts directory holding a file esm2go did not write is never discarded.
+	out2 := filepath.Join(t.TempDir(), "emb")
+	os.Mkdir(out2+PartsSuffix, 0o755)
+	os.WriteFile(filepath.Join(out2+PartsSuffix, "notes.txt"), []byte("mine"), 0o644)
+	if _, err := OpenParts(out2, Parquet, testSchema, PartsOptions{Overwrite: true}); !errors.Is(err, ErrNotReplaceable) {
+		t.Fatalf("discarding a directory with a foreign file: %v", err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(out2+PartsSuffix, "notes.txt")); string(b) != "mine" {
+		t.Fatal("foreign file touched")
+	}
+}
+
+// TestPartsSkippedOnly: a commit covering only skipped records still moves
+// the resume point.
+func TestPartsSkippedOnly(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "emb")
+	p, err := OpenParts(out, NPY, testSchema, PartsOptions{Identity: testIdentity})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Commit(4, 2); err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	p, err = OpenParts(out, NPY, testSchema, PartsOptions{Identity: testIdentity})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if p.Next() != 4 || p.Rows() != 0 || p.Boundary() != 2 {
+		t.Fatalf("next %d rows %d", p.Next(), p.Rows())
+	}
+}
+
+// TestPartsKilledAfterPublish: a run killed after publishing its output but
+// before removing its parts is recognised as complete by a run with the
+// same settings; a run with other settings is told the output exists.
+func TestPartsKilledAfterPublish(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "emb")
+	p, err := OpenParts(out, NPY, testSchema, PartsOptions{Identity: testIdentity})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeParts(t, p, indexed(3), 0, 3, 100)
+	if err := p.Commit(3, 3); err != nil {
+		t.Fatal(err)
+	}
+	keep := filepath.Join(t.TempDir(), "parts")
+	if err := os.CopyFS(keep, os.DirFS(out+PartsSuffix)); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Finish(3, nil); err != nil {
+		t.Fatal(err)
+	}
+	os.CopyFS(out+PartsSuffix, os.DirFS(keep)) // as if killed before the removal
+	if _, err := OpenParts(out, NPY, testSchema, PartsOptions{Identity: map[string]string{"model": "other"}}); !errors.Is(err, ErrExists) {
+		t.Fatalf("other settings: %v, want ErrExists", err)
+	}
+	if _, err := OpenParts(out, NPY, testSchema, PartsOptions{Identity: testIdentity}); !errors.Is(err, ErrComplete) {
+		t.Fatalf("same settings: %v, want ErrComplete", err)
+	}
+	if _, err := os.Stat(out + PartsSuffix); !os.IsNotExist(err) {
+		t.Fatal("leftover parts kept")
+	}
+	if got := readAll(t, out, NPY); len(got) != 3 {
+		t.Fatalf("%d rows", len(got))
+	}
+}
