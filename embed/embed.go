@@ -106,8 +106,7 @@ func run(ctx context.Context, cfg esm.Config, devs []Device, opts Options) (*Sum
 	if errors.Is(err, output.ErrComplete) {
 		// An earlier run with these settings published it and was killed
 		// while cleaning up: nothing is left to do.
-		o.Log.Info("the output is already complete", "output", o.Out)
-		return &Summary{Output: o.Out}, nil
+		return &Summary{Output: o.Out, Complete: true}, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("embed: %w", err)

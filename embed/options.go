@@ -99,6 +99,9 @@ type Summary struct {
 	// above are their sums).
 	Devices []DeviceSummary
 	Output  string // where the result was published, or the parts directory holding committed rows
+	// Complete says the output already existed, written by a run with the
+	// same identity: nothing was done.
+	Complete bool
 	// Resumed is the number of input records an earlier run had already
 	// embedded or skipped (committed); this run started after them.
 	Resumed int64

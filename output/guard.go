@@ -61,12 +61,26 @@ func Check(path string, opts Options) error {
 		}
 		l.release()
 	}
-	if _, err := os.Stat(filepath.Join(path+PartsSuffix, "manifest.json")); err == nil && !opts.Overwrite {
-		// A resumable run's parts: OpenParts decides (the output may be
-		// that run's, complete but not yet cleaned up).
+	if !opts.Overwrite && writtenWithIdentity(path) {
+		// OpenParts decides: it may be this very run's output, complete.
 		return nil
 	}
 	return checkExisting(path, opts)
+}
+
+// writtenWithIdentity reports whether path is an output whose metadata
+// names the identity of the run that wrote it.
+func writtenWithIdentity(path string) bool {
+	if _, err := os.Lstat(path); err != nil {
+		return false
+	}
+	r, err := Open(path)
+	if err != nil {
+		return false
+	}
+	defer r.Close()
+	_, ok := r.Schema().Metadata[IdentityKey]
+	return ok
 }
 
 // cleanTarget refuses paths that can never be an output's final name.
@@ -268,6 +282,11 @@ func cleanStale(final string, log *slog.Logger) {
 				recoverAside(target, p, log)
 			case strings.HasPrefix(n, base+".tmp-"):
 				removeTemp(p, log)
+			case strings.HasPrefix(n, base+".done-"):
+				// A finished parts directory whose removal was interrupted.
+				if err := removeOwnDir(filepath.Join(p, "parts")); err == nil || errors.Is(err, fs.ErrNotExist) {
+					os.Remove(p)
+				}
 			}
 		}
 	}

@@ -57,9 +57,10 @@ const maxManifest = 64 << 20
 // before removing its parts is recognised as complete.
 const RunIDKey = "esm2go.run_id"
 
-// ErrComplete is returned (wrapped) by OpenParts when the output was already
-// published by the run whose parts directory is found: that run completed
-// (it was killed while cleaning up), and its leftover parts were removed.
+// ErrComplete is returned (wrapped) by OpenParts when the output already
+// exists and was written by a run with the same format, columns and
+// identity: there is nothing to do (leftover parts of that run, killed
+// while cleaning up, are removed).
 var ErrComplete = errors.New("the output is already complete")
 
 // ErrIncompatible is returned (wrapped) when an existing parts directory
@@ -217,35 +218,43 @@ func (p *Parts) open() error {
 	return nil
 }
 
-// completed recognises a run with this run's settings killed between
-// publishing its output and removing its parts: the output's run id is the
-// manifest's.
+// completed recognises an output this run would write, already complete:
+// published by a run with the same format, columns and identity (its
+// metadata says so), possibly killed before it could remove its parts
+// (they are removed now). Schedulers that rerun a job whose process was
+// killed after the work was done then succeed at once.
 func (p *Parts) completed(want manifest) error {
 	if _, err := os.Lstat(p.final); err != nil {
-		return nil
-	}
-	m, err := readManifest(p.dir)
-	if err != nil || m.RunID == "" {
-		return nil
-	}
-	want.RunID = m.RunID
-	if m.differs(&want) != "" {
 		return nil
 	}
 	r, err := Open(p.final)
 	if err != nil {
 		return nil
 	}
-	id := r.Schema().Metadata[RunIDKey]
+	sch, format := r.Schema(), r.Format()
 	r.Close()
-	if id != m.RunID {
+	if format != p.format || !slices.Equal(columnsMeta(sch.Columns, false), want.Columns) || sch.Metadata[IdentityKey] != identityJSON(want.Identity) {
 		return nil
 	}
-	if err := removeOwnDir(p.dir); err != nil {
-		return fmt.Errorf("output: %s is complete, but %s could not be removed: %w", p.final, p.dir, err)
+	if m, err := readManifest(p.dir); err == nil && m.RunID == sch.Metadata[RunIDKey] {
+		if err := retire(p.dir); err != nil {
+			return fmt.Errorf("output: %s is complete, but %s could not be removed: %w", p.final, p.dir, err)
+		}
+		p.opts.Log.Info("removed the parts of the run that completed the output", "parts", p.dir)
 	}
-	p.opts.Log.Info("an earlier run had completed the output; removed its leftover parts", "output", p.final, "parts", p.dir)
 	return fmt.Errorf("output: %s: %w", p.final, ErrComplete)
+}
+
+// IdentityKey is the metadata key of a merged output holding the identity
+// (PartsOptions.Identity) of the run that wrote it, as JSON.
+const IdentityKey = "esm2go.identity"
+
+func identityJSON(id map[string]string) string {
+	if id == nil {
+		id = map[string]string{}
+	}
+	b, _ := json.Marshal(id) // map keys are sorted
+	return string(b)
 }
 
 // create makes a fresh parts directory with an empty manifest: built under
@@ -616,14 +625,34 @@ func (p *Parts) Finish(next int64, metadata map[string]string) error {
 		meta = map[string]string{}
 	}
 	meta[RunIDKey] = p.man.RunID
+	meta[IdentityKey] = identityJSON(p.opts.Identity)
 	_, err := Merge(p.final, p.Chunks(), MergeOptions{Overwrite: p.opts.Overwrite, Keep: p.opts.Keep, Log: p.opts.Log, Metadata: meta})
 	if err != nil {
 		return fmt.Errorf("output: merging %s: %w", p.dir, err)
 	}
-	if err := removeOwnDir(p.dir); err != nil {
+	if err := retire(p.dir); err != nil {
 		p.opts.Log.Warn("the output is complete, but its parts directory could not be removed", "parts", p.dir, "err", err)
 	}
 	return nil
+}
+
+// retire removes a finished parts directory: first renamed out of the way
+// (".<base>.done-*", in one step), then removed, so that a kill during the
+// removal never leaves a parts directory without its manifest.
+func retire(dir string) error {
+	done, err := os.MkdirTemp(filepath.Dir(dir), "."+filepath.Base(dir)+".done-*")
+	if err != nil {
+		return err
+	}
+	target := filepath.Join(done, "parts")
+	if err := os.Rename(dir, target); err != nil {
+		os.Remove(done)
+		return err
+	}
+	if err := removeOwnDir(target); err != nil {
+		return err
+	}
+	return os.Remove(done)
 }
 
 // Close abandons the current uncommitted chunk (its rows are lost; call

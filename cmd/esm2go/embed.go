@@ -344,6 +344,10 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return withOverwriteHint(err)
 	}
+	if sum.Complete {
+		note(fmt.Sprintf("%s is already complete (written by a run with the same model, options and input); nothing to do (--overwrite recomputes it)", f.out))
+		return nil
+	}
 	pr.summary(sum, f.out)
 	return nil
 }

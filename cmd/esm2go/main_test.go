@@ -234,9 +234,14 @@ func TestEmbedNPY(t *testing.T) {
 		}
 	}
 
-	// Again without --overwrite fails; with it succeeds.
+	// Again: the same run is already complete; another run (other
+	// layers) is refused without --overwrite; with it, it succeeds.
+	if code, _, stderr := runCLI(t, "embed", "--model", tinyModel, "--device", "cpu", "--format", "npy", "--include", "mean,per_tok",
+		"--repr-layers", "-1,0", "--out", out, fasta); code != 0 || !strings.Contains(stderr, "already complete") {
+		t.Errorf("same run again: status %d, stderr %q", code, stderr)
+	}
 	if code, _, _ := runCLI(t, "embed", "--model", tinyModel, "--device", "cpu", "--format", "npy", "--out", out, fasta); code != 1 {
-		t.Errorf("second run without --overwrite: status %d, want 1", code)
+		t.Errorf("another run without --overwrite: status %d, want 1", code)
 	}
 	if code, _, stderr := runCLI(t, "embed", "--model", tinyModel, "--device", "cpu", "--format", "npy", "--overwrite", "--quiet", "--out", out, fasta); code != 0 || stderr != "" {
 		t.Errorf("--overwrite --quiet: status %d, stderr %q", code, stderr)
