@@ -199,9 +199,8 @@ __device__ void rotary(E* qkv, const int* __restrict__ pos, const float* __restr
 // gelu: x(n) = 0.5 x (1 + erf(x / sqrt 2)) in place: the exact erf GELU
 // (not the tanh form), the formula PyTorch's GELU evaluates in fp32 for
 // fp16/bf16 tensors. Each thread handles 16 bytes (8 fp16/bf16 or 4 fp32)
-// per step so enough loads are in flight to reach memory bandwidth (the
-// one-element form was latency-bound: 310 us for 85M fp16 elements on an
-// H100); a scalar loop takes the tail when n or x is not 16-byte aligned.
+// per step so enough loads are in flight to reach memory bandwidth; a
+// scalar loop takes the tail when n or x is not 16-byte aligned.
 __device__ __forceinline__ float gelu_f(float v) { return 0.5f * v * (1.f + erff(v * 0.70710678118654752f)); }
 template <typename E>
 __device__ void gelu(E* x, long n) {

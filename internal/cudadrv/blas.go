@@ -52,9 +52,6 @@ const (
 	// ComputeF32Pedantic is CUBLAS_COMPUTE_32F_PEDANTIC: fp32 throughout, no
 	// reduced-precision shortcuts; for parity tests against the CPU.
 	ComputeF32Pedantic
-	// ComputeF32FastTF32 is CUBLAS_COMPUTE_32F_FAST_TF32: fp32 inputs rounded
-	// to TF32 on tensor cores (relative error ~1e-3).
-	ComputeF32FastTF32
 )
 
 // cublasComputeType_t values (cublas_api.h).
@@ -62,8 +59,6 @@ func (c Compute) cublas() C.int {
 	switch c {
 	case ComputeF32Pedantic:
 		return 69
-	case ComputeF32FastTF32:
-		return 77
 	default:
 		return 68
 	}
@@ -78,9 +73,7 @@ type Precision struct {
 // Common precisions.
 var (
 	FP32Pedantic = Precision{F32, F32, ComputeF32Pedantic} // parity with the CPU reference
-	FP32         = Precision{F32, F32, ComputeF32}
-	TF32         = Precision{F32, F32, ComputeF32FastTF32}
-	FP16         = Precision{F16, F16, ComputeF32} // fp16 in and out, fp32 accumulation
+	FP16         = Precision{F16, F16, ComputeF32}         // fp16 in and out, fp32 accumulation
 	BF16Prec     = Precision{BF16, BF16, ComputeF32}
 )
 

@@ -6,7 +6,6 @@ package cudadrv
 import "C"
 
 import (
-	"errors"
 	"fmt"
 )
 
@@ -77,6 +76,3 @@ func blasErr(call, args string, r C.cublasStatus_t) error {
 		Msg:  C.GoString(C.esm_cublasGetStatusString(r)),
 		oom:  r == cublasStatusAllocFailed}
 }
-
-// IsOutOfMemory is errors.Is(err, ErrOutOfMemory).
-func IsOutOfMemory(err error) bool { return errors.Is(err, ErrOutOfMemory) }

@@ -64,8 +64,6 @@ int esm_load(int lib, const char* path, char* err, size_t errlen);
 	X(ESM_LIB_CUDA, CUresult, cuMemFree, "cuMemFree_v2", NULL, (CUdeviceptr p), (p)) \
 	X(ESM_LIB_CUDA, CUresult, cuMemHostAlloc, "cuMemHostAlloc", NULL, (void** p, size_t n, unsigned int flags), (p, n, flags)) \
 	X(ESM_LIB_CUDA, CUresult, cuMemFreeHost, "cuMemFreeHost", NULL, (void* p), (p)) \
-	X(ESM_LIB_CUDA, CUresult, cuMemcpyHtoD, "cuMemcpyHtoD_v2", NULL, (CUdeviceptr dst, const void* src, size_t n), (dst, src, n)) \
-	X(ESM_LIB_CUDA, CUresult, cuMemcpyDtoH, "cuMemcpyDtoH_v2", NULL, (void* dst, CUdeviceptr src, size_t n), (dst, src, n)) \
 	X(ESM_LIB_CUDA, CUresult, cuMemcpyHtoDAsync, "cuMemcpyHtoDAsync_v2", NULL, (CUdeviceptr dst, const void* src, size_t n, CUstream s), (dst, src, n, s)) \
 	X(ESM_LIB_CUDA, CUresult, cuMemcpyDtoHAsync, "cuMemcpyDtoHAsync_v2", NULL, (void* dst, CUdeviceptr src, size_t n, CUstream s), (dst, src, n, s)) \
 	X(ESM_LIB_CUDA, CUresult, cuMemcpyDtoDAsync, "cuMemcpyDtoDAsync_v2", NULL, (CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream s), (dst, src, n, s)) \
@@ -84,7 +82,6 @@ int esm_load(int lib, const char* path, char* err, size_t errlen);
 	X(ESM_LIB_CUDA, CUresult, cuModuleUnload, "cuModuleUnload", NULL, (CUmodule m), (m)) \
 	X(ESM_LIB_CUDA, CUresult, cuModuleGetFunction, "cuModuleGetFunction", NULL, (CUfunction* f, CUmodule m, const char* name), (f, m, name)) \
 	X(ESM_LIB_CUDA, CUresult, cuFuncSetAttribute, "cuFuncSetAttribute", NULL, (CUfunction f, int attr, int v), (f, attr, v)) \
-	X(ESM_LIB_CUDA, CUresult, cuFuncGetAttribute, "cuFuncGetAttribute", NULL, (int* v, int attr, CUfunction f), (v, attr, f)) \
 	X(ESM_LIB_CUDA, CUresult, cuLaunchKernel, "cuLaunchKernel", NULL, \
 		(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, unsigned int by, unsigned int bz, \
 		 unsigned int shared, CUstream s, void** params, void** extra), \
