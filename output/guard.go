@@ -342,7 +342,8 @@ func removeTemp(p string, log *slog.Logger) {
 		size = 0
 		for _, e := range ents {
 			ext := filepath.Ext(e.Name())
-			if !e.Type().IsRegular() || (ext != ".npy" && ext != ".tsv" && ext != ".json") {
+			manifest := strings.HasPrefix(e.Name(), ".manifest.json.tmp-") // a parts directory being created
+			if !e.Type().IsRegular() || (ext != ".npy" && ext != ".tsv" && ext != ".json" && !manifest) {
 				log.Warn("left in place: an unfinished output of an earlier run holds unexpected entries", "path", p)
 				return
 			}
