@@ -17,8 +17,15 @@ import (
 )
 
 // refParse is a plain line-by-line reading of the FASTA rules, the twin the
-// concurrent reader is checked against.
+// concurrent reader is checked against, with the default caps.
 func refParse(source string, data []byte, index int64) []Record {
+	return refParseOpts(source, data, index, Options{})
+}
+
+// refParseOpts is refParse with the caps of o: it reads every record whole,
+// then cuts Seq and Header as the rules say.
+func refParseOpts(source string, data []byte, index int64, o Options) []Record {
+	o = o.withDefaults()
 	var lines [][]byte
 	start := 0
 	for i := 0; i < len(data); i++ {
@@ -44,12 +51,17 @@ func refParse(source string, data []byte, index int64) []Record {
 	for n, l := range lines {
 		t := bytes.TrimLeftFunc(l, blank)
 		if len(t) > 0 && t[0] == '>' {
-			h := strings.ToValidUTF8(string(bytes.TrimFunc(t[1:], blank)), "\uFFFD")
+			raw := bytes.TrimLeftFunc(t[1:], blank)
+			var cut int64
+			if len(raw) > o.maxHeader {
+				raw, cut = raw[:o.maxHeader], int64(len(raw)-o.maxHeader)
+			}
+			h := strings.ToValidUTF8(string(bytes.TrimRightFunc(raw, blank)), "\uFFFD")
 			id := h
 			if i := strings.IndexFunc(h, blank); i >= 0 {
 				id = h[:i]
 			}
-			recs = append(recs, Record{Source: source, Line: n + 1, ID: id, Header: h, Seq: []byte{}})
+			recs = append(recs, Record{Source: source, Line: n + 1, ID: id, Header: h, Seq: []byte{}, HeaderCut: cut})
 			cur = len(recs) - 1
 			continue
 		}
@@ -69,7 +81,16 @@ func refParse(source string, data []byte, index int64) []Record {
 		recs[cur].Seq = append(recs[cur].Seq, seq...)
 	}
 	for i := range recs {
-		recs[i].Index = index + int64(i)
+		r := &recs[i]
+		r.Index = index + int64(i)
+		r.Total = int64(len(r.Seq))
+		keep := o.MaxResidues
+		if r.Problem != "" {
+			keep = o.maxPreamble
+		}
+		if keep > 0 && len(r.Seq) > keep {
+			r.Seq = r.Seq[:keep]
+		}
 	}
 	return recs
 }
@@ -114,7 +135,8 @@ func diffRecords(t testing.TB, what string, got, want []Record) {
 	for i := range min(len(got), len(want)) {
 		g, w := got[i], want[i]
 		if g.Source != w.Source || g.Line != w.Line || g.Index != w.Index || g.ID != w.ID ||
-			g.Header != w.Header || !bytes.Equal(g.Seq, w.Seq) || g.Problem != w.Problem {
+			g.Header != w.Header || !bytes.Equal(g.Seq, w.Seq) || g.Problem != w.Problem ||
+			g.Total != w.Total || g.HeaderCut != w.HeaderCut {
 			t.Fatalf("%s: record %d:\n got %s\nwant %s", what, i, fmtRecord(g), fmtRecord(w))
 		}
 		if !utf8.ValidString(g.ID) || !utf8.ValidString(g.Header) {
@@ -130,6 +152,12 @@ func fmtRecord(r Record) string {
 		fmt.Fprintf(&b, " problem=%q", r.Problem)
 	}
 	fmt.Fprintf(&b, " id=%q header=%q len=%d seq=%q", r.ID, r.Header, len(r.Seq), r.Seq)
+	if r.Truncated() {
+		fmt.Fprintf(&b, " total=%d", r.Total)
+	}
+	if r.HeaderCut != 0 {
+		fmt.Fprintf(&b, " headercut=%d", r.HeaderCut)
+	}
 	return b.String()
 }
 

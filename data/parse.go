@@ -3,14 +3,14 @@ package data
 import (
 	"bytes"
 	"encoding/binary"
-	"strings"
+	"math/bits"
+	"slices"
 	"unicode/utf8"
 )
 
-// Byte-level FASTA scanning. All functions work on one buffer in place: no
-// per-line allocation. A line break is '\n', or '\r' not followed by '\n'
-// (so CRLF counts once); a line starts at index 0 of a buffer that starts at a
-// line start, or after a break.
+// Byte-level FASTA scanning. A line break is '\n', or '\r' not followed by
+// '\n' (so CRLF counts once); a line starts after a break or at the start of
+// the input.
 
 // isBlank reports the horizontal blanks: space, tab, vertical tab, form feed.
 func isBlank(c byte) bool {
@@ -28,32 +28,123 @@ var keepTable = func() (t [256]byte) {
 	return t
 }()
 
-// compact removes all ASCII whitespace from b in place and returns the new
-// length. Words of 8 bytes without any byte below '!' (the usual case in
-// sequence lines) are moved whole.
-func compact(b []byte) int {
-	const ones, highs = 0x0101010101010101, 0x8080808080808080
+const (
+	ones  = 0x0101010101010101
+	highs = 0x8080808080808080
+	lows  = 0x7f7f7f7f7f7f7f7f
+)
+
+// compactTo copies the bytes of src that are not ASCII whitespace to dst
+// (len(dst) >= len(src), no overlap) and returns how many it copied. Words of
+// 8 bytes without any byte below '!' (the usual case in sequence lines) are
+// moved whole.
+func compactTo(dst, src []byte) int {
 	n, i := 0, 0
-	for ; i+8 <= len(b); i += 8 {
-		x := binary.LittleEndian.Uint64(b[i:])
+	for ; i+8 <= len(src); i += 8 {
+		x := binary.LittleEndian.Uint64(src[i:])
 		if (x-'!'*ones)&^x&highs == 0 { // no byte < '!': nothing to remove
-			binary.LittleEndian.PutUint64(b[n:], x) // n <= i: never past what was read
+			binary.LittleEndian.PutUint64(dst[n:], x) // n <= i <= len(dst)-8
 			n += 8
 			continue
 		}
 		for k := 0; k < 64; k += 8 {
 			c := byte(x >> k)
-			b[n] = c
+			dst[n] = c
 			n += int(keepTable[c])
 		}
 	}
-	for ; i < len(b); i++ {
-		c := b[i]
-		b[n] = c
+	for ; i < len(src); i++ {
+		c := src[i]
+		dst[n] = c
 		n += int(keepTable[c])
 	}
 	return n
 }
+
+// whitespace8 returns 0x80 in each byte of x that is ASCII whitespace
+// (9..13 or 32), 0 elsewhere. Every step works on 7-bit lanes, so no carry
+// crosses a byte.
+func whitespace8(x uint64) uint64 {
+	z := x & lows
+	ge9 := (z + (0x80-9)*ones) & highs // lane >= 9
+	ge14 := (z + (0x80-14)*ones) & highs
+	y := z ^ (' ' * ones)
+	sp := ^((y + lows) | y) & highs // lane == ' '
+	return (ge9&^ge14 | sp) &^ x    // a byte >= 0x80 is never whitespace
+}
+
+// countResidues returns how many bytes of b are not ASCII whitespace.
+func countResidues(b []byte) int {
+	ws, i := 0, 0
+	for ; i+32 <= len(b); i += 32 {
+		x0 := binary.LittleEndian.Uint64(b[i:])
+		x1 := binary.LittleEndian.Uint64(b[i+8:])
+		x2 := binary.LittleEndian.Uint64(b[i+16:])
+		x3 := binary.LittleEndian.Uint64(b[i+24:])
+		const lt = '!' * ones
+		if ((x0-lt)&^x0|(x1-lt)&^x1|(x2-lt)&^x2|(x3-lt)&^x3)&highs == 0 {
+			continue // no byte < '!': no whitespace
+		}
+		ws += bits.OnesCount64(whitespace8(x0)) + bits.OnesCount64(whitespace8(x1)) +
+			bits.OnesCount64(whitespace8(x2)) + bits.OnesCount64(whitespace8(x3))
+	}
+	for ; i+8 <= len(b); i += 8 {
+		ws += bits.OnesCount64(whitespace8(binary.LittleEndian.Uint64(b[i:])))
+	}
+	for ; i < len(b); i++ {
+		ws += int(1 - keepTable[b[i]])
+	}
+	return len(b) - ws
+}
+
+// skipBlanks returns the position of the first byte at or after i in b
+// that is not a blank, or len(b).
+func skipBlanks(b []byte, i int) int {
+	for ; i+8 <= len(b); i += 8 {
+		x := binary.LittleEndian.Uint64(b[i:])
+		nl, cr := x^('\n'*ones), x^('\r'*ones)
+		isNL := ^((nl&lows + lows) | nl) & highs // lane == '\n'
+		isCR := ^((cr&lows + lows) | cr) & highs
+		if whitespace8(x)&^isNL&^isCR != highs {
+			break
+		}
+	}
+	for i < len(b) && isBlank(b[i]) {
+		i++
+	}
+	return i
+}
+
+// appendResidues appends the bytes of src that are not ASCII whitespace to
+// dst, at most room of them (room < 0: all), and returns dst and how many
+// src holds in all. dst grows past its result by at most
+// max(room, residuePiece) bytes of scratch, never by len(src), when room is
+// smaller than len(src).
+func appendResidues(dst, src []byte, room int) ([]byte, int) {
+	if room < 0 || room >= len(src) { // everything fits: compaction only shrinks
+		old := len(dst)
+		dst = slices.Grow(dst, len(src))[:old+len(src)]
+		n := compactTo(dst[old:], src)
+		return dst[:old+n], n
+	}
+	total := 0
+	for room > 0 && len(src) > 0 {
+		piece := src[:min(len(src), max(room, residuePiece))]
+		src = src[len(piece):]
+		old := len(dst)
+		dst = slices.Grow(dst, len(piece))[:old+len(piece)]
+		n := compactTo(dst[old:], piece)
+		keep := min(n, room)
+		dst = dst[:old+keep]
+		room -= keep
+		total += n
+	}
+	return dst, total + countResidues(src)
+}
+
+// residuePiece bounds the scratch appendResidues uses while a record nears
+// its limit (pieces smaller than this would make a long whitespace run slow).
+const residuePiece = 4096
 
 // countBreaks counts line breaks at positions [a, b) of buf; buf beyond b is
 // used only to tell CRLF from a lone CR (a CR at the end of buf is a break).
@@ -75,21 +166,21 @@ func countBreaks(buf []byte, a, b int, cr bool) int {
 	return n
 }
 
-// findHeader returns the start of the first header line of buf that starts at
-// or after minStart, looking for its '>' from index from (minStart <= from),
-// or -1. Index 0 counts as a line start.
-func findHeader(buf []byte, minStart, from int) int {
-	for i := from; i < len(buf); {
-		j := bytes.IndexByte(buf[i:], '>')
+// nextHeader returns the start of the first header line of b that starts
+// after from, or -1. Position from itself is not a line start (the caller
+// knows: it is inside a line, or at a break).
+func nextHeader(b []byte, from int) int {
+	for i := from; i < len(b); {
+		j := bytes.IndexByte(b[i:], '>')
 		if j < 0 {
 			return -1
 		}
 		q := i + j
 		k := q
-		for k > minStart && isBlank(buf[k-1]) {
+		for k > from && isBlank(b[k-1]) {
 			k--
 		}
-		if k >= minStart && (k == 0 || buf[k-1] == '\n' || buf[k-1] == '\r') {
+		if k > from && (b[k-1] == '\n' || b[k-1] == '\r') {
 			return k
 		}
 		i = q + 1
@@ -97,112 +188,316 @@ func findHeader(buf []byte, minStart, from int) int {
 	return -1
 }
 
-// lineEnd returns the end of the content of the line starting at h (without
-// its break) and the start of the next line (len(buf) at the end).
-func lineEnd(buf []byte, h int, cr bool) (end, next int) {
-	nl := bytes.IndexByte(buf[h:], '\n')
-	if nl < 0 {
-		nl = len(buf)
-	} else {
-		nl += h
-	}
-	end, next = nl, min(nl+1, len(buf))
-	if cr {
-		if r := bytes.IndexByte(buf[h:nl], '\r'); r >= 0 {
-			r += h
-			end = r
-			if r+1 != nl { // lone CR
-				next = r + 1
-			}
-		}
-	}
-	return end, next
+// pstate is where the parser is in the FASTA grammar.
+type pstate uint8
+
+const (
+	stSkip     pstate = iota // tail of a record whose header line starts before this byte range: looking for the next header
+	stPreamble               // before the first header of a file
+	stHeader                 // inside a header line
+	stSeq                    // in the sequence lines of a record
+)
+
+// event says why feed returned.
+type event uint8
+
+const (
+	evMore event = iota // the chunk is consumed; feed more, or finish at the end of the input
+	evStop              // a header line starts at or after stop (or, in stSkip, none can start before it any more)
+	evFull              // a header line starts while the block holds maxRecs records
+)
+
+type span struct{ a, b int }
+
+// parser turns FASTA bytes, fed in chunks of any size, into the records of
+// a block. Memory is bounded by the block, not by the input: a record keeps
+// at most maxRes residue bytes (the rest is counted in Total), a header at
+// most maxHeader bytes (the rest counted in HeaderCut), the text before the
+// first header at most maxPreamble bytes. Nothing else grows with a record,
+// a line or a run of blanks.
+type parser struct {
+	source      string
+	maxRes      int // residue bytes kept per record; <= 0: all
+	maxHeader   int
+	maxPreamble int
+	maxRecs     int // records per block
+	seqHint     int // initial capacity of a block's residue arena
+
+	st     pstate
+	bol    bool  // at a line start, and only blanks read on this line since
+	bolPos int64 // input offset of that line start
+	cr     bool  // the last byte read was a '\r', counted as a break: a '\n' now belongs to it
+	lead   bool  // stHeader: still skipping the blanks after '>'
+	pos    int64 // input offset of the next byte
+	line   int   // line breaks read since the block started
+	open   bool  // recs[len(recs)-1] is still being read
+
+	// The block being built. hdrs[i] and seqs[i] locate record i's header
+	// and residues in hdr and seq until take.
+	recs []Record
+	hdrs []span
+	seqs []span
+	hdr  []byte
+	seq  []byte
+
+	// Positions of the next '\n' and '\r' at or after the last search, in
+	// the chunk being fed (-1: not searched), so that finding line ends stays
+	// linear in files without one of them.
+	nl, crp int
 }
 
-// parseChunk parses the records whose header lines start in [from, len(buf))
-// of buf, which must end at a header line start or at the end of the input.
-// Text between from and the first header is a problem record when preamble is
-// set (buf starts at the start of a file) and is skipped otherwise (it is the
-// tail of a record parsed by the previous chunk). Record.Line is set to the
-// number of line breaks between origin and the record's first line; Source,
-// Index and the 1-based line are completed by the caller. Seq slices are
-// compacted in place inside buf.
-func parseChunk(buf []byte, origin, from int, preamble bool, cr bool, source string) []Record {
-	h := findHeader(buf, from, from)
-	if h < 0 {
-		h = len(buf)
+func newParser(source string, o Options) *parser {
+	return &parser{
+		source:      source,
+		maxRes:      o.MaxResidues,
+		maxHeader:   o.maxHeader,
+		maxPreamble: o.maxPreamble,
+		maxRecs:     blockRecords(o.BlockBytes),
+		seqHint:     min(o.BlockBytes+o.BlockBytes/8, 4<<20),
+		st:          stPreamble,
+		bol:         true,
 	}
-	line := countBreaks(buf, origin, from, cr)
-	skipped := countBreaks(buf, from, h, cr) // before compact destroys the breaks
-	var recs []Record
-	if preamble {
-		i := from
-		for i < h && keepTable[buf[i]] == 0 {
-			i++
-		}
-		if i < h {
-			ln := line + countBreaks(buf, from, i, cr)
-			n := compact(buf[i:h])
-			recs = append(recs, Record{Source: source, Line: ln, Seq: buf[i : i+n : i+n], Problem: ProblemBeforeHeader})
-		}
-	}
-	if h == len(buf) {
-		return recs
-	}
-	line += skipped
+}
 
-	if recs == nil {
-		recs = make([]Record, 0, bytes.Count(buf[h:], []byte{'>'}))
-	}
-	// Headers are copied into one string per chunk; spans[i] locates record
-	// first+i's header in buf until then (bytes before next are never
-	// compacted).
-	type span struct{ a, b int }
-	first := len(recs)
-	spans := make([]span, 0, cap(recs)-first)
-	total := 0
-	for h < len(buf) {
-		end, next := lineEnd(buf, h, cr)
-		j := h
-		for buf[j] != '>' {
-			j++
-		}
-		ha, hb := j+1, end
-		for ha < hb && isBlank(buf[ha]) {
-			ha++
-		}
-		for hb > ha && isBlank(buf[hb-1]) {
-			hb--
-		}
-		spans = append(spans, span{ha, hb})
-		total += hb - ha
+// blockRecords is the most records a block holds: a Record costs ~150 bytes
+// whatever the input, so a block of tiny records (">\n" is two bytes) would
+// otherwise cost ~75 times its input.
+func blockRecords(blockBytes int) int { return max(blockBytes/64, 64) }
 
-		h2 := findHeader(buf, next, next)
-		if h2 < 0 {
-			h2 = len(buf)
+// startRange sets the parser to read a byte range starting at off inside a
+// file, where prev is the byte before it.
+func (p *parser) startRange(off int64, prev byte) {
+	p.st = stSkip
+	p.bol = prev == '\n' || prev == '\r'
+	p.bolPos = off
+	p.pos = off
+}
+
+// feed parses b, the input from offset p.pos on. It returns how many bytes
+// it consumed and why it returned: evMore when all of b is consumed; evStop
+// or evFull at the '>' of a header line (the record before it is complete),
+// which the next call starts with.
+func (p *parser) feed(b []byte, stop int64) (int, event) {
+	base := p.pos
+	p.nl, p.crp = -1, -1
+	hasCR := bytes.IndexByte(b, '\r') >= 0
+	i := 0
+	for i < len(b) {
+		if p.cr {
+			p.cr = false
+			if b[i] == '\n' {
+				i++
+				p.bolPos = base + int64(i)
+				continue
+			}
 		}
-		breaks := countBreaks(buf, h, h2, cr) // before compact destroys the breaks
-		n := compact(buf[next:h2])
-		recs = append(recs, Record{Source: source, Line: line, Seq: buf[next : next+n : next+n]})
-		line += breaks
-		h = h2
-	}
-	var arena strings.Builder
-	arena.Grow(total)
-	for i, sp := range spans {
-		hdr := buf[sp.a:sp.b]
-		a := arena.Len()
-		if utf8.Valid(hdr) {
-			arena.Write(hdr)
-		} else {
-			arena.Write(bytes.ToValidUTF8(hdr, []byte("\uFFFD")))
+		if p.st == stHeader {
+			i = p.header(b, i, base, hasCR)
+			continue
 		}
-		spans[i] = span{a, arena.Len()} // now in the arena
+		if p.bol {
+			i = skipBlanks(b, i)
+			if i == len(b) {
+				break
+			}
+			if b[i] == '>' {
+				p.close()
+				if p.bolPos >= stop {
+					p.pos = base + int64(i)
+					return i, evStop
+				}
+				if len(p.recs) >= p.maxRecs {
+					p.pos = base + int64(i)
+					return i, evFull
+				}
+				p.startRecord()
+				i++
+				continue
+			}
+			p.bol = false
+		}
+		if p.st == stSkip && base+int64(i) >= stop {
+			// Inside a line that is no header, at or past stop: no header
+			// line can start before stop any more.
+			p.pos = base + int64(i)
+			return i, evStop
+		}
+		h := nextHeader(b, i)
+		end := h
+		if h < 0 {
+			end = len(b)
+		}
+		p.body(b, i, end, hasCR)
+		if h >= 0 {
+			p.bol, p.bolPos = true, base+int64(h)
+			i = h
+			continue
+		}
+		// The chunk ends inside a line: it may be a line start followed by
+		// blanks only, which a '>' in the next chunk makes a header.
+		k := end
+		for k > i && isBlank(b[k-1]) {
+			k--
+		}
+		if k > i && (b[k-1] == '\n' || b[k-1] == '\r') {
+			p.bol, p.bolPos = true, base+int64(k)
+		}
+		p.cr = b[end-1] == '\r'
+		i = end
 	}
-	s := arena.String() // no copy
-	for i, c := range spans {
-		r := &recs[first+i]
-		r.Header = s[c.a:c.b]
+	p.pos = base + int64(len(b))
+	if p.st == stSkip && p.pos >= stop && !(p.bol && p.bolPos < stop) {
+		return len(b), evStop
+	}
+	return len(b), evMore
+}
+
+// finish ends the input: the open record, if any, is complete.
+func (p *parser) finish() {
+	p.close()
+}
+
+// body reads b[i:end], which holds no header line start: line breaks and,
+// by state, residues of the open record or of the text before the first
+// header.
+func (p *parser) body(b []byte, i, end int, hasCR bool) {
+	if p.st == stSkip {
+		p.line += countBreaks(b, i, end, hasCR)
+		return
+	}
+	if p.st == stPreamble && !p.open {
+		f := i
+		for f < end && keepTable[b[f]] == 0 {
+			f++
+		}
+		p.line += countBreaks(b, i, f, hasCR)
+		if f == end {
+			return
+		}
+		p.recs = append(p.recs, Record{Source: p.source, Line: p.line, Problem: ProblemBeforeHeader})
+		p.hdrs = append(p.hdrs, span{len(p.hdr), len(p.hdr)})
+		p.seqs = append(p.seqs, span{len(p.seq), len(p.seq)})
+		p.open = true
+		i = f
+	}
+	p.line += countBreaks(b, i, end, hasCR)
+	last := len(p.recs) - 1
+	room := -1
+	if limit := p.maxRes; p.st == stPreamble {
+		room = p.maxPreamble - (len(p.seq) - p.seqs[last].a)
+	} else if limit > 0 {
+		room = limit - (len(p.seq) - p.seqs[last].a)
+	}
+	if p.seq == nil {
+		p.seq = make([]byte, 0, p.seqHint)
+	}
+	var n int
+	p.seq, n = appendResidues(p.seq, b[i:end], room)
+	p.recs[last].Total += int64(n)
+}
+
+// startRecord opens a record at a header line whose '>' is next.
+func (p *parser) startRecord() {
+	p.recs = append(p.recs, Record{Source: p.source, Line: p.line})
+	p.hdrs = append(p.hdrs, span{len(p.hdr), len(p.hdr)})
+	p.seqs = append(p.seqs, span{len(p.seq), len(p.seq)})
+	p.open = true
+	p.st, p.lead, p.bol = stHeader, true, false
+}
+
+// header reads header text from b[i:] up to the line break, which it
+// consumes too; it returns where it stopped.
+func (p *parser) header(b []byte, i int, base int64, hasCR bool) int {
+	if p.lead {
+		i = skipBlanks(b, i)
+		if i == len(b) {
+			return i
+		}
+		p.lead = false
+	}
+	e := p.lineEnd(b, i, hasCR)
+	last := len(p.recs) - 1
+	room := max(p.maxHeader-(len(p.hdr)-p.hdrs[last].a), 0)
+	keep := min(e-i, room)
+	p.hdr = append(p.hdr, b[i:i+keep]...)
+	p.recs[last].HeaderCut += int64(e - i - keep)
+	if e == len(b) {
+		return e
+	}
+	p.endHeader()
+	p.line++
+	if b[e] == '\r' {
+		switch {
+		case e+1 == len(b):
+			p.cr = true
+		case b[e+1] == '\n':
+			e++
+		}
+	}
+	e++
+	p.bol, p.bolPos = true, base+int64(e)
+	return e
+}
+
+// lineEnd returns the position of the first '\n' or '\r' at or after i in
+// b, or len(b).
+func (p *parser) lineEnd(b []byte, i int, hasCR bool) int {
+	if p.nl < i {
+		p.nl = len(b)
+		if j := bytes.IndexByte(b[i:], '\n'); j >= 0 {
+			p.nl = i + j
+		}
+	}
+	e := p.nl
+	if hasCR {
+		if p.crp < i {
+			p.crp = len(b)
+			if j := bytes.IndexByte(b[i:], '\r'); j >= 0 {
+				p.crp = i + j
+			}
+		}
+		e = min(e, p.crp)
+	}
+	return e
+}
+
+// endHeader completes the open record's header: trailing blanks trimmed,
+// invalid UTF-8 replaced.
+func (p *parser) endHeader() {
+	last := len(p.recs) - 1
+	a := p.hdrs[last].a
+	h := p.hdr[a:]
+	for len(h) > 0 && isBlank(h[len(h)-1]) {
+		h = h[:len(h)-1]
+	}
+	p.hdr = p.hdr[:a+len(h)]
+	if !utf8.Valid(h) {
+		p.hdr = append(p.hdr[:a], bytes.ToValidUTF8(h, []byte("\uFFFD"))...)
+	}
+	p.hdrs[last].b = len(p.hdr)
+	p.st = stSeq
+}
+
+// close completes the open record, if any.
+func (p *parser) close() {
+	if !p.open {
+		return
+	}
+	if p.st == stHeader {
+		p.endHeader()
+	}
+	p.seqs[len(p.seqs)-1].b = len(p.seq)
+	p.open = false
+}
+
+// take returns the records completed so far as a block, with the line
+// breaks read since the previous take, and starts a new block. No record
+// may be open.
+func (p *parser) take() *Block {
+	s := string(p.hdr)
+	for i := range p.recs {
+		r := &p.recs[i]
+		r.Header = s[p.hdrs[i].a:p.hdrs[i].b]
 		r.ID = r.Header
 		for k := 0; k < len(r.Header); k++ {
 			if isBlank(r.Header[k]) {
@@ -210,6 +505,13 @@ func parseChunk(buf []byte, origin, from int, preamble bool, cr bool, source str
 				break
 			}
 		}
+		a, b := p.seqs[i].a, p.seqs[i].b
+		r.Seq = p.seq[a:b:b]
 	}
-	return recs
+	blk := &Block{Records: p.recs, breaks: p.line}
+	p.recs = make([]Record, 0, min(len(p.recs)+len(p.recs)/4+1, p.maxRecs))
+	p.hdrs, p.seqs, p.hdr = p.hdrs[:0], p.seqs[:0], p.hdr[:0]
+	p.seq = nil
+	p.line = 0
+	return blk
 }

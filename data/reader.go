@@ -48,13 +48,18 @@ type Reader struct {
 	lineBase int
 }
 
-// slot is one block's place in the input order.
+// slot is one unit of input order: a byte range of a regular file, or one
+// block of a sequential input. Its worker sends the slot's blocks on out (a
+// range holding more than blockRecords records gives several) and closes
+// it; err, when set, is set before.
 type slot struct {
-	done      chan struct{} // closed when blk or err is set
-	blk       *Block
-	breaks    int  // line breaks in the block's byte span
-	fileStart bool // first block of a file: line numbers restart
+	out       chan *Block // capacity 1: a slot holds at most one finished block and one being built
+	fileStart bool        // first slot of a file: line numbers restart
 	err       error
+}
+
+func newSlot(fileStart bool) *slot {
+	return &slot{out: make(chan *Block, 1), fileStart: fileStart}
 }
 
 // source is one open input.
@@ -62,7 +67,7 @@ type source struct {
 	name    string
 	r       io.Reader
 	closeFn func() error // nil: nothing to close
-	own     bool         // closed when done (false for stdin: closed only on cancellation)
+	own     bool         // closed when done (false for the caller's stdin: closed only on cancellation)
 	once    sync.Once
 	refs    atomic.Int64 // range jobs not yet finished
 }
@@ -119,7 +124,8 @@ type statReaderAt interface {
 
 // Open checks the inputs and starts the reader goroutines. A missing input is
 // reported here when Options.Open is not set; with a custom Open, failures
-// come from Next. Cancelling ctx stops the run. Close must be called.
+// come from Next. Open itself never blocks on an input (a named pipe without
+// a writer included). Cancelling ctx stops the run. Close must be called.
 func Open(ctx context.Context, inputs []string, opts Options) (*Reader, error) {
 	opts = opts.withDefaults()
 	if opts.Stdin == nil {
@@ -138,7 +144,7 @@ func Open(ctx context.Context, inputs []string, opts Options) (*Reader, error) {
 				return nil, fmt.Errorf("data: input %s: is a directory", name)
 			}
 		}
-		opts.Open = func(name string) (io.ReadCloser, error) { return os.Open(name) }
+		opts.Open = openInput
 	}
 	r := &Reader{
 		opts:     opts,
@@ -188,6 +194,9 @@ func (r *Reader) Next(ctx context.Context) (*Block, error) {
 					return nil, io.EOF
 				}
 				r.cur = sl
+				if sl.fileStart {
+					r.lineBase = 0
+				}
 			case <-r.ctx.Done():
 				continue
 			case <-ctx.Done():
@@ -195,30 +204,30 @@ func (r *Reader) Next(ctx context.Context) (*Block, error) {
 			}
 		}
 		select {
-		case <-r.cur.done:
+		case blk, ok := <-r.cur.out:
+			if !ok {
+				err := r.cur.err
+				r.cur = nil
+				if err != nil {
+					return nil, err
+				}
+				continue
+			}
+			r.ready.Add(-1)
+			recs := blk.Records
+			for i := range recs {
+				recs[i].Line += r.lineBase + 1
+				recs[i].Index = r.index
+				r.index++
+			}
+			r.lineBase += blk.breaks
+			if len(recs) > 0 {
+				return blk, nil
+			}
 		case <-r.ctx.Done():
 			continue
 		case <-ctx.Done():
 			return nil, ctx.Err()
-		}
-		sl := r.cur
-		r.cur = nil
-		if sl.err != nil {
-			return nil, sl.err
-		}
-		r.ready.Add(-1)
-		if sl.fileStart {
-			r.lineBase = 0
-		}
-		recs := sl.blk.Records
-		for i := range recs {
-			recs[i].Line += r.lineBase + 1
-			recs[i].Index = r.index
-			r.index++
-		}
-		r.lineBase += sl.breaks
-		if len(recs) > 0 {
-			return sl.blk, nil
 		}
 	}
 }
@@ -228,9 +237,10 @@ func (r *Reader) QueueDepth() int { return int(r.ready.Load()) }
 
 // Close stops the run, closes the open inputs and waits for every goroutine.
 // It is idempotent and always returns nil. Options.Stdin is closed only when
-// a run is stopped early and it implements io.Closer. A Read on an input
-// that never returns, even once the input is closed, delays Close until it
-// does.
+// a run is stopped early and it implements io.Closer, and never when it is
+// a pipe or socket *os.File on Linux (a duplicate of it is read and closed
+// instead). A Read on an input that never returns, even once the input is
+// closed, delays Close until it does (see Cancellation in the package doc).
 func (r *Reader) Close() error {
 	r.closed.Do(func() {
 		r.cancel(errClosed)
@@ -341,7 +351,12 @@ func (r *Reader) dispatch(t *tracker) {
 func (r *Reader) dispatchFile(name string, t *tracker) error {
 	if name == "-" {
 		src := &source{name: name, r: r.opts.Stdin}
-		if c, ok := r.opts.Stdin.(io.Closer); ok {
+		if f, ok := r.opts.Stdin.(*os.File); ok {
+			if rc, ok := pollableStdin(f); ok {
+				src = &source{name: name, r: rc, closeFn: rc.Close, own: true}
+			}
+		}
+		if c, ok := src.r.(io.Closer); ok && src.closeFn == nil {
 			src.closeFn = c.Close
 		}
 		if !r.register(src) {
@@ -406,7 +421,7 @@ func (r *Reader) dispatchRanges(src *source, ra io.ReaderAt, size int64) error {
 	}
 	src.refs.Store(n)
 	for i := range n {
-		sl := &slot{done: make(chan struct{}), fileStart: i == 0}
+		sl := newSlot(i == 0)
 		select {
 		case r.order <- sl:
 		case <-r.ctx.Done():
@@ -422,7 +437,22 @@ func (r *Reader) dispatchRanges(src *source, ra io.ReaderAt, size int64) error {
 	return nil
 }
 
+// scratch is a worker's reusable read buffers; records never point into
+// them.
+type scratch struct {
+	buf []byte // a range and its overshoot, or a stream's reads
+	ext []byte // reads past a range's end
+}
+
+func grow(b []byte, n int) []byte {
+	if cap(b) < n {
+		return make([]byte, n)
+	}
+	return b[:n]
+}
+
 func (r *Reader) worker(t *tracker) {
+	var w scratch
 	for {
 		select {
 		case j, ok := <-r.jobs:
@@ -430,28 +460,38 @@ func (r *Reader) worker(t *tracker) {
 				return
 			}
 			if j.stream {
-				if err := r.readStream(j.src, t); err != nil {
+				if err := r.readStream(j.src, t, &w); err != nil {
 					r.fail(err)
 				}
 				r.release(j.src)
 				close(j.done)
 				continue
 			}
-			blk, breaks, err := r.readRange(j, t)
+			err := r.readRange(j, t, &w)
 			if j.src.refs.Add(-1) == 0 {
 				r.release(j.src)
 			}
 			if err != nil {
 				r.fail(err)
 				j.slot.err = err
-			} else {
-				j.slot.blk, j.slot.breaks = blk, breaks
-				r.ready.Add(1)
 			}
-			close(j.slot.done)
+			close(j.slot.out)
 		case <-r.ctx.Done():
 			return
 		}
+	}
+}
+
+// put hands a finished block to the consumer; false if the run stopped
+// first.
+func (r *Reader) put(sl *slot, blk *Block) bool {
+	r.ready.Add(1)
+	select {
+	case sl.out <- blk:
+		return true
+	case <-r.ctx.Done():
+		r.ready.Add(-1)
+		return false
 	}
 }
 
@@ -460,141 +500,114 @@ func overshoot(blockBytes int) int {
 	return min(max(blockBytes/8, 512), 64<<10)
 }
 
-// readRange parses the records whose header lines start in [j.s, j.e).
-func (r *Reader) readRange(j *job, t *tracker) (*Block, int, error) {
+// maxExtension caps the reads past a range's end (the tail of its last
+// record, however long, is read in pieces of at most this size).
+const maxExtension = 1 << 20
+
+// readRange parses the records whose header lines start in [j.s, j.e) and
+// sends them to j.slot: one block, or several when they are many. Reading
+// goes on past j.e to the end of the last record, in pieces; the parser
+// keeps only what its caps allow, so memory does not grow with a record.
+func (r *Reader) readRange(j *job, t *tracker, w *scratch) error {
 	if err := r.ctx.Err(); err != nil {
-		return nil, 0, context.Cause(r.ctx)
+		return context.Cause(r.ctx)
 	}
 	name := j.src.name
 	start := max(j.s-1, 0) // one byte before the range tells whether j.s starts a line
 	from := int(j.s - start)
 	ext := int64(overshoot(r.opts.BlockBytes))
-	eof := false
-	readAt := func(p []byte, off int64) (int, error) {
+	readAt := func(p []byte, off int64) (int, bool, error) {
 		t.begin(&name)
 		n, err := j.ra.ReadAt(p, off)
 		t.end()
 		if errors.Is(err, io.EOF) {
-			eof = true
-			err = nil
+			return n, true, nil
 		}
 		if err != nil {
-			return n, fmt.Errorf("data: reading %s at byte %d: %w", name, off+int64(n), err)
+			return n, false, fmt.Errorf("data: reading %s at byte %d: %w", name, off+int64(n), err)
 		}
-		return n, nil
+		return n, off+int64(n) >= j.size, nil
 	}
-	buf := make([]byte, min(j.size, j.e+ext)-start)
-	n, err := readAt(buf, start)
+	w.buf = grow(w.buf, int(min(j.size, j.e+ext)-start))
+	n, eof, err := readAt(w.buf, start)
 	if err != nil {
-		return nil, 0, err
+		return err
 	}
-	buf = buf[:n]
-	if start+int64(len(buf)) >= j.size {
-		eof = true
+	buf := w.buf[:n]
+	limit := min(int(j.e-start), len(buf))
+	if limit <= from {
+		return nil // the file shrank under us
 	}
-	cr := bytes.IndexByte(buf, '\r') >= 0
-	more := func() error {
-		old := len(buf)
-		want := min(ext, j.size-(start+int64(old)))
-		if want <= 0 {
-			eof = true
-			return nil
+	// The range's line breaks; buf holds at least one byte past the range
+	// (unless the file ends there) to tell CRLF from a lone CR.
+	breaks := countBreaks(buf, from, limit, bytes.IndexByte(buf, '\r') >= 0)
+
+	p := newParser(name, r.opts)
+	if j.s == 0 {
+		p.pos = 0
+	} else {
+		p.startRange(j.s, buf[0])
+	}
+	if cap(p.recs) == 0 {
+		p.recs = make([]Record, 0, min(bytes.Count(buf[from:limit], []byte{'>'})+1, p.maxRecs))
+	}
+	chunk, off := buf[from:], start+int64(len(buf))
+	sent := 0 // line breaks in the blocks sent so far
+	for {
+		k, ev := p.feed(chunk, j.e)
+		chunk = chunk[k:]
+		if ev == evFull {
+			blk := p.take()
+			sent += blk.breaks
+			if !r.put(j.slot, blk) {
+				return context.Cause(r.ctx)
+			}
+			continue
 		}
-		buf = slices.Grow(buf, int(want))[:old+int(want)]
-		n, err := readAt(buf[old:], start+int64(old))
-		buf = buf[:old+n]
+		if ev == evStop {
+			break
+		}
+		if eof {
+			p.finish()
+			break
+		}
+		if err := r.ctx.Err(); err != nil {
+			return context.Cause(r.ctx)
+		}
+		w.ext = grow(w.ext, int(min(ext, j.size-off, maxExtension)))
+		n, eof, err = readAt(w.ext, off)
 		if err != nil {
 			return err
 		}
-		if n == 0 || start+int64(len(buf)) >= j.size {
+		chunk, off = w.ext[:n], off+int64(n)
+		if n == 0 {
 			eof = true
 		}
-		cr = cr || bytes.IndexByte(buf[old:], '\r') >= 0
-		ext *= 2
-		return nil
+		ext = min(2*ext, maxExtension)
 	}
-	limit := min(int(j.e-start), len(buf))
-	if limit <= from {
-		return &Block{}, 0, nil // the file shrank under us
+	blk := p.take()
+	blk.breaks = breaks - sent
+	if !r.put(j.slot, blk) {
+		return context.Cause(r.ctx)
 	}
-	// Read at least one byte past the range end (to tell CRLF from a lone
-	// CR there), and past the blanks that open a line at the end of the
-	// range: a header line starting in the range may have its '>' after them.
-	for !eof {
-		if len(buf) > limit {
-			if !isBlank(buf[limit-1]) {
-				break
-			}
-			k := limit - 1
-			for k > from && isBlank(buf[k-1]) {
-				k--
-			}
-			if k > 0 && buf[k-1] != '\n' && buf[k-1] != '\r' {
-				break // blanks inside a line: no header can start there
-			}
-			i := limit
-			for i < len(buf) && isBlank(buf[i]) {
-				i++
-			}
-			if i < len(buf) {
-				break
-			}
-		}
-		if err := more(); err != nil {
-			return nil, 0, err
-		}
-	}
-	breaks := countBreaks(buf, from, limit, cr)
-
-	h0 := findHeader(buf, from, from)
-	end := from
-	switch {
-	case h0 >= 0 && h0 < limit:
-		// Read on to the first header line starting at or after the range end.
-		search := limit
-		for {
-			if h := findHeader(buf, limit, search); h >= 0 {
-				end = h
-				break
-			}
-			if eof {
-				end = len(buf)
-				break
-			}
-			search = len(buf)
-			if err := more(); err != nil {
-				return nil, 0, err
-			}
-		}
-	case j.s == 0:
-		// No header in the first range: the text before the first header is
-		// a problem record, which may run past the range.
-		search := from
-		for h0 < 0 && !eof {
-			search = len(buf)
-			if err := more(); err != nil {
-				return nil, 0, err
-			}
-			h0 = findHeader(buf, from, search)
-		}
-		end = h0
-		if h0 < 0 {
-			end = len(buf)
-		}
-	}
-	recs := parseChunk(buf[:end], from, from, j.s == 0, cr, name)
-	return &Block{Records: recs}, breaks, nil
+	return nil
 }
+
+// streamRead is what readStream reads at a time.
+const streamRead = 256 << 10
 
 // readStream reads a sequential input (stdin, gzip, or a reader without
 // ReadAt), cuts it into blocks at header lines and pushes them in order.
-func (r *Reader) readStream(src *source, t *tracker) error {
+func (r *Reader) readStream(src *source, t *tracker, w *scratch) error {
 	name := src.name
 	br := bufio.NewReaderSize(&progressReader{r: src.r, t: t, name: &name}, 64<<10)
 	var in io.Reader = br
 	what := "reading " + name
 	magic, err := br.Peek(2)
 	if err != nil && !errors.Is(err, io.EOF) {
+		if r.ctx.Err() != nil {
+			err = context.Cause(r.ctx)
+		}
 		return fmt.Errorf("data: %s at byte 0: %w", what, err)
 	}
 	if len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
@@ -607,61 +620,63 @@ func (r *Reader) readStream(src *source, t *tracker) error {
 		what = "decompressing " + name
 	}
 
-	bb := r.opts.BlockBytes
-	target := max(bb, 1)
-	var carry []byte
-	first, eof := true, false
-	var off int64 // input bytes (decompressed) before the current block
-	lines := 0    // line breaks before the current block
-	for !eof || len(carry) > 0 {
-		sl := &slot{done: make(chan struct{}), fileStart: first}
+	target := int64(max(r.opts.BlockBytes, 1))
+	p := newParser(name, r.opts)
+	w.buf = grow(w.buf, streamRead)
+	var chunk []byte
+	eof, first := false, true
+	var blockStart int64 // input offset where the current block starts
+	lines := 0           // line breaks before the current block
+	for {
+		sl := newSlot(first)
 		select {
 		case r.order <- sl:
 		case <-r.ctx.Done():
 			return nil
 		}
-		buf := make([]byte, len(carry), max(bb+bb/4, 2*len(carry), 64<<10))
-		copy(buf, carry)
-		cut, search := -1, target
-		for cut < 0 {
-			if len(buf) > target {
-				if h := findHeader(buf, target, search); h >= 0 {
-					cut = h
+		stop := blockStart + target
+		for {
+			if len(chunk) == 0 {
+				if eof {
+					p.finish()
 					break
 				}
-				search = len(buf)
+				if r.ctx.Err() != nil { // a record without end must not outlive the run
+					close(sl.out)
+					return nil
+				}
+				n, err := in.Read(w.buf)
+				chunk = w.buf[:n]
+				if errors.Is(err, io.EOF) {
+					eof = true
+				} else if err != nil {
+					if r.ctx.Err() != nil {
+						err = context.Cause(r.ctx)
+					}
+					sl.err = fmt.Errorf("data: %s after byte %d (line %d): %w", what, p.pos+int64(n), lines+p.line+countBreaks(chunk, 0, n, true)+1, err)
+					close(sl.out)
+					return sl.err
+				}
+				continue
 			}
-			if eof {
-				cut = len(buf)
+			k, ev := p.feed(chunk, stop)
+			chunk = chunk[k:]
+			if ev != evMore {
+				blockStart = p.pos // the header line's '>': blanks before it hold no breaks
 				break
 			}
-			if cap(buf)-len(buf) < 32<<10 {
-				buf = slices.Grow(buf, max(len(buf)/2, 64<<10))
-			}
-			n, err := in.Read(buf[len(buf):cap(buf)])
-			buf = buf[:len(buf)+n]
-			if errors.Is(err, io.EOF) {
-				eof = true
-			} else if err != nil {
-				if r.ctx.Err() != nil {
-					err = context.Cause(r.ctx)
-				}
-				sl.err = fmt.Errorf("data: %s after byte %d (line %d): %w", what, off+int64(len(buf)), lines+countBreaks(buf, 0, len(buf), true)+1, err)
-				close(sl.done)
-				return sl.err
-			}
 		}
-		chunk := buf[:cut]
-		cr := bytes.IndexByte(chunk, '\r') >= 0
-		breaks := countBreaks(chunk, 0, cut, cr) // before parseChunk compacts
-		sl.blk = &Block{Records: parseChunk(chunk, 0, 0, first, cr, name)}
-		sl.breaks = breaks
-		r.ready.Add(1)
-		close(sl.done)
-		carry = buf[cut:]
-		off += int64(cut)
-		lines += breaks
+		final := eof && len(chunk) == 0
+		blk := p.take()
+		lines += blk.breaks
+		if !r.put(sl, blk) {
+			close(sl.out)
+			return nil
+		}
+		close(sl.out)
+		if final {
+			return nil
+		}
 		first = false
 	}
-	return nil
 }

@@ -368,33 +368,3 @@ func TestCloseUndrained(t *testing.T) {
 		r.Close()
 	}
 }
-
-func FuzzParse(f *testing.F) {
-	f.Add(trickyFASTA(500), uint16(7))
-	f.Add([]byte(">a\nAC\r\n >b\rD\n\n>\nE"), uint16(1))
-	f.Add([]byte("junk\n>x y\n\x00\xff"), uint16(3))
-	junk, _ := os.ReadFile(filepath.Join("testdata", "pnnl_JunkTest.fasta"))
-	f.Add(junk[:min(len(junk), 4096)], uint16(100))
-	f.Fuzz(func(t *testing.T, data []byte, bb uint16) {
-		if len(data) > 8<<10 {
-			t.Skip("large inputs make tiny blocks slow; the equivalence tests cover them")
-		}
-		path := writeFile(t, filepath.Join(t.TempDir(), "f.fasta"), data)
-		want := refParse(path, data, 0)
-		for _, w := range []int{1, 3} {
-			got, err := readAll(t, []string{path}, Options{Workers: w, BlockBytes: int(bb%512) + 1})
-			if err != nil {
-				t.Fatal(err)
-			}
-			diffRecords(t, fmt.Sprintf("Workers=%d", w), got, want)
-		}
-		got, err := readAll(t, []string{"-"}, Options{Stdin: bytes.NewReader(data), BlockBytes: int(bb%512) + 1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := range want {
-			want[i].Source = "-"
-		}
-		diffRecords(t, "stdin", got, want)
-	})
-}
