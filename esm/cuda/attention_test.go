@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -33,6 +34,43 @@ func gpuContext(t testing.TB) *cudadrv.Context {
 		}
 	})
 	return ctx
+}
+
+// The launcher's pick (varlenKernel) and the instantiations in attention.cu
+// are the same set: every kernel the launcher can ask for exists, and no
+// kernel is compiled that nothing launches. Runs without a GPU.
+func TestVarlenKernelsInstantiated(t *testing.T) {
+	inst := regexp.MustCompile(`(?m)^(VARLEN_INST|VARLEN_FA2_INST|VARLEN_FA2M2_INST)\((\d+)\)$`)
+	have := map[string]bool{}
+	for _, m := range inst.FindAllStringSubmatch(attentionSource, -1) {
+		switch m[1] {
+		case "VARLEN_INST":
+			have["varlen_fwd_f32_hd"+m[2]] = true
+		case "VARLEN_FA2_INST", "VARLEN_FA2M2_INST":
+			kernel := map[string]string{"VARLEN_FA2_INST": "fa2", "VARLEN_FA2M2_INST": "fa2m2"}[m[1]]
+			for _, dt := range []cudadrv.DataType{cudadrv.F16, cudadrv.BF16} {
+				have[fmt.Sprintf("varlen_%s_%s_hd%s", kernel, dt, m[2])] = true
+			}
+		}
+	}
+	picked := map[string]bool{}
+	for _, dt := range []cudadrv.DataType{cudadrv.F32, cudadrv.F16, cudadrv.BF16} {
+		for _, hd := range varlenHeadDims {
+			k := varlenKernel(dt, hd)
+			picked[k.name] = true
+			if !have[k.name] {
+				t.Errorf("%v hd=%d: the launcher picks %s, which attention.cu does not instantiate", dt, hd, k.name)
+			}
+		}
+	}
+	for name := range have {
+		if !picked[name] {
+			t.Errorf("attention.cu instantiates %s, which the launcher never picks", name)
+		}
+	}
+	if len(have) == 0 {
+		t.Fatal("no instantiations found in attention.cu")
+	}
 }
 
 // The fp32 kernel must match attention.Reference, its plain Go twin, on the varlen shapes that
