@@ -1,0 +1,156 @@
+package output
+
+import (
+	"encoding/binary"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/parquet-go/parquet-go/encoding/thrift"
+	"github.com/parquet-go/parquet-go/format"
+)
+
+// fuzzRows reads at most 1000 rows of path and checks what Next returns.
+func fuzzRows(t *testing.T, path string) {
+	r, err := Open(path)
+	if err != nil {
+		return
+	}
+	defer r.Close()
+	s := r.Schema()
+	if r.Len() < 0 {
+		t.Fatalf("Len %d", r.Len())
+	}
+	var row Row
+	for n := int64(0); n < 1000; n++ {
+		err := r.Next(&row)
+		if err == io.EOF {
+			if n != r.Len() {
+				t.Fatalf("io.EOF after %d rows, Len %d", n, r.Len())
+			}
+			return
+		}
+		if err != nil {
+			if err2 := r.Next(&row); err2 == nil || err2 == io.EOF {
+				t.Fatalf("Next after an error returned %v", err2)
+			}
+			return
+		}
+		if n >= r.Len() {
+			t.Fatalf("row %d of %d", n, r.Len())
+		}
+		for i, c := range s.Columns {
+			want := c.Dim
+			if c.Kind == Matrix {
+				want *= row.Length
+			}
+			if len(row.Values[i]) != want || firstNonFinite(row.Values[i]) >= 0 {
+				t.Fatalf("row %d column %s: %d values, want %d, or non-finite", n, c.Name, len(row.Values[i]), want)
+			}
+		}
+	}
+}
+
+func FuzzOpenParquet(f *testing.F) {
+	dir := f.TempDir()
+	add := func(name string, s Schema, rows []Row) []byte {
+		p := filepath.Join(dir, name)
+		writeAll(f, p, Parquet, s, rows)
+		b, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+		return b
+	}
+	full := add("full", testSchema, testRows(testSchema))
+	add("empty", testSchema, nil)
+	add("small", Schema{Columns: []Column{{Name: "m", Kind: Matrix, Dim: 1}}}, []Row{{ID: "a", Length: 2, Values: [][]float32{{1, 2}}}})
+	f.Add(full[:len(full)/2])
+	f.Add(append(append([]byte{}, full[:len(full)-9]...), 0, 0, 0, 0, 'P', 'A', 'R', '1'))
+	fb := []byte{0x15, 0x02, 0x19, 0xfc, 0xff, 0xff, 0xff, 0xff, 0x07, 0x00}
+	bomb := binary.LittleEndian.AppendUint32(append([]byte("PAR1"), fb...), uint32(len(fb)))
+	f.Add(append(bomb, "PAR1"...))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p := filepath.Join(t.TempDir(), "x.parquet")
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		fuzzRows(t, p)
+	})
+}
+
+func FuzzOpenNPY(f *testing.F) {
+	base := filepath.Join(f.TempDir(), "emb")
+	writeAll(f, base, NPY, testSchema, testRows(testSchema))
+	names := []string{"metadata.json", "records.tsv", "mean_33.npy", "per_tok_33.npy", "per_tok_33.offsets.npy"}
+	var orig [][]byte
+	for _, n := range names {
+		b, err := os.ReadFile(filepath.Join(base, n))
+		if err != nil {
+			f.Fatal(err)
+		}
+		orig = append(orig, b)
+	}
+	f.Add(orig[0], orig[1], orig[2], orig[3], orig[4])
+	f.Add(orig[0], orig[1][:40], orig[2], orig[3][:200], orig[4])
+	f.Add([]byte(`{"layout_version":1,"format":"npy","records":0,"columns":[]}`), []byte("index\tid\tlength\ttruncated\n"), orig[2], orig[3], orig[4])
+	bos, err := os.ReadFile(filepath.Join(base, "bos_33.npy"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, meta, rec, mean, tok, off []byte) {
+		dir := filepath.Join(t.TempDir(), "emb")
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for i, b := range [][]byte{meta, rec, mean, tok, off} {
+			if err := os.WriteFile(filepath.Join(dir, names[i]), b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := os.WriteFile(filepath.Join(dir, "bos_33.npy"), bos, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		fuzzRows(t, dir)
+	})
+}
+
+// FuzzThriftWalk: whatever thriftWalk accepts, parquet-go's decoder can
+// decode without a panic or a huge allocation.
+func FuzzThriftWalk(f *testing.F) {
+	p := filepath.Join(f.TempDir(), "x.parquet")
+	writeAll(f, p, Parquet, testSchema, testRows(testSchema))
+	b, err := os.ReadFile(p)
+	if err != nil {
+		f.Fatal(err)
+	}
+	n := int(binary.LittleEndian.Uint32(b[len(b)-8:]))
+	f.Add(b[len(b)-8-n : len(b)-8])
+	h := format.PageHeader{Type: format.DataPageV2, UncompressedPageSize: 100, CompressedPageSize: 90}
+	h.DataPageHeaderV2.Valid = true
+	hb, err := thrift.Marshal(new(thrift.CompactProtocol), &h)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(hb)
+	f.Add([]byte{0x15, 0x02, 0x19, 0xfc, 0xff, 0xff, 0xff, 0xff, 0x07, 0x00})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var p pageFields
+		n, err := thriftWalk(b, p.set)
+		if err != nil {
+			if n != 0 {
+				t.Fatalf("error %v with length %d", err, n)
+			}
+			return
+		}
+		if n < 1 || n > len(b) {
+			t.Fatalf("length %d of %d bytes", n, len(b))
+		}
+		var md format.FileMetaData
+		thrift.Unmarshal(new(thrift.CompactProtocol), b[:n], &md)
+		var ph format.PageHeader
+		thrift.Unmarshal(new(thrift.CompactProtocol), b[:n], &ph)
+	})
+}
