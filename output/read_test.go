@@ -434,6 +434,17 @@ func TestOpenRefusesCorruptParquet(t *testing.T) {
 		{"garbage page", func(t *testing.T) []byte {
 			return hostilePage(t, dataPage(60, 200, 16), bytes.Repeat([]byte{0xff}, 16))
 		}, "row group 0"},
+		{"negative child count", func(t *testing.T) []byte {
+			// parquet-go v0.32 panics on this; the reader returns an error.
+			m := md
+			m.Schema = append([]format.SchemaElement{}, md.Schema...)
+			for i := range m.Schema {
+				if m.Schema[i].Name == "per_tok_33" {
+					m.Schema[i].NumChildren.V = -1
+				}
+			}
+			return withFooter(t, orig, nil, &m)
+		}, "malformed parquet file (the parquet library failed: runtime error: slice bounds out of range"},
 		{"no layout metadata", func(t *testing.T) []byte {
 			m := md
 			m.KeyValueMetadata = nil
