@@ -8,7 +8,7 @@ demo:
 	scripts/demo.sh
 
 test:
-	go test ./...
+	scripts/test.sh
 
 clean:
 	rm -rf bin out

@@ -77,6 +77,7 @@ type worker struct {
 	dev    Device
 	m      *esm.Model
 	budget int // tokens per batch on this device
+	maxSeq int // the longest sequence (tokens) the device embeds whole
 	stats  deviceStats
 
 	depth   int           // at most this many batches in flight: 2 on an esm.AsyncReader backend, else 1
@@ -165,8 +166,11 @@ func (cw *workers) wait() error {
 }
 
 // setBudget fixes the worker's token budget: the device's own, else the
-// run's, else the model's automatic budget for its device.
+// run's, else the model's automatic budget for its device; and the longest
+// sequence it embeds whole. It runs on the worker's goroutine (it asks the
+// device for its free memory).
 func (w *worker) setBudget() {
+	w.maxSeq = w.m.MaxSequenceTokens()
 	switch {
 	case w.dev.ToksPerBatch > 0:
 		w.budget = w.dev.ToksPerBatch

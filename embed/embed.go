@@ -116,17 +116,12 @@ func run(ctx context.Context, cfg esm.Config, devs []Device, opts Options) (*Sum
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	rd, err := data.Open(ctx, o.Inputs, data.Options{Workers: o.Workers, Prefetch: o.Prefetch, StallTimeout: o.ReaderStall, Stdin: o.Stdin, Open: o.Open})
-	if err != nil {
-		return nil, fmt.Errorf("embed: %w", err)
-	}
-	defer rd.Close()
 
 	// Packed batches ready or in use: two in flight per device plus two the
 	// packer works ahead; result buffers: one per device being filled plus
 	// two with the writer (triple buffering for one device).
 	n := len(devs)
-	p := &pipeline{cfg: cfg, o: o, cols: cols, rd: rd, parts: parts, resume: resume, next: resume, replay: replay, lastBound: replay, cancel: cancel,
+	p := &pipeline{cfg: cfg, o: o, cols: cols, parts: parts, resume: resume, next: resume, replay: replay, lastBound: replay, cancel: cancel,
 		ready: make(chan *job, 2*n+2), free: make(chan *job, 2*n+2),
 		results: make(chan *result, n+2), wch: make(chan writerMsg, 64),
 		advanced: make(chan struct{}, 1)}
@@ -152,6 +147,16 @@ func run(ctx context.Context, cfg esm.Config, devs []Device, opts Options) (*Sum
 		return nil, errors.Join(err, cw.wait())
 	}
 	p.setWindow()
+	// The reader keeps at most readLimit residues of a record in memory,
+	// however long the record is.
+	rd, err := data.Open(ctx, o.Inputs, data.Options{Workers: o.Workers, Prefetch: o.Prefetch, StallTimeout: o.ReaderStall,
+		Stdin: o.Stdin, Open: o.Open, MaxResidues: p.readLimit()})
+	if err != nil {
+		cancel()
+		return nil, errors.Join(fmt.Errorf("embed: %w", err), cw.wait())
+	}
+	defer rd.Close()
+	p.rd = rd
 	p.start = time.Now() // throughput and shares of wall time count from here, after loading
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { defer close(p.ready); return p.pack(gctx) })
@@ -256,6 +261,25 @@ func prepare(cfg esm.Config, opts Options) (Options, []column, error) {
 	return o, cols, nil
 }
 
+// readLimit is the most residue bytes a record keeps while it is read. With
+// truncation to m residues: 6m+6 bytes, enough for m tokens plus one even
+// if every one is a literal 6-byte "<mask>" (the tokenizer then truncates).
+// Without truncation: the longest sequence every device can embed whole;
+// longer records are skipped (pack).
+func (p *pipeline) readLimit() int {
+	if m := p.o.MaxResidues; m > 0 {
+		return 6*m + 6
+	}
+	limit := 0
+	for _, w := range p.workers {
+		if t := w.maxSeq - 2; limit == 0 || t < limit {
+			limit = t
+		}
+	}
+	p.maxWhole = max(limit, 1)
+	return p.maxWhole
+}
+
 // setWindow sets the packer's budget (the largest device budget) and, unless
 // given, the bucketing window: rows leave the writer in input order, so up
 // to a window's rows wait in memory; per-token rows are D floats per
@@ -280,15 +304,18 @@ func outputColumns(cols []column) []output.Column {
 }
 
 type pipeline struct {
-	cfg    esm.Config
-	o      Options
-	cols   []column
-	rd     *data.Reader
-	parts  *output.Parts
-	resume int64 // first input index this run writes (earlier ones are committed)
-	replay int64 // first input index this run computes: the window boundary at or before resume
-	cancel context.CancelFunc
-	start  time.Time
+	cfg   esm.Config
+	o     Options
+	cols  []column
+	rd    *data.Reader
+	parts *output.Parts
+	// maxWhole is, without truncation, the longest record (residues) every
+	// device can embed whole; longer ones are skipped.
+	maxWhole int
+	resume   int64 // first input index this run writes (earlier ones are committed)
+	replay   int64 // first input index this run computes: the window boundary at or before resume
+	cancel   context.CancelFunc
+	start    time.Time
 
 	ready, free chan *job
 	results     chan *result

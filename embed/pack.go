@@ -87,11 +87,25 @@ func (p *pipeline) pack(ctx context.Context) error {
 				}
 				continue
 			}
+			seq := r.Seq
+			if r.Truncated() {
+				if p.o.MaxResidues <= 0 {
+					if resumed {
+						continue
+					}
+					reason := fmt.Sprintf("%d residues, longer than the %d the device can embed whole (truncation is off)", r.Total, p.maxWhole)
+					if err := p.skip(ctx, r, reason); err != nil {
+						return err
+					}
+					continue
+				}
+				seq = dropCutToken(seq)
+			}
 			if arena == nil {
 				arena = make([]int32, 0, p.o.Window+2*p.o.ToksPerBatch)
 			}
 			n0 := len(arena)
-			toks, e, terr := tok.Encode(arena, r.Seq)
+			toks, e, terr := tok.Encode(arena, seq)
 			if terr != nil {
 				if resumed {
 					continue
@@ -125,7 +139,7 @@ func (p *pipeline) pack(ctx context.Context) error {
 				p.c.unknown.Add(1)
 			}
 			window = append(window, item{
-				meta: recMeta{index: r.Index, id: r.ID, length: e.Kept, truncated: e.Truncated},
+				meta: recMeta{index: r.Index, id: r.ID, length: e.Kept, truncated: e.Truncated || r.Truncated()},
 				toks: toks[n0:len(toks):len(toks)], masks: e.Masks,
 			})
 			windowToks += len(toks) - n0
@@ -158,6 +172,20 @@ func (p *pipeline) boundaryBefore(next int64) int64 {
 		p.bounds = p.bounds[1:]
 	}
 	return p.lastBound
+}
+
+// dropCutToken removes an unfinished "<...>" token (a literal <mask> or
+// <unk> the reader's limit cut in two) from the end of a cut sequence.
+func dropCutToken(seq []byte) []byte {
+	for i := len(seq) - 1; i >= 0 && i >= len(seq)-6; i-- {
+		switch seq[i] {
+		case '>':
+			return seq
+		case '<':
+			return seq[:i]
+		}
+	}
+	return seq
 }
 
 // waitWritten blocks until the writer has written (or skipped) every record
@@ -195,10 +223,10 @@ func (p *pipeline) skip(ctx context.Context, r *data.Record, reason string) erro
 		id = "(no id)"
 	}
 	if p.o.Strict {
-		return fmt.Errorf("embed: %s:%d: record %q cannot be embedded: %s (--strict)", r.Source, r.Line, id, reason)
+		return fmt.Errorf("embed: %s:%d: record %s cannot be embedded: %s (strict)", r.Source, r.Line, data.Quote(id), reason)
 	}
 	p.c.skipped.Add(1)
-	p.o.Log.Warn("record skipped", "file", r.Source, "line", r.Line, "id", id, "reason", reason)
+	p.o.Log.Warn("record skipped", "file", r.Source, "line", r.Line, "id", data.Quote(id), "reason", reason)
 	select {
 	case p.wch <- writerMsg{skip: r.Index, res: nil}:
 		return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/esm2go/esm2go/data"
 	"github.com/esm2go/esm2go/output"
 )
 
@@ -25,7 +26,7 @@ func (p *pipeline) write(ctx context.Context) error {
 			return
 		}
 		if err := p.parts.Write(r); err != nil {
-			failed = fmt.Errorf("embed: writing record %d (%q): %w", r.Index, r.ID, err)
+			failed = fmt.Errorf("embed: writing record %d (%s): %w", r.Index, data.Quote(r.ID), err)
 			p.cancel() // stop the other stages; this loop keeps draining
 			return
 		}

@@ -56,3 +56,24 @@ func (m *Model) AutoTokensPerBatch(maxResidues int) int {
 	n := int(min(free/2/uint64(m.ActivationBytesPerToken()), MaxAutoTokensPerBatch))
 	return max(n, minToks)
 }
+
+// MaxCPUSequenceTokens is the longest sequence (tokens) the CPU embeds
+// whole without truncation: 128k tokens, more than the longest known
+// protein (titin, ~35k residues); memory is the host's.
+const MaxCPUSequenceTokens = 1 << 17
+
+// MaxSequenceTokens is the longest single sequence m's device can embed
+// whole: what the free device memory holds (after the weights) where the
+// backend reports it, else MaxCPUSequenceTokens. Call it on the goroutine
+// that owns m's backend.
+func (m *Model) MaxSequenceTokens() int {
+	mi, ok := m.be.(memInfo)
+	if !ok {
+		return MaxCPUSequenceTokens
+	}
+	free, _, err := mi.MemInfo()
+	if err != nil {
+		return MaxCPUSequenceTokens
+	}
+	return max(int(free/uint64(m.ActivationBytesPerToken())), DefaultMaxResidues+2)
+}

@@ -57,6 +57,7 @@ const mainUsage = `esm2go computes ESM2 protein language model embeddings from F
 
 Usage:
   esm2go embed [flags] FASTA...   embed every record of the FASTA files (plain or gzip, "-" = stdin)
+  esm2go merge OUT SHARD...       join the outputs of a sharded run (embed --shard i/N)
   esm2go info [--model M]         load a model and print its shape and contents
   esm2go version                  print the version
   esm2go help [command]           print this help, or a command's flags
@@ -99,9 +100,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
-		// The error says where the rows written so far went.
+		// The error says where the rows written so far went; 130 is what a
+		// shell reports for a process stopped by SIGINT.
 		fmt.Fprintf(stderr, "esm2go: interrupted: %s\n", oneLine(err.Error()))
-		return 1
+		return 130
 	}
 	fmt.Fprintf(stderr, "esm2go: %s\n", oneLine(err.Error()))
 	return 1
@@ -117,6 +119,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return cmdEmbed(ctx, rest, stdout, stderr)
 	case "info":
 		return cmdInfo(ctx, rest, stdout, stderr)
+	case "merge":
+		return cmdMerge(ctx, rest, stdout, stderr)
 	case "version", "--version":
 		if len(rest) > 0 {
 			return usageErrorf(mainUsage, "version takes no arguments")
@@ -133,6 +137,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			fmt.Fprint(stdout, embedUsage())
 		case "info":
 			fmt.Fprint(stdout, infoUsage())
+		case "merge":
+			fmt.Fprint(stdout, mergeUsage())
 		case "version", "help":
 			fmt.Fprint(stdout, mainUsage)
 		default:
