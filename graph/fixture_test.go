@@ -1,9 +1,6 @@
-//go:build gradfixture
-
-// The PyTorch gradient parity test. It needs
+// The PyTorch gradient parity test. It reads
 // tests/testdata/fixtures/grad_tiny.safetensors, written on the GPU test
-// host by tests/gen_grad_fixtures.py; until that file is committed the test
-// stays behind the gradfixture build tag (go test -tags gradfixture).
+// host by tests/gen_grad_fixtures.py (HF EsmForMaskedLM autograd in float64).
 
 package graph
 

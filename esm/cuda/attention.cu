@@ -55,6 +55,10 @@ __device__ __forceinline__ void varlen_fwd(float* __restrict__ out, int ldo,
     acc[d] = 0.f;
   }
   float m = __int_as_float(0xff800000), l = 0.f;  // -inf (no math.h under NVRTC)
+  // bad stays 0 while every score is finite and turns NaN for a NaN or
+  // +-Inf score (x*0 is NaN for those), so it is added to l at the end: a
+  // -Inf score would otherwise get weight 0 and hide a non-finite input.
+  float bad = 0.f;
 
   for (int kt = 0; kt < n; kt += BK) {
     const int kn = min(BK, n - kt);
@@ -77,6 +81,7 @@ __device__ __forceinline__ void varlen_fwd(float* __restrict__ out, int ldo,
 #pragma unroll
         for (int o = G / 2; o > 0; o /= 2) dot += __shfl_xor_sync(0xffffffffu, dot, o);
         s[j] = dot;
+        bad = fmaf(dot, 0.f, bad);
         mt = fmaxf(mt, dot);
       }
     }
@@ -96,7 +101,7 @@ __device__ __forceinline__ void varlen_fwd(float* __restrict__ out, int ldo,
     m = mt;
   }
   if (valid) {
-    const float inv = 1.f / l;
+    const float inv = 1.f / (l + bad);
 #pragma unroll
     for (int d = 0; d < DP; d++)
       out[(long)(start + row) * ldo + h * HD + d * G + g] = acc[d] * inv;
@@ -256,12 +261,17 @@ __device__ __forceinline__ void varlen_fa2(T* __restrict__ out, int ldo, const T
   unsigned qf[MT][HP / 16][4];
   float o[MT][ND][4];
   float m[MT][2], l[MT][2];  // rows g and g+8 of each row tile
+  // bad: 0 while every raw score is finite, NaN after a NaN or +-Inf one
+  // (x*0); added to l at the end, so a -Inf score (weight 0 in the softmax)
+  // cannot hide a non-finite input. One FFMA per score.
+  float bad[MT][2];
 #pragma unroll
   for (int mt = 0; mt < MT; mt++) {
 #pragma unroll
     for (int d = 0; d < ND; d++) o[mt][d][0] = o[mt][d][1] = o[mt][d][2] = o[mt][d][3] = 0.f;
     m[mt][0] = m[mt][1] = __int_as_float(0xff800000);
     l[mt][0] = l[mt][1] = 0.f;
+    bad[mt][0] = bad[mt][1] = 0.f;
   }
   const float sl2 = scale * 1.4426950408889634f;
   const int ntiles = (n + BK - 1) / BK;
@@ -310,6 +320,13 @@ __device__ __forceinline__ void varlen_fa2(T* __restrict__ out, int ldo, const T
         }
       }
     }
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+      for (int j = 0; j < NK; j++) {
+        bad[mt][0] = fmaf(s[mt][j][0], 0.f, fmaf(s[mt][j][1], 0.f, bad[mt][0]));
+        bad[mt][1] = fmaf(s[mt][j][2], 0.f, fmaf(s[mt][j][3], 0.f, bad[mt][1]));
+      }
     // Keys past the end: only the last tile has any, so the mask is a
     // branch of its own and full tiles pay nothing per score.
     if (kt + BK > n) {
@@ -337,7 +354,8 @@ __device__ __forceinline__ void varlen_fa2(T* __restrict__ out, int ldo, const T
       mt0 = fmaxf(mt0, __shfl_xor_sync(0xffffffffu, mt0, 2));
       mt1 = fmaxf(mt1, __shfl_xor_sync(0xffffffffu, mt1, 2));
       // First tile: m = -inf, so (m - mt)*sl2 = -inf and 2^-inf = 0. Every
-      // tile holds a key below n, so mt is finite from the first tile on.
+      // tile holds a key below n, so mt is finite from the first tile on
+      // when the scores are (a non-finite one makes the row NaN: see bad).
       const float c0 = fa2_exp2((m[mt][0] - mt0) * sl2), c1 = fa2_exp2((m[mt][1] - mt1) * sl2);
       m[mt][0] = mt0;
       m[mt][1] = mt1;
@@ -390,7 +408,7 @@ __device__ __forceinline__ void varlen_fa2(T* __restrict__ out, int ldo, const T
 
 #pragma unroll
   for (int mt = 0; mt < MT; mt++) {
-    float l0 = l[mt][0], l1 = l[mt][1];
+    float l0 = l[mt][0] + bad[mt][0], l1 = l[mt][1] + bad[mt][1];
     l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
     l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
     l0 += __shfl_xor_sync(0xffffffffu, l0, 2);

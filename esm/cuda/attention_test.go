@@ -389,3 +389,88 @@ func BenchmarkVarlen(b *testing.B) {
 		do.Free()
 	}
 }
+
+// TestVarlenNonFinite: a non-finite input reaches every output it feeds and
+// nothing else. The hard case is an Inf in k against queries whose matching
+// element is negative: every such score is -Inf, which a softmax alone
+// weighs 0 (the input would vanish). Sequence 1 of {5, 9, 70} gets it, in
+// head 0; sequences 0 and 2, and head 1, must stay finite.
+func TestVarlenNonFinite(t *testing.T) {
+	ctx := gpuContext(t)
+	v := newVarlen(ctx)
+	lens := []int{5, 9, 70}
+	s, err := attention.NewSeqlens(lens)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(8, 9))
+	for _, dt := range []cudadrv.DataType{cudadrv.F32, cudadrv.F16, cudadrv.BF16} {
+		for _, hd := range varlenHeadDims {
+			for _, bad := range []float32{float32(math.Inf(1)), float32(math.NaN())} {
+				H := 2
+				D := H * hd
+				T := s.Total()
+				qkv := make([]float32, T*3*D)
+				for i := range qkv {
+					qkv[i] = float32(r.NormFloat64()) * 0.5
+				}
+				for i := s.Start(1); i < s.Start(1)+lens[1]; i++ {
+					qkv[i*3*D] = -1 - float32(r.Float64()) // q, head 0, dim 0: negative
+				}
+				qkv[(s.Start(1)+3)*3*D+D] = bad // k of token 3, head 0, dim 0
+				esize := 4
+				var up []byte
+				if dt == cudadrv.F32 {
+					up = f32bytes(qkv)
+				} else {
+					esize = 2
+					up = u16bytes(toHalf(qkv, dt))
+				}
+				dq, _ := ctx.Alloc(len(up))
+				do, _ := ctx.Alloc(esize * T * D)
+				dcu, _ := ctx.Alloc(4 * len(s.Cu))
+				if err := ctx.CopyHtoD(dq.Ptr, up); err != nil {
+					t.Fatal(err)
+				}
+				if err := ctx.CopyHtoD(dcu.Ptr, unsafe.Slice((*byte)(unsafe.Pointer(&s.Cu[0])), 4*len(s.Cu))); err != nil {
+					t.Fatal(err)
+				}
+				err = v.forward(varlenArgs{Out: do.Ptr, LdOut: D, Q: dq.Ptr, K: dq.Ptr.Add(esize * D), V: dq.Ptr.Add(2 * esize * D), Ld: 3 * D,
+					CuSeqlens: dcu.Ptr, Seqlens: s, H: H, HD: hd, Scale: 0.7, DType: dt})
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := make([]float32, T*D)
+				if dt == cudadrv.F32 {
+					err = ctx.CopyDtoH(f32bytes(got), do.Ptr)
+				} else {
+					h := make([]uint16, T*D)
+					err = ctx.CopyDtoH(u16bytes(h), do.Ptr)
+					for i, x := range h {
+						if dt == cudadrv.F16 {
+							got[i] = cudadrv.HalfToFloat32(x)
+						} else {
+							got[i] = cudadrv.BF16ToFloat32(x)
+						}
+					}
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				dq.Free()
+				do.Free()
+				dcu.Free()
+				for tok := 0; tok < T; tok++ {
+					inSeq1 := tok >= s.Start(1) && tok < s.Start(1)+lens[1]
+					for h := 0; h < H; h++ {
+						x := got[tok*D+h*hd]
+						finite := !math.IsNaN(float64(x)) && !math.IsInf(float64(x), 0)
+						if want := !(inSeq1 && h == 0); finite != want {
+							t.Errorf("%v hd=%d %v in k: token %d head %d: %v (want finite: %v)", dt, hd, bad, tok, h, x, want)
+						}
+					}
+				}
+			}
+		}
+	}
+}
