@@ -26,6 +26,7 @@ var errClosed = errors.New("data: reader closed")
 type Reader struct {
 	opts   Options
 	inputs []string
+	shard  shardPlan // with Options.Shard: the byte range of each input this shard reads
 
 	ctx    context.Context // the run: cancelled on the first error, on Close, or with Open's ctx
 	cancel context.CancelCauseFunc
@@ -128,6 +129,7 @@ type statReaderAt interface {
 // a writer included). Cancelling ctx stops the run. Close must be called.
 func Open(ctx context.Context, inputs []string, opts Options) (*Reader, error) {
 	opts = opts.withDefaults()
+	customOpen := opts.Open != nil
 	if opts.Stdin == nil {
 		opts.Stdin = os.Stdin
 	}
@@ -146,8 +148,19 @@ func Open(ctx context.Context, inputs []string, opts Options) (*Reader, error) {
 		}
 		opts.Open = openInput
 	}
+	var shard shardPlan
+	if opts.Shard.Count > 1 && customOpen {
+		return nil, errors.New("data: sharding reads files by byte range; it cannot be combined with Options.Open")
+	}
+	if opts.Shard.Count > 1 {
+		var err error
+		if shard, err = planShard(inputs, opts); err != nil {
+			return nil, err
+		}
+	}
 	r := &Reader{
 		opts:     opts,
+		shard:    shard,
 		inputs:   slices.Clone(inputs),
 		order:    make(chan *slot, opts.Workers*opts.Prefetch),
 		jobs:     make(chan *job),
@@ -337,18 +350,21 @@ func (r *Reader) watchdog() {
 func (r *Reader) dispatch(t *tracker) {
 	defer close(r.order)
 	defer close(r.jobs)
-	for _, name := range r.inputs {
+	for i, name := range r.inputs {
 		if r.ctx.Err() != nil {
 			return
 		}
-		if err := r.dispatchFile(name, t); err != nil {
+		if r.shard.on && r.shard.ranges[i].empty() {
+			continue
+		}
+		if err := r.dispatchFile(i, name, t); err != nil {
 			r.fail(err)
 			return
 		}
 	}
 }
 
-func (r *Reader) dispatchFile(name string, t *tracker) error {
+func (r *Reader) dispatchFile(i int, name string, t *tracker) error {
 	if name == "-" {
 		src := &source{name: name, r: r.opts.Stdin}
 		if f, ok := r.opts.Stdin.(*os.File); ok {
@@ -390,9 +406,21 @@ func (r *Reader) dispatchFile(name string, t *tracker) error {
 				return fmt.Errorf("data: reading %s at byte 0: %w", name, err)
 			}
 			if n < 2 || magic[0] != 0x1f || magic[1] != 0x8b {
-				return r.dispatchRanges(src, ra, fi.Size())
+				a, b := int64(0), fi.Size()
+				if r.shard.on {
+					a, b = r.shard.ranges[i].a, min(r.shard.ranges[i].b, fi.Size())
+				}
+				return r.dispatchRanges(src, ra, fi.Size(), a, b)
+			}
+			if r.shard.on && !r.shard.ranges[i].whole {
+				r.release(src) // gzip: whole files only, and this one is another shard's
+				return nil
 			}
 		}
+	}
+	if r.shard.on && !r.shard.ranges[i].whole {
+		r.release(src) // a plain file that cannot be read in ranges: not split, and not this shard's
+		return nil
 	}
 	return r.runStream(src)
 }
@@ -412,22 +440,25 @@ func (r *Reader) runStream(src *source) error {
 	return nil
 }
 
-func (r *Reader) dispatchRanges(src *source, ra io.ReaderAt, size int64) error {
+// dispatchRanges reads bytes [a, b) of a regular file of size bytes (the
+// whole file, or a shard's part of it) in BlockBytes ranges.
+func (r *Reader) dispatchRanges(src *source, ra io.ReaderAt, size, a, b int64) error {
 	bb := int64(r.opts.BlockBytes)
-	n := (size + bb - 1) / bb
-	if n == 0 {
+	n := (b - a + bb - 1) / bb
+	if n <= 0 {
 		r.release(src)
 		return nil
 	}
 	src.refs.Store(n)
 	for i := range n {
+		s := a + i*bb
 		sl := newSlot(i == 0)
 		select {
 		case r.order <- sl:
 		case <-r.ctx.Done():
 			return nil
 		}
-		j := &job{src: src, ra: ra, s: i * bb, e: min(size, (i+1)*bb), size: size, slot: sl}
+		j := &job{src: src, ra: ra, s: s, e: min(b, s+bb), size: size, slot: sl}
 		select {
 		case r.jobs <- j:
 		case <-r.ctx.Done():

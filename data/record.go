@@ -83,9 +83,24 @@ type Options struct {
 	// grows with the longest record).
 	MaxResidues int
 
+	// Shard, when Shard.Count > 1, reads only part Shard.Index of Count of
+	// the inputs: the inputs' bytes, concatenated in order, are cut into
+	// Count equal byte ranges, and a record belongs to the range holding its
+	// '>'. Each shard finds its records without reading the others' bytes
+	// (ranges start at the next record start). A compressed or
+	// non-seekable input is not split: it belongs, whole, to the shard
+	// whose range holds its first byte (many gzip files spread over the
+	// shards; one large gzip file goes to one shard). Standard input cannot
+	// be sharded. Record.Index counts from 0 in each shard; line numbers
+	// count from the shard's first byte in a file.
+	Shard Shard
+
 	maxHeader   int // MaxHeaderBytes; smaller in tests
 	maxPreamble int // MaxPreambleBytes; smaller in tests
 }
+
+// Shard names part Index (0-based) of Count of the input.
+type Shard struct{ Index, Count int }
 
 const (
 	defaultWorkers      = 4

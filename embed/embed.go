@@ -150,7 +150,7 @@ func run(ctx context.Context, cfg esm.Config, devs []Device, opts Options) (*Sum
 	// The reader keeps at most readLimit residues of a record in memory,
 	// however long the record is.
 	rd, err := data.Open(ctx, o.Inputs, data.Options{Workers: o.Workers, Prefetch: o.Prefetch, StallTimeout: o.ReaderStall,
-		Stdin: o.Stdin, Open: o.Open, MaxResidues: p.readLimit()})
+		Stdin: o.Stdin, Open: o.Open, MaxResidues: p.readLimit(), Shard: o.Shard})
 	if err != nil {
 		cancel()
 		return nil, errors.Join(fmt.Errorf("embed: %w", err), cw.wait())

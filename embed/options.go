@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/esm2go/esm2go/data"
 	"github.com/esm2go/esm2go/output"
 )
 
@@ -39,6 +40,9 @@ type Options struct {
 	Workers      int  // reader goroutines; default 4
 	Prefetch     int  // blocks queued per reader; default 4
 	Strict       bool // a record that cannot be embedded ends the run instead of being skipped
+	// Shard, when Shard.Count > 1, embeds only that part of the inputs
+	// (data.Options.Shard); indices count from 0 in the shard.
+	Shard data.Shard
 
 	// Window is how many tokens the packer sorts by length before cutting
 	// batches (length bucketing); default 16 × ToksPerBatch, 2 × with

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/esm2go/esm2go/data"
 	"github.com/esm2go/esm2go/embed"
 	"github.com/esm2go/esm2go/esm"
 	"github.com/esm2go/esm2go/monitor"
@@ -45,6 +46,7 @@ type embedFlags struct {
 
 	commitRows  int64
 	commitEvery time.Duration
+	shard       string
 }
 
 func newEmbedFlagSet(f *embedFlags) *pflag.FlagSet {
@@ -67,6 +69,7 @@ func newEmbedFlagSet(f *embedFlags) *pflag.FlagSet {
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format on stderr: text or json")
 	fs.StringVar(&f.metricsJSON, "metrics-json", "", "write run metrics to FILE, one JSON object per line per window (an existing FILE needs --overwrite)")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve run metrics in Prometheus text format at http://ADDR/metrics, e.g. 127.0.0.1:9100; a host other than loopback (\":9100\", \"0.0.0.0:9100\") exposes them to the network")
+	fs.StringVar(&f.shard, "shard", "", "embed only part i of N of the input (i/N, 0-based), or auto: the Slurm array task or Kubernetes indexed-job index; join the parts with esm2go merge")
 	fs.Int64Var(&f.commitRows, "commit-rows", 100_000, "commit the rows written so far (fsynced: a killed run resumes after them) every N rows, or every --commit-every, whichever comes first")
 	fs.DurationVar(&f.commitEvery, "commit-every", 2*time.Minute, "commit the rows written so far at least this often (see --commit-rows)")
 	fs.IntVar(&f.metricsEvery, "metrics-every", 10, "batches per metrics window (a metrics line on stderr, a JSON line, a Prometheus update)")
@@ -200,6 +203,10 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 	}
+	shard, err := parseShard(f.shard, os.Getenv)
+	if err != nil {
+		return bad("%v", err)
+	}
 	if err := checkOutputs(&f, inputs); err != nil {
 		return err
 	}
@@ -270,6 +277,9 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		"truncation_seq_length": truncMeta,
 		"precision":             prec,
 	}
+	if shard.Count > 0 {
+		identity["shard"] = shard.String()
+	}
 	if in, ok := inputFingerprint(inputs); ok {
 		identity["input"] = in
 	} else {
@@ -293,6 +303,7 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Workers:      f.workers,
 		Prefetch:     f.prefetch,
 		Strict:       f.strict,
+		Shard:        data.Shard{Index: shard.Index, Count: shard.Count},
 		Log:          log,
 		Metadata: map[string]string{
 			"model":                 f.model,
@@ -306,6 +317,10 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			"device":                dev.String(),
 			"precision":             prec,
 		},
+	}
+	if shard.Count > 0 {
+		opts.Metadata[metaShard] = shard.String()
+		log.Info("sharded run", "shard", shard.String(), "from", shard.From)
 	}
 	mon, err := startMonitor(ctx, &f, ords, lw, log, pr.tty)
 	if err != nil {

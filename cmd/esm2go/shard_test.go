@@ -1,6 +1,11 @@
 package main
 
 import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -46,4 +51,67 @@ func TestParseShard(t *testing.T) {
 			t.Errorf("%q: %v, want %s", c.arg, got, c.want)
 		}
 	}
+}
+
+// TestShardsMerge: three shards of the input, merged, equal one run: same
+// records in the same order, values equal up to fp32 rounding of different
+// batch compositions (1e-5 of the largest value: the batched-vs-alone bound
+// of the embed tests). Missing or repeated shards are refused.
+func TestShardsMerge(t *testing.T) {
+	dir := t.TempDir()
+	args := func(out string, extra ...string) []string {
+		return append([]string{"embed", "--model", tinyModel, "--device", "cpu", "--format", "npy", "-q", "-o", out}, append(extra, fasta)...)
+	}
+	one := filepath.Join(dir, "one")
+	if code, _, stderr := runCLI(t, args(one)...); code != 0 {
+		t.Fatalf("single run: %s", stderr)
+	}
+	var shards []string
+	for i := 0; i < 3; i++ {
+		out := filepath.Join(dir, fmt.Sprintf("shard-%d", i))
+		if code, _, stderr := runCLI(t, args(out, "--shard", fmt.Sprintf("%d/3", i))...); code != 0 {
+			t.Fatalf("shard %d: %s", i, stderr)
+		}
+		shards = append(shards, out)
+	}
+	merged := filepath.Join(dir, "merged")
+	if code, _, stderr := runCLI(t, "merge", merged, shards[2], shards[0], shards[1]); code != 0 {
+		t.Fatalf("merge: %s", stderr)
+	}
+	a, _ := os.ReadFile(filepath.Join(one, "records.tsv"))
+	b, _ := os.ReadFile(filepath.Join(merged, "records.tsv"))
+	if string(a) != string(b) {
+		t.Fatalf("records differ:\n%s\n%s", a, b)
+	}
+	va, vb := readF32(t, filepath.Join(one, "mean_3.npy")), readF32(t, filepath.Join(merged, "mean_3.npy"))
+	var maxAbs, maxDiff float64
+	for i := range va {
+		maxAbs = max(maxAbs, math.Abs(float64(va[i])))
+		maxDiff = max(maxDiff, math.Abs(float64(va[i]-vb[i])))
+	}
+	if len(va) != len(vb) || maxDiff > 1e-5*maxAbs {
+		t.Fatalf("values differ: %d vs %d values, max diff %g of %g", len(va), len(vb), maxDiff, maxAbs)
+	}
+	for _, bad := range [][]string{{shards[0], shards[1]}, {shards[0], shards[1], shards[1], shards[2]}, {shards[0], shards[1], one}} {
+		code, _, stderr := runCLI(t, append([]string{"merge", filepath.Join(dir, "bad")}, bad...)...)
+		if code != 1 || !(strings.Contains(stderr, "missing") || strings.Contains(stderr, "twice") || strings.Contains(stderr, "are not")) {
+			t.Errorf("merge %v: status %d, stderr %q", bad, code, stderr)
+		}
+	}
+}
+
+// readF32 reads an npy float32 array's values (header length from bytes 8..9).
+func readF32(t *testing.T, path string) []float32 {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hl := int(binary.LittleEndian.Uint16(b[8:10]))
+	raw := b[10+hl:]
+	out := make([]float32, len(raw)/4)
+	for i := range out {
+		out[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
+	}
+	return out
 }
