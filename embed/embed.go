@@ -1,10 +1,10 @@
 // Package embed is the FASTA-to-embeddings pipeline: reader goroutines (pure
 // I/O, package data) → the packer (tokenize once, length-bucket, pack varlen
-// batches with no padding) → the compute stage (the model's forward pass, on
-// the goroutine that called Run, which owns the device; on a GPU the next
-// batch is launched before the current one is copied out) → a
-// triple-buffered asynchronous writer that restores input order and
-// publishes atomically.
+// batches with no padding) → one worker per device (each owns its model on
+// its own locked goroutine; on a GPU the next batch is launched before the
+// current one is copied out) → an asynchronous writer that restores input
+// order and commits rows in resumable chunks (output.Parts), merged and
+// published atomically at the end.
 package embed
 
 import (
@@ -69,10 +69,11 @@ type counters struct {
 // Run embeds every record of opts.Inputs with m and writes opts.Out, with m
 // computing on the calling goroutine (which must own m's backend: the device
 // goroutine for a GPU). It is RunDevices with one device that is already
-// open. On failure or cancellation, rows already written are published at
-// opts.Out+output.PartialSuffix and the error says so. What may be
-// replaced, and how two runs on one output are kept apart, is the output
-// package's decision (output.Check).
+// open. Rows are committed as they go (output.Parts): on failure or
+// cancellation the error wraps ErrResumable when some are, and a later run
+// with the same Identity resumes after them. What may be replaced, and how
+// two runs on one output are kept apart, is the output package's decision
+// (output.Check).
 func Run(ctx context.Context, m *esm.Model, opts Options) (*Summary, error) {
 	return run(ctx, m.Cfg, []Device{{Name: m.Backend().Name(), model: m}}, opts)
 }

@@ -74,10 +74,10 @@
 // temporary, which the next writer of the same output removes.
 //
 // Create (and Check, for callers that want to fail early) refuse an existing
-// final path, or an existing PartialSuffix sibling, unless Options.Overwrite;
-// with it, only a regular file that is not in Options.Keep, or an npy output
-// directory this package wrote, may be replaced (ErrNotReplaceable
-// otherwise). A writer holds a flock on ".<base>.lock" until Close,
-// ClosePartial or Abort (ErrLocked for a second writer). Details in guard.go
-// and publish.go.
+// final path unless Options.Overwrite; with it, only a regular file that is
+// not in Options.Keep, or an npy output directory this package wrote, may be
+// replaced (ErrNotReplaceable otherwise). A writer holds a flock on
+// ".<base>.lock" until Close or Abort (ErrLocked for a second writer). Details in guard.go and
+// publish.go. A resumable run writes its rows in chunks through Parts
+// (parts.go) and joins them with Merge (merge.go).
 package output

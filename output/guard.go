@@ -25,7 +25,7 @@ import (
 // RENAME_EXCHANGE) where the file system supports it.
 //
 // Own: a writer holds an exclusive lock (flock) on ".<base>.lock" beside the
-// final path from Create until Close, ClosePartial or Abort, so a second run
+// final path from Create until Close or Abort, so a second run
 // on the same output fails at once with ErrLocked instead of racing the first.
 // The lock dies with the process, so a killed run never blocks later ones.
 //
