@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -60,9 +61,19 @@ func testRows(s Schema) []Row {
 
 func writeAll(t testing.TB, path string, f Format, s Schema, rows []Row) {
 	t.Helper()
+	writeAllTuned(t, path, f, s, rows, nil)
+}
+
+// writeAllTuned is writeAll with tune, when not nil, called on the writer
+// before the first row (to lower its internal bounds).
+func writeAllTuned(t testing.TB, path string, f Format, s Schema, rows []Row, tune func(Writer)) {
+	t.Helper()
 	w, err := Create(path, f, s)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if tune != nil {
+		tune(w)
 	}
 	defer w.Abort()
 	for i := range rows {
@@ -222,22 +233,58 @@ func TestParquetRoundTrip(t *testing.T) {
 
 // TestParquetRowGroups forces several row groups through the byte bound.
 func TestParquetRowGroups(t *testing.T) {
-	s := Schema{Columns: []Column{{Name: "per_tok", Kind: Matrix, Dim: 1024}}}
+	// The production bounds (10k rows, 64 MiB) are lowered on the writer so
+	// that a few MiB cross them; the flush logic is the same.
+	s := Schema{Columns: []Column{{Name: "per_tok", Kind: Matrix, Dim: 256}}}
 	var rows []Row
 	for i := range 40 {
-		L := 500 + i
-		v := make([]float32, L*1024)
+		L := 100 + i
+		v := make([]float32, L*256)
 		for j := range v {
 			v[j] = float32(j ^ i)
 		}
 		rows = append(rows, Row{ID: strconv.Itoa(i), Index: int64(i), Length: L, Values: [][]float32{v}})
 	}
-	path := filepath.Join(t.TempDir(), "big.parquet")
-	writeAll(t, path, Parquet, s, rows)
-	got, pf := readParquet(t, path, s)
-	compareRows(t, got, rows)
-	if n := len(pf.RowGroups()); n < 2 {
-		t.Errorf("%d row groups, want several (~80 MiB of floats, %d MiB bound)", n, parquetMaxGroupBytes>>20)
+	for _, tc := range []struct {
+		name     string
+		maxRows  int
+		maxBytes int64
+	}{
+		{"bytes", parquetMaxGroupRows, 1 << 20}, // ~100 KiB a row: a group every ~10 rows
+		{"rows", 7, parquetMaxGroupBytes},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			path := filepath.Join(t.TempDir(), "big.parquet")
+			writeAllTuned(t, path, Parquet, s, rows, func(w Writer) {
+				pw := w.(*parquetWriter)
+				pw.maxGroupRows, pw.maxGroupBytes = tc.maxRows, tc.maxBytes
+			})
+			got, pf := readParquet(t, path, s)
+			compareRows(t, got, rows)
+			// The writer flushes after the row that reaches a bound; replay
+			// that rule to get the group sizes it must have written.
+			var want []int64
+			var n int64
+			var b int64
+			for _, r := range rows {
+				n++
+				b += int64(len(r.ID)+17) + 4*int64(len(r.Values[0]))
+				if n >= int64(tc.maxRows) || b >= tc.maxBytes {
+					want, n, b = append(want, n), 0, 0
+				}
+			}
+			if n > 0 {
+				want = append(want, n)
+			}
+			var gotGroups []int64
+			for _, g := range pf.RowGroups() {
+				gotGroups = append(gotGroups, g.NumRows())
+			}
+			if len(want) < 2 || !slices.Equal(gotGroups, want) {
+				t.Errorf("row groups of %v rows, want %v", gotGroups, want)
+			}
+		})
 	}
 }
 

@@ -33,14 +33,24 @@ const (
 
 type parquetWriter struct {
 	owner
-	tmp   string
-	file  *os.File
+	tmp  string
+	file *os.File
+	// parquet.Writer is deprecated in favour of GenericWriter[T], which
+	// needs a Go type per schema; output columns are only known at run time,
+	// so rows go through the untyped Writer (its WriteRows and
+	// WriteRowGroup are what merge needs).
+	//lint:ignore SA1019 the schema is dynamic, see above
 	pw    *parquet.Writer
 	check rowChecker
 
 	row        parquet.Row // reused row buffer, (4 + sum of values) Values
 	groupRows  int
 	groupBytes int64
+	// maxGroupRows and maxGroupBytes are the flush bounds:
+	// parquetMaxGroupRows and parquetMaxGroupBytes, lowered by tests that
+	// need several row groups without writing tens of MiB.
+	maxGroupRows  int
+	maxGroupBytes int64
 
 	err    error // sticky I/O error
 	closed bool
@@ -136,6 +146,9 @@ func newParquetWriter(own owner, schema Schema) (*parquetWriter, error) {
 		file:  f,
 		pw:    parquet.NewWriter(f, config),
 		check: rowChecker{cols: schema.Columns},
+
+		maxGroupRows:  parquetMaxGroupRows,
+		maxGroupBytes: parquetMaxGroupBytes,
 	}, nil
 }
 
@@ -190,7 +203,7 @@ func (w *parquetWriter) Write(r *Row) error {
 	w.check.accept(r)
 	w.groupRows++
 	w.groupBytes += nbytes
-	if w.groupRows >= parquetMaxGroupRows || w.groupBytes >= parquetMaxGroupBytes {
+	if w.groupRows >= w.maxGroupRows || w.groupBytes >= w.maxGroupBytes {
 		if err := w.pw.Flush(); err != nil {
 			w.err = fmt.Errorf("output: %s: flush row group: %w", w.final, err)
 			return w.err
