@@ -129,14 +129,14 @@ func TestLowRankAdapter(t *testing.T) {
 	// gradient descent on A and B alone; the step is small enough for the
 	// loss to fall at every step (0.5 overshoots on this model, whose
 	// random weights give logits of size ~20)
-	const lr = 0.1
+	const lr = 0.005
 	loss := loss0
 	for step := range 5 {
 		for i := range ad.a {
-			ad.a[i] -= 0.005 * grads[0][i]
+			ad.a[i] -= lr * grads[0][i]
 		}
 		for i := range ad.b {
-			ad.b[i] -= 0.005 * grads[1][i]
+			ad.b[i] -= lr * grads[1][i]
 		}
 		var next float32
 		next, grads = run()

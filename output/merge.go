@@ -604,7 +604,7 @@ func (m *merger) copyGroup(r *Reader, w *parquetWriter) error {
 		// Strictly increasing from next to next+n-1: exactly the new
 		// numbers, so the index column can be copied as it is.
 		if gc.first != m.next || gc.last != m.next+n-1 {
-			return errors.New("Renumber changes the indices")
+			return errors.New("renumbering changes the indices")
 		}
 	} else if m.sum.Rows > 0 && gc.first <= m.last {
 		return fmt.Errorf("index %d not after %d", gc.first, m.last)

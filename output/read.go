@@ -993,10 +993,9 @@ func (s *parquetSource) checkChunk(g, c int) error {
 // pageLocator checks, while the pages of a chunk are walked, that the offset
 // index lists exactly those data pages.
 type pageLocator struct {
-	locs  []format.PageLocation
-	i     int
-	rows  int64
-	start int64
+	locs []format.PageLocation
+	i    int
+	rows int64
 }
 
 // checkPages walks the page headers of column chunk c of group g, checking

@@ -107,9 +107,9 @@ func deflateZeros(n int) []byte {
 	return append(out, 0x03, 0x00) // a final, empty block
 }
 
-// openPt writes data as a .pt file and opens it; it returns the error and
+// openPt writes data as a .pt file and opens it; it returns the path and
 // the path (which every error must name). A successful open is closed.
-func openPt(t testing.TB, data []byte) (error, string) {
+func openPt(t testing.TB, data []byte) (string, error) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "hostile.pt")
 	writeFile(t, path, data)
@@ -117,14 +117,14 @@ func openPt(t testing.TB, data []byte) (error, string) {
 	if err == nil {
 		c.Close()
 	}
-	return err, path
+	return path, err
 }
 
 // wantOpenError checks that opening data fails with an error that names the
 // file, contains want, and quotes no more than a short message's worth.
 func wantOpenError(t *testing.T, name string, data []byte, want string) {
 	t.Helper()
-	err, path := openPt(t, data)
+	path, err := openPt(t, data)
 	switch {
 	case err == nil:
 		t.Errorf("%s: opened without error", name)
