@@ -107,8 +107,8 @@ func deflateZeros(n int) []byte {
 	return append(out, 0x03, 0x00) // a final, empty block
 }
 
-// openPt writes data as a .pt file and opens it; it returns the path and
-// the path (which every error must name). A successful open is closed.
+// openPt writes data as a .pt file and opens it; it returns the path
+// (which every error must name) and the error. A successful open is closed.
 func openPt(t testing.TB, data []byte) (string, error) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "hostile.pt")
