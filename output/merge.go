@@ -65,7 +65,6 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 )
 
@@ -450,15 +449,7 @@ func (m *merger) copyNPYRow(w *npyWriter, s *npySource, row *Row, srcIndex int64
 		}
 		dc.offsets.rows++
 	}
-	line := strconv.AppendInt(nil, row.Index, 10)
-	line = append(line, '\t')
-	line = append(line, sanitizeID(row.ID)...)
-	line = append(line, '\t')
-	line = strconv.AppendInt(line, int64(row.Length), 10)
-	line = append(line, '\t')
-	line = strconv.AppendBool(line, row.Truncated)
-	line = append(line, '\n')
-	if _, err := w.rec.Write(line); err != nil {
+	if err := w.writeRecord(row); err != nil {
 		return 0, err
 	}
 	w.check.accept(row)

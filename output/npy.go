@@ -218,6 +218,12 @@ func (w *npyWriter) write(r *Row) error {
 		}
 		c.offsets.rows++
 	}
+	return w.writeRecord(r)
+}
+
+// writeRecord appends r's line to records.tsv (index, id, length,
+// truncated); Write and merge's byte copy share it.
+func (w *npyWriter) writeRecord(r *Row) error {
 	line := strconv.AppendInt(nil, r.Index, 10)
 	line = append(line, '\t')
 	line = append(line, sanitizeID(r.ID)...)
