@@ -310,7 +310,7 @@ func TestGPUFieldsAndGPUIdle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(20 * time.Millisecond) // some NVML samples
+	time.Sleep(20 * time.Millisecond)                // some NVML samples
 	feed(m, withMem(summaries(10, 1), 1<<30, 2<<30)) // the host computes all the time...
 	rep, _ := m.Close()
 	recs := decode(t, js.Bytes())
