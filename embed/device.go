@@ -46,12 +46,6 @@ type DeviceSummary struct {
 	MemKnown              bool
 }
 
-// memoryReporter is implemented by backends that know their allocator's
-// device memory (the CUDA backend).
-type memoryReporter interface {
-	DeviceMemory() (inUse, reserved int64, ok bool)
-}
-
 // deviceStats is a worker's account, written by the worker and read by
 // snapshot from other goroutines.
 type deviceStats struct {
@@ -80,7 +74,7 @@ type worker struct {
 	maxSeq int // the longest sequence (tokens) the device embeds whole
 	stats  deviceStats
 
-	depth   int           // at most this many batches in flight: 2 on an esm.AsyncReader backend, else 1
+	depth   int           // at most this many batches in flight (2)
 	outs    []*esm.Output // depth outputs in rotation
 	flights []flight      // oldest first
 	failed  bool          // a fence reported a device error: later results are dropped
@@ -222,21 +216,19 @@ func (w *worker) openAndRun(cw *workers) (err error) {
 	return nil
 }
 
-// run takes packed batches until the packer is done or ctx ends. On an
-// esm.AsyncReader backend (a GPU) two batches are in flight: batch i+1 is
-// launched before the rows of batch i are waited for and handed to the
-// writer, so the device never idles while the host copies out, packs or
-// waits for a result buffer. Whatever way run ends (done, error,
+// run takes packed batches until the packer is done or ctx ends. Two
+// batches are in flight: batch i+1 is launched before the rows of batch i
+// are waited for and handed to the writer, so a GPU never idles while the
+// host copies out, packs or waits for a result buffer (on the CPU, whose
+// Launch computes before it returns, this only holds one finished batch
+// while the next is computed). Whatever way run ends (done, error,
 // cancellation), the batches already launched are waited for and, unless
 // the device failed, handed to the writer, so no computed row is lost; then
 // the outputs' backend memory is released.
 func (w *worker) run(ctx context.Context) (err error) {
 	p := w.p
 	req := esm.Request{Layers: p.o.Layers, Mean: p.o.Include.Mean, BOS: p.o.Include.BOS, PerTok: p.o.Include.PerTok}
-	w.depth = 1
-	if _, ok := w.m.Backend().(esm.AsyncReader); ok {
-		w.depth = 2
-	}
+	w.depth = 2
 	w.outs = make([]*esm.Output, w.depth)
 	for i := range w.outs {
 		w.outs[i] = &esm.Output{}
@@ -252,8 +244,18 @@ func (w *worker) run(ctx context.Context) (err error) {
 		var j *job
 		select {
 		case j = <-p.ready:
-		case <-ctx.Done():
-			return nil // the cause is reported by whoever cancelled
+		default:
+			// Nothing ready: hand the batches in flight to the writer
+			// rather than hold them (the packer may be waiting for their
+			// rows to be written; on the CPU they are already computed).
+			if err := w.finishAll(); err != nil {
+				return err
+			}
+			select {
+			case j = <-p.ready:
+			case <-ctx.Done():
+				return nil // the cause is reported by whoever cancelled
+			}
 		}
 		if j == nil {
 			return nil // the packer is done
@@ -372,11 +374,7 @@ func (w *worker) finish() error {
 	waited := time.Since(t2)
 	p.fill(res, fl.j, fl.out)
 	toks := int64(len(fl.j.batch.Tokens))
-	var inUse, reserved int64
-	var known bool
-	if mr, ok := w.m.Backend().(memoryReporter); ok {
-		inUse, reserved, known = mr.DeviceMemory()
-	}
+	inUse, reserved, known := w.m.Backend().DeviceMemory()
 	w.stats.update(func(d *DeviceSummary) {
 		d.WriterWait += waited
 		d.Batches++

@@ -1,10 +1,51 @@
 package esm
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
 
 // ErrOutOfMemory is matched (errors.Is) by backend errors that mean the
 // device ran out of memory: the caller may retry with a smaller batch.
 var ErrOutOfMemory = errors.New("out of device memory")
+
+// ErrNoDeviceMemory is matched (errors.Is) by the MemInfo error of a backend
+// that has no device memory of its own (the CPU): the free memory is unknown
+// and callers use their host defaults.
+var ErrNoDeviceMemory = errors.New("no device memory")
+
+// Precision is the compute type of a backend's narrow activations and GEMM
+// weights. It is parsed once (ParsePrecision) and carried as this type.
+type Precision string
+
+// The precisions a backend may compute in.
+const (
+	FP16 Precision = "fp16"
+	BF16 Precision = "bf16"
+	FP32 Precision = "fp32"
+)
+
+// ParsePrecision reads fp16, bf16 or fp32 (any case, surrounding spaces
+// ignored).
+func ParsePrecision(s string) (Precision, error) {
+	switch p := Precision(strings.ToLower(strings.TrimSpace(s))); p {
+	case FP16, BF16, FP32:
+		return p, nil
+	}
+	if len(s) > 40 {
+		s = s[:40] + "..."
+	}
+	return "", fmt.Errorf("unknown precision %q (want fp16, bf16 or fp32)", s)
+}
+
+// ElementBytes is the size of one element in p: 2 for fp16/bf16, else 4.
+func (p Precision) ElementBytes() int {
+	if p == FP16 || p == BF16 {
+		return 2
+	}
+	return 4
+}
 
 // Tensor is backend-owned storage for Len elements in the backend's compute
 // precision (float32 on the CPU; fp16, bf16 or fp32 on a GPU).
@@ -22,8 +63,15 @@ type Tensor interface {
 type Backend interface {
 	// Name says what runs the model, e.g. "cpu (openblas, 2 threads)".
 	Name() string
-	// Upload copies a parameter to the backend (converted to its precision).
-	Upload(name string, data []float32) (Tensor, error)
+	// Precision is the compute type of narrow tensors (Alloc with wide
+	// false, GEMM weights): FP32 on the CPU.
+	Precision() Precision
+	// Upload copies a parameter to the backend, converted to its precision.
+	// wide says the model also reads the parameter at fp32 outside GEMMs
+	// (the embedding table, LayerNorm weights, biases): the backend must
+	// then keep an fp32 copy as well. GEMM weights pass false. name is for
+	// error messages only; the backend never decides anything from it.
+	Upload(name string, data []float32, wide bool) (Tensor, error)
 	// Alloc returns activation storage for n elements (contents undefined).
 	// wide asks for at least fp32 storage: the model uses it for the residual
 	// stream and for outputs; other activations (GEMM inputs) may be kept in
@@ -67,20 +115,15 @@ type Backend interface {
 	// Read copies the first len(dst) elements of src to the host as float32,
 	// after all work queued before it.
 	Read(dst []float32, src Tensor) error
-	// Close releases the backend's resources.
-	Close() error
-}
 
-// AsyncReader is an optional Backend capability: reads that queue a copy and
-// return at once, so the host can prepare the next batch while the device
-// works (the CUDA backend has it; the CPU backend does not and needs none).
-// Model.Launch uses it when the backend has it; callers normally use Model
-// and never call these methods themselves.
-//
-// All methods, and the methods of the Fence and HostMemory they return, must
-// be called from the goroutine that may call the backend (for a GPU, the
-// goroutine that owns the device).
-type AsyncReader interface {
+	// Reads that queue a copy and return at once, so the host can prepare
+	// the next batch while a device works. A synchronous backend (the CPU)
+	// copies at once and hands out fences that are already complete.
+	// Model.Launch uses them; callers normally use Model. These methods,
+	// and those of the Fence and HostMemory they return, must be called
+	// from the goroutine that may call the backend (for a GPU, the
+	// goroutine that owns the device).
+	//
 	// ReadAsync queues a copy of the first len(dst) elements of src to dst as
 	// float32, after all work queued before it (a later op that overwrites
 	// src does not change what is copied). dst must lie in memory from
@@ -93,6 +136,17 @@ type AsyncReader interface {
 	// (page-locked on a GPU). The caller frees it; Backend.Close frees what
 	// is left.
 	HostAlloc(n int) (HostMemory, error)
+
+	// MemInfo reports the device's free and total memory; a backend with
+	// no device memory of its own returns an error matching
+	// ErrNoDeviceMemory. Callers treat any error as "unknown".
+	MemInfo() (free, total uint64, err error)
+	// DeviceMemory reports the backend allocator's bytes in use and
+	// reserved; ok is false where there is no such allocator (the CPU).
+	DeviceMemory() (inUse, reserved int64, ok bool)
+
+	// Close releases the backend's resources.
+	Close() error
 }
 
 // Fence marks a point in a backend's queue of work.
@@ -103,7 +157,7 @@ type Fence interface {
 	Wait() error
 }
 
-// HostMemory is host memory from AsyncReader.HostAlloc.
+// HostMemory is host memory from Backend.HostAlloc.
 type HostMemory interface {
 	// Floats is the memory as float32s (len n); invalid after Free.
 	Floats() []float32
@@ -111,7 +165,19 @@ type HostMemory interface {
 	Free() error
 }
 
-// done is the Fence of a backend that has already finished its work.
+// Done is the Fence of a backend that has already finished its work.
+var Done Fence = done{}
+
 type done struct{}
 
 func (done) Wait() error { return nil }
+
+// GoMemory is HostMemory in ordinary Go memory: what a synchronous backend's
+// HostAlloc returns.
+type GoMemory []float32
+
+// Floats implements HostMemory.
+func (g GoMemory) Floats() []float32 { return g }
+
+// Free implements HostMemory: the garbage collector reclaims the memory.
+func (GoMemory) Free() error { return nil }

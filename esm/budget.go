@@ -9,27 +9,13 @@ const DefaultCPUTokensPerBatch = 4096
 // already large and bigger batches only add latency and host memory.
 const MaxAutoTokensPerBatch = 65536
 
-// memInfo is reported by backends that know their free device memory.
-type memInfo interface {
-	MemInfo() (free, total uint64, err error)
-}
-
-// precisioner is reported by backends whose activations may be narrower than
-// fp32.
-type precisioner interface {
-	Precision() string
-}
-
 // ActivationBytesPerToken is what one token of a batch costs in activations
 // on m's backend: the fp32 residual stream (4D) and logits (4V), plus the
 // LayerNorm output (D), attention output (D), qkv (3D) and FFN (F) buffers in
 // the compute precision (2 bytes in fp16/bf16, 4 in fp32).
 func (m *Model) ActivationBytesPerToken() int {
 	c := m.Cfg
-	narrow := 4
-	if p, ok := m.be.(precisioner); ok && p.Precision() != "fp32" {
-		narrow = 2
-	}
+	narrow := m.be.Precision().ElementBytes()
 	return 4*c.Dim + 4*c.Vocab + narrow*(c.Dim+c.Dim+3*c.Dim+max(c.FFN, c.Dim))
 }
 
@@ -45,12 +31,8 @@ func (m *Model) AutoTokensPerBatch(maxResidues int) int {
 	if maxResidues > 0 {
 		minToks = maxResidues + 2
 	}
-	mi, ok := m.be.(memInfo)
-	if !ok {
-		return max(DefaultCPUTokensPerBatch, minToks)
-	}
-	free, _, err := mi.MemInfo()
-	if err != nil {
+	free, _, err := m.be.MemInfo()
+	if err != nil { // ErrNoDeviceMemory (the CPU), or not known
 		return max(DefaultCPUTokensPerBatch, minToks)
 	}
 	n := int(min(free/2/uint64(m.ActivationBytesPerToken()), MaxAutoTokensPerBatch))
@@ -67,12 +49,8 @@ const MaxCPUSequenceTokens = 1 << 17
 // backend reports it, else MaxCPUSequenceTokens. Call it on the goroutine
 // that owns m's backend.
 func (m *Model) MaxSequenceTokens() int {
-	mi, ok := m.be.(memInfo)
-	if !ok {
-		return MaxCPUSequenceTokens
-	}
-	free, _, err := mi.MemInfo()
-	if err != nil {
+	free, _, err := m.be.MemInfo()
+	if err != nil { // ErrNoDeviceMemory (the CPU), or not known
 		return MaxCPUSequenceTokens
 	}
 	return max(int(free/uint64(m.ActivationBytesPerToken())), DefaultMaxResidues+2)

@@ -20,10 +20,9 @@ type Request struct {
 
 // Output holds one batch's results on the host, float32, reused across calls.
 //
-// Ownership. On a backend without AsyncReader the slices are Go memory,
-// grown as needed. On an AsyncReader backend (a GPU) they are host memory
-// from that backend (pinned), allocated and grown by Launch and owned by the
-// Output: they stay valid until the next Launch or Forward with this Output,
+// Ownership. The slices are host memory from the backend's HostAlloc
+// (pinned on a GPU, Go memory on the CPU), allocated and grown by Launch and
+// owned by the Output: they stay valid until the next Launch or Forward with this Output,
 // its Release, or the Close of the model that filled it, whichever comes
 // first; keep copies of what must outlive that. A slice replaced by a larger
 // one is freed at once. Do not reuse an Output in Launch before the fence of
@@ -35,7 +34,7 @@ type Output struct {
 	PerTok     map[int][]float32 // layer -> (T, D)
 	Logits     []float32         // (T, V)
 
-	host *outputHost // backend memory behind the slices (AsyncReader backends), or nil
+	host *outputHost // backend memory behind the slices, or nil
 }
 
 // outputHost is the backend host memory an Output's slices live in.
@@ -83,7 +82,7 @@ type Model struct {
 	logits       Tensor // (T, V)
 	pooled       Tensor // (nseq, D)
 
-	outs map[*Output]struct{} // Outputs holding backend host memory (AsyncReader backends)
+	outs map[*Output]struct{} // Outputs holding backend host memory
 }
 
 // NewModel uploads the weights of src to be.
@@ -171,9 +170,9 @@ func (m *Model) Forward(b *Batch, req Request, out *Output) error {
 
 // Launch queues the forward pass over one packed batch and the copies of
 // everything req asks into out, and returns a fence: out is filled once the
-// fence's Wait has returned nil. On a backend without AsyncReader the work is
-// done before Launch returns (the fence is already complete); on an
-// AsyncReader backend Launch returns as soon as the work is queued, so the
+// fence's Wait has returned nil. On a synchronous backend (the CPU) the work
+// is done before Launch returns (the fence is already complete); on a GPU
+// Launch returns as soon as the work is queued, so the
 // caller can prepare, or Launch, the next batch (with another Output) while
 // the device computes this one. Activation buffers are shared between
 // batches: that is safe because the backend runs queued work in order.
@@ -186,23 +185,18 @@ func (m *Model) Forward(b *Batch, req Request, out *Output) error {
 // owns the backend.
 func (m *Model) Launch(b *Batch, req Request, out *Output) (Fence, error) {
 	if err := m.launch(b, req, out); err != nil {
-		if ar, ok := m.be.(AsyncReader); ok {
-			// Let queued work (of this batch and earlier ones) finish, so
-			// that no copy into out is pending when the caller retries.
-			if f, ferr := ar.Fence(); ferr == nil {
-				err = errors.Join(err, f.Wait())
-			}
+		// Let queued work (of this batch and earlier ones) finish, so
+		// that no copy into out is pending when the caller retries.
+		if f, ferr := m.be.Fence(); ferr == nil {
+			err = errors.Join(err, f.Wait())
 		}
 		return nil, err
 	}
-	if ar, ok := m.be.(AsyncReader); ok {
-		f, err := ar.Fence()
-		if err != nil {
-			return nil, fmt.Errorf("esm: forward: %w", err)
-		}
-		return f, nil
+	f, err := m.be.Fence()
+	if err != nil {
+		return nil, fmt.Errorf("esm: forward: %w", err)
 	}
-	return done{}, nil
+	return f, nil
 }
 
 func (m *Model) launch(b *Batch, req Request, out *Output) error {
@@ -312,26 +306,9 @@ func (m *Model) collect(k int, req Request, out *Output) error {
 	return nil
 }
 
-// read copies n elements of src into out's slot and returns the slot's
-// slice: at once on a synchronous backend, queued (ReadAsync into backend
-// host memory owned by out) on an AsyncReader backend.
+// read queues a copy of n elements of src (ReadAsync) into the backend host
+// memory of out's slot and returns the slot's slice.
 func (m *Model) read(out *Output, slot outSlot, n int, src Tensor) ([]float32, error) {
-	ar, ok := m.be.(AsyncReader)
-	if !ok {
-		var dst []float32
-		switch slot.kind {
-		case 'm':
-			dst = out.Mean[slot.layer]
-		case 'b':
-			dst = out.BOS[slot.layer]
-		case 't':
-			dst = out.PerTok[slot.layer]
-		case 'l':
-			dst = out.Logits
-		}
-		dst = grow(dst, n)
-		return dst, m.be.Read(dst, src)
-	}
 	h := out.host
 	mem := h.mem[slot]
 	if mem == nil || len(mem.Floats()) < n {
@@ -346,24 +323,23 @@ func (m *Model) read(out *Output, slot outSlot, n int, src Tensor) ([]float32, e
 		// Headroom, so that batches of slowly growing size do not
 		// reallocate (page-locking memory is slow).
 		var err error
-		if mem, err = ar.HostAlloc(max(n+n/4, old+old/2)); err != nil {
+		if mem, err = m.be.HostAlloc(max(n+n/4, old+old/2)); err != nil {
 			return nil, fmt.Errorf("esm: output buffer of %d floats: %w", n, err)
 		}
 		h.mem[slot] = mem
 	}
 	dst := mem.Floats()[:n]
-	return dst, ar.ReadAsync(dst, src)
+	return dst, m.be.ReadAsync(dst, src)
 }
 
-// prepare sets out's shape and, on an AsyncReader backend, binds out's host
-// memory to m. Memory of another model's backend is released first.
+// prepare sets out's shape and binds out's host memory to m. Memory of another model's backend is released first.
 func (m *Model) prepare(out *Output, nseq, T int) error {
 	if out.host != nil && out.host.m != m {
 		if err := out.Release(); err != nil {
 			return err
 		}
 	}
-	if _, ok := m.be.(AsyncReader); ok && out.host == nil {
+	if out.host == nil {
 		out.host = &outputHost{m: m, mem: map[outSlot]HostMemory{}}
 		m.outs[out] = struct{}{}
 	}
@@ -372,13 +348,6 @@ func (m *Model) prepare(out *Output, nseq, T int) error {
 		out.Mean, out.BOS, out.PerTok = map[int][]float32{}, map[int][]float32{}, map[int][]float32{}
 	}
 	return nil
-}
-
-func grow(s []float32, n int) []float32 {
-	if cap(s) < n {
-		return make([]float32, n)
-	}
-	return s[:n]
 }
 
 // errs keeps the first error of a flat list of calls.

@@ -82,39 +82,39 @@ func LoadParams(cfg Config, src Source, be Backend) (*Params, error) {
 	p := &Params{Layers: make([]LayerParams, cfg.Layers)}
 	l := loader{src: src, be: be, p: p}
 	D, F, V := cfg.Dim, cfg.FFN, cfg.Vocab
-	l.get(&p.Embed, "embeddings.word_embeddings.weight", V, D)
+	l.get(&p.Embed, wide, "embeddings.word_embeddings.weight", V, D)
 	for i := range p.Layers {
 		pre := fmt.Sprintf("encoder.layer.%d.", i)
 		lp := &p.Layers[i]
-		l.get(&lp.LN1W, pre+"attention.LayerNorm.weight", D)
-		l.get(&lp.LN1B, pre+"attention.LayerNorm.bias", D)
-		l.cat(&lp.QKVW, pre+"attention.self.{query,key,value}.weight", []string{
+		l.get(&lp.LN1W, wide, pre+"attention.LayerNorm.weight", D)
+		l.get(&lp.LN1B, wide, pre+"attention.LayerNorm.bias", D)
+		l.cat(&lp.QKVW, narrow, pre+"attention.self.{query,key,value}.weight", []string{
 			pre + "attention.self.query.weight", pre + "attention.self.key.weight", pre + "attention.self.value.weight"}, D, D)
-		l.cat(&lp.QKVB, pre+"attention.self.{query,key,value}.bias", []string{
+		l.cat(&lp.QKVB, wide, pre+"attention.self.{query,key,value}.bias", []string{
 			pre + "attention.self.query.bias", pre + "attention.self.key.bias", pre + "attention.self.value.bias"}, D)
-		l.get(&lp.OutW, pre+"attention.output.dense.weight", D, D)
-		l.get(&lp.OutB, pre+"attention.output.dense.bias", D)
-		l.get(&lp.LN2W, pre+"LayerNorm.weight", D)
-		l.get(&lp.LN2B, pre+"LayerNorm.bias", D)
-		l.get(&lp.FC1W, pre+"intermediate.dense.weight", F, D)
-		l.get(&lp.FC1B, pre+"intermediate.dense.bias", F)
-		l.get(&lp.FC2W, pre+"output.dense.weight", D, F)
-		l.get(&lp.FC2B, pre+"output.dense.bias", D)
+		l.get(&lp.OutW, narrow, pre+"attention.output.dense.weight", D, D)
+		l.get(&lp.OutB, wide, pre+"attention.output.dense.bias", D)
+		l.get(&lp.LN2W, wide, pre+"LayerNorm.weight", D)
+		l.get(&lp.LN2B, wide, pre+"LayerNorm.bias", D)
+		l.get(&lp.FC1W, narrow, pre+"intermediate.dense.weight", F, D)
+		l.get(&lp.FC1B, wide, pre+"intermediate.dense.bias", F)
+		l.get(&lp.FC2W, narrow, pre+"output.dense.weight", D, F)
+		l.get(&lp.FC2B, wide, pre+"output.dense.bias", D)
 	}
-	l.get(&p.FinalW, "encoder.emb_layer_norm_after.weight", D)
-	l.get(&p.FinalB, "encoder.emb_layer_norm_after.bias", D)
+	l.get(&p.FinalW, wide, "encoder.emb_layer_norm_after.weight", D)
+	l.get(&p.FinalB, wide, "encoder.emb_layer_norm_after.bias", D)
 	// The LM head is optional (EsmModel checkpoints have none); its decoder
 	// is the word embeddings when tied (no tensor of its own).
 	lmHead := src.Has("lm_head.dense.weight")
 	tied := !src.Has("lm_head.decoder.weight")
 	if lmHead {
-		l.get(&p.LMDenseW, "lm_head.dense.weight", D, D)
-		l.get(&p.LMDenseB, "lm_head.dense.bias", D)
-		l.get(&p.LMLNW, "lm_head.layer_norm.weight", D)
-		l.get(&p.LMLNB, "lm_head.layer_norm.bias", D)
-		l.get(&p.LMBias, "lm_head.bias", V)
+		l.get(&p.LMDenseW, narrow, "lm_head.dense.weight", D, D)
+		l.get(&p.LMDenseB, wide, "lm_head.dense.bias", D)
+		l.get(&p.LMLNW, wide, "lm_head.layer_norm.weight", D)
+		l.get(&p.LMLNB, wide, "lm_head.layer_norm.bias", D)
+		l.get(&p.LMBias, wide, "lm_head.bias", V)
 		if !tied {
-			l.get(&p.LMDecoder, "lm_head.decoder.weight", V, D)
+			l.get(&p.LMDecoder, narrow, "lm_head.decoder.weight", V, D)
 		}
 	}
 	err := l.run()
@@ -183,6 +183,7 @@ func (CheckpointSource) ParallelReads() {}
 // dimension) and upload into *dst.
 type loadJob struct {
 	dst   *Tensor
+	wide  bool // Upload's wide: the parameter is also read at fp32
 	label string
 	names []string
 	shape []int
@@ -199,13 +200,24 @@ type loader struct {
 	jobs []*loadJob
 }
 
-func (l *loader) get(dst *Tensor, name string, shape ...int) {
-	l.cat(dst, name, []string{name}, shape...)
+// The precision each parameter needs, decided here by what the forward pass
+// does with it (Backend.Upload): wide for what is read at fp32 outside
+// GEMMs (the embedding table, LayerNorm weights, every bias), narrow for
+// GEMM weights, which may be kept in the backend's compute precision only.
+// (The tied LM decoder is the embedding table: wide, and also a GEMM weight,
+// which every upload can serve.)
+const (
+	narrow = false
+	wide   = true
+)
+
+func (l *loader) get(dst *Tensor, wide bool, name string, shape ...int) {
+	l.cat(dst, wide, name, []string{name}, shape...)
 }
 
 // cat stacks same-shaped tensors along their first dimension.
-func (l *loader) cat(dst *Tensor, label string, names []string, shape ...int) {
-	l.jobs = append(l.jobs, &loadJob{dst: dst, label: label, names: names, shape: shape, done: make(chan struct{})})
+func (l *loader) cat(dst *Tensor, wide bool, label string, names []string, shape ...int) {
+	l.jobs = append(l.jobs, &loadJob{dst: dst, wide: wide, label: label, names: names, shape: shape, done: make(chan struct{})})
 }
 
 // read returns a job's data: one tensor, or the named tensors stacked.
@@ -234,7 +246,7 @@ func (l *loader) read(j *loadJob) ([]float32, error) {
 }
 
 func (l *loader) upload(j *loadJob) error {
-	t, err := l.be.Upload(j.label, j.data)
+	t, err := l.be.Upload(j.label, j.data, j.wide)
 	j.data = nil
 	if err != nil {
 		return fmt.Errorf("esm: upload %s: %w", j.label, err)

@@ -25,8 +25,8 @@ type recorder struct {
 	live  int
 }
 
-func (r *recorder) Upload(name string, d []float32) (esm.Tensor, error) {
-	t, err := r.Backend.Upload(name, d)
+func (r *recorder) Upload(name string, d []float32, wide bool) (esm.Tensor, error) {
+	t, err := r.Backend.Upload(name, d, wide)
 	if err == nil {
 		r.names = append(r.names, name)
 		r.data = append(r.data, slices.Clone(d))

@@ -372,8 +372,9 @@ func (t *hostTensor) Len() int { return len(t.d) }
 
 var errHostStore = errors.New("graph: the parameter store runs no operations")
 
-func (hostStore) Name() string { return "graph parameter store" }
-func (hostStore) Upload(name string, d []float32) (esm.Tensor, error) {
+func (hostStore) Name() string             { return "graph parameter store" }
+func (hostStore) Precision() esm.Precision { return esm.FP32 }
+func (hostStore) Upload(name string, d []float32, wide bool) (esm.Tensor, error) {
 	return &hostTensor{d: slices.Clone(d)}, nil
 }
 func (hostStore) Alloc(n int, wide bool) (esm.Tensor, error)         { return nil, errHostStore }
@@ -393,6 +394,13 @@ func (hostStore) GELU(x esm.Tensor, n int) error                 { return errHos
 func (hostStore) PoolMean(dst, x esm.Tensor, D int) error        { return errHostStore }
 func (hostStore) PoolBOS(dst, x esm.Tensor, D int) error         { return errHostStore }
 func (hostStore) Read(dst []float32, src esm.Tensor) error       { return errHostStore }
+func (hostStore) ReadAsync(dst []float32, src esm.Tensor) error  { return errHostStore }
+func (hostStore) Fence() (esm.Fence, error)                      { return esm.Done, nil }
+func (hostStore) HostAlloc(n int) (esm.HostMemory, error)        { return nil, errHostStore }
+func (hostStore) MemInfo() (free, total uint64, err error) {
+	return 0, 0, fmt.Errorf("graph: %w", esm.ErrNoDeviceMemory)
+}
+func (hostStore) DeviceMemory() (inUse, reserved int64, ok bool) { return 0, 0, false }
 func (hostStore) Close() error                                   { return nil }
 
 var _ esm.Backend = hostStore{}

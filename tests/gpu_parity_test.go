@@ -13,6 +13,7 @@ import (
 	"github.com/esm2go/esm2go/esm"
 	esmcuda "github.com/esm2go/esm2go/esm/cuda"
 	"github.com/esm2go/esm2go/internal/cudadrv/cudatest"
+	"github.com/esm2go/esm2go/internal/testutil"
 	"github.com/esm2go/esm2go/weights"
 )
 
@@ -59,7 +60,7 @@ func TestGPUParityHF(t *testing.T) {
 		for _, prec := range []string{"fp32", "fp16"} {
 			t.Run(name+"/"+prec, func(t *testing.T) {
 				be := cudatest.Start(t, "CUDA backend ("+prec+")", func() (*esmcuda.Backend, error) {
-					return esmcuda.New(esmcuda.Options{Precision: prec})
+					return esmcuda.New(esmcuda.Options{Precision: esm.Precision(prec)})
 				})
 				defer be.Close()
 				m := loadModel(t, path, be)
@@ -112,7 +113,7 @@ func gpuErrors(t *testing.T, m *esm.Model, f *weights.SafetensorsFile, ins []fix
 			"mean":   {out.Mean[L][seq*D : (seq+1)*D], get(name + ".mean")},
 			"bos":    {out.BOS[L][seq*D : (seq+1)*D], get(name + ".bos")},
 		} {
-			worst[k] = math.Max(worst[k], maxRel(pair[0], pair[1]))
+			worst[k] = math.Max(worst[k], testutil.MaxRel(pair[0], pair[1]))
 		}
 	}
 	toks := make([][]int32, len(ins))

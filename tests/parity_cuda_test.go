@@ -4,6 +4,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/esm2go/esm2go/esm"
 	esmcuda "github.com/esm2go/esm2go/esm/cuda"
 	"github.com/esm2go/esm2go/internal/cudadrv/cudatest"
 )
@@ -29,7 +30,7 @@ func TestParityCUDA(t *testing.T) {
 		} {
 			t.Run(prec+"/"+c.fixture, func(t *testing.T) {
 				be := cudatest.Start(t, "CUDA backend ("+prec+")", func() (*esmcuda.Backend, error) {
-					return esmcuda.New(esmcuda.Options{Precision: prec})
+					return esmcuda.New(esmcuda.Options{Precision: esm.Precision(prec)})
 				})
 				defer be.Close()
 				w := runParityOn(t, c.fixture, filepath.Join("testdata", "models", c.model), be, cudaTolerance[prec])

@@ -62,12 +62,22 @@ func (d deviceSpec) String() string {
 	return "cuda:" + strings.Join(s, ",")
 }
 
-func parsePrecision(s string) (string, error) {
-	switch p := strings.ToLower(strings.TrimSpace(s)); p {
-	case "fp16", "bf16", "fp32":
-		return p, nil
+// parsePrecision reads --precision (esm.ParsePrecision) and names the flag
+// in its error.
+func parsePrecision(s string) (esm.Precision, error) {
+	p, err := esm.ParsePrecision(s)
+	if err != nil {
+		return "", fmt.Errorf("invalid --precision %q: %w", oneLine(cutFlag(s)), err)
 	}
-	return "", fmt.Errorf("invalid --precision %q (want fp16, bf16 or fp32)", s)
+	return p, nil
+}
+
+// cutFlag shortens a flag value quoted in an error to about 200 bytes.
+func cutFlag(s string) string {
+	if len(s) > 200 {
+		return s[:200] + "..."
+	}
+	return s
 }
 
 // resolveDevices turns the spec into what runs: the CUDA ordinals (none
@@ -75,7 +85,7 @@ func parsePrecision(s string) (string, error) {
 // auto uses GPU 0 when the CUDA backend can start there, else the CPU
 // (saying why on note); cuda fails with the reason. Deciding here, before
 // anything loads, lets the precision go into the run's identity (resume).
-func resolveDevices(spec deviceSpec, precision string, precisionSet bool, note func(string)) (ords []int, prec string, err error) {
+func resolveDevices(spec deviceSpec, precision esm.Precision, precisionSet bool, note func(string)) (ords []int, prec esm.Precision, err error) {
 	if spec.kind == "cuda" || spec.kind == "auto" {
 		n, perr := esmcuda.Probe()
 		switch {
@@ -98,17 +108,17 @@ func resolveDevices(spec deviceSpec, precision string, precisionSet bool, note f
 		}
 		note(fmt.Sprintf("no usable GPU (%s); running on the CPU", oneLine(perr.Error())))
 	}
-	if precisionSet && precision != "fp32" {
+	if precisionSet && precision != esm.FP32 {
 		note(fmt.Sprintf("--precision %s applies to the GPU only; the CPU computes in fp32", precision))
 	}
-	return nil, "fp32", nil
+	return nil, esm.FP32, nil
 }
 
 // devices builds the run's devices: one per CUDA ordinal, or the CPU. Each
 // opens its backend and the model on its own worker goroutine (embed owns
 // those goroutines), so the CUDA backend belongs to the goroutine that uses
 // it; src supplies the weights to all of them.
-func devices(cfg esm.Config, src esm.Source, ords []int, precision string, threads int, loaded func(name, backend string)) []embed.Device {
+func devices(cfg esm.Config, src esm.Source, ords []int, precision esm.Precision, threads int, loaded func(name, backend string)) []embed.Device {
 	if len(ords) == 0 {
 		var be esm.Backend
 		return []embed.Device{{
@@ -135,7 +145,7 @@ func devices(cfg esm.Config, src esm.Source, ords []int, precision string, threa
 				}()
 				b, err := esmcuda.New(esmcuda.Options{Device: ord, Precision: precision})
 				if err != nil {
-					return nil, err
+					return nil, fmt.Errorf("--device %s: %w", name, err)
 				}
 				be = b
 				return openOn(cfg, src, b, name, loaded)

@@ -275,7 +275,7 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		"layers":                joinInts(absLayers),
 		"include":               strings.Join(incNames, ","),
 		"truncation_seq_length": truncMeta,
-		"precision":             prec,
+		"precision":             string(prec),
 	}
 	if shard.Count > 0 {
 		identity["shard"] = shard.String()
@@ -315,7 +315,7 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			"include":               strings.Join(incNames, ","),
 			"truncation_seq_length": truncMeta,
 			"device":                dev.String(),
-			"precision":             prec,
+			"precision":             string(prec),
 		},
 	}
 	if shard.Count > 0 {

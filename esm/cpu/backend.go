@@ -82,8 +82,20 @@ func (b *Backend) Close() error {
 
 func data(t esm.Tensor) []float32 { return t.(*tensor).d }
 
-// Upload implements esm.Backend.
-func (b *Backend) Upload(name string, d []float32) (esm.Tensor, error) {
+// Precision implements esm.Backend: the CPU computes in fp32.
+func (b *Backend) Precision() esm.Precision { return esm.FP32 }
+
+// MemInfo implements esm.Backend: the CPU has no device memory (the error
+// matches esm.ErrNoDeviceMemory; callers use their host defaults).
+func (b *Backend) MemInfo() (free, total uint64, err error) {
+	return 0, 0, fmt.Errorf("cpu: %w", esm.ErrNoDeviceMemory)
+}
+
+// DeviceMemory implements esm.Backend: no device allocator (ok is false).
+func (b *Backend) DeviceMemory() (inUse, reserved int64, ok bool) { return 0, 0, false }
+
+// Upload implements esm.Backend: every tensor is fp32, wide or not.
+func (b *Backend) Upload(name string, d []float32, wide bool) (esm.Tensor, error) {
 	return &tensor{d: append([]float32(nil), d...)}, nil
 }
 
@@ -349,4 +361,19 @@ func (b *Backend) Read(dst []float32, src esm.Tensor) error {
 	}
 	copy(dst, data(src))
 	return nil
+}
+
+// ReadAsync implements esm.Backend: the CPU's work is already done, so the
+// copy happens at once (dst may be any memory).
+func (b *Backend) ReadAsync(dst []float32, src esm.Tensor) error { return b.Read(dst, src) }
+
+// Fence implements esm.Backend: a fence that is already complete.
+func (b *Backend) Fence() (esm.Fence, error) { return esm.Done, nil }
+
+// HostAlloc implements esm.Backend: ordinary Go memory.
+func (b *Backend) HostAlloc(n int) (esm.HostMemory, error) {
+	if n <= 0 {
+		return nil, fmt.Errorf("cpu: host memory for %d floats", n)
+	}
+	return make(esm.GoMemory, n), nil
 }

@@ -9,16 +9,14 @@ import (
 	"github.com/esm2go/esm2go/internal/cudadrv"
 )
 
-// esm.AsyncReader: results leave the device on the compute stream, so each
+// Asynchronous reads (esm.Backend's ReadAsync, Fence, HostAlloc): results leave the device on the compute stream, so each
 // copy is ordered after the kernels that produce its source and before
 // those that overwrite it; a fence is an event recorded on the compute
 // stream after the copies. Like every method, these and the Wait and Free
 // of what they return must be called from the goroutine that owns the
 // backend.
 
-var _ esm.AsyncReader = (*Backend)(nil)
-
-// ReadAsync implements esm.AsyncReader: a narrow (fp16/bf16) src is first
+// ReadAsync implements esm.Backend: a narrow (fp16/bf16) src is first
 // converted to fp32 on the device, in a scratch buffer reused by the next
 // read (safe: the copy runs before the next conversion on the one stream);
 // dst must lie in memory from HostAlloc.
@@ -54,7 +52,7 @@ type fence struct {
 	err  error
 }
 
-// Fence implements esm.AsyncReader.
+// Fence implements esm.Backend.
 func (b *Backend) Fence() (esm.Fence, error) {
 	dp := &b.dp
 	var ev *cudadrv.Event
@@ -97,7 +95,7 @@ type hostMem struct {
 	n int
 }
 
-// HostAlloc implements esm.AsyncReader: page-locked memory
+// HostAlloc implements esm.Backend: page-locked memory
 // (cuMemHostAlloc), freed by Free or by Close.
 func (b *Backend) HostAlloc(n int) (esm.HostMemory, error) {
 	if n <= 0 {

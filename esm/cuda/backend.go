@@ -3,16 +3,15 @@
 // other ops in kernels.cu (compiled by NVRTC at first use). It links no
 // CUDA library at build time (see internal/cudadrv).
 //
-// Precision. Options.Precision picks the compute type: "fp16" (default),
-// "bf16" or "fp32". Tensors carry their own element type:
+// Precision. Options.Precision picks the compute type: esm.FP16 (default),
+// esm.BF16 or esm.FP32. Tensors carry their own element type:
 //   - Alloc(n, wide=true) is fp32 (the residual stream, pooled outputs,
 //     logits); Alloc(n, wide=false) is the compute type (GEMM inputs and
 //     outputs, qkv, attention output, FFN activations).
-//   - Upload stores the compute type (GEMM weights) and, for small tensors
-//     (≤ 256Ki elements) and any name ending in "bias" or containing
-//     "LayerNorm"/"layer_norm", also an fp32 copy: LayerNorm weights, every
-//     bias and the embedding table are read in fp32 by the kernels. In fp32
-//     mode the two are one buffer.
+//   - Upload stores the compute type (GEMM weights) and, when the model asks
+//     for it (wide: LayerNorm weights, every bias and the embedding table,
+//     which the kernels read in fp32; esm/params.go decides), also an fp32
+//     copy. In fp32 mode the two are one buffer.
 //   - Every kernel computes in fp32 (LayerNorm statistics, rotary cos/sin,
 //     softmax, GELU); GEMMs accumulate in fp32 (CUBLAS_COMPUTE_32F). In fp32
 //     mode the cuBLAS handle runs CUBLAS_DEFAULT_MATH, so no TF32.
@@ -25,7 +24,7 @@
 // Threads. New creates the context on the calling goroutine and locks it to
 // its OS thread; every method must be called from that goroutine (others get
 // internal/cudadrv's ErrWrongGoroutine), and so must the Wait of a Fence and the
-// Free of HostMemory that the backend hands out (esm.AsyncReader). Kernels,
+// Free of HostMemory that the backend hands out. Kernels,
 // GEMMs and the copies of results (Read, ReadAsync) run in order on one
 // compute stream; SetBatch copies the batch on a second stream and makes the
 // compute stream wait for that copy, so the next batch's copy overlaps the
@@ -37,7 +36,6 @@ package cuda
 import (
 	"errors"
 	"fmt"
-	"strings"
 	"unsafe"
 
 	"github.com/esm2go/esm2go/attention"
@@ -47,8 +45,8 @@ import (
 
 // Options configure the CUDA backend.
 type Options struct {
-	Device    int    // device ordinal
-	Precision string // "fp16" (default), "bf16" or "fp32"
+	Device    int           // device ordinal
+	Precision esm.Precision // esm.FP16 (the default, also for ""), esm.BF16 or esm.FP32
 }
 
 // Backend implements esm.Backend on one GPU.
@@ -94,39 +92,39 @@ var _ esm.Backend = (*Backend)(nil)
 // owned by the calling goroutine (locked to its OS thread until Close).
 func New(opts Options) (*Backend, error) {
 	var dt cudadrv.DataType
-	switch strings.ToLower(opts.Precision) {
-	case "", "fp16", "f16", "half":
+	switch opts.Precision {
+	case "", esm.FP16:
 		dt = cudadrv.F16
-	case "bf16", "bfloat16":
+	case esm.BF16:
 		dt = cudadrv.BF16
-	case "fp32", "f32", "float32":
+	case esm.FP32:
 		dt = cudadrv.F32
 	default:
-		return nil, fmt.Errorf("--device cuda: unknown precision %q (want fp16, bf16 or fp32)", opts.Precision)
+		return nil, fmt.Errorf("cuda: unknown precision %q (want fp16, bf16 or fp32)", cut(string(opts.Precision)))
 	}
 	lib, err := cudadrv.Load()
 	if err != nil {
-		return nil, fmt.Errorf("--device cuda: CUDA driver or libraries not found: %w", err)
+		return nil, fmt.Errorf("cuda: CUDA driver or libraries not found: %w", err)
 	}
 	n, err := lib.DeviceCount()
 	if err != nil {
-		return nil, fmt.Errorf("--device cuda: no usable CUDA device: %w", err)
+		return nil, fmt.Errorf("cuda: no usable CUDA device: %w", err)
 	}
 	if opts.Device < 0 || opts.Device >= n {
-		return nil, fmt.Errorf("--device cuda: device %d not found (%d CUDA devices)", opts.Device, n)
+		return nil, fmt.Errorf("cuda: device %d not found (%d CUDA devices)", opts.Device, n)
 	}
 	if cudadrv.CUDAIncludeDir() == "" {
-		return nil, errors.New("--device cuda: CUDA headers (cuda_fp16.h) not found for NVRTC under $CUDA_HOME/include, " +
+		return nil, errors.New("cuda: CUDA headers (cuda_fp16.h) not found for NVRTC under $CUDA_HOME/include, " +
 			"$CUDA_PATH/include or /usr/local/cuda/include; set CUDA_HOME to the CUDA toolkit root")
 	}
 	ctx, err := cudadrv.NewContext(opts.Device)
 	if err != nil {
-		return nil, fmt.Errorf("--device cuda: %w", err)
+		return nil, fmt.Errorf("cuda: %w", err)
 	}
 	b := &Backend{ctx: ctx, dt: dt, fuse: dt != cudadrv.BF16, attn: newVarlen(ctx)}
 	fail := func(err error) (*Backend, error) {
 		ctx.Close()
-		return nil, fmt.Errorf("--device cuda: %w", err)
+		return nil, fmt.Errorf("cuda: %w", err)
 	}
 	if b.k, err = newKernels(ctx); err != nil {
 		return fail(err)
@@ -144,20 +142,34 @@ func (b *Backend) Name() string {
 	return fmt.Sprintf("cuda (%s, %s, %s)", b.ctx.Device.Name, b.ctx.Device.Arch(), b.Precision())
 }
 
-// Precision is "fp16", "bf16" or "fp32".
-func (b *Backend) Precision() string {
-	return map[cudadrv.DataType]string{cudadrv.F16: "fp16", cudadrv.BF16: "bf16", cudadrv.F32: "fp32"}[b.dt]
+// Precision implements esm.Backend.
+func (b *Backend) Precision() esm.Precision {
+	switch b.dt {
+	case cudadrv.F16:
+		return esm.FP16
+	case cudadrv.BF16:
+		return esm.BF16
+	}
+	return esm.FP32
+}
+
+// cut shortens user-supplied text quoted in errors to about 200 bytes.
+func cut(s string) string {
+	if len(s) > 200 {
+		return s[:200] + "..."
+	}
+	return s
 }
 
 // Context is the backend's CUDA context (for synchronization and timing by
 // the owning goroutine).
 func (b *Backend) Context() *cudadrv.Context { return b.ctx }
 
-// MemInfo reports the device's free and total memory.
+// MemInfo implements esm.Backend: the device's free and total memory.
 func (b *Backend) MemInfo() (free, total uint64, err error) { return b.ctx.MemInfo() }
 
-// DeviceMemory reports the caching allocator's bytes in use and reserved
-// (monitor.MemoryReporter). Call it from the goroutine that owns the backend.
+// DeviceMemory implements esm.Backend: the caching allocator's bytes in use
+// and reserved. Call it from the goroutine that owns the backend.
 func (b *Backend) DeviceMemory() (inUse, reserved int64, ok bool) {
 	if b.ctx == nil {
 		return 0, 0, false
@@ -181,10 +193,6 @@ func (b *Backend) Close() error {
 
 func tens(t esm.Tensor) *tensor { return t.(*tensor) }
 
-func keepWide(name string, n int) bool {
-	return n <= 1<<18 || strings.HasSuffix(name, "bias") || strings.Contains(name, "LayerNorm") || strings.Contains(name, "layer_norm")
-}
-
 func f32bytes(d []float32) []byte {
 	if len(d) == 0 {
 		return nil
@@ -192,37 +200,38 @@ func f32bytes(d []float32) []byte {
 	return unsafe.Slice((*byte)(unsafe.Pointer(&d[0])), 4*len(d))
 }
 
-// Upload implements esm.Backend (see the package comment for the types).
-func (b *Backend) Upload(name string, data []float32) (esm.Tensor, error) {
+// Upload implements esm.Backend (see the package comment for the types): the
+// compute type, plus an fp32 copy when wide.
+func (b *Backend) Upload(name string, data []float32, wide bool) (esm.Tensor, error) {
 	n := len(data)
 	if n == 0 {
 		return nil, fmt.Errorf("cuda: upload %s: empty tensor", name)
 	}
-	wide, err := b.ctx.Alloc(4 * n)
+	f32, err := b.ctx.Alloc(4 * n)
 	if err != nil {
 		return nil, fmt.Errorf("cuda: upload %s (%d elements): %w", name, n, err)
 	}
-	if err := b.ctx.CopyHtoD(wide.Ptr, f32bytes(data)); err != nil {
-		wide.Free()
+	if err := b.ctx.CopyHtoD(f32.Ptr, f32bytes(data)); err != nil {
+		f32.Free()
 		return nil, fmt.Errorf("cuda: upload %s: %w", name, err)
 	}
 	if b.dt == cudadrv.F32 {
-		return &tensor{buf: wide, dt: cudadrv.F32, n: n, wide: wide}, nil
+		return &tensor{buf: f32, dt: cudadrv.F32, n: n, wide: f32}, nil
 	}
 	narrow, err := b.ctx.Alloc(2 * n)
 	if err == nil {
-		err = b.k.convert(narrow.Ptr, b.dt, wide.Ptr, cudadrv.F32, n)
+		err = b.k.convert(narrow.Ptr, b.dt, f32.Ptr, cudadrv.F32, n)
 	}
 	if err != nil {
-		wide.Free()
+		f32.Free()
 		narrow.Free()
 		return nil, fmt.Errorf("cuda: upload %s (%d elements): %w", name, n, err)
 	}
 	t := &tensor{buf: narrow, dt: b.dt, n: n}
-	if keepWide(name, n) {
-		t.wide = wide
+	if wide {
+		t.wide = f32
 	} else {
-		wide.Free() // stream-ordered reuse: later work on the one stream follows the convert
+		f32.Free() // stream-ordered reuse: later work on the one stream follows the convert
 	}
 	return t, nil
 }
@@ -289,7 +298,7 @@ func (b *Backend) need(op string, t *tensor, n int) error {
 
 func wideOf(op string, t *tensor, n int) (cudadrv.DevicePtr, error) {
 	if t == nil || t.wide == nil {
-		return 0, fmt.Errorf("cuda: %s: parameter has no fp32 copy (not from Upload, or too large)", op)
+		return 0, fmt.Errorf("cuda: %s: parameter has no fp32 copy (not uploaded wide)", op)
 	}
 	if t.n < n {
 		return 0, fmt.Errorf("cuda: %s: parameter has %d elements, need %d", op, t.n, n)

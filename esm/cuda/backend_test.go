@@ -22,7 +22,7 @@ import (
 // backend does not start (cudatest.Start).
 func newGPU(t testing.TB, prec string) *Backend {
 	t.Helper()
-	return cudatest.Start(t, "CUDA backend ("+prec+")", func() (*Backend, error) { return New(Options{Precision: prec}) })
+	return cudatest.Start(t, "CUDA backend ("+prec+")", func() (*Backend, error) { return New(Options{Precision: esm.Precision(prec)}) })
 }
 
 // requireGPU skips the test where the machine has no GPU (for tests that
@@ -149,15 +149,15 @@ func testOps(t *testing.T, prec string) {
 		if err := g.Read(host, gt); err != nil {
 			t.Fatal(err)
 		}
-		ct, _ := c.Upload("x", host)
+		ct, _ := c.Upload("x", host, true)
 		return pair{gt, ct}
 	}
 	param := func(name string, vals []float32) pair {
-		gt, err := g.Upload(name, vals)
+		gt, err := g.Upload(name, vals, true)
 		if err != nil {
 			t.Fatal(err)
 		}
-		ct, _ := c.Upload(name, vals)
+		ct, _ := c.Upload(name, vals, true)
 		return pair{gt, ct}
 	}
 	read := func(p pair, n int) (got, want []float32) {
@@ -270,7 +270,7 @@ func testOps(t *testing.T, prec string) {
 		if err := g.Read(host, qkv.g); err != nil {
 			t.Fatal(err)
 		}
-		qkv.c, _ = c.Upload("qkv", host)
+		qkv.c, _ = c.Upload("qkv", host, false)
 		ao := mk(T*Dq, false, 1)
 		run(fmt.Sprintf("attention hd=%d", hd), T*Dq, ao, tol,
 			func() error { return g.Attention(ao.g, qkv.g, H, hd) },

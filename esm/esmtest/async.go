@@ -9,14 +9,14 @@ import (
 	"github.com/esm2go/esm2go/esm"
 )
 
-// Async wraps a synchronous backend (the CPU one) as an esm.AsyncReader
-// that behaves like a GPU's stream as far as a caller can observe: ReadAsync
+// Async wraps a synchronous backend (the CPU one) so that its asynchronous
+// reads (ReadAsync, Fence, HostAlloc) behave like a GPU's stream as far as a caller can observe: ReadAsync
 // takes what src holds when it is called (the copy is ordered after earlier
 // work) but writes dst only when a later Fence is waited for, and poisons
 // dst with NaN meanwhile. Code that reads an output before its fence sees
 // NaN; results otherwise equal the wrapped backend's.
 //
-// It also checks the rules of the capability and records the first
+// It also checks the rules of asynchronous reads and records the first
 // violation (Err): ReadAsync into memory that is not from its HostAlloc, and
 // freeing host memory that a queued copy still targets. Live counts the host
 // blocks not freed (a leak check for callers that should free theirs).
@@ -40,14 +40,14 @@ type pendingCopy struct {
 	mem *hostMem
 }
 
-var _ esm.AsyncReader = (*Async)(nil)
+var _ esm.Backend = (*Async)(nil)
 
 // NewAsync wraps be.
 func NewAsync(be esm.Backend) *Async {
 	return &Async{Backend: be, mem: map[*hostMem]bool{}}
 }
 
-// Err returns the first violation of the AsyncReader rules seen, or nil.
+// Err returns the first violation of the asynchronous-read rules seen, or nil.
 func (a *Async) Err() error { return a.err }
 
 // Live is the number of HostAlloc blocks not yet freed.
@@ -84,7 +84,7 @@ func (h *hostMem) Free() error {
 	return nil
 }
 
-// HostAlloc implements esm.AsyncReader.
+// HostAlloc implements esm.Backend.
 func (a *Async) HostAlloc(n int) (esm.HostMemory, error) {
 	if n <= 0 {
 		return nil, fmt.Errorf("esmtest.Async: HostAlloc(%d)", n)
@@ -106,7 +106,7 @@ func (a *Async) owner(dst []float32) *hostMem {
 	return nil
 }
 
-// ReadAsync implements esm.AsyncReader.
+// ReadAsync implements esm.Backend.
 func (a *Async) ReadAsync(dst []float32, src esm.Tensor) error {
 	if len(dst) == 0 {
 		return nil
@@ -167,7 +167,7 @@ func (f *fence) Wait() error {
 	return nil
 }
 
-// Fence implements esm.AsyncReader.
+// Fence implements esm.Backend.
 func (a *Async) Fence() (esm.Fence, error) {
 	a.Fences++
 	a.Outstanding++

@@ -97,8 +97,9 @@ func TestLaunchAsyncMatchesForward(t *testing.T) {
 	if err := sm.Forward(b2, req, &want2); err != nil {
 		t.Fatal(err)
 	}
-	sm.Close()
-	sb.Close()
+	// The outputs live in sm's host memory: sm stays open while they are used.
+	defer sb.Close()
+	defer sm.Close()
 
 	ab := esmtest.NewAsync(cpu.New(cpu.Options{}))
 	defer ab.Close()
