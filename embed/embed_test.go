@@ -3,16 +3,13 @@ package embed
 import (
 	"bufio"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"log/slog"
-	"math"
 	"os"
 	"path/filepath"
 	"reflect"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -21,6 +18,7 @@ import (
 	"github.com/esm2go/esm2go/esm"
 	"github.com/esm2go/esm2go/esm/cpu"
 	"github.com/esm2go/esm2go/esm/esmtest"
+	"github.com/esm2go/esm2go/internal/testutil"
 	"github.com/esm2go/esm2go/output"
 )
 
@@ -30,16 +28,7 @@ const (
 	junkFASTA = "../data/testdata/pnnl_JunkTest.fasta"
 )
 
-func loadTiny(t testing.TB) *esm.Model {
-	t.Helper()
-	be := cpu.New(cpu.Options{})
-	m, err := esm.LoadModel(tinyModel, be)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close(); be.Close() })
-	return m
-}
+func loadTiny(t testing.TB) *esm.Model { return testutil.LoadTiny(t, cpu.Options{}) }
 
 // loadTinyAsync loads the tiny model on the CPU behind esmtest.Async, a fake
 // asynchronous backend whose outputs read NaN until their fence is waited.
@@ -82,24 +71,11 @@ func checkAsync(t *testing.T, ab *esmtest.Async, batches int64) {
 // readNPY reads a 2-D float32 .npy file.
 func readNPY(t *testing.T, path string) ([]float32, [2]int) {
 	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
+	v, shape := testutil.ReadNPYFloat32(t, path)
+	if len(shape) != 2 {
+		t.Fatalf("%s: shape %v, want 2-D", path, shape)
 	}
-	hl := int(binary.LittleEndian.Uint16(b[8:10]))
-	header := string(b[10 : 10+hl])
-	m := regexp.MustCompile(`'shape': \((\d+), (\d+)\)`).FindStringSubmatch(header)
-	if m == nil || !strings.Contains(header, "'<f4'") {
-		t.Fatalf("%s: unexpected header %q", path, header)
-	}
-	n, _ := strconv.Atoi(m[1])
-	d, _ := strconv.Atoi(m[2])
-	raw := b[10+hl:]
-	out := make([]float32, n*d)
-	for i := range out {
-		out[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
-	}
-	return out, [2]int{n, d}
+	return v, [2]int{shape[0], shape[1]}
 }
 
 type record struct {
@@ -163,19 +139,6 @@ func direct(t *testing.T, m *esm.Model, path string, layer int) (map[int64][]flo
 	return mean, perTok
 }
 
-// maxRelDiff is max|a-b| / max|b|; +Inf when a holds a NaN.
-func maxRelDiff(a, b []float32) float64 {
-	var d, r float64
-	for i := range b {
-		if math.IsNaN(float64(a[i])) {
-			return math.Inf(1)
-		}
-		d = math.Max(d, math.Abs(float64(a[i]-b[i])))
-		r = math.Max(r, math.Abs(float64(b[i])))
-	}
-	return d / r
-}
-
 // The pipeline's output equals the bare forward pass on every record, in
 // input order, whatever the worker, prefetch and batch settings.
 func TestEmbedEqualsDirectForward(t *testing.T) {
@@ -226,11 +189,11 @@ func TestEmbedEqualsDirectForward(t *testing.T) {
 				}
 				// Batched vs alone: fp32 BLAS blocking over different T;
 				// ~1e-6 relative, 1e-5 is margin.
-				if e := maxRelDiff(mean[i*D:(i+1)*D], wantMean[r.index]); e > 1e-5 {
+				if e := testutil.MaxRel(mean[i*D:(i+1)*D], wantMean[r.index]); e > 1e-5 {
 					t.Errorf("record %d mean differs by %g", i, e)
 				}
 				n := r.length * D
-				if e := maxRelDiff(tokv[off:off+n], wantTok[r.index]); e > 1e-5 {
+				if e := testutil.MaxRel(tokv[off:off+n], wantTok[r.index]); e > 1e-5 {
 					t.Errorf("record %d per_tok differs by %g", i, e)
 				}
 				off += n
@@ -441,7 +404,7 @@ func TestEmbedSplitsOnOutOfMemory(t *testing.T) {
 			mean, _ := readNPY(t, filepath.Join(out, fmt.Sprintf("mean_%d.npy", cfg.Layers)))
 			D := cfg.Dim
 			for i := 0; i < 15; i++ {
-				if e := maxRelDiff(mean[i*D:(i+1)*D], wantMean[int64(i)]); e > 1e-5 {
+				if e := testutil.MaxRel(mean[i*D:(i+1)*D], wantMean[int64(i)]); e > 1e-5 {
 					t.Errorf("record %d differs by %g after the split", i, e)
 				}
 			}

@@ -8,6 +8,7 @@ import (
 	"github.com/esm2go/esm2go/esm"
 	"github.com/esm2go/esm2go/esm/cpu"
 	"github.com/esm2go/esm2go/esm/esmtest"
+	"github.com/esm2go/esm2go/internal/testutil"
 	G "gorgonia.org/gorgonia"
 )
 
@@ -64,18 +65,8 @@ func randomModel(t testing.TB, size string) (*Model, esm.Config, esmtest.Source)
 	return m, cfg, src
 }
 
-// relErr is max|got-want| / max|want|.
-func relErr(got, want []float32) float64 {
-	var d, r float64
-	for i := range want {
-		if math.IsNaN(float64(got[i])) {
-			return math.Inf(1)
-		}
-		d = math.Max(d, math.Abs(float64(got[i])-float64(want[i])))
-		r = math.Max(r, math.Abs(float64(want[i])))
-	}
-	return d / math.Max(r, 1e-30)
-}
+// relErr is max|got-want| / max|want|, +Inf on a NaN.
+var relErr = testutil.MaxRel
 
 // forwardTol bounds max|graph - esm/cpu| / max|esm/cpu| for every hidden
 // state and the logits. Both are fp32 from the same parameters; they differ

@@ -26,6 +26,7 @@ import (
 	"github.com/esm2go/esm2go/embed"
 	"github.com/esm2go/esm2go/esm"
 	"github.com/esm2go/esm2go/esm/cpu"
+	"github.com/esm2go/esm2go/internal/testutil"
 )
 
 const tinyModel = "../tests/testdata/models/tiny"
@@ -824,16 +825,7 @@ func TestContextCancelStops(t *testing.T) {
 
 // --- a real run of the pipeline on the tiny model ---
 
-func loadTiny(t testing.TB) *esm.Model {
-	t.Helper()
-	be := cpu.New(cpu.Options{Threads: 1})
-	m, err := esm.LoadModel(tinyModel, be)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close(); be.Close() })
-	return m
-}
+func loadTiny(t testing.TB) *esm.Model { return testutil.LoadTiny(t, cpu.Options{Threads: 1}) }
 
 // slowReader hands out at most chunk bytes per Read, sleeping before each.
 type slowReader struct {

@@ -12,12 +12,12 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/esm2go/esm2go/internal/testutil"
 	"github.com/parquet-go/parquet-go"
 )
 
@@ -290,42 +290,11 @@ func TestParquetRowGroups(t *testing.T) {
 
 // ---- npy ----
 
-var npyDictRe = regexp.MustCompile(`^\{'descr': '([<>|][a-z][0-9])', 'fortran_order': False, 'shape': \(([0-9, ]*)\), \} *\n$`)
-
-// readNPY parses an NPY v1.0 file written by this package.
-func readNPY(t *testing.T, path string) (descr string, shape []int, data []byte) {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(b) < 10 || string(b[:8]) != "\x93NUMPY\x01\x00" {
-		t.Fatalf("%s: bad magic", path)
-	}
-	hl := int(binary.LittleEndian.Uint16(b[8:]))
-	if (10+hl)%64 != 0 {
-		t.Errorf("%s: header length %d not aligned to 64", path, 10+hl)
-	}
-	m := npyDictRe.FindStringSubmatch(string(b[10 : 10+hl]))
-	if m == nil {
-		t.Fatalf("%s: bad header %q", path, b[10:10+hl])
-	}
-	for _, f := range strings.Split(m[2], ",") {
-		if f = strings.TrimSpace(f); f != "" {
-			n, _ := strconv.Atoi(f)
-			shape = append(shape, n)
-		}
-	}
-	return m[1], shape, b[10+hl:]
-}
-
-func float32sLE(b []byte) []float32 {
-	out := make([]float32, len(b)/4)
-	for i := range out {
-		out[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
-	}
-	return out
-}
+// readNPY and float32sLE are the shared strict NPY reader.
+var (
+	readNPY    = testutil.ReadNPY
+	float32sLE = testutil.Float32sLE
+)
 
 func TestNPYRoundTrip(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "emb")

@@ -13,6 +13,7 @@ import (
 
 	"github.com/esm2go/esm2go/esm"
 	"github.com/esm2go/esm2go/esm/cpu"
+	"github.com/esm2go/esm2go/internal/testutil"
 	"github.com/esm2go/esm2go/weights"
 )
 
@@ -101,20 +102,6 @@ func loadModel(t *testing.T, path string, be esm.Backend) *esm.Model {
 	return m // the caller closes it, before its backend, on the backend's goroutine
 }
 
-// maxRel returns max|got-want| / max|want|.
-func maxRel(got, want []float32) float64 {
-	var d, r float64
-	for i := range want {
-		g := float64(got[i])
-		if math.IsNaN(g) {
-			return math.Inf(1)
-		}
-		d = math.Max(d, math.Abs(g-float64(want[i])))
-		r = math.Max(r, math.Abs(float64(want[i])))
-	}
-	return d / math.Max(r, 1e-30)
-}
-
 // worst collects the largest relative error per output kind.
 type worst struct {
 	tol map[string]float64
@@ -131,7 +118,7 @@ func (w worst) check(t *testing.T, kind, what string, got, want []float32) {
 		t.Errorf("%s: %d values, want %d", what, len(got), len(want))
 		return
 	}
-	e := maxRel(got, want)
+	e := testutil.MaxRel(got, want)
 	w.max[kind] = math.Max(w.max[kind], e)
 	if e > w.tol[kind] {
 		t.Errorf("%s: max|diff|/max|ref| = %.3g > %.0e", what, e, w.tol[kind])

@@ -2,9 +2,6 @@ package main
 
 import (
 	"bytes"
-	"crypto/sha1"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -14,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/esm2go/esm2go/internal/testutil"
 )
 
 // A model missing from the caches is downloaded from the hub (here a local
@@ -48,14 +47,10 @@ func TestEmbedDownloadsModel(t *testing.T) {
 			}
 			w.Header().Set("X-Repo-Commit", commit)
 			if name == "model.safetensors" { // LFS file: sha256 etag
-				s := sha256.Sum256(b)
-				w.Header().Set("X-Linked-Etag", `"`+hex.EncodeToString(s[:])+`"`)
+				w.Header().Set("X-Linked-Etag", `"`+testutil.SHA256Hex(b)+`"`)
 				w.Header().Set("X-Linked-Size", fmt.Sprint(len(b)))
 			} else { // small file: git blob sha1 etag
-				h := sha1.New()
-				fmt.Fprintf(h, "blob %d\x00", len(b))
-				h.Write(b)
-				w.Header().Set("ETag", `"`+hex.EncodeToString(h.Sum(nil))+`"`)
+				w.Header().Set("ETag", `"`+testutil.GitBlobSHA1(b)+`"`)
 			}
 			http.ServeContent(w, r, name, time.Time{}, bytes.NewReader(b))
 		default:
