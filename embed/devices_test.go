@@ -95,6 +95,7 @@ func readNPYDir(t *testing.T, dir string, D int) ([]record, []float32, []float32
 // TestRunDevicesEqualsOneDevice: three device workers sharing one packer
 // write the same rows, in the same order, with the same values as one.
 func TestRunDevicesEqualsOneDevice(t *testing.T) {
+	t.Parallel()
 	be := cpu.New(cpu.Options{Threads: 1})
 	defer be.Close()
 	m, err := esm.LoadModel(tinyModel, be)
@@ -146,6 +147,7 @@ func TestRunDevicesEqualsOneDevice(t *testing.T) {
 // clean run's, none twice. The whole input is one bucketing window, so the
 // healthy devices, held back until the failure, cannot stall the packer.
 func TestRunDevicesOneFails(t *testing.T) {
+	t.Parallel()
 	ref := filepath.Join(t.TempDir(), "ref")
 	var opened atomic.Int64
 	cfgModel := loadTiny(t)

@@ -142,6 +142,7 @@ func direct(t *testing.T, m *esm.Model, path string, layer int) (map[int64][]flo
 // The pipeline's output equals the bare forward pass on every record, in
 // input order, whatever the worker, prefetch and batch settings.
 func TestEmbedEqualsDirectForward(t *testing.T) {
+	t.Parallel()
 	m := loadTiny(t)
 	L := m.Cfg.Layers
 	wantMean, wantTok := direct(t, m, someFASTA, L)
@@ -219,6 +220,7 @@ type logCapture struct {
 // line and id; the rest is embedded; --strict turns the first into an error
 // and keeps what was written.
 func TestEmbedJunk(t *testing.T) {
+	t.Parallel()
 	m := loadTiny(t)
 	var log logCapture
 	out := filepath.Join(t.TempDir(), "junk.parquet")
@@ -251,6 +253,7 @@ func TestEmbedJunk(t *testing.T) {
 }
 
 func TestEmbedRefusesExistingOutput(t *testing.T) {
+	t.Parallel()
 	m := loadTiny(t)
 	out := filepath.Join(t.TempDir(), "x.parquet")
 	if err := os.WriteFile(out, []byte("keep"), 0o644); err != nil {
@@ -265,6 +268,7 @@ func TestEmbedRefusesExistingOutput(t *testing.T) {
 }
 
 func TestEmbedBadLayerAndMissingInput(t *testing.T) {
+	t.Parallel()
 	m := loadTiny(t)
 	dir := t.TempDir()
 	if _, err := Run(context.Background(), m, Options{Inputs: []string{someFASTA}, Out: filepath.Join(dir, "a"), Layers: []int{9}}); err == nil {
@@ -280,6 +284,7 @@ func TestEmbedBadLayerAndMissingInput(t *testing.T) {
 // also the rows of the batches in flight); running again resumes after
 // them, and the result equals an uninterrupted run's.
 func TestEmbedCancelThenResume(t *testing.T) {
+	t.Parallel()
 	for _, async := range []bool{false, true} {
 		t.Run(map[bool]string{false: "sync", true: "async"}[async], func(t *testing.T) {
 			var m *esm.Model
@@ -371,6 +376,7 @@ func (b oomBackend) Alloc(n int, wide bool) (esm.Tensor, error) {
 // results equal an unconstrained run; also with two batches in flight (the
 // asynchronous fake), where the batch in flight is finished first.
 func TestEmbedSplitsOnOutOfMemory(t *testing.T) {
+	t.Parallel()
 	ref := loadTiny(t)
 	wantMean, _ := direct(t, ref, someFASTA, ref.Cfg.Layers)
 	for _, async := range []bool{false, true} {
@@ -416,6 +422,7 @@ func TestEmbedSplitsOnOutOfMemory(t *testing.T) {
 }
 
 func TestIDHashIsFNV1a(t *testing.T) {
+	t.Parallel()
 	for _, id := range []string{"", "a", "UniRef50_A0A1E3NP16", "sp|P62593|BLAT_ECOLX"} {
 		h := fnv.New64a()
 		h.Write([]byte(id))

@@ -55,6 +55,7 @@ func (r *longRecord) Close() error { return nil }
 // read (memory bounded by the truncation, not the record) and, without
 // truncation, skipped with a reason: both under a 256 MiB cap.
 func TestHugeRecordBoundedMemory(t *testing.T) {
+	t.Parallel()
 	memcap.Run(t, 256<<20, func(t *testing.T) {
 		// The pure-Go matmul: OpenBLAS's own buffers do not start under an
 		// address-space cap, and the reader's memory is what is tested.
@@ -92,6 +93,7 @@ func TestHugeRecordBoundedMemory(t *testing.T) {
 }
 
 func TestDropCutToken(t *testing.T) {
+	t.Parallel()
 	for in, want := range map[string]string{"MKV": "MKV", "MK<ma": "MK", "MK<mask>": "MK<mask>", "MK<": "MK", "<mask": "", "MKVLAGKT": "MKVLAGKT"} {
 		if got := string(dropCutToken([]byte(in))); got != want {
 			t.Errorf("%q: %q, want %q", in, got, want)

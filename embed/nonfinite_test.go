@@ -21,6 +21,7 @@ import (
 // must fail naming the first record and column, never write the row, and
 // publish nothing.
 func TestNonFiniteEmbeddingEndsTheRun(t *testing.T) {
+	t.Parallel()
 	cfg, err := esmtest.Config("tiny")
 	if err != nil {
 		t.Fatal(err)
