@@ -45,6 +45,7 @@ func snapshot(t *testing.T, dir string) map[string]string {
 // file or an esm2go npy output, nothing else, and a refusal leaves
 // everything as it was.
 func TestOverwriteRefusesWhatEsm2goDidNotWrite(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name  string
 		setup func(t *testing.T, path string)
@@ -104,6 +105,7 @@ func TestOverwriteRefusesWhatEsm2goDidNotWrite(t *testing.T) {
 }
 
 func TestOverwriteRefusesDotAndInputs(t *testing.T) {
+	t.Parallel()
 	for _, p := range []string{".", "..", "/", "a/.."} {
 		if _, err := CreateWithOptions(p, NPY, testSchema, Options{Overwrite: true}); err == nil || !strings.Contains(err.Error(), "names a directory itself") {
 			t.Errorf("%q: error %v", p, err)
@@ -131,6 +133,7 @@ func TestOverwriteRefusesDotAndInputs(t *testing.T) {
 // TestOverwriteSwapsDirectories: an esm2go npy output is replaced whole (by
 // the other format too), leaving nothing else behind.
 func TestOverwriteSwapsDirectories(t *testing.T) {
+	t.Parallel()
 	for _, f := range formats {
 		t.Run(string(f), func(t *testing.T) {
 			dir := t.TempDir()
@@ -159,6 +162,7 @@ func TestOverwriteSwapsDirectories(t *testing.T) {
 
 // TestSecondWriterIsRefused: two runs on one output cannot both succeed.
 func TestSecondWriterIsRefused(t *testing.T) {
+	t.Parallel()
 	for _, f := range formats {
 		t.Run(string(f), func(t *testing.T) {
 			dir := t.TempDir()
@@ -197,6 +201,7 @@ func TestSecondWriterIsRefused(t *testing.T) {
 // child process) are found and removed by the next run on the output, and
 // the dead run's lock does not block it.
 func TestKilledRunLeftovers(t *testing.T) {
+	t.Parallel()
 	if p := os.Getenv("ESM2GO_OUTPUT_KILLME"); p != "" {
 		f := Format(os.Getenv("ESM2GO_OUTPUT_FORMAT"))
 		w, err := Create(p, f, testSchema)
@@ -258,6 +263,7 @@ func TestKilledRunLeftovers(t *testing.T) {
 // output aside and renaming the new one in (file systems without an atomic
 // exchange) must not lose the old output: the next run puts it back.
 func TestInterruptedReplaceIsRepaired(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "out")
 	writeAll(t, path, NPY, testSchema, testRows(testSchema))

@@ -194,6 +194,7 @@ func compareRows(t *testing.T, got, want []Row) {
 }
 
 func TestParquetRoundTrip(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "emb.parquet")
 	rows := testRows(testSchema)
 	writeAll(t, path, Parquet, testSchema, rows)
@@ -233,6 +234,7 @@ func TestParquetRoundTrip(t *testing.T) {
 
 // TestParquetRowGroups forces several row groups through the byte bound.
 func TestParquetRowGroups(t *testing.T) {
+	t.Parallel()
 	// The production bounds (10k rows, 64 MiB) are lowered on the writer so
 	// that a few MiB cross them; the flush logic is the same.
 	s := Schema{Columns: []Column{{Name: "per_tok", Kind: Matrix, Dim: 256}}}
@@ -297,6 +299,7 @@ var (
 )
 
 func TestNPYRoundTrip(t *testing.T) {
+	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "emb")
 	rows := testRows(testSchema)
 	writeAll(t, dir, NPY, testSchema, rows)
@@ -382,6 +385,7 @@ func TestNPYRoundTrip(t *testing.T) {
 }
 
 func TestNPYHeaderFitsLargestShape(t *testing.T) {
+	t.Parallel()
 	h, err := npyHeader("<f4", math.MaxInt64, math.MaxInt64)
 	if err != nil {
 		t.Fatal(err)
@@ -396,6 +400,7 @@ func TestNPYHeaderFitsLargestShape(t *testing.T) {
 var formats = []Format{Parquet, NPY}
 
 func TestEmptyOutput(t *testing.T) {
+	t.Parallel()
 	for _, f := range formats {
 		t.Run(string(f), func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "empty")
@@ -438,6 +443,7 @@ func dirEntries(t *testing.T, dir string) []string {
 }
 
 func TestNothingPublishedBeforeCloseAndAbortCleans(t *testing.T) {
+	t.Parallel()
 	for _, f := range formats {
 		t.Run(string(f), func(t *testing.T) {
 			dir := t.TempDir()
@@ -476,6 +482,7 @@ func TestNothingPublishedBeforeCloseAndAbortCleans(t *testing.T) {
 }
 
 func TestCloseLeavesOnlyFinal(t *testing.T) {
+	t.Parallel()
 	for _, f := range formats {
 		t.Run(string(f), func(t *testing.T) {
 			dir := t.TempDir()
@@ -511,6 +518,7 @@ func TestCloseLeavesOnlyFinal(t *testing.T) {
 }
 
 func TestOverwrite(t *testing.T) {
+	t.Parallel()
 	for _, f := range formats {
 		t.Run(string(f), func(t *testing.T) {
 			for _, existing := range []string{"file", "npy output"} {
@@ -551,6 +559,7 @@ func TestOverwrite(t *testing.T) {
 // TestPathAppearsBeforeClose: without Overwrite, Close must not clobber an
 // output that appeared after Create.
 func TestPathAppearsBeforeClose(t *testing.T) {
+	t.Parallel()
 	for _, f := range formats {
 		t.Run(string(f), func(t *testing.T) {
 			dir := t.TempDir()
@@ -574,6 +583,7 @@ func TestPathAppearsBeforeClose(t *testing.T) {
 }
 
 func TestInvalidRows(t *testing.T) {
+	t.Parallel()
 	good := func() Row { return testRows(testSchema)[0] }
 	cases := []struct {
 		name   string
@@ -625,6 +635,7 @@ func TestInvalidRows(t *testing.T) {
 }
 
 func TestInvalidSchemaAndFormat(t *testing.T) {
+	t.Parallel()
 	bad := []Schema{
 		{Columns: []Column{{Name: "", Kind: Vector, Dim: 1}}},
 		{Columns: []Column{{Name: "a/b", Kind: Vector, Dim: 1}}},
@@ -723,6 +734,7 @@ func BenchmarkWrite(b *testing.B) {
 }
 
 func TestFirstNonFinite(t *testing.T) {
+	t.Parallel()
 	for n := 0; n < 20; n++ {
 		for bad := -1; bad < n; bad++ {
 			for _, x := range []float32{float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1))} {

@@ -64,6 +64,7 @@ func readAll(t *testing.T, path string, f Format) []Row {
 // next one with the same identity; the final output holds every row once,
 // in order, and the parts directory is gone.
 func TestPartsResume(t *testing.T) {
+	t.Parallel()
 	for _, f := range formats {
 		t.Run(string(f), func(t *testing.T) {
 			dir := t.TempDir()
@@ -110,6 +111,7 @@ func TestPartsResume(t *testing.T) {
 }
 
 func TestPartsRefuseOtherIdentity(t *testing.T) {
+	t.Parallel()
 	out := filepath.Join(t.TempDir(), "emb")
 	p, err := OpenParts(out, Parquet, testSchema, PartsOptions{Identity: testIdentity})
 	if err != nil {
@@ -140,6 +142,7 @@ func TestPartsRefuseOtherIdentity(t *testing.T) {
 // chunk published but never listed (killed before the manifest update) is
 // removed; a foreign file stops a discard.
 func TestPartsDamage(t *testing.T) {
+	t.Parallel()
 	out := filepath.Join(t.TempDir(), "emb")
 	rows := indexed(9)
 	p, err := OpenParts(out, Parquet, testSchema, PartsOptions{Identity: testIdentity})
@@ -190,6 +193,7 @@ func TestPartsDamage(t *testing.T) {
 // TestPartsSkippedOnly: a commit covering only skipped records still moves
 // the resume point.
 func TestPartsSkippedOnly(t *testing.T) {
+	t.Parallel()
 	out := filepath.Join(t.TempDir(), "emb")
 	p, err := OpenParts(out, NPY, testSchema, PartsOptions{Identity: testIdentity})
 	if err != nil {
@@ -213,6 +217,7 @@ func TestPartsSkippedOnly(t *testing.T) {
 // before removing its parts is recognised as complete by a run with the
 // same settings; a run with other settings is told the output exists.
 func TestPartsKilledAfterPublish(t *testing.T) {
+	t.Parallel()
 	out := filepath.Join(t.TempDir(), "emb")
 	p, err := OpenParts(out, NPY, testSchema, PartsOptions{Identity: testIdentity})
 	if err != nil {
