@@ -14,6 +14,7 @@ import (
 )
 
 func TestOpenSafetensorsDir(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	writeTinyModel(t, dir)
 	c, err := Open(dir)
@@ -64,6 +65,7 @@ func TestOpenSafetensorsDir(t *testing.T) {
 }
 
 func TestOpenShardedDir(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "config.json"), tinyConfigJSON(nil))
 	specs := tinySpecs()
@@ -105,6 +107,7 @@ func TestOpenShardedDir(t *testing.T) {
 }
 
 func TestOpenBadConfig(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name, want string
 		mod        func(map[string]any)
@@ -157,6 +160,7 @@ func TestOpenBadConfig(t *testing.T) {
 }
 
 func TestConfigDtypeSpellings(t *testing.T) {
+	t.Parallel()
 	c, err := ParseConfig([]byte(`{"dtype":"bfloat16"}`))
 	if err != nil || c.TorchDtype != "bfloat16" {
 		t.Errorf("dtype: %q %v", c.TorchDtype, err)
@@ -168,6 +172,7 @@ func TestConfigDtypeSpellings(t *testing.T) {
 }
 
 func TestOpenRejectsIntWeights(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "config.json"), tinyConfigJSON(nil))
 	writeFile(t, filepath.Join(dir, "model.safetensors"), buildSafetensors([]stSpec{{"esm.x", I32, []int{1}, []byte{1, 0, 0, 0}}}, nil))
@@ -180,6 +185,7 @@ func TestOpenRejectsIntWeights(t *testing.T) {
 }
 
 func TestOpenSafetensorsFileNeedsDir(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	writeTinyModel(t, dir)
 	if _, err := Open(filepath.Join(dir, "model.safetensors")); err == nil || !strings.Contains(err.Error(), "directory") {
@@ -191,6 +197,7 @@ func TestOpenSafetensorsFileNeedsDir(t *testing.T) {
 // keep one rotary buffer under a wildcard key; they load under the
 // canonical names.
 func TestOpenTransformers5Names(t *testing.T) {
+	t.Parallel()
 	var specs []stSpec
 	for _, s := range tinySpecs() {
 		switch {
@@ -235,6 +242,7 @@ func TestOpenTransformers5Names(t *testing.T) {
 // error naming the field, under a 256 MiB address-space cap: nothing is sized
 // from the config before it is checked.
 func TestOpenAbsurdConfig(t *testing.T) {
+	t.Parallel()
 	memcap.Run(t, 256<<20, func(t *testing.T) {
 		for _, c := range []struct {
 			want string
@@ -269,6 +277,7 @@ func TestOpenAbsurdConfig(t *testing.T) {
 // Sizes within the limits but not those of the tensors are caught by the
 // tensor check, which names the config field and the tensor.
 func TestOpenConfigTensorMismatch(t *testing.T) {
+	t.Parallel()
 	specsWith := func(mod func([]stSpec) []stSpec) []stSpec { return mod(tinySpecs()) }
 	drop := func(name string) func([]stSpec) []stSpec {
 		return func(s []stSpec) []stSpec {
@@ -370,6 +379,7 @@ func TestOpenConfigTensorMismatch(t *testing.T) {
 
 // A long list of problems is cut to its first entries and a count.
 func TestOpenErrorListsCapped(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "config.json"), tinyConfigJSON(nil))
 	specs := tinySpecs()
@@ -397,6 +407,7 @@ func writeIndex(t *testing.T, dir string, body string) string {
 // The index of a sharded checkpoint is bounded and may only name shard files
 // in its own directory.
 func TestOpenShardIndexLimits(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "config.json"), tinyConfigJSON(nil))
 	writeFile(t, filepath.Join(dir, "model-1.safetensors"), buildSafetensors(tinySpecs(), nil))
@@ -469,6 +480,7 @@ func TestOpenShardIndexLimits(t *testing.T) {
 // A NaN or Inf anywhere in a weight fails its conversion, naming the file, the
 // tensor (canonical and stored names) and the first bad element.
 func TestCheckpointNonFinite(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		dtype DType
 		bits  uint32 // the bad value's bits in dtype
@@ -546,6 +558,7 @@ func TestCheckpointNonFinite(t *testing.T) {
 // first bad element is found wherever it lies, in any chunk and in the
 // unrolled part or the tail of a chunk.
 func TestFloat32NonFiniteLarge(t *testing.T) {
+	t.Parallel()
 	n := 2<<20 + 3 // two chunks on two cores or more, and a ragged tail
 	for _, dt := range []DType{F32, F16, BF16} {
 		for _, at := range []int{0, 1, 4095, 4096, n / 2, n - 4, n - 1} {

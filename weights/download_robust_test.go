@@ -593,6 +593,7 @@ func TestDownloadRedirects(t *testing.T) {
 }
 
 func TestHubOptionsDefaults(t *testing.T) {
+	t.Parallel()
 	h, err := HubOptions{}.withDefaults()
 	if err != nil || h.ReadIdleTimeout != time.Minute || h.MaxAttempts != 5 || h.ConnectTimeout != 15*time.Second {
 		t.Errorf("defaults %+v, %v", h, err)
@@ -643,6 +644,7 @@ func TestDownloadUnannouncedSize(t *testing.T) {
 // Without a terminal, progress is plain lines: at the start, at each tenth,
 // at least every interval, and at the end.
 func TestProgressLines(t *testing.T) {
+	t.Parallel()
 	var b bytes.Buffer
 	p := newProgress(&b, "org/x/model.safetensors", 1000, 0, time.Hour)
 	lines := func() int { return strings.Count(b.String(), "\n") }

@@ -31,6 +31,7 @@ func refF16(h uint16) float32 {
 }
 
 func TestF16AllValuesExact(t *testing.T) {
+	t.Parallel()
 	for h := 0; h < 1<<16; h++ {
 		got := math.Float32frombits(f16ToF32Bits(uint16(h)))
 		want := refF16(uint16(h))
@@ -47,6 +48,7 @@ func TestF16AllValuesExact(t *testing.T) {
 }
 
 func TestOpenSafetensorsDTypes(t *testing.T) {
+	t.Parallel()
 	f16 := []uint16{0x0000, 0x8000, 0x3c00, 0xc000, 0x7bff, 0x0001, 0x03ff, 0x0400, 0x7c00, 0xfc00, 0x7e00, 0x3555}
 	f16Want := []float32{0, float32(math.Copysign(0, -1)), 1, -2, 65504, float32(math.Ldexp(1, -24)), float32(math.Ldexp(1023, -24)),
 		float32(math.Ldexp(1, -14)), float32(math.Inf(1)), float32(math.Inf(-1)), float32(math.NaN()), 0.333251953125}
@@ -144,6 +146,7 @@ func TestOpenSafetensorsDTypes(t *testing.T) {
 }
 
 func TestOpenSafetensorsBad(t *testing.T) {
+	t.Parallel()
 	good := buildSafetensors([]stSpec{{"w", F32, []int{2, 2}, f32Bytes(1, 2, 3, 4)}}, nil)
 	hdr := func(h string) []byte {
 		b := make([]byte, 8, 8+len(h)+16)
@@ -242,6 +245,7 @@ func unwrapAll(err error) error {
 // Layouts the reference loader accepts must load: tensors listed in any order,
 // zero-size tensors at a boundary, null metadata, padding after the JSON.
 func TestOpenSafetensorsLayoutOK(t *testing.T) {
+	t.Parallel()
 	for name, h := range map[string]string{
 		"reverse order": `{"b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}`,
 		"empty tensors": `{"e0":{"dtype":"F16","shape":[0],"data_offsets":[0,0]},"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},` +
@@ -270,6 +274,7 @@ func TestOpenSafetensorsLayoutOK(t *testing.T) {
 // A 100 MB header is the format's limit: one byte more is refused before the
 // header is read (the file here is tiny).
 func TestSafetensorsHeaderLimit(t *testing.T) {
+	t.Parallel()
 	for _, n := range []uint64{maxHeaderLen + 1, math.MaxUint64} {
 		b := make([]byte, 16)
 		binary.LittleEndian.PutUint64(b, n)
@@ -288,6 +293,7 @@ func TestSafetensorsHeaderLimit(t *testing.T) {
 // A header of more than maxTensors entries is refused as soon as the count
 // is passed.
 func TestSafetensorsTensorLimit(t *testing.T) {
+	t.Parallel()
 	var b strings.Builder
 	b.WriteString("{")
 	for i := range maxTensors + 1 {

@@ -166,6 +166,7 @@ func zipEntry(t testing.TB, z []byte, name string) []byte {
 // Class 1: length fields beyond the bytes that follow. gopickle allocated
 // each length before reading it.
 func TestTorchHostileLengths(t *testing.T) {
+	t.Parallel()
 	memcap.Run(t, hostileCap, func(t *testing.T) {
 		for _, tc := range []struct{ name, pickle string }{
 			{"FRAME", "\x80\x04\x95" + le8(1<<62) + "N."},
@@ -192,6 +193,7 @@ func TestTorchHostileLengths(t *testing.T) {
 // Class 2: data.pkl bombs. The zip header's uncompressed size is the
 // attacker's; data.pkl is read under ptMaxPickleBytes whatever it says.
 func TestTorchHostilePickleBomb(t *testing.T) {
+	t.Parallel()
 	memcap.Run(t, hostileCap, func(t *testing.T) {
 		bomb := deflateZeros(1024) // 1 GiB of zeros in ~1 MB
 		// The header says 1 KB; the stream goes on for 1 GiB.
@@ -219,6 +221,7 @@ func TestTorchHostilePickleBomb(t *testing.T) {
 
 // Class 3: storages and views larger than the bytes behind them.
 func TestTorchHostileStorages(t *testing.T) {
+	t.Parallel()
 	memcap.Run(t, hostileCap, func(t *testing.T) {
 		one := func(spec ptTensorSpec) []byte {
 			specs := append(tinyFairSpecs(), spec)
@@ -279,6 +282,7 @@ func TestTorchHostileStorages(t *testing.T) {
 // Class 4: nesting. gopickle itself is iterative, but every MARK costs a
 // stack segment, and recursive walks over the decoded values overflowed.
 func TestTorchHostileNesting(t *testing.T) {
+	t.Parallel()
 	memcap.Run(t, hostileCap, func(t *testing.T) {
 		const n = 1 << 20
 		for _, tc := range []struct{ name, pickle, want string }{
@@ -297,6 +301,7 @@ func TestTorchHostileNesting(t *testing.T) {
 
 // Class 5: globals outside the allow-list are refused, naming module.name.
 func TestTorchHostileGlobals(t *testing.T) {
+	t.Parallel()
 	reduce := func(module, name string) string {
 		return "\x80\x02}(X\x05\x00\x00\x00modelc" + module + "\n" + name + "\nX\x02\x00\x00\x00id\x85Ru."
 	}
@@ -354,6 +359,7 @@ func readFileT(t testing.TB, path string) []byte {
 
 // Class 6: files that are not torch.save zip archives say what they are.
 func TestTorchNotAZip(t *testing.T) {
+	t.Parallel()
 	legacy2 := "\x80\x02\x8a\x0a" + string(ptLegacyMagic) + ".\x80\x02M\xe9\x03."
 	legacy4 := "\x80\x04\x95" + le8(13) + "\x8a\x0a" + string(ptLegacyMagic) + "."
 	for _, tc := range []struct{ name, data, want string }{
@@ -376,6 +382,7 @@ func TestTorchNotAZip(t *testing.T) {
 // The zip directory: archive/zip preallocates the entry count the end record
 // claims and builds an entry per directory record; both are bounded.
 func TestTorchHostileZipDirectory(t *testing.T) {
+	t.Parallel()
 	memcap.Run(t, hostileCap, func(t *testing.T) {
 		good := ptZip(t, "archive/data.pkl", "}.")
 		// A zip64 end record claiming 2^40 entries.
@@ -420,6 +427,7 @@ func TestTorchHostileZipDirectory(t *testing.T) {
 // The real tiny checkpoint written by torch.save (tests/gen_fixtures.py)
 // loads, with its config read from its argparse.Namespace.
 func TestTorchRealCheckpoint(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "tiny_fairesm.pt")
 	writeFile(t, path, readTestdata(t, "torch_tiny_fairesm.pt"))
 	c, err := Open(path)

@@ -23,6 +23,7 @@ var realTorchPickles = map[string]string{
 }
 
 func TestPickleScanAcceptsRealTorchPickles(t *testing.T) {
+	t.Parallel()
 	for name, p := range realTorchPickles {
 		if _, err := ptScanPickle([]byte(p)); err != nil {
 			t.Errorf("%s: %v", name, err)
@@ -146,6 +147,7 @@ var scanCases = []struct {
 }
 
 func TestPickleScan(t *testing.T) {
+	t.Parallel()
 	for _, tc := range scanCases {
 		_, err := ptScanPickle([]byte(tc.pickle))
 		switch {
@@ -240,6 +242,7 @@ func costCases(n int) map[string]string {
 // measurement cannot see (a stack slice's old array while it grows) and
 // noise of a few KB.
 func TestPickleCostEstimate(t *testing.T) {
+	// Not parallel: it measures the process's live heap.
 	cases := costCases(5000)
 	for name, p := range realTorchPickles {
 		cases["real "+name] = p

@@ -217,6 +217,7 @@ func tinyFairSpecs() []ptTensorSpec {
 }
 
 func TestOpenFairESM(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		cfg  func(p *pkl)
@@ -276,6 +277,7 @@ func TestOpenFairESM(t *testing.T) {
 }
 
 func TestOpenFairESMCfgFallbacks(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	// A cfg without the attributes we read: heads from the size table fail for
 	// the tiny size, so the error must say so.
@@ -309,6 +311,7 @@ func TestOpenFairESMCfgFallbacks(t *testing.T) {
 }
 
 func TestFairESMStridedAndBounds(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "s.pt")
 	specs := tinyFairSpecs()
@@ -355,6 +358,7 @@ func TestFairESMStridedAndBounds(t *testing.T) {
 }
 
 func TestOpenFairESMContactRegression(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "esm2_tiny.pt")
 	buildFairESMPt(t, path, tinyFairSpecs(), namespaceCfg(tinyL, tinyD, tinyH, true))
@@ -373,6 +377,7 @@ func TestOpenFairESMContactRegression(t *testing.T) {
 }
 
 func TestOpenTorchBadFiles(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	cases := map[string][]byte{
 		"legacy.pt":  {0x80, 0x02, 0x8a, 0x0a},
@@ -409,6 +414,7 @@ func TestOpenTorchBadFiles(t *testing.T) {
 }
 
 func TestFairESMCanonicalNames(t *testing.T) {
+	t.Parallel()
 	for raw, want := range map[string]string{
 		"encoder.sentence_encoder.embed_tokens.weight":                  "embeddings.word_embeddings.weight",
 		"encoder.sentence_encoder.layers.12.self_attn.q_proj.weight":    "encoder.layer.12.attention.self.query.weight",
