@@ -12,6 +12,7 @@ import (
 // TestEmbedNeverDestroysUserData runs embed the way a careless command line
 // would and checks that nothing esm2go did not write is ever replaced.
 func TestEmbedNeverDestroysUserData(t *testing.T) {
+	t.Parallel()
 	t.Run("overwrite refuses a user directory", func(t *testing.T) {
 		dir := t.TempDir()
 		work := filepath.Join(dir, "project")

@@ -33,6 +33,7 @@ func runCLI(t *testing.T, args ...string) (int, string, string) {
 }
 
 func TestInfoTiny(t *testing.T) {
+	t.Parallel()
 	code, out, errs := runCLI(t, "info", "--model", tinyModel)
 	if code != 0 {
 		t.Fatalf("status %d, stderr:\n%s", code, errs)
@@ -78,6 +79,7 @@ func TestInfoTiny(t *testing.T) {
 }
 
 func TestFlagErrors(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	out := filepath.Join(dir, "x.parquet")
 	for _, tc := range []struct {
@@ -127,6 +129,7 @@ func TestFlagErrors(t *testing.T) {
 }
 
 func TestRuntimeErrors(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	exists := filepath.Join(dir, "exists.parquet")
 	if err := os.WriteFile(exists, nil, 0o644); err != nil {
@@ -154,6 +157,7 @@ func TestRuntimeErrors(t *testing.T) {
 }
 
 func TestDeviceCUDAWithoutGPU(t *testing.T) {
+	t.Parallel()
 	if _, err := esmcuda.Probe(); err == nil {
 		t.Skip("a usable GPU is present")
 	}
@@ -180,6 +184,7 @@ func TestDeviceCUDAWithoutGPU(t *testing.T) {
 }
 
 func TestHelpAndVersion(t *testing.T) {
+	t.Parallel()
 	for _, args := range [][]string{{"help"}, {"--help"}, {"help", "embed"}, {"embed", "--help"}, {"info", "-h"}} {
 		code, out, errs := runCLI(t, args...)
 		if code != 0 || !strings.Contains(out, "Usage:") || errs != "" {
@@ -201,6 +206,7 @@ func TestHelpAndVersion(t *testing.T) {
 }
 
 func TestEmbedNPY(t *testing.T) {
+	t.Parallel()
 	out := filepath.Join(t.TempDir(), "emb")
 	// fair-esm spellings (underscores, a negative layer as a separate argument) work too.
 	code, _, stderr := runCLI(t, "embed", "--model", tinyModel, "--device", "cpu", "--format", "npy",
@@ -249,6 +255,7 @@ func TestEmbedNPY(t *testing.T) {
 }
 
 func TestEmbedParquet(t *testing.T) {
+	t.Parallel()
 	out := filepath.Join(t.TempDir(), "emb.parquet")
 	code, _, stderr := runCLI(t, "embed", "--model", tinyModel, "--device", "cpu", "--include", "mean,bos",
 		"--log-format", "json", "--toks-per-batch", "1100", "--out", out, fasta)

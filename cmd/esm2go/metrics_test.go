@@ -10,6 +10,7 @@ import (
 )
 
 func TestEmbedMetrics(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	out, mj := filepath.Join(dir, "emb.parquet"), filepath.Join(dir, "metrics.jsonl")
 	code, _, stderr := runCLI(t, "embed", "--model", tinyModel, "--device", "cpu", "--toks-per-batch", "1100",
@@ -58,6 +59,7 @@ func TestEmbedMetrics(t *testing.T) {
 }
 
 func TestEmbedMetricsErrors(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	out := filepath.Join(dir, "emb.parquet")
 	code, _, stderr := runCLI(t, "embed", "--model", tinyModel, "--metrics-every", "0", "--out", out, fasta)

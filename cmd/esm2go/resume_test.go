@@ -20,6 +20,7 @@ import (
 // TestCLIChild runs the CLI with the arguments in ESM2GO_CLI_ARGS and exits
 // with its status: the child process of the kill tests.
 func TestCLIChild(t *testing.T) {
+	t.Parallel()
 	js := os.Getenv("ESM2GO_CLI_ARGS")
 	if js == "" {
 		t.Skip("only runs as the child of a kill test")
@@ -72,6 +73,7 @@ func readOutput(t *testing.T, dir string) map[string][]byte {
 // resuming replays the window it stopped in), with no record lost or
 // written twice and nothing left behind.
 func TestKillAndResume(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	args := func(out string) []string {
 		return []string{"embed", "--model", tinyModel, "--device", "cpu", "--format", "npy", "-q",

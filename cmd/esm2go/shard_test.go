@@ -11,6 +11,7 @@ import (
 )
 
 func TestParseShard(t *testing.T) {
+	t.Parallel()
 	env := func(kv ...string) func(string) string {
 		m := map[string]string{}
 		for i := 0; i+1 < len(kv); i += 2 {
@@ -58,6 +59,7 @@ func TestParseShard(t *testing.T) {
 // batch compositions (1e-5 of the largest value: the batched-vs-alone bound
 // of the embed tests). Missing or repeated shards are refused.
 func TestShardsMerge(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	args := func(out string, extra ...string) []string {
 		return append([]string{"embed", "--model", tinyModel, "--device", "cpu", "--format", "npy", "-q", "-o", out}, append(extra, fasta)...)

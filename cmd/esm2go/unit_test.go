@@ -12,6 +12,7 @@ import (
 )
 
 func TestParseInclude(t *testing.T) {
+	t.Parallel()
 	inc, names, err := parseInclude([]string{"per_tok,MEAN", "mean", "bos"})
 	if err != nil || !inc.Mean || !inc.BOS || !inc.PerTok || len(names) != 3 || names[0] != "per_tok" {
 		t.Errorf("got %+v %v %v", inc, names, err)
@@ -24,6 +25,7 @@ func TestParseInclude(t *testing.T) {
 }
 
 func TestResolveLayers(t *testing.T) {
+	t.Parallel()
 	cfg := esm.Config{Layers: 3}
 	raw, abs, err := resolveLayers(cfg, []int{-1, 0, 3, -4, 1})
 	if err != nil {
@@ -43,6 +45,7 @@ func TestResolveLayers(t *testing.T) {
 }
 
 func TestParseDevice(t *testing.T) {
+	t.Parallel()
 	for in, want := range map[string]deviceSpec{
 		"auto": {kind: "auto"}, "CPU": {kind: "cpu"}, "cuda": {kind: "cuda", ords: []int{0}},
 		"cuda:1": {kind: "cuda", ords: []int{1}}, "cuda:0,2,3": {kind: "cuda", ords: []int{0, 2, 3}},
@@ -64,6 +67,7 @@ func TestParseDevice(t *testing.T) {
 }
 
 func TestGroupDigits(t *testing.T) {
+	t.Parallel()
 	for n, want := range map[int64]string{0: "0", 999: "999", 1000: "1,000", 652356917: "652,356,917", -1234: "-1,234"} {
 		if got := groupDigits(n); got != want {
 			t.Errorf("%d: %q, want %q", n, got, want)
@@ -84,6 +88,7 @@ func equal(a, b []int) bool {
 }
 
 func TestOnSignals(t *testing.T) {
+	t.Parallel()
 	sigs := make(chan os.Signal, 2)
 	exited := make(chan int, 1)
 	var errb strings.Builder
