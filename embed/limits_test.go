@@ -22,6 +22,22 @@ type longRecord struct {
 	tail    string
 }
 
+// longPattern is one period of longRecord's body: byte i is '\n' when
+// i%61 == 60, else residue i%20; the period is lcm(61, 20).
+const longPeriod = 61 * 20
+
+var longPattern = func() []byte {
+	p := make([]byte, longPeriod)
+	for i := range p {
+		if i%61 == 60 {
+			p[i] = '\n'
+		} else {
+			p[i] = "ACDEFGHIKLMNPQRSTVWY"[i%20]
+		}
+	}
+	return p
+}()
+
 func (r *longRecord) Read(b []byte) (int, error) {
 	if r.head != "" {
 		k := copy(b, r.head)
@@ -31,13 +47,10 @@ func (r *longRecord) Read(b []byte) (int, error) {
 	if r.sent < r.n {
 		k := 0
 		for k < len(b) && r.sent < r.n {
-			if r.sent%61 == 60 {
-				b[k] = '\n'
-			} else {
-				b[k] = "ACDEFGHIKLMNPQRSTVWY"[r.sent%20]
-			}
-			k++
-			r.sent++
+			off := r.sent % longPeriod
+			c := copy(b[k:min(len(b), k+r.n-r.sent)], longPattern[off:])
+			k += c
+			r.sent += c
 		}
 		return k, nil
 	}
