@@ -169,8 +169,10 @@ func TestSetBatchCopyStreamMatchesCPU(t *testing.T) {
 			}
 			want = append(want, &o)
 		}
-		cm.Close()
-		cb.Close()
+		// The CPU outputs live in its backend's host memory: close the
+		// reference only after the comparisons.
+		defer cb.Close()
+		defer cm.Close()
 		for _, prec := range []string{"fp32", "fp16"} {
 			t.Run(size+"/"+prec, func(t *testing.T) {
 				g := newGPU(t, prec)

@@ -343,8 +343,10 @@ func TestForwardMatchesCPU(t *testing.T) {
 		if err := cm.Forward(batch, req, &want); err != nil {
 			t.Fatal(err)
 		}
-		cm.Close()
-		cb.Close()
+		// want lives in the CPU backend's host memory: close the reference
+		// only after the comparisons.
+		defer cb.Close()
+		defer cm.Close()
 		for _, prec := range []string{"fp32", "fp16", "bf16"} {
 			t.Run(size+"/"+prec, func(t *testing.T) {
 				g := newGPU(t, prec)
