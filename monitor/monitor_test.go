@@ -29,8 +29,6 @@ import (
 	"github.com/esm2go/esm2go/internal/testutil"
 )
 
-const tinyModel = "../tests/testdata/models/tiny"
-
 // syncBuf is a bytes.Buffer safe for the log handler and the test.
 type syncBuf struct {
 	mu sync.Mutex
@@ -851,7 +849,7 @@ func fasta(n int) string {
 	return b.String()
 }
 
-func runSlow(t *testing.T, mo Options, delay time.Duration) (*embed.Summary, error, Report) {
+func runSlow(t *testing.T, mo Options, delay time.Duration) (*embed.Summary, Report, error) {
 	t.Helper()
 	model := loadTiny(t)
 	mon, err := New(context.Background(), mo)
@@ -871,13 +869,13 @@ func runSlow(t *testing.T, mo Options, delay time.Duration) (*embed.Summary, err
 	if cerr != nil {
 		t.Fatal(cerr)
 	}
-	return sum, err, rep
+	return sum, rep, err
 }
 
 func TestSlowReaderIsInputBound(t *testing.T) {
 	var log syncBuf
 	var js bytes.Buffer
-	sum, err, rep := runSlow(t, Options{Every: 3, JSON: &js, Log: logger(&log), NoGPU: true}, 5*time.Millisecond)
+	sum, rep, err := runSlow(t, Options{Every: 3, JSON: &js, Log: logger(&log), NoGPU: true}, 5*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -896,7 +894,7 @@ func TestSlowReaderIsInputBound(t *testing.T) {
 func TestFailingMetricsFileRunSucceeds(t *testing.T) {
 	var log syncBuf
 	fw := &failWriter{}
-	sum, err, _ := runSlow(t, Options{Every: 1, JSON: fw, Log: logger(&log), NoGPU: true}, 0)
+	sum, _, err := runSlow(t, Options{Every: 1, JSON: fw, Log: logger(&log), NoGPU: true}, 0)
 	if err != nil {
 		t.Fatalf("run failed: %v", err)
 	}
