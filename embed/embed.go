@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -235,15 +234,9 @@ func prepare(cfg esm.Config, opts Options) (Options, []column, error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	var layers []int
-	for _, l := range o.Layers {
-		a, err := cfg.ResolveLayer(l)
-		if err != nil {
-			return o, nil, fmt.Errorf("embed: --repr-layers: %w", err)
-		}
-		if !slices.Contains(layers, a) {
-			layers = append(layers, a)
-		}
+	layers, err := cfg.ResolveLayers(o.Layers)
+	if err != nil {
+		return o, nil, fmt.Errorf("embed: layers: %w", err)
 	}
 	o.Layers = layers
 	var cols []column

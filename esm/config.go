@@ -2,6 +2,7 @@ package esm
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/esm2go/esm2go/weights"
 )
@@ -68,6 +69,27 @@ func (c Config) ResolveLayer(i int) (int, error) {
 		return 0, fmt.Errorf("esm: layer %d out of range for a %d-layer model (valid: %d..%d)", i, c.Layers, -(c.Layers + 1), c.Layers)
 	}
 	return (i + c.Layers + 1) % (c.Layers + 1), nil
+}
+
+// ResolveLayers resolves layer numbers as a user gives them (negative
+// counts from the end, see ResolveLayer) to absolute ones, keeping the first
+// of values that name the same layer: the one place where a layer list is
+// decided.
+func (c Config) ResolveLayers(vals []int) ([]int, error) {
+	if len(vals) == 0 {
+		return nil, fmt.Errorf("esm: no layers given")
+	}
+	var abs []int
+	for _, v := range vals {
+		a, err := c.ResolveLayer(v)
+		if err != nil {
+			return nil, err
+		}
+		if !slices.Contains(abs, a) {
+			abs = append(abs, a)
+		}
+	}
+	return abs, nil
 }
 
 // FLOPsPerToken counts the useful matmul FLOPs of one token in a sequence of

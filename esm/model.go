@@ -359,18 +359,31 @@ func (e *errs) do(err error) {
 	}
 }
 
-// LoadModel opens the checkpoint at path (a directory with config.json and
-// model.safetensors, or a fair-esm .pt; see weights.Open), uploads its
+// OpenCheckpoint opens the checkpoint at path (a directory with config.json
+// and model.safetensors, or a fair-esm .pt; see weights.Open) and reads its
+// ESM2 config: the one way a checkpoint becomes a model's source, for
+// LoadModel and for callers that load it on several backends. The caller
+// closes the checkpoint.
+func OpenCheckpoint(path string) (*weights.Checkpoint, Config, error) {
+	ck, err := weights.Open(path)
+	if err != nil {
+		return nil, Config{}, err
+	}
+	cfg, err := ConfigFromHF(ck.Config)
+	if err != nil {
+		ck.Close()
+		return nil, Config{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return ck, cfg, nil
+}
+
+// LoadModel opens the checkpoint at path (OpenCheckpoint), uploads its
 // weights to be and closes the file: the model keeps its own copy.
 func LoadModel(path string, be Backend) (*Model, error) {
-	ck, err := weights.Open(path)
+	ck, cfg, err := OpenCheckpoint(path)
 	if err != nil {
 		return nil, err
 	}
 	defer ck.Close()
-	cfg, err := ConfigFromHF(ck.Config)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
 	return NewModel(cfg, CheckpointSource{C: ck}, be)
 }

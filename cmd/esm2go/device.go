@@ -145,7 +145,7 @@ func devices(cfg esm.Config, src esm.Source, ords []int, precision esm.Precision
 				}()
 				b, err := esmcuda.New(esmcuda.Options{Device: ord, Precision: precision})
 				if err != nil {
-					return nil, fmt.Errorf("--device %s: %w", name, err)
+					return nil, fmt.Errorf("starting the CUDA backend: %w", err) // embed names the device
 				}
 				be = b
 				return openOn(cfg, src, b, name, loaded)

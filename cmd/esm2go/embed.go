@@ -113,23 +113,17 @@ func parseInclude(vals []string) (embed.Include, []string, error) {
 	return inc, names, nil
 }
 
-// resolveLayers checks --repr-layers against the model and drops values
-// that name the same layer twice. It returns the values as given (for
-// embed.Options.Layers) and the absolute layers they name.
-func resolveLayers(cfg esm.Config, vals []int) (raw, abs []int, err error) {
+// resolveLayers checks --repr-layers against the model (esm's one owner of
+// layer lists) and returns the absolute layers, each once.
+func resolveLayers(cfg esm.Config, vals []int) ([]int, error) {
 	if len(vals) == 0 {
-		return nil, nil, errors.New("--repr-layers is empty")
+		return nil, errors.New("--repr-layers is empty")
 	}
-	for _, v := range vals {
-		a, err := cfg.ResolveLayer(v)
-		if err != nil {
-			return nil, nil, fmt.Errorf("--repr-layers %d: %w", v, err)
-		}
-		if !slices.Contains(abs, a) {
-			raw, abs = append(raw, v), append(abs, a)
-		}
+	abs, err := cfg.ResolveLayers(vals)
+	if err != nil {
+		return nil, fmt.Errorf("--repr-layers: %w", err)
 	}
-	return raw, abs, nil
+	return abs, nil
 }
 
 func joinInts(v []int) string {
@@ -236,7 +230,7 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer ck.Close()
-	rawLayers, absLayers, err := resolveLayers(cfg, f.layers)
+	absLayers, err := resolveLayers(cfg, f.layers)
 	if err != nil {
 		return bad("%v", err)
 	}
@@ -297,7 +291,7 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		ChunkRows:    f.commitRows,
 		ChunkEvery:   f.commitEvery,
 		Include:      inc,
-		Layers:       rawLayers,
+		Layers:       absLayers,
 		MaxResidues:  trunc,
 		ToksPerBatch: f.toks,
 		Workers:      f.workers,

@@ -102,8 +102,8 @@ func TestFlagErrors(t *testing.T) {
 		{"zero truncation", []string{"embed", "--truncation-seq-length", "0", "--out", out, fasta}, "invalid --truncation-seq-length 0"},
 		{"small batch", []string{"embed", "--toks-per-batch", "100", "--out", out, fasta}, "cannot hold one sequence"},
 		{"bad workers", []string{"embed", "--workers", "0", "--out", out, fasta}, "invalid --workers 0"},
-		{"layer out of range", []string{"embed", "--model", tinyModel, "--device", "cpu", "--repr-layers", "4", "--out", out, fasta}, "--repr-layers 4"},
-		{"negative layer out of range", []string{"embed", "--model", tinyModel, "--device", "cpu", "--repr-layers=-5", "--out", out, fasta}, "--repr-layers -5"},
+		{"layer out of range", []string{"embed", "--model", tinyModel, "--device", "cpu", "--repr-layers", "4", "--out", out, fasta}, "--repr-layers: esm: layer 4 out of range"},
+		{"negative layer out of range", []string{"embed", "--model", tinyModel, "--device", "cpu", "--repr-layers=-5", "--out", out, fasta}, "--repr-layers: esm: layer -5 out of range"},
 		{"info argument", []string{"info", tinyModel}, "info takes no arguments"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
 
 	"github.com/esm2go/esm2go/esm"
@@ -12,20 +11,12 @@ import (
 const defaultModel = "facebook/esm2_t33_650M_UR50D"
 
 // openModel resolves a --model argument (HF id, directory or .pt; download
-// progress to progress) and opens the checkpoint.
+// progress to progress) and opens the checkpoint (esm.OpenCheckpoint); the
+// devices then load it (esm.NewModel).
 func openModel(ctx context.Context, model string, progress io.Writer) (*weights.Checkpoint, esm.Config, error) {
 	path, err := weights.Resolve(ctx, model, weights.ResolveOptions{Progress: progress})
 	if err != nil {
 		return nil, esm.Config{}, err
 	}
-	ck, err := weights.Open(path)
-	if err != nil {
-		return nil, esm.Config{}, err
-	}
-	cfg, err := esm.ConfigFromHF(ck.Config)
-	if err != nil {
-		ck.Close()
-		return nil, esm.Config{}, fmt.Errorf("%s: %w", path, err)
-	}
-	return ck, cfg, nil
+	return esm.OpenCheckpoint(path)
 }
