@@ -144,7 +144,7 @@ func BenchmarkPipelineOverhead(b *testing.B) {
 			batches = append(batches, &j.batch)
 		}
 	}
-	req := esm.Request{Layers: []int{cfg.Layers}, Mean: true}
+	req := esm.Request{Layers: []int{cfg.Layers}, Reprs: esm.Mean}
 	var bare, piped time.Duration
 	for b.Loop() {
 		t0 := time.Now()

@@ -227,7 +227,7 @@ func (w *worker) openAndRun(cw *workers) (err error) {
 // the outputs' backend memory is released.
 func (w *worker) run(ctx context.Context) (err error) {
 	p := w.p
-	req := esm.Request{Layers: p.o.Layers, Mean: p.o.Include.Mean, BOS: p.o.Include.BOS, PerTok: p.o.Include.PerTok}
+	req := esm.Request{Layers: p.o.Layers, Reprs: p.o.Include}
 	w.depth = 2
 	w.outs = make([]*esm.Output, w.depth)
 	for i := range w.outs {
@@ -430,11 +430,11 @@ func (p *pipeline) fill(res *result, j *job, out *esm.Output) {
 	for c, col := range p.cols {
 		v := res.vals[c][:0]
 		switch col.kind {
-		case "mean":
+		case esm.Mean:
 			v = append(v, out.Mean[col.layer][:out.NSeq*D]...)
-		case "bos":
+		case esm.BOS:
 			v = append(v, out.BOS[col.layer][:out.NSeq*D]...)
-		case "per_tok":
+		case esm.PerTok:
 			x := out.PerTok[col.layer]
 			for s := range j.recs {
 				st, n := j.batch.Seqlens.Start(s), j.batch.Seqlens.Len(s)

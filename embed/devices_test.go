@@ -105,7 +105,7 @@ func TestRunDevicesEqualsOneDevice(t *testing.T) {
 	defer m.Close()
 	opts := func(out string) Options {
 		return Options{Inputs: []string{someFASTA}, Out: out, Format: output.NPY,
-			Include: Include{Mean: true, PerTok: true}, ToksPerBatch: 300, Window: 900}
+			Include: esm.Mean | esm.PerTok, ToksPerBatch: 300, Window: 900}
 	}
 	ref := filepath.Join(t.TempDir(), "one")
 	if _, err := Run(context.Background(), m, opts(ref)); err != nil {
@@ -153,7 +153,7 @@ func TestRunDevicesOneFails(t *testing.T) {
 	cfgModel := loadTiny(t)
 	opts := func(out string) Options {
 		return Options{Inputs: []string{someFASTA}, Out: out, Format: output.NPY,
-			Include: Include{Mean: true, PerTok: true}, ToksPerBatch: 300, Window: 1 << 20}
+			Include: esm.Mean | esm.PerTok, ToksPerBatch: 300, Window: 1 << 20}
 	}
 	if _, err := RunDevices(context.Background(), cfgModel.Cfg, []Device{cpuDevice("ref", -1, &opened, nil, nil)}, opts(ref)); err != nil {
 		t.Fatal(err)

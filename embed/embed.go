@@ -55,7 +55,7 @@ type writerMsg struct {
 type column struct {
 	output.Column
 	layer int
-	kind  string // "mean", "bos", "per_tok"
+	kind  esm.Repr // one of esm.Mean, esm.BOS, esm.PerTok
 }
 
 type counters struct {
@@ -219,8 +219,8 @@ func prepare(cfg esm.Config, opts Options) (Options, []column, error) {
 	if o.Format == "" {
 		o.Format = output.Parquet
 	}
-	if o.Include == (Include{}) {
-		o.Include.Mean = true
+	if o.Include == 0 {
+		o.Include = esm.Mean
 	}
 	if len(o.Layers) == 0 {
 		o.Layers = []int{-1}
@@ -242,14 +242,12 @@ func prepare(cfg esm.Config, opts Options) (Options, []column, error) {
 	var cols []column
 	D := cfg.Dim
 	for _, l := range layers {
-		if o.Include.Mean {
-			cols = append(cols, column{output.Column{Name: fmt.Sprintf("mean_%d", l), Kind: output.Vector, Dim: D}, l, "mean"})
-		}
-		if o.Include.BOS {
-			cols = append(cols, column{output.Column{Name: fmt.Sprintf("bos_%d", l), Kind: output.Vector, Dim: D}, l, "bos"})
-		}
-		if o.Include.PerTok {
-			cols = append(cols, column{output.Column{Name: fmt.Sprintf("per_tok_%d", l), Kind: output.Matrix, Dim: D}, l, "per_tok"})
+		for _, k := range o.Include.Kinds() {
+			kind := output.Vector
+			if k == esm.PerTok {
+				kind = output.Matrix
+			}
+			cols = append(cols, column{output.Column{Name: fmt.Sprintf("%s_%d", k, l), Kind: kind, Dim: D}, l, k})
 		}
 	}
 	return o, cols, nil
@@ -283,7 +281,7 @@ func (p *pipeline) setWindow() {
 	if p.o.Window <= 0 {
 		b := int(p.budget.Load())
 		p.o.Window = 16 * b
-		if p.o.Include.PerTok {
+		if p.o.Include.Has(esm.PerTok) {
 			p.o.Window = 2 * b
 		}
 	}

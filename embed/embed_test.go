@@ -129,7 +129,7 @@ func direct(t *testing.T, m *esm.Model, path string, layer int) (map[int64][]flo
 			}
 			b.Reset()
 			b.Append(toks, e.Masks)
-			if err := m.Forward(&b, esm.Request{Layers: []int{layer}, Mean: true, PerTok: true}, &out); err != nil {
+			if err := m.Forward(&b, esm.Request{Layers: []int{layer}, Reprs: esm.Mean | esm.PerTok}, &out); err != nil {
 				t.Fatal(err)
 			}
 			mean[r.Index] = append([]float32(nil), out.Mean[layer]...)
@@ -164,7 +164,7 @@ func TestEmbedEqualsDirectForward(t *testing.T) {
 			out := filepath.Join(t.TempDir(), "emb")
 			sum, err := Run(context.Background(), m, Options{
 				Inputs: []string{someFASTA}, Out: out, Format: output.NPY,
-				Include: Include{Mean: true, BOS: true, PerTok: true}, Layers: []int{-1, 0},
+				Include: esm.Mean | esm.BOS | esm.PerTok, Layers: []int{-1, 0},
 				Workers: s.workers, Prefetch: s.prefetch, ToksPerBatch: s.toks,
 			})
 			if err != nil {
@@ -296,7 +296,7 @@ func TestEmbedCancelThenResume(t *testing.T) {
 			}
 			opts := func(out string) Options {
 				return Options{Inputs: []string{someFASTA}, Out: out, Format: output.NPY, ToksPerBatch: 200, Window: 200,
-					Include: Include{Mean: true, PerTok: true}, Identity: map[string]string{"test": "resume"}}
+					Include: esm.Mean | esm.PerTok, Identity: map[string]string{"test": "resume"}}
 			}
 			ref := filepath.Join(t.TempDir(), "ref")
 			if _, err := Run(context.Background(), m, opts(ref)); err != nil {

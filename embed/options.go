@@ -6,15 +6,14 @@ import (
 	"time"
 
 	"github.com/esm2go/esm2go/data"
+	"github.com/esm2go/esm2go/esm"
 	"github.com/esm2go/esm2go/output"
 )
 
-// Include says which per-record outputs to write.
-type Include struct {
-	Mean   bool // mean over residues (BOS/EOS excluded): mean_<layer>, (D,)
-	BOS    bool // the <cls> token's row: bos_<layer>, (D,)
-	PerTok bool // every residue's row (BOS/EOS excluded): per_tok_<layer>, (L, D)
-}
+// Include says which per-record outputs to write: esm's one encoding
+// (esm.Mean, esm.BOS, esm.PerTok, combined with |); columns are named
+// <kind>_<layer>, e.g. mean_33, per_tok_33 (per-token rows without BOS/EOS).
+type Include = esm.Repr
 
 // Options configure one embedding run. Zero values take the defaults noted.
 type Options struct {
@@ -32,7 +31,7 @@ type Options struct {
 	ChunkRows  int64
 	ChunkEvery time.Duration
 
-	Include Include // default: Mean only
+	Include Include // default: esm.Mean
 	Layers  []int   // layers as given by the user (negative count from the end); default [-1]
 
 	MaxResidues  int  // truncation; default 1022 (fair-esm); < 0 disables

@@ -11,10 +11,8 @@ import (
 
 // Request says which outputs Forward produces.
 type Request struct {
-	Layers []int // absolute layer indices 0..L (see Config.ResolveLayer)
-	Mean   bool  // mean over residue tokens (BOS/EOS excluded), per layer
-	BOS    bool  // the BOS (<cls>) row, per layer
-	PerTok bool  // every token's row (BOS and EOS included), per layer
+	Layers []int // absolute layer indices 0..L (see Config.ResolveLayers)
+	Reprs  Repr  // what to pool from each of those layers
 	Logits bool  // MLM logits (T, V) of the last layer
 }
 
@@ -37,6 +35,20 @@ type Output struct {
 	host *outputHost // backend memory behind the slices, or nil
 }
 
+// Get returns the rows of one representation k (Mean, BOS or PerTok) of
+// layer, or nil when the request did not ask for them.
+func (o *Output) Get(k Repr, layer int) []float32 {
+	switch k {
+	case Mean:
+		return o.Mean[layer]
+	case BOS:
+		return o.BOS[layer]
+	case PerTok:
+		return o.PerTok[layer]
+	}
+	return nil
+}
+
 // outputHost is the backend host memory an Output's slices live in.
 type outputHost struct {
 	m   *Model // whose backend allocated mem; Model.Close releases it
@@ -45,7 +57,7 @@ type outputHost struct {
 
 // outSlot names one slice of an Output.
 type outSlot struct {
-	kind  byte // 'm' mean, 'b' BOS, 't' per token, 'l' logits
+	kind  Repr // one representation, or 0 for the logits
 	layer int
 }
 
@@ -262,7 +274,7 @@ func (m *Model) launch(b *Batch, req Request, out *Output) error {
 		e.do(be.LayerNorm(m.ff, m.ff, p.LMLNW, p.LMLNB, D, eps))
 		e.do(be.Linear(m.logits, m.ff, p.LMDecoder, p.LMBias, D, c.Vocab, false))
 		var err error
-		out.Logits, err = m.read(out, outSlot{'l', 0}, T*c.Vocab, m.logits)
+		out.Logits, err = m.read(out, outSlot{0, 0}, T*c.Vocab, m.logits)
 		e.do(err)
 	}
 	if e.err != nil {
@@ -282,24 +294,24 @@ func (m *Model) collect(k int, req Request, out *Output) error {
 	}
 	D := m.Cfg.Dim
 	var err error
-	if req.Mean {
+	if req.Reprs.Has(Mean) {
 		if err := m.be.PoolMean(m.pooled, m.x, D); err != nil {
 			return err
 		}
-		if out.Mean[k], err = m.read(out, outSlot{'m', k}, out.NSeq*D, m.pooled); err != nil {
+		if out.Mean[k], err = m.read(out, outSlot{Mean, k}, out.NSeq*D, m.pooled); err != nil {
 			return err
 		}
 	}
-	if req.BOS {
+	if req.Reprs.Has(BOS) {
 		if err := m.be.PoolBOS(m.pooled, m.x, D); err != nil {
 			return err
 		}
-		if out.BOS[k], err = m.read(out, outSlot{'b', k}, out.NSeq*D, m.pooled); err != nil {
+		if out.BOS[k], err = m.read(out, outSlot{BOS, k}, out.NSeq*D, m.pooled); err != nil {
 			return err
 		}
 	}
-	if req.PerTok {
-		if out.PerTok[k], err = m.read(out, outSlot{'t', k}, out.T*D, m.x); err != nil {
+	if req.Reprs.Has(PerTok) {
+		if out.PerTok[k], err = m.read(out, outSlot{PerTok, k}, out.T*D, m.x); err != nil {
 			return err
 		}
 	}

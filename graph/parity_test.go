@@ -110,7 +110,7 @@ func TestForwardMatchesCPUBackend(t *testing.T) {
 				layers[i] = i
 			}
 			var out esm.Output
-			if err := ref.Forward(b, esm.Request{Layers: layers, PerTok: true, Logits: true}, &out); err != nil {
+			if err := ref.Forward(b, esm.Request{Layers: layers, Reprs: esm.PerTok, Logits: true}, &out); err != nil {
 				t.Fatal(err)
 			}
 			p, err := gm.Forward(b, nil)

@@ -98,7 +98,7 @@ func TestGPUParityHF(t *testing.T) {
 // 8192 tokens) and returns the worst relative error per output kind.
 func gpuErrors(t *testing.T, m *esm.Model, f *weights.SafetensorsFile, ins []fixtureInput) map[string]float64 {
 	L, D := m.Cfg.Layers, m.Cfg.Dim
-	req := esm.Request{Layers: []int{L}, Mean: true, BOS: true, PerTok: true}
+	req := esm.Request{Layers: []int{L}, Reprs: esm.Mean | esm.BOS | esm.PerTok}
 	worst := map[string]float64{}
 	get := func(n string) []float32 {
 		v, err := f.Tensors[n].Float32()

@@ -147,7 +147,7 @@ func runParityOn(t *testing.T, fixtureName, modelPath string, be esm.Backend, to
 	for i := range layers {
 		layers[i] = i
 	}
-	req := esm.Request{Layers: layers, Mean: true, BOS: true, PerTok: true, Logits: true}
+	req := esm.Request{Layers: layers, Reprs: esm.Mean | esm.BOS | esm.PerTok, Logits: true}
 
 	type encoded struct {
 		toks  []int32
@@ -262,7 +262,7 @@ func TestFairESMEqualsSafetensors(t *testing.T) {
 		}
 		batch.Append(toks, e.Masks)
 	}
-	req := esm.Request{Layers: []int{0, 1, 2, 3}, Mean: true, BOS: true, PerTok: true, Logits: true}
+	req := esm.Request{Layers: []int{0, 1, 2, 3}, Reprs: esm.Mean | esm.BOS | esm.PerTok, Logits: true}
 	var oa, ob esm.Output
 	if err := a.Forward(&batch, req, &oa); err != nil {
 		t.Fatal(err)

@@ -83,34 +83,21 @@ func embedUsage() string {
 		"one row per record in input order.\n\nFlags:\n" + flagDefaults(newEmbedFlagSet(&f))
 }
 
-// parseInclude turns --include values into embed.Include.
-func parseInclude(vals []string) (embed.Include, []string, error) {
-	var inc embed.Include
-	var names []string
+// parseInclude turns --include values into the one representation set
+// (esm.ParseRepr).
+func parseInclude(vals []string) (esm.Repr, error) {
 	for _, v := range vals {
 		for _, s := range strings.Split(v, ",") {
-			s = strings.ToLower(strings.TrimSpace(s))
-			switch s {
-			case "mean":
-				inc.Mean = true
-			case "bos":
-				inc.BOS = true
-			case "per_tok", "per-tok":
-				inc.PerTok, s = true, "per_tok"
-			case "contacts":
-				return inc, nil, errors.New("invalid --include \"contacts\": contact maps are not supported (want mean, bos or per_tok)")
-			default:
-				return inc, nil, fmt.Errorf("invalid --include %q (want mean, bos or per_tok)", s)
-			}
-			if !slices.Contains(names, s) {
-				names = append(names, s)
+			if strings.EqualFold(strings.TrimSpace(s), "contacts") {
+				return 0, errors.New("invalid --include \"contacts\": contact maps are not supported (want mean, bos or per_tok)")
 			}
 		}
 	}
-	if len(names) == 0 {
-		return inc, nil, errors.New("--include is empty (want mean, bos or per_tok)")
+	r, err := esm.ParseRepr(vals)
+	if err != nil {
+		return 0, fmt.Errorf("invalid --include: %w", err)
 	}
-	return inc, names, nil
+	return r, nil
 }
 
 // resolveLayers checks --repr-layers against the model (esm's one owner of
@@ -155,7 +142,7 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return bad("invalid --format %q (want parquet or npy)", f.format)
 	}
-	inc, incNames, err := parseInclude(f.include)
+	inc, err := parseInclude(f.include)
 	if err != nil {
 		return bad("%v", err)
 	}
@@ -267,7 +254,7 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	identity := map[string]string{
 		"model":                 modelID,
 		"layers":                joinInts(absLayers),
-		"include":               strings.Join(incNames, ","),
+		"include":               inc.String(),
 		"truncation_seq_length": truncMeta,
 		"precision":             string(prec),
 	}
@@ -306,7 +293,7 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			"model_fingerprint":     modelID,
 			"esm2go_version":        Version(),
 			"layers":                joinInts(absLayers),
-			"include":               strings.Join(incNames, ","),
+			"include":               inc.String(),
 			"truncation_seq_length": truncMeta,
 			"device":                dev.String(),
 			"precision":             string(prec),
@@ -333,7 +320,7 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	loaded := func(name, backend string) {
 		log.Info("model loaded", "device", name, "model", f.model, "path", ck.Path, "layers", cfg.Layers, "dim", cfg.Dim,
 			"backend", backend, "load_time", time.Since(loadStart).Round(time.Millisecond).String(),
-			"repr_layers", joinInts(absLayers), "include", strings.Join(incNames, ","))
+			"repr_layers", joinInts(absLayers), "include", inc.String())
 	}
 	devs := devices(cfg, esm.CheckpointSource{C: ck}, ords, prec, f.threads, loaded)
 	sum, err := embed.RunDevices(ctx, cfg, devs, opts)

@@ -90,7 +90,7 @@ func TestFlagErrors(t *testing.T) {
 		{"no command", nil, "no command given"},
 		{"unknown command", []string{"frobnicate"}, `unknown command "frobnicate"`},
 		{"unknown flag", []string{"embed", "--bogus", "--out", out, fasta}, "unknown flag: --bogus"},
-		{"bad include", []string{"embed", "--include", "mean,logits", "--out", out, fasta}, `invalid --include "logits"`},
+		{"bad include", []string{"embed", "--include", "mean,logits", "--out", out, fasta}, `invalid --include: unknown representation "logits"`},
 		{"contacts", []string{"embed", "--include", "contacts", "--out", out, fasta}, "contact maps are not supported"},
 		{"bad format", []string{"embed", "--format", "hdf5", "--out", out, fasta}, `invalid --format "hdf5"`},
 		{"missing out", []string{"embed", fasta}, "--out is required"},

@@ -13,12 +13,12 @@ import (
 
 func TestParseInclude(t *testing.T) {
 	t.Parallel()
-	inc, names, err := parseInclude([]string{"per_tok,MEAN", "mean", "bos"})
-	if err != nil || !inc.Mean || !inc.BOS || !inc.PerTok || len(names) != 3 || names[0] != "per_tok" {
-		t.Errorf("got %+v %v %v", inc, names, err)
+	inc, err := parseInclude([]string{"per_tok,MEAN", "mean", "bos"})
+	if err != nil || inc != esm.Mean|esm.BOS|esm.PerTok || inc.String() != "mean,bos,per_tok" {
+		t.Errorf("got %v %v", inc, err)
 	}
 	for _, bad := range [][]string{{""}, {"mean,"}, {"logits"}, {"contacts"}} {
-		if _, _, err := parseInclude(bad); err == nil {
+		if _, err := parseInclude(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
 	}

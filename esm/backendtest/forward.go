@@ -20,7 +20,7 @@ func checkForward(e *env) {
 	e.must(err)
 	defer func() { e.must(m.Close()) }()
 	b := e.batch([]int{3, 40, 130, 9}, true)
-	req := esm.Request{Mean: true, BOS: true, PerTok: true, Logits: true}
+	req := esm.Request{Reprs: esm.Mean | esm.BOS | esm.PerTok, Logits: true}
 	for l := 0; l <= cfg.Layers; l++ {
 		req.Layers = append(req.Layers, l)
 	}

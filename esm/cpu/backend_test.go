@@ -89,7 +89,7 @@ func TestPackedEqualsAlone(t *testing.T) {
 	tok := esm.NewTokenizer(esm.DefaultMaxResidues)
 	r := rand.New(rand.NewPCG(5, 6))
 	seqs := [][]byte{[]byte("M"), esmtest.Sequence(r, 50), []byte("MK<mask>TAYIAK<mask>QR"), esmtest.Sequence(r, 300), esmtest.Sequence(r, 7)}
-	req := esm.Request{Layers: []int{0, 2, 3}, Mean: true, BOS: true, PerTok: true, Logits: true}
+	req := esm.Request{Layers: []int{0, 2, 3}, Reprs: esm.Mean | esm.BOS | esm.PerTok, Logits: true}
 	var packed esm.Batch
 	packed.Reset()
 	for _, s := range seqs {
@@ -175,7 +175,7 @@ func BenchmarkForward(b *testing.B) {
 					toks, _, _ := tok.Encode(nil, esmtest.Sequence(r, 100+r.IntN(400)))
 					batch.Append(toks, 0)
 				}
-				req := esm.Request{Layers: []int{m.Cfg.Layers}, Mean: true}
+				req := esm.Request{Layers: []int{m.Cfg.Layers}, Reprs: esm.Mean}
 				var out esm.Output
 				for b.Loop() {
 					if err := m.Forward(&batch, req, &out); err != nil {

@@ -427,7 +427,7 @@ func forwardNonFinite(t *testing.T, cfg esm.Config, src esmtest.Source, seqs ...
 		b.Append(toks, e.Masks)
 	}
 	var out esm.Output
-	req := esm.Request{Layers: []int{0, 1, cfg.Layers}, Mean: true, BOS: true, PerTok: true, Logits: true}
+	req := esm.Request{Layers: []int{0, 1, cfg.Layers}, Reprs: esm.Mean | esm.BOS | esm.PerTok, Logits: true}
 	if err := m.Forward(&b, req, &out); err != nil {
 		t.Fatal(err)
 	}

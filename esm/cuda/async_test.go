@@ -49,7 +49,7 @@ func worstDiff(t *testing.T, req esm.Request, got, want *esm.Output) float64 {
 }
 
 func everything(cfg esm.Config) esm.Request {
-	req := esm.Request{Mean: true, BOS: true, PerTok: true, Logits: true}
+	req := esm.Request{Reprs: esm.Mean | esm.BOS | esm.PerTok, Logits: true}
 	for l := 0; l <= cfg.Layers; l++ {
 		req.Layers = append(req.Layers, l)
 	}
@@ -297,7 +297,7 @@ func TestLaunchOverlapTiming(t *testing.T) {
 	}
 	defer m.Close()
 	L := cfg.Layers
-	req := esm.Request{Layers: []int{L}, Mean: true, PerTok: true}
+	req := esm.Request{Layers: []int{L}, Reprs: esm.Mean | esm.PerTok}
 	var batches []*esm.Batch
 	tokens := 0
 	for i := 0; i < 8; i++ {

@@ -330,7 +330,7 @@ func TestForwardMatchesCPU(t *testing.T) {
 		}
 		src := esmtest.Random(cfg, 42)
 		batch := testBatch(t, 3, lengths)
-		req := esm.Request{Mean: true, BOS: true, PerTok: true, Logits: true}
+		req := esm.Request{Reprs: esm.Mean | esm.BOS | esm.PerTok, Logits: true}
 		for l := 0; l <= cfg.Layers; l++ {
 			req.Layers = append(req.Layers, l)
 		}
@@ -440,7 +440,7 @@ func BenchmarkForwardCUDA(b *testing.B) {
 				n := batch.Seqlens.Len(s)
 				flops += float64(n) * cfg.FLOPsPerToken(n)
 			}
-			req := esm.Request{Layers: []int{cfg.Layers}, Mean: true}
+			req := esm.Request{Layers: []int{cfg.Layers}, Reprs: esm.Mean}
 			var out esm.Output
 			if err := m.Forward(batch, req, &out); err != nil { // warm-up: compile, allocate
 				b.Fatal(err)
@@ -484,7 +484,7 @@ func BenchmarkFirstBatch(b *testing.B) {
 			requireGPU(b)
 			batchA := testBatch(b, 4, benchLengths(3, 65000))
 			batchB := testBatch(b, 5, benchLengths(5, 64000))
-			req := esm.Request{Layers: []int{cfg.Layers}, Mean: true}
+			req := esm.Request{Layers: []int{cfg.Layers}, Reprs: esm.Mean}
 			ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1e3 }
 			var last [4]float64
 			iter := 0

@@ -27,7 +27,7 @@ func batchOf(t *testing.T, seed uint64, lengths ...int) *esm.Batch {
 }
 
 func allOf(cfg esm.Config) esm.Request {
-	req := esm.Request{Mean: true, BOS: true, PerTok: true, Logits: true}
+	req := esm.Request{Reprs: esm.Mean | esm.BOS | esm.PerTok, Logits: true}
 	for l := 0; l <= cfg.Layers; l++ {
 		req.Layers = append(req.Layers, l)
 	}
