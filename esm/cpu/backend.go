@@ -109,6 +109,10 @@ func (b *Backend) Free(t esm.Tensor) {}
 
 // SetBatch implements esm.Backend.
 func (b *Backend) SetBatch(batch *esm.Batch) error {
+	// esm.Model checks every batch before its ops; the backend checks again
+	// on purpose: the kernels index memory with cu_seqlens, and backends are
+	// also driven directly (esm/backendtest), so a bad batch must not reach
+	// them from any caller.
 	if err := batch.Check(); err != nil {
 		return err
 	}

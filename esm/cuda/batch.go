@@ -77,6 +77,9 @@ func oom(err error) error {
 // (two, alternating) and copied in one asynchronous copy on the copy stream;
 // the compute stream waits for the copy (see the top of this file).
 func (b *Backend) SetBatch(batch *esm.Batch) error {
+	// Checked again although esm.Model checks every batch: the kernels
+	// index device memory with cu_seqlens, and backends are also driven
+	// directly (esm/backendtest); an out-of-bounds batch must not reach them.
 	if err := batch.Check(); err != nil {
 		return err
 	}
