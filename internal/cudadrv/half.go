@@ -41,7 +41,10 @@ func BF16Bits(f float32) uint16 {
 	return uint16((b + 0x7fff + (b>>16)&1) >> 16)
 }
 
-// HalfToFloat32 decodes fp16 bits exactly.
+// HalfToFloat32 decodes fp16 bits exactly. The weights package keeps its
+// own decoder (f16ToF32Bits, behind a lookup table for loading speed): the
+// pure-Go packages may not import these bindings (tests/deps_test.go), and
+// these bindings have no reason to import a checkpoint reader.
 func HalfToFloat32(h uint16) float32 {
 	sign := float32(1)
 	if h&0x8000 != 0 {
