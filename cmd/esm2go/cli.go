@@ -170,9 +170,52 @@ func parseFlags(fs *pflag.FlagSet, args []string, usage string, stdout io.Writer
 			fmt.Fprint(stdout, usage)
 			return err
 		}
+		// A mistyped flag: a hint and where the flags are, not the whole
+		// usage.
+		if name, ok := strings.CutPrefix(err.Error(), "unknown flag: --"); ok {
+			hint := ""
+			if near := nearestFlag(fs, name); near != "" {
+				hint = fmt.Sprintf(" (did you mean --%s?)", near)
+			}
+			return &usageError{err: fmt.Errorf("%w%s", err, hint),
+				usage: fmt.Sprintf("Run 'esm2go help %s' for the flags.\n", fs.Name())}
+		}
 		return &usageError{err: err, usage: usage}
 	}
 	return nil
+}
+
+// nearestFlag returns the flag of fs closest to name (edit distance at most
+// a third of its length, at least 2), or "".
+func nearestFlag(fs *pflag.FlagSet, name string) string {
+	best, bestD := "", max(2, len(name)/3)+1
+	fs.VisitAll(func(f *pflag.Flag) {
+		if d := editDistance(name, f.Name); d < bestD {
+			best, bestD = f.Name, d
+		}
+	})
+	return best
+}
+
+// editDistance is the Levenshtein distance of a and b (bytes).
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }
 
 func flagDefaults(fs *pflag.FlagSet) string {

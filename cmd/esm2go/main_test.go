@@ -90,6 +90,7 @@ func TestFlagErrors(t *testing.T) {
 		{"no command", nil, "no command given"},
 		{"unknown command", []string{"frobnicate"}, `unknown command "frobnicate"`},
 		{"unknown flag", []string{"embed", "--bogus", "--out", out, fasta}, "unknown flag: --bogus"},
+		{"mistyped flag", []string{"embed", "--repr-layer", "3", "--out", out, fasta}, "unknown flag: --repr-layer (did you mean --repr-layers?)"},
 		{"bad include", []string{"embed", "--include", "mean,logits", "--out", out, fasta}, `invalid --include: unknown representation "logits"`},
 		{"contacts", []string{"embed", "--include", "contacts", "--out", out, fasta}, "contact maps are not supported"},
 		{"bad format", []string{"embed", "--format", "hdf5", "--out", out, fasta}, `invalid --format "hdf5"`},
@@ -118,8 +119,8 @@ func TestFlagErrors(t *testing.T) {
 			if !strings.HasPrefix(first, "esm2go: ") || !strings.Contains(first, tc.want) {
 				t.Errorf("first stderr line %q, want one line containing %q", first, tc.want)
 			}
-			if !strings.Contains(rest, "Usage:") {
-				t.Errorf("no usage after the error:\n%s", stderr)
+			if !strings.Contains(rest, "Usage:") && !strings.Contains(rest, "Run 'esm2go help embed' for the flags.") {
+				t.Errorf("no usage, or pointer to it, after the error:\n%s", stderr)
 			}
 			if _, err := os.Stat(out); err == nil {
 				t.Errorf("%s was written", out)
