@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -53,7 +54,7 @@ func newEmbedFlagSet(f *embedFlags) *pflag.FlagSet {
 	fs := newFlagSet("embed")
 	fs.StringVar(&f.model, "model", defaultModel, "model: Hugging Face id, directory (config.json + model.safetensors) or fair-esm .pt")
 	fs.StringVarP(&f.out, "out", "o", "", "output: a .parquet file, or a directory for npy (required)")
-	fs.StringVar(&f.format, "format", "parquet", "output format: parquet or npy")
+	fs.StringVar(&f.format, "format", "parquet", "output format: parquet or npy; when not given, from --out: a name ending in .npy or / means npy, anything else parquet")
 	fs.StringSliceVar(&f.include, "include", []string{"mean"}, "what to write per record: mean, bos, per_tok (comma list)")
 	fs.IntSliceVar(&f.layers, "repr-layers", []int{-1}, "layers to write: 0 = embeddings, L = last, negative counts from the end (comma list or repeated)")
 	fs.IntVar(&f.truncation, "truncation-seq-length", esm.DefaultMaxResidues, "keep the first N residues of longer sequences; -1 = no truncation")
@@ -138,9 +139,9 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if f.out == "" {
 		return bad("--out is required")
 	}
-	format, err := output.ParseFormat(f.format)
+	format, err := outputFormat(f.format, fs.Changed("format"), f.out)
 	if err != nil {
-		return bad("invalid --format %q (want parquet or npy)", f.format)
+		return bad("%v", err)
 	}
 	inc, err := parseInclude(f.include)
 	if err != nil {
@@ -346,6 +347,27 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	pr.summary(sum, f.out)
 	return nil
+}
+
+// outputFormat decides the output format: --format when given (refusing an
+// --out whose extension says the other format), else from --out's name.
+func outputFormat(flag string, given bool, out string) (output.Format, error) {
+	ext := strings.ToLower(filepath.Ext(strings.TrimRight(out, "/")))
+	byName := output.Parquet
+	if ext == ".npy" || strings.HasSuffix(out, "/") {
+		byName = output.NPY
+	}
+	if !given {
+		return byName, nil
+	}
+	format, err := output.ParseFormat(flag)
+	if err != nil {
+		return "", fmt.Errorf("invalid --format %q (want parquet or npy)", flag)
+	}
+	if (format == output.NPY && ext == ".parquet") || (format == output.Parquet && byName == output.NPY) {
+		return "", fmt.Errorf("--format %s contradicts --out %s (a %s name): change one of them", format, out, byName)
+	}
+	return format, nil
 }
 
 // checkOutputs fails before the model loads when the run could not publish

@@ -117,3 +117,31 @@ func TestOnSignals(t *testing.T) {
 	_, stop = onSignals(context.Background(), make(chan os.Signal), io.Discard, func(int) { t.Error("exit") })
 	stop()
 }
+
+func TestOutputFormat(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		flag  string
+		given bool
+		out   string
+		want  string // format, or an error substring
+	}{
+		{"parquet", false, "emb.parquet", "parquet"},
+		{"parquet", false, "emb.npy", "npy"},
+		{"parquet", false, "out/emb/", "npy"},
+		{"parquet", false, "emb", "parquet"},
+		{"npy", true, "emb", "npy"},
+		{"npy", true, "emb.parquet", "contradicts"},
+		{"parquet", true, "emb.npy", "contradicts"},
+		{"hdf5", true, "emb", "invalid --format"},
+	} {
+		f, err := outputFormat(c.flag, c.given, c.out)
+		got := string(f)
+		if err != nil {
+			got = err.Error()
+		}
+		if !strings.Contains(got, c.want) {
+			t.Errorf("%+v: %q", c, got)
+		}
+	}
+}
