@@ -13,11 +13,8 @@ import (
 	"github.com/spf13/pflag"
 )
 
-// Metadata keys a sharded run adds to its output.
-const (
-	metaShard      = "shard"       // "i/N"
-	metaShardRange = "shard_range" // the input bytes the shard covered, for people
-)
+// metaShard is the metadata key a sharded run adds to its output: "i/N".
+const metaShard = "shard"
 
 type mergeFlags struct {
 	overwrite bool
@@ -57,7 +54,7 @@ func cmdMerge(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	sum, err := output.MergeContext(ctx, out, ordered, output.MergeOptions{
 		Overwrite: f.overwrite, Renumber: renumber,
-		DropMeta: []string{metaShard, metaShardRange, output.RunIDKey, output.IdentityKey},
+		DropMeta: []string{metaShard, output.RunIDKey, output.IdentityKey},
 	})
 	if err != nil {
 		return withOverwriteHint(err)

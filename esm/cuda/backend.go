@@ -102,20 +102,12 @@ func New(opts Options) (*Backend, error) {
 	default:
 		return nil, fmt.Errorf("cuda: unknown precision %q (want fp16, bf16 or fp32)", cut(string(opts.Precision)))
 	}
-	lib, err := cudadrv.Load()
+	n, err := Probe()
 	if err != nil {
-		return nil, fmt.Errorf("cuda: CUDA driver or libraries not found: %w", err)
-	}
-	n, err := lib.DeviceCount()
-	if err != nil {
-		return nil, fmt.Errorf("cuda: no usable CUDA device: %w", err)
+		return nil, fmt.Errorf("cuda: %w", err)
 	}
 	if opts.Device < 0 || opts.Device >= n {
 		return nil, fmt.Errorf("cuda: device %d not found (%d CUDA devices)", opts.Device, n)
-	}
-	if cudadrv.CUDAIncludeDir() == "" {
-		return nil, errors.New("cuda: CUDA headers (cuda_fp16.h) not found for NVRTC under $CUDA_HOME/include, " +
-			"$CUDA_PATH/include or /usr/local/cuda/include; set CUDA_HOME to the CUDA toolkit root")
 	}
 	ctx, err := cudadrv.NewContext(opts.Device)
 	if err != nil {
