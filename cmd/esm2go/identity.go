@@ -17,11 +17,12 @@ import (
 // committed rows (output.PartsOptions.Identity): the model's weights, every
 // option that changes values, and the input.
 
-// modelFingerprint hashes the checkpoint's files (config and weights):
-// xxhash64 of each file's bytes, files in name order, read on a few
-// goroutines. Weights already in the page cache hash at several GB/s, so a
-// 650M checkpoint costs well under a second; fingerprints cover values, so a
-// fine-tuned copy with the same shapes is a different model.
+// modelFingerprint identifies the checkpoint's files (config and weights),
+// in name order, by content: a file of the Hugging Face cache is a symlink
+// to a blob named by its git SHA-1 or SHA-256, which is used as it is (no
+// read: a 15B checkpoint is 60 GB); any other file is hashed (xxhash64, a
+// few goroutines; several GB/s from the page cache). Fingerprints cover
+// values, so a fine-tuned copy with the same shapes is a different model.
 func modelFingerprint(path string) (string, error) {
 	info, err := os.Stat(path)
 	if err != nil {
@@ -42,10 +43,14 @@ func modelFingerprint(path string) (string, error) {
 		}
 		slices.Sort(files)
 	}
-	sums := make([]uint64, len(files))
+	sums := make([]string, len(files))
 	var g errgroup.Group
 	g.SetLimit(4)
 	for i, name := range files {
+		if blob := cacheBlob(name); blob != "" {
+			sums[i] = "blob:" + blob
+			continue
+		}
 		g.Go(func() error {
 			f, err := os.Open(name)
 			if err != nil {
@@ -56,7 +61,7 @@ func modelFingerprint(path string) (string, error) {
 			if _, err := io.Copy(h, f); err != nil {
 				return fmt.Errorf("%s: %w", name, err)
 			}
-			sums[i] = h.Sum64()
+			sums[i] = fmt.Sprintf("xxh64:%016x", h.Sum64())
 			return nil
 		})
 	}
@@ -65,9 +70,26 @@ func modelFingerprint(path string) (string, error) {
 	}
 	h := xxhash.New()
 	for i, name := range files {
-		fmt.Fprintf(h, "%s %016x\n", filepath.Base(name), sums[i])
+		fmt.Fprintf(h, "%s %s\n", filepath.Base(name), sums[i])
 	}
 	return "xxh64:" + hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// cacheBlob returns the content hash a Hugging Face cache symlink points
+// to (blobs/<40 or 64 hex digits>), or "".
+func cacheBlob(name string) string {
+	target, err := os.Readlink(name)
+	if err != nil {
+		return ""
+	}
+	b := filepath.Base(target)
+	if filepath.Base(filepath.Dir(target)) != "blobs" || (len(b) != 40 && len(b) != 64) {
+		return ""
+	}
+	if _, err := hex.DecodeString(b); err != nil {
+		return ""
+	}
+	return b
 }
 
 // inputFingerprint names the inputs by absolute path, size and

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -143,5 +144,29 @@ func TestOutputFormat(t *testing.T) {
 		if !strings.Contains(got, c.want) {
 			t.Errorf("%+v: %q", c, got)
 		}
+	}
+}
+
+func TestModelFingerprint(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	blobs := filepath.Join(dir, "blobs")
+	snap := filepath.Join(dir, "snapshots", "abc")
+	os.MkdirAll(blobs, 0o755)
+	os.MkdirAll(snap, 0o755)
+	sha := strings.Repeat("ab", 32)
+	os.WriteFile(filepath.Join(blobs, sha), []byte("weights"), 0o644)
+	os.Symlink(filepath.Join("..", "..", "blobs", sha), filepath.Join(snap, "model.safetensors"))
+	os.WriteFile(filepath.Join(snap, "config.json"), []byte("{}"), 0o644)
+	a, err := modelFingerprint(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cacheBlob(filepath.Join(snap, "model.safetensors")) != sha || cacheBlob(filepath.Join(snap, "config.json")) != "" {
+		t.Fatal("cache blob not recognised")
+	}
+	os.WriteFile(filepath.Join(snap, "config.json"), []byte(`{"x":1}`), 0o644)
+	if b, _ := modelFingerprint(snap); b == a {
+		t.Fatal("a changed config.json kept the fingerprint")
 	}
 }
