@@ -74,12 +74,11 @@ func writtenWithIdentity(path string) bool {
 	if _, err := os.Lstat(path); err != nil {
 		return false
 	}
-	r, err := Open(path)
+	sch, _, err := readSchema(path)
 	if err != nil {
 		return false
 	}
-	defer r.Close()
-	_, ok := r.Schema().Metadata[IdentityKey]
+	_, ok := sch.Metadata[IdentityKey]
 	return ok
 }
 

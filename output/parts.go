@@ -227,12 +227,10 @@ func (p *Parts) completed(want manifest) error {
 	if _, err := os.Lstat(p.final); err != nil {
 		return nil
 	}
-	r, err := Open(p.final)
+	sch, format, err := readSchema(p.final)
 	if err != nil {
 		return nil
 	}
-	sch, format := r.Schema(), r.Format()
-	r.Close()
 	if format != p.format || !slices.Equal(columnsMeta(sch.Columns, false), want.Columns) || sch.Metadata[IdentityKey] != identityJSON(want.Identity) {
 		return nil
 	}

@@ -106,7 +106,7 @@ func Open(path string) (_ *Reader, err error) {
 		}
 	} else if info.Mode().IsRegular() {
 		r.format = Parquet
-		r.pq, err = openParquetSource(path)
+		r.pq, err = openParquetSource(path, false)
 		if err == nil {
 			r.schema, r.n = r.pq.schema, r.pq.n
 		}
@@ -118,6 +118,34 @@ func Open(path string) (_ *Reader, err error) {
 	}
 	r.check = rowChecker{cols: r.schema.Columns}
 	return r, nil
+}
+
+// readSchema reads only the format, columns and metadata of the esm2go
+// output at path (the parquet footer, or the npy metadata and array
+// headers), not checking every column chunk as Open does: what the checks
+// before a run need, at the cost of a few small reads.
+func readSchema(path string) (Schema, Format, error) {
+	info, err := os.Stat(path)
+	if err != nil {
+		return Schema{}, "", err
+	}
+	if info.IsDir() {
+		s, err := openNPYSource(path)
+		if err != nil {
+			return Schema{}, "", err
+		}
+		defer s.close()
+		return s.schema, NPY, nil
+	}
+	if !info.Mode().IsRegular() {
+		return Schema{}, "", fmt.Errorf("%s: %s, not an esm2go output", path, describe(path, info))
+	}
+	s, err := openParquetSource(path, true)
+	if err != nil {
+		return Schema{}, "", err
+	}
+	defer s.close()
+	return s.schema, Parquet, nil
 }
 
 // Format is the output's layout.
@@ -795,6 +823,9 @@ type parquetSource struct {
 	schema Schema
 	n      int64
 	groups []parquet.RowGroup
+	// headOnly skips the page-by-page checks of every column chunk: for
+	// readSchema, which reads only the footer's schema and metadata.
+	headOnly bool
 
 	g       int           // current row group
 	rows    parquet.Rows  // of group g while open
@@ -802,12 +833,12 @@ type parquetSource struct {
 	buf     []parquet.Row // one row
 }
 
-func openParquetSource(path string) (_ *parquetSource, err error) {
+func openParquetSource(path string, headOnly bool) (_ *parquetSource, err error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
-	s := &parquetSource{f: f}
+	s := &parquetSource{f: f, headOnly: headOnly}
 	defer func() {
 		if err != nil {
 			f.Close()
@@ -886,6 +917,9 @@ func (s *parquetSource) open() (err error) {
 			return fmt.Errorf("row group %d: %d column chunks, schema has %d columns", g, len(rg.Columns), parquetFixedCols+len(s.schema.Columns))
 		}
 		for c := range rg.Columns {
+			if s.headOnly {
+				break
+			}
 			if err := s.checkChunk(g, c); err != nil {
 				return err
 			}
