@@ -121,7 +121,7 @@ func run(ctx context.Context, cfg esm.Config, devs []Device, opts Options) (*Sum
 	// packer works ahead; result buffers: one per device being filled plus
 	// two with the writer (triple buffering for one device).
 	n := len(devs)
-	p := &pipeline{cfg: cfg, o: o, cols: cols, parts: parts, resume: resume, next: resume, replay: replay, lastBound: replay, cancel: cancel,
+	p := &pipeline{cfg: cfg, o: o, cols: cols, parts: parts, resume: resume, replay: replay, lastBound: replay, cancel: cancel,
 		ready: make(chan *job, 2*n+2), free: make(chan *job, 2*n+2),
 		results: make(chan *result, n+2), wch: make(chan writerMsg, 64),
 		advanced: make(chan struct{}, 1)}
@@ -179,7 +179,7 @@ func run(ctx context.Context, cfg esm.Config, devs []Device, opts Options) (*Sum
 	if runErr != nil {
 		return sum, p.keepCommitted(sum, runErr)
 	}
-	if err := parts.Finish(p.next, o.Metadata); err != nil {
+	if err := parts.Finish(p.nextIndex.Load(), o.Metadata); err != nil {
 		return sum, fmt.Errorf("embed: %w", err)
 	}
 	sum.Output = o.Out
@@ -192,7 +192,8 @@ func run(ctx context.Context, cfg esm.Config, devs []Device, opts Options) (*Sum
 // keepCommitted commits the rows written before err, so that a later run
 // resumes after them, and says so in the error.
 func (p *pipeline) keepCommitted(sum *Summary, err error) error {
-	if cerr := p.parts.Commit(p.next, p.boundaryBefore(p.next)); cerr != nil {
+	next := p.nextIndex.Load()
+	if cerr := p.parts.Commit(next, p.boundaryBefore(next)); cerr != nil {
 		return errors.Join(err, fmt.Errorf("embed: committing the rows written so far: %w", cerr))
 	}
 	if p.parts.Next() == 0 {
@@ -316,11 +317,11 @@ type pipeline struct {
 	c       counters
 	budget  atomic.Int64 // tokens per packed batch: the largest device budget
 	written int64        // rows written by this run (writer goroutine; read after it ends)
-	next    int64        // first input index not yet written or skipped (writer goroutine; read after it ends)
 
-	// nextIndex is the input index the writer waits for; the packer keeps
-	// at most two windows ahead of it, so rows waiting for a slow device
-	// stay bounded. advanced is signalled when it moves.
+	// nextIndex is the first input index not yet written or skipped (the
+	// index the writer waits for; what is committed at the end). The packer
+	// keeps at most two windows ahead of it, so rows waiting for a slow
+	// device stay bounded. advanced is signalled when it moves.
 	nextIndex atomic.Int64
 	advanced  chan struct{}
 

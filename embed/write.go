@@ -38,7 +38,6 @@ func (p *pipeline) write(ctx context.Context) error {
 	// advance tells the packer how far the output has come, and commits a
 	// chunk when one is due.
 	advance := func() {
-		p.next = next
 		if failed == nil && p.parts.Due() {
 			if err := p.parts.Commit(next, p.boundaryBefore(next)); err != nil {
 				failed = fmt.Errorf("embed: %w", err)
