@@ -246,7 +246,7 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if trunc < 0 {
 		truncMeta = "none"
 	}
-	modelID, err := modelFingerprint(ck.Path)
+	modelID, err := modelFingerprint(ctx, ck.Path)
 	if err != nil {
 		return err
 	}

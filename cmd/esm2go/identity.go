@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -23,7 +24,8 @@ import (
 // read: a 15B checkpoint is 60 GB); any other file is hashed (xxhash64, a
 // few goroutines; several GB/s from the page cache). Fingerprints cover
 // values, so a fine-tuned copy with the same shapes is a different model.
-func modelFingerprint(path string) (string, error) {
+// Hashing stops when ctx ends.
+func modelFingerprint(ctx context.Context, path string) (string, error) {
 	info, err := os.Stat(path)
 	if err != nil {
 		return "", err
@@ -58,7 +60,7 @@ func modelFingerprint(path string) (string, error) {
 			}
 			defer f.Close()
 			h := xxhash.New()
-			if _, err := io.Copy(h, f); err != nil {
+			if _, err := io.Copy(h, ctxReader{ctx, f}); err != nil {
 				return fmt.Errorf("%s: %w", name, err)
 			}
 			sums[i] = fmt.Sprintf("xxh64:%016x", h.Sum64())
@@ -73,6 +75,19 @@ func modelFingerprint(path string) (string, error) {
 		fmt.Fprintf(h, "%s %s\n", filepath.Base(name), sums[i])
 	}
 	return "xxh64:" + hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// ctxReader stops reading when ctx ends.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }
 
 // cacheBlob returns the content hash a Hugging Face cache symlink points

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -158,7 +159,7 @@ func TestModelFingerprint(t *testing.T) {
 	os.WriteFile(filepath.Join(blobs, sha), []byte("weights"), 0o644)
 	os.Symlink(filepath.Join("..", "..", "blobs", sha), filepath.Join(snap, "model.safetensors"))
 	os.WriteFile(filepath.Join(snap, "config.json"), []byte("{}"), 0o644)
-	a, err := modelFingerprint(snap)
+	a, err := modelFingerprint(context.Background(), snap)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +167,18 @@ func TestModelFingerprint(t *testing.T) {
 		t.Fatal("cache blob not recognised")
 	}
 	os.WriteFile(filepath.Join(snap, "config.json"), []byte(`{"x":1}`), 0o644)
-	if b, _ := modelFingerprint(snap); b == a {
+	if b, _ := modelFingerprint(context.Background(), snap); b == a {
 		t.Fatal("a changed config.json kept the fingerprint")
+	}
+}
+
+func TestModelFingerprintCancel(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "model.safetensors"), make([]byte, 1<<20), 0o644)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := modelFingerprint(ctx, dir); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled fingerprint: %v", err)
 	}
 }
