@@ -1,3 +1,5 @@
+//go:build cgo
+
 // Package cuda is esm2go's CUDA backend: esm.Backend on one NVIDIA GPU, with
 // GEMMs through cuBLAS, the varlen attention kernels in attention.cu and the
 // other ops in kernels.cu (compiled by NVRTC at first use). It links no

@@ -1,3 +1,5 @@
+//go:build cgo
+
 // shim.c resolves the CUDA entry points declared in shim.h with dlopen/dlsym
 // and forwards calls to them. The function pointers below are the only
 // global state; they are written once per library by esm_load (guarded by a
