@@ -39,6 +39,10 @@ type Reader struct {
 	trackers []*tracker // one per worker, then the dispatcher
 	ready    atomic.Int64
 
+	size      int64        // input bytes this reader reads in all (InputSize)
+	sizeKnown bool         // false when an input has no size (stdin, a pipe, a custom Open)
+	consumed  atomic.Int64 // input bytes of the blocks Next has passed (InputBytes)
+
 	mu      sync.Mutex
 	sources map[*source]struct{} // open inputs, closed on cancellation
 	stopped bool
@@ -109,12 +113,14 @@ type progressReader struct {
 	r    io.Reader
 	t    *tracker
 	name *string
+	n    int64 // bytes read so far (the reading worker's own count)
 }
 
 func (p *progressReader) Read(b []byte) (int, error) {
 	p.t.begin(p.name)
 	n, err := p.r.Read(b)
 	p.t.end()
+	p.n += int64(n)
 	return n, err
 }
 
@@ -167,6 +173,9 @@ func Open(ctx context.Context, inputs []string, opts Options) (*Reader, error) {
 		idle:     make(chan struct{}),
 		sources:  make(map[*source]struct{}),
 		trackers: make([]*tracker, opts.Workers+1),
+	}
+	if !customOpen {
+		r.size, r.sizeKnown = inputSize(inputs, shard)
 	}
 	r.ctx, r.cancel = context.WithCancelCause(ctx)
 	for i := range r.trackers {
@@ -227,6 +236,7 @@ func (r *Reader) Next(ctx context.Context) (*Block, error) {
 				continue
 			}
 			r.ready.Add(-1)
+			r.consumed.Add(blk.bytes)
 			recs := blk.Records
 			for i := range recs {
 				recs[i].Line += r.lineBase + 1
@@ -247,6 +257,39 @@ func (r *Reader) Next(ctx context.Context) (*Block, error) {
 
 // QueueDepth returns the number of finished blocks waiting for Next.
 func (r *Reader) QueueDepth() int { return int(r.ready.Load()) }
+
+// InputBytes returns the input bytes behind the blocks Next has returned:
+// for a gzip input, compressed bytes. Safe from any goroutine.
+func (r *Reader) InputBytes() int64 { return r.consumed.Load() }
+
+// InputSize returns the input bytes the reader reads in all (a shard's
+// part; a gzip input's compressed size); ok is false when an input has no
+// size known up front (stdin, a named pipe, a custom Options.Open).
+func (r *Reader) InputSize() (size int64, ok bool) { return r.size, r.sizeKnown }
+
+// inputSize sums the sizes of inputs (their parts in shard), false when one
+// is not a regular file.
+func inputSize(inputs []string, shard shardPlan) (int64, bool) {
+	var total int64
+	for i, name := range inputs {
+		if name == "-" {
+			return 0, false
+		}
+		fi, err := os.Stat(name)
+		if err != nil || !fi.Mode().IsRegular() {
+			return 0, false
+		}
+		switch {
+		case !shard.on:
+			total += fi.Size()
+		case shard.ranges[i].whole:
+			total += fi.Size()
+		default:
+			total += max(0, min(shard.ranges[i].b, fi.Size())-shard.ranges[i].a)
+		}
+	}
+	return total, true
+}
 
 // Close stops the run, closes the open inputs and waits for every goroutine.
 // It is idempotent and always returns nil. Options.Stdin is closed only when
@@ -618,6 +661,7 @@ func (r *Reader) readRange(j *job, t *tracker, w *scratch) error {
 	}
 	blk := p.take()
 	blk.breaks = breaks - sent
+	blk.bytes = j.e - j.s
 	if !r.put(j.slot, blk) {
 		return context.Cause(r.ctx)
 	}
@@ -631,7 +675,8 @@ const streamRead = 256 << 10
 // ReadAt), cuts it into blocks at header lines and pushes them in order.
 func (r *Reader) readStream(src *source, t *tracker, w *scratch) error {
 	name := src.name
-	br := bufio.NewReaderSize(&progressReader{r: src.r, t: t, name: &name}, 64<<10)
+	pr := &progressReader{r: src.r, t: t, name: &name}
+	br := bufio.NewReaderSize(pr, 64<<10)
 	var in io.Reader = br
 	what := "reading " + name
 	magic, err := br.Peek(2)
@@ -658,6 +703,7 @@ func (r *Reader) readStream(src *source, t *tracker, w *scratch) error {
 	eof, first := false, true
 	var blockStart int64 // input offset where the current block starts
 	lines := 0           // line breaks before the current block
+	var counted int64    // input bytes accounted to blocks sent
 	for {
 		sl := newSlot(first)
 		select {
@@ -699,6 +745,7 @@ func (r *Reader) readStream(src *source, t *tracker, w *scratch) error {
 		}
 		final := eof && len(chunk) == 0
 		blk := p.take()
+		blk.bytes, counted = pr.n-counted, pr.n
 		lines += blk.breaks
 		if !r.put(sl, blk) {
 			close(sl.out)

@@ -64,7 +64,8 @@ func (r *Record) Truncated() bool { return int64(len(r.Seq)) < r.Total }
 // point into memory owned by the block.
 type Block struct {
 	Records []Record
-	breaks  int // line breaks in the input the block covers
+	breaks  int   // line breaks in the input the block covers
+	bytes   int64 // input bytes the block accounts for (compressed bytes of a gzip input), for Reader.InputBytes
 }
 
 // Options configures a Reader. The zero value gives the defaults.

@@ -37,6 +37,7 @@ type Device struct {
 type DeviceSummary struct {
 	Name                   string
 	Batches, Tokens        int64
+	Sequences              int64         // sequences computed, counted as their batch completes
 	Compute                time.Duration // inside the forward pass
 	LoaderWait, WriterWait time.Duration // waiting for a batch / a free output buffer
 	ToksPerBatch           int           // its token budget now (lowered after out-of-memory)
@@ -379,6 +380,7 @@ func (w *worker) finish() error {
 		d.WriterWait += waited
 		d.Batches++
 		d.Tokens += toks
+		d.Sequences += int64(fl.j.batch.NumSeqs())
 		d.MemInUse, d.MemReserved, d.MemKnown = inUse, reserved, known
 	})
 	p.c.batches.Add(1)

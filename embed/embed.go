@@ -361,6 +361,12 @@ func (p *pipeline) snapshot(s *Summary) {
 	}
 	s.QueueDepth = int(p.c.readyQueue.Load())
 	s.ReaderQueue = int(p.c.readerQueue.Load())
+	if p.rd != nil {
+		s.InputBytes = p.rd.InputBytes()
+		if n, ok := p.rd.InputSize(); ok {
+			s.InputSize = n
+		}
+	}
 }
 
 // progress reports running totals after a batch (any worker).

@@ -108,4 +108,8 @@ type Summary struct {
 	// Resumed is the number of input records an earlier run had already
 	// embedded or skipped (committed); this run started after them.
 	Resumed int64
+	// InputBytes is the input read so far (compressed bytes for gzip);
+	// InputSize is all of it (a shard's part), 0 when not known up front
+	// (stdin, a named pipe).
+	InputBytes, InputSize int64
 }

@@ -1,0 +1,57 @@
+package embed
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+
+	"github.com/esm2go/esm2go/esm"
+	"github.com/esm2go/esm2go/output"
+)
+
+// The figures a progress display needs: input bytes read of the input's
+// size, and sequences counted per device as batches complete (rows are
+// written in input order, later).
+func TestProgressFigures(t *testing.T) {
+	t.Parallel()
+	fi, err := os.Stat(someFASTA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var opened atomic.Int64
+	devs := []Device{cpuDevice("a", -1, &opened, nil, nil), cpuDevice("b", -1, &opened, nil, nil)}
+	var calls, lastSeqs int64
+	var monotone = true
+	opts := Options{Inputs: []string{someFASTA}, Out: filepath.Join(t.TempDir(), "e"), Format: output.NPY,
+		Include: esm.Mean, ToksPerBatch: 300, Window: 900,
+		Progress: func(s *Summary, final bool) {
+			calls++
+			var seqs int64
+			for _, d := range s.Devices {
+				seqs += d.Sequences
+			}
+			if seqs < lastSeqs || s.InputBytes > s.InputSize || s.InputSize != fi.Size() {
+				monotone = false
+			}
+			lastSeqs = seqs
+		}}
+	sum, err := RunDevices(context.Background(), loadTiny(t).Cfg, devs, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !monotone || calls < 3 {
+		t.Errorf("%d progress calls; sequences or input bytes went backwards or past the size", calls)
+	}
+	var seqs int64
+	for _, d := range sum.Devices {
+		seqs += d.Sequences
+	}
+	if seqs != sum.Embedded || sum.Embedded != 15 {
+		t.Errorf("devices computed %d sequences, %d embedded; want 15", seqs, sum.Embedded)
+	}
+	if sum.InputSize != fi.Size() || sum.InputBytes != fi.Size() {
+		t.Errorf("input %d of %d bytes, want %d of %d", sum.InputBytes, sum.InputSize, fi.Size(), fi.Size())
+	}
+}
