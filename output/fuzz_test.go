@@ -3,6 +3,7 @@ package output
 import (
 	"encoding/binary"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"testing"
@@ -66,6 +67,8 @@ func FuzzOpenParquet(f *testing.F) {
 	}
 	full := add("full", testSchema, testRows(testSchema))
 	add("empty", testSchema, nil)
+	add("float16", withDType(testSchema, Float16), dtypeRows())
+	add("bfloat16", withDType(testSchema, BFloat16), dtypeRows()[:3])
 	add("small", Schema{Columns: []Column{{Name: "m", Kind: Matrix, Dim: 1}}}, []Row{{ID: "a", Length: 2, Values: [][]float32{{1, 2}}}})
 	f.Add(full[:len(full)/2])
 	f.Add(append(append([]byte{}, full[:len(full)-9]...), 0, 0, 0, 0, 'P', 'A', 'R', '1'))
@@ -152,5 +155,58 @@ func FuzzThriftWalk(f *testing.F) {
 		thrift.Unmarshal(new(thrift.CompactProtocol), b[:n], &md)
 		var ph format.PageHeader
 		thrift.Unmarshal(new(thrift.CompactProtocol), b[:n], &ph)
+	})
+}
+
+// FuzzFloat16: for any float32 bits, the float16 and bfloat16 conversions
+// round to a nearest value (within half a unit in the last place of the
+// result), keep the sign, map NaN to NaN, and turn only the values
+// firstOutOfRange refuses into Inf.
+func FuzzFloat16(f *testing.F) {
+	for _, x := range []float32{0, 1, -1, 65504, 65520, 0x1p-25, 0x1p-24, 0x1p-14, 3.14159, 1e38, 3.4e38} {
+		f.Add(math.Float32bits(x))
+	}
+	f.Add(uint32(0x7fc00000)) // NaN
+	f.Add(uint32(0x00000001)) // smallest float32 subnormal
+	f.Add(uint32(0x7f7f8000)) // bfloat16's tie with Inf
+	f.Fuzz(func(t *testing.T, bits uint32) {
+		x := math.Float32frombits(bits)
+		for _, d := range []DType{Float16, BFloat16} {
+			q := quantize(x, d)
+			switch {
+			case math.IsNaN(float64(x)):
+				if !math.IsNaN(float64(q)) {
+					t.Fatalf("%s: NaN became %v", d, q)
+				}
+				continue
+			case math.IsInf(float64(x), 0):
+				if q != x {
+					t.Fatalf("%s: %v became %v", d, x, q)
+				}
+				continue
+			}
+			refused := d.firstOutOfRange([]float32{x}) == 0
+			if math.IsInf(float64(q), 0) != refused {
+				t.Fatalf("%s: %v became %v, refused %v", d, x, q, refused)
+			}
+			if refused {
+				continue
+			}
+			if math.Signbit(float64(q)) != math.Signbit(float64(x)) {
+				t.Fatalf("%s: %v became %v (sign)", d, x, q)
+			}
+			// Half a unit in the last place of q: float16 has 10 stored
+			// bits and a smallest step of 2^-24; bfloat16 7 bits and
+			// float32's smallest normal exponent.
+			mant, minExp := 10, -24
+			if d == BFloat16 {
+				mant, minExp = 7, -133
+			}
+			_, e := math.Frexp(math.Max(math.Abs(float64(q)), math.Abs(float64(x))))
+			ulp := math.Ldexp(1, max(e-1-mant, minExp))
+			if diff := math.Abs(float64(x) - float64(q)); diff > ulp/2 {
+				t.Fatalf("%s: %v became %v, off by %g > half ulp %g", d, x, q, diff, ulp/2)
+			}
+		}
 	})
 }

@@ -217,7 +217,7 @@ func (m *merger) checkSources(srcs []string) (Schema, Format, error) {
 			}
 		}
 	}
-	return Schema{Columns: first.Columns, Metadata: meta}, f, nil
+	return Schema{Columns: first.Columns, Metadata: meta, DType: first.DType}, f, nil
 }
 
 // sameSchema says how b (format bf) differs from a (format af): the format,
@@ -225,6 +225,9 @@ func (m *merger) checkSources(srcs []string) (Schema, Format, error) {
 func sameSchema(a, b Schema, bf, af Format, drop map[string]bool) error {
 	if af != bf {
 		return fmt.Errorf("format %s, want %s", bf, af)
+	}
+	if a.DType.orDefault() != b.DType.orDefault() {
+		return fmt.Errorf("dtype %s, want %s (merge outputs written with one --dtype)", b.DType.orDefault(), a.DType.orDefault())
 	}
 	if !slices.Equal(a.Columns, b.Columns) {
 		return fmt.Errorf("columns %s, want %s", columnsString(b.Columns), columnsString(a.Columns))
@@ -289,7 +292,7 @@ func (m *merger) source(w Writer, schema Schema, rowPath bool) error {
 	}
 	defer r.Close()
 	// The source was checked before; check again in case it changed since.
-	if err := sameSchema(Schema{Columns: schema.Columns}, Schema{Columns: r.schema.Columns}, r.format, w2format(w), nil); err != nil {
+	if err := sameSchema(Schema{Columns: schema.Columns, DType: schema.DType}, Schema{Columns: r.schema.Columns, DType: r.schema.DType}, r.format, w2format(w), nil); err != nil {
 		return fmt.Errorf("source %d (%s) changed during the merge: %w", m.i, m.src, err)
 	}
 	switch w := w.(type) {
@@ -427,7 +430,7 @@ func (m *merger) copyNPYRow(w *npyWriter, s *npySource, row *Row, srcIndex int64
 		if sc.col.Kind == Matrix {
 			n *= int64(row.Length)
 		}
-		bad, x, err := copyFinite(dc.data.bw, sc.dataR, 4*n)
+		bad, x, err := copyFinite(dc.data.bw, sc.dataR, n, s.schema.DType)
 		if err != nil {
 			return 0, fmt.Errorf("record %d (%s): %s: %w", srcIndex, quote(row.ID), sc.data.name, err)
 		}
@@ -457,12 +460,14 @@ func (m *merger) copyNPYRow(w *npyWriter, s *npySource, row *Row, srcIndex int64
 	return bytes, nil
 }
 
-// copyFinite copies n bytes of little-endian float32 from src to dst and
+// copyFinite copies n little-endian values of dtype d from src to dst and
 // returns the element index and value of the first NaN or Inf (nothing of
 // that block is written), or -1.
-func copyFinite(dst *bufio.Writer, src *bufio.Reader, n int64) (int64, float32, error) {
+func copyFinite(dst *bufio.Writer, src *bufio.Reader, n int64, d DType) (int64, float32, error) {
+	size := int64(d.size())
+	n *= size // bytes
 	for done := int64(0); done < n; {
-		k := int(min(n-done, int64(src.Size())))
+		k := int(min(n-done, int64(src.Size())/size*size))
 		b, err := src.Peek(k)
 		if err != nil {
 			if err == io.EOF {
@@ -470,7 +475,13 @@ func copyFinite(dst *bufio.Writer, src *bufio.Reader, n int64) (int64, float32, 
 			}
 			return -1, 0, err
 		}
-		if j := firstNonFiniteLE(b); j >= 0 {
+		if size == 2 {
+			if j := d.firstNonFinite16(b); j >= 0 {
+				var x [1]float32
+				d.decode16(x[:], b[2*j:])
+				return done/2 + int64(j), x[0], nil
+			}
+		} else if j := firstNonFiniteLE(b); j >= 0 {
 			return done/4 + int64(j), math.Float32frombits(binary.LittleEndian.Uint32(b[4*j:])), nil
 		}
 		if _, err := dst.Write(b); err != nil {
@@ -520,7 +531,10 @@ func (m *merger) copyParquet(r *Reader, w *parquetWriter, rowPath bool) error {
 		rg := s.groups[s.g]
 		meta := &s.pf.Metadata().RowGroups[s.g]
 		n := rg.NumRows()
-		if !rowPath && n > 0 && (n >= mergeCopyRows || meta.TotalByteSize >= mergeCopyBytes) {
+		// float16 groups are not copied: parquet-go reads their FLOAT16
+		// leaves back without the annotation, so their schema never equals
+		// the destination's and WriteRowGroup would refuse them.
+		if !rowPath && n > 0 && (n >= mergeCopyRows || meta.TotalByteSize >= mergeCopyBytes) && s.schema.DType != Float16 {
 			err := m.copyGroup(r, w)
 			if err == nil {
 				continue

@@ -76,15 +76,21 @@ func (a *npyFile) shape() []int64 {
 	return []int64{a.rows, a.cols}
 }
 
-// writeFloat32s appends vals as little-endian float32.
-func (a *npyFile) writeFloat32s(vals []float32) error {
+// writeValues appends vals stored as d: little-endian float32, float16 or
+// bfloat16.
+func (a *npyFile) writeValues(vals []float32, d DType) error {
 	var buf [4096]byte
+	size := d.size()
 	for len(vals) > 0 {
-		n := min(len(vals), len(buf)/4)
-		for i, v := range vals[:n] {
-			binary.LittleEndian.PutUint32(buf[4*i:], math.Float32bits(v))
+		n := min(len(vals), len(buf)/size)
+		if size == 4 {
+			for i, v := range vals[:n] {
+				binary.LittleEndian.PutUint32(buf[4*i:], math.Float32bits(v))
+			}
+		} else {
+			d.encode16(buf[:2*n], vals[:n])
 		}
-		if _, err := a.bw.Write(buf[:4*n]); err != nil {
+		if _, err := a.bw.Write(buf[:size*n]); err != nil {
 			return err
 		}
 		vals = vals[n:]
@@ -151,7 +157,7 @@ func newNPYWriter(own owner, schema Schema) (_ *npyWriter, err error) {
 		os.Remove(tmp)
 		return nil, fmt.Errorf("output: %s: %w", final, err)
 	}
-	w := &npyWriter{owner: own, tmp: tmp, meta: schema.Metadata, check: rowChecker{cols: schema.Columns}}
+	w := &npyWriter{owner: own, tmp: tmp, meta: schema.Metadata, check: rowChecker{cols: schema.Columns, dtype: schema.DType.orDefault()}}
 	defer func() {
 		if err != nil {
 			w.Abort()
@@ -159,7 +165,7 @@ func newNPYWriter(own owner, schema Schema) (_ *npyWriter, err error) {
 	}()
 	for _, c := range schema.Columns {
 		nc := npyColumn{col: c}
-		if nc.data, err = createNPY(filepath.Join(tmp, c.Name+".npy"), "<f4", int64(c.Dim)); err != nil {
+		if nc.data, err = createNPY(filepath.Join(tmp, c.Name+".npy"), schema.DType.npyDescr(), int64(c.Dim)); err != nil {
 			return nil, fmt.Errorf("output: %s: %w", final, err)
 		}
 		w.cols = append(w.cols, nc) // appended before offsets so Abort closes it
@@ -205,7 +211,7 @@ func (w *npyWriter) Write(r *Row) error {
 func (w *npyWriter) write(r *Row) error {
 	for i := range w.cols {
 		c := &w.cols[i]
-		if err := c.data.writeFloat32s(r.Values[i]); err != nil {
+		if err := c.data.writeValues(r.Values[i], w.check.dtype); err != nil {
 			return err
 		}
 		if c.col.Kind == Vector {
@@ -295,8 +301,9 @@ func (w *npyWriter) finish() error {
 		Format        Format            `json:"format"`
 		Records       int64             `json:"records"`
 		Columns       []columnMeta      `json:"columns"`
+		DType         DType             `json:"dtype,omitempty"`
 		Metadata      map[string]string `json:"metadata"`
-	}{layoutVersion, NPY, w.n, columnsMeta(w.check.cols, true), meta}, "", "  ")
+	}{layoutVersionOf(w.check.dtype), NPY, w.n, columnsMeta(w.check.cols, true), dtypeMeta(w.check.dtype), meta}, "", "  ")
 	if err != nil {
 		return err
 	}

@@ -57,6 +57,9 @@ type Column struct {
 type Schema struct {
 	Columns  []Column
 	Metadata map[string]string
+	// DType is how every embedding column's values are stored; the zero
+	// value means Float32. Rows are float32 whatever it is.
+	DType DType
 }
 
 // Row is one FASTA record's embeddings. Rows are written in input order.
@@ -98,8 +101,19 @@ type Options struct {
 // metaKey is the reserved key-value metadata key describing the layout.
 const metaKey = "esm2go.output"
 
-// layoutVersion is bumped whenever either on-disk layout changes.
-const layoutVersion = 1
+// layoutVersion is bumped whenever either on-disk layout changes. Outputs
+// stored as float32 are still written as version 1 (unchanged since), so
+// older readers keep reading them; other dtypes are version 2, which older
+// readers refuse by its number instead of misreading the values.
+const layoutVersion = 2
+
+// layoutVersionOf is the layout version written for dtype d.
+func layoutVersionOf(d DType) int {
+	if d.orDefault() == Float32 {
+		return 1
+	}
+	return 2
+}
 
 // reservedNames cannot be used as column names: they collide with the fixed
 // parquet columns or the npy side files.
@@ -189,6 +203,9 @@ func (s *Schema) validate() error {
 	if _, ok := s.Metadata[metaKey]; ok {
 		return fmt.Errorf("metadata key %q is reserved", metaKey)
 	}
+	if !s.DType.valid() {
+		return fmt.Errorf("unknown dtype %s (want %s, %s or %s)", quote(string(s.DType)), Float32, Float16, BFloat16)
+	}
 	return nil
 }
 
@@ -208,6 +225,7 @@ func validName(s string) bool {
 // rowChecker validates rows against a schema; it is shared by both writers.
 type rowChecker struct {
 	cols      []Column
+	dtype     DType // values must be representable in it
 	lastIndex int64
 	started   bool
 }
@@ -247,8 +265,20 @@ func (c *rowChecker) check(r *Row) error {
 			}
 			return fmt.Errorf("output: record %d (%s) column %s: %w: %v at %s", r.Index, quote(r.ID), col.Name, ErrNonFinite, r.Values[i][j], where)
 		}
+		if j := c.dtype.firstOutOfRange(r.Values[i]); j >= 0 {
+			return fmt.Errorf("output: record %d (%s) column %s: %w: %v at %s rounds to ±Inf in %s; write float32 or bfloat16 instead",
+				r.Index, quote(r.ID), col.Name, ErrOutOfRange, r.Values[i][j], elementAt(col, j), c.dtype.rangeName())
+		}
 	}
 	return nil
+}
+
+// elementAt names value j of a column's values in errors.
+func elementAt(col Column, j int) string {
+	if col.Kind == Matrix {
+		return fmt.Sprintf("residue %d, element %d", j/col.Dim+1, j%col.Dim)
+	}
+	return fmt.Sprintf("element %d", j)
 }
 
 // ErrNonFinite is returned (wrapped) by Write for a row holding NaN or ±Inf:

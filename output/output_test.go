@@ -226,7 +226,7 @@ func TestParquetRoundTrip(t *testing.T) {
 	if err := json.Unmarshal([]byte(js), &m); err != nil {
 		t.Fatal(err)
 	}
-	if m.LayoutVersion != layoutVersion || len(m.Columns) != 3 || m.Columns[1] != (columnMeta{Name: "per_tok_33", Kind: "matrix", Dim: 3}) {
+	if m.LayoutVersion != layoutVersionOf(Float32) || len(m.Columns) != 3 || m.Columns[1] != (columnMeta{Name: "per_tok_33", Kind: "matrix", Dim: 3}) {
 		t.Errorf("layout metadata %s", js)
 	}
 	t.Logf("schema:\n%s", pf.Schema())

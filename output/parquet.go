@@ -8,6 +8,7 @@ import (
 	"reflect"
 
 	"github.com/parquet-go/parquet-go"
+	"github.com/parquet-go/parquet-go/format"
 )
 
 // Row groups are flushed when either bound is reached, so the writer's memory
@@ -44,6 +45,7 @@ type parquetWriter struct {
 	check rowChecker
 
 	row        parquet.Row // reused row buffer, (4 + sum of values) Values
+	half       []byte      // float16/bfloat16: the row's values as 2-byte items, which row points into
 	groupRows  int
 	groupBytes int64
 	// maxGroupRows and maxGroupBytes are the flush bounds:
@@ -81,7 +83,40 @@ func (f *namedField) Value(base reflect.Value) reflect.Value {
 	return reflect.Value{}
 }
 
-func parquetSchema(cols []Column) *parquet.Schema {
+// float16Type is FIXED_LEN_BYTE_ARRAY(2) annotated with parquet's FLOAT16
+// logical type, which parquet-go v0.32 can store but has no Type for.
+type float16Type struct{ parquet.Type }
+
+func (float16Type) LogicalType() *format.LogicalType {
+	return &format.LogicalType{Value: &format.Float16Type{}}
+}
+
+// parquetLeaf is the leaf type of an embedding column stored as d: FLOAT,
+// FLOAT16, or (bfloat16) bare FIXED_LEN_BYTE_ARRAY(2). readBack gives the
+// type parquet-go assigns when it reads the file back: it drops the FLOAT16
+// annotation, which the reader checks in the footer itself.
+func parquetLeaf(d DType, readBack bool) parquet.Type {
+	switch d.orDefault() {
+	case Float16:
+		if readBack {
+			return parquet.FixedLenByteArrayType(2)
+		}
+		return float16Type{parquet.FixedLenByteArrayType(2)}
+	case BFloat16:
+		return parquet.FixedLenByteArrayType(2)
+	}
+	return parquet.FloatType
+}
+
+// leafPath is the column path of an embedding column's values.
+func leafPath(c Column) []string {
+	if c.Kind == Matrix {
+		return []string{c.Name, "list", "element", "list", "element"}
+	}
+	return []string{c.Name, "list", "element"}
+}
+
+func parquetSchema(cols []Column, d DType, readBack bool) *parquet.Schema {
 	g := &orderedGroup{Group: parquet.Group{}}
 	add := func(name string, n parquet.Node) {
 		g.Group[name] = n
@@ -92,7 +127,7 @@ func parquetSchema(cols []Column) *parquet.Schema {
 	add("length", parquet.Leaf(parquet.Int32Type))
 	add("truncated", parquet.Leaf(parquet.BooleanType))
 	for _, c := range cols {
-		elem := parquet.Leaf(parquet.FloatType)
+		elem := parquet.Leaf(parquetLeaf(d, readBack))
 		switch c.Kind {
 		case Vector:
 			add(c.Name, parquet.List(elem)) // list<float32>, (D,)
@@ -120,16 +155,25 @@ func newParquetWriter(own owner, schema Schema) (*parquetWriter, error) {
 	meta, err := json.Marshal(struct {
 		LayoutVersion int          `json:"layout_version"`
 		Columns       []columnMeta `json:"columns"`
-	}{layoutVersion, columnsMeta(schema.Columns, false)})
+		DType         DType        `json:"dtype,omitempty"`
+	}{layoutVersionOf(schema.DType), columnsMeta(schema.Columns, false), dtypeMeta(schema.DType)})
 	if err != nil {
 		f.Close()
 		os.Remove(f.Name())
 		return nil, err
 	}
 	options := []parquet.WriterOption{
-		parquetSchema(schema.Columns),
+		parquetSchema(schema.Columns, schema.DType, false),
 		parquet.Compression(parquetCodec),
 		parquet.KeyValueMetadata(metaKey, string(meta)),
+	}
+	if schema.DType.orDefault() != Float32 {
+		// parquet-go orders FIXED_LEN_BYTE_ARRAY bounds as unsigned bytes,
+		// which is not the order of little-endian halves: no statistics
+		// rather than wrong ones.
+		for _, c := range schema.Columns {
+			options = append(options, parquet.SkipPageStatistics(leafPath(c)...), parquet.SkipPageBounds(leafPath(c)...))
+		}
 	}
 	for k, v := range schema.Metadata {
 		options = append(options, parquet.KeyValueMetadata(k, v))
@@ -145,7 +189,7 @@ func newParquetWriter(own owner, schema Schema) (*parquetWriter, error) {
 		tmp:   f.Name(),
 		file:  f,
 		pw:    parquet.NewWriter(f, config),
-		check: rowChecker{cols: schema.Columns},
+		check: rowChecker{cols: schema.Columns, dtype: schema.DType.orDefault()},
 
 		maxGroupRows:  parquetMaxGroupRows,
 		maxGroupBytes: parquetMaxGroupBytes,
@@ -175,13 +219,36 @@ func (w *parquetWriter) Write(r *Row) error {
 		parquet.BooleanValue(r.Truncated).Level(0, 0, colTruncated),
 	)
 	nbytes := int64(len(r.ID) + 17)
+	dtype := w.check.dtype
+	if dtype != Float32 {
+		n := 0
+		for _, v := range r.Values {
+			n += len(v)
+		}
+		if cap(w.half) < 2*n {
+			w.half = make([]byte, 2*n)
+		}
+	}
+	half := w.half[:0]
 	for i, col := range w.check.cols {
 		ci := parquetFixedCols + i
 		vals := r.Values[i]
-		nbytes += 4 * int64(len(vals))
+		nbytes += int64(dtype.size() * len(vals))
+		var enc []byte // vals as 2-byte items
+		if dtype != Float32 {
+			enc = half[len(half) : len(half)+2*len(vals)]
+			half = half[:len(half)+2*len(vals)]
+			dtype.encode16(enc, vals)
+		}
+		add := func(row parquet.Row, j, n, first, rep, def int) parquet.Row {
+			if enc != nil {
+				return appendHalves(row, enc[2*j:2*(j+n)], first, rep, def, ci)
+			}
+			return appendFloats(row, vals[j:j+n], first, rep, def, ci)
+		}
 		switch {
 		case col.Kind == Vector:
-			row = appendFloats(row, vals, 0, 1, 1, ci)
+			row = add(row, 0, len(vals), 0, 1, 1)
 		case len(vals) == 0: // Matrix with Length 0
 			row = append(row, parquet.Value{}.Level(0, 0, ci))
 		default: // Matrix, (L, D)
@@ -190,7 +257,7 @@ func (w *parquetWriter) Write(r *Row) error {
 				if j == 0 {
 					first = 0 // a new record
 				}
-				row = appendFloats(row, vals[j:j+col.Dim], first, 2, 2, ci)
+				row = add(row, j, col.Dim, first, 2, 2)
 			}
 		}
 	}
@@ -229,6 +296,32 @@ func appendFloats(row parquet.Row, vals []float32, first, rep, def, col int) par
 		row = append(row, v)
 	}
 	return row
+}
+
+// appendHalves is appendFloats for 2-byte items (float16, bfloat16): b holds
+// the list's values, 2 bytes each; the Values point into b.
+func appendHalves(row parquet.Row, b []byte, first, rep, def, col int) parquet.Row {
+	for j := 0; j < len(b); j += 2 {
+		v := parquet.FixedLenByteArrayValue(b[j : j+2 : j+2])
+		if j == 0 {
+			v.SetRepetitionLevel(first)
+		} else {
+			v.SetRepetitionLevel(rep)
+		}
+		v.SetDefinitionLevel(def)
+		v.SetColumnIndex(col)
+		row = append(row, v)
+	}
+	return row
+}
+
+// dtypeMeta is the layout metadata's "dtype": absent for float32, so
+// float32 outputs keep their version-1 metadata.
+func dtypeMeta(d DType) DType {
+	if d.orDefault() == Float32 {
+		return ""
+	}
+	return d
 }
 
 func (w *parquetWriter) Close() error {

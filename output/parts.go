@@ -109,6 +109,7 @@ type manifest struct {
 	RunID    string            `json:"run_id"` // random; also in the merged output's metadata (RunIDKey)
 	Format   Format            `json:"format"`
 	Columns  []columnMeta      `json:"columns"`
+	DType    DType             `json:"dtype,omitempty"` // absent: float32 (manifests before dtypes)
 	Identity map[string]string `json:"identity"`
 	Chunks   []chunkMeta       `json:"chunks"`
 }
@@ -174,7 +175,7 @@ func OpenParts(final string, format Format, schema Schema, opts PartsOptions) (*
 
 func (p *Parts) open() error {
 	cleanStale(p.dir, p.opts.Log)
-	want := manifest{Version: partsVersion, Format: p.format, Columns: columnsMeta(p.schema.Columns, false), Identity: p.opts.Identity}
+	want := manifest{Version: partsVersion, Format: p.format, Columns: columnsMeta(p.schema.Columns, false), DType: dtypeMeta(p.schema.DType), Identity: p.opts.Identity}
 	if !p.opts.Overwrite {
 		if err := p.completed(want); err != nil {
 			return err
@@ -231,7 +232,7 @@ func (p *Parts) completed(want manifest) error {
 	if err != nil {
 		return nil
 	}
-	if format != p.format || !slices.Equal(columnsMeta(sch.Columns, false), want.Columns) || sch.Metadata[IdentityKey] != identityJSON(want.Identity) {
+	if format != p.format || sch.DType.orDefault() != p.schema.DType.orDefault() || !slices.Equal(columnsMeta(sch.Columns, false), want.Columns) || sch.Metadata[IdentityKey] != identityJSON(want.Identity) {
 		return nil
 	}
 	if m, err := readManifest(p.dir); err == nil && m.RunID == sch.Metadata[RunIDKey] {
@@ -359,6 +360,9 @@ func readManifest(dir string) (*manifest, error) {
 func (m *manifest) differs(want *manifest) string {
 	if m.Format != want.Format {
 		return fmt.Sprintf("format %s, this run %s", m.Format, want.Format)
+	}
+	if a, b := m.DType.orDefault(), want.DType.orDefault(); a != b {
+		return fmt.Sprintf("dtype %s, this run %s", a, b)
 	}
 	if !slices.Equal(m.Columns, want.Columns) {
 		return fmt.Sprintf("columns %s, this run %s", colNames(m.Columns), colNames(want.Columns))

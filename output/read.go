@@ -116,7 +116,7 @@ func Open(path string) (_ *Reader, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("output: open %s: %w", path, err)
 	}
-	r.check = rowChecker{cols: r.schema.Columns}
+	r.check = rowChecker{cols: r.schema.Columns, dtype: r.schema.DType.orDefault()}
 	return r, nil
 }
 
@@ -154,7 +154,7 @@ func (r *Reader) Format() Format { return r.format }
 // Schema returns the output's columns and its metadata (without the
 // reserved layout key). The result is a copy.
 func (r *Reader) Schema() Schema {
-	s := Schema{Columns: append([]Column(nil), r.schema.Columns...), Metadata: make(map[string]string, len(r.schema.Metadata))}
+	s := Schema{Columns: append([]Column(nil), r.schema.Columns...), Metadata: make(map[string]string, len(r.schema.Metadata)), DType: r.schema.DType}
 	for k, v := range r.schema.Metadata {
 		s.Metadata[k] = v
 	}
@@ -292,7 +292,7 @@ type npyArray struct {
 }
 
 // openNPYArray opens and checks an array this layout expects: descr is
-// '<f4' or '<i8', ndim 2 (with cols as the second dimension) or 1.
+// '<f4', '<f2', '|V2' (bfloat16) or '<i8', ndim 2 (with cols as the second dimension) or 1.
 func openNPYArray(path, descr string, ndim int, cols int64) (*npyArray, error) {
 	name := filepath.Base(path)
 	f, err := os.Open(path)
@@ -377,8 +377,11 @@ func checkNPYArray(f *os.File, name, descr string, ndim int, cols int64) (*npyAr
 		items *= cols
 	}
 	isz := int64(4) // '<f4'
-	if descr == "<i8" {
+	switch descr {
+	case "<i8":
 		isz = 8
+	case "<f2", "|V2":
+		isz = 2
 	}
 	if items > math.MaxInt64/isz {
 		return nil, fmt.Errorf("%s: shape %v is too large", name, shape)
@@ -558,6 +561,7 @@ type npyMeta struct {
 	Format        Format            `json:"format"`
 	Records       int64             `json:"records"`
 	Columns       []columnMeta      `json:"columns"`
+	DType         DType             `json:"dtype"`
 	Metadata      map[string]string `json:"metadata"`
 }
 
@@ -597,18 +601,21 @@ func openNPYSource(dir string) (_ *npySource, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("metadata.json: %w", err)
 	}
+	if err := checkDType(m.DType, m.LayoutVersion); err != nil {
+		return nil, fmt.Errorf("metadata.json: %w", err)
+	}
 	if _, ok := m.Metadata[metaKey]; ok {
 		return nil, fmt.Errorf("metadata.json: metadata key %q is reserved", metaKey)
 	}
 	if m.Metadata == nil {
 		m.Metadata = map[string]string{}
 	}
-	s.schema = Schema{Columns: cols, Metadata: m.Metadata}
+	s.schema = Schema{Columns: cols, Metadata: m.Metadata, DType: m.DType.orDefault()}
 	s.n = m.Records
 
 	for _, c := range cols {
 		rc := npyReadColumn{col: c}
-		rc.data, err = openNPYArray(filepath.Join(dir, c.Name+".npy"), "<f4", 2, int64(c.Dim))
+		rc.data, err = openNPYArray(filepath.Join(dir, c.Name+".npy"), s.schema.DType.npyDescr(), 2, int64(c.Dim))
 		if err != nil {
 			return nil, err
 		}
@@ -643,7 +650,7 @@ func openNPYSource(dir string) (_ *npySource, err error) {
 				return nil, fmt.Errorf("%s: first offset %d, want 0", p.off.name, first)
 			}
 		}
-		p.dataR = bufio.NewReaderSize(io.NewSectionReader(p.data.f, p.data.start, 4*p.data.rows*p.data.cols), 1<<20)
+		p.dataR = bufio.NewReaderSize(io.NewSectionReader(p.data.f, p.data.start, int64(s.schema.DType.size())*p.data.rows*p.data.cols), 1<<20)
 	}
 
 	if s.rec, err = os.Open(filepath.Join(dir, "records.tsv")); err != nil {
@@ -765,14 +772,20 @@ func (s *npySource) readFloats(c *npyReadColumn, v []float32) error {
 	if s.buf == nil {
 		s.buf = make([]byte, 64<<10)
 	}
+	d := s.schema.DType
+	size := d.size()
 	for len(v) > 0 {
-		k := min(len(v), len(s.buf)/4)
-		b := s.buf[:4*k]
+		k := min(len(v), len(s.buf)/size)
+		b := s.buf[:size*k]
 		if _, err := io.ReadFull(c.dataR, b); err != nil {
 			return fmt.Errorf("%s: %w", c.data.name, err)
 		}
-		for j := range k {
-			v[j] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*j:]))
+		if size == 2 {
+			d.decode16(v[:k], b)
+		} else {
+			for j := range k {
+				v[j] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*j:]))
+			}
 		}
 		v = v[k:]
 	}
@@ -887,6 +900,7 @@ func (s *parquetSource) open() (err error) {
 	var lm struct {
 		LayoutVersion int          `json:"layout_version"`
 		Columns       []columnMeta `json:"columns"`
+		DType         DType        `json:"dtype"`
 	}
 	if err := json.Unmarshal([]byte(layout), &lm); err != nil {
 		return fmt.Errorf("%s metadata: %w", metaKey, err)
@@ -897,9 +911,16 @@ func (s *parquetSource) open() (err error) {
 	if s.schema.Columns, err = parseColumns(lm.Columns, false); err != nil {
 		return fmt.Errorf("%s metadata: %w", metaKey, err)
 	}
-	want := parquetSchema(s.schema.Columns)
+	if err := checkDType(lm.DType, lm.LayoutVersion); err != nil {
+		return fmt.Errorf("%s metadata: %w", metaKey, err)
+	}
+	s.schema.DType = lm.DType.orDefault()
+	want := parquetSchema(s.schema.Columns, s.schema.DType, true)
 	if !parquet.EqualNodes(want, s.pf.Schema()) || !samePaths(want.Columns(), s.pf.Schema().Columns()) {
 		return fmt.Errorf("parquet schema does not match its %s metadata:\n%s\nwant:\n%s", metaKey, cut(s.pf.Schema().String(), 2000), want)
+	}
+	if err := checkFloat16Annotations(meta.Schema, s.schema.DType); err != nil {
+		return err
 	}
 	s.groups = s.pf.RowGroups()
 	if len(s.groups) != len(meta.RowGroups) {
@@ -927,6 +948,35 @@ func (s *parquetSource) open() (err error) {
 	}
 	if s.n != meta.NumRows {
 		return fmt.Errorf("row groups hold %d rows, footer says %d", s.n, meta.NumRows)
+	}
+	return nil
+}
+
+// checkDType checks a layout's dtype: absent (float32) in version 1.
+func checkDType(d DType, version int) error {
+	if !d.valid() {
+		return fmt.Errorf("unknown dtype %s", quote(string(d)))
+	}
+	if version < 2 && d != "" {
+		return fmt.Errorf("dtype %s in a layout_version %d output (dtypes came with version 2)", quote(string(d)), version)
+	}
+	return nil
+}
+
+// checkFloat16Annotations checks that the 2-byte leaves of the file's
+// schema carry parquet's FLOAT16 logical type for float16, and none for
+// bfloat16 (parquet-go does not keep the annotation in the schema it reads
+// back, so the footer's elements are checked here).
+func checkFloat16Annotations(elems []format.SchemaElement, d DType) error {
+	for i := range elems {
+		e := &elems[i]
+		if !e.Type.Valid || e.Type.V != format.FixedLenByteArray {
+			continue
+		}
+		_, f16 := e.LogicalType.Value.(*format.Float16Type)
+		if f16 != (d == Float16) {
+			return fmt.Errorf("column %s: parquet FLOAT16 annotation %v, but the %s metadata says dtype %s", quote(e.Name), f16, metaKey, d)
+		}
 	}
 	return nil
 }
@@ -1447,8 +1497,18 @@ func (s *parquetSource) rowFromParquet(pr parquet.Row, row *Row) error {
 			out = make([]float32, len(vals))
 		}
 		out = out[:len(vals)]
-		for k, v := range vals {
-			out[k] = v.Float()
+		if d := s.schema.DType; d != Float32 {
+			for k, v := range vals {
+				b := v.ByteArray()
+				if len(b) != 2 {
+					return fmt.Errorf("column %s: a %d-byte value, want 2 (%s)", col.Name, len(b), d)
+				}
+				d.decode16(out[k:k+1], b)
+			}
+		} else {
+			for k, v := range vals {
+				out[k] = v.Float()
+			}
 		}
 		row.Values[ci] = out
 	}
@@ -1506,14 +1566,24 @@ func (s *parquetSource) checkColumns(g int) (groupCheck, error) {
 							return err
 						}
 						data := p.Data()
-						v := data.Float()
-						if int64(len(v)) != p.NumValues()-p.NumNulls() {
-							return fmt.Errorf("%d floats for %d non-null values", len(v), p.NumValues()-p.NumNulls())
+						n, bad := 0, -1
+						if d := s.schema.DType; d != Float32 {
+							b, size := data.FixedLenByteArray()
+							if size != 2 {
+								return fmt.Errorf("%d-byte values, want 2 (%s)", size, d)
+							}
+							n, bad = len(b)/2, d.firstNonFinite16(b)
+						} else {
+							v := data.Float()
+							n, bad = len(v), firstNonFinite(v)
 						}
-						if firstNonFinite(v) >= 0 {
+						if int64(n) != p.NumValues()-p.NumNulls() {
+							return fmt.Errorf("%d values for %d non-null values", n, p.NumValues()-p.NumNulls())
+						}
+						if bad >= 0 {
 							return ErrNonFinite
 						}
-						gc.bytes += 4 * int64(len(v))
+						gc.bytes += 4 * int64(n) // the float32 payload, as MergeSummary.Bytes counts
 						return nil
 					}
 					if p.NumNulls() != 0 || len(p.RepetitionLevels()) != 0 {
