@@ -1,0 +1,356 @@
+package esm2go
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"iter"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/esm2go/esm2go/internal/testutil"
+	"github.com/esm2go/esm2go/weights"
+)
+
+const tinyModel = "tests/testdata/models/tiny" // 3 layers, D=64, with an LM head
+
+// Tolerance against the HF fixture: the same bound as tests/parity_test.go
+// (fp32 against HF's fp32, whose own error against fp64 is <= 1.4e-6; two
+// fp32 implementations differ by up to ~3e-6; 2e-5 leaves a 6x margin and
+// still catches any real bug, which is >= 1e-3 with these weights).
+const hfTol = 2e-5
+
+func loadTiny(t *testing.T, opts Options) *Model {
+	t.Helper()
+	opts.Resolve.Offline = true
+	m, err := Load(t.Context(), tinyModel, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := m.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return m
+}
+
+type hfFixture struct {
+	f      *weights.SafetensorsFile
+	inputs []Sequence
+}
+
+func openHF(t *testing.T) *hfFixture {
+	t.Helper()
+	f, err := weights.OpenSafetensors(filepath.Join("tests", "testdata", "fixtures", "tiny.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	var in []struct{ Name, Sequence string }
+	if err := json.Unmarshal([]byte(f.Metadata["inputs"]), &in); err != nil {
+		t.Fatal(err)
+	}
+	fx := &hfFixture{f: f}
+	for _, s := range in {
+		fx.inputs = append(fx.inputs, Sequence{ID: s.Name, Residues: s.Sequence})
+	}
+	return fx
+}
+
+func (fx *hfFixture) floats(t *testing.T, name string) []float32 {
+	t.Helper()
+	tn, ok := fx.f.Tensors[name]
+	if !ok {
+		t.Fatalf("fixture has no tensor %s", name)
+	}
+	d, err := tn.Float32()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func (fx *hfFixture) ints(t *testing.T, name string) []int32 {
+	t.Helper()
+	d, err := fx.f.Tensors[name].Int32()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func checkRel(t *testing.T, what string, got, want []float32, tol float64) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Errorf("%s: %d values, want %d", what, len(got), len(want))
+		return
+	}
+	if e := testutil.MaxRel(got, want); e > tol {
+		t.Errorf("%s: max|diff|/max|ref| = %.3g > %.0e", what, e, tol)
+	}
+}
+
+// Embed and Logits through the public API match HF transformers on every
+// fixture input and layer, with a small token budget so that the inputs are
+// packed into several batches with different neighbours.
+func TestEmbedAndLogitsMatchHF(t *testing.T) {
+	fx := openHF(t)
+	m := loadTiny(t, Options{Device: "cpu", TokensPerBatch: 300})
+	L, D := m.Info().Layers, m.Info().Dim
+	layers := []int{0, 1, -2, -1} // -2 = L-1, -1 = L
+	embs, err := m.Embed(t.Context(), fx.inputs, EmbedOptions{Layers: layers, Include: Mean | BOS | PerTok})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(embs) != len(fx.inputs) {
+		t.Fatalf("%d embeddings for %d inputs", len(embs), len(fx.inputs))
+	}
+	if got, want := embs[0].Layers(), []int{0, 1, L - 1, L}; !slices.Equal(got, want) {
+		t.Fatalf("Layers() = %v, want %v", got, want)
+	}
+	logits, err := m.Logits(t.Context(), fx.inputs, LogitsOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, in := range fx.inputs {
+		e, lg := embs[i], logits[i]
+		toks := fx.ints(t, in.ID+".tokens")
+		if e.ID != in.ID || e.Index != i || e.Length != len(toks)-2 || e.Dim != D {
+			t.Fatalf("embedding %d: id %q index %d length %d dim %d; want %q %d %d %d", i, e.ID, e.Index, e.Length, e.Dim, in.ID, i, len(toks)-2, D)
+		}
+		if !slices.Equal(lg.Tokens, toks) {
+			t.Fatalf("%s: logits tokens %v, want HF's %v", in.ID, lg.Tokens, toks)
+		}
+		rows := fx.ints(t, in.ID+".rows") // token rows the fixture keeps
+		for k := 0; k <= L; k++ {
+			if !slices.Contains([]int{0, 1, L - 1, L}, k) {
+				if e.Mean(k) != nil || e.PerResidue(k).Data != nil {
+					t.Errorf("%s: layer %d was not requested but is returned", in.ID, k)
+				}
+				continue
+			}
+			checkRel(t, fmt.Sprintf("%s mean.%d", in.ID, k), e.Mean(k), fx.floats(t, fmt.Sprintf("%s.mean.%d", in.ID, k)), hfTol)
+			checkRel(t, fmt.Sprintf("%s bos.%d", in.ID, k), e.BOS(k), fx.floats(t, fmt.Sprintf("%s.bos.%d", in.ID, k)), hfTol)
+			pr := e.PerResidue(k)
+			if pr.Rows != e.Length || pr.Cols != D || len(pr.Data) != e.Length*D {
+				t.Fatalf("%s: PerResidue(%d) is (%d, %d) with %d values, want (%d, %d)", in.ID, k, pr.Rows, pr.Cols, len(pr.Data), e.Length, D)
+			}
+			var got, want []float32
+			ref := fx.floats(t, fmt.Sprintf("%s.hidden.%d", in.ID, k))
+			for j, r := range rows {
+				switch {
+				case r == 0: // BOS
+					got = append(got, e.BOS(k)...)
+				case int(r) <= e.Length:
+					got = append(got, pr.Row(int(r)-1)...)
+				default: // EOS: not a residue
+					continue
+				}
+				want = append(want, ref[j*D:(j+1)*D]...)
+			}
+			checkRel(t, fmt.Sprintf("%s hidden.%d", in.ID, k), got, want, hfTol)
+		}
+		if neg, pos := e.Mean(-1), e.Mean(L); &neg[0] != &pos[0] {
+			t.Errorf("%s: Mean(-1) and Mean(%d) are different slices", in.ID, L)
+		}
+		all, res := lg.All(), lg.Residues()
+		if all.Rows != e.Length+2 || all.Cols != 33 || res.Rows != e.Length || res.Cols != 33 {
+			t.Fatalf("%s: logits All (%d, %d), Residues (%d, %d)", in.ID, all.Rows, all.Cols, res.Rows, res.Cols)
+		}
+		if !slices.Equal(res.Row(0), all.Row(1)) {
+			t.Errorf("%s: Residues().Row(0) is not All().Row(1)", in.ID)
+		}
+		var got []float32
+		for _, r := range rows {
+			got = append(got, all.Row(int(r))...)
+		}
+		checkRel(t, in.ID+" logits", got, fx.floats(t, in.ID+".logits"), hfTol)
+	}
+}
+
+// EmbedSeq yields the same embeddings as Embed, in input order, whatever
+// its window; stopping the range early stops reading the input.
+func TestEmbedSeqMatchesEmbed(t *testing.T) {
+	fx := openHF(t)
+	inputs := fx.inputs[:7] // 1957 residues: 3 windows of 1000 tokens, each of several sequences
+	m := loadTiny(t, Options{Device: "cpu"})
+	opts := EmbedOptions{Layers: []int{-1, 1}, Include: Mean | PerTok}
+	want, err := m.Embed(t.Context(), inputs, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, window := range []int{1, 1000, 1 << 20} {
+		opts.Window = window
+		var i int
+		for e, err := range m.EmbedSeq(t.Context(), slices.Values(inputs), opts) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			w := want[i]
+			if e.ID != w.ID || e.Index != i || e.Length != w.Length {
+				t.Fatalf("window %d: result %d is %q (index %d, length %d), want %q (%d, %d)", window, i, e.ID, e.Index, e.Length, w.ID, i, w.Length)
+			}
+			// Other batch neighbours change only the matmul's blocking:
+			// rounding-level differences (measured 0 to ~1e-7).
+			checkRel(t, fmt.Sprintf("window %d %s mean", window, e.ID), e.Mean(-1), w.Mean(-1), 1e-6)
+			checkRel(t, fmt.Sprintf("window %d %s per-residue", window, e.ID), e.PerResidue(1).Data, w.PerResidue(1).Data, 1e-6)
+			i++
+		}
+		if i != len(inputs) {
+			t.Fatalf("window %d: %d results for %d inputs", window, i, len(inputs))
+		}
+	}
+
+	// Break after the first result: the input is not read further.
+	read := 0
+	in := func(yield func(Sequence) bool) {
+		for _, s := range fx.inputs {
+			read++
+			if !yield(s) {
+				return
+			}
+		}
+	}
+	for _, err := range m.EmbedSeq(t.Context(), iter.Seq[Sequence](in), EmbedOptions{Window: 1}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		break
+	}
+	if read != 1 {
+		t.Fatalf("input read %d times after an early break, want 1", read)
+	}
+}
+
+// Truncation keeps the first MaxResidues residues; MaxResidues < 0 keeps
+// all of them.
+func TestTruncation(t *testing.T) {
+	m := loadTiny(t, Options{})
+	seq := strings.Repeat("MKTAYIAKQR", 3)
+	embs, err := m.Embed(t.Context(), Sequences(seq, seq[:5]), EmbedOptions{MaxResidues: 5, Include: Mean | PerTok})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := embs[0]; e.Length != 5 || !e.Truncated || e.PerResidue(-1).Rows != 5 {
+		t.Fatalf("truncated: length %d, truncated %v, %d rows", e.Length, e.Truncated, e.PerResidue(-1).Rows)
+	}
+	if embs[1].Truncated {
+		t.Fatal("a sequence of exactly MaxResidues is reported truncated")
+	}
+	// The first 5 residues alone give the same embedding as the truncated sequence.
+	checkRel(t, "truncated vs prefix", embs[0].Mean(-1), embs[1].Mean(-1), 1e-6)
+	full, err := m.Embed(t.Context(), Sequences(seq), EmbedOptions{MaxResidues: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if full[0].Length != len(seq) || full[0].Truncated {
+		t.Fatalf("no truncation: length %d, truncated %v", full[0].Length, full[0].Truncated)
+	}
+}
+
+// Bad input gets an error naming the sequence, never a panic; a closed
+// model and a cancelled context are reported as such.
+func TestErrors(t *testing.T) {
+	m := loadTiny(t, Options{})
+	ctx := t.Context()
+	seqs := []Sequence{{ID: "ok", Residues: "MKT"}, {ID: "bad one", Residues: "MK1T"}}
+	_, err := m.Embed(ctx, seqs, EmbedOptions{})
+	if err == nil || !strings.Contains(err.Error(), `sequence 1 (id "bad one")`) || !strings.Contains(err.Error(), "residue 3") {
+		t.Errorf("invalid residue: %v", err)
+	}
+	if _, err := m.Logits(ctx, []Sequence{{ID: "empty"}}, LogitsOptions{}); err == nil || !strings.Contains(err.Error(), `"empty"`) {
+		t.Errorf("empty sequence: %v", err)
+	}
+	for _, e := range m.EmbedSeq(ctx, slices.Values(seqs), EmbedOptions{}) {
+		if e == nil || !strings.Contains(e.Error(), `"bad one"`) {
+			t.Errorf("EmbedSeq of an invalid residue: %v", e)
+		}
+	}
+	if _, err := m.Embed(ctx, Sequences("MKT"), EmbedOptions{Layers: []int{4}}); err == nil || !strings.Contains(err.Error(), "layer 4 out of range") {
+		t.Errorf("layer 4 of 3: %v", err)
+	}
+	if _, err := m.Embed(ctx, Sequences("MKT"), EmbedOptions{Include: 1 << 6}); err == nil {
+		t.Error("unknown Include bits accepted")
+	}
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := m.Embed(cancelled, Sequences("MKT"), EmbedOptions{}); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled context: %v", err)
+	}
+
+	for _, c := range []struct{ dev, prec, want string }{
+		{"gpu", "", `device "gpu"`},
+		{"cuda:x", "", `device "cuda:x"`},
+		{"cpu", "fp16", "CPU computes in fp32"},
+		{"cuda:0", "fp8", "fp8"},
+	} {
+		if _, err := Load(ctx, tinyModel, Options{Device: c.dev, Precision: Precision(c.prec)}); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Load on %q %q: %v, want an error with %q", c.dev, c.prec, err, c.want)
+		}
+	}
+	if _, err := Load(ctx, filepath.Join(t.TempDir(), "missing"), Options{Resolve: weights.ResolveOptions{Offline: true}}); err == nil {
+		t.Error("a missing model loaded")
+	}
+
+	m2, err := Load(ctx, tinyModel, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m2.Close(); err != nil { // idempotent
+		t.Fatal(err)
+	}
+	if _, err := m2.Embed(ctx, Sequences("MKT"), EmbedOptions{}); !errors.Is(err, ErrClosed) {
+		t.Errorf("Embed after Close: %v", err)
+	}
+}
+
+// Concurrent calls on one Model are served one at a time and each gets its
+// own results.
+func TestConcurrentCalls(t *testing.T) {
+	m := loadTiny(t, Options{Threads: 1})
+	seqs := [][]Sequence{Sequences("MKTAYIAKQR"), Sequences("GGGGSSSSLLLLAAAA", "MK")}
+	want := make([][]Embedding, len(seqs))
+	for i, s := range seqs {
+		var err error
+		if want[i], err = m.Embed(t.Context(), s, EmbedOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	for g := 0; g < 4; g++ {
+		wg.Go(func() {
+			for n := 0; n < 5; n++ {
+				i := (g + n) % len(seqs)
+				got, err := m.Embed(t.Context(), seqs[i], EmbedOptions{})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				for j := range got {
+					if !slices.Equal(got[j].Mean(-1), want[i][j].Mean(-1)) {
+						t.Errorf("goroutine %d call %d: result %d differs", g, n, j)
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func TestAlphabet(t *testing.T) {
+	a := Alphabet()
+	if a[0] != "<cls>" || a[2] != "<eos>" || a[32] != "<mask>" || a[5] != "A" {
+		t.Fatalf("alphabet %v", a)
+	}
+	if TokenID("A") != 5 || TokenID("<mask>") != 32 || TokenID("J") != -1 {
+		t.Fatalf("TokenID: A=%d <mask>=%d J=%d", TokenID("A"), TokenID("<mask>"), TokenID("J"))
+	}
+}
