@@ -171,6 +171,8 @@ func (w *worker) setBudget() {
 		w.budget = w.dev.ToksPerBatch
 	case w.p.o.ToksPerBatch > 0:
 		w.budget = w.p.o.ToksPerBatch
+	case w.p.o.Windowing.On():
+		w.budget = w.m.AutoTokensPerBatch(w.p.o.Windowing.Size)
 	default:
 		w.budget = w.m.AutoTokensPerBatch(w.p.o.MaxResidues)
 	}
@@ -287,7 +289,11 @@ func (w *worker) launch(j *job, pooled bool, req esm.Request) error {
 		return err
 	}
 	t := time.Now()
-	f, err := w.m.Launch(&j.batch, req, out)
+	jreq := req
+	if j.perTok {
+		jreq.Reprs |= esm.PerTok
+	}
+	f, err := w.m.Launch(&j.batch, jreq, out)
 	spent := time.Since(t)
 	w.stats.update(func(d *DeviceSummary) { d.Compute += spent })
 	if errors.Is(err, esm.ErrOutOfMemory) && j.batch.NumSeqs() > 1 {
@@ -407,7 +413,7 @@ func (w *worker) finishAll() error {
 func (j *job) split() (*job, *job) {
 	n := j.batch.NumSeqs()
 	half := n / 2
-	a, b := &job{}, &job{}
+	a, b := &job{perTok: j.perTok}, &job{perTok: j.perTok}
 	for i := 0; i < n; i++ {
 		dst := a
 		if i >= half {
@@ -433,7 +439,19 @@ func (p *pipeline) fill(res *result, j *job, out *esm.Output) {
 		v := res.vals[c][:0]
 		switch col.kind {
 		case esm.Mean:
-			v = append(v, out.Mean[col.layer][:out.NSeq*D]...)
+			if !j.perTok {
+				v = append(v, out.Mean[col.layer][:out.NSeq*D]...)
+				break
+			}
+			for s := range j.recs {
+				if !j.recs[s].windowed() {
+					v = append(v, out.Mean[col.layer][s*D:(s+1)*D]...)
+					continue
+				}
+				// a window: its residue rows (the record's mean comes later)
+				st, n := j.batch.Seqlens.Start(s), j.batch.Seqlens.Len(s)
+				v = append(v, out.PerTok[col.layer][(st+1)*D:(st+n-1)*D]...)
+			}
 		case esm.BOS:
 			v = append(v, out.BOS[col.layer][:out.NSeq*D]...)
 		case esm.PerTok:

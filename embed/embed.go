@@ -29,12 +29,20 @@ type recMeta struct {
 	id        string
 	length    int // residues embedded
 	truncated bool
+	// A window of a record cut in several (window.go): part of parts,
+	// starting at residue start of the record's total; parts <= 1 for a
+	// record embedded whole.
+	part, parts, start, total int
 }
 
 // job is one packed batch travelling from the packer to the compute stage.
 type job struct {
 	batch esm.Batch
 	recs  []recMeta
+	// perTok: a window of a long record is in the batch; per-token rows of
+	// every requested layer are read back (the record's mean is taken over
+	// its averaged per-residue rows).
+	perTok bool
 }
 
 // result is one batch's outputs on the host, travelling to the writer.
@@ -63,6 +71,7 @@ type counters struct {
 	residues, tokens, batches                                        atomic.Int64
 	readerQueue, readyQueue                                          atomic.Int64
 	resumed                                                          atomic.Int64
+	windowed                                                         atomic.Int64
 }
 
 // Run embeds every record of opts.Inputs with m and writes opts.Out, with m
@@ -147,6 +156,10 @@ func run(ctx context.Context, cfg esm.Config, devs []Device, opts Options) (*Sum
 		return nil, errors.Join(err, cw.wait())
 	}
 	p.setWindow()
+	if err := p.checkWindowFits(); err != nil {
+		cancel()
+		return nil, errors.Join(err, cw.wait())
+	}
 	// The reader keeps at most readLimit residues of a record in memory,
 	// however long the record is.
 	rd, err := data.Open(ctx, o.Inputs, data.Options{Workers: o.Workers, Prefetch: o.Prefetch, StallTimeout: o.ReaderStall,
@@ -226,6 +239,9 @@ func prepare(cfg esm.Config, opts Options) (Options, []column, error) {
 	if len(o.Layers) == 0 {
 		o.Layers = []int{-1}
 	}
+	if err := o.prepareWindowing(); err != nil {
+		return o, nil, err
+	}
 	if o.MaxResidues == 0 {
 		o.MaxResidues = esm.DefaultMaxResidues
 	}
@@ -260,6 +276,9 @@ func prepare(cfg esm.Config, opts Options) (Options, []column, error) {
 // Without truncation: the longest sequence every device can embed whole;
 // longer records are skipped (pack).
 func (p *pipeline) readLimit() int {
+	if p.o.Windowing.On() {
+		return 6*MaxWindowedResidues + 6 // longer records are skipped (pack)
+	}
 	if m := p.o.MaxResidues; m > 0 {
 		return 6*m + 6
 	}
@@ -343,6 +362,7 @@ func (p *pipeline) snapshot(s *Summary) {
 	s.Skipped = p.c.skipped.Load()
 	s.Resumed = p.c.resumed.Load()
 	s.Truncated = p.c.truncated.Load()
+	s.Windowed = p.c.windowed.Load()
 	s.UnknownRecs = p.c.unknown.Load()
 	s.EmptyIDs = p.c.emptyIDs.Load()
 	s.DupIDs = p.c.dupIDs.Load()

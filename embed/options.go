@@ -43,6 +43,12 @@ type Options struct {
 	// (data.Options.Shard); indices count from 0 in the shard.
 	Shard data.Shard
 
+	// Windowing, when on, embeds records longer than Windowing.Size
+	// residues in overlapping windows (window.go) instead of truncating
+	// them; MaxResidues must then be left 0. (Not to be confused with
+	// Window, the packer's length-bucketing window.)
+	Windowing Windowing
+
 	// Window is how many tokens the packer sorts by length before cutting
 	// batches (length bucketing); default 16 × ToksPerBatch, 2 × with
 	// per-token outputs (rows wait in memory until earlier ones are written).
@@ -83,6 +89,7 @@ type Summary struct {
 	Embedded    int64 // rows written
 	Skipped     int64 // records that could not be embedded (see warnings)
 	Truncated   int64 // embedded records cut to MaxResidues
+	Windowed    int64 // embedded records longer than Windowing.Size, embedded in overlapping windows
 	UnknownRecs int64 // embedded records with letters mapped to <unk> (J)
 	EmptyIDs    int64 // records whose header has no id
 	DupIDs      int64 // records whose id was seen before (among the first MaxTrackedIDs ids)

@@ -26,6 +26,7 @@ func (p *pipeline) pack(ctx context.Context) error {
 	var (
 		window     []item
 		arena      []int32
+		scratch    []int32 // a long record's tokens while its windows are cut
 		windowToks int
 		seen       = map[uint64]struct{}{} // FNV-1a of ids, bounded by MaxTrackedIDs
 		// First input index of the current and the previous window: a
@@ -89,6 +90,15 @@ func (p *pipeline) pack(ctx context.Context) error {
 			}
 			seq := r.Seq
 			if r.Truncated() {
+				if p.o.Windowing.On() {
+					if resumed {
+						continue
+					}
+					if err := p.skip(ctx, r, windowTooLong(fmt.Sprintf("more than %d residue bytes", len(r.Seq)))); err != nil {
+						return err
+					}
+					continue
+				}
 				if p.o.MaxResidues <= 0 {
 					if resumed {
 						continue
@@ -111,6 +121,15 @@ func (p *pipeline) pack(ctx context.Context) error {
 					continue
 				}
 				if err := p.skip(ctx, r, terr.Error()); err != nil {
+					return err
+				}
+				continue
+			}
+			if p.o.Windowing.On() && e.Kept > MaxWindowedResidues {
+				if resumed {
+					continue
+				}
+				if err := p.skip(ctx, r, windowTooLong(fmt.Sprintf("%d residues", e.Kept))); err != nil {
 					return err
 				}
 				continue
@@ -138,11 +157,21 @@ func (p *pipeline) pack(ctx context.Context) error {
 			if e.Unknown > 0 && !resumed {
 				p.c.unknown.Add(1)
 			}
-			window = append(window, item{
-				meta: recMeta{index: r.Index, id: r.ID, length: e.Kept, truncated: e.Truncated || r.Truncated()},
-				toks: toks[n0:len(toks):len(toks)], masks: e.Masks,
-			})
-			windowToks += len(toks) - n0
+			meta := recMeta{index: r.Index, id: r.ID, length: e.Kept, truncated: e.Truncated || r.Truncated()}
+			if p.o.Windowing.Count(e.Kept) > 1 {
+				// Cut into windows, written over the record's tokens in the
+				// arena: they are copied out first.
+				scratch = append(scratch[:0], toks[n0:]...)
+				var added int
+				arena, window, added = p.windowItems(toks[:n0], window, scratch, meta)
+				windowToks += added
+				if !resumed {
+					p.c.windowed.Add(1)
+				}
+			} else {
+				window = append(window, item{meta: meta, toks: toks[n0:len(toks):len(toks)], masks: e.Masks})
+				windowToks += len(toks) - n0
+			}
 			if windowToks >= p.o.Window {
 				if err := flush(r.Index + 1); err != nil {
 					return err
@@ -268,9 +297,11 @@ func (p *pipeline) emit(ctx context.Context, window []item) error {
 			}
 			j.batch.Reset()
 			j.recs = j.recs[:0]
+			j.perTok = false
 		}
 		j.batch.Append(it.toks, it.masks)
 		j.recs = append(j.recs, it.meta)
+		j.perTok = j.perTok || it.meta.windowed()
 	}
 	return send()
 }

@@ -19,6 +19,7 @@ func (p *pipeline) write(ctx context.Context) error {
 		skipped = map[int64]bool{}
 		row     output.Row
 		failed  error
+		asm     = newAssembler(p.cols) // long records' windows, until the last arrives
 	)
 	row.Values = make([][]float32, len(p.cols))
 	emit := func(r *output.Row) {
@@ -82,22 +83,33 @@ func (p *pipeline) write(ctx context.Context) error {
 			if rec.index < p.resume {
 				// Replayed to form the same batches; committed earlier.
 				for c, col := range p.cols {
-					n := col.Dim
-					if col.Kind == output.Matrix {
-						n *= rec.length
-					}
-					offs[c] += n
+					offs[c] += colSize(col, &rec)
 				}
 				continue
 			}
 			row.ID, row.Index, row.Length, row.Truncated = rec.id, rec.index, rec.length, rec.truncated
 			for c, col := range p.cols {
-				n := col.Dim
-				if col.Kind == output.Matrix {
-					n *= rec.length
-				}
+				n := colSize(col, &rec)
 				row.Values[c] = res.vals[c][offs[c] : offs[c]+n]
 				offs[c] += n
+			}
+			if rec.windowed() {
+				whole, err := asm.add(&rec, row.Values)
+				switch {
+				case err != nil:
+					if failed == nil {
+						failed = err
+						p.cancel()
+					}
+				case whole == nil:
+					// windows of this record are still missing
+				case whole.Index == next:
+					emit(whole)
+					drain()
+				default:
+					pending[whole.Index] = whole
+				}
+				continue
 			}
 			if rec.index == next {
 				emit(&row)
@@ -115,8 +127,9 @@ func (p *pipeline) write(ctx context.Context) error {
 	if failed != nil {
 		return failed
 	}
-	if len(pending) > 0 && ctx.Err() == nil {
-		return fmt.Errorf("embed: internal error: %d rows never reached the writer in order (next index %d)", len(pending), next)
+	if (len(pending) > 0 || asm.pending() > 0) && ctx.Err() == nil {
+		return fmt.Errorf("embed: internal error: %d rows never reached the writer in order, %d records with windows missing (next index %d)",
+			len(pending), asm.pending(), next)
 	}
 	return nil
 }

@@ -2,6 +2,9 @@ package monitor
 
 import (
 	"fmt"
+	"log/slog"
+	"math"
+	"strings"
 	"time"
 )
 
@@ -23,7 +26,17 @@ func (r Report) Lines() []string {
 	if r.DeviceMemKnown {
 		mem += fmt.Sprintf(", allocator peak %s in use / %s reserved", mib(r.PeakDeviceInUse), mib(r.PeakDeviceReserved))
 	}
-	return append(lines, mem)
+	lines = append(lines, mem)
+	if len(r.Devices) > 1 {
+		for _, d := range r.Devices {
+			line := fmt.Sprintf("metrics: %s: %d batches, %d sequences, %s tok/s", d.Label(), d.Batches, d.Computed, si(d.TokPerS))
+			if d.UtilKnown {
+				line += fmt.Sprintf(", mean utilization %.0f%%", d.MeanUtil)
+			}
+			lines = append(lines, line)
+		}
+	}
+	return lines
 }
 
 func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
@@ -50,9 +63,7 @@ func humanLine(r *Record) string {
 		line += "  rss " + mib(*r.RSSBytes)
 	}
 	line += "  heap " + mib(r.GoHeapBytes)
-	for _, g := range r.GPUs {
-		line += fmt.Sprintf("  gpu%d %.0f%% %s/%s GiB", g.Index, g.UtilPct, gib(g.MemUsed), gib(g.MemTotal))
-	}
+	line += gpuParts(r)
 	if r.DeviceMemInUse != nil {
 		line += fmt.Sprintf("  alloc %s/%s", mib(*r.DeviceMemInUse), mib(*r.DeviceMemReserved))
 	}
@@ -60,4 +71,87 @@ func humanLine(r *Record) string {
 		line += "  IDLE: " + r.IdleCause
 	}
 	return line
+}
+
+// gpuParts is each GPU's utilization and memory and, with several devices,
+// each device's share of the window.
+func gpuParts(r *Record) string {
+	var b strings.Builder
+	for _, g := range r.GPUs {
+		fmt.Fprintf(&b, "  gpu%d %.0f%% %s/%s GiB", g.Index, g.UtilPct, gib(g.MemUsed), gib(g.MemTotal))
+	}
+	if len(r.Devices) > 1 {
+		for _, d := range r.Devices {
+			fmt.Fprintf(&b, "  %s %d batches %s tok/s", d.Name, d.WindowBatches, si(d.TokPerS))
+		}
+	}
+	return b.String()
+}
+
+// WindowLine is a window's figures on one short line, for a live display:
+// rates, where the time went, queues, memory, each GPU.
+func WindowLine(r *Record) string {
+	line := fmt.Sprintf("window %d: %s records/s  %s tokens/s  compute %.0f%%  loader wait %.0f%%  writer wait %.0f%%  queue %d/%d",
+		r.Window, si(r.SeqPerS), si(r.TokPerS), r.ComputeFrac*100, r.LoaderWaitFrac*100, r.WriterWaitFrac*100,
+		r.QueueDepth, r.ReaderQueue)
+	if r.RSSBytes != nil {
+		line += "  rss " + mib(*r.RSSBytes)
+	}
+	line += gpuParts(r)
+	if r.IdleCause != "" {
+		line += "  IDLE: " + r.IdleCause
+	}
+	return line
+}
+
+// LogAttrs are a window's figures as typed log attributes: one log record
+// per window, the same fields in text and JSON logs (fractions 0..1, rates
+// per second, bytes).
+func (r *Record) LogAttrs() []slog.Attr {
+	a := []slog.Attr{
+		slog.Int("window", r.Window),
+		slog.Int64("records", r.Records), slog.Int64("embedded", r.Sequences), slog.Int64("skipped", r.Skipped),
+		slog.Int64("batches", r.Batches), slog.Int64("tokens", r.Tokens), slog.Int64("input_bytes", r.InputBytes),
+	}
+	if r.InputSizeBytes != nil {
+		a = append(a, slog.Int64("input_size_bytes", *r.InputSizeBytes), slog.Float64("percent", round(*r.InputFrac*100, 1)),
+			slog.Float64("eta_s", round(*r.ETAS, 0)))
+	}
+	if r.Resumed > 0 {
+		a = append(a, slog.Int64("resumed", r.Resumed))
+	}
+	a = append(a,
+		slog.Float64("elapsed_s", round(r.ElapsedS, 3)),
+		slog.Float64("records_per_s", round(r.SeqPerS, 1)), slog.Float64("tokens_per_s", round(r.TokPerS, 0)),
+		slog.Float64("records_per_s_total", round(r.SeqPerSTotal, 1)), slog.Float64("tokens_per_s_total", round(r.TokPerSTotal, 0)),
+		slog.Float64("compute_frac", round(r.ComputeFrac, 3)), slog.Float64("loader_wait_frac", round(r.LoaderWaitFrac, 3)),
+		slog.Float64("writer_wait_frac", round(r.WriterWaitFrac, 3)),
+		slog.Int("queue_depth", r.QueueDepth), slog.Int("reader_queue", r.ReaderQueue),
+	)
+	if r.RSSBytes != nil {
+		a = append(a, slog.Int64("rss_bytes", *r.RSSBytes))
+	}
+	if r.GPUUtilPct != nil {
+		a = append(a, slog.Float64("gpu_util_pct", round(*r.GPUUtilPct, 1)), slog.Uint64("gpu_mem_used_bytes", *r.GPUMemUsed))
+	}
+	for _, g := range r.GPUs {
+		a = append(a, slog.Group(fmt.Sprintf("gpu%d", g.Index), slog.Float64("util_pct", round(g.UtilPct, 1)),
+			slog.Uint64("mem_used_bytes", g.MemUsed), slog.Uint64("mem_total_bytes", g.MemTotal)))
+	}
+	if len(r.Devices) > 1 {
+		for _, d := range r.Devices {
+			a = append(a, slog.Group(d.Name, slog.Int64("window_batches", d.WindowBatches),
+				slog.Float64("tokens_per_s", round(d.TokPerS, 0)), slog.Float64("compute_frac", round(d.ComputeFrac, 3))))
+		}
+	}
+	if r.IdleCause != "" {
+		a = append(a, slog.String("idle_cause", r.IdleCause))
+	}
+	return a
+}
+
+// round keeps d decimals (a log line need not carry float noise).
+func round(x float64, d int) float64 {
+	p := math.Pow(10, float64(d))
+	return math.Round(x*p) / p
 }

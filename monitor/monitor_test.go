@@ -73,6 +73,7 @@ type fakeNVML struct {
 	calls     int
 	failAfter int
 	shutdowns int
+	utilByDev []float64 // when set, Util(i) is utilByDev[i]
 }
 
 // push adds n samples of pct to each device's buffer, 1/6 s apart.
@@ -116,9 +117,12 @@ func (f *fakeNVML) UtilSamples(i int, since uint64) ([]utilSample, error) {
 	}
 	return out, nil
 }
-func (f *fakeNVML) Util(int) (float64, error) {
+func (f *fakeNVML) Util(i int) (float64, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.utilByDev != nil {
+		return f.utilByDev[i], nil
+	}
 	return f.util, nil
 }
 func (f *fakeNVML) Memory(int) (uint64, uint64, error) {
@@ -152,9 +156,19 @@ func (c *fakeClock) add(d time.Duration) { c.ns.Add(int64(d)) }
 // reserved bytes (what embed records after each batch on a GPU).
 func withMem(ss []embed.Summary, inUse, reserved int64) []embed.Summary {
 	for i := range ss {
-		ss[i].Devices = []embed.DeviceSummary{{Name: "cuda:0", MemInUse: inUse, MemReserved: reserved, MemKnown: true}}
+		s := &ss[i]
+		s.Devices = []embed.DeviceSummary{{Name: "cuda:0", Batches: s.Batches, Sequences: s.Embedded, Tokens: s.Tokens,
+			Compute: s.Compute, LoaderWait: s.LoaderWait, WriterWait: s.WriterWait,
+			MemInUse: inUse, MemReserved: reserved, MemKnown: true}}
 	}
 	return ss
+}
+
+// judgeAll judges every window, however short the run (the tests' runs
+// last a second or less).
+func judgeAll(o Options) Options {
+	o.JudgeAfterWindows, o.JudgeAfter = -1, -1
+	return o
 }
 
 // summaries is a synthetic run: n batches of 100 ms, computing for
@@ -301,8 +315,8 @@ func TestGPUFieldsAndGPUIdle(t *testing.T) {
 	var js bytes.Buffer
 	var log syncBuf
 	fake := &fakeNVML{util: 40}
-	m, err := New(context.Background(), Options{Every: 5, JSON: &js, Log: logger(&log), gpu: fake,
-		GPUPeriod: time.Millisecond})
+	m, err := New(context.Background(), judgeAll(Options{Every: 5, JSON: &js, Log: logger(&log), gpu: fake,
+		GPUPeriod: time.Millisecond}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -508,8 +522,8 @@ func TestIdleWindowWarns(t *testing.T) {
 			fake := &fakeNVML{scripted: true, noBuffer: c.noBuffer, util: 2}
 			fake.push(100, 6) // before the run: busy
 			var js, log syncBuf
-			m, err := New(context.Background(), Options{Every: 10, JSON: &js, Log: logger(&log), gpu: fake,
-				GPUPeriod: time.Hour, Clock: clk.now})
+			m, err := New(context.Background(), judgeAll(Options{Every: 10, JSON: &js, Log: logger(&log), gpu: fake,
+				GPUPeriod: time.Hour, Clock: clk.now}))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -525,7 +539,8 @@ func TestIdleWindowWarns(t *testing.T) {
 			if r["gpu_util_pct"] != c.want {
 				t.Errorf("gpu_util_pct %v, want %v", r["gpu_util_pct"], c.want)
 			}
-			msg := fmt.Sprintf("device idle %.0f%% of the last 10 batches: likely %s", 100-c.want, CauseOverhead)
+			msg := fmt.Sprintf("device idle %.0f%% of the last window (10 batches, %s): likely %s; %s",
+				100-c.want, c.after, CauseOverhead, DefaultAdvice(CauseOverhead))
 			if r["idle_cause"] != CauseOverhead || fmt.Sprint(r["warnings"]) != "["+msg+"]" {
 				t.Errorf("idle cause %v, warnings %v; want %q", r["idle_cause"], r["warnings"], msg)
 			}
@@ -652,8 +667,9 @@ func TestPrometheus(t *testing.T) {
 		"esm2go_records_total", "esm2go_loader_wait_seconds_total", "esm2go_writer_wait_seconds_total",
 		"esm2go_compute_seconds_total", `esm2go_sequences_per_second{scope="window"}`, `esm2go_tokens_per_second{scope="total"}`,
 		`esm2go_time_fraction{what="loader_wait"}`, `esm2go_time_fraction{what="idle"}`, "esm2go_queue_depth", "esm2go_reader_queue",
-		"esm2go_process_rss_bytes", "esm2go_go_heap_bytes", `esm2go_gpu_utilization_percent{device="0"} 75`,
-		`esm2go_gpu_memory_used_bytes{device="1"}`, "esm2go_device_memory_in_use_bytes 1", "esm2go_warnings_total"} {
+		"esm2go_process_rss_bytes", "esm2go_go_heap_bytes", `esm2go_gpu_utilization_percent{gpu="0"} 75`,
+		`esm2go_gpu_memory_used_bytes{gpu="1"}`, `esm2go_device_batches{gpu="cuda:0"} 3`,
+		`esm2go_device_tokens_per_second{gpu="cuda:0",scope="window"}`, "esm2go_device_memory_in_use_bytes 1", "esm2go_warnings_total"} {
 		if !strings.Contains(body, name) {
 			t.Errorf("no %s in\n%s", name, body)
 		}
@@ -791,7 +807,8 @@ func runSlow(t *testing.T, mo Options, delay time.Duration) (*embed.Summary, Rep
 func TestSlowReaderIsInputBound(t *testing.T) {
 	var log syncBuf
 	var js bytes.Buffer
-	sum, rep, err := runSlow(t, Options{Every: 3, JSON: &js, Log: logger(&log), NoGPU: true}, 5*time.Millisecond)
+	// A GPU run without NVML: the host's estimate judges it.
+	sum, rep, err := runSlow(t, judgeAll(Options{Every: 3, JSON: &js, Log: logger(&log), gpu: noNVML{}}), 5*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}

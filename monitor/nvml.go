@@ -2,6 +2,7 @@ package monitor
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 )
@@ -69,6 +70,8 @@ type gpuAcc struct {
 	peak    uint64 // highest memory in use of any device
 	allSum  float64
 	allN    int
+	runSum  []float64 // per device, over the run
+	runN    []int
 }
 
 func (a *gpuAcc) add(k int, util float64) {
@@ -76,6 +79,19 @@ func (a *gpuAcc) add(k int, util float64) {
 	a.n[k]++
 	a.allSum += util
 	a.allN++
+	a.runSum[k] += util
+	a.runN[k]++
+}
+
+// meanUtilOf is NVML device idx's mean utilization over the run.
+func (a *gpuAcc) meanUtilOf(idx int) (float64, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	k := slices.Index(a.devices, idx)
+	if k < 0 || a.runN[k] == 0 {
+		return 0, false
+	}
+	return a.runSum[k] / float64(a.runN[k]), true
 }
 
 // drain returns the mean utilization per device since the last call and
@@ -125,7 +141,7 @@ func (m *Monitor) startGPU() (bool, error) {
 		r.Shutdown()
 		return false, err
 	}
-	devs := m.opts.Devices
+	devs := slices.Compact(slices.Sorted(slices.Values(m.opts.Devices))) // a repeat is sampled once
 	if devs == nil {
 		for i := 0; i < n; i++ {
 			devs = append(devs, i)
@@ -150,6 +166,8 @@ func (m *Monitor) startGPU() (bool, error) {
 	a.n = make([]int, len(keep))
 	a.used = make([]uint64, len(keep))
 	a.total = make([]uint64, len(keep))
+	a.runSum = make([]float64, len(keep))
+	a.runN = make([]int, len(keep))
 	if err := m.readGPU(readStart); err != nil {
 		r.Shutdown()
 		a.done = true

@@ -19,6 +19,10 @@ type Options struct {
 	Overwrite bool
 	// Human receives one line per window ("metrics: ..."); nil = none.
 	Human io.Writer
+	// OnWindow, when set, receives each window's record (and the final
+	// one) on the monitor goroutine, after the JSON line: a display shows
+	// it. It must return quickly and must not change r.
+	OnWindow func(r *Record)
 	// Log receives warnings; default discards.
 	Log *slog.Logger
 	// Addr, when set, serves the figures in Prometheus text format at
@@ -26,9 +30,12 @@ type Options struct {
 	// ":9100" exposes the figures to the network).
 	Addr string
 
-	// NoGPU turns NVML off (a CPU run).
+	// NoGPU says the run computes on the CPU: no NVML, and no idle
+	// warnings (the host's waits are not a device's idle time there).
 	NoGPU bool
-	// Devices are the NVML device indices to sample; nil = all.
+	// Devices are the NVML indices of the run's devices, in the order of
+	// embed's (Summary.Devices[k] runs on NVML device Devices[k]; a repeat
+	// is sampled once); nil = sample every device, unmatched to embed's.
 	Devices []int
 	// GPUPeriod is the NVML sampling period; default 500 ms.
 	GPUPeriod time.Duration
@@ -36,6 +43,17 @@ type Options struct {
 	// IdleThreshold is the idle fraction of a window above which a warning
 	// is given; default 0.10.
 	IdleThreshold float64
+	// JudgeAfterWindows and JudgeAfter: no window is judged idle before
+	// the run's JudgeAfterWindows-th window and before JudgeAfter of run
+	// time (the first windows hold warm-up: kernel compilation, the
+	// packer's first fill, a short run's drain); defaults 3 and 10 s;
+	// negative = from the first window.
+	JudgeAfterWindows int
+	JudgeAfter        time.Duration
+	// Advice, when set, turns an idle cause (CauseInput, CauseWriter,
+	// CauseOverhead) into what to try, appended to the warning; default
+	// DefaultAdvice.
+	Advice func(cause string) string
 	// WarnInterval is the least time between two idle warnings with the
 	// same cause; default 30 s. Every window's record names the cause.
 	WarnInterval time.Duration
@@ -66,6 +84,15 @@ func (o Options) withDefaults() Options {
 	}
 	if o.IdleThreshold <= 0 {
 		o.IdleThreshold = 0.10
+	}
+	if o.JudgeAfterWindows == 0 {
+		o.JudgeAfterWindows = 3
+	}
+	if o.JudgeAfter == 0 {
+		o.JudgeAfter = 10 * time.Second
+	}
+	if o.Advice == nil {
+		o.Advice = DefaultAdvice
 	}
 	if o.WarnInterval <= 0 {
 		o.WarnInterval = 30 * time.Second

@@ -21,7 +21,8 @@ type promMetrics struct {
 	queueDepth, readerQueue                      prometheus.Gauge
 	rss, goHeap, goTotal                         prometheus.Gauge
 	devInUse, devReserved                        prometheus.Gauge
-	gpuUtil, gpuMemUsed, gpuMemTotal             *prometheus.GaugeVec // device="N"
+	gpuUtil, gpuMemUsed, gpuMemTotal             *prometheus.GaugeVec // gpu="N" (NVML index)
+	dev                                          *devProm
 	warnings                                     prometheus.Counter
 
 	lastRecords, lastSkipped int64
@@ -55,7 +56,7 @@ func newProm() *promMetrics {
 	p.compute = c("compute_seconds_total", "Time spent in the model's forward pass.")
 	p.warnings = c("warnings_total", "Idle and leak warnings given.")
 	p.elapsed = g("elapsed_seconds", "Wall time since the run started.")
-	p.seqRate = gv("sequences_per_second", "Sequences embedded per second over the last window or the whole run.", "scope")
+	p.seqRate = gv("sequences_per_second", "Sequences computed per second over the last window or the whole run (counted as batches complete).", "scope")
 	p.tokRate = gv("tokens_per_second", "Tokens computed per second over the last window or the whole run.", "scope")
 	p.frac = gv("time_fraction", "Fraction of the last window's wall time spent computing, waiting for the loader or the writer, or idle (host estimate).", "what")
 	p.queueDepth = g("queue_depth", "Packed batches ready for the compute stage.")
@@ -63,9 +64,10 @@ func newProm() *promMetrics {
 	p.rss = g("process_rss_bytes", "Resident set size of the process.")
 	p.goHeap = g("go_heap_bytes", "Bytes of Go heap objects.")
 	p.goTotal = g("go_memory_bytes", "All memory mapped by the Go runtime.")
-	p.gpuUtil = gv("gpu_utilization_percent", "NVML GPU utilization, mean over the last window.", "device")
-	p.gpuMemUsed = gv("gpu_memory_used_bytes", "NVML device memory in use.", "device")
-	p.gpuMemTotal = gv("gpu_memory_total_bytes", "NVML device memory total.", "device")
+	p.gpuUtil = gv("gpu_utilization_percent", "NVML GPU utilization, mean over the last window.", "gpu")
+	p.gpuMemUsed = gv("gpu_memory_used_bytes", "NVML device memory in use.", "gpu")
+	p.gpuMemTotal = gv("gpu_memory_total_bytes", "NVML device memory total.", "gpu")
+	p.dev = newDevProm()
 	// The allocator gauges are registered on first use: absent, not zero,
 	// without a MemoryReporter.
 	p.devInUse = prometheus.NewGauge(prometheus.GaugeOpts{Name: "esm2go_device_memory_in_use_bytes", Help: "Device memory handed out by the backend's allocator."})
@@ -120,6 +122,7 @@ func (p *promMetrics) update(r *Record) {
 		p.devInUse.Set(float64(*r.DeviceMemInUse))
 		p.devReserved.Set(float64(*r.DeviceMemReserved))
 	}
+	p.dev.update(p.reg, r)
 	for _, g := range r.GPUs {
 		d := strconv.Itoa(g.Index)
 		p.gpuUtil.WithLabelValues(d).Set(g.UtilPct)

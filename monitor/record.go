@@ -22,21 +22,33 @@ type Record struct {
 	// Totals.
 	Batches   int64   `json:"batches"`
 	Records   int64   `json:"records"`
-	Sequences int64   `json:"sequences"` // embedded
+	Sequences int64   `json:"sequences"` // embedded: rows written
+	Computed  int64   `json:"computed"`  // sequences computed (as batches complete)
 	Skipped   int64   `json:"skipped"`
+	Resumed   int64   `json:"resumed"` // records an earlier run committed
 	Residues  int64   `json:"residues"`
 	Tokens    int64   `json:"tokens"`
 	ElapsedS  float64 `json:"elapsed_s"`
+
+	// Input read: bytes (compressed for gzip) of the input's size, the
+	// fraction and the estimated time left at the run's mean byte rate;
+	// the size and what follows from it are absent when the size is not
+	// known up front (stdin, a named pipe).
+	InputBytes     int64    `json:"input_bytes"`
+	InputSizeBytes *int64   `json:"input_size_bytes,omitempty"`
+	InputFrac      *float64 `json:"input_frac,omitempty"`
+	ETAS           *float64 `json:"eta_s,omitempty"`
 
 	// This window.
 	WindowS         float64 `json:"window_s"`
 	WindowBatches   int64   `json:"window_batches"`
 	WindowSequences int64   `json:"window_sequences"`
+	WindowComputed  int64   `json:"window_computed"`
 	WindowTokens    int64   `json:"window_tokens"`
 
-	// Throughput: this window and since the start. Sequences are rows
-	// written, in input order, so they lag the compute stage by the writer's
-	// reordering; tokens are counted as computed.
+	// Throughput: this window and since the start, counted as batches
+	// complete: sequences computed (not rows written, which leave in input
+	// order and come in bursts) and tokens.
 	SeqPerS      float64 `json:"seq_per_s"`
 	TokPerS      float64 `json:"tok_per_s"`
 	SeqPerSTotal float64 `json:"seq_per_s_total"`
@@ -78,13 +90,60 @@ type Record struct {
 	GPUMemTotal *uint64   `json:"gpu_mem_total_bytes,omitempty"`
 	GPUs        []GPUStat `json:"gpus,omitempty"`
 
+	// Devices is each of the run's devices (embed's order) over the
+	// window; absent when the run reported none.
+	Devices []DeviceStat `json:"devices,omitempty"`
+
 	// DroppedSamples counts windows merged into later ones because the
 	// monitor lagged (the pipeline never waits for it).
 	DroppedSamples int64 `json:"dropped_samples"`
 	// IdleCause is set when the device was idle more than IdleThreshold of
 	// the window.
-	IdleCause string   `json:"idle_cause,omitempty"`
+	IdleCause string `json:"idle_cause,omitempty"`
+	// NotJudged says why the window was not judged for idle time:
+	// "cpu run", "final" (the drain), "warm-up" (before Options.JudgeAfterWindows and
+	// JudgeAfter), "resuming" (reading past an earlier run's committed
+	// records), "no batch".
+	NotJudged string   `json:"not_judged,omitempty"`
 	Warnings  []string `json:"warnings,omitempty"`
+}
+
+// DeviceStat is one of the run's devices over a window.
+type DeviceStat struct {
+	Name string `json:"name"` // embed's name: cpu, cuda:1
+	// GPU is its NVML index (Options.Devices), absent when unknown.
+	GPU            *int    `json:"gpu,omitempty"`
+	Batches        int64   `json:"batches"`
+	WindowBatches  int64   `json:"window_batches"`
+	Computed       int64   `json:"computed"` // sequences
+	Tokens         int64   `json:"tokens"`
+	SeqPerS        float64 `json:"seq_per_s"`
+	TokPerS        float64 `json:"tok_per_s"`
+	ComputeFrac    float64 `json:"compute_frac"`
+	LoaderWaitFrac float64 `json:"loader_wait_frac"`
+	WriterWaitFrac float64 `json:"writer_wait_frac"`
+	// NVML figures of its GPU (absent without a reading in the window).
+	UtilPct  *float64 `json:"util_pct,omitempty"`
+	MemUsed  *uint64  `json:"mem_used_bytes,omitempty"`
+	MemTotal *uint64  `json:"mem_total_bytes,omitempty"`
+	// The backend allocator's figures (absent where it reports none).
+	AllocInUse    *int64 `json:"alloc_in_use_bytes,omitempty"`
+	AllocReserved *int64 `json:"alloc_reserved_bytes,omitempty"`
+	IdleCause     string `json:"idle_cause,omitempty"`
+}
+
+// Label names the device in a warning: "GPU 1" when its NVML index is
+// known, else its name.
+func (d *DeviceStat) Label() string { return deviceLabel(d.GPU, d.Name) }
+
+func deviceLabel(gpu *int, name string) string {
+	if gpu != nil {
+		return fmt.Sprintf("GPU %d", *gpu)
+	}
+	if name == "" {
+		return "device"
+	}
+	return name
 }
 
 func (m *Monitor) writeJSON(r *Record) {
