@@ -8,6 +8,7 @@ import (
 )
 
 func TestReadTable(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		name, in string
 		comma    rune
@@ -44,6 +45,7 @@ func TestReadTable(t *testing.T) {
 }
 
 func TestReadTableErrors(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		name, in, want string
 		opts           TableOptions
@@ -70,6 +72,7 @@ func TestReadTableErrors(t *testing.T) {
 }
 
 func TestTableVariants(t *testing.T) {
+	t.Parallel()
 	ids := []string{"P1", "P2", "P2"}
 	seqs := []string{"MKTAY", "GAVLI", "GAVLI"}
 	read := func(s string) *Table {
