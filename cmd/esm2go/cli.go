@@ -58,6 +58,7 @@ const mainUsage = `esm2go computes ESM2 protein language model embeddings from F
 Usage:
   esm2go embed [flags] FASTA...   embed every record of the FASTA files (plain or gzip, "-" = stdin)
   esm2go merge OUT SHARD...       join the outputs of a sharded run (embed --shard i/N)
+  esm2go score [flags] FASTA...   score variants of the wild types (--mutations TABLE or --scan)
   esm2go info [--model M]         load a model and print its shape and contents
   esm2go version                  print the version
   esm2go help [command]           print this help, or a command's flags
@@ -121,6 +122,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return cmdInfo(ctx, rest, stdout, stderr)
 	case "merge":
 		return cmdMerge(ctx, rest, stdout, stderr)
+	case "score":
+		return cmdScore(ctx, rest, stdout, stderr)
 	case "version", "--version":
 		if len(rest) > 0 {
 			return usageErrorf(mainUsage, "version takes no arguments")
@@ -139,6 +142,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			fmt.Fprint(stdout, infoUsage())
 		case "merge":
 			fmt.Fprint(stdout, mergeUsage())
+		case "score":
+			fmt.Fprint(stdout, scoreUsage())
 		case "version", "help":
 			fmt.Fprint(stdout, mainUsage)
 		default:
