@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/esm2go/esm2go/internal/memcap"
 )
 
 func TestReadTable(t *testing.T) {
@@ -110,4 +112,28 @@ func TestTableVariants(t *testing.T) {
 			t.Errorf("%q: %v, want an error containing %q", c.table, err, c.want)
 		}
 	}
+}
+
+// endless yields header then 'A' forever: one line with no end.
+type endless struct{ head string }
+
+func (e *endless) Read(p []byte) (int, error) {
+	n := copy(p, e.head)
+	e.head = e.head[n:]
+	for i := n; i < len(p); i++ {
+		p[i] = 'A'
+	}
+	return len(p), nil
+}
+
+// TestReadTableEndlessLineBoundedMemory: a line that never ends is an
+// error after MaxLineBytes, in bounded memory (a 256 MiB address-space cap:
+// the CSV reader alone would buffer the whole line).
+func TestReadTableEndlessLineBoundedMemory(t *testing.T) {
+	memcap.Run(t, 256<<20, func(t *testing.T) {
+		_, err := ReadTable(&endless{head: "mutant,x\nA1G,"}, "endless.csv", TableOptions{})
+		if !errors.Is(err, ErrLineTooLong) || !strings.Contains(err.Error(), "line 2") {
+			t.Fatalf("endless line: %v, want ErrLineTooLong on line 2", err)
+		}
+	})
 }
