@@ -27,7 +27,6 @@ type embedFlags struct {
 	model      string
 	out        string
 	format     string
-	dtype      string
 	include    []string
 	layers     []int
 	truncation int
@@ -49,6 +48,9 @@ type embedFlags struct {
 	commitRows  int64
 	commitEvery time.Duration
 	shard       string
+
+	window        int // --window: residues per window, 0 = off (window.go)
+	windowOverlap int
 }
 
 func newEmbedFlagSet(f *embedFlags) *pflag.FlagSet {
@@ -56,7 +58,6 @@ func newEmbedFlagSet(f *embedFlags) *pflag.FlagSet {
 	fs.StringVar(&f.model, "model", defaultModel, "model: Hugging Face id, directory (config.json + model.safetensors) or fair-esm .pt")
 	fs.StringVarP(&f.out, "out", "o", "", "output: a .parquet file, or a directory for npy (required)")
 	fs.StringVar(&f.format, "format", "parquet", "output format: parquet or npy; when not given, from --out: a name ending in .npy or / means npy, anything else parquet")
-	fs.StringVar(&f.dtype, "dtype", "float32", "how embedding values are stored: float32, float16 (half the bytes; a value beyond ±65504 stops the run) or bfloat16 (half the bytes, float32's range, 8 significant bits)")
 	fs.StringSliceVar(&f.include, "include", []string{"mean"}, "what to write per record: mean, bos, per_tok (comma list)")
 	fs.IntSliceVar(&f.layers, "repr-layers", []int{-1}, "layers to write: 0 = embeddings, L = last, negative counts from the end (comma list or repeated)")
 	fs.IntVar(&f.truncation, "truncation-seq-length", esm.DefaultMaxResidues, "keep the first N residues of longer sequences; -1 = no truncation")
@@ -76,6 +77,7 @@ func newEmbedFlagSet(f *embedFlags) *pflag.FlagSet {
 	fs.Int64Var(&f.commitRows, "commit-rows", 100_000, "commit the rows written so far (fsynced: a killed run resumes after them) every N rows, or every --commit-every, whichever comes first")
 	fs.DurationVar(&f.commitEvery, "commit-every", 2*time.Minute, "commit the rows written so far at least this often (see --commit-rows)")
 	fs.IntVar(&f.metricsEvery, "metrics-every", 10, "batches per metrics window (a metrics line on stderr, a JSON line, a Prometheus update)")
+	addWindowFlags(fs, f)
 	return fs
 }
 
@@ -141,13 +143,9 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if f.out == "" {
 		return bad("--out is required")
 	}
-	format, err := embedOutput(&f, fs.Changed("format")) // a sharded run into a directory writes its part there
+	format, err := outputFormat(f.format, fs.Changed("format"), f.out)
 	if err != nil {
 		return bad("%v", err)
-	}
-	dtype, err := output.ParseDType(f.dtype)
-	if err != nil {
-		return bad("invalid --dtype %q (want float32, float16 or bfloat16)", f.dtype)
 	}
 	inc, err := parseInclude(f.include)
 	if err != nil {
@@ -163,6 +161,10 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if f.logFormat != "text" && f.logFormat != "json" {
 		return bad("invalid --log-format %q (want text or json)", f.logFormat)
+	}
+	windowing, err := windowPolicy(&f, fs.Changed("truncation-seq-length"))
+	if err != nil {
+		return bad("%v", err)
 	}
 	switch {
 	case f.truncation == 0 || f.truncation < -1:
@@ -228,7 +230,7 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return bad("%v", err)
 	}
-	if f.truncation < 0 && !f.quiet {
+	if f.truncation < 0 && !windowing.On() && !f.quiet {
 		log.Warn("truncation disabled: sequences longer than 1022 residues exceed the 1024 positions ESM2 was trained on")
 	}
 
@@ -280,7 +282,6 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Inputs:       inputs,
 		Out:          f.out,
 		Format:       format,
-		DType:        dtype,
 		Overwrite:    f.overwrite,
 		Identity:     identity,
 		ChunkRows:    f.commitRows,
@@ -288,6 +289,7 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Include:      inc,
 		Layers:       absLayers,
 		MaxResidues:  trunc,
+		Windowing:    windowing,
 		ToksPerBatch: f.toks,
 		Workers:      f.workers,
 		Prefetch:     f.prefetch,
