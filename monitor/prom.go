@@ -27,10 +27,12 @@ type promMetrics struct {
 
 	lastRecords, lastSkipped int64
 	devRegistered            bool
+
+	page *pageHistory // the live page at / (page.go)
 }
 
 func newProm() *promMetrics {
-	p := &promMetrics{reg: prometheus.NewRegistry()}
+	p := &promMetrics{reg: prometheus.NewRegistry(), page: newPageHistory(PageWindows)}
 	c := func(name, help string) prometheus.Counter {
 		x := prometheus.NewCounter(prometheus.CounterOpts{Name: "esm2go_" + name, Help: help})
 		p.reg.MustRegister(x)
@@ -78,10 +80,12 @@ func newProm() *promMetrics {
 func (p *promMetrics) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(p.reg, promhttp.HandlerOpts{}))
+	p.page.register(mux)
 	return mux
 }
 
 func (p *promMetrics) update(r *Record) {
+	p.page.add(r)
 	p.sequences.Add(float64(r.WindowSequences))
 	p.tokens.Add(float64(r.WindowTokens))
 	p.batches.Add(float64(r.WindowBatches))
