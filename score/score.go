@@ -48,12 +48,12 @@ func ParseStrategy(vals []string) (Strategy, error) {
 			if name == "pseudo-ppl" {
 				name = "pll"
 			}
-			i := slices.IndexFunc(strategyNames, func(n struct {
-				s    Strategy
-				name string
-			}) bool {
-				return n.name == name
-			})
+			i := -1
+			for k, n := range strategyNames {
+				if n.name == name {
+					i = k
+				}
+			}
 			if i < 0 {
 				return 0, fmt.Errorf("unknown strategy %s (want masked-marginals, wt-marginals or pll)", quote(name))
 			}

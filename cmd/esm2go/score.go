@@ -199,17 +199,27 @@ func cmdScore(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	d := devices(cfg, esm.CheckpointSource{C: ck}, ords, prec, f.threads, nil)[0]
 
 	start := time.Now()
+	last := start
 	res, err := runScore(ctx, d.Open, d.Close, score.Options{
 		ToksPerBatch: f.toks,
 		Progress: func(pass score.Strategy, done, total int64) {
-			if done == total {
+			switch {
+			case done == total:
 				note("%s: %d copies scored, %s since the model loaded", pass, total, time.Since(start).Round(time.Millisecond))
+			case time.Since(last) >= 10*time.Second:
+				note("%s: %d of %d copies scored", pass, done, total)
+			default:
+				return
 			}
+			last = time.Now()
 		},
 	}, seqs, vars, strat, func(sc *score.Scorer) {
 		start = time.Now()
 		note("model %s on %s, %s, %d tokens per batch", f.model, d.Name, prec, sc.ToksPerBatch())
 	})
+	if errors.Is(err, esm.ErrOutOfMemory) {
+		return fmt.Errorf("%w (a smaller --toks-per-batch needs less device memory)", err)
+	}
 	if err != nil {
 		return err
 	}
