@@ -36,7 +36,8 @@ const DefaultMaxResidues = 1022
 //     letter so per-residue outputs stay aligned with the input; it is
 //     counted in Encoded.Unknown.
 //   - The literal tokens "<mask>" and "<unk>" inside a sequence are one token
-//     each (fair-esm and HF do the same).
+//     each (fair-esm and HF do the same), in any case ("<MASK>", "<Mask>"),
+//     as letters are.
 //   - Anything else (digits, '*' before the end, other punctuation, non-ASCII
 //     or control bytes) makes the record unembeddable: an error naming the
 //     character and its position. Whitespace never reaches the tokenizer (the
@@ -132,8 +133,21 @@ func (t *Tokenizer) Encode(dst []int32, seq []byte) ([]int32, Encoded, error) {
 	return append(dst, TokEOS), e, nil
 }
 
+// hasPrefix reports whether b starts with s, ignoring ASCII case.
 func hasPrefix(b []byte, s string) bool {
-	return len(b) >= len(s) && string(b[:len(s)]) == s
+	if len(b) < len(s) {
+		return false
+	}
+	for i := 0; i < len(s); i++ { // s is lower case
+		c := b[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != s[i] {
+			return false
+		}
+	}
+	return true
 }
 
 func describeByte(c byte) string {

@@ -23,6 +23,12 @@ func TestTokenizerPolicy(t *testing.T) {
 		{in: "MJA", want: []int32{0, 20, 3, 5, 2}, unknown: 1},
 		{in: "M<mask>A", want: []int32{0, 20, 32, 5, 2}, masks: 1},
 		{in: "M<unk>A", want: []int32{0, 20, 3, 5, 2}},
+		// Special tokens are case-insensitive, as letters are.
+		{in: "M<MASK>A", want: []int32{0, 20, 32, 5, 2}, masks: 1},
+		{in: "m<Mask>a<mAsK>", want: []int32{0, 20, 32, 5, 32, 2}, masks: 2},
+		{in: "M<UNK>A", want: []int32{0, 20, 3, 5, 2}},
+		{in: "M<mask\x1e", err: `unexpected '<'`}, // 0x1e is '>' with bit 5 cleared: not a case variant
+		{in: "M<ma", err: `unexpected '<'`},
 		{in: "M*A", err: `invalid character '*' at residue 2`},
 		{in: "M1A", err: `invalid character '1' at residue 2`},
 		{in: "M\x00A", err: `byte 0x00 at residue 2`},
