@@ -11,9 +11,6 @@ import "errors"
 var (
 	// ErrNoCgo: this binary was built with CGO_ENABLED=0.
 	ErrNoCgo = errors.New("CUDA needs the cgo build: this esm2go was built with CGO_ENABLED=0; install a C compiler (e.g. gcc) and rebuild with CGO_ENABLED=1")
-	// ErrMissingLibrary is never returned without cgo; it is declared
-	// for the callers that test for it.
-	ErrMissingLibrary = errors.New("CUDA library missing")
 )
 
 // Lib stands for the loaded CUDA libraries; without cgo there are none.
