@@ -20,6 +20,7 @@ type Options struct {
 	Inputs    []string      // FASTA paths (plain or gzip), "-" for stdin
 	Out       string        // output path (a file for parquet, a directory for npy)
 	Format    output.Format // default parquet
+	DType     output.DType  // how embedding values are stored; default float32 (output.DType)
 	Overwrite bool          // replace an existing output (only what output.Check allows) and discard an earlier run's parts
 
 	// Identity is what a later run must match to resume this one's

@@ -27,6 +27,7 @@ type embedFlags struct {
 	model      string
 	out        string
 	format     string
+	dtype      string
 	include    []string
 	layers     []int
 	truncation int
@@ -58,6 +59,7 @@ func newEmbedFlagSet(f *embedFlags) *pflag.FlagSet {
 	fs.StringVar(&f.model, "model", defaultModel, "model: Hugging Face id, directory (config.json + model.safetensors) or fair-esm .pt")
 	fs.StringVarP(&f.out, "out", "o", "", "output: a .parquet file, or a directory for npy (required)")
 	fs.StringVar(&f.format, "format", "parquet", "output format: parquet or npy; when not given, from --out: a name ending in .npy or / means npy, anything else parquet")
+	fs.StringVar(&f.dtype, "dtype", "float32", "how embedding values are stored: float32, float16 (half the bytes; a value beyond ±65504 stops the run) or bfloat16 (half the bytes, float32's range, 8 significant bits)")
 	fs.StringSliceVar(&f.include, "include", []string{"mean"}, "what to write per record: mean, bos, per_tok (comma list)")
 	fs.IntSliceVar(&f.layers, "repr-layers", []int{-1}, "layers to write: 0 = embeddings, L = last, negative counts from the end (comma list or repeated)")
 	fs.IntVar(&f.truncation, "truncation-seq-length", esm.DefaultMaxResidues, "keep the first N residues of longer sequences; -1 = no truncation")
@@ -143,9 +145,13 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if f.out == "" {
 		return bad("--out is required")
 	}
-	format, err := outputFormat(f.format, fs.Changed("format"), f.out)
+	format, err := embedOutput(&f, fs.Changed("format")) // a sharded run into a directory writes its part there
 	if err != nil {
 		return bad("%v", err)
+	}
+	dtype, err := output.ParseDType(f.dtype)
+	if err != nil {
+		return bad("invalid --dtype %q (want float32, float16 or bfloat16)", f.dtype)
 	}
 	inc, err := parseInclude(f.include)
 	if err != nil {
@@ -282,6 +288,7 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Inputs:       inputs,
 		Out:          f.out,
 		Format:       format,
+		DType:        dtype,
 		Overwrite:    f.overwrite,
 		Identity:     identity,
 		ChunkRows:    f.commitRows,

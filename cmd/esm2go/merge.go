@@ -34,7 +34,8 @@ func mergeUsage() string {
 		"Joins the outputs of a sharded run (esm2go embed --shard i/N) into OUT, in input order,\n" +
 		"renumbering the index column. Every shard 0..N-1 must be given once, complete, with the\n" +
 		"same model and options; outputs of unsharded runs are joined in the order given, their\n" +
-		"indices kept (they must increase).\n\nFlags:\n" + flagDefaults(newMergeFlagSet(&f))
+		"indices kept (they must increase). A SHARD may be a directory of parts (esm2go embed\n" +
+		"--shard i/N --out DIR/): it stands for the parts in it.\n\nFlags:\n" + flagDefaults(newMergeFlagSet(&f))
 }
 
 func cmdMerge(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -48,6 +49,10 @@ func cmdMerge(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return usageErrorf(usage, "want OUT and at least one SHARD")
 	}
 	out, srcs := fs.Arg(0), fs.Args()[1:]
+	srcs, err := expandDatasetDirs(srcs) // a directory of shard parts stands for its parts
+	if err != nil {
+		return err
+	}
 	ordered, renumber, err := orderShards(srcs)
 	if err != nil {
 		return err

@@ -1,0 +1,135 @@
+package main
+
+import (
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/esm2go/esm2go/output"
+)
+
+// readRows reads an output's rows with the output package's Reader.
+func readRows(t *testing.T, path string) (output.Schema, []output.Row) {
+	t.Helper()
+	r, err := output.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var rows []output.Row
+	for {
+		var row output.Row
+		err := r.Next(&row)
+		if err == io.EOF {
+			return r.Schema(), rows
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows = append(rows, row)
+	}
+}
+
+// TestShardsIntoDatasetDir: shards run with --out DIR/ write
+// DIR/part-0000i-of-00003.parquet (or npy part directories), each holding
+// its shard's rows with shard-local indices; merge accepts DIR and gives
+// the rows of one unsharded run. --dtype float16 is stored and kept by the
+// merge.
+func TestShardsIntoDatasetDir(t *testing.T) {
+	t.Parallel()
+	for _, format := range []string{"parquet", "npy"} {
+		dir := t.TempDir()
+		base := []string{"embed", "--model", tinyModel, "--device", "cpu", "-q", "--dtype", "float16"}
+		if format == "npy" {
+			base = append(base, "--format", "npy")
+		}
+		one := filepath.Join(dir, "one."+format)
+		if code, _, stderr := runCLI(t, append(base, "-o", one, fasta)...); code != 0 {
+			t.Fatalf("%s single run: %s", format, stderr)
+		}
+		ds := filepath.Join(dir, "emb") + "/"
+		for i := range 3 {
+			if code, _, stderr := runCLI(t, append(base, "-o", ds, "--shard", []string{"0/3", "1/3", "2/3"}[i], fasta)...); code != 0 {
+				t.Fatalf("%s shard %d: %s", format, i, stderr)
+			}
+		}
+		ents, err := os.ReadDir(ds)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, e := range ents {
+			if !strings.HasPrefix(e.Name(), ".") {
+				names = append(names, e.Name())
+			}
+		}
+		ext := map[string]string{"parquet": ".parquet", "npy": ""}[format]
+		want := []string{"part-00000-of-00003" + ext, "part-00001-of-00003" + ext, "part-00002-of-00003" + ext}
+		if !slices.Equal(names, want) {
+			t.Fatalf("%s: dataset directory holds %v, want %v", format, names, want)
+		}
+		// Each part: shard-local indices from 0, the shard in its metadata,
+		// the dtype stored.
+		var total int
+		for i, n := range names {
+			s, rows := readRows(t, filepath.Join(ds, n))
+			if s.DType != output.Float16 || s.Metadata["shard"] != []string{"0/3", "1/3", "2/3"}[i] {
+				t.Errorf("%s %s: dtype %s, shard %q", format, n, s.DType, s.Metadata["shard"])
+			}
+			if len(rows) > 0 && rows[0].Index != 0 {
+				t.Errorf("%s %s: first index %d, want 0 (shard-local)", format, n, rows[0].Index)
+			}
+			total += len(rows)
+		}
+		merged := filepath.Join(dir, "merged."+format)
+		if code, _, stderr := runCLI(t, "merge", "-q", merged, ds); code != 0 {
+			t.Fatalf("%s merge DIR: %s", format, stderr)
+		}
+		_, r1 := readRows(t, one)
+		s2, r2 := readRows(t, merged)
+		if s2.DType != output.Float16 || len(r1) != len(r2) || len(r2) != total {
+			t.Fatalf("%s: merged %s with %d rows, single run %d, parts %d", format, s2.DType, len(r2), len(r1), total)
+		}
+		// The same model on the same records; float16 storage, so the
+		// values agree to float16's rounding (2^-11 relative) plus the
+		// float32 differences of other batch compositions (1e-5).
+		for i := range r1 {
+			if r1[i].ID != r2[i].ID || r1[i].Index != r2[i].Index || len(r1[i].Values[0]) != len(r2[i].Values[0]) {
+				t.Fatalf("%s row %d: %q/%d vs %q/%d", format, i, r1[i].ID, r1[i].Index, r2[i].ID, r2[i].Index)
+			}
+			for j, a := range r1[i].Values[0] {
+				b := r2[i].Values[0][j]
+				if d := a - b; d > 1e-3*max(1, a) || d < -1e-3*max(1, -a) {
+					t.Fatalf("%s row %d value %d: %v vs %v", format, i, j, a, b)
+				}
+			}
+		}
+	}
+}
+
+// TestDTypeFlag: --dtype is checked before the model loads; an output of
+// another dtype is not resumed or taken as complete.
+func TestDTypeFlag(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	out := filepath.Join(dir, "emb.parquet")
+	code, _, stderr := runCLI(t, "embed", "--model", tinyModel, "--device", "cpu", "-q", "--dtype", "int8", "-o", out, fasta)
+	if code != 2 || !strings.Contains(stderr, `invalid --dtype "int8"`) {
+		t.Errorf("--dtype int8: status %d, %q", code, stderr)
+	}
+	if code, _, stderr := runCLI(t, "embed", "--model", tinyModel, "--device", "cpu", "-q", "--dtype", "bf16", "-o", out, fasta); code != 0 {
+		t.Fatalf("bf16: %s", stderr)
+	}
+	if s, _ := readRows(t, out); s.DType != output.BFloat16 {
+		t.Errorf("dtype %s, want bfloat16", s.DType)
+	}
+	// A float32 run over it is not "already complete": it is refused as
+	// an existing output.
+	code, _, stderr = runCLI(t, "embed", "--model", tinyModel, "--device", "cpu", "-q", "-o", out, fasta)
+	if code == 0 || strings.Contains(stderr, "already complete") {
+		t.Errorf("float32 over bfloat16: status %d, %q", code, stderr)
+	}
+}
