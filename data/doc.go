@@ -4,7 +4,7 @@
 // it never sees a tokenizer, model weights or a GPU (a test checks its
 // dependencies).
 //
-// # FASTA rules (Policy "esm2go-fasta/2")
+// # FASTA rules (Policy "esm2go-fasta/3")
 //
 //   - Line endings are LF, CRLF or a lone CR (mixed freely). Line numbers
 //     count these line breaks, so CRLF is one break.
@@ -12,8 +12,11 @@
 //     header). Blanks are space, tab, vertical tab and form feed.
 //   - Header is the text after '>', trimmed of blanks, as valid UTF-8 (each
 //     run of invalid bytes becomes U+FFFD; other bytes, NUL included, are
-//     kept). ID is its first blank-separated word; an empty header ('>' or
-//     '> ') gives ID "". Duplicate IDs are kept as they are.
+//     kept). ID is its first word: words are separated by blanks and by
+//     Unicode white space (U+00A0 no-break space, U+2000-U+200A, U+3000,
+//     ...: unicode.IsSpace), which is also skipped before the first word.
+//     An empty header ('>' or '> ') gives ID "" (the record is kept; its
+//     index tells it apart). Duplicate IDs are kept as they are.
 //   - Header keeps at most MaxHeaderBytes (64 KiB) of the line, counted from
 //     the first non-blank byte after '>'; HeaderCut counts the bytes left
 //     out, which are read and dropped. A cut inside a multi-byte character
@@ -47,6 +50,9 @@
 // byte. /2 adds MaxHeaderBytes and MaxPreambleBytes (always on) and
 // Options.MaxResidues (off at 0), with Record.Total and Record.HeaderCut to
 // say what was left out. Records that fit the caps are the same as under /1.
+// /3 breaks the ID at Unicode white space too (under /2, ">P1\u00a0desc"
+// gave ID "P1\u00a0desc"); headers without such characters give the same
+// records as under /2.
 //
 // Errors and logs that quote user data (ids, headers, sequence text) should
 // quote it with Quote, which keeps the first QuoteBytes (200) bytes.

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"unicode"
 )
 
 // FuzzFASTA reads arbitrary bytes through the byte-range path, the stream path (stdin) and, compressed and cut short, the gzip
@@ -22,6 +23,7 @@ func FuzzFASTA(f *testing.F) {
 	f.Add([]byte("\x1f\x8b\x08\x00garbage"), uint16(9), uint16(3), uint8(0))
 	f.Add([]byte(strings.Repeat(">\n", 300)), uint16(5), uint16(4), uint8(0))
 	f.Add([]byte("A\rB\rC\r>x\rDE\r\r>y"), uint16(4), uint16(2), uint8(5))
+	f.Add([]byte(">\u00a0P1\u00a0d\nMK\n>P2\u3000\u2003x\nA\n>\u00a0\nC\n>P3\xc2\n"), uint16(6), uint16(3), uint8(2))
 	junk, _ := os.ReadFile(filepath.Join("testdata", "pnnl_JunkTest.fasta"))
 	f.Add(junk[:min(len(junk), 2048)], uint16(100), uint16(20), uint8(0x21))
 	dir := f.TempDir() // one process runs one input at a time: files are reused
@@ -102,7 +104,8 @@ func checkInvariants(t *testing.T, what string, recs []Record, o Options, data [
 		}
 		// Invalid UTF-8 becomes U+FFFD (3 bytes) per run of invalid bytes: at
 		// most 3 bytes per kept byte.
-		if len(r.Header) > 3*o.maxHeader || r.HeaderCut < 0 || !strings.HasPrefix(r.Header, r.ID) {
+		if len(r.Header) > 3*o.maxHeader || r.HeaderCut < 0 || !strings.Contains(r.Header, r.ID) ||
+			strings.IndexFunc(r.ID, unicode.IsSpace) >= 0 || (r.ID == "" && strings.TrimFunc(r.Header, unicode.IsSpace) != "") {
 			t.Fatalf("%s: record %d: header %q (cut %d), id %q, cap %d", what, i, r.Header, r.HeaderCut, r.ID, o.maxHeader)
 		}
 		if r.Index != int64(i) || r.Line < 1 {

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -57,9 +58,9 @@ func refParseOpts(source string, data []byte, index int64, o Options) []Record {
 				raw, cut = raw[:o.maxHeader], int64(len(raw)-o.maxHeader)
 			}
 			h := strings.ToValidUTF8(string(bytes.TrimRightFunc(raw, blank)), "\uFFFD")
-			id := h
-			if i := strings.IndexFunc(h, blank); i >= 0 {
-				id = h[:i]
+			id := ""
+			if f := strings.FieldsFunc(h, func(r rune) bool { return blank(r) || unicode.IsSpace(r) }); len(f) > 0 {
+				id = f[0]
 			}
 			recs = append(recs, Record{Source: source, Line: n + 1, ID: id, Header: h, Seq: []byte{}, HeaderCut: cut})
 			cur = len(recs) - 1

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"math/bits"
 	"slices"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -490,6 +491,33 @@ func (p *parser) close() {
 	p.open = false
 }
 
+// firstWord returns the first word of a header: words are separated by
+// blanks and Unicode white space (unicode.IsSpace: U+00A0, U+2000-U+200A,
+// U+3000, ...), which is skipped before the first word too.
+func firstWord(h string) string {
+	start := -1
+	for i := 0; i < len(h); {
+		c, size := h[i], 1
+		space := isBlank(c)
+		if c >= utf8.RuneSelf {
+			var r rune
+			r, size = utf8.DecodeRuneInString(h[i:])
+			space = unicode.IsSpace(r)
+		}
+		switch {
+		case space && start >= 0:
+			return h[start:i]
+		case !space && start < 0:
+			start = i
+		}
+		i += size
+	}
+	if start < 0 {
+		return ""
+	}
+	return h[start:]
+}
+
 // take returns the records completed so far as a block, with the line
 // breaks read since the previous take, and starts a new block. No record
 // may be open.
@@ -498,13 +526,7 @@ func (p *parser) take() *Block {
 	for i := range p.recs {
 		r := &p.recs[i]
 		r.Header = s[p.hdrs[i].a:p.hdrs[i].b]
-		r.ID = r.Header
-		for k := 0; k < len(r.Header); k++ {
-			if isBlank(r.Header[k]) {
-				r.ID = r.Header[:k]
-				break
-			}
-		}
+		r.ID = firstWord(r.Header)
 		a, b := p.seqs[i].a, p.seqs[i].b
 		r.Seq = p.seq[a:b:b]
 	}

@@ -14,7 +14,8 @@ import (
 //
 //   - header: a line whose first non-blank character is '>'; Header is the
 //     rest, trimmed, valid UTF-8, from at most MaxHeaderBytes bytes of the
-//     line; ID its first blank-separated word (may be "").
+//     line; ID its first word, words separated by blanks or Unicode white
+//     space (may be "").
 //   - line endings LF, CRLF or lone CR; blank lines ignored.
 //   - Seq: following lines up to the next header, all ASCII whitespace removed,
 //     bytes otherwise kept as they are (no upper-casing, no validation); with
@@ -27,8 +28,10 @@ import (
 // esm2go-fasta/2 differs from /1 in the caps: headers longer than
 // MaxHeaderBytes and text before the first header longer than
 // MaxPreambleBytes are cut (Record.HeaderCut and Record.Total say by how
-// much), and Options.MaxResidues cuts Seq.
-const Policy = "esm2go-fasta/2"
+// much), and Options.MaxResidues cuts Seq. esm2go-fasta/3 differs from /2 in
+// the ID only: Unicode white space (U+00A0 and the others unicode.IsSpace
+// names) separates words as blanks do.
+const Policy = "esm2go-fasta/3"
 
 // MaxHeaderBytes is how many bytes of a header line (after '>' and the
 // blanks that follow it) a Record keeps; HeaderCut counts the rest.
@@ -47,7 +50,7 @@ type Record struct {
 	Source    string // file name as given ("-" for stdin)
 	Line      int    // 1-based line of the header line; for a problem record, the line where it starts
 	Index     int64  // 0-based position of the record in the whole input (all files in order, problem records included)
-	ID        string // first blank-separated word of the header, valid UTF-8; may be ""
+	ID        string // first word of the header (blanks and Unicode white space separate words), valid UTF-8; may be ""
 	Header    string // the header line after '>', trimmed, valid UTF-8, from at most MaxHeaderBytes of its bytes
 	Seq       []byte // residue bytes, whitespace removed, lines joined; not upper-cased or validated; at most Options.MaxResidues of them
 	Total     int64  // residue bytes the record holds in the input; > len(Seq) when Seq was cut
