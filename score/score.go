@@ -439,13 +439,13 @@ func (s *Scorer) pll(ctx context.Context, toks [][]int32, vars []Variant, res []
 	err := s.pass(ctx, PLL, total, next, func(e entry, logits []float32) error {
 		logSoftmax(lp, logits[e.pos*V:(e.pos+1)*V])
 		q := seqs[e.tag]
-		true_ := toks[q.w][e.pos]
+		truth := toks[q.w][e.pos]
 		for _, sub := range q.m {
 			if sub.Pos == e.pos {
-				true_ = tokenOf(sub.MT)
+				truth = tokenOf(sub.MT)
 			}
 		}
-		sums[e.tag] += lp[true_]
+		sums[e.tag] += lp[truth]
 		return nil
 	})
 	if err != nil {
