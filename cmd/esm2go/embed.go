@@ -16,7 +16,6 @@ import (
 	"github.com/esm2go/esm2go/data"
 	"github.com/esm2go/esm2go/embed"
 	"github.com/esm2go/esm2go/esm"
-	"github.com/esm2go/esm2go/monitor"
 	"github.com/esm2go/esm2go/output"
 	"github.com/spf13/pflag"
 )
@@ -74,7 +73,7 @@ func newEmbedFlagSet(f *embedFlags) *pflag.FlagSet {
 	fs.BoolVarP(&f.quiet, "quiet", "q", false, "print warnings and errors only")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format on stderr: text or json")
 	fs.StringVar(&f.metricsJSON, "metrics-json", "", "write run metrics to FILE, one JSON object per line per window (an existing FILE needs --overwrite)")
-	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve run metrics in Prometheus text format at http://ADDR/metrics, e.g. 127.0.0.1:9100; a host other than loopback (\":9100\", \"0.0.0.0:9100\") exposes them to the network")
+	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve run metrics in Prometheus text format at http://ADDR/metrics and a live page plotting them at http://ADDR/, e.g. 127.0.0.1:9100; a host other than loopback (\":9100\", \"0.0.0.0:9100\") exposes them to the network")
 	fs.StringVar(&f.shard, "shard", "", "embed only part i of N of the input (i/N, 0-based), or auto: the Slurm array task or Kubernetes indexed-job index; join the parts with esm2go merge")
 	fs.Int64Var(&f.commitRows, "commit-rows", 100_000, "commit the rows written so far (fsynced: a killed run resumes after them) every N rows, or every --commit-every, whichever comes first")
 	fs.DurationVar(&f.commitEvery, "commit-every", 2*time.Minute, "commit the rows written so far at least this often (see --commit-rows)")
@@ -128,8 +127,9 @@ func joinInts(v []int) string {
 	return strings.Join(s, ",")
 }
 
-func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	var f embedFlags
+	defer func() { err = asJSONLog(err, f.logFormat == "json") }() // run prints it as JSON
 	fs := newEmbedFlagSet(&f)
 	usage := embedUsage()
 	if err := parseFlags(fs, args, usage, stdout); err != nil {
@@ -191,13 +191,8 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if len(f.layers) == 0 {
 		return bad("--repr-layers is empty")
 	}
-	for _, in := range inputs {
-		if in == "-" {
-			continue
-		}
-		if _, err := os.Stat(in); err != nil {
-			return err
-		}
+	if err := checkInputs(inputs); err != nil {
+		return err
 	}
 	shard, err := parseShard(f.shard, os.Getenv)
 	if err != nil {
@@ -208,7 +203,7 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 
 	// Logging and progress.
-	lw := &lockedWriter{w: stderr}
+	lw := newDisplay(stderr, f.quiet, f.logFormat == "json") // the logger writes through it (progress.go)
 	level := slog.LevelInfo
 	if f.quiet {
 		level = slog.LevelWarn
@@ -220,12 +215,19 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	} else {
 		log = slog.New(slog.NewTextHandler(lw, hopts))
 	}
+	log = lw.attach(log)
+
+	if err := scanInputs(ctx, inputs, f.truncation, log); err != nil {
+		return err
+	}
+	_, statErr := os.Lstat(f.out)
+	outExisted := statErr == nil
 
 	// Model.
 	loadStart := time.Now()
 	var dlProgress io.Writer
 	if !f.quiet {
-		dlProgress = stderr // the weights package draws a bar when this is a terminal
+		dlProgress = lw.downloadWriter() // the weights package draws a bar when this is a terminal
 	}
 	ck, cfg, err := openModel(ctx, f.model, dlProgress)
 	if err != nil {
@@ -250,7 +252,13 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			fmt.Fprintf(lw, "esm2go: %s\n", msg)
 		}
 	}
-	ords, prec, err := resolveDevices(dev, precision, fs.Changed("precision"), note)
+	ords, prec, err := resolveDevices(dev, precision, fs.Changed("precision"), note, func(perr error) {
+		if msg, warn := noGPUNote(perr, f.threads); warn {
+			log.Warn(msg)
+		} else {
+			note(msg)
+		}
+	})
 	if err != nil {
 		return err
 	}
@@ -283,7 +291,6 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		// run, so its identity never matches another's.
 		identity["input"] = fmt.Sprintf("stdin (pid %d, %s)", os.Getpid(), time.Now().Format(time.RFC3339Nano))
 	}
-	pr := &progress{w: lw, tty: isTerminal(stderr) && !f.quiet && f.logFormat == "text", log: log, start: time.Now()}
 	opts := embed.Options{
 		Inputs:       inputs,
 		Out:          f.out,
@@ -320,20 +327,13 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		opts.Metadata[metaShard] = shard.String()
 		log.Info("sharded run", "shard", shard.String(), "from", shard.From)
 	}
-	mon, err := startMonitor(ctx, &f, ords, lw, log, pr.tty)
+	mon, err := startMonitor(ctx, &f, ords, lw, log)
 	if err != nil {
 		return err
 	}
 	defer mon.Close()
-	switch {
-	case f.quiet:
-		opts.Progress = mon.Observe
-	default:
-		opts.Progress = func(s *embed.Summary, final bool) {
-			pr.update(s, final)
-			mon.Observe(s, final)
-		}
-	}
+	mon.SetSettings(pageSettings(&f, ck.Path, absLayers, inc, dev, ords, prec, inputs))
+	opts.Progress = lw.observe(mon)
 	loaded := func(name, backend string) {
 		log.Info("model loaded", "device", name, "model", f.model, "path", ck.Path, "layers", cfg.Layers, "dim", cfg.Dim,
 			"backend", backend, "load_time", time.Since(loadStart).Round(time.Millisecond).String(),
@@ -345,15 +345,11 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		mon.Observe(sum, true) // RunDevices reports the final totals on success only
 	}
 	rep, merr := mon.Close()
-	pr.clear()
+	lw.finish()
 	if merr != nil {
 		log.Warn("metrics file", "err", merr)
 	}
-	if !f.quiet {
-		for _, line := range rep.Lines() {
-			note(strings.TrimPrefix(line, "esm2go: "))
-		}
-	}
+	lw.metrics(rep)
 	if err != nil {
 		return withOverwriteHint(err)
 	}
@@ -361,7 +357,10 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		note(fmt.Sprintf("%s is already complete (written by a run with the same model, options and input); nothing to do (--overwrite recomputes it)", f.out))
 		return nil
 	}
-	pr.summary(sum, f.out)
+	if err := checkEmbedded(sum, f.out, outExisted, shard.Count > 0, log); err != nil {
+		return err
+	}
+	lw.summary(sum, f.out)
 	return nil
 }
 
@@ -391,6 +390,9 @@ func outputFormat(flag string, given bool, out string) (output.Format, error) {
 // or when --metrics-json would clobber a file or name the output or an
 // input.
 func checkOutputs(f *embedFlags, inputs []string) error {
+	if err := checkOutputDir(f.out); err != nil {
+		return err
+	}
 	keep := slices.DeleteFunc(slices.Clone(inputs), func(s string) bool { return s == "-" })
 	if err := output.Check(f.out, output.Options{Overwrite: f.overwrite, Keep: keep}); err != nil {
 		return withOverwriteHint(err)
@@ -422,56 +424,4 @@ func withOverwriteHint(err error) error {
 		return fmt.Errorf("%w (use --overwrite to replace it)", err)
 	}
 	return err
-}
-
-// startMonitor starts the run's metrics: a line on stderr every
-// --metrics-every batches (unless --quiet), --metrics-json lines, the
-// --metrics-addr endpoint, NVML figures for the CUDA devices in ords.
-func startMonitor(ctx context.Context, f *embedFlags, ords []int, lw *lockedWriter, log *slog.Logger, tty bool) (*monitor.Monitor, error) {
-	mo := monitor.Options{
-		Every:     f.metricsEvery,
-		JSONPath:  f.metricsJSON,
-		Overwrite: f.overwrite,
-		Addr:      f.metricsAddr,
-		Log:       log,
-		NoGPU:     len(ords) == 0,
-	}
-	if len(ords) > 0 {
-		// NVML index = CUDA ordinal: true with CUDA_DEVICE_ORDER=PCI_BUS_ID
-		// and no CUDA_VISIBLE_DEVICES remapping.
-		mo.Devices = slices.Compact(slices.Sorted(slices.Values(ords)))
-	}
-	if !f.quiet {
-		mo.Human = &metricsLines{w: lw, tty: tty, log: log, json: f.logFormat == "json"}
-	}
-	mon, err := monitor.New(ctx, mo)
-	if err != nil {
-		return nil, fmt.Errorf("--metrics-json/--metrics-addr: %w", err)
-	}
-	if a := mon.Addr(); a != "" {
-		log.Info("serving metrics", "url", "http://"+a+"/metrics")
-	}
-	return mon, nil
-}
-
-// metricsLines writes the monitor's lines to stderr: over the live progress
-// line on a terminal (it is redrawn after), as log records in json.
-type metricsLines struct {
-	w    io.Writer
-	tty  bool
-	json bool
-	log  *slog.Logger
-}
-
-func (m *metricsLines) Write(p []byte) (int, error) {
-	line := strings.TrimRight(string(p), "\n")
-	switch {
-	case m.json:
-		m.log.Info(strings.TrimPrefix(line, "metrics: "), "kind", "metrics")
-	case m.tty:
-		fmt.Fprintf(m.w, "\r\033[K%s\n", line)
-	default:
-		fmt.Fprintf(m.w, "%s\n", line)
-	}
-	return len(p), nil
 }
