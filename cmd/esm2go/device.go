@@ -83,9 +83,10 @@ func cutFlag(s string) string {
 // resolveDevices turns the spec into what runs: the CUDA ordinals (none
 // for the CPU) and the precision the run computes in (fp32 on the CPU).
 // auto uses GPU 0 when the CUDA backend can start there, else the CPU
-// (saying why on note); cuda fails with the reason. Deciding here, before
-// anything loads, lets the precision go into the run's identity (resume).
-func resolveDevices(spec deviceSpec, precision esm.Precision, precisionSet bool, note func(string)) (ords []int, prec esm.Precision, err error) {
+// (saying why through noGPU); cuda fails with the reason. Deciding here,
+// before anything loads, lets the precision go into the run's identity
+// (resume).
+func resolveDevices(spec deviceSpec, precision esm.Precision, precisionSet bool, note func(string), noGPU func(error)) (ords []int, prec esm.Precision, err error) {
 	if spec.kind == "cuda" || spec.kind == "auto" {
 		n, perr := esmcuda.Probe()
 		switch {
@@ -106,7 +107,7 @@ func resolveDevices(spec deviceSpec, precision esm.Precision, precisionSet bool,
 		case spec.kind == "cuda":
 			return nil, "", fmt.Errorf("--device %s: %w", spec.raw, perr)
 		}
-		note(fmt.Sprintf("no usable GPU (%s); running on the CPU", oneLine(perr.Error())))
+		noGPU(perr)
 	}
 	if precisionSet && precision != esm.FP32 {
 		note(fmt.Sprintf("--precision %s applies to the GPU only; the CPU computes in fp32", precision))
