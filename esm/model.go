@@ -11,7 +11,7 @@ import (
 
 // Request says which outputs Forward produces.
 type Request struct {
-	Layers []int // absolute layer indices 0..L (see Config.ResolveLayers)
+	Layers []int // layer indices 0..L, or negative from the end (-1 = L); Output is keyed by the absolute index
 	Reprs  Repr  // what to pool from each of those layers
 	Logits bool  // MLM logits (T, V) of the last layer
 }
@@ -215,10 +215,9 @@ func (m *Model) launch(b *Batch, req Request, out *Output) error {
 	if err := b.Check(); err != nil {
 		return err
 	}
-	for _, l := range req.Layers {
-		if l < 0 || l > m.Cfg.Layers {
-			return fmt.Errorf("esm: requested layer %d outside 0..%d", l, m.Cfg.Layers)
-		}
+	var err error
+	if req.Layers, err = m.requestLayers(req.Layers); err != nil {
+		return err
 	}
 	if req.Logits && !m.HasLMHead() {
 		return fmt.Errorf("esm: logits requested but the checkpoint has no LM head")
