@@ -220,6 +220,13 @@ func TestInputProgress(t *testing.T) {
 	if !ok || f != 0.25 || eta != 30*time.Second {
 		t.Errorf("%v, %v, %v; want 0.25, 30s", f, eta, ok)
 	}
+	// All bytes read, but only half of the records read are done (the
+	// reader works ahead of the devices): half the run.
+	h := embed.Summary{InputBytes: 1000, InputSize: 1000, Records: 100, Skipped: 10, Elapsed: 10 * time.Second,
+		Devices: []embed.DeviceSummary{{Sequences: 25}, {Sequences: 15}}}
+	if f, eta, _ := InputProgress(&h); f != 0.5 || eta != 10*time.Second {
+		t.Errorf("reader ahead: %v, %v; want 0.5, 10s", f, eta)
+	}
 	s.InputBytes = 1100 // the file grew while read
 	if f, eta, _ := InputProgress(&s); f != 1 || eta != 0 {
 		t.Errorf("past the size: %v, %v", f, eta)
