@@ -18,20 +18,29 @@
 //	<vector>   list<float32>        (D,)  per record
 //	<matrix>   list<list<float32>>  (L, D) per record, one inner list per residue
 //
-// Lists use the standard three-level LIST encoding with required elements;
-// a record with L = 0 has an empty outer list. Compression is snappy on every
-// column: embeddings are close to incompressible (zstd measured no better on
-// Gaussian-like floats), snappy costs little and still shrinks ids and levels.
-// Row groups hold at most 10,000 records or 64 MiB of float payload, so memory
-// stays flat (a few times 64 MiB) however many records are written.
+// With Schema.DType float16 the element is FIXED_LEN_BYTE_ARRAY(2) with
+// parquet's FLOAT16 logical type (pyarrow >= 15 reads it as halffloat); with
+// bfloat16, FIXED_LEN_BYTE_ARRAY(2) without a logical type (see dtype.go).
 //
-// parquet-go encodes each float as a separate value with its levels, so the
-// parquet writer is CPU-bound at roughly 50-70 MB/s of floats on one core of
-// a 2-core dev box, versus several hundred MB/s for npy; prefer npy for large
-// per-token outputs (BenchmarkWrite measures both).
+// Lists use the standard three-level LIST encoding with required elements;
+// a record with L = 0 has an empty outer list. The fixed columns are snappy
+// compressed; embedding values are stored uncompressed, without statistics:
+// they are close to incompressible (snappy wrote 1.002 bytes per raw byte,
+// zstd no better on Gaussian-like floats) and nothing filters on their
+// min or max. Row groups hold at most 10,000 records or 64 MiB of float
+// payload, so memory stays flat however many records are written.
+//
+// parquet-go takes each float as a separate 24-byte value with its levels,
+// so encoding costs about 50 MB of float32 payload per CPU-second on the
+// 2-core dev box, against about 500 for npy (BenchmarkWritePerTok). Row
+// groups are therefore encoded on up to 4 goroutines at once and committed
+// in order (parquet.go), which multiplies the writer's pace by the cores it
+// gets, at the cost of up to 5 row groups in memory (about 700 MiB at the
+// 64 MiB bound). npy remains the cheaper format for large per-token outputs.
 //
 // Key-value metadata: every Schema.Metadata entry as given, plus
-// "esm2go.output" = {"layout_version":1,"columns":[{"name","kind","dim"}...]}.
+// "esm2go.output" = {"layout_version":1,"columns":[{"name","kind","dim"}...]}
+// (layout_version 2 and "dtype" for float16 and bfloat16).
 //
 // Reading with pandas / pyarrow:
 //
@@ -46,10 +55,11 @@
 //
 //	<vector>.npy          float32 '<f4' C order, (N, D); row i is record i
 //	<matrix>.npy          float32 '<f4' C order, (R, D); all residues, records concatenated
+//	                      (float16: '<f2'; bfloat16: '|V2', raw bfloat16 bits)
 //	<matrix>.offsets.npy  int64 '<i8', (N+1,); record i is rows offsets[i]:offsets[i+1]
 //	records.tsv           header "index\tid\tlength\ttruncated", one line per record,
 //	                      truncated as true/false, tabs/newlines in ids replaced by spaces
-//	metadata.json         {"layout_version", "format": "npy", "records": N,
+//	metadata.json         {"layout_version", "format": "npy", "records": N, "dtype" (not float32),
 //	                       "columns": [{"name","kind","dim","file","offsets"}...],
 //	                       "metadata": Schema.Metadata}
 //

@@ -123,6 +123,20 @@ func (d DType) rangeName() string {
 // NaN stays NaN (quiet), ±Inf and values that round beyond 65504 become ±Inf.
 func f32ToF16(x float32) uint16 {
 	b := math.Float32bits(x)
+	if a := b & 0x7fffffff; a-0x38800000 < 0x477ff000-0x38800000 {
+		// The common case, a normal result: |x| in [2^-14, 65520). Rebias
+		// the exponent and round the 13 dropped bits to nearest even; a
+		// carry into the exponent is right.
+		a -= (127 - 15) << 23
+		a += 0xfff + (a>>13)&1
+		return uint16(b>>16)&0x8000 | uint16(a>>13)
+	}
+	return f32ToF16Rare(b)
+}
+
+// f32ToF16Rare is f32ToF16 for the bits b of zeros, subnormal results,
+// overflows, Inf and NaN (and is correct for any b).
+func f32ToF16Rare(b uint32) uint16 {
 	sign := uint16(b>>16) & 0x8000
 	e32 := int(b>>23) & 0xff
 	mant := b & 0x7fffff

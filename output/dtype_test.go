@@ -74,6 +74,11 @@ func TestFloat16RoundsToNearestEven(t *testing.T) {
 			if h&1 == 1 {
 				even = hi
 			}
+			for _, x := range []float32{mid, math.Nextafter32(mid, 0), f16ToF32(lo)} {
+				if fast, rare := f32ToF16(x), f32ToF16Rare(math.Float32bits(x)); fast != rare {
+					t.Fatalf("%v: the fast path gives %#04x, the general one %#04x", x, fast, rare)
+				}
+			}
 			if got := f32ToF16(mid); got != even {
 				t.Fatalf("tie %v between %#04x and %#04x rounds to %#04x, want %#04x", mid, lo, hi, got, even)
 			}

@@ -614,8 +614,12 @@ func (m *merger) copyGroup(r *Reader, w *parquetWriter) error {
 	} else if m.sum.Rows > 0 && gc.first <= m.last {
 		return fmt.Errorf("index %d not after %d", gc.first, m.last)
 	}
-	// WriteRowGroup first flushes the rows the Writer holds as a row group
-	// of their own, then splices this one in.
+	// The rows the Writer holds become row groups of their own first
+	// (WriteRowGroup would flush only those parquet-go holds), then this
+	// one is spliced in.
+	if err := w.flushGroups(); err != nil {
+		return &fatalCopyError{err}
+	}
 	if err := guard(func() error { _, err := w.pw.WriteRowGroup(rg); return err }); err != nil {
 		// The Writer may hold part of the group now: not recoverable.
 		return &fatalCopyError{fmt.Errorf("copy row group %d: %w", s.g, err)}

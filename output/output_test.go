@@ -670,7 +670,13 @@ func TestInvalidSchemaAndFormat(t *testing.T) {
 
 // benchWrite writes n rows of each column and reports float payload MB/s.
 func benchWrite(b *testing.B, f Format, col Column, n, length int) {
-	s := Schema{Columns: []Column{col}}
+	benchWriteDType(b, f, Float32, col, n, length)
+}
+
+// benchWriteDType is benchWrite storing dtype d; MB/s counts the float32
+// payload given to Write.
+func benchWriteDType(b *testing.B, f Format, d DType, col Column, n, length int) {
+	s := Schema{Columns: []Column{col}, DType: d}
 	size := col.Dim
 	if col.Kind == Matrix {
 		size = length * col.Dim
@@ -687,6 +693,7 @@ func benchWrite(b *testing.B, f Format, col Column, n, length int) {
 	}
 	dir := b.TempDir()
 	var fileBytes int64
+	cpu0 := cpuSeconds()
 	for b.Loop() {
 		path := filepath.Join(dir, "out")
 		w, err := CreateWithOptions(path, f, s, Options{Overwrite: true})
@@ -708,6 +715,7 @@ func benchWrite(b *testing.B, f Format, col Column, n, length int) {
 		fileBytes = diskSize(b, path)
 	}
 	payload := float64(4 * size * n)
+	reportCPU(b, cpu0, payload)
 	b.SetBytes(int64(payload))
 	b.ReportMetric(float64(fileBytes)/payload, "disk/raw")
 	b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "records/s")

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"runtime"
+	"sync"
 
 	"github.com/parquet-go/parquet-go"
 	"github.com/parquet-go/parquet-go/format"
@@ -19,8 +21,8 @@ const (
 	parquetMaxGroupBytes = 64 << 20 // raw float bytes + ids
 )
 
-// parquetCodec compresses every column. Embeddings compress little (see
-// doc.go); snappy costs almost nothing and still shrinks ids and levels.
+// parquetCodec compresses the fixed columns (ids, indices, lengths);
+// embedding values are stored uncompressed (parquetSchema, doc.go).
 var parquetCodec = &parquet.Snappy
 
 // Fixed leading columns; embedding columns follow at parquetFixedCols+i.
@@ -44,9 +46,13 @@ type parquetWriter struct {
 	pw    *parquet.Writer
 	check rowChecker
 
-	row        parquet.Row // reused row buffer, (4 + sum of values) Values
-	half       []byte      // float16/bfloat16: the row's values as 2-byte items, which row points into
-	groupRows  int
+	// The row group being filled, and those being encoded or waiting to
+	// be committed, oldest first (see submit).
+	cur        *pqGroup
+	inflight   []*pqGroup
+	jobs       chan *pqGroup // to the encoders; nil until the first group is full
+	encoders   sync.WaitGroup
+	groupRows  int // rows in cur
 	groupBytes int64
 	// maxGroupRows and maxGroupBytes are the flush bounds:
 	// parquetMaxGroupRows and parquetMaxGroupBytes, lowered by tests that
@@ -127,7 +133,10 @@ func parquetSchema(cols []Column, d DType, readBack bool) *parquet.Schema {
 	add("length", parquet.Leaf(parquet.Int32Type))
 	add("truncated", parquet.Leaf(parquet.BooleanType))
 	for _, c := range cols {
-		elem := parquet.Leaf(parquetLeaf(d, readBack))
+		// Embedding values are stored uncompressed: snappy does not shrink
+		// them (BenchmarkWrite measured 1.002 bytes on disk per raw byte)
+		// and cost CPU at the writer's pace.
+		elem := parquet.Compressed(parquet.Leaf(parquetLeaf(d, readBack)), &parquet.Uncompressed)
 		switch c.Kind {
 		case Vector:
 			add(c.Name, parquet.List(elem)) // list<float32>, (D,)
@@ -167,13 +176,12 @@ func newParquetWriter(own owner, schema Schema) (*parquetWriter, error) {
 		parquet.Compression(parquetCodec),
 		parquet.KeyValueMetadata(metaKey, string(meta)),
 	}
-	if schema.DType.orDefault() != Float32 {
-		// parquet-go orders FIXED_LEN_BYTE_ARRAY bounds as unsigned bytes,
-		// which is not the order of little-endian halves: no statistics
-		// rather than wrong ones.
-		for _, c := range schema.Columns {
-			options = append(options, parquet.SkipPageStatistics(leafPath(c)...), parquet.SkipPageBounds(leafPath(c)...))
-		}
+	// No statistics on embedding values: no query filters on an
+	// embedding's min or max, computing them costs several percent of the
+	// writer's time, and for 2-byte dtypes parquet-go would order them as
+	// unsigned bytes, which is not the order of little-endian halves.
+	for _, c := range schema.Columns {
+		options = append(options, parquet.SkipPageStatistics(leafPath(c)...), parquet.SkipPageBounds(leafPath(c)...))
 	}
 	for k, v := range schema.Metadata {
 		options = append(options, parquet.KeyValueMetadata(k, v))
@@ -206,38 +214,193 @@ func (w *parquetWriter) Write(r *Row) error {
 	if err := w.check.check(r); err != nil {
 		return err
 	}
+	if w.cur == nil {
+		w.cur = &pqGroup{done: make(chan error, 1)}
+	}
+	nbytes := w.cur.add(r)
+	w.check.accept(r)
+	w.groupRows++
+	w.groupBytes += nbytes
+	if w.groupRows >= w.maxGroupRows || w.groupBytes >= w.maxGroupBytes {
+		if err := w.submit(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
-	// Levels: a list<float32> leaf has max repetition 1 and max definition 1;
-	// list<list<float32>> has 2 and 2. The first value of a record repeats at
-	// level 0, the first of an inner list at 1, the rest at the list's depth.
-	// An empty outer list (Length 0) is one null at definition level 0.
-	row := w.row[:0]
+// Row groups are encoded concurrently: Write copies each row's values
+// into the group being filled; a full group goes to one of up to
+// parquetEncoders goroutines, which turns it into pages in a
+// parquet.ConcurrentRowGroupWriter, and the groups are committed to the
+// file in order, on the caller's goroutine, once encoded. parquet-go takes
+// every value as a 24-byte parquet.Value (BenchmarkWritePerTok: about
+// 50 MB of floats per CPU-second on the 2-core dev box, against 500 for
+// npy), so encoding on several cores is what lets per-token outputs keep
+// up with a GPU. At most parquetEncoders groups are in flight besides the
+// one being filled, so memory stays bounded: per group, its rows (at most
+// parquetMaxGroupBytes plus one row) and their encoded pages.
+const maxParquetEncoders = 4
+
+// parquetEncoders is how many row groups are encoded at once: one fewer
+// than the CPUs (the caller produces rows on one), at least 1, at most
+// maxParquetEncoders.
+func parquetEncoders() int {
+	return max(1, min(runtime.GOMAXPROCS(0)-1, maxParquetEncoders))
+}
+
+// pqGroup is one row group: its rows, copied, then encoded.
+type pqGroup struct {
+	rows []Row // Values point into vals
+	vals [][]float32
+	rg   *parquet.ConcurrentRowGroupWriter
+	done chan error // the encoder's result
+}
+
+// add copies r into g and returns the bytes it counts toward the group's
+// bound (float32 payload plus the id and fixed fields).
+func (g *pqGroup) add(r *Row) int64 {
+	n := 0
+	for _, v := range r.Values {
+		n += len(v)
+	}
+	buf := make([]float32, n)
+	c := Row{ID: r.ID, Index: r.Index, Length: r.Length, Truncated: r.Truncated, Values: make([][]float32, len(r.Values))}
+	off := 0
+	for i, v := range r.Values {
+		c.Values[i] = buf[off : off+len(v) : off+len(v)]
+		off += copy(c.Values[i], v)
+	}
+	g.rows = append(g.rows, c)
+	return int64(len(r.ID)+17) + 4*int64(n)
+}
+
+// encode writes g's rows into g.rg and flushes its pages (run by an encoder).
+func (g *pqGroup) encode(cols []Column, dtype DType) error {
+	var row parquet.Row
+	var half []byte
+	rows := []parquet.Row{nil}
+	for i := range g.rows {
+		row, half = encodeRow(row[:0], half, &g.rows[i], cols, dtype)
+		rows[0] = row
+		if _, err := g.rg.WriteRows(rows); err != nil {
+			return fmt.Errorf("record %d (%s): %w", g.rows[i].Index, quote(g.rows[i].ID), err)
+		}
+		g.rows[i].Values = nil // done with; let the collector have it
+	}
+	g.rows = nil
+	return g.rg.Flush()
+}
+
+// submit sends the group being filled to an encoder, first committing the
+// oldest group in flight if there are as many as encoders.
+func (w *parquetWriter) submit() error {
+	g := w.cur
+	w.cur = nil
+	w.groupRows, w.groupBytes = 0, 0
+	if g == nil || len(g.rows) == 0 {
+		return nil
+	}
+	if w.jobs == nil {
+		n := parquetEncoders()
+		w.jobs = make(chan *pqGroup, n)
+		for range n {
+			w.encoders.Add(1)
+			go func() {
+				defer w.encoders.Done()
+				for g := range w.jobs {
+					g.done <- guard(func() error { return g.encode(w.check.cols, w.check.dtype) })
+				}
+			}()
+		}
+	}
+	for len(w.inflight) >= cap(w.jobs) {
+		if err := w.commitOldest(); err != nil {
+			return err
+		}
+	}
+	g.rg = w.pw.BeginRowGroup()
+	w.inflight = append(w.inflight, g)
+	w.jobs <- g
+	return nil
+}
+
+// commitOldest waits for the oldest group in flight and commits it.
+func (w *parquetWriter) commitOldest() error {
+	g := w.inflight[0]
+	w.inflight = w.inflight[1:]
+	err := <-g.done
+	if err == nil {
+		err = guard(func() error { _, err := g.rg.Commit(); return err })
+	}
+	if err != nil {
+		w.err = fmt.Errorf("output: %s: row group: %w", w.final, err)
+		return w.err
+	}
+	return nil
+}
+
+// flushGroups submits the group being filled and commits every group in
+// flight, so that everything written is in the file's row groups (merge
+// calls it before it copies a row group in).
+func (w *parquetWriter) flushGroups() error {
+	if w.err != nil {
+		return w.err
+	}
+	if err := w.submit(); err != nil {
+		return err
+	}
+	for len(w.inflight) > 0 {
+		if err := w.commitOldest(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// stopEncoders ends the encoder goroutines, waiting for any group they
+// are encoding; groups still in flight are dropped.
+func (w *parquetWriter) stopEncoders() {
+	if w.jobs != nil {
+		close(w.jobs)
+		w.encoders.Wait()
+		w.jobs = nil
+	}
+	w.inflight, w.cur = nil, nil
+}
+
+// encodeRow appends r's values to row as parquet values, the embedding
+// columns stored as dtype (half holds their 2-byte encoding, which the
+// values point into), and returns row and half for reuse.
+//
+// Levels: a list<float32> leaf has max repetition 1 and max definition 1;
+// list<list<float32>> has 2 and 2. The first value of a record repeats at
+// level 0, the first of an inner list at 1, the rest at the list's depth.
+// An empty outer list (Length 0) is one null at definition level 0.
+func encodeRow(row parquet.Row, half []byte, r *Row, cols []Column, dtype DType) (parquet.Row, []byte) {
 	row = append(row,
 		parquet.ByteArrayValue([]byte(sanitizeID(r.ID))).Level(0, 0, colID),
 		parquet.Int64Value(r.Index).Level(0, 0, colIndex),
 		parquet.Int32Value(int32(r.Length)).Level(0, 0, colLength),
 		parquet.BooleanValue(r.Truncated).Level(0, 0, colTruncated),
 	)
-	nbytes := int64(len(r.ID) + 17)
-	dtype := w.check.dtype
 	if dtype != Float32 {
 		n := 0
 		for _, v := range r.Values {
 			n += len(v)
 		}
-		if cap(w.half) < 2*n {
-			w.half = make([]byte, 2*n)
+		if cap(half) < 2*n {
+			half = make([]byte, 2*n)
 		}
 	}
-	half := w.half[:0]
-	for i, col := range w.check.cols {
+	used := half[:0]
+	for i, col := range cols {
 		ci := parquetFixedCols + i
 		vals := r.Values[i]
-		nbytes += int64(dtype.size() * len(vals))
 		var enc []byte // vals as 2-byte items
 		if dtype != Float32 {
-			enc = half[len(half) : len(half)+2*len(vals)]
-			half = half[:len(half)+2*len(vals)]
+			enc = used[len(used) : len(used)+2*len(vals)]
+			used = used[:len(used)+2*len(vals)]
 			dtype.encode16(enc, vals)
 		}
 		add := func(row parquet.Row, j, n, first, rep, def int) parquet.Row {
@@ -261,23 +424,7 @@ func (w *parquetWriter) Write(r *Row) error {
 			}
 		}
 	}
-	w.row = row
-
-	if _, err := w.pw.WriteRows([]parquet.Row{row}); err != nil {
-		w.err = fmt.Errorf("output: %s: record %q: %w", w.final, r.ID, err)
-		return w.err
-	}
-	w.check.accept(r)
-	w.groupRows++
-	w.groupBytes += nbytes
-	if w.groupRows >= w.maxGroupRows || w.groupBytes >= w.maxGroupBytes {
-		if err := w.pw.Flush(); err != nil {
-			w.err = fmt.Errorf("output: %s: flush row group: %w", w.final, err)
-			return w.err
-		}
-		w.groupRows, w.groupBytes = 0, 0
-	}
-	return nil
+	return row, half
 }
 
 // appendFloats appends one innermost list of a leaf column: the first value
@@ -333,8 +480,13 @@ func (w *parquetWriter) Close() error {
 		w.Abort()
 		return err
 	}
+	if err := w.flushGroups(); err != nil {
+		w.Abort()
+		return err
+	}
+	w.stopEncoders()
 	defer w.done()
-	err := w.pw.Close()
+	err := guard(w.pw.Close)
 	if err == nil {
 		err = w.file.Sync()
 	}
@@ -345,7 +497,6 @@ func (w *parquetWriter) Close() error {
 		err = w.owner.publish(w.tmp)
 	}
 	w.closed = true
-	w.row = nil
 	if err != nil {
 		os.Remove(w.tmp)
 		return fmt.Errorf("output: %s: %w", w.final, err)
@@ -359,7 +510,7 @@ func (w *parquetWriter) Abort() error {
 	}
 	defer w.done()
 	w.closed = true
-	w.row = nil
+	w.stopEncoders()
 	w.file.Close()
 	if err := os.Remove(w.tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("output: %s: remove temporary: %w", w.final, err)

@@ -360,6 +360,7 @@ func hostilePage(t *testing.T, h format.PageHeader, body []byte) []byte {
 	cc.DataPageOffset = int64(start)
 	cc.DictionaryPageOffset = 0
 	cc.TotalCompressedSize = int64(len(page))
+	cc.Codec = format.Snappy // embedding values are written uncompressed; these pages test the snappy bounds
 	return withFooter(t, b, page, &md)
 }
 
