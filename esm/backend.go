@@ -105,6 +105,14 @@ type Backend interface {
 	// Attention: out(T,D) = softmax(q·k^T)·v per sequence and head over the
 	// packed qkv(T,3D), with no attention across sequences.
 	Attention(out, qkv Tensor, H, HD int) error
+	// AttentionProbs materializes what Attention applies to v, for one
+	// sequence and a range of heads: probs(nh, n, n) = softmax(q·k^T) of
+	// heads h0..h0+nh-1 of sequence seq of the current batch (n = its
+	// token count, BOS and EOS included), over the packed qkv(T,3D) after
+	// RotaryQK (q pre-scaled), with fp32 scores and softmax. probs must be
+	// wide. Used for contact maps (Model.Contacts); the forward pass never
+	// calls it.
+	AttentionProbs(probs, qkv Tensor, H, HD, seq, h0, nh int) error
 	// GELU applies the exact erf GELU to the first n elements of x in place.
 	GELU(x Tensor, n int) error
 	// PoolMean: dst(nseq,D) = mean of x(T,D) over each sequence's residue

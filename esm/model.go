@@ -230,32 +230,16 @@ func (m *Model) launch(b *Batch, req Request, out *Output) error {
 		return err
 	}
 	be, p, c := m.be, m.params, m.Cfg
-	D, F, H, HD := c.Dim, c.FFN, c.Heads, c.HeadDim()
-	eps := c.LayerNormEps
-	mask := int32(-1)
-	if c.TokenDropout {
-		mask = c.MaskToken
-	}
-	qScale := float32(1 / math.Sqrt(float64(HD)))
+	D, eps := c.Dim, c.LayerNormEps
 
 	if err := be.SetBatch(b); err != nil {
 		return err
 	}
 	e := errs{}
-	e.do(be.Embed(m.x, p.Embed, D, mask))
+	e.do(m.embed())
 	e.do(m.collect(0, req, out))
-	for i, l := range p.Layers {
-		// x += out(attention(rotary(qkv(LN1(x)))))
-		e.do(be.LayerNorm(m.h, m.x, l.LN1W, l.LN1B, D, eps))
-		e.do(be.Linear(m.qkv, m.h, l.QKVW, l.QKVB, D, 3*D, false))
-		e.do(be.RotaryQK(m.qkv, H, HD, qScale))
-		e.do(be.Attention(m.att, m.qkv, H, HD))
-		e.do(be.Linear(m.x, m.att, l.OutW, l.OutB, D, D, true))
-		// x += fc2(gelu(fc1(LN2(x))))
-		e.do(be.LayerNorm(m.h, m.x, l.LN2W, l.LN2B, D, eps))
-		e.do(be.Linear(m.ff, m.h, l.FC1W, l.FC1B, D, F, false))
-		e.do(be.GELU(m.ff, T*F))
-		e.do(be.Linear(m.x, m.ff, l.FC2W, l.FC2B, F, D, true))
+	for i := range p.Layers {
+		e.do(m.layer(i, T, nil))
 		if i+1 < c.Layers {
 			e.do(m.collect(i+1, req, out))
 		}
@@ -280,6 +264,43 @@ func (m *Model) launch(b *Batch, req Request, out *Output) error {
 		return fmt.Errorf("esm: forward: %w", e.err)
 	}
 	return nil
+}
+
+// embed queues x = the scaled token embeddings of the current batch (with
+// token dropout: <mask> rows zeroed, each sequence scaled).
+func (m *Model) embed() error {
+	mask := int32(-1)
+	if m.Cfg.TokenDropout {
+		mask = m.Cfg.MaskToken
+	}
+	return m.be.Embed(m.x, m.params.Embed, m.Cfg.Dim, mask)
+}
+
+// layer queues transformer layer i over the current batch of T tokens
+// (the residual stream in m.x). probe, when not nil, runs after the rotary,
+// while m.qkv holds the layer's rotated q (pre-scaled), k and v: Contacts
+// reads the attention probabilities there.
+func (m *Model) layer(i, T int, probe func() error) error {
+	be, l, c := m.be, &m.params.Layers[i], m.Cfg
+	D, F, H, HD := c.Dim, c.FFN, c.Heads, c.HeadDim()
+	eps := c.LayerNormEps
+	qScale := float32(1 / math.Sqrt(float64(HD)))
+	e := errs{}
+	// x += out(attention(rotary(qkv(LN1(x)))))
+	e.do(be.LayerNorm(m.h, m.x, l.LN1W, l.LN1B, D, eps))
+	e.do(be.Linear(m.qkv, m.h, l.QKVW, l.QKVB, D, 3*D, false))
+	e.do(be.RotaryQK(m.qkv, H, HD, qScale))
+	if probe != nil && e.err == nil {
+		e.do(probe())
+	}
+	e.do(be.Attention(m.att, m.qkv, H, HD))
+	e.do(be.Linear(m.x, m.att, l.OutW, l.OutB, D, D, true))
+	// x += fc2(gelu(fc1(LN2(x))))
+	e.do(be.LayerNorm(m.h, m.x, l.LN2W, l.LN2B, D, eps))
+	e.do(be.Linear(m.ff, m.h, l.FC1W, l.FC1B, D, F, false))
+	e.do(be.GELU(m.ff, T*F))
+	e.do(be.Linear(m.x, m.ff, l.FC2W, l.FC2B, F, D, true))
+	return e.err
 }
 
 // collect queues the copies of what req asks of layer k's representation

@@ -61,6 +61,9 @@ type Params struct {
 	// InvFreq are the rotary inverse frequencies (HD/2): the checkpoint's
 	// stored buffer when it has one, else 1/10000^(2i/HD) in fp32.
 	InvFreq []float32
+	// Contact is the contact head's regression (host memory), or nil
+	// when the checkpoint has none.
+	Contact *ContactHead
 	all     []Tensor
 }
 
@@ -120,6 +123,9 @@ func LoadParams(cfg Config, src Source, be Backend) (*Params, error) {
 	err := l.run()
 	if err == nil {
 		p.InvFreq, err = rotaryFreqs(cfg, src)
+	}
+	if err == nil {
+		p.Contact, err = loadContactHead(cfg, src)
 	}
 	if err != nil {
 		p.Free(be)

@@ -403,6 +403,10 @@ func (hostStore) MemInfo() (free, total uint64, err error) {
 func (hostStore) DeviceMemory() (inUse, reserved int64, ok bool) { return 0, 0, false }
 func (hostStore) Close() error                                   { return nil }
 
+func (hostStore) AttentionProbs(p, qkv esm.Tensor, H, HD, s, h0, nh int) error {
+	return errHostStore
+}
+
 var _ esm.Backend = hostStore{}
 
 // cut shortens user-supplied text quoted in errors to about 200 bytes.

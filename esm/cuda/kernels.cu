@@ -303,3 +303,48 @@ ONE(LNV_ALL)
   }                                                                                                         \
   extern "C" __global__ void convert_##IN##_##ON(O* dst, const I* src, long n) { convert<I, O>(dst, src, n); }
 TWO(INST2)
+
+// softmax_rows_f32: x(rows, n) fp32, each row replaced in place by its
+// softmax, all in fp32 (expf, no fast math). A NaN or an infinite score
+// (either sign) makes its whole row NaN, as in the CPU twin (esm/cpu
+// softmaxRow): bad sums v - v, which is 0 for finite v and NaN otherwise.
+// One block of blockDim.x (a multiple of 32, at most 1024) threads per row;
+// grid (rows). Used by AttentionProbs (esm/cuda/attnprobs.go).
+__device__ __forceinline__ float neg_inf() { return __int_as_float(0xff800000); }  // no math.h under NVRTC
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+// block_reduce: the sum (is_max false) or max (is_max true) of v over the
+// block, returned to every thread; red is 32 floats of shared memory.
+__device__ float block_reduce(float v, float* red, bool is_max) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  v = is_max ? warp_max(v) : warp_sum(v);
+  __syncthreads();  // red may still be read by an earlier reduction
+  if (lane == 0) red[warp] = v;
+  __syncthreads();
+  const float neutral = is_max ? neg_inf() : 0.f;
+  v = lane < warps ? red[lane] : neutral;
+  return is_max ? warp_max(v) : warp_sum(v);
+}
+extern "C" __global__ void softmax_rows_f32(float* x, int n) {
+  __shared__ float red[32];
+  float* r = x + (long)blockIdx.x * n;
+  float m = neg_inf(), bad = 0.f;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) {
+    const float v = r[i];
+    m = fmaxf(m, v);
+    bad += v - v;
+  }
+  m = block_reduce(m, red, true);
+  float s = 0.f;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) {
+    const float e = expf(r[i] - m);
+    r[i] = e;
+    s += e;
+  }
+  s = block_reduce(s + bad, red, false);
+  const float inv = 1.f / s;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) r[i] *= inv;
+}

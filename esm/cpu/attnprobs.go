@@ -1,0 +1,47 @@
+package cpu
+
+import (
+	"sync/atomic"
+
+	"github.com/esm2go/esm2go/esm"
+)
+
+// AttentionProbs implements esm.Backend: for each head of the range and
+// block of up to attnBlock query rows, S = Q·K^T (one sgemm over strided
+// views of the packed qkv) written straight into the head's (n, n) slab of
+// probs, then the row softmax of Attention (softmaxRows: the same weights
+// Attention multiplies v by, bit for bit). Workers take blocks from a
+// shared counter.
+func (b *Backend) AttentionProbs(probs, qkv esm.Tensor, H, HD, seq, h0, nh int) error {
+	if err := esm.CheckAttentionProbs(b.seqlens.N(), H, HD, seq, h0, nh); err != nil {
+		return err
+	}
+	T, D := b.T(), H*HD
+	start, n := b.seqlens.Start(seq), b.seqlens.Len(seq)
+	if err := checkLen("attention probs qkv", qkv, T*3*D); err != nil {
+		return err
+	}
+	if err := checkLen("attention probs", probs, nh*n*n); err != nil {
+		return err
+	}
+	x, p := data(qkv), data(probs)
+	ld := 3 * D
+	blocks := (n + attnBlock - 1) / attnBlock
+	var next atomic.Int64
+	b.eachWorker(func(int) {
+		for {
+			i := int(next.Add(1) - 1)
+			if i >= nh*blocks {
+				return
+			}
+			h, q0 := i/blocks, (i%blocks)*attnBlock
+			rows := min(attnBlock, n-q0)
+			q := x[(start+q0)*ld+(h0+h)*HD:]
+			k := x[start*ld+D+(h0+h)*HD:]
+			s := p[h*n*n+q0*n : h*n*n+(q0+rows)*n]
+			b.mm.Sgemm(true, rows, n, HD, 1, q, ld, k, ld, 0, s, n)
+			b.vm.softmaxRows(s, rows, n)
+		}
+	})
+	return nil
+}
