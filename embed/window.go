@@ -12,7 +12,8 @@ import (
 // fair-esm's default) and whole sequences (MaxResidues < 0).
 //
 // With Windowing.Size = N > 0, a record of L <= N residues is embedded as
-// it is (the same batch item, the same values as without windows). A longer
+// it is (the same batch item, the same values as with MaxResidues < 0, or
+// with the default truncation when N <= 1022). A longer
 // record is cut into k = ceil((L-N)/(N-K)) + 1 windows of exactly N residues
 // (K = Windowing.Overlap): window i starts at i*(N-K), the last one ends at
 // L (so it shares at least K residues with the one before). Each window gets

@@ -115,15 +115,15 @@ func (r *Record) LogAttrs() []slog.Attr {
 	}
 	if r.InputSizeBytes != nil {
 		a = append(a, slog.Int64("input_size_bytes", *r.InputSizeBytes), slog.Float64("percent", round(*r.InputFrac*100, 1)),
-			slog.Float64("eta_s", round(*r.ETAS, 0)))
+			slog.Int64("eta_s", int64(math.Round(*r.ETAS))))
 	}
 	if r.Resumed > 0 {
 		a = append(a, slog.Int64("resumed", r.Resumed))
 	}
 	a = append(a,
 		slog.Float64("elapsed_s", round(r.ElapsedS, 3)),
-		slog.Float64("records_per_s", round(r.SeqPerS, 1)), slog.Float64("tokens_per_s", round(r.TokPerS, 0)),
-		slog.Float64("records_per_s_total", round(r.SeqPerSTotal, 1)), slog.Float64("tokens_per_s_total", round(r.TokPerSTotal, 0)),
+		slog.Float64("records_per_s", round(r.SeqPerS, 1)), slog.Int64("tokens_per_s", int64(math.Round(r.TokPerS))),
+		slog.Float64("records_per_s_total", round(r.SeqPerSTotal, 1)), slog.Int64("tokens_per_s_total", int64(math.Round(r.TokPerSTotal))),
 		slog.Float64("compute_frac", round(r.ComputeFrac, 3)), slog.Float64("loader_wait_frac", round(r.LoaderWaitFrac, 3)),
 		slog.Float64("writer_wait_frac", round(r.WriterWaitFrac, 3)),
 		slog.Int("queue_depth", r.QueueDepth), slog.Int("reader_queue", r.ReaderQueue),
@@ -141,7 +141,7 @@ func (r *Record) LogAttrs() []slog.Attr {
 	if len(r.Devices) > 1 {
 		for _, d := range r.Devices {
 			a = append(a, slog.Group(d.Name, slog.Int64("window_batches", d.WindowBatches),
-				slog.Float64("tokens_per_s", round(d.TokPerS, 0)), slog.Float64("compute_frac", round(d.ComputeFrac, 3))))
+				slog.Int64("tokens_per_s", int64(math.Round(d.TokPerS))), slog.Float64("compute_frac", round(d.ComputeFrac, 3))))
 		}
 	}
 	if r.IdleCause != "" {

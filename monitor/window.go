@@ -100,7 +100,7 @@ func (m *Monitor) window(sm *sample, final bool) {
 		size, etaS := s.InputSize, eta.Seconds()
 		r.InputSizeBytes, r.InputFrac, r.ETAS = &size, &f, &etaS
 	}
-	computed, prevComputed := computedSeqs(s), computedSeqs(p)
+	computed, prevComputed := Computed(s), Computed(p)
 	r.Computed, r.WindowComputed = computed, computed-prevComputed
 	r.SeqPerS, r.TokPerS = perS(r.WindowComputed, wall), perS(r.WindowTokens, wall)
 	r.SeqPerSTotal, r.TokPerSTotal = perS(computed, s.Elapsed), perS(s.Tokens, s.Elapsed)
@@ -156,10 +156,10 @@ func (m *Monitor) window(sm *sample, final bool) {
 	}
 }
 
-// computedSeqs is the sequences the devices computed (as their batches
+// Computed is the sequences the devices computed (as their batches
 // completed), or the rows written where the devices report none (a summary
 // without Devices).
-func computedSeqs(s *embed.Summary) int64 {
+func Computed(s *embed.Summary) int64 {
 	if len(s.Devices) == 0 {
 		return s.Embedded
 	}
@@ -170,18 +170,24 @@ func computedSeqs(s *embed.Summary) int64 {
 	return n
 }
 
-// InputProgress returns the fraction of the input read and the time left
-// at the run's mean byte rate so far; ok is false when the input's size is
-// not known (stdin, a named pipe) or nothing was read yet. A resumed run
-// reads past the committed records quickly, so its first estimates are low.
+// InputProgress returns the fraction of the run done and an estimate of
+// the time left at the run's mean pace so far; ok is false when the
+// input's size is not known (stdin, a named pipe) or nothing was read yet.
+// The fraction is the input bytes read, scaled by the share of the records
+// read that are done (computed, skipped, or committed by an earlier run):
+// the reader works ahead of the devices, so bytes alone reach 100% early.
+// A resumed run reads past the committed records quickly, so its first
+// estimates of the time left are low.
 func InputProgress(s *embed.Summary) (frac float64, eta time.Duration, ok bool) {
 	if s.InputSize <= 0 || s.InputBytes <= 0 {
 		return 0, 0, false
 	}
 	frac = min(float64(s.InputBytes)/float64(s.InputSize), 1)
-	left := float64(s.InputSize - s.InputBytes)
-	if left > 0 && s.Elapsed > 0 {
-		eta = time.Duration(left / float64(s.InputBytes) * float64(s.Elapsed))
+	if s.Records > 0 {
+		frac *= min(float64(Computed(s)+s.Skipped+s.Resumed)/float64(s.Records), 1)
+	}
+	if frac > 0 && frac < 1 && s.Elapsed > 0 {
+		eta = time.Duration((1 - frac) / frac * float64(s.Elapsed))
 	}
 	return frac, eta, true
 }

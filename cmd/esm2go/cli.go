@@ -94,6 +94,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	var ue *usageError
 	if errors.As(err, &ue) {
+		if jsonErrorLine(stderr, err, 2) { // --log-format json (progress.go)
+			return 2
+		}
 		fmt.Fprintf(stderr, "esm2go: %s\n", oneLine(err.Error()))
 		if ue.usage != "" {
 			fmt.Fprintf(stderr, "\n%s", ue.usage)
@@ -103,8 +106,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
 		// The error says where the rows written so far went; 130 is what a
 		// shell reports for a process stopped by SIGINT.
+		if jsonErrorLine(stderr, err, 130) {
+			return 130
+		}
 		fmt.Fprintf(stderr, "esm2go: interrupted: %s\n", oneLine(err.Error()))
 		return 130
+	}
+	if jsonErrorLine(stderr, err, 1) {
+		return 1
 	}
 	fmt.Fprintf(stderr, "esm2go: %s\n", oneLine(err.Error()))
 	return 1

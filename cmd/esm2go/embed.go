@@ -16,7 +16,6 @@ import (
 	"github.com/esm2go/esm2go/data"
 	"github.com/esm2go/esm2go/embed"
 	"github.com/esm2go/esm2go/esm"
-	"github.com/esm2go/esm2go/monitor"
 	"github.com/esm2go/esm2go/output"
 	"github.com/spf13/pflag"
 )
@@ -128,8 +127,9 @@ func joinInts(v []int) string {
 	return strings.Join(s, ",")
 }
 
-func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	var f embedFlags
+	defer func() { err = asJSONLog(err, f.logFormat == "json") }() // run prints it as JSON
 	fs := newEmbedFlagSet(&f)
 	usage := embedUsage()
 	if err := parseFlags(fs, args, usage, stdout); err != nil {
@@ -203,7 +203,7 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 
 	// Logging and progress.
-	lw := &lockedWriter{w: stderr}
+	lw := newDisplay(stderr, f.quiet, f.logFormat == "json") // the logger writes through it (progress.go)
 	level := slog.LevelInfo
 	if f.quiet {
 		level = slog.LevelWarn
@@ -215,6 +215,7 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	} else {
 		log = slog.New(slog.NewTextHandler(lw, hopts))
 	}
+	log = lw.attach(log)
 
 	if err := scanInputs(ctx, inputs, f.truncation, log); err != nil {
 		return err
@@ -226,7 +227,7 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	loadStart := time.Now()
 	var dlProgress io.Writer
 	if !f.quiet {
-		dlProgress = stderr // the weights package draws a bar when this is a terminal
+		dlProgress = lw.downloadWriter() // the weights package draws a bar when this is a terminal
 	}
 	ck, cfg, err := openModel(ctx, f.model, dlProgress)
 	if err != nil {
@@ -290,7 +291,6 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		// run, so its identity never matches another's.
 		identity["input"] = fmt.Sprintf("stdin (pid %d, %s)", os.Getpid(), time.Now().Format(time.RFC3339Nano))
 	}
-	pr := &progress{w: lw, tty: isTerminal(stderr) && !f.quiet && f.logFormat == "text", log: log, start: time.Now()}
 	opts := embed.Options{
 		Inputs:       inputs,
 		Out:          f.out,
@@ -327,21 +327,13 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		opts.Metadata[metaShard] = shard.String()
 		log.Info("sharded run", "shard", shard.String(), "from", shard.From)
 	}
-	mon, err := startMonitor(ctx, &f, ords, lw, log, pr.tty)
+	mon, err := startMonitor(ctx, &f, ords, lw, log)
 	if err != nil {
 		return err
 	}
 	defer mon.Close()
 	mon.SetSettings(pageSettings(&f, ck.Path, absLayers, inc, dev, ords, prec, inputs))
-	switch {
-	case f.quiet:
-		opts.Progress = mon.Observe
-	default:
-		opts.Progress = func(s *embed.Summary, final bool) {
-			pr.update(s, final)
-			mon.Observe(s, final)
-		}
-	}
+	opts.Progress = lw.observe(mon)
 	loaded := func(name, backend string) {
 		log.Info("model loaded", "device", name, "model", f.model, "path", ck.Path, "layers", cfg.Layers, "dim", cfg.Dim,
 			"backend", backend, "load_time", time.Since(loadStart).Round(time.Millisecond).String(),
@@ -353,15 +345,11 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		mon.Observe(sum, true) // RunDevices reports the final totals on success only
 	}
 	rep, merr := mon.Close()
-	pr.clear()
+	lw.finish()
 	if merr != nil {
 		log.Warn("metrics file", "err", merr)
 	}
-	if !f.quiet {
-		for _, line := range rep.Lines() {
-			note(strings.TrimPrefix(line, "esm2go: "))
-		}
-	}
+	lw.metrics(rep)
 	if err != nil {
 		return withOverwriteHint(err)
 	}
@@ -372,7 +360,7 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := checkEmbedded(sum, f.out, outExisted, shard.Count > 0, log); err != nil {
 		return err
 	}
-	pr.summary(sum, f.out)
+	lw.summary(sum, f.out)
 	return nil
 }
 
@@ -436,56 +424,4 @@ func withOverwriteHint(err error) error {
 		return fmt.Errorf("%w (use --overwrite to replace it)", err)
 	}
 	return err
-}
-
-// startMonitor starts the run's metrics: a line on stderr every
-// --metrics-every batches (unless --quiet), --metrics-json lines, the
-// --metrics-addr endpoint, NVML figures for the CUDA devices in ords.
-func startMonitor(ctx context.Context, f *embedFlags, ords []int, lw *lockedWriter, log *slog.Logger, tty bool) (*monitor.Monitor, error) {
-	mo := monitor.Options{
-		Every:     f.metricsEvery,
-		JSONPath:  f.metricsJSON,
-		Overwrite: f.overwrite,
-		Addr:      f.metricsAddr,
-		Log:       log,
-		NoGPU:     len(ords) == 0,
-	}
-	if len(ords) > 0 {
-		// NVML index = CUDA ordinal: true with CUDA_DEVICE_ORDER=PCI_BUS_ID
-		// and no CUDA_VISIBLE_DEVICES remapping.
-		mo.Devices = slices.Compact(slices.Sorted(slices.Values(ords)))
-	}
-	if !f.quiet {
-		mo.Human = &metricsLines{w: lw, tty: tty, log: log, json: f.logFormat == "json"}
-	}
-	mon, err := monitor.New(ctx, mo)
-	if err != nil {
-		return nil, fmt.Errorf("--metrics-json/--metrics-addr: %w", err)
-	}
-	if a := mon.Addr(); a != "" {
-		log.Info("serving metrics", "url", "http://"+a+"/metrics", "page", "http://"+a+"/")
-	}
-	return mon, nil
-}
-
-// metricsLines writes the monitor's lines to stderr: over the live progress
-// line on a terminal (it is redrawn after), as log records in json.
-type metricsLines struct {
-	w    io.Writer
-	tty  bool
-	json bool
-	log  *slog.Logger
-}
-
-func (m *metricsLines) Write(p []byte) (int, error) {
-	line := strings.TrimRight(string(p), "\n")
-	switch {
-	case m.json:
-		m.log.Info(strings.TrimPrefix(line, "metrics: "), "kind", "metrics")
-	case m.tty:
-		fmt.Fprintf(m.w, "\r\033[K%s\n", line)
-	default:
-		fmt.Fprintf(m.w, "%s\n", line)
-	}
-	return len(p), nil
 }

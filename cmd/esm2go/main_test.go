@@ -218,7 +218,7 @@ func TestEmbedNPY(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("status %d; stderr:\n%s", code, stderr)
 	}
-	if !strings.Contains(stderr, "msg=done records=15 embedded=15 skipped=0") {
+	if !strings.Contains(stderr, "esm2go: done: 15 records embedded of 15 read\n") {
 		t.Errorf("no summary line in stderr:\n%s", stderr)
 	}
 	if got := npyShape(t, filepath.Join(out, "mean_3.npy")); got != [2]int{fastaRecs, 64} {

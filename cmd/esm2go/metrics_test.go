@@ -18,9 +18,9 @@ func TestEmbedMetrics(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("status %d; stderr:\n%s", code, stderr)
 	}
-	for _, want := range []string{"msg=\"serving metrics\" url=http://127.0.0.1:", "metrics: batch 1 ",
+	for _, want := range []string{"msg=\"serving metrics\" url=http://127.0.0.1:", "msg=progress window=1 ",
 		"esm2go: metrics: 15 sequences (15 records, 0 skipped)", "esm2go: metrics: compute ", "esm2go: metrics: peak RSS ",
-		"msg=done records=15"} {
+		"esm2go: done: 15 records embedded of 15 read\n", "esm2go: output: " + out + " ("} {
 		if !strings.Contains(stderr, want) {
 			t.Errorf("no %q in stderr:\n%s", want, stderr)
 		}

@@ -95,7 +95,8 @@ type cluster struct {
 	env  []string          // environment of every process of the cluster
 	cpus int               // the node's CPUs
 
-	daemons []*daemon // in start order
+	daemons  []*daemon // in start order
+	tornDown bool
 }
 
 type daemon struct {
@@ -116,18 +117,27 @@ func (d *daemon) exited() bool {
 
 // startCluster starts a cluster whose node is idle, or ends the test through
 // notReady with the daemons' logs. Teardown is registered with t.Cleanup
-// before anything starts.
+// before anything starts. A failed start is retried once from scratch: the
+// ports are chosen free but only bound later, so another program may take
+// one in between.
 func startCluster(t *testing.T, ctx context.Context, bins map[string]string) *cluster {
 	t.Helper()
-	c, err := newCluster(bins)
-	if err != nil {
-		t.Fatal(err)
+	for attempt := 1; ; attempt++ {
+		c, err := newCluster(bins)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.teardown(t) })
+		err = c.start(ctx)
+		if err == nil {
+			return c
+		}
+		if attempt == 2 || ctx.Err() != nil {
+			notReadyFunc(t)("Slurm did not start: %v\n%s", err, c.logTails())
+		}
+		t.Logf("Slurm did not start, trying again with new ports: %v\n%s", err, c.logTails())
+		c.teardown(t)
 	}
-	t.Cleanup(func() { c.teardown(t) })
-	if err := c.start(ctx); err != nil {
-		notReadyFunc(t)("Slurm did not start: %v\n%s", err, c.logTails())
-	}
-	return c
 }
 
 func newCluster(bins map[string]string) (*cluster, error) {
@@ -240,6 +250,10 @@ func (c *cluster) writeConfig() error {
 		"TaskPlugin=task/none",
 		"SelectType=select/cons_tres",
 		"SelectTypeParameters=CR_CPU",
+		// By default the main scheduler runs at most every 2 s and may hold
+		// batch jobs back 3 s: a task waiting for a CPU would start seconds
+		// after another ends.
+		"SchedulerParameters=sched_min_interval=100000,batch_sched_delay=0",
 		// No accounting database: the test reads job states with scontrol,
 		// and MinJobAge keeps finished jobs there for the whole test.
 		"JobAcctGatherType=jobacct_gather/none",
@@ -396,6 +410,10 @@ func (c *cluster) logTails() string {
 // then ends any process still carrying this cluster's marker, and removes
 // the cluster's directory. A process that survives SIGKILL fails the test.
 func (c *cluster) teardown(t *testing.T) {
+	if c.tornDown {
+		return
+	}
+	c.tornDown = true
 	if t.Failed() {
 		t.Logf("Slurm logs:\n%s", c.logTails())
 	}

@@ -156,7 +156,7 @@ func testArrayShardsMerge(t *testing.T, ctx context.Context, e *testEnv) {
 func testStopAndResume(t *testing.T, ctx context.Context, e *testEnv) {
 	work := t.TempDir()
 	fasta := filepath.Join(work, "big.fasta")
-	const copies = 30 // 450 records: a few seconds per shard, so a task is stopped mid-run
+	const copies = 20 // 300 records: 100 per shard, a few seconds each, so every task is stopped mid-run
 	records := repeatFASTA(t, fixtureFASTA, fasta, copies)
 	const shards = 3
 	prefix := filepath.Join(work, "emb")
