@@ -277,6 +277,11 @@ func TestErrors(t *testing.T) {
 	if _, err := m.Embed(ctx, Sequences("MKT"), EmbedOptions{Include: 1 << 6}); err == nil {
 		t.Error("unknown Include bits accepted")
 	}
+	long := strings.Repeat("A", 1<<17) // 131074 tokens: more than the CPU's MaxCPUSequenceTokens
+	if _, err := m.Embed(ctx, []Sequence{{ID: "titin+", Residues: long}}, EmbedOptions{MaxResidues: -1}); err == nil ||
+		!strings.Contains(err.Error(), `(id "titin+") has 131074 tokens; cpu embeds at most 131072`) {
+		t.Errorf("an untruncated sequence over the device's limit: %v", err)
+	}
 	cancelled, cancel := context.WithCancel(ctx)
 	cancel()
 	if _, err := m.Embed(cancelled, Sequences("MKT"), EmbedOptions{}); !errors.Is(err, context.Canceled) {

@@ -405,8 +405,8 @@ func (r *runner) forward(ctx context.Context, m *Model, items []item, seqs []Seq
 	}
 	for _, it := range items {
 		if len(it.toks) > r.maxSeq {
-			return fmt.Errorf("esm2go: sequence %d (id %s) has %d tokens, more than the %d %s can embed whole; truncate it (EmbedOptions.MaxResidues)",
-				base+it.idx, data.Quote(seqs[it.idx].ID), len(it.toks), r.maxSeq, m.info.Device)
+			return fmt.Errorf("esm2go: sequence %d (id %s) has %d tokens; %s embeds at most %d tokens whole: truncate it (EmbedOptions.MaxResidues)",
+				base+it.idx, data.Quote(seqs[it.idx].ID), len(it.toks), m.info.Device, r.maxSeq)
 		}
 	}
 	slices.SortStableFunc(items, func(a, b item) int { return len(b.toks) - len(a.toks) })
