@@ -417,25 +417,7 @@ func (c *cluster) teardown(t *testing.T) {
 	if t.Failed() {
 		t.Logf("Slurm logs:\n%s", c.logTails())
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if ctld := c.daemon("slurmctld"); ctld != nil && !ctld.exited() {
-		if out, err := c.command(ctx, "squeue", "-h", "-o", "%i"); err == nil && strings.TrimSpace(out) != "" {
-			ids := strings.Fields(out)
-			if _, err := c.command(ctx, "scancel", ids...); err != nil {
-				t.Logf("teardown: %v", err)
-			}
-			wctx, wcancel := context.WithTimeout(ctx, 15*time.Second)
-			err := c.waitFor(wctx, "jobs to end", func() (bool, string) {
-				out, err := c.command(wctx, "squeue", "-h", "-o", "%i %T")
-				return err == nil && strings.TrimSpace(out) == "", out
-			})
-			wcancel()
-			if err != nil {
-				t.Logf("teardown: %v", err)
-			}
-		}
-	}
+	c.cancelJobs(t)
 	for i := len(c.daemons) - 1; i >= 0; i-- {
 		d := c.daemons[i]
 		pg := -d.cmd.Process.Pid
@@ -468,6 +450,32 @@ func (c *cluster) teardown(t *testing.T) {
 	}
 	if err := os.RemoveAll(c.dir); err != nil {
 		t.Errorf("removing the cluster's directory: %v", err)
+	}
+}
+
+// cancelJobs cancels every job of the cluster and waits (at most 45 s:
+// longer than KillWait) until none is left, so that nothing writes into a
+// directory about to be removed.
+func (c *cluster) cancelJobs(t *testing.T) {
+	ctld := c.daemon("slurmctld")
+	if ctld == nil || ctld.exited() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	defer cancel()
+	out, err := c.command(ctx, "squeue", "-h", "-o", "%i")
+	if err != nil || strings.TrimSpace(out) == "" {
+		return
+	}
+	if _, err := c.command(ctx, "scancel", strings.Fields(out)...); err != nil {
+		t.Logf("cancelling jobs: %v", err)
+	}
+	err = c.waitFor(ctx, "cancelled jobs to end", func() (bool, string) {
+		out, err := c.command(ctx, "squeue", "-h", "-o", "%i %T")
+		return err == nil && strings.TrimSpace(out) == "", out
+	})
+	if err != nil {
+		t.Logf("cancelling jobs: %v", err)
 	}
 }
 

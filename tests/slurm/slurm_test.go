@@ -95,6 +95,7 @@ func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''
 // one unsharded run: same ids, order, lengths and bits.
 func testArrayShardsMerge(t *testing.T, ctx context.Context, e *testEnv) {
 	work := t.TempDir()
+	t.Cleanup(func() { e.c.cancelJobs(t) }) // before work is removed: jobs write there
 	fasta, err := filepath.Abs(fixtureFASTA)
 	if err != nil {
 		t.Fatal(err)
@@ -155,6 +156,7 @@ func testArrayShardsMerge(t *testing.T, ctx context.Context, e *testEnv) {
 // merged result must equal one uninterrupted run, bit for bit.
 func testStopAndResume(t *testing.T, ctx context.Context, e *testEnv) {
 	work := t.TempDir()
+	t.Cleanup(func() { e.c.cancelJobs(t) }) // before work is removed: jobs write there
 	fasta := filepath.Join(work, "big.fasta")
 	const copies = 20 // 300 records: 100 per shard, a few seconds each, so every task is stopped mid-run
 	records := repeatFASTA(t, fixtureFASTA, fasta, copies)
@@ -219,10 +221,18 @@ func testStopAndResume(t *testing.T, ctx context.Context, e *testEnv) {
 	// time: the node has two stand-in GPUs).
 	stopped := make([]bool, shards)
 	err := e.c.waitFor(ctx, "every task to commit a chunk", func() (bool, string) {
+		ts, err := e.c.tasks(ctx, job)
+		if err != nil {
+			return false, err.Error()
+		}
 		var notes []string
 		for i, out := range outs {
 			if stopped[i] {
 				continue
+			}
+			if tk, ok := ts[i]; ok && terminal(tk.State) {
+				t.Fatalf("task %d ended (%s, exit %s) before it could be stopped: the input is too small, or esm2go failed; its log:\n%s",
+					i, tk.State, tk.Exit, taskLog(job, i))
 			}
 			chunks, rows, err := committed(out)
 			if err != nil || chunks == 0 {
