@@ -133,3 +133,47 @@ func TestDTypeFlag(t *testing.T) {
 		t.Errorf("float32 over bfloat16: status %d, %q", code, stderr)
 	}
 }
+
+// TestExpandDatasetDirs: a directory of parts stands for its parts in name
+// order; one holding a shard in progress, other files, or no parts is
+// refused; files and npy outputs pass through.
+func TestExpandDatasetDirs(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	mk := func(name string) string {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	b := mk("ds/part-00001-of-00002.parquet")
+	a := mk("ds/part-00000-of-00002.parquet")
+	mk("ds/.part-00000-of-00002.parquet.lock")
+	npy := mk("out.npy/metadata.json")
+	file := mk("single.parquet")
+	got, err := expandDatasetDirs([]string{file, filepath.Join(dir, "ds"), filepath.Dir(npy)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{file, a, b, filepath.Dir(npy)}; !slices.Equal(got, want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+	if s := partName(shardSpec{Index: 7, Count: 123456}); s != "part-000007-of-123456" {
+		t.Errorf("partName: %s", s)
+	}
+	for name, want := range map[string]string{
+		"running/part-00001-of-00002.parquet.parts/manifest.json": "still in progress",
+		"other/notes.txt": `"notes.txt", which are not shard parts`,
+		"empty/.hidden":   "no shard parts",
+	} {
+		mk(name)
+		d := filepath.Join(dir, strings.Split(name, "/")[0])
+		if _, err := expandDatasetDirs([]string{d}); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", d, err, want)
+		}
+	}
+}
