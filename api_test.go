@@ -1,16 +1,21 @@
 package esm2go
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"iter"
+	"net/http"
+	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/esm2go/esm2go/internal/testutil"
 	"github.com/esm2go/esm2go/weights"
@@ -357,5 +362,69 @@ func TestAlphabet(t *testing.T) {
 	}
 	if TokenID("A") != 5 || TokenID("<mask>") != 32 || TokenID("J") != -1 {
 		t.Fatalf("TokenID: A=%d <mask>=%d J=%d", TokenID("A"), TokenID("<mask>"), TokenID("J"))
+	}
+}
+
+// Load takes a hub id: a model missing from the caches is downloaded (here
+// from a local server that speaks the hub's protocol and serves the tiny
+// model), put in the HF cache layout and loaded; a second Load finds it in
+// the cache with the server gone.
+func TestLoadByID(t *testing.T) {
+	files := map[string][]byte{}
+	for _, f := range []string{"config.json", "model.safetensors"} {
+		b, err := os.ReadFile(filepath.Join(tinyModel, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		files[f] = b
+	}
+	const commit = "0123456789abcdef0123456789abcdef01234567"
+	hub := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/api/models/test-org/esm2_tiny/revision/main":
+			json.NewEncoder(w).Encode(map[string]any{"sha": commit, "siblings": []map[string]string{
+				{"rfilename": "config.json"}, {"rfilename": "model.safetensors"}}})
+		case strings.HasPrefix(r.URL.Path, "/test-org/esm2_tiny/resolve/"+commit+"/"):
+			name := filepath.Base(r.URL.Path)
+			b, ok := files[name]
+			if !ok {
+				http.NotFound(w, r)
+				return
+			}
+			w.Header().Set("X-Repo-Commit", commit)
+			if name == "model.safetensors" { // LFS file: sha256 etag
+				w.Header().Set("X-Linked-Etag", `"`+testutil.SHA256Hex(b)+`"`)
+				w.Header().Set("X-Linked-Size", fmt.Sprint(len(b)))
+			} else { // small file: git blob sha1 etag
+				w.Header().Set("ETag", `"`+testutil.GitBlobSHA1(b)+`"`)
+			}
+			http.ServeContent(w, r, name, time.Time{}, bytes.NewReader(b))
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Setenv("HF_TOKEN", "")
+	t.Setenv("HF_HUB_OFFLINE", "")
+	cache := t.TempDir()
+	res := weights.ResolveOptions{CacheDir: cache, TorchHubDir: t.TempDir(), Endpoint: hub.URL}
+	embed := func() []float32 {
+		m, err := Load(t.Context(), "test-org/esm2_tiny", Options{Resolve: res})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		if want := filepath.Join(cache, "models--test-org--esm2_tiny", "snapshots", commit); m.Info().Path != want {
+			t.Fatalf("loaded %s, want the cache snapshot %s", m.Info().Path, want)
+		}
+		embs, err := m.Embed(t.Context(), Sequences("MKTAYIAKQR"), EmbedOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return embs[0].Mean(-1)
+	}
+	first := embed()
+	hub.Close() // the second Load must not need the network
+	if !slices.Equal(embed(), first) {
+		t.Fatal("the cached model gives other embeddings")
 	}
 }
