@@ -100,6 +100,9 @@ type Info struct {
 	Device    string // "cpu" or "cuda:N"
 	Backend   string // the backend's description (matmul library, threads, precision)
 	HasLMHead bool   // Logits can be computed
+	// TokensPerBatch is the token budget of one forward pass
+	// (Options.TokensPerBatch or the device's automatic one).
+	TokensPerBatch int
 }
 
 // Model is an ESM2 model loaded on one device. Close it to free the device
@@ -121,7 +124,7 @@ type runner struct {
 	m      *esm.Model
 	out    esm.Output
 	batch  esm.Batch
-	budget int // lowered after an out-of-memory error; 0 = not yet set
+	budget int // tokens per batch; lowered after an out-of-memory error
 	maxSeq int // the longest sequence (tokens) the device embeds whole
 }
 
@@ -205,7 +208,7 @@ func (m *Model) own(src esm.Source, opts Options, ready chan<- error) {
 	} else {
 		var ord int
 		fmt.Sscanf(m.info.Device, "cuda:%d", &ord) // checked by chooseDevice
-		b, err := esmcuda.New(esmcuda.Options{Device: ord, Precision: opts.Precision})
+		b, err := newCUDA(ord, opts.Precision)
 		if err != nil {
 			ready <- fmt.Errorf("esm2go: %s: %w", m.info.Device, err)
 			return
@@ -217,8 +220,11 @@ func (m *Model) own(src esm.Source, opts Options, ready chan<- error) {
 		ready <- errors.Join(fmt.Errorf("esm2go: loading %s on %s: %w", m.info.Path, m.info.Device, err), be.Close())
 		return
 	}
-	r := &runner{m: em, maxSeq: em.MaxSequenceTokens()}
-	m.info.Backend, m.info.HasLMHead = be.Name(), em.HasLMHead()
+	r := &runner{m: em, maxSeq: em.MaxSequenceTokens(), budget: m.tokens}
+	if r.budget == 0 {
+		r.budget = em.AutoTokensPerBatch(esm.DefaultMaxResidues)
+	}
+	m.info.Backend, m.info.HasLMHead, m.info.TokensPerBatch = be.Name(), em.HasLMHead(), r.budget
 	ready <- nil
 	for {
 		select {
@@ -229,6 +235,17 @@ func (m *Model) own(src esm.Source, opts Options, ready chan<- error) {
 			return
 		}
 	}
+}
+
+// newCUDA starts the CUDA backend on device ord; a panic in it becomes an
+// error (a backend must never take the process down).
+func newCUDA(ord int, prec Precision) (b *esmcuda.Backend, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			b, err = nil, fmt.Errorf("starting the CUDA backend panicked: %v", r)
+		}
+	}()
+	return esmcuda.New(esmcuda.Options{Device: ord, Precision: prec})
 }
 
 // Close frees the model's device memory and ends its goroutine, after the
@@ -288,12 +305,13 @@ type EmbedOptions struct {
 	MaxResidues int
 	// Window is how many tokens EmbedSeq reads ahead and sorts by length
 	// before packing batches; results wait in memory until their window is
-	// done. Default 16384. Embed packs all its input as one window.
+	// done. Default: 4 batches (Info.TokensPerBatch), 1 with PerTok, at
+	// least MinWindow. Embed packs all its input as one window.
 	Window int
 }
 
-// DefaultWindow is EmbedSeq's default read-ahead in tokens.
-const DefaultWindow = 16384
+// MinWindow is the smallest default read-ahead of EmbedSeq, in tokens.
+const MinWindow = 16384
 
 // Matrix is a row-major (Rows, Cols) view of float32s.
 type Matrix struct {
@@ -397,12 +415,6 @@ func tokenize(seqs []Sequence, base, maxResidues int) ([]item, error) {
 // and the budget lowered for the rest of the model's life.
 func (r *runner) forward(ctx context.Context, m *Model, items []item, seqs []Sequence, base int, req esm.Request,
 	emit func(b *esm.Batch, out *esm.Output, its []item)) error {
-	if r.budget == 0 {
-		r.budget = m.tokens
-		if r.budget == 0 {
-			r.budget = r.m.AutoTokensPerBatch(esm.DefaultMaxResidues)
-		}
-	}
 	for _, it := range items {
 		if len(it.toks) > r.maxSeq {
 			return fmt.Errorf("esm2go: sequence %d (id %s) has %d tokens; %s embeds at most %d tokens whole: truncate it (EmbedOptions.MaxResidues)",
@@ -542,7 +554,11 @@ func (m *Model) EmbedSeq(ctx context.Context, in iter.Seq[Sequence], opts EmbedO
 		}
 		window := opts.Window
 		if window <= 0 {
-			window = DefaultWindow
+			window = 4 * m.info.TokensPerBatch
+			if req.Reprs.Has(PerTok) {
+				window = m.info.TokensPerBatch
+			}
+			window = max(window, MinWindow)
 		}
 		var (
 			buf  []Sequence
