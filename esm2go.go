@@ -122,10 +122,18 @@ type Model struct {
 // runner is the owner goroutine's state: only that goroutine touches it.
 type runner struct {
 	m      *esm.Model
-	out    esm.Output
-	batch  esm.Batch
-	budget int // tokens per batch; lowered after an out-of-memory error
+	slots  [2]slot // two batches in flight: the device computes one while the host copies out the other
+	budget int     // tokens per batch; lowered after an out-of-memory error
 	maxSeq int // the longest sequence (tokens) the device embeds whole
+}
+
+// slot is one batch in flight: its tokens, the Output its results land in,
+// the fence that says they have, and the items it holds.
+type slot struct {
+	batch esm.Batch
+	out   esm.Output
+	fence esm.Fence // nil: nothing in flight
+	its   []item
 }
 
 // Load resolves model (a Hugging Face id, downloaded into the HF cache when
@@ -231,7 +239,7 @@ func (m *Model) own(src esm.Source, opts Options, ready chan<- error) {
 		case f := <-m.work:
 			f(r)
 		case <-m.quit:
-			m.closeErr = errors.Join(r.out.Release(), em.Close(), be.Close())
+			m.closeErr = errors.Join(r.slots[0].out.Release(), r.slots[1].out.Release(), em.Close(), be.Close())
 			return
 		}
 	}
@@ -411,10 +419,14 @@ func tokenize(seqs []Sequence, base, maxResidues int) ([]item, error) {
 // forward runs items in batches of at most the budget's tokens, longest
 // first, and calls emit with each finished batch, its output and the items
 // it holds (in batch order). It runs on the owner goroutine and checks ctx
-// between batches. After an out-of-memory error the batch is cut in half
-// and the budget lowered for the rest of the model's life.
+// between batches. Two batches are in flight: batch i+1 is launched before
+// batch i's results are copied out, so a GPU does not wait for the host
+// (on the CPU, whose Launch computes before it returns, this changes
+// nothing). After an out-of-memory error the batch is cut in half and the
+// budget lowered for the rest of the model's life. Whatever way forward
+// ends, nothing it launched is left running.
 func (r *runner) forward(ctx context.Context, m *Model, items []item, seqs []Sequence, base int, req esm.Request,
-	emit func(b *esm.Batch, out *esm.Output, its []item)) error {
+	emit func(b *esm.Batch, out *esm.Output, its []item)) (err error) {
 	for _, it := range items {
 		if len(it.toks) > r.maxSeq {
 			return fmt.Errorf("esm2go: sequence %d (id %s) has %d tokens; %s embeds at most %d tokens whole: truncate it (EmbedOptions.MaxResidues)",
@@ -422,11 +434,41 @@ func (r *runner) forward(ctx context.Context, m *Model, items []item, seqs []Seq
 		}
 	}
 	slices.SortStableFunc(items, func(a, b item) int { return len(b.toks) - len(a.toks) })
-	b := &r.batch
+	batchErr := func(its []item, T int, err error) error {
+		return fmt.Errorf("esm2go: batch of %d sequences (%d tokens) from sequence %d (id %s): %w",
+			len(its), T, base+its[0].idx, data.Quote(seqs[its[0].idx].ID), err)
+	}
+	// finish waits for slot s's batch and hands its results to emit.
+	finish := func(s *slot) error {
+		if s.fence == nil {
+			return nil
+		}
+		f := s.fence
+		s.fence = nil
+		if err := f.Wait(); err != nil {
+			return batchErr(s.its, len(s.batch.Tokens), err)
+		}
+		emit(&s.batch, &s.out, s.its)
+		return nil
+	}
+	defer func() {
+		for i := range r.slots { // on an early return: wait, drop the results
+			if f := r.slots[i].fence; f != nil {
+				r.slots[i].fence = nil
+				err = errors.Join(err, f.Wait())
+			}
+		}
+	}()
+	cur := 0
 	for lo := 0; lo < len(items); {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		s := &r.slots[cur]
+		if err := finish(s); err != nil { // the batch launched two rounds ago
+			return err
+		}
+		b := &s.batch
 		b.Reset()
 		hi, T := lo, 0
 		for hi < len(items) && (hi == lo || T+len(items[hi].toks) <= r.budget) {
@@ -434,19 +476,22 @@ func (r *runner) forward(ctx context.Context, m *Model, items []item, seqs []Seq
 			T += len(items[hi].toks)
 			hi++
 		}
-		err := r.m.Forward(b, req, &r.out)
+		f, err := r.m.Launch(b, req, &s.out)
 		if errors.Is(err, esm.ErrOutOfMemory) && hi-lo > 1 {
 			r.budget = max(T/2, 1)
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("esm2go: batch of %d sequences (%d tokens) from sequence %d (id %s): %w",
-				hi-lo, T, base+items[lo].idx, data.Quote(seqs[items[lo].idx].ID), err)
+			return batchErr(items[lo:hi], T, err)
 		}
-		emit(b, &r.out, items[lo:hi])
-		lo = hi
+		s.fence, s.its = f, items[lo:hi]
+		lo, cur = hi, 1-cur
 	}
-	return nil
+	// The older batch first, so emit sees batches in launch order.
+	if err := finish(&r.slots[cur]); err != nil {
+		return err
+	}
+	return finish(&r.slots[1-cur])
 }
 
 // embedRequest checks opts and makes the forward pass's request.
