@@ -124,7 +124,7 @@ type runner struct {
 	m      *esm.Model
 	slots  [2]slot // two batches in flight: the device computes one while the host copies out the other
 	budget int     // tokens per batch; lowered after an out-of-memory error
-	maxSeq int // the longest sequence (tokens) the device embeds whole
+	maxSeq int     // the longest sequence (tokens) the device embeds whole
 }
 
 // slot is one batch in flight: its tokens, the Output its results land in,
