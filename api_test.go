@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/esm2go/esm2go/esm"
+	"github.com/esm2go/esm2go/esm/cpu"
 	"github.com/esm2go/esm2go/internal/testutil"
 	"github.com/esm2go/esm2go/weights"
 )
@@ -426,5 +428,63 @@ func TestLoadByID(t *testing.T) {
 	hub.Close() // the second Load must not need the network
 	if !slices.Equal(embed(), first) {
 		t.Fatal("the cached model gives other embeddings")
+	}
+}
+
+// oomBackend is the CPU backend with a device memory of maxFloats floats
+// per allocation: larger activation buffers fail with esm.ErrOutOfMemory,
+// as a GPU's do.
+type oomBackend struct {
+	esm.Backend
+	maxFloats int
+	fails     int
+}
+
+func (b *oomBackend) Alloc(n int, wide bool) (esm.Tensor, error) {
+	if n > b.maxFloats {
+		b.fails++
+		return nil, fmt.Errorf("alloc of %d floats: %w", n, esm.ErrOutOfMemory)
+	}
+	return b.Backend.Alloc(n, wide)
+}
+
+// A batch that does not fit in device memory is cut in half until it does,
+// the budget stays lowered, and the results are those of a device with
+// enough memory; a single sequence that does not fit is an error naming it.
+func TestOutOfMemorySplits(t *testing.T) {
+	var seqs []Sequence
+	for i := range 12 {
+		seqs = append(seqs, Sequence{ID: fmt.Sprint("s", i), Residues: strings.Repeat("MKTAYIAKQR", 2+i%5)})
+	}
+	m := loadTiny(t, Options{})
+	want, err := m.Embed(t.Context(), seqs, EmbedOptions{Include: Mean | PerTok})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The largest activation is the FFN's (T, 4D): at D=64 this allows 130 tokens.
+	be := &oomBackend{Backend: cpu.New(cpu.Options{Threads: 1}), maxFloats: 130 * 256}
+	small := loadTiny(t, Options{TokensPerBatch: 1000, newBackend: func() (esm.Backend, error) { return be, nil }})
+	got, err := small.Embed(t.Context(), seqs, EmbedOptions{Include: Mean | PerTok})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if be.fails == 0 {
+		t.Fatal("no allocation failed: the test does not test splitting")
+	}
+	for i := range want {
+		// Other batch neighbours change only the matmul's blocking.
+		checkRel(t, seqs[i].ID+" mean", got[i].Mean(-1), want[i].Mean(-1), 1e-6)
+		checkRel(t, seqs[i].ID+" per-residue", got[i].PerResidue(-1).Data, want[i].PerResidue(-1).Data, 1e-6)
+	}
+	fails := be.fails
+	if _, err := small.Embed(t.Context(), seqs, EmbedOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if be.fails != fails {
+		t.Errorf("the lowered budget was forgotten: %d more failed allocations", be.fails-fails)
+	}
+	_, err = small.Embed(t.Context(), []Sequence{{ID: "long", Residues: strings.Repeat("A", 200)}}, EmbedOptions{})
+	if !errors.Is(err, esm.ErrOutOfMemory) || !strings.Contains(err.Error(), `(id "long")`) {
+		t.Errorf("a sequence larger than the device: %v", err)
 	}
 }

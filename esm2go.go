@@ -88,6 +88,9 @@ type Options struct {
 	// the environment (HF_HOME, HF_HUB_CACHE, HF_HUB_OFFLINE, TORCH_HOME,
 	// HF_ENDPOINT, HF_TOKEN) as huggingface_hub does.
 	Resolve weights.ResolveOptions
+
+	// newBackend, when set (tests), replaces the device's backend.
+	newBackend func() (esm.Backend, error)
 }
 
 // Info describes a loaded model.
@@ -211,7 +214,14 @@ func (m *Model) own(src esm.Source, opts Options, ready chan<- error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	var be esm.Backend
-	if m.info.Device == "cpu" {
+	if opts.newBackend != nil {
+		b, err := opts.newBackend()
+		if err != nil {
+			ready <- err
+			return
+		}
+		be = b
+	} else if m.info.Device == "cpu" {
 		be = cpu.New(cpu.Options{Threads: opts.Threads})
 	} else {
 		var ord int
