@@ -370,7 +370,8 @@ func (c *cluster) waitFor(ctx context.Context, what string, cond func() (bool, s
 }
 
 // command runs a Slurm client program against this cluster and returns its
-// combined output; each call is limited to 30 s.
+// standard output (its standard error goes into the error); each call is
+// limited to 30 s.
 func (c *cluster) command(ctx context.Context, name string, args ...string) (string, error) {
 	return c.commandEnv(ctx, nil, name, args...)
 }
@@ -381,9 +382,11 @@ func (c *cluster) commandEnv(ctx context.Context, extra []string, name string, a
 	defer cancel()
 	cmd := exec.CommandContext(ctx, c.bins[name], args...)
 	cmd.Env = append(slices.Clip(c.env), extra...)
-	out, err := cmd.CombinedOutput()
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr // warnings stay out of the output parsed
+	out, err := cmd.Output()
 	if err != nil {
-		return string(out), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, bytes.TrimSpace(out))
+		return string(out), fmt.Errorf("%s %s: %w: %s%s", name, strings.Join(args, " "), err, bytes.TrimSpace(out), bytes.TrimSpace(stderr.Bytes()))
 	}
 	return string(out), nil
 }
