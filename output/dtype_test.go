@@ -1,6 +1,7 @@
 package output
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"math"
@@ -464,6 +465,50 @@ func TestPartsRefuseOtherDType(t *testing.T) {
 		_, err = OpenParts(out, f, Schema{Columns: testSchema.Columns, DType: BFloat16}, PartsOptions{Identity: testIdentity})
 		if errors.Is(err, ErrComplete) || err == nil {
 			t.Errorf("%s: a bfloat16 run over a complete float16 output: %v", f, err)
+		}
+	}
+}
+
+// TestDTypeMergeCopiesRowGroups: large row groups of 2-byte dtypes are
+// copied verbatim too (float16's annotation is kept), byte for byte.
+func TestDTypeMergeCopiesRowGroups(t *testing.T) {
+	t.Parallel()
+	rng := rand.New(rand.NewPCG(5, 6))
+	for _, d := range []DType{Float16, BFloat16} {
+		dir := t.TempDir()
+		s := withDType(bigSchema, d)
+		big, small := filepath.Join(dir, "big"), filepath.Join(dir, "small")
+		bigR := bigRows(mergeCopyRows, 8, 0, rng)
+		smallR := bigRows(10, 8, mergeCopyRows, rng)
+		writeAll(t, big, Parquet, s, bigR)
+		writeAll(t, small, Parquet, s, smallR)
+		dst := filepath.Join(dir, "merged")
+		sum, err := Merge(dst, []string{big, small}, MergeOptions{})
+		if err != nil {
+			t.Fatalf("%s: %v", d, err)
+		}
+		if sum.CopiedRows != int64(len(bigR)) {
+			t.Errorf("%s: %d rows copied, want %d", d, sum.CopiedRows, len(bigR))
+		}
+		_, a := readOutput(t, big)
+		_, b := readOutput(t, small)
+		gs, got := readOutput(t, dst)
+		if gs.DType != d {
+			t.Errorf("%s: merged dtype %s", d, gs.DType)
+		}
+		compareRows(t, got, append(a, b...))
+		src, out := openParquet(t, big), openParquet(t, dst)
+		for c := range src.Metadata().RowGroups[0].Columns {
+			if !bytes.Equal(chunkBytes(t, big, src, 0, c), chunkBytes(t, dst, out, 0, c)) {
+				t.Errorf("%s column %d: the merged chunk is not the source's", d, c)
+			}
+		}
+		for _, e := range out.Metadata().Schema {
+			if e.Type.Valid && e.Type.V == format.FixedLenByteArray {
+				if _, f16 := e.LogicalType.Value.(*format.Float16Type); f16 != (d == Float16) {
+					t.Errorf("%s: merged leaf %s FLOAT16 %v", d, e.Name, f16)
+				}
+			}
 		}
 	}
 }

@@ -66,6 +66,8 @@ import (
 	"slices"
 	"sort"
 	"strings"
+
+	"github.com/parquet-go/parquet-go"
 )
 
 // Parquet row groups at least this large are copied verbatim (a quarter of
@@ -531,10 +533,7 @@ func (m *merger) copyParquet(r *Reader, w *parquetWriter, rowPath bool) error {
 		rg := s.groups[s.g]
 		meta := &s.pf.Metadata().RowGroups[s.g]
 		n := rg.NumRows()
-		// float16 groups are not copied: parquet-go reads their FLOAT16
-		// leaves back without the annotation, so their schema never equals
-		// the destination's and WriteRowGroup would refuse them.
-		if !rowPath && n > 0 && (n >= mergeCopyRows || meta.TotalByteSize >= mergeCopyBytes) && s.schema.DType != Float16 {
+		if !rowPath && n > 0 && (n >= mergeCopyRows || meta.TotalByteSize >= mergeCopyBytes) {
 			err := m.copyGroup(r, w)
 			if err == nil {
 				continue
@@ -620,7 +619,12 @@ func (m *merger) copyGroup(r *Reader, w *parquetWriter) error {
 	if err := w.flushGroups(); err != nil {
 		return &fatalCopyError{err}
 	}
-	if err := guard(func() error { _, err := w.pw.WriteRowGroup(rg); return err }); err != nil {
+	// The source's schema as parquet-go read it lacks the FLOAT16
+	// annotation of float16 leaves (read.go), which the destination's has;
+	// open checked the footer's annotations, so the group is offered under
+	// the destination's schema.
+	src := parquet.RowGroup(sameSchemaGroup{rg, w.pw.Schema()})
+	if err := guard(func() error { _, err := w.pw.WriteRowGroup(src); return err }); err != nil {
 		// The Writer may hold part of the group now: not recoverable.
 		return &fatalCopyError{fmt.Errorf("copy row group %d: %w", s.g, err)}
 	}
@@ -638,6 +642,14 @@ func (m *merger) copyGroup(r *Reader, w *parquetWriter) error {
 	s.g++
 	return nil
 }
+
+// sameSchemaGroup is a row group reporting another, equivalent schema.
+type sameSchemaGroup struct {
+	parquet.RowGroup
+	schema *parquet.Schema
+}
+
+func (g sameSchemaGroup) Schema() *parquet.Schema { return g.schema }
 
 // fatalCopyError: a row-group copy failed after it started writing.
 type fatalCopyError struct{ err error }
