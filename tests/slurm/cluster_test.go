@@ -102,7 +102,6 @@ type cluster struct {
 type daemon struct {
 	name string
 	cmd  *exec.Cmd
-	out  string        // its stdout and stderr
 	done chan struct{} // closed when it has exited and been reaped
 }
 
@@ -148,6 +147,7 @@ func newCluster(bins map[string]string) (*cluster, error) {
 		return nil, err
 	}
 	if err := os.Chmod(dir, 0o755); err != nil {
+		os.RemoveAll(dir)
 		return nil, err
 	}
 	c := &cluster{dir: dir, conf: filepath.Join(dir, "slurm.conf"), bins: bins, cpus: runtime.NumCPU()}
@@ -299,7 +299,7 @@ func (c *cluster) startDaemon(name string, args ...string) error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("starting %s: %w", name, err)
 	}
-	d := &daemon{name: name, cmd: cmd, out: out, done: make(chan struct{})}
+	d := &daemon{name: name, cmd: cmd, done: make(chan struct{})}
 	go func() {
 		cmd.Wait()
 		close(d.done)
