@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -331,5 +333,28 @@ func TestSummaryResumed(t *testing.T) {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("no %q in\n%s", want, b.String())
 		}
+	}
+}
+
+// In json, the download's progress lines (plain text from the weights
+// package, \n or \r ended) become log records.
+func TestJSONDownloadLines(t *testing.T) {
+	var b bytes.Buffer
+	d := &display{w: &b, json: true}
+	d.attach(slog.New(slog.NewJSONHandler(&b, nil)))
+	w := d.downloadWriter()
+	io.WriteString(w, "downloading model.safetensors: 10%\r")
+	io.WriteString(w, "downloading model.safe")
+	io.WriteString(w, "tensors: 100%\n\n")
+	var msgs []string
+	for _, line := range strings.Split(strings.TrimSpace(b.String()), "\n") {
+		var r map[string]any
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("not JSON: %q", line)
+		}
+		msgs = append(msgs, r["msg"].(string))
+	}
+	if want := []string{"downloading model.safetensors: 10%", "downloading model.safetensors: 100%"}; !slices.Equal(msgs, want) {
+		t.Errorf("records %q, want %q", msgs, want)
 	}
 }
