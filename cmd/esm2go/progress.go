@@ -125,14 +125,18 @@ func (d *display) observe(mon *monitor.Monitor) embed.ProgressFunc {
 	}
 }
 
-// update redraws the progress line, at most every drawPeriod (the compute
-// goroutine calls it after every batch).
+// update redraws the progress line, at most every drawPeriod (a device's
+// worker goroutine calls it after every batch).
 func (d *display) update(s *embed.Summary, final bool) {
 	if !d.tty || final {
 		return
 	}
 	now := d.now()
-	d.mu.Lock()
+	// A display busy writing (a terminal that does not take output, paused
+	// with Ctrl-S) skips this redraw rather than hold up the device.
+	if !d.mu.TryLock() {
+		return
+	}
 	defer d.mu.Unlock()
 	if d.done || now.Sub(d.lastDraw) < drawPeriod {
 		return
