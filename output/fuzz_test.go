@@ -99,6 +99,19 @@ func FuzzOpenNPY(f *testing.F) {
 	f.Add(orig[0], orig[1], orig[2], orig[3], orig[4])
 	f.Add(orig[0], orig[1][:40], orig[2], orig[3][:200], orig[4])
 	f.Add([]byte(`{"layout_version":1,"format":"npy","records":0,"columns":[]}`), []byte("index\tid\tlength\ttruncated\n"), orig[2], orig[3], orig[4])
+	// A float16 output's files (its bos_33.npy is not given: the float32
+	// one below stands in, so these seeds reach the dtype checks).
+	base16 := filepath.Join(f.TempDir(), "emb16")
+	writeAll(f, base16, NPY, withDType(testSchema, Float16), dtypeRows())
+	var f16 [][]byte
+	for _, n := range names {
+		b, err := os.ReadFile(filepath.Join(base16, n))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f16 = append(f16, b)
+	}
+	f.Add(f16[0], f16[1], f16[2], f16[3], f16[4])
 	bos, err := os.ReadFile(filepath.Join(base, "bos_33.npy"))
 	if err != nil {
 		f.Fatal(err)
