@@ -59,6 +59,7 @@ Usage:
   esm2go embed [flags] FASTA...   embed every record of the FASTA files (plain or gzip, "-" = stdin)
   esm2go merge OUT SHARD...       join the outputs of a sharded run (embed --shard i/N)
   esm2go score [flags] FASTA...   score variants of the wild types (--mutations TABLE or --scan)
+  esm2go contacts -o DIR FASTA... predict residue-residue contact maps (fair-esm's contact head)
   esm2go info [--model M]         load a model and print its shape and contents
   esm2go version                  print the version
   esm2go help [command]           print this help, or a command's flags
@@ -133,6 +134,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return cmdMerge(ctx, rest, stdout, stderr)
 	case "score":
 		return cmdScore(ctx, rest, stdout, stderr)
+	case "contacts":
+		return cmdContacts(ctx, rest, stdout, stderr)
 	case "version", "--version":
 		if len(rest) > 0 {
 			return usageErrorf(mainUsage, "version takes no arguments")
@@ -153,6 +156,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			fmt.Fprint(stdout, mergeUsage())
 		case "score":
 			fmt.Fprint(stdout, scoreUsage())
+		case "contacts":
+			fmt.Fprint(stdout, contactsUsage())
 		case "version", "help":
 			fmt.Fprint(stdout, mainUsage)
 		default:
