@@ -77,7 +77,7 @@ func newEmbedFlagSet(f *embedFlags) *pflag.FlagSet {
 	fs.StringVar(&f.shard, "shard", "", "embed only part i of N of the input (i/N, 0-based), or auto: the Slurm array task or Kubernetes indexed-job index; join the parts with esm2go merge")
 	fs.Int64Var(&f.commitRows, "commit-rows", 100_000, "commit the rows written so far (fsynced: a killed run resumes after them) every N rows, or every --commit-every, whichever comes first")
 	fs.DurationVar(&f.commitEvery, "commit-every", 2*time.Minute, "commit the rows written so far at least this often (see --commit-rows)")
-	fs.IntVar(&f.metricsEvery, "metrics-every", 10, "batches per metrics window (a metrics line on stderr, a JSON line, a Prometheus update)")
+	fs.IntVar(&f.metricsEvery, "metrics-every", 10, "batches per metrics window (the live window line on a terminal or a progress record in a log, a --metrics-json line, a Prometheus update)")
 	addWindowFlags(fs, f)
 	return fs
 }
