@@ -2,6 +2,7 @@ package esm
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"runtime"
@@ -169,6 +170,10 @@ func (m *Model) Contacts(ctx context.Context, b *Batch) ([][]float32, error) {
 			return nil
 		}
 		if err := m.layer(i, T, probe); err != nil {
+			// Let queued work finish, so the model can be used again at once.
+			if f, ferr := m.be.Fence(); ferr == nil {
+				err = errors.Join(err, f.Wait())
+			}
 			if ctx.Err() != nil {
 				return nil, err
 			}
