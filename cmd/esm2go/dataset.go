@@ -32,14 +32,18 @@ func partName(s shardSpec) string {
 var partPattern = regexp.MustCompile(`^part-([0-9]+)-of-([0-9]+)(\.parquet)?$`)
 
 // isDatasetDir reports whether --out names a dataset directory for a
-// sharded run: a name ending in "/", or an existing directory that is not
-// an esm2go npy output (no metadata.json) and not named *.npy.
+// sharded run: a name ending in "/" or an existing directory, unless it is
+// named *.npy or is an esm2go npy output (holds metadata.json): those keep
+// meaning "this shard's npy output".
 func isDatasetDir(out string) bool {
-	if strings.HasSuffix(out, "/") {
-		return true
+	if strings.EqualFold(filepath.Ext(strings.TrimRight(out, "/")), ".npy") {
+		return false
 	}
 	info, err := os.Stat(out)
-	if err != nil || !info.IsDir() || strings.EqualFold(filepath.Ext(out), ".npy") {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return strings.HasSuffix(out, "/")
+	case err != nil || !info.IsDir():
 		return false
 	}
 	_, err = os.Stat(filepath.Join(out, "metadata.json"))
@@ -65,7 +69,9 @@ func embedOutput(f *embedFlags, formatGiven bool) (output.Format, error) {
 	if dir == "" {
 		dir = "/"
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	// One level only: a mistyped parent is reported (checkOutputDir), not
+	// created. Shards starting together may race to create it.
+	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
 		return "", fmt.Errorf("--out %s: %w", f.out, err)
 	}
 	name := partName(shard)
