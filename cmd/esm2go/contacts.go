@@ -133,7 +133,11 @@ func cmdContacts(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	defer ck.Close()
 	if _, ok := ck.Tensors[esm.ContactWeightName]; !ok {
-		return fmt.Errorf("model %s has no contact head (%s): contact prediction needs a checkpoint that carries it (the released ESM2 checkpoints do)", cutFlag(f.model), esm.ContactWeightName)
+		hint := "the released ESM2 checkpoints do"
+		if strings.HasSuffix(f.model, ".pt") {
+			hint = "for a fair-esm .pt, its regression is read from " + cutFlag(strings.TrimSuffix(filepath.Base(f.model), ".pt")) + "-contact-regression.pt beside it"
+		}
+		return fmt.Errorf("model %s has no contact head (%s): contact prediction needs a checkpoint that carries it (%s)", cutFlag(f.model), esm.ContactWeightName, hint)
 	}
 	ords, prec, err := scoreDevice(dev, precision, fs.Changed("precision"), func(s string) { note("%s", s) })
 	if err != nil {
