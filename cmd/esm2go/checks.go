@@ -175,15 +175,15 @@ func scanInputs(ctx context.Context, inputs []string, maxResidues int, log *slog
 		}
 	}
 	var empty []string
-	any := unseen
+	some := unseen // some input may give a row
 	for _, sc := range scans {
 		if sc.embeddable > 0 {
-			any = true
+			some = true
 		} else if sc.complete {
 			empty = append(empty, sc.path+" "+sc.reason)
 		}
 	}
-	if !any {
+	if !some {
 		return fmt.Errorf("no records embedded: %s", capList(empty, 5))
 	}
 	for _, e := range empty {
@@ -226,7 +226,8 @@ func scanInput(ctx context.Context, path string, maxResidues int) (inputScan, er
 	tok := esm.NewTokenizer(maxResidues)
 	var toks []int32
 	var seen int64
-	var firstProblem string
+	preamble := false   // the file starts with text before any header
+	var firstBad string // the first record that cannot be embedded, and why
 	for {
 		blk, err := rd.Next(ctx)
 		if errors.Is(err, io.EOF) {
@@ -241,12 +242,11 @@ func scanInput(ctx context.Context, path string, maxResidues int) (inputScan, er
 			sc.records++
 			seen += int64(len(r.Header)) + r.Total + 2
 			if r.Problem != "" {
-				if firstProblem == "" {
-					if r.Problem == data.ProblemBeforeHeader && sc.records == 1 {
-						firstProblem = fmt.Sprintf("has no FASTA header ('>') in its first %s; it starts with %s", size(seen), firstLine(path))
-					} else {
-						firstProblem = fmt.Sprintf("line %d: %s", r.Line, r.Problem)
-					}
+				switch {
+				case r.Problem == data.ProblemBeforeHeader && sc.records == 1:
+					preamble = true
+				case firstBad == "":
+					firstBad = fmt.Sprintf("line %d: %s", r.Line, r.Problem)
 				}
 				continue
 			}
@@ -258,8 +258,8 @@ func scanInput(ctx context.Context, path string, maxResidues int) (inputScan, er
 			var terr error
 			toks, e, terr = tok.Encode(toks[:0], seq)
 			if terr != nil {
-				if firstProblem == "" || strings.HasPrefix(firstProblem, "has no FASTA header") {
-					firstProblem = fmt.Sprintf("record at line %d (id %s): %v", r.Line, data.Quote(r.ID), terr)
+				if firstBad == "" {
+					firstBad = fmt.Sprintf("record at line %d (id %s): %v", r.Line, data.Quote(r.ID), terr)
 				}
 				continue
 			}
@@ -276,10 +276,12 @@ func scanInput(ctx context.Context, path string, maxResidues int) (inputScan, er
 	case sc.embeddable > 0 || !sc.complete:
 	case sc.records == 0:
 		sc.reason = "is empty (no FASTA records)"
-	case sc.records == 1 && strings.HasPrefix(firstProblem, "has no FASTA header"):
-		sc.reason = strings.Replace(firstProblem, " in its first "+size(seen), "", 1)
+	case sc.records == 1 && preamble:
+		sc.reason = "has no FASTA header ('>'); it starts with " + firstLine(path)
+	case preamble:
+		sc.reason = fmt.Sprintf("has %d records and none can be embedded (first: text before the first header, %s)", sc.records, firstLine(path))
 	default:
-		sc.reason = fmt.Sprintf("has %d records and none can be embedded (first: %s)", sc.records, firstProblem)
+		sc.reason = fmt.Sprintf("has %d records and none can be embedded (first: %s)", sc.records, firstBad)
 	}
 	return sc, nil
 }
@@ -308,16 +310,6 @@ func nucleotideLike(seq []byte) bool {
 		}
 	}
 	return letters >= nucMinResidues && float64(nuc) >= nucFrac*float64(letters)
-}
-
-func size(n int64) string {
-	switch {
-	case n >= 1<<20:
-		return fmt.Sprintf("%d MiB", n>>20)
-	case n >= 1<<10:
-		return fmt.Sprintf("%d KiB", n>>10)
-	}
-	return fmt.Sprintf("%d bytes", n)
 }
 
 // sniffBinary reports what a file that is not text looks like ("a Parquet

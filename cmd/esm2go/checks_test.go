@@ -160,6 +160,7 @@ func TestNothingToEmbed(t *testing.T) {
 		{"readme", "README.md", readme, `no records embedded: ` + filepath.Join(dir, "README.md") + ` has no FASTA header ('>'); it starts with "# esm2go"`},
 		{"gzip readme", "readme.gz", gz(t, readme), `readme.gz has no FASTA header ('>'); it starts with "# esm2go"`},
 		{"junk records", "junk.fa", []byte(">a\n12345\n>b\n*X*\n>c\n"), "junk.fa has 3 records and none can be embedded (first: record at line 1 (id \"a\"): invalid character '1' at residue 1)"},
+		{"text then junk", "tj.fa", []byte("notes here\n>a\n123\n"), `tj.fa has 2 records and none can be embedded (first: text before the first header, "notes here")`},
 		{"only headers", "headers.fa", []byte(">a\n>b\n"), "headers.fa has 2 records and none can be embedded (first: record at line 1 (id \"a\"): no residues)"},
 		{"parquet", "x.parquet", append([]byte("PAR1\x15\x04\x15"), make([]byte, 64)...), "input " + filepath.Join(dir, "x.parquet") + " is a Parquet file, not FASTA text"},
 		{"npy", "x.npy", []byte("\x93NUMPY\x01\x00v\x00{'descr': '<f4'"), "is a NumPy .npy file, not FASTA text"},
