@@ -11,6 +11,7 @@ import (
 	"github.com/esm2go/esm2go/esm"
 	"github.com/esm2go/esm2go/esm/cpu"
 	"github.com/esm2go/esm2go/esm/esmtest"
+	"github.com/esm2go/esm2go/internal/testutil"
 )
 
 // TestContactsMatchCPU runs Model.Contacts on the GPU and on the CPU over
@@ -25,7 +26,7 @@ import (
 // logged values.
 func TestContactsMatchCPU(t *testing.T) {
 	requireGPU(t)
-	const model = "../../tests/testdata/models/tiny"
+	model := testutil.TinyModelDir() // found from the source tree, wherever the test binary runs
 	r := rand.New(rand.NewPCG(9, 10))
 	tok := esm.NewTokenizer(0)
 	var b esm.Batch

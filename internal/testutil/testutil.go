@@ -22,14 +22,32 @@ import (
 	"github.com/esm2go/esm2go/esm/cpu"
 )
 
-// RepoRoot is the module's root directory (found from this file's path, so
-// it does not depend on the test's working directory).
+// RepoRoot is the module's root directory: found from this file's path when
+// that path exists (a test run where it was built), else by walking up from
+// the working directory to a folder holding go.mod or tests/testdata (a test
+// binary built elsewhere and run from a copy of the repository, as the GPU
+// suite does), so it does not depend on the test's working directory.
 func RepoRoot() string {
 	_, file, _, ok := runtime.Caller(0)
-	if !ok {
-		panic("testutil: no caller information")
+	if ok {
+		root := filepath.Join(filepath.Dir(file), "..", "..")
+		if _, err := os.Stat(filepath.Join(root, "tests", "testdata")); err == nil {
+			return root
+		}
 	}
-	return filepath.Join(filepath.Dir(file), "..", "..")
+	if dir, err := os.Getwd(); err == nil {
+		for d := dir; ; d = filepath.Dir(d) {
+			for _, marker := range []string{"go.mod", filepath.Join("tests", "testdata")} {
+				if _, err := os.Stat(filepath.Join(d, marker)); err == nil {
+					return d
+				}
+			}
+			if filepath.Dir(d) == d {
+				break
+			}
+		}
+	}
+	panic("testutil: cannot find the repository root (no tests/testdata above the working directory)")
 }
 
 // TinyModelDir is the committed tiny HF checkpoint (3 layers, D=64, 4 heads).
