@@ -619,6 +619,14 @@ func (p *Parts) Chunks() []string {
 // final output, removes the parts directory and releases the lock.
 func (p *Parts) Finish(next int64, metadata map[string]string) error {
 	defer p.Close()
+	if len(p.man.Chunks) == 0 && p.cur == nil {
+		// No record at all (a shard of a small input, an empty stdin): one
+		// empty chunk, so that the output exists, with its schema and
+		// metadata, as every other shard's does.
+		if err := p.startChunk(); err != nil {
+			return err
+		}
+	}
 	if err := p.Commit(next, next); err != nil {
 		return err
 	}

@@ -248,3 +248,34 @@ func TestPartsKilledAfterPublish(t *testing.T) {
 		t.Fatalf("%d rows", len(got))
 	}
 }
+
+// TestPartsNoRecords: a run that reads no record at all (a shard of a small
+// input, an empty stdin) still finishes with an output: its schema and
+// metadata, no rows, and no parts directory left behind.
+func TestPartsNoRecords(t *testing.T) {
+	t.Parallel()
+	for _, f := range []Format{Parquet, NPY} {
+		out := filepath.Join(t.TempDir(), "emb")
+		p, err := OpenParts(out, f, testSchema, PartsOptions{Identity: testIdentity})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Finish(0, map[string]string{"k": "v"}); err != nil {
+			t.Fatalf("%v: finish with no records: %v", f, err)
+		}
+		if rows := readAll(t, out, f); len(rows) != 0 {
+			t.Errorf("%v: %d rows, want 0", f, len(rows))
+		}
+		r, err := Open(out)
+		if err != nil {
+			t.Fatalf("%v: %v", f, err)
+		}
+		if r.Len() != 0 || r.Schema().Metadata["k"] != "v" {
+			t.Errorf("%v: %d rows, metadata %v: want 0 rows and k=v", f, r.Len(), r.Schema().Metadata)
+		}
+		r.Close()
+		if _, err := os.Stat(out + ".parts"); !os.IsNotExist(err) {
+			t.Errorf("%v: parts directory left behind: %v", f, err)
+		}
+	}
+}
