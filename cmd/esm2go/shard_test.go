@@ -117,3 +117,43 @@ func readF32(t *testing.T, path string) []float32 {
 	}
 	return out
 }
+
+// TestShardsMoreThanRecords: with more shards than records some shards hold
+// nothing; each still ends with status 0 and an (empty) output, and the
+// merge of all of them equals one run's records.
+func TestShardsMoreThanRecords(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	const n = 24 // the fixture has 15 records
+	one := filepath.Join(dir, "one")
+	if code, _, stderr := runCLI(t, "embed", "--model", tinyModel, "--device", "cpu", "--format", "npy", "-q", "-o", one, fasta); code != 0 {
+		t.Fatalf("single run: %s", stderr)
+	}
+	var shards []string
+	empty := 0
+	for i := 0; i < n; i++ {
+		out := filepath.Join(dir, fmt.Sprintf("shard-%02d", i))
+		if code, _, stderr := runCLI(t, "embed", "--model", tinyModel, "--device", "cpu", "--format", "npy", "-q", "-o", out, "--shard", fmt.Sprintf("%d/%d", i, n), fasta); code != 0 {
+			t.Fatalf("shard %d/%d: status %d: %s", i, n, code, stderr)
+		}
+		if _, err := os.Stat(out + ".parts"); !os.IsNotExist(err) {
+			t.Errorf("shard %d: parts directory left behind", i)
+		}
+		if b, _ := os.ReadFile(filepath.Join(out, "records.tsv")); strings.Count(string(b), "\n") == 1 {
+			empty++
+		}
+		shards = append(shards, out)
+	}
+	if empty == 0 {
+		t.Fatalf("no shard of %d was empty; the test needs more shards than records", n)
+	}
+	merged := filepath.Join(dir, "merged")
+	if code, _, stderr := runCLI(t, append([]string{"merge", merged}, shards...)...); code != 0 {
+		t.Fatalf("merge: %s", stderr)
+	}
+	a, _ := os.ReadFile(filepath.Join(one, "records.tsv"))
+	b, _ := os.ReadFile(filepath.Join(merged, "records.tsv"))
+	if string(a) != string(b) {
+		t.Fatalf("records differ:\n%s\n%s", a, b)
+	}
+}
