@@ -68,14 +68,8 @@ for dtype in ("float32", "float16", "bfloat16"):
 
     # parquet, pandas (pandas cannot convert lists of 2-byte binaries, so
     # bfloat16 is read through pyarrow as above; docs/OUTPUT.md says so)
-    if dtype == "bfloat16":
-        continue_pandas = False
-    else:
-        continue_pandas = True
-        df = pd.read_parquet(path)
-    if not continue_pandas:
-        pass
-    elif dtype == "float32":
+    df = None if dtype == "bfloat16" else pd.read_parquet(path)
+    if dtype == "float32":
         check("float32 pandas mean", np.array_equal(np.stack(df["mean_3"]), mean_want))
         check("float32 pandas per_tok row 0", np.array_equal(np.stack(df["per_tok_3"][0]), tok_want[:2]))
     elif dtype == "float16" and elem == pa.float16():
