@@ -133,18 +133,21 @@ func parquetSchema(cols []Column, d DType, readBack bool) *parquet.Schema {
 	add("length", parquet.Leaf(parquet.Int32Type))
 	add("truncated", parquet.Leaf(parquet.BooleanType))
 	for _, c := range cols {
-		// Embedding values are stored uncompressed: snappy does not shrink
-		// them (BenchmarkWrite measured 1.002 bytes on disk per raw byte)
-		// and cost CPU at the writer's pace.
-		elem := parquet.Compressed(parquet.Leaf(parquetLeaf(d, readBack)), &parquet.Uncompressed)
-		switch c.Kind {
-		case Vector:
-			add(c.Name, parquet.List(elem)) // list<float32>, (D,)
-		case Matrix:
-			add(c.Name, parquet.List(parquet.List(elem))) // list<list<float32>>, (L, D)
-		}
+		add(c.Name, embeddingNode(c, d, readBack))
 	}
 	return parquet.NewSchema("esm2go", g)
+}
+
+// embeddingNode is the schema node of embedding column c stored as d.
+func embeddingNode(c Column, d DType, readBack bool) parquet.Node {
+	// Embedding values are stored uncompressed: snappy does not shrink
+	// them (BenchmarkWrite measured 1.002 bytes on disk per raw byte)
+	// and cost CPU at the writer's pace.
+	elem := parquet.Compressed(parquet.Leaf(parquetLeaf(d, readBack)), &parquet.Uncompressed)
+	if c.Kind == Matrix {
+		return parquet.List(parquet.List(elem)) // list<list<float32>>, (L, D)
+	}
+	return parquet.List(elem) // list<float32>, (D,)
 }
 
 func newParquetWriter(own owner, schema Schema) (*parquetWriter, error) {
@@ -231,15 +234,12 @@ func (w *parquetWriter) Write(r *Row) error {
 
 // Row groups are encoded concurrently: Write copies each row's values
 // into the group being filled; a full group goes to one of up to
-// parquetEncoders goroutines, which turns it into pages in a
-// parquet.ConcurrentRowGroupWriter, and the groups are committed to the
-// file in order, on the caller's goroutine, once encoded. parquet-go takes
-// every value as a 24-byte parquet.Value (BenchmarkWritePerTok: about
-// 50 MB of floats per CPU-second on the 2-core dev box, against 500 for
-// npy), so encoding on several cores is what lets per-token outputs keep
-// up with a GPU. At most parquetEncoders groups are in flight besides the
-// one being filled, so memory stays bounded: per group, its rows (at most
-// parquetMaxGroupBytes plus one row) and their encoded pages.
+// parquetEncoders goroutines, which encodes its columns into pages
+// (encodeColumns, parquet_columns.go), and the groups are committed to the
+// file in order, on the caller's goroutine, once encoded. At most
+// parquetEncoders groups are in flight besides the one being filled, so
+// memory stays bounded: per group, its rows (at most parquetMaxGroupBytes
+// plus one row) and their encoded pages.
 const maxParquetEncoders = 4
 
 // parquetEncoders is how many row groups are encoded at once: one fewer
@@ -251,10 +251,12 @@ func parquetEncoders() int {
 
 // pqGroup is one row group: its rows, copied, then encoded.
 type pqGroup struct {
-	rows []Row // Values point into vals
-	vals [][]float32
-	rg   *parquet.ConcurrentRowGroupWriter
-	done chan error // the encoder's result
+	rows []Row // copies of the rows written
+	// The encoded group: the fixed columns' row group and every column
+	// chunk, in output order (encodeColumns).
+	first  *parquet.FileRowGroup
+	chunks []parquet.ColumnChunk
+	done   chan error // the encoder's result
 }
 
 // add copies r into g and returns the bytes it counts toward the group's
@@ -275,21 +277,15 @@ func (g *pqGroup) add(r *Row) int64 {
 	return int64(len(r.ID)+17) + 4*int64(n)
 }
 
-// encode writes g's rows into g.rg and flushes its pages (run by an encoder).
+// encode encodes g's rows into column chunks (run by an encoder).
 func (g *pqGroup) encode(cols []Column, dtype DType) error {
-	var row parquet.Row
-	var half []byte
-	rows := []parquet.Row{nil}
-	for i := range g.rows {
-		row, half = encodeRow(row[:0], half, &g.rows[i], cols, dtype)
-		rows[0] = row
-		if _, err := g.rg.WriteRows(rows); err != nil {
-			return fmt.Errorf("record %d (%s): %w", g.rows[i].Index, quote(g.rows[i].ID), err)
-		}
-		g.rows[i].Values = nil // done with; let the collector have it
+	var err error
+	g.first, g.chunks, err = encodeColumns(g.rows, cols, dtype)
+	if err != nil {
+		err = fmt.Errorf("records %d to %d: %w", g.rows[0].Index, g.rows[len(g.rows)-1].Index, err)
 	}
-	g.rows = nil
-	return g.rg.Flush()
+	g.rows = nil // done with; let the collector have them
+	return err
 }
 
 // submit sends the group being filled to an encoder, first committing the
@@ -319,7 +315,6 @@ func (w *parquetWriter) submit() error {
 			return err
 		}
 	}
-	g.rg = w.pw.BeginRowGroup()
 	w.inflight = append(w.inflight, g)
 	w.jobs <- g
 	return nil
@@ -331,7 +326,8 @@ func (w *parquetWriter) commitOldest() error {
 	w.inflight = w.inflight[1:]
 	err := <-g.done
 	if err == nil {
-		err = guard(func() error { _, err := g.rg.Commit(); return err })
+		src := &splicedGroup{FileRowGroup: g.first, schema: w.pw.Schema(), chunks: g.chunks}
+		err = guard(func() error { _, err := w.pw.WriteRowGroup(src); return err })
 	}
 	if err != nil {
 		w.err = fmt.Errorf("output: %s: row group: %w", w.final, err)
@@ -367,99 +363,6 @@ func (w *parquetWriter) stopEncoders() {
 		w.jobs = nil
 	}
 	w.inflight, w.cur = nil, nil
-}
-
-// encodeRow appends r's values to row as parquet values, the embedding
-// columns stored as dtype (half holds their 2-byte encoding, which the
-// values point into), and returns row and half for reuse.
-//
-// Levels: a list<float32> leaf has max repetition 1 and max definition 1;
-// list<list<float32>> has 2 and 2. The first value of a record repeats at
-// level 0, the first of an inner list at 1, the rest at the list's depth.
-// An empty outer list (Length 0) is one null at definition level 0.
-func encodeRow(row parquet.Row, half []byte, r *Row, cols []Column, dtype DType) (parquet.Row, []byte) {
-	row = append(row,
-		parquet.ByteArrayValue([]byte(sanitizeID(r.ID))).Level(0, 0, colID),
-		parquet.Int64Value(r.Index).Level(0, 0, colIndex),
-		parquet.Int32Value(int32(r.Length)).Level(0, 0, colLength),
-		parquet.BooleanValue(r.Truncated).Level(0, 0, colTruncated),
-	)
-	if dtype != Float32 {
-		n := 0
-		for _, v := range r.Values {
-			n += len(v)
-		}
-		if cap(half) < 2*n {
-			half = make([]byte, 2*n)
-		}
-	}
-	used := half[:0]
-	for i, col := range cols {
-		ci := parquetFixedCols + i
-		vals := r.Values[i]
-		var enc []byte // vals as 2-byte items
-		if dtype != Float32 {
-			enc = used[len(used) : len(used)+2*len(vals)]
-			used = used[:len(used)+2*len(vals)]
-			dtype.encode16(enc, vals)
-		}
-		add := func(row parquet.Row, j, n, first, rep, def int) parquet.Row {
-			if enc != nil {
-				return appendHalves(row, enc[2*j:2*(j+n)], first, rep, def, ci)
-			}
-			return appendFloats(row, vals[j:j+n], first, rep, def, ci)
-		}
-		switch {
-		case col.Kind == Vector:
-			row = add(row, 0, len(vals), 0, 1, 1)
-		case len(vals) == 0: // Matrix with Length 0
-			row = append(row, parquet.Value{}.Level(0, 0, ci))
-		default: // Matrix, (L, D)
-			for j := 0; j < len(vals); j += col.Dim {
-				first := 1 // a new residue
-				if j == 0 {
-					first = 0 // a new record
-				}
-				row = add(row, j, col.Dim, first, 2, 2)
-			}
-		}
-	}
-	return row, half
-}
-
-// appendFloats appends one innermost list of a leaf column: the first value
-// repeats at level first, the others at rep, all defined at def. The pointer
-// setters inline where Value.Level does not; this is the parquet hot path.
-func appendFloats(row parquet.Row, vals []float32, first, rep, def, col int) parquet.Row {
-	for j, x := range vals {
-		v := parquet.FloatValue(x)
-		if j == 0 {
-			v.SetRepetitionLevel(first)
-		} else {
-			v.SetRepetitionLevel(rep)
-		}
-		v.SetDefinitionLevel(def)
-		v.SetColumnIndex(col)
-		row = append(row, v)
-	}
-	return row
-}
-
-// appendHalves is appendFloats for 2-byte items (float16, bfloat16): b holds
-// the list's values, 2 bytes each; the Values point into b.
-func appendHalves(row parquet.Row, b []byte, first, rep, def, col int) parquet.Row {
-	for j := 0; j < len(b); j += 2 {
-		v := parquet.FixedLenByteArrayValue(b[j : j+2 : j+2])
-		if j == 0 {
-			v.SetRepetitionLevel(first)
-		} else {
-			v.SetRepetitionLevel(rep)
-		}
-		v.SetDefinitionLevel(def)
-		v.SetColumnIndex(col)
-		row = append(row, v)
-	}
-	return row
 }
 
 // dtypeMeta is the layout metadata's "dtype": absent for float32, so
