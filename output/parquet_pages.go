@@ -1,0 +1,315 @@
+package output
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"math"
+	"math/bits"
+
+	"github.com/parquet-go/parquet-go"
+	"github.com/parquet-go/parquet-go/encoding/rle"
+	"github.com/parquet-go/parquet-go/encoding/thrift"
+	"github.com/parquet-go/parquet-go/format"
+)
+
+// An embedding column's chunk of a row group is written here, page by
+// page, as the one column of a small parquet file in memory, which
+// encodeColumns then hands to parquet-go to splice into the output
+// verbatim. parquet-go's own writers go through a column buffer (the
+// typed writer) or a 24-byte parquet.Value per float (the row writer);
+// here a record's values go once into the page, as PLAIN little-endian
+// items, and its levels are written in bulk. The pages, page index and
+// statistics are those parquet-go's Writer writes for the same column and
+// options (TestParquetColumnsSameBytes checks this byte for byte):
+//
+//   - data pages v2, uncompressed, PLAIN values, with a CRC-32 of the
+//     levels and values;
+//   - levels in parquet-go's RLE/bit-packed encoding (its rle package);
+//   - a page ends after the record that brings it to pageBufferSize
+//     bytes, counted as parquet-go's column buffer counts them;
+//   - no value statistics (SkipPageStatistics, SkipPageBounds), null
+//     counts, and level histograms (size statistics).
+//
+// Levels: list<item> (Vector) has max repetition and definition 1;
+// list<list<item>> (Matrix) has 2 and 2. A record's first value repeats
+// at level 0, the first of an inner list at 1, the others at the max; an
+// empty outer list (a Matrix of Length 0) is one null at definition 0.
+
+// pageBufferSize is parquet-go's page flush threshold:
+// DefaultPageBufferSize less 2% (the writer's bufferSize, 256901 bytes).
+const pageBufferSize = parquet.DefaultPageBufferSize * 98 / 100
+
+// chunkWriter writes the pages of one embedding column for one row group.
+type chunkWriter struct {
+	kind   Kind
+	dim    int
+	dtype  DType
+	maxLvl byte // max repetition level = max definition level
+
+	file []byte // "PAR1", then the pages so far
+
+	// The page being filled: one level byte per value or null, values.
+	rep, def        []byte
+	vals            []byte
+	pageRows        int
+	pageNulls       int
+	pageRepHist     []int64 // (maxLvl+1,) levels per value of each
+	pageDefHist     []int64
+	repEnc, defEnc  []byte // the page's levels, encoded
+	rows, numValues int64  // the chunk so far
+	nulls           int64
+
+	locs     []format.PageLocation
+	index    parquet.ColumnIndexer
+	repHists []int64 // pages' histograms, one after the other
+	defHists []int64
+	repHist  []int64 // the chunk's
+	defHist  []int64
+	err      error // sticky
+}
+
+func newChunkWriter(col Column, dtype DType, sizeHint int) *chunkWriter {
+	c := &chunkWriter{kind: col.Kind, dim: col.Dim, dtype: dtype.orDefault(), maxLvl: 1}
+	if col.Kind == Matrix {
+		c.maxLvl = 2
+	}
+	c.file = make([]byte, 0, sizeHint)
+	c.file = append(c.file, "PAR1"...)
+	c.index = parquetLeaf(dtype, true).NewColumnIndexer(parquet.DefaultColumnIndexSizeLimit)
+	n := int(c.maxLvl) + 1
+	c.pageRepHist, c.pageDefHist = make([]int64, n), make([]int64, n)
+	c.repHist, c.defHist = make([]int64, n), make([]int64, n)
+	return c
+}
+
+// add appends one record's values: (D,) for a Vector, (L, D) for a Matrix.
+func (c *chunkWriter) add(vals []float32) {
+	if len(vals) == 0 {
+		c.rep = append(c.rep, 0)
+		c.def = append(c.def, 0)
+		c.pageRepHist[0]++
+		c.pageDefHist[0]++
+		c.pageNulls++
+	} else {
+		n := len(vals)
+		start := len(c.rep)
+		c.rep = fill(c.rep, n, c.maxLvl)
+		c.def = fill(c.def, n, c.maxLvl)
+		rep := c.rep[start:]
+		rep[0] = 0
+		starts := 1 // inner lists (residues) of the record
+		if c.kind == Matrix {
+			for j := c.dim; j < n; j += c.dim {
+				rep[j] = 1
+			}
+			starts = n / c.dim
+		}
+		c.pageRepHist[0]++
+		c.pageRepHist[1] += int64(starts - 1)
+		c.pageRepHist[c.maxLvl] += int64(n - starts)
+		c.pageDefHist[c.maxLvl] += int64(n)
+		c.vals = c.appendValues(c.vals, vals)
+	}
+	c.pageRows++
+	// parquet-go's repeatedColumnBuffer.Size: 8 bytes per row, a byte per
+	// level of each kind, and the values.
+	if 8*c.pageRows+len(c.rep)+len(c.def)+len(c.vals) >= pageBufferSize {
+		c.flushPage()
+	}
+}
+
+// fill appends n bytes v to b.
+func fill(b []byte, n int, v byte) []byte {
+	start := len(b)
+	b = growBytes(b, n)
+	s := b[start:]
+	if len(s) > 0 {
+		s[0] = v
+		for done := 1; done < len(s); done *= 2 {
+			copy(s[done:], s[:done])
+		}
+	}
+	return b
+}
+
+// growBytes returns b extended by n bytes (not cleared).
+func growBytes(b []byte, n int) []byte {
+	if cap(b)-len(b) < n {
+		nb := make([]byte, len(b), max(2*cap(b), len(b)+n))
+		copy(nb, b)
+		b = nb
+	}
+	return b[:len(b)+n]
+}
+
+// appendValues appends vals to b as PLAIN items of the chunk's dtype.
+func (c *chunkWriter) appendValues(b []byte, vals []float32) []byte {
+	start := len(b)
+	b = growBytes(b, c.dtype.size()*len(vals))
+	dst := b[start:]
+	switch c.dtype {
+	case Float32:
+		for i, v := range vals {
+			binary.LittleEndian.PutUint32(dst[4*i:], math.Float32bits(v))
+		}
+	default:
+		c.dtype.encode16(dst, vals)
+	}
+	return b
+}
+
+// flushPage writes the page being filled, if any.
+func (c *chunkWriter) flushPage() {
+	if len(c.rep) == 0 || c.err != nil {
+		return
+	}
+	enc := rle.Encoding{BitWidth: bits.Len8(c.maxLvl)}
+	var err error
+	if c.repEnc, err = enc.EncodeLevels(c.repEnc[:0], c.rep); err == nil {
+		c.defEnc, err = enc.EncodeLevels(c.defEnc[:0], c.def)
+	}
+	if err != nil {
+		c.err = err
+		return
+	}
+	size := len(c.repEnc) + len(c.defEnc) + len(c.vals)
+	crc := crc32.Update(0, crc32.IEEETable, c.repEnc)
+	crc = crc32.Update(crc, crc32.IEEETable, c.defEnc)
+	crc = crc32.Update(crc, crc32.IEEETable, c.vals)
+	numValues := len(c.rep)
+	header := format.PageHeader{
+		Type:                 format.DataPageV2,
+		UncompressedPageSize: int32(size),
+		CompressedPageSize:   int32(size),
+		CRC:                  int32(crc),
+		DataPageHeaderV2: thrift.New(format.DataPageHeaderV2{
+			NumValues:                  int32(numValues),
+			NumNulls:                   int32(c.pageNulls),
+			NumRows:                    int32(c.pageRows),
+			Encoding:                   format.Plain,
+			DefinitionLevelsByteLength: int32(len(c.defEnc)),
+			RepetitionLevelsByteLength: int32(len(c.repEnc)),
+			IsCompressed:               thrift.New(false),
+		}),
+	}
+	h, err := thrift.Marshal(new(thrift.CompactProtocol), &header)
+	if err != nil {
+		c.err = err
+		return
+	}
+	offset := len(c.file)
+	c.file = append(c.file, h...)
+	c.file = append(c.file, c.repEnc...)
+	c.file = append(c.file, c.defEnc...)
+	c.file = append(c.file, c.vals...)
+	c.locs = append(c.locs, format.PageLocation{Offset: int64(offset), CompressedPageSize: int32(len(c.file) - offset), FirstRowIndex: c.rows})
+	c.index.IndexPage(int64(numValues), int64(c.pageNulls), parquet.Value{}, parquet.Value{})
+	c.repHists = append(c.repHists, c.pageRepHist...)
+	c.defHists = append(c.defHists, c.pageDefHist...)
+	for i := range c.pageRepHist {
+		c.repHist[i] += c.pageRepHist[i]
+		c.defHist[i] += c.pageDefHist[i]
+	}
+	clear(c.pageRepHist)
+	clear(c.pageDefHist)
+	c.rows += int64(c.pageRows)
+	c.numValues += int64(numValues)
+	c.nulls += int64(c.pageNulls)
+	c.pageRows, c.pageNulls = 0, 0
+	c.rep, c.def, c.vals = c.rep[:0], c.def[:0], c.vals[:0]
+}
+
+// finish writes the last page, the page index and the footer, and returns
+// the file's row group. template is the metadata of an empty file of the
+// same column (its schema and column orders).
+func (c *chunkWriter) finish(template *format.FileMetaData) (*parquet.FileRowGroup, error) {
+	c.flushPage()
+	if c.err != nil {
+		return nil, c.err
+	}
+	dataSize := int64(len(c.file) - 4)
+	ci := c.index.ColumnIndex()
+	ci.RepetitionLevelHistogram = c.repHists
+	ci.DefinitionLevelHistogram = c.defHists
+	proto := new(thrift.CompactProtocol)
+	cib, err := thrift.Marshal(proto, &ci)
+	if err != nil {
+		return nil, err
+	}
+	oib, err := thrift.Marshal(proto, &format.OffsetIndex{PageLocations: c.locs})
+	if err != nil {
+		return nil, err
+	}
+	ciOffset := int64(len(c.file))
+	c.file = append(c.file, cib...)
+	oiOffset := int64(len(c.file))
+	c.file = append(c.file, oib...)
+	leaf := &template.Schema[len(template.Schema)-1]
+	path := []string{columnFileName, "list", "element"}
+	if c.kind == Matrix {
+		path = append(path, "list", "element")
+	}
+	md := format.FileMetaData{
+		Version: template.Version,
+		Schema:  template.Schema,
+		NumRows: c.rows,
+		RowGroups: []format.RowGroup{{
+			Columns: []format.ColumnChunk{{
+				MetaData: format.ColumnMetaData{
+					Type:                  leaf.Type.V,
+					Encoding:              []format.Encoding{format.Plain, format.RLE},
+					PathInSchema:          path,
+					Codec:                 format.Uncompressed,
+					NumValues:             c.numValues,
+					TotalUncompressedSize: dataSize,
+					TotalCompressedSize:   dataSize,
+					DataPageOffset:        4,
+					Statistics:            format.Statistics{NullCount: c.nulls},
+					EncodingStats:         []format.PageEncodingStats{{PageType: format.DataPageV2, Encoding: format.Plain, Count: int32(len(c.locs))}},
+					SizeStatistics: format.SizeStatistics{
+						RepetitionLevelHistogram: c.repHist,
+						DefinitionLevelHistogram: c.defHist,
+					},
+				},
+				OffsetIndexOffset: oiOffset,
+				OffsetIndexLength: int32(len(oib)),
+				ColumnIndexOffset: ciOffset,
+				ColumnIndexLength: int32(len(cib)),
+			}},
+			TotalByteSize:       dataSize,
+			NumRows:             c.rows,
+			FileOffset:          4,
+			TotalCompressedSize: dataSize,
+		}},
+		CreatedBy:    template.CreatedBy,
+		ColumnOrders: template.ColumnOrders,
+	}
+	footer, err := thrift.Marshal(proto, &md)
+	if err != nil {
+		return nil, err
+	}
+	c.file = append(c.file, footer...)
+	c.file = binary.LittleEndian.AppendUint32(c.file, uint32(len(footer)))
+	c.file = append(c.file, "PAR1"...)
+	return openOneGroup(c.file)
+}
+
+// openOneGroup opens the parquet file b, which must hold one row group.
+func openOneGroup(b []byte) (*parquet.FileRowGroup, error) {
+	f, err := parquet.OpenFile(bytes.NewReader(b), int64(len(b)))
+	if err != nil {
+		return nil, err
+	}
+	groups := f.RowGroups()
+	if len(groups) != 1 {
+		return nil, fmt.Errorf("%d row groups, want 1", len(groups))
+	}
+	rg, ok := groups[0].(*parquet.FileRowGroup)
+	if !ok {
+		return nil, errors.New("the parquet library's row group is not a *FileRowGroup")
+	}
+	return rg, nil
+}
