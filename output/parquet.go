@@ -21,6 +21,9 @@ const (
 	parquetMaxGroupBytes = 64 << 20 // raw float bytes + ids
 )
 
+// parquetWriteBuffer is the size of the file's write buffer.
+const parquetWriteBuffer = 1 << 20
+
 // parquetCodec compresses the fixed columns (ids, indices, lengths);
 // embedding values are stored uncompressed (parquetSchema, doc.go).
 var parquetCodec = &parquet.Snappy
@@ -45,6 +48,11 @@ type parquetWriter struct {
 	//lint:ignore SA1019 the schema is dynamic, see above
 	pw    *parquet.Writer
 	check rowChecker
+
+	// templates[i] is the footer of an empty one-column file of
+	// embedding column i (columnTemplate).
+	templates []*format.FileMetaData
+	pool      pagePool
 
 	// The row group being filled, and those being encoded or waiting to
 	// be committed, oldest first (see submit).
@@ -178,6 +186,10 @@ func newParquetWriter(own owner, schema Schema) (*parquetWriter, error) {
 		parquetSchema(schema.Columns, schema.DType, false),
 		parquet.Compression(parquetCodec),
 		parquet.KeyValueMetadata(metaKey, string(meta)),
+		// Column chunks are copied into the file through this buffer
+		// (parquet_columns.go): 1 MiB writes, as npy's, where the
+		// default 32 KiB measured a quarter more CPU in write calls.
+		parquet.WriteBufferSize(parquetWriteBuffer),
 	}
 	// No statistics on embedding values: no query filters on an
 	// embedding's min or max, computing them costs several percent of the
@@ -195,12 +207,23 @@ func newParquetWriter(own owner, schema Schema) (*parquetWriter, error) {
 		os.Remove(f.Name())
 		return nil, fmt.Errorf("output: %s: parquet config: %w", final, err)
 	}
+	templates := make([]*format.FileMetaData, len(schema.Columns))
+	for i, c := range schema.Columns {
+		if templates[i], err = columnTemplate(c, schema.DType); err != nil {
+			f.Close()
+			os.Remove(f.Name())
+			return nil, fmt.Errorf("output: %s: column %s: %w", final, c.Name, err)
+		}
+	}
 	return &parquetWriter{
 		owner: own,
 		tmp:   f.Name(),
 		file:  f,
 		pw:    parquet.NewWriter(f, config),
 		check: rowChecker{cols: schema.Columns, dtype: schema.DType.orDefault()},
+
+		templates: templates,
+		pool:      pagePool{limit: parquetMaxGroupBytes},
 
 		maxGroupRows:  parquetMaxGroupRows,
 		maxGroupBytes: parquetMaxGroupBytes,
@@ -218,7 +241,7 @@ func (w *parquetWriter) Write(r *Row) error {
 		return err
 	}
 	if w.cur == nil {
-		w.cur = &pqGroup{done: make(chan error, 1)}
+		w.cur = newPQGroup(w.check.cols, w.check.dtype, &w.pool)
 	}
 	nbytes := w.cur.add(r)
 	w.check.accept(r)
@@ -232,14 +255,14 @@ func (w *parquetWriter) Write(r *Row) error {
 	return nil
 }
 
-// Row groups are encoded concurrently: Write copies each row's values
-// into the group being filled; a full group goes to one of up to
-// parquetEncoders goroutines, which encodes its columns into pages
-// (encodeColumns, parquet_columns.go), and the groups are committed to the
-// file in order, on the caller's goroutine, once encoded. At most
-// parquetEncoders groups are in flight besides the one being filled, so
-// memory stays bounded: per group, its rows (at most parquetMaxGroupBytes
-// plus one row) and their encoded pages.
+// Row groups are written column by column (parquet_columns.go): Write
+// puts each row's values into the pages of the group being filled; a full
+// group goes to one of up to parquetEncoders goroutines, which finishes
+// its column chunks (the fixed columns, page indexes, footers), and the
+// groups are committed to the file in order, on the caller's goroutine,
+// once encoded. At most parquetEncoders groups are in flight besides the
+// one being filled, so memory stays bounded: per group, its pages (about
+// parquetMaxGroupBytes plus one row for float32, half for 2-byte dtypes).
 const maxParquetEncoders = 4
 
 // parquetEncoders is how many row groups are encoded at once: one fewer
@@ -249,42 +272,50 @@ func parquetEncoders() int {
 	return max(1, min(runtime.GOMAXPROCS(0)-1, maxParquetEncoders))
 }
 
-// pqGroup is one row group: its rows, copied, then encoded.
+// pqGroup is one row group: its records' fixed fields and the pages of
+// each embedding column, written as rows come, then its column chunks.
 type pqGroup struct {
-	rows []Row // copies of the rows written
+	fixed []pqFixed
+	cols  []*chunkWriter // one per embedding column
 	// The encoded group: the fixed columns' row group and every column
 	// chunk, in output order (encodeColumns).
 	first  *parquet.FileRowGroup
 	chunks []parquet.ColumnChunk
+	bufs   [][]byte   // the pages' values buffers, for the pool once committed
 	done   chan error // the encoder's result
 }
 
-// add copies r into g and returns the bytes it counts toward the group's
-// bound (float32 payload plus the id and fixed fields).
+func newPQGroup(cols []Column, dtype DType, pool *pagePool) *pqGroup {
+	g := &pqGroup{done: make(chan error, 1), cols: make([]*chunkWriter, len(cols))}
+	for i, c := range cols {
+		g.cols[i] = newChunkWriter(c, dtype, pool)
+	}
+	return g
+}
+
+// add writes r into g's pages and returns the bytes it counts toward the
+// group's bound (float32 payload plus the id and fixed fields).
 func (g *pqGroup) add(r *Row) int64 {
+	g.fixed = append(g.fixed, pqFixed{ID: sanitizeID(r.ID), Index: r.Index, Length: int32(r.Length), Truncated: r.Truncated})
 	n := 0
-	for _, v := range r.Values {
+	for i, v := range r.Values {
+		g.cols[i].add(v)
 		n += len(v)
 	}
-	buf := make([]float32, n)
-	c := Row{ID: r.ID, Index: r.Index, Length: r.Length, Truncated: r.Truncated, Values: make([][]float32, len(r.Values))}
-	off := 0
-	for i, v := range r.Values {
-		c.Values[i] = buf[off : off+len(v) : off+len(v)]
-		off += copy(c.Values[i], v)
-	}
-	g.rows = append(g.rows, c)
 	return int64(len(r.ID)+17) + 4*int64(n)
 }
 
-// encode encodes g's rows into column chunks (run by an encoder).
-func (g *pqGroup) encode(cols []Column, dtype DType) error {
+// encode finishes g's column chunks (run by an encoder).
+func (g *pqGroup) encode(dtype DType, templates []*format.FileMetaData) error {
 	var err error
-	g.first, g.chunks, err = encodeColumns(g.rows, cols, dtype)
+	g.first, g.chunks, err = encodeColumns(g.fixed, g.cols, dtype, templates)
 	if err != nil {
-		err = fmt.Errorf("records %d to %d: %w", g.rows[0].Index, g.rows[len(g.rows)-1].Index, err)
+		err = fmt.Errorf("records %d to %d: %w", g.fixed[0].Index, g.fixed[len(g.fixed)-1].Index, err)
 	}
-	g.rows = nil // done with; let the collector have them
+	for _, c := range g.cols {
+		g.bufs = append(g.bufs, c.bufs...)
+	}
+	g.fixed, g.cols = nil, nil
 	return err
 }
 
@@ -294,7 +325,7 @@ func (w *parquetWriter) submit() error {
 	g := w.cur
 	w.cur = nil
 	w.groupRows, w.groupBytes = 0, 0
-	if g == nil || len(g.rows) == 0 {
+	if g == nil || len(g.fixed) == 0 {
 		return nil
 	}
 	if w.jobs == nil {
@@ -305,7 +336,7 @@ func (w *parquetWriter) submit() error {
 			go func() {
 				defer w.encoders.Done()
 				for g := range w.jobs {
-					g.done <- guard(func() error { return g.encode(w.check.cols, w.check.dtype) })
+					g.done <- guard(func() error { return g.encode(w.check.dtype, w.templates) })
 				}
 			}()
 		}
@@ -328,6 +359,13 @@ func (w *parquetWriter) commitOldest() error {
 	if err == nil {
 		src := &splicedGroup{FileRowGroup: g.first, schema: w.pw.Schema(), chunks: g.chunks}
 		err = guard(func() error { _, err := w.pw.WriteRowGroup(src); return err })
+	}
+	if err == nil {
+		// The group's pages are in the file: their buffers can serve
+		// new pages.
+		for _, b := range g.bufs {
+			w.pool.put(b)
+		}
 	}
 	if err != nil {
 		w.err = fmt.Errorf("output: %s: row group: %w", w.final, err)

@@ -35,50 +35,28 @@ type pqFixed struct {
 // file; the output's name is the output schema's.
 const columnFileName = "v"
 
-// encodeColumns encodes rows (at least one) into a row group of the output
-// whose columns are cols, stored as dtype: the group's column chunks, in
-// output order, each in its own in-memory parquet file, and the row group
-// of the first (the fixed columns).
-func encodeColumns(rows []Row, cols []Column, dtype DType) (*parquet.FileRowGroup, []parquet.ColumnChunk, error) {
-	fixed := make([]pqFixed, len(rows))
-	for i := range rows {
-		r := &rows[i]
-		fixed[i] = pqFixed{ID: sanitizeID(r.ID), Index: r.Index, Length: int32(r.Length), Truncated: r.Truncated}
-	}
-	first, err := encodeColumnFile(fixed, parquetSchema(nil, dtype, false), 1<<16+64*int64(len(rows)))
+// encodeColumns finishes a row group of the output, of records fixed (at
+// least one) and embedding columns cols, stored as dtype (templates are
+// their columnTemplate): the group's column chunks, in output order, each
+// in its own in-memory parquet file, and the row group of the first (the
+// fixed columns).
+func encodeColumns(fixed []pqFixed, cols []*chunkWriter, dtype DType, templates []*format.FileMetaData) (*parquet.FileRowGroup, []parquet.ColumnChunk, error) {
+	first, err := encodeColumnFile(fixed, parquetSchema(nil, dtype, false), 1<<16+64*int64(len(fixed)))
 	if err != nil {
 		return nil, nil, fmt.Errorf("fixed columns: %w", err)
 	}
 	chunks := append([]parquet.ColumnChunk(nil), first.ColumnChunks()...)
 	for c, col := range cols {
-		rg, err := encodeColumn(rows, c, col, dtype)
+		rg, err := col.finish(templates[c])
 		if err != nil {
-			return nil, nil, fmt.Errorf("column %s: %w", col.Name, err)
+			return nil, nil, fmt.Errorf("embedding column %d: %w", c, err)
+		}
+		if rg.NumRows() != first.NumRows() {
+			return nil, nil, fmt.Errorf("embedding column %d: %d rows, want %d", c, rg.NumRows(), first.NumRows())
 		}
 		chunks = append(chunks, rg.ColumnChunks()...)
 	}
 	return first, chunks, nil
-}
-
-// encodeColumn encodes column c of rows into a one-column file
-// (chunkWriter, parquet_pages.go).
-func encodeColumn(rows []Row, c int, col Column, dtype DType) (*parquet.FileRowGroup, error) {
-	template, err := columnTemplate(col, dtype)
-	if err != nil {
-		return nil, err
-	}
-	n := 0 // values in the column, all rows
-	for i := range rows {
-		n += len(rows[i].Values[c])
-	}
-	// The values, a few bytes of levels per list, page headers and the
-	// footer.
-	hint := dtype.size()*n + 16*(n/col.Dim+len(rows)) + 1<<16
-	w := newChunkWriter(col, dtype, hint)
-	for i := range rows {
-		w.add(rows[i].Values[c])
-	}
-	return w.finish(template)
 }
 
 // columnTemplate is the footer of an empty one-column file of col stored
@@ -131,19 +109,9 @@ func encodeColumnFile[T any](recs []T, schema *parquet.Schema, sizeHint int64) (
 		if err := w.Close(); err != nil {
 			return err
 		}
-		f, err := parquet.OpenFile(bytes.NewReader(buf.Bytes()), int64(buf.Len()))
-		if err != nil {
-			return err
-		}
-		groups := f.RowGroups()
-		if len(groups) != 1 {
-			return fmt.Errorf("%d row groups, want 1", len(groups))
-		}
-		var ok bool
-		if rg, ok = groups[0].(*parquet.FileRowGroup); !ok {
-			return errors.New("the parquet library's row group is not a *FileRowGroup")
-		}
-		return nil
+		var err error
+		rg, err = openOneGroup(bytes.NewReader(buf.Bytes()), int64(buf.Len()))
+		return err
 	})
 	return rg, err
 }

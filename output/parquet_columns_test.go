@@ -2,6 +2,7 @@ package output
 
 import (
 	"bytes"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -141,4 +142,69 @@ func testSameBytes(t *testing.T, groupRows int, cols []Column, n, maxLength int)
 			t.Errorf("%s: %d bytes, the row-based Writer's %d; first difference at byte %d", d, len(a), len(b), n)
 		}
 	}
+}
+
+// TestSegmentsReadAt: reads at any offset and length across pieces give
+// the bytes of the pieces end to end, and io.EOF past the end.
+func TestSegmentsReadAt(t *testing.T) {
+	t.Parallel()
+	var s segments
+	var all []byte
+	for i, n := range []int{4, 1, 0, 7, 3, 16} {
+		b := bytes.Repeat([]byte{byte(i + 1)}, n)
+		for j := range b {
+			b[j] += byte(j * 16)
+		}
+		s.add(b)
+		all = append(all, b...)
+	}
+	if s.size != int64(len(all)) {
+		t.Fatalf("size %d, want %d", s.size, len(all))
+	}
+	for off := 0; off <= len(all)+1; off++ {
+		for n := 0; n <= len(all)+1; n++ {
+			p := make([]byte, n)
+			got, err := s.ReadAt(p, int64(off))
+			want := max(0, min(n, len(all)-off))
+			if got != want || !bytes.Equal(p[:got], all[min(off, len(all)):min(off, len(all))+want]) {
+				t.Fatalf("ReadAt(%d bytes, %d) = %d %q, want %d", n, off, got, p[:got], want)
+			}
+			// As bytes.Reader: io.EOF for a short read and at or past the end.
+			if (err == io.EOF) != (want < n || off >= len(all)) || (err != nil && err != io.EOF) {
+				t.Fatalf("ReadAt(%d bytes, %d): error %v", n, off, err)
+			}
+		}
+	}
+	if _, err := s.ReadAt(make([]byte, 1), -1); err == nil {
+		t.Error("ReadAt at -1: no error")
+	}
+}
+
+// TestPagePool: get hands out the smallest free buffer that fits without
+// wasting more than half of it, else a new one; put keeps at most limit
+// bytes.
+func TestPagePool(t *testing.T) {
+	t.Parallel()
+	p := pagePool{limit: 100}
+	for _, c := range []int{10, 40, 25} {
+		p.put(make([]byte, 3, c))
+	}
+	p.put(make([]byte, 0, 30)) // 105 bytes: over the limit, dropped
+	if p.bytes != 75 || len(p.free) != 3 {
+		t.Fatalf("pool holds %d bytes in %d buffers, want 75 in 3", p.bytes, len(p.free))
+	}
+	if b := p.get(20); cap(b) != 25 || len(b) != 0 {
+		t.Errorf("get(20): len %d cap %d, want the free buffer of 25, empty", len(b), cap(b))
+	}
+	if b := p.get(15); cap(b) != 15 {
+		t.Errorf("get(15): cap %d, want a new buffer of 15 (40 wastes more than half)", cap(b))
+	}
+	if b := p.get(21); cap(b) != 40 {
+		t.Errorf("get(21): cap %d, want the free buffer of 40", cap(b))
+	}
+	if p.bytes != 10 || len(p.free) != 1 {
+		t.Errorf("pool holds %d bytes in %d buffers, want 10 in 1", p.bytes, len(p.free))
+	}
+	var nilPool *pagePool
+	nilPool.put(make([]byte, 8)) // a no-op
 }
