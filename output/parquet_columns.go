@@ -49,10 +49,10 @@ func encodeColumns(fixed []pqFixed, cols []*chunkWriter, dtype DType, templates 
 	for c, col := range cols {
 		rg, err := col.finish(templates[c])
 		if err != nil {
-			return nil, nil, fmt.Errorf("embedding column %d: %w", c, err)
+			return nil, nil, fmt.Errorf("column %s: %w", col.name, err)
 		}
 		if rg.NumRows() != first.NumRows() {
-			return nil, nil, fmt.Errorf("embedding column %d: %d rows, want %d", c, rg.NumRows(), first.NumRows())
+			return nil, nil, fmt.Errorf("column %s: %d rows, want %d", col.name, rg.NumRows(), first.NumRows())
 		}
 		chunks = append(chunks, rg.ColumnChunks()...)
 	}

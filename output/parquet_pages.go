@@ -46,6 +46,7 @@ const pageBufferSize = parquet.DefaultPageBufferSize * 98 / 100
 
 // chunkWriter writes the pages of one embedding column for one row group.
 type chunkWriter struct {
+	name   string // the output's column name, for errors
 	kind   Kind
 	dim    int
 	dtype  DType
@@ -79,7 +80,7 @@ type chunkWriter struct {
 }
 
 func newChunkWriter(col Column, dtype DType, pool *pagePool) *chunkWriter {
-	c := &chunkWriter{kind: col.Kind, dim: col.Dim, dtype: dtype.orDefault(), maxLvl: 1, pool: pool}
+	c := &chunkWriter{name: col.Name, kind: col.Kind, dim: col.Dim, dtype: dtype.orDefault(), maxLvl: 1, pool: pool}
 	if col.Kind == Matrix {
 		c.maxLvl = 2
 	}
@@ -200,6 +201,12 @@ func (c *chunkWriter) flushPage() {
 		return
 	}
 	size := len(c.repEnc) + len(c.defEnc) + len(c.vals)
+	// A page's sizes and counts are int32 in parquet (as parquet-go's
+	// Writer, refuse a page over 2 GiB: one record that large).
+	if size > math.MaxInt32-1<<10 || len(c.rep) > math.MaxInt32 {
+		c.err = fmt.Errorf("a page of %d bytes, %d values: over parquet's 2 GiB page limit", size, len(c.rep))
+		return
+	}
 	crc := crc32.Update(0, crc32.IEEETable, c.repEnc)
 	crc = crc32.Update(crc, crc32.IEEETable, c.defEnc)
 	crc = crc32.Update(crc, crc32.IEEETable, c.vals)
