@@ -103,6 +103,15 @@ def dur_s(s):
         return None
 
 
+def own_time(done):
+    """esm2go's own time (after loading) from its `done` record: `elapsed_s` (seconds) in
+    current versions, `time` (a Go duration string) in earlier ones; None if absent."""
+    v = done.get("elapsed_s")
+    if isinstance(v, (int, float)):
+        return float(v)
+    return dur_s(done.get("time"))
+
+
 def esm2go_supports(binpath, flag):
     try:
         out = subprocess.run([binpath, "embed", "--help"], capture_output=True, text=True, timeout=30)
@@ -168,7 +177,7 @@ def run_esm2go(a, name, model_dir, label, fasta, records, work, outdir, metrics_
         return {"error": f"exit {rc}, see logs/{os.path.basename(logf)}"}
     done = parse_done(logf)
     counts = [C.n_tokens(s) for _, s in records[:limit]]
-    own = dur_s(done.get("time"))
+    own = own_time(done)
     steady = steady_state(metrics, sum(counts) / max(len(counts), 1)) if metrics else {}
     extra = dict(toks_per_batch=a.toks_per_batch, warmup_rate_seqs_per_s=round(float(rate), 1),
                  esm2go_internal_time_s=own,

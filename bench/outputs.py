@@ -28,7 +28,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import common as C  # noqa: E402
-from bench import dur_s, parse_done  # noqa: E402
+from bench import own_time, parse_done  # noqa: E402
 
 BIN = os.path.join(REPO, "bin", "esm2go")
 
@@ -72,7 +72,7 @@ def embed(model_dir, fasta, out, logfile, extra):
         rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, timeout=900).returncode
         wall = time.time() - t
     done = parse_done(logfile)
-    own = dur_s(done.get("time") or done.get("elapsed"))
+    own = own_time(done)
     return rc, wall, own, done
 
 
