@@ -8,22 +8,27 @@ import (
 	"github.com/esm2go/esm2go/esm"
 )
 
-// attnBlock is how many query rows one work item handles: its score block
+// attnBlock is how many query rows one block handles: its score block
 // (attnBlock, n) stays in the L2 cache (256 KiB at n = 1024).
 const attnBlock = 64
 
-// attnItem is one (sequence, head, query block) of the attention work list.
+// attnItem is one (sequence, head) of the attention work list, or with the
+// sgemm path one (sequence, head, query block).
 type attnItem struct{ start, n, h, q0 int }
 
 // Attention implements esm.Backend: for every sequence, head and block of
-// up to attnBlock query rows, S = Q·K^T (one sgemm over strided views of the
-// packed qkv), a row softmax in fp32, then O = P·V written straight into the
-// head's columns of out. Workers take items from a shared counter, longest
-// sequences first, each with its own scratch. A NaN or infinite element of
-// q, k or v reaches exactly the rows attention.Reference says (its row, its
-// sequence, its column of its sequence, in its head); softmax weights never
-// underflow to 0 (see vmath), so a matmul that skips zero factors, as
-// gonum's does, cannot drop a NaN of v either.
+// up to attnBlock query rows, S = Q·K^T over strided views of the packed
+// qkv, a row softmax in fp32 (softmaxRows, as AttentionProbs), then O = P·V
+// written straight into the head's columns of out. Where the head dim is a
+// multiple of 8 (every ESM2 size) the products are the C kernels of
+// attn_kernels.go, K^T packed once per (sequence, head) and all of a
+// head's blocks done by one worker; otherwise two sgemm calls per block.
+// Workers take items from a shared counter, longest sequences first, each
+// with its own scratch. A NaN or infinite element of q, k or v reaches
+// exactly the rows attention.Reference says (its row, its sequence, its
+// column of its sequence, in its head); softmax weights never underflow to
+// 0 (see vmath), and neither product skips a zero factor, so a NaN of v
+// reaches every row of its sequence.
 func (b *Backend) Attention(out, qkv esm.Tensor, H, HD int) error {
 	T, D := b.T(), H*HD
 	if err := checkLen("attention qkv", qkv, T*3*D); err != nil {
@@ -34,16 +39,28 @@ func (b *Backend) Attention(out, qkv esm.Tensor, H, HD int) error {
 	}
 	x, o := data(qkv), data(out)
 	maxN := b.seqlens.MaxLen()
-	if len(b.scratch) != b.threads || len(b.scratch[0]) < attnBlock*maxN {
+	kern := newAttnKernels()
+	fused := kern.ok(HD)
+	// per worker: scores (attnBlock, maxN), then with the kernels packed
+	// K^T, V and a query block
+	need := attnBlock * maxN
+	if fused {
+		need += ktLen(maxN, HD) + maxN*HD + attnBlock*HD + qkRed(attnBlock)
+	}
+	if len(b.scratch) != b.threads || len(b.scratch[0]) < need {
 		b.scratch = make([][]float32, b.threads)
 		for i := range b.scratch {
-			b.scratch[i] = make([]float32, attnBlock*maxN)
+			b.scratch[i] = make([]float32, need)
 		}
 	}
 	items := b.attnItems[:0]
 	for seq := 0; seq < b.seqlens.N(); seq++ {
 		start, n := b.seqlens.Start(seq), b.seqlens.Len(seq)
 		for h := 0; h < H; h++ {
+			if fused {
+				items = append(items, attnItem{start, n, h, 0})
+				continue
+			}
 			for q0 := 0; q0 < n; q0 += attnBlock {
 				items = append(items, attnItem{start, n, h, q0})
 			}
@@ -61,13 +78,27 @@ func (b *Backend) Attention(out, qkv esm.Tensor, H, HD int) error {
 				return
 			}
 			it := items[i]
-			rows := min(attnBlock, it.n-it.q0)
-			q := x[(it.start+it.q0)*ld+it.h*HD:]
 			k := x[it.start*ld+D+it.h*HD:]
 			v := x[it.start*ld+2*D+it.h*HD:]
-			b.mm.Sgemm(true, rows, it.n, HD, 1, q, ld, k, ld, 0, s, it.n)
-			b.vm.softmaxRows(s, rows, it.n)
-			b.mm.Sgemm(false, rows, HD, it.n, 1, s, it.n, v, ld, 0, o[(it.start+it.q0)*D+it.h*HD:], D)
+			if !fused {
+				rows := min(attnBlock, it.n-it.q0)
+				q := x[(it.start+it.q0)*ld+it.h*HD:]
+				b.mm.Sgemm(true, rows, it.n, HD, 1, q, ld, k, ld, 0, s, it.n)
+				b.vm.softmaxRows(s, rows, it.n)
+				b.mm.Sgemm(false, rows, HD, it.n, 1, s, it.n, v, ld, 0, o[(it.start+it.q0)*D+it.h*HD:], D)
+				continue
+			}
+			kt := s[attnBlock*maxN:][:ktLen(it.n, HD)]
+			vp := s[attnBlock*maxN+ktLen(maxN, HD):][:it.n*HD]
+			qp := s[attnBlock*maxN+ktLen(maxN, HD)+maxN*HD:][:attnBlock*HD]
+			red := s[attnBlock*maxN+ktLen(maxN, HD)+maxN*HD+attnBlock*HD:][:qkRed(attnBlock)]
+			kern.pack(k, v, ld, it.n, HD, kt, vp)
+			for q0 := 0; q0 < it.n; q0 += attnBlock {
+				rows := min(attnBlock, it.n-q0)
+				q := x[(it.start+q0)*ld+it.h*HD:]
+				kern.qk(q, ld, qp, kt, rows, it.n, HD, s, red, true)
+				kern.pv(s, it.n, vp, rows, HD, o[(it.start+q0)*D+it.h*HD:], D)
+			}
 		}
 	})
 	return nil

@@ -7,11 +7,12 @@ import (
 )
 
 // AttentionProbs implements esm.Backend: for each head of the range and
-// block of up to attnBlock query rows, S = Q·K^T (one sgemm over strided
-// views of the packed qkv) written straight into the head's (n, n) slab of
-// probs, then the row softmax of Attention (softmaxRows: the same weights
-// Attention multiplies v by, bit for bit). Workers take blocks from a
-// shared counter.
+// block of up to attnBlock query rows, S = Q·K^T written straight into the
+// head's (n, n) slab of probs, then the row softmax, both as Attention
+// computes them (the attention kernels where the head dim allows, else
+// sgemm over strided views of the packed qkv and softmaxRows): the same
+// weights Attention multiplies v by, bit for bit. Workers take blocks from
+// a shared counter.
 func (b *Backend) AttentionProbs(probs, qkv esm.Tensor, H, HD, seq, h0, nh int) error {
 	if err := esm.CheckAttentionProbs(b.seqlens.N(), H, HD, seq, h0, nh); err != nil {
 		return err
@@ -27,8 +28,15 @@ func (b *Backend) AttentionProbs(probs, qkv esm.Tensor, H, HD, seq, h0, nh int) 
 	x, p := data(qkv), data(probs)
 	ld := 3 * D
 	blocks := (n + attnBlock - 1) / attnBlock
+	kern := newAttnKernels()
+	fused := kern.ok(HD)
 	var next atomic.Int64
 	b.eachWorker(func(int) {
+		var kt, qp, red []float32 // the kernels' scratch: K^T of head packed, a query block, row maxima
+		packed := -1
+		if fused {
+			kt, qp, red = make([]float32, ktLen(n, HD)), make([]float32, attnBlock*HD), make([]float32, qkRed(attnBlock))
+		}
 		for {
 			i := int(next.Add(1) - 1)
 			if i >= nh*blocks {
@@ -39,6 +47,14 @@ func (b *Backend) AttentionProbs(probs, qkv esm.Tensor, H, HD, seq, h0, nh int) 
 			q := x[(start+q0)*ld+(h0+h)*HD:]
 			k := x[start*ld+D+(h0+h)*HD:]
 			s := p[h*n*n+q0*n : h*n*n+(q0+rows)*n]
+			if fused {
+				if packed != h {
+					kern.pack(k, nil, ld, n, HD, kt, nil)
+					packed = h
+				}
+				kern.qk(q, ld, qp, kt, rows, n, HD, s, red, true)
+				continue
+			}
 			b.mm.Sgemm(true, rows, n, HD, 1, q, ld, k, ld, 0, s, n)
 			b.vm.softmaxRows(s, rows, n)
 		}

@@ -1,0 +1,366 @@
+//go:build cgo
+
+package cpu
+
+/*
+#cgo CFLAGS: -O3
+// No -ffast-math or finite-math-only here: every NaN and Inf of q, k and v
+// must reach the scores and the outputs as plain multiply-adds carry them.
+#include <stdint.h>
+#include <string.h>
+
+// Attention's two products for one (sequence, head) of the packed qkv
+// (rows of stride ld), on operands first copied into contiguous scratch
+// (strided rows of qkv are a page apart at ESM2's widths: read in place,
+// nearly every row costs a TLB miss):
+//   esm2go_attn_pack: K^T and V of the sequence, once per (sequence, head)
+//   esm2go_attn_qk:   S(rows, n) = Q(rows, HD)·K(n, HD)^T for a query block
+//   esm2go_attn_pv:   O(rows, HD) = P(rows, n)·V(n, HD)
+// Register tiles of 6 rows by 16 columns (12 accumulators of 8 floats);
+// every product is a plain sum over HD (or n) terms, so a NaN or an
+// infinity anywhere in its operands reaches its result as it does in a
+// textbook matmul (no term is ever skipped, zeros included). HD is a
+// multiple of 8.
+//
+// Each kernel is compiled twice, for AVX2+FMA and for any x86-64 (8-lane
+// vectors become pairs of SSE registers), and esm2go_attn_avx2 says at run
+// time which one the CPU can run.
+
+typedef float f8 __attribute__((vector_size(32)));
+typedef int32_t i8 __attribute__((vector_size(32)));
+
+// Unaligned 8-float load and store (macros: an inline function passing
+// an f8 by value would change ABI between the two builds).
+#define ld8(p) ({ f8 v_; memcpy(&v_, (p), sizeof v_); v_; })
+#define st8(p, v) do { f8 w_ = (v); memcpy((p), &w_, sizeof w_); } while (0)
+// x in all 8 lanes (one vbroadcastss; (f8){} + x would add 0 first).
+#define bc8(x) ({ float x_ = (x); (f8){x_, x_, x_, x_, x_, x_, x_, x_}; })
+
+// kt = K(n, HD)^T in strips of 16 keys, each strip contiguous: key j,
+// dim d at kt[(j/16)*16*HD + d*16 + j%16], keys n..npad-1 zero (npad: n
+// rounded up to 16); unless vp is NULL, vp = V(n, HD) in column strips,
+// each strip contiguous: strip c0 (16 columns, or the last 8 where HD is
+// an odd multiple of 8) starts at vp + c0*n with rows of its width.
+static void esm2go_attn_pack(const float *k, const float *v, int ld, int n, int hd,
+	float *kt, int npad, float *vp) {
+	// key by key: each strided row of qkv is read once (a cache and TLB
+	// miss each, so the rows 8 ahead are prefetched)
+	for (int j = 0; j < n; j++) {
+		if (j + 8 < n) {
+			__builtin_prefetch(k + (long)(j + 8) * ld);
+			if (vp) __builtin_prefetch(v + (long)(j + 8) * ld);
+		}
+		float *dst = kt + (long)(j / 16) * 16 * hd + j % 16;
+		for (int d = 0; d < hd; d++) dst[d * 16] = k[(long)j * ld + d];
+	}
+	for (int j = n; j < npad; j++) {
+		float *dst = kt + (long)(j / 16) * 16 * hd + j % 16;
+		for (int d = 0; d < hd; d++) dst[d * 16] = 0;
+	}
+	for (int c0 = 0; vp && c0 < hd; c0 += 16) {
+		int w = hd - c0 < 16 ? hd - c0 : 16;
+		float *dst = vp + (long)c0 * n;
+		for (int j = 0; j < n; j++) memcpy(dst + (long)j * w, v + (long)j * ld + c0, w * sizeof(float));
+	}
+}
+
+// S(rows, n) with leading dimension n, in tiles of 6 rows by 16 keys; a
+// tile with fewer rows repeats its last row (computed, never stored), one
+// with fewer keys goes through a buffer.
+#define QK_TILE(A0, A1, A2, A3, A4, A5, STORE)                                   \
+	do {                                                                         \
+		f8 c00 = {}, c01 = {}, c10 = {}, c11 = {}, c20 = {}, c21 = {};           \
+		f8 c30 = {}, c31 = {}, c40 = {}, c41 = {}, c50 = {}, c51 = {};           \
+		const float *bp = b;                                                     \
+		for (int d = 0; d < hd; d++, bp += 16) {                                 \
+			f8 b0 = ld8(bp), b1 = ld8(bp + 8), x;                                \
+			x = bc8(A0[d]); c00 += x * b0; c01 += x * b1;                        \
+			x = bc8(A1[d]); c10 += x * b0; c11 += x * b1;                        \
+			x = bc8(A2[d]); c20 += x * b0; c21 += x * b1;                        \
+			x = bc8(A3[d]); c30 += x * b0; c31 += x * b1;                        \
+			x = bc8(A4[d]); c40 += x * b0; c41 += x * b1;                        \
+			x = bc8(A5[d]); c50 += x * b0; c51 += x * b1;                        \
+		}                                                                        \
+		STORE(0, c00, c01); STORE(1, c10, c11); STORE(2, c20, c21);              \
+		STORE(3, c30, c31); STORE(4, c40, c41); STORE(5, c50, c51);              \
+	} while (0)
+// Each stored score also goes into its row's running max (mx, 8 lanes per
+// row), for esm2go_attn_softmax: MAX8(a, b) is a > b ? a : b (vmaxps in
+// the AVX2 build), exact and independent of the order of the scores. A
+// NaN may or may not win it; the softmax makes such a row NaN anyway.
+#define SEL_GT(x, m) ({ i8 g_ = (x) > (m); (f8)((g_ & (i8)(x)) | (~g_ & (i8)(m))); })
+#define QK_ST(r, x0, x1) do {                                                    \
+		float *d_ = s + (long)(i0 + r) * n + j0;                                 \
+		st8(d_, x0);                                                             \
+		st8(d_ + 8, x1);                                                         \
+		float *m_ = mx + (long)(i0 + r) * 8;                                     \
+		st8(m_, MAX8(x1, MAX8(x0, ld8(m_))));                                    \
+	} while (0)
+#define QK_ST_PART(r, x0, x1) do {                                               \
+		if (i0 + r < rows) {                                                     \
+			float t_[16];                                                        \
+			st8(t_, x0);                                                         \
+			st8(t_ + 8, x1);                                                     \
+			float *m_ = mx + (long)(i0 + r) * 8;                                 \
+			for (int j = j0; j < j0 + 16 && j < n; j++) {                        \
+				float x_ = t_[j - j0];                                           \
+				s[(long)(i0 + r) * n + j] = x_;                                  \
+				m_[j & 7] = x_ > m_[j & 7] ? x_ : m_[j & 7];                     \
+			}                                                                    \
+		}                                                                        \
+	} while (0)
+#define QK_BODY                                                                  \
+	for (int j0 = 0; j0 < npad; j0 += 16) {                                      \
+		const float *b = kt + (long)j0 * hd;                                     \
+		int i0 = 0;                                                              \
+		if (j0 + 16 <= n) {                                                      \
+			for (; i0 + 6 <= rows; i0 += 6) {                                    \
+				const float *a0 = q + (long)i0 * hd;                             \
+				QK_TILE(a0, (a0 + hd), (a0 + 2 * hd), (a0 + 3 * hd), (a0 + 4 * hd), (a0 + 5 * hd), QK_ST); \
+			}                                                                    \
+		}                                                                        \
+		for (; i0 < rows; i0 += 6) {                                             \
+			const float *a[6];                                                   \
+			for (int r = 0; r < 6; r++) a[r] = q + (long)(i0 + r < rows ? i0 + r : rows - 1) * hd; \
+			QK_TILE(a[0], a[1], a[2], a[3], a[4], a[5], QK_ST_PART);             \
+		}                                                                        \
+	}
+
+// q: the block's queries packed, (rows, HD).
+#define MAX8(a, b) __builtin_ia32_maxps256((a), (b))
+__attribute__((target("avx2,fma"))) static void esm2go_attn_qk_avx2(const float *q,
+	const float *kt, int npad, int rows, int n, int hd, float *s, float *mx) { QK_BODY }
+#undef MAX8
+#define MAX8(a, b) SEL_GT((a), (b))
+static void esm2go_attn_qk_sse(const float *q,
+	const float *kt, int npad, int rows, int n, int hd, float *s, float *mx) { QK_BODY }
+#undef MAX8
+
+// Cephes expf for x <= 0, as vmath.go's esm2go_expf: inputs below
+// -87.33654 are raised to it, so the result is never below 2^-126 (not
+// even for -Inf); for NaN the result is garbage or NaN, which the softmax
+// makes NaN through its bad sum. No float-to-int conversion (undefined for
+// NaN in C).
+// x < -87.33654 becomes -87.33654 (NaN stays NaN); bits_ is 2^n. (A
+// macro: an inline function passing an f8 by value would change ABI
+// between the two builds.)
+#define esm2go_attn_exp8(X) ({                                                   \
+		f8 x_ = SEL_GT((f8){} - 87.33654f, (X));                        \
+		f8 r_ = x_ * 1.44269504088896341f + 12582912.0f;                         \
+		f8 fn_ = r_ - 12582912.0f;                                               \
+		x_ = x_ - fn_ * 0.693359375f - fn_ * -2.12194440e-4f;                    \
+		f8 z_ = x_ * x_;                                                         \
+		f8 y_ = ((((((1.9875691500e-4f * x_ + 1.3981999507e-3f) * x_ + 8.3334519073e-3f) * x_ \
+			+ 4.1665795894e-2f) * x_ + 1.6666665459e-1f) * x_ + 5.0000001201e-1f) * z_ + x_ + 1.0f); \
+		i8 bits_ = ((i8)r_ - 0x4B400000 + 127) << 23;                          \
+		y_ * (f8)bits_;                                                          \
+	})
+
+// Row softmax of S(rows, n) in place from the row maxima qk left in mx:
+// one pass for the exponentials and their sum, one to scale. A row holding
+// a NaN or an infinity comes out all NaN (see softmaxRow in attention.go):
+// t = x - max is NaN or -Inf for some x of such a row (NaN x; +Inf x, the
+// max, minus itself; -Inf x minus a finite max or -Inf), so the sum of
+// t - t, 0 for finite rows, is NaN and is added to the row's sum. A row
+// of n >= 8 not a multiple of 8 ends with the vector of its last 8
+// elements, of which the lanes in tail are new (the others were done by
+// the main loop and are kept); shorter rows go one element at a time.
+#define SOFTMAX_BODY                                                             \
+	for (int r = 0; r < rows; r++) {                                             \
+		float *row = s + (long)r * n;                                            \
+		f8 mv = ld8(mx + (long)r * 8);                                           \
+		float m = mv[0];                                                         \
+		for (int k = 1; k < 8; k++) m = mv[k] > m ? mv[k] : m;                   \
+		f8 m8 = (f8){} + m, acc = {}, bad = {};                                  \
+		int i = 0;                                                               \
+		for (; i + 8 <= n; i += 8) {                                             \
+			f8 t = ld8(row + i) - m8;                                            \
+			bad += t - t;                                                        \
+			f8 e = esm2go_attn_exp8(t);                                          \
+			st8(row + i, e);                                                     \
+			acc += e;                                                            \
+		}                                                                        \
+		i8 tail = {};                                                            \
+		if (i < n && n >= 8) {                                                   \
+			tail = (i8){0, 1, 2, 3, 4, 5, 6, 7} >= 8 - (n - i);                  \
+			float *p_ = row + n - 8;                                             \
+			f8 old = ld8(p_), t = old - m8;                                      \
+			f8 e = esm2go_attn_exp8(t);                                          \
+			st8(p_, (f8)((tail & (i8)e) | (~tail & (i8)old)));                   \
+			acc += (f8)(tail & (i8)e);                                           \
+			bad += (f8)(tail & (i8)(t - t));                                     \
+		} else {                                                                 \
+			for (; i < n; i++) {                                                 \
+				float t = row[i] - m;                                            \
+				f8 e = esm2go_attn_exp8((f8){} + t);                             \
+				row[i] = e[0];                                                   \
+				acc[0] += e[0];                                                  \
+				bad[0] += t - t;                                                 \
+			}                                                                    \
+		}                                                                        \
+		float sum = 0;                                                           \
+		for (int k = 0; k < 8; k++) sum += acc[k] + bad[k];                      \
+		f8 inv = (f8){} + 1.0f / sum;                                            \
+		for (i = 0; i + 8 <= n; i += 8) st8(row + i, ld8(row + i) * inv);        \
+		if (i < n && n >= 8) {                                                   \
+			float *p_ = row + n - 8;                                             \
+			f8 old = ld8(p_);                                                    \
+			st8(p_, (f8)((tail & (i8)(old * inv)) | (~tail & (i8)old)));         \
+		} else {                                                                 \
+			for (; i < n; i++) row[i] *= inv[0];                                 \
+		}                                                                        \
+	}
+
+__attribute__((target("avx2,fma"))) static void esm2go_attn_softmax_avx2(float *s, int rows, int n,
+	const float *mx) { SOFTMAX_BODY }
+static void esm2go_attn_softmax_sse(float *s, int rows, int n,
+	const float *mx) { SOFTMAX_BODY }
+
+// O(rows, HD) with leading dimension ldo, from P(rows, n) (leading
+// dimension n) and V packed in strips (esm2go_attn_pack): tiles of 6 rows by 16 columns,
+// then one 8 columns wide where HD is an odd multiple of 8. A tile with
+// fewer rows repeats its last row (computed, never stored).
+#define PV_BODY                                                                  \
+	for (int i0 = 0; i0 < rows; i0 += 6) {                                       \
+		const float *a0, *a1, *a2, *a3, *a4, *a5;                                \
+		int nr = rows - i0 < 6 ? rows - i0 : 6;                                  \
+		a0 = p + (long)i0 * n;                                                   \
+		a1 = nr > 1 ? a0 + n : a0;                                               \
+		a2 = nr > 2 ? a1 + n : a1;                                               \
+		a3 = nr > 3 ? a2 + n : a2;                                               \
+		a4 = nr > 4 ? a3 + n : a3;                                               \
+		a5 = nr > 5 ? a4 + n : a4;                                               \
+		float *o0 = o + (long)i0 * ldo;                                          \
+		int c0 = 0;                                                              \
+		for (; c0 + 16 <= hd; c0 += 16) {                                        \
+			f8 c00 = {}, c01 = {}, c10 = {}, c11 = {}, c20 = {}, c21 = {};       \
+			f8 c30 = {}, c31 = {}, c40 = {}, c41 = {}, c50 = {}, c51 = {};       \
+			const float *bp = v + (long)c0 * n;                                  \
+			for (int j = 0; j < n; j++, bp += 16) {                              \
+				f8 b0 = ld8(bp), b1 = ld8(bp + 8), x;                            \
+				x = bc8(a0[j]); c00 += x * b0; c01 += x * b1;                    \
+				x = bc8(a1[j]); c10 += x * b0; c11 += x * b1;                    \
+				x = bc8(a2[j]); c20 += x * b0; c21 += x * b1;                    \
+				x = bc8(a3[j]); c30 += x * b0; c31 += x * b1;                    \
+				x = bc8(a4[j]); c40 += x * b0; c41 += x * b1;                    \
+				x = bc8(a5[j]); c50 += x * b0; c51 += x * b1;                    \
+			}                                                                    \
+			float *d_ = o0 + c0;                                                 \
+			st8(d_, c00); st8(d_ + 8, c01);                                      \
+			if (nr > 1) { d_ += ldo; st8(d_, c10); st8(d_ + 8, c11); }           \
+			if (nr > 2) { d_ += ldo; st8(d_, c20); st8(d_ + 8, c21); }           \
+			if (nr > 3) { d_ += ldo; st8(d_, c30); st8(d_ + 8, c31); }           \
+			if (nr > 4) { d_ += ldo; st8(d_, c40); st8(d_ + 8, c41); }           \
+			if (nr > 5) { d_ += ldo; st8(d_, c50); st8(d_ + 8, c51); }           \
+		}                                                                        \
+		if (c0 < hd) {                                                           \
+			f8 c00 = {}, c10 = {}, c20 = {}, c30 = {}, c40 = {}, c50 = {};       \
+			const float *bp = v + (long)c0 * n;                                  \
+			for (int j = 0; j < n; j++, bp += 8) {                               \
+				f8 b0 = ld8(bp);                                                 \
+				c00 += bc8(a0[j]) * b0; c10 += bc8(a1[j]) * b0;                  \
+				c20 += bc8(a2[j]) * b0; c30 += bc8(a3[j]) * b0;                  \
+				c40 += bc8(a4[j]) * b0; c50 += bc8(a5[j]) * b0;                  \
+			}                                                                    \
+			float *d_ = o0 + c0;                                                 \
+			st8(d_, c00);                                                        \
+			if (nr > 1) { d_ += ldo; st8(d_, c10); }                             \
+			if (nr > 2) { d_ += ldo; st8(d_, c20); }                             \
+			if (nr > 3) { d_ += ldo; st8(d_, c30); }                             \
+			if (nr > 4) { d_ += ldo; st8(d_, c40); }                             \
+			if (nr > 5) { d_ += ldo; st8(d_, c50); }                             \
+		}                                                                        \
+	}
+
+__attribute__((target("avx2,fma"))) static void esm2go_attn_pv_avx2(const float *p, int n,
+	const float *v, int rows, int hd, float *o, int ldo) { PV_BODY }
+static void esm2go_attn_pv_sse(const float *p, int n,
+	const float *v, int rows, int hd, float *o, int ldo) { PV_BODY }
+
+static int esm2go_attn_avx2(void) {
+	__builtin_cpu_init();
+	return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+// q: the block's first query row in qkv (stride ld), packed into qp
+// (rows, HD) first.
+// red: (rows, 8) scratch for the rows' maxima, then the
+// softmax of S in place when softmax is set.
+static void esm2go_attn_qk(int avx2, const float *q, int ld, float *qp, const float *kt,
+	int npad, int rows, int n, int hd, float *s, float *red, int softmax) {
+	for (int i = 0; i < rows; i++) memcpy(qp + (long)i * hd, q + (long)i * ld, hd * sizeof(float));
+	float *mx = red;
+	for (int i = 0; i < rows * 8; i++) mx[i] = -__builtin_inff();
+	if (avx2) esm2go_attn_qk_avx2(qp, kt, npad, rows, n, hd, s, mx);
+	else esm2go_attn_qk_sse(qp, kt, npad, rows, n, hd, s, mx);
+	if (!softmax) return;
+	if (avx2) esm2go_attn_softmax_avx2(s, rows, n, mx);
+	else esm2go_attn_softmax_sse(s, rows, n, mx);
+}
+
+static void esm2go_attn_pv(int avx2, const float *p, int n, const float *vp,
+	int rows, int hd, float *o, int ldo) {
+	if (avx2) esm2go_attn_pv_avx2(p, n, vp, rows, hd, o, ldo);
+	else esm2go_attn_pv_sse(p, n, vp, rows, hd, o, ldo);
+}
+*/
+import "C"
+
+import "unsafe"
+
+// attnKernels are the C products of Attention (above). ok is false where
+// they do not apply (HD not a multiple of 8); Attention then uses sgemm.
+type attnKernels struct{ avx2 C.int }
+
+func newAttnKernels() attnKernels { return attnKernels{avx2: C.esm2go_attn_avx2()} }
+
+// portable returns the kernels built for any x86-64 (what a CPU without
+// AVX2 and FMA runs), for the tests.
+func (attnKernels) portable() attnKernels { return attnKernels{avx2: 0} }
+
+func (attnKernels) ok(hd int) bool { return hd%8 == 0 }
+
+// pack copies K^T (into kt, ktLen(n, hd) floats) and, unless vp is nil,
+// V (into vp, n*hd floats) of one (sequence, head), k and v read with row
+// stride ld.
+func (attnKernels) pack(k, v []float32, ld, n, hd int, kt, vp []float32) {
+	_ = k[(n-1)*ld+hd-1]
+	_ = kt[ktLen(n, hd)-1]
+	var vptr, vpptr *C.float
+	if vp != nil {
+		_ = v[(n-1)*ld+hd-1]
+		_ = vp[n*hd-1]
+		vptr, vpptr = (*C.float)(unsafe.Pointer(&v[0])), (*C.float)(unsafe.Pointer(&vp[0]))
+	}
+	C.esm2go_attn_pack((*C.float)(unsafe.Pointer(&k[0])), vptr, C.int(ld),
+		C.int(n), C.int(hd), (*C.float)(unsafe.Pointer(&kt[0])), C.int(ktPad(n)), vpptr)
+}
+
+// qk writes s(rows, n) = q(rows, hd)·K^T, q read with row stride ld and
+// copied into qp (rows*hd floats) first, kt from pack; with softmax set,
+// then the row softmax of s in place (softmaxRows' semantics: a row with a
+// non-finite score is all NaN, weights never below ~2^-126/n), the max
+// taken as the scores are stored. red is scratch of qkRed(rows) floats.
+func (a attnKernels) qk(q []float32, ld int, qp, kt []float32, rows, n, hd int, s, red []float32, softmax bool) {
+	_ = q[(rows-1)*ld+hd-1]
+	_ = qp[rows*hd-1]
+	_ = kt[ktLen(n, hd)-1]
+	_ = s[rows*n-1]
+	_ = red[qkRed(rows)-1]
+	sm := C.int(0)
+	if softmax {
+		sm = 1
+	}
+	C.esm2go_attn_qk(a.avx2, (*C.float)(unsafe.Pointer(&q[0])), C.int(ld), (*C.float)(unsafe.Pointer(&qp[0])),
+		(*C.float)(unsafe.Pointer(&kt[0])), C.int(ktPad(n)), C.int(rows), C.int(n), C.int(hd),
+		(*C.float)(unsafe.Pointer(&s[0])), (*C.float)(unsafe.Pointer(&red[0])), sm)
+}
+
+// pv writes o(rows, hd) (row stride ldo) = p(rows, n)·V, vp from pack.
+func (a attnKernels) pv(p []float32, n int, vp []float32, rows, hd int, o []float32, ldo int) {
+	_ = p[rows*n-1]
+	_ = vp[n*hd-1]
+	_ = o[(rows-1)*ldo+hd-1]
+	C.esm2go_attn_pv(a.avx2, (*C.float)(unsafe.Pointer(&p[0])), C.int(n), (*C.float)(unsafe.Pointer(&vp[0])),
+		C.int(rows), C.int(hd), (*C.float)(unsafe.Pointer(&o[0])), C.int(ldo))
+}

@@ -1,0 +1,25 @@
+//go:build !cgo
+
+package cpu
+
+// attnKernels without cgo are the Go twins (attn_twin.go). ok is false:
+// Attention uses the gonum matmul, faster than these plain loops.
+type attnKernels struct{}
+
+func newAttnKernels() attnKernels { return attnKernels{} }
+
+func (attnKernels) ok(hd int) bool { return false }
+
+func (a attnKernels) portable() attnKernels { return a }
+
+func (attnKernels) pack(k, v []float32, ld, n, hd int, kt, vp []float32) {
+	packGo(k, v, ld, n, hd, kt, vp)
+}
+
+func (attnKernels) qk(q []float32, ld int, qp, kt []float32, rows, n, hd int, s, red []float32, softmax bool) {
+	qkGo(q, ld, qp, kt, rows, n, hd, s, red, softmax)
+}
+
+func (attnKernels) pv(p []float32, n int, vp []float32, rows, hd int, o []float32, ldo int) {
+	pvGo(p, n, vp, rows, hd, o, ldo)
+}

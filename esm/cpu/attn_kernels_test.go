@@ -1,0 +1,132 @@
+package cpu
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+// attnKernelBuilds are the builds of the C kernels this CPU can run: the
+// one Attention picks, and the one for any x86-64.
+func attnKernelBuilds() map[string]attnKernels {
+	k := newAttnKernels()
+	return map[string]attnKernels{"dispatched": k, "portable": k.portable()}
+}
+
+// The C attention products must equal their Go twins (attn_twin.go) at
+// head dims with and without a 16-column remainder, row counts around the
+// 6-row tile and key counts around the 16-column strip.
+func TestAttnKernelsMatchTwins(t *testing.T) {
+	for bname, kern := range attnKernelBuilds() {
+		t.Run(bname, func(t *testing.T) { testAttnKernelsMatchTwins(t, kern) })
+	}
+}
+
+func testAttnKernelsMatchTwins(t *testing.T, kern attnKernels) {
+	r := rand.New(rand.NewPCG(11, 12))
+	for _, hd := range []int{8, 16, 24, 32, 64, 128} {
+		if !kern.ok(hd) {
+			t.Skipf("no C attention kernels in this build (head dim %d)", hd)
+		}
+		for _, rows := range []int{1, 5, 6, 7, 13, attnBlock} {
+			for _, n := range []int{1, 15, 16, 17, 70, 257} {
+				name := fmt.Sprintf("hd=%d rows=%d n=%d", hd, rows, n)
+				ld := 3*hd + 8 // strided rows, as in the packed qkv
+				q, k, v := randn(r, rows*ld, 1), randn(r, n*ld, 1), randn(r, n*ld, 1)
+				kt, vp := make([]float32, ktLen(n, hd)), make([]float32, n*hd)
+				for i := range kt {
+					kt[i] = float32(math.NaN()) // padding must be written, not assumed zero
+				}
+				kern.pack(k, v, ld, n, hd, kt, vp)
+				wantKt, wantVp := make([]float32, len(kt)), make([]float32, len(vp))
+				packGo(k, v, ld, n, hd, wantKt, wantVp)
+				closeTo(t, name+" pack K", kt, wantKt, 0)
+				closeTo(t, name+" pack V", vp, wantVp, 0)
+				s, want := make([]float32, rows*n), make([]float32, rows*n)
+				kern.qk(q, ld, make([]float32, rows*hd), kt, rows, n, hd, s, make([]float32, qkRed(rows)), false)
+				qkGo(q, ld, nil, wantKt, rows, n, hd, want, nil, false)
+				closeTo(t, name+" qk", s, want, hd)
+				ldo := hd + 5
+				o, wantO := make([]float32, rows*ldo), make([]float32, rows*ldo)
+				p := randn(r, rows*n, 1)
+				kern.pv(p, n, vp, rows, hd, o, ldo)
+				pvGo(p, n, wantVp, rows, hd, wantO, ldo)
+				closeTo(t, name+" pv", o, wantO, n)
+			}
+		}
+	}
+}
+
+// closeTo compares sums of `terms` products of standard normals (0: plain
+// copies, which must be exact). The C kernels fuse multiply-adds, so each
+// sum may differ from the twin's by about an ulp of a partial sum per term;
+// terms * 2^-22 (2 ulp of 1 per term) times max(1, |want|) bounds that for
+// partial sums of magnitude ~sqrt(terms) <= 16 here.
+func closeTo(t *testing.T, what string, got, want []float32, terms int) {
+	t.Helper()
+	for i := range want {
+		tol := float64(terms) * 0x1p-22 * math.Max(1, math.Abs(float64(want[i])))
+		if d := math.Abs(float64(got[i] - want[i])); !(d <= tol) {
+			t.Fatalf("%s: element %d = %g, want %g", what, i, got[i], want[i])
+		}
+	}
+}
+
+// The kernels' softmax (qk with softmax set) must give softmaxRows'
+// weights, and its semantics: a row holding one non-finite score, at any
+// position (vector body, the overlapped tail, rows shorter than 8), comes
+// out all NaN; every other row is finite with every weight > 0.
+func TestAttnKernelsSoftmax(t *testing.T) {
+	for bname, kern := range attnKernelBuilds() {
+		t.Run(bname, func(t *testing.T) { testAttnKernelsSoftmax(t, kern) })
+	}
+}
+
+func testAttnKernelsSoftmax(t *testing.T, kern attnKernels) {
+	const hd = 16
+	if !kern.ok(hd) {
+		t.Skip("no C attention kernels in this build")
+	}
+	r := rand.New(rand.NewPCG(13, 14))
+	const rows, ld = 7, 3 * hd
+	for _, n := range []int{1, 5, 8, 9, 17, 70, 1002} {
+		q, k := randn(r, rows*ld, 1), randn(r, n*ld, 1)
+		// Row 2 scores about 30 above the rest at key 0: other keys' weights
+		// are ~e^-60, tiny but never 0.
+		q[2*ld] = 10
+		k[0] = 3
+		kt := make([]float32, ktLen(n, hd))
+		red := make([]float32, qkRed(rows))
+		kern.pack(k, nil, ld, n, hd, kt, nil)
+		got, want := make([]float32, rows*n), make([]float32, rows*n)
+		kern.qk(q, ld, make([]float32, rows*hd), kt, rows, n, hd, got, red, true)
+		qkGo(q, ld, nil, kt, rows, n, hd, want, nil, true)
+		for i := range want {
+			// Scores differ by FMA rounding (~1e-6 of |score| <= ~30) and
+			// exp by its own: 1e-4 relative covers both, far below any
+			// semantic difference.
+			if d := math.Abs(float64(got[i] - want[i])); !(d <= 1e-4*float64(want[i])) || got[i] <= 0 {
+				t.Fatalf("n=%d: weight %d = %g, want %g (> 0)", n, i, got[i], want[i])
+			}
+		}
+		for _, bname := range []string{"NaN", "+Inf", "-Inf"} {
+			for _, pos := range []int{0, n / 2, n - 1} {
+				const row = 4
+				q2, k2 := append([]float32(nil), q...), append([]float32(nil), k...)
+				// q2[row]·k2[pos] overflows to +-Inf (1e40), or to Inf - Inf
+				// = NaN; every other score stays finite.
+				q2[row*ld], k2[pos*ld] = 1e20, 1e20
+				switch bname {
+				case "-Inf":
+					q2[row*ld] = -1e20
+				case "NaN":
+					q2[row*ld+1], k2[pos*ld+1] = 1e20, -1e20
+				}
+				kern.pack(k2, nil, ld, n, hd, kt, nil)
+				kern.qk(q2, ld, make([]float32, rows*hd), kt, rows, n, hd, got, red, true)
+				checkReach(t, fmt.Sprintf("n=%d %s at %d", n, bname, pos), got, func(i int) bool { return i/n == row })
+			}
+		}
+	}
+}
