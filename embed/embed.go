@@ -195,6 +195,8 @@ func run(ctx context.Context, cfg esm.Config, devs []Device, opts Options) (*Sum
 	if err := parts.Finish(p.nextIndex.Load(), o.Metadata); err != nil {
 		return sum, fmt.Errorf("embed: %w", err)
 	}
+	// The run's time includes joining the committed chunks into the output.
+	sum.Elapsed = time.Since(p.start)
 	sum.Output = o.Out
 	if o.Progress != nil {
 		o.Progress(sum, true)
