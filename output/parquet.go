@@ -42,9 +42,10 @@ type parquetWriter struct {
 	tmp  string
 	file *os.File
 	// parquet.Writer is deprecated in favour of GenericWriter[T], which
-	// needs a Go type per schema; output columns are only known at run time,
-	// so rows go through the untyped Writer (its WriteRows and
-	// WriteRowGroup are what merge needs).
+	// needs a Go type per schema; output columns are only known at run
+	// time, so row groups, encoded column by column (parquet_columns.go),
+	// go into the untyped Writer through WriteRowGroup, as merge's copies
+	// do.
 	//lint:ignore SA1019 the schema is dynamic, see above
 	pw    *parquet.Writer
 	check rowChecker
