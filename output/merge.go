@@ -624,6 +624,12 @@ func (m *merger) copyGroup(r *Reader, w *parquetWriter) error {
 	// open checked the footer's annotations, so the group is offered under
 	// the destination's schema.
 	src := parquet.RowGroup(sameSchemaGroup{rg, w.pw.Schema()})
+	if fg, ok := rg.(*parquet.FileRowGroup); ok {
+		// Keeps the file row group's type visible to WriteRowGroup, which
+		// then copies the column chunks verbatim instead of re-encoding
+		// every value through rows (about 9 MB/s for per-token columns).
+		src = &sameSchemaFileGroup{fg, w.pw.Schema()}
+	}
 	if err := guard(func() error { _, err := w.pw.WriteRowGroup(src); return err }); err != nil {
 		// The Writer may hold part of the group now: not recoverable.
 		return &fatalCopyError{fmt.Errorf("copy row group %d: %w", s.g, err)}
@@ -650,6 +656,16 @@ type sameSchemaGroup struct {
 }
 
 func (g sameSchemaGroup) Schema() *parquet.Schema { return g.schema }
+
+// sameSchemaFileGroup is a file's row group reporting another, equivalent
+// schema; embedding *parquet.FileRowGroup is what tells
+// Writer.WriteRowGroup that its column chunks may be copied verbatim.
+type sameSchemaFileGroup struct {
+	*parquet.FileRowGroup
+	schema *parquet.Schema
+}
+
+func (g *sameSchemaFileGroup) Schema() *parquet.Schema { return g.schema }
 
 // fatalCopyError: a row-group copy failed after it started writing.
 type fatalCopyError struct{ err error }
