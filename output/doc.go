@@ -30,13 +30,13 @@
 // min or max. Row groups hold at most 10,000 records or 64 MiB of float
 // payload, so memory stays flat however many records are written.
 //
-// parquet-go takes each float as a separate 24-byte value with its levels,
-// so encoding costs about 50 MB of float32 payload per CPU-second on the
-// 2-core dev box, against about 500 for npy (BenchmarkWritePerTok). Row
-// groups are therefore encoded on up to 4 goroutines at once and committed
-// in order (parquet.go), which multiplies the writer's pace by the cores it
-// gets, at the cost of up to 5 row groups in memory (about 700 MiB at the
-// 64 MiB bound). npy remains the cheaper format for large per-token outputs.
+// Embedding columns are written page by page as records arrive and each
+// row group's column chunks are copied into the file by parquet-go
+// (parquet_columns.go, parquet_pages.go); the bytes are those parquet-go's
+// own row-based Writer writes from the same rows. Writing costs about what
+// npy costs (BenchmarkWritePerTok: within 1.3x CPU per byte). Memory: up
+// to 5 row groups' pages plus 64 MiB of reused page buffers. Merge copies
+// large row groups verbatim (merge.go).
 //
 // Key-value metadata: every Schema.Metadata entry as given, plus
 // "esm2go.output" = {"layout_version":1,"columns":[{"name","kind","dim"}...]}
