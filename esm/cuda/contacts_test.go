@@ -18,12 +18,13 @@ import (
 // the tiny model (which has a contact head) for a packed batch, including a
 // sequence longer than the 1024-token default. Bounds on max|GPU − CPU| of
 // the contact probabilities: fp32 1e-5 (both fp32, summation order only;
-// the CPU against float64 is within 1.3e-7); fp16 and bf16 round q and k
-// (and every GEMM input before them) to 11 or 8 bits, which moves scores by
-// ~u·|s| and contacts, through APC and 12 O(1) weights and the sigmoid's
-// slope ≤ 1/4, by a few u: 1e-2 for fp16 (u = 4.9e-4), 5e-2 for bf16
-// (u = 3.9e-3). These are first bounds, to be tightened from the GPU run's
-// logged values.
+// the CPU against float64 is within 1.3e-7; an H200 measured 2.4e-7);
+// fp16 and bf16 round q and k (and every GEMM input before them) to 11 or 8
+// bits, which moves scores by ~u·|s| and contacts, through APC and 12 O(1)
+// weights and the sigmoid's slope ≤ 1/4, by a few u. fp16: an H200 measured
+// at most 2.7e-4 over these sequences (u = 4.9e-4), bound 3e-3 (10x); bf16
+// (u = 3.9e-3, eight times fp16's u): 5e-2, not tightened (its measured
+// value did not come back from that run).
 func TestContactsMatchCPU(t *testing.T) {
 	requireGPU(t)
 	model := testutil.TinyModelDir() // found from the source tree, wherever the test binary runs
@@ -52,7 +53,7 @@ func TestContactsMatchCPU(t *testing.T) {
 	for _, c := range []struct {
 		prec string
 		tol  float64
-	}{{"fp32", 1e-5}, {"fp16", 1e-2}, {"bf16", 5e-2}} {
+	}{{"fp32", 1e-5}, {"fp16", 3e-3}, {"bf16", 5e-2}} {
 		t.Run(c.prec, func(t *testing.T) {
 			be := newGPU(t, c.prec)
 			defer be.Close()
