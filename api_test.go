@@ -192,7 +192,7 @@ func TestEmbedSeqMatchesEmbed(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, window := range []int{1, 1000, 1 << 20} {
-		opts.Window = window
+		opts.ReadAhead = window
 		var i int
 		for e, err := range m.EmbedSeq(t.Context(), slices.Values(inputs), opts) {
 			if err != nil {
@@ -223,7 +223,7 @@ func TestEmbedSeqMatchesEmbed(t *testing.T) {
 			}
 		}
 	}
-	for _, err := range m.EmbedSeq(t.Context(), iter.Seq[Sequence](in), EmbedOptions{Window: 1}) {
+	for _, err := range m.EmbedSeq(t.Context(), iter.Seq[Sequence](in), EmbedOptions{ReadAhead: 1}) {
 		if err != nil {
 			t.Fatal(err)
 		}

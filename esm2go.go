@@ -321,15 +321,16 @@ type EmbedOptions struct {
 	// length ESM2 was trained on); < 0 = no truncation (a sequence longer
 	// than the device can hold is an error).
 	MaxResidues int
-	// Window is how many tokens EmbedSeq reads ahead and sorts by length
-	// before packing batches; results wait in memory until their window is
-	// done. Default: 4 batches (Info.TokensPerBatch), 1 with PerTok, at
-	// least MinWindow. Embed packs all its input as one window.
-	Window int
+	// ReadAhead is how many tokens EmbedSeq reads ahead and sorts by
+	// length before packing batches; results wait in memory until their
+	// stretch is done. Default: 4 batches (Info.TokensPerBatch), 1 with
+	// PerTok, at least MinReadAhead. Embed packs all its input at once.
+	// (Not to be confused with the CLI's --window for long proteins.)
+	ReadAhead int
 }
 
-// MinWindow is the smallest default read-ahead of EmbedSeq, in tokens.
-const MinWindow = 16384
+// MinReadAhead is the smallest default read-ahead of EmbedSeq, in tokens.
+const MinReadAhead = 16384
 
 // Matrix is a row-major (Rows, Cols) view of float32s.
 type Matrix struct {
@@ -531,11 +532,11 @@ func (m *Model) Embed(ctx context.Context, seqs []Sequence, opts EmbedOptions) (
 	if err != nil {
 		return nil, err
 	}
-	return m.embedWindow(ctx, seqs, 0, req, opts.MaxResidues)
+	return m.embedBatch(ctx, seqs, 0, req, opts.MaxResidues)
 }
 
-// embedWindow embeds seqs (base is the input position of seqs[0]).
-func (m *Model) embedWindow(ctx context.Context, seqs []Sequence, base int, req esm.Request, maxResidues int) ([]Embedding, error) {
+// embedBatch embeds seqs (base is the input position of seqs[0]).
+func (m *Model) embedBatch(ctx context.Context, seqs []Sequence, base int, req esm.Request, maxResidues int) ([]Embedding, error) {
 	items, err := tokenize(seqs, base, maxResidues)
 	if err != nil {
 		return nil, err
@@ -597,7 +598,7 @@ func (m *Model) embedWindow(ctx context.Context, seqs []Sequence, base int, req 
 
 // EmbedSeq embeds a stream of sequences of any length, yielding each
 // Embedding in input order with a nil error; memory stays bounded by
-// opts.Window. On a failure (an invalid sequence, a device error, ctx's
+// opts.ReadAhead. On a failure (an invalid sequence, a device error, ctx's
 // end) it yields one zero Embedding with the error and stops. Stopping the
 // range early stops reading in.
 func (m *Model) EmbedSeq(ctx context.Context, in iter.Seq[Sequence], opts EmbedOptions) iter.Seq2[Embedding, error] {
@@ -607,13 +608,13 @@ func (m *Model) EmbedSeq(ctx context.Context, in iter.Seq[Sequence], opts EmbedO
 			yield(Embedding{}, err)
 			return
 		}
-		window := opts.Window
+		window := opts.ReadAhead
 		if window <= 0 {
 			window = 4 * m.info.TokensPerBatch
 			if req.Reprs.Has(PerTok) {
 				window = m.info.TokensPerBatch
 			}
-			window = max(window, MinWindow)
+			window = max(window, MinReadAhead)
 		}
 		var (
 			buf  []Sequence
@@ -625,7 +626,7 @@ func (m *Model) EmbedSeq(ctx context.Context, in iter.Seq[Sequence], opts EmbedO
 			if len(buf) == 0 {
 				return true
 			}
-			embs, err := m.embedWindow(ctx, buf, base, req, opts.MaxResidues)
+			embs, err := m.embedBatch(ctx, buf, base, req, opts.MaxResidues)
 			if err != nil {
 				yield(Embedding{}, err)
 				return false
