@@ -8,12 +8,6 @@
 VERSION ?= $(shell scripts/version.sh)
 LDFLAGS := -X 'main.version=$(VERSION)'
 BIN ?= bin/esm2go
-# go-nvml (monitor's NVML binding) calls NVML functions that nvml.h marks
-# deprecated: gcc prints ~150 lines of warnings on the first cgo build. Our
-# own C compiles clean. A package's #cgo CFLAGS cannot reach a dependency,
-# so the flag goes in the environment (with Go's default -O2 -g, which
-# CGO_CFLAGS replaces); a CGO_CFLAGS you set yourself wins.
-export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 
 build:
 	go build -ldflags="$(LDFLAGS)" -o $(BIN) ./cmd/esm2go
@@ -36,5 +30,6 @@ clean:
 gpu-build:
 	go build -ldflags="-s -w $(LDFLAGS)" -o bin/esm2go ./cmd/esm2go
 	go test -c -ldflags='-s -w' -o bin/cudadrv.test ./internal/cudadrv
+	go test -c -ldflags='-s -w' -o bin/nvml.test ./internal/nvml
 	go test -c -ldflags='-s -w' -o bin/esmcuda.test ./esm/cuda
 	go test -c -ldflags='-s -w' -o bin/tests.test ./tests

@@ -9,21 +9,29 @@ import (
 	"math"
 	"slices"
 
-	"github.com/NVIDIA/go-nvml/pkg/nvml"
+	"github.com/esm2go/esm2go/internal/nvml"
 )
 
-// This file is the NVML reader of the cgo build: go-nvml dlopens
+// This file is the NVML reader of the cgo build: internal/nvml dlopens
 // libnvidia-ml.so.1 through cgo. nvml_nocgo.go stands in for it when cgo is
 // off.
 
-// nvmlReader reads NVML through go-nvml, which dlopens libnvidia-ml.so.1:
-// where it is missing Init returns an error and no GPU figure is reported.
-type nvmlReader struct {
-	devs []nvml.Device
+// nvmlDevice is what the reader calls on an NVML device; tests replace it.
+type nvmlDevice interface {
+	Samples(typ nvml.SamplingType, since uint64) (nvml.ValueType, []nvml.Sample, error)
+	UtilizationRates() (nvml.Utilization, error)
+	MemoryInfo() (nvml.Memory, error)
 }
 
-func nvmlErr(op string, r nvml.Return) error {
-	return fmt.Errorf("nvml %s: %s", op, nvml.ErrorString(r))
+// nvmlReader reads NVML through internal/nvml, which dlopens
+// libnvidia-ml.so.1: where it is missing Init returns an error and no GPU
+// figure is reported.
+type nvmlReader struct {
+	devs []nvmlDevice
+}
+
+func nvmlErr(op string, err error) error {
+	return fmt.Errorf("nvml %s: %w", op, err)
 }
 
 func (n *nvmlReader) Init() (err error) {
@@ -32,25 +40,25 @@ func (n *nvmlReader) Init() (err error) {
 			err = fmt.Errorf("nvml init panicked: %v", r)
 		}
 	}()
-	if r := nvml.Init(); r != nvml.SUCCESS {
-		if r == nvml.ERROR_LIBRARY_NOT_FOUND {
-			return fmt.Errorf("nvml: libnvidia-ml.so.1 not found")
+	if err := nvml.Init(); err != nil {
+		if nvml.Code(err) == nvml.ErrorLibraryNotFound {
+			return fmt.Errorf("nvml: libnvidia-ml.so.1 not found (%w)", err)
 		}
-		return nvmlErr("init", r)
+		return nvmlErr("init", err)
 	}
 	return nil
 }
 
 func (n *nvmlReader) Count() (int, error) {
-	c, r := nvml.DeviceGetCount()
-	if r != nvml.SUCCESS {
-		return 0, nvmlErr("device count", r)
+	c, err := nvml.DeviceCount()
+	if err != nil {
+		return 0, nvmlErr("device count", err)
 	}
-	n.devs = make([]nvml.Device, c)
+	n.devs = make([]nvmlDevice, c)
 	for i := range n.devs {
-		d, r := nvml.DeviceGetHandleByIndex(i)
-		if r != nvml.SUCCESS {
-			return 0, nvmlErr(fmt.Sprintf("device %d", i), r)
+		d, err := nvml.DeviceByIndex(i)
+		if err != nil {
+			return 0, nvmlErr(fmt.Sprintf("device %d", i), err)
 		}
 		n.devs[i] = d
 	}
@@ -58,20 +66,20 @@ func (n *nvmlReader) Count() (int, error) {
 }
 
 func (n *nvmlReader) UtilSamples(i int, since uint64) ([]utilSample, error) {
-	vt, raw, r := n.devs[i].GetSamples(nvml.GPU_UTILIZATION_SAMPLES, since)
-	switch r {
-	case nvml.SUCCESS:
-	case nvml.ERROR_NOT_FOUND: // no sample after since
+	vt, raw, err := n.devs[i].Samples(nvml.GPUUtilizationSamples, since)
+	switch nvml.Code(err) {
+	case nvml.Success:
+	case nvml.ErrorNotFound: // no sample after since
 		return nil, nil
 	default:
-		return nil, nvmlErr(fmt.Sprintf("device %d utilization samples", i), r)
+		return nil, nvmlErr(fmt.Sprintf("device %d utilization samples", i), err)
 	}
 	out := make([]utilSample, 0, len(raw))
 	for _, s := range raw {
 		if s.TimeStamp <= since {
 			continue
 		}
-		v, ok := sampleValue(vt, s.SampleValue)
+		v, ok := sampleValue(vt, s.Value)
 		if !ok {
 			return nil, fmt.Errorf("nvml device %d utilization samples: unknown value type %d", i, vt)
 		}
@@ -85,36 +93,36 @@ func (n *nvmlReader) UtilSamples(i int, since uint64) ([]utilSample, error) {
 func sampleValue(vt nvml.ValueType, b [8]byte) (float64, bool) {
 	e := binary.NativeEndian
 	switch vt {
-	case nvml.VALUE_TYPE_DOUBLE:
+	case nvml.ValueDouble:
 		return math.Float64frombits(e.Uint64(b[:])), true
-	case nvml.VALUE_TYPE_UNSIGNED_INT:
+	case nvml.ValueUnsignedInt:
 		return float64(e.Uint32(b[:4])), true
-	case nvml.VALUE_TYPE_SIGNED_INT:
+	case nvml.ValueSignedInt:
 		return float64(int32(e.Uint32(b[:4]))), true
-	case nvml.VALUE_TYPE_UNSIGNED_LONG, nvml.VALUE_TYPE_UNSIGNED_LONG_LONG:
+	case nvml.ValueUnsignedLong, nvml.ValueUnsignedLongLong:
 		return float64(e.Uint64(b[:])), true
-	case nvml.VALUE_TYPE_SIGNED_LONG_LONG:
+	case nvml.ValueSignedLongLong:
 		return float64(int64(e.Uint64(b[:]))), true
-	case nvml.VALUE_TYPE_UNSIGNED_SHORT:
+	case nvml.ValueUnsignedShort:
 		return float64(e.Uint16(b[:2])), true
 	}
 	return 0, false
 }
 
 func (n *nvmlReader) Util(i int) (float64, error) {
-	u, r := n.devs[i].GetUtilizationRates()
-	if r != nvml.SUCCESS {
-		return 0, nvmlErr(fmt.Sprintf("device %d utilization", i), r)
+	u, err := n.devs[i].UtilizationRates()
+	if err != nil {
+		return 0, nvmlErr(fmt.Sprintf("device %d utilization", i), err)
 	}
-	return float64(u.Gpu), nil
+	return float64(u.GPU), nil
 }
 
 func (n *nvmlReader) Memory(i int) (uint64, uint64, error) {
-	m, r := n.devs[i].GetMemoryInfo()
-	if r != nvml.SUCCESS {
-		return 0, 0, nvmlErr(fmt.Sprintf("device %d memory", i), r)
+	m, err := n.devs[i].MemoryInfo()
+	if err != nil {
+		return 0, 0, nvmlErr(fmt.Sprintf("device %d memory", i), err)
 	}
 	return m.Used, m.Total, nil
 }
 
-func (n *nvmlReader) Shutdown() { nvml.Shutdown() }
+func (n *nvmlReader) Shutdown() { _ = nvml.Shutdown() }

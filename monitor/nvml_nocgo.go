@@ -4,7 +4,7 @@ package monitor
 
 import "errors"
 
-// errNoCgo is why a pure-Go build has no GPU figures: go-nvml reaches
+// errNoCgo is why a pure-Go build has no GPU figures: internal/nvml reaches
 // libnvidia-ml.so.1 through cgo.
 var errNoCgo = errors.New("nvml: NVML needs the cgo build (this binary was built with CGO_ENABLED=0); no GPU utilization or memory figures")
 

@@ -10,8 +10,6 @@ command -v go >/dev/null 2>&1 || { echo "demo: Go is required (https://go.dev/dl
 # with the slower pure-Go matmul.
 command -v "${CC:-gcc}" >/dev/null 2>&1 ||
 	echo "demo: no C compiler: building the CPU-only pure-Go esm2go; for CUDA and the fast CPU kernels install one (Debian/Ubuntu: sudo apt install gcc) and rerun" >&2
-# Silence the C warnings of go-nvml's deprecated NVML calls (see Makefile).
-export CGO_CFLAGS="${CGO_CFLAGS:--O2 -g -Wno-deprecated-declarations}"
 scripts/install-openblas.sh
 mkdir -p bin out
 # The same version stamp as the Makefile's (scripts/version.sh).

@@ -5,8 +5,6 @@
 # skips fuzzing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# Silence the C warnings of go-nvml's deprecated NVML calls (see Makefile).
-export CGO_CFLAGS="${CGO_CFLAGS:--O2 -g -Wno-deprecated-declarations}"
 
 go test ./...
 
