@@ -7,7 +7,8 @@
 # It runs, logging everything under OUTDIR:
 #   1. tests/gpu_parity.py: HF transformers fp32 (TF32 off) references and HF's own
 #      fp16 error, for the fixture models and random 35M/150M/650M shapes;
-#   2. the test binaries: internal/cudadrv, esm/cuda (the varlen attention
+#   2. the test binaries: internal/cudadrv, internal/nvml (NVML read through
+#      its dlopen shim), esm/cuda (the varlen attention
 #      kernels vs attention.Reference, every op and the forward vs the CPU
 #      backend) and tests (PyTorch fixture parity on the GPU, and
 #      TestGPUParityHF against 1.);
@@ -44,6 +45,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
 
 step gpu_parity_py python3 tests/gpu_parity.py --out /tmp/esm2go-gpuref --shapes "$shapes"
 step cudadrv_test bin/cudadrv.test -test.v
+step nvml_test bin/nvml.test -test.v -test.run TestDevice0
 step esmcuda_test bin/esmcuda.test -test.v "${bench[@]}"
 step tests_test bash -c "cd tests && ESM2GO_GPU_PARITY_DIR=/tmp/esm2go-gpuref ESM2GO_GPU_PARITY_REPORT=$out/gpu_parity.md ../bin/tests.test -test.v"
 
