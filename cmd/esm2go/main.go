@@ -8,17 +8,19 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 )
 
 func main() {
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	ctx, stop := onSignals(context.Background(), sigs, os.Stderr, os.Exit)
+	ctx, stop := onSignals(context.Background(), sigs, os.Stderr, os.Exit, jsonLogRequested(os.Args[1:]))
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	signal.Stop(sigs)
 	stop()
@@ -27,24 +29,38 @@ func main() {
 
 // onSignals cancels the returned context at the first signal, so the run
 // stops reading, keeps what it wrote and exits; a second signal exits at
-// once with 128+2 (what a shell reports for an interrupt). stop ends the
+// once with 128+2 (what a shell reports for an interrupt). Its messages are
+// JSON records when jsonLog (--log-format json), else text. stop ends the
 // watcher goroutine.
-func onSignals(parent context.Context, sigs <-chan os.Signal, stderr io.Writer, exit func(int)) (ctx context.Context, stop func()) {
+func onSignals(parent context.Context, sigs <-chan os.Signal, stderr io.Writer, exit func(int), jsonLog bool) (ctx context.Context, stop func()) {
 	ctx, cancel := context.WithCancelCause(parent)
 	done := make(chan struct{})
 	finished := make(chan struct{})
+	say := func(s os.Signal, msg string) {
+		if !jsonLog {
+			fmt.Fprintf(stderr, "\nesm2go: %v: %s\n", s, msg)
+			return
+		}
+		b, _ := json.Marshal(struct {
+			Time   string `json:"time"`
+			Level  string `json:"level"`
+			Msg    string `json:"msg"`
+			Signal string `json:"signal"`
+		}{time.Now().Format(time.RFC3339Nano), "WARN", msg, s.String()}) // strings: cannot fail
+		stderr.Write(append(b, '\n'))
+	}
 	go func() {
 		defer close(finished)
 		select {
 		case s := <-sigs:
-			fmt.Fprintf(stderr, "\nesm2go: %v: stopping; rows already written are kept (signal again to exit at once)\n", s)
+			say(s, "stopping; rows already written are kept (signal again to exit at once)")
 			cancel(fmt.Errorf("stopped by %v", s))
 		case <-done:
 			return
 		}
 		select {
 		case s := <-sigs:
-			fmt.Fprintf(stderr, "\nesm2go: %v again: exiting now\n", s)
+			say(s, "signal again: exiting now")
 			exit(130)
 		case <-done:
 		}
@@ -54,4 +70,21 @@ func onSignals(parent context.Context, sigs <-chan os.Signal, stderr io.Writer, 
 		<-finished
 		cancel(nil)
 	}
+}
+
+// jsonLogRequested reports whether args ask for --log-format json (also
+// --log_format, and the =json forms), read before the flags are parsed so
+// that a signal's message can follow the log format from the start.
+func jsonLogRequested(args []string) bool {
+	for i, a := range args {
+		for _, name := range []string{"--log-format", "--log_format"} {
+			if a == name+"=json" || (a == name && i+1 < len(args) && args[i+1] == "json") {
+				return true
+			}
+		}
+		if a == "--" {
+			break
+		}
+	}
+	return false
 }

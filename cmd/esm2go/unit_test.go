@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -91,7 +93,7 @@ func TestOnSignals(t *testing.T) {
 	sigs := make(chan os.Signal, 2)
 	exited := make(chan int, 1)
 	var errb strings.Builder
-	ctx, stop := onSignals(context.Background(), sigs, &errb, func(code int) { exited <- code })
+	ctx, stop := onSignals(context.Background(), sigs, &errb, func(code int) { exited <- code }, false)
 	sigs <- os.Interrupt
 	<-ctx.Done()
 	if !strings.Contains(context.Cause(ctx).Error(), "interrupt") {
@@ -116,8 +118,68 @@ func TestOnSignals(t *testing.T) {
 		t.Errorf("stderr %q", errb.String())
 	}
 	// stop without any signal ends the watcher too.
-	_, stop = onSignals(context.Background(), make(chan os.Signal), io.Discard, func(int) { t.Error("exit") })
+	_, stop = onSignals(context.Background(), make(chan os.Signal), io.Discard, func(int) { t.Error("exit") }, false)
 	stop()
+}
+
+// TestOnSignalsJSON: with --log-format json the signal's messages are JSON
+// records too, so every line on stderr stays parseable.
+func TestOnSignalsJSON(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		args []string
+		want bool
+	}{
+		{[]string{"embed", "--log-format", "json", "x.fa"}, true},
+		{[]string{"embed", "--log-format=json"}, true},
+		{[]string{"embed", "--log_format", "json"}, true},
+		{[]string{"embed", "--log-format", "text"}, false},
+		{[]string{"embed", "--", "--log-format=json"}, false},
+		{[]string{"embed", "--log-format"}, false},
+	} {
+		if got := jsonLogRequested(c.args); got != c.want {
+			t.Errorf("jsonLogRequested(%q) = %v, want %v", c.args, got, c.want)
+		}
+	}
+	sigs := make(chan os.Signal, 2)
+	exited := make(chan int, 1)
+	var errb syncBuilder
+	ctx, stop := onSignals(context.Background(), sigs, &errb, func(code int) { exited <- code }, true)
+	sigs <- os.Interrupt
+	<-ctx.Done()
+	sigs <- os.Interrupt
+	if c := <-exited; c != 130 {
+		t.Errorf("exit code %d, want 130", c)
+	}
+	stop()
+	lines := strings.Split(strings.TrimSpace(errb.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("want 2 lines, got %q", errb.String())
+	}
+	for _, l := range lines {
+		var rec struct{ Level, Msg, Signal string }
+		if err := json.Unmarshal([]byte(l), &rec); err != nil || rec.Level != "WARN" || rec.Signal != "interrupt" || rec.Msg == "" {
+			t.Errorf("line %q: %+v, %v", l, rec, err)
+		}
+	}
+}
+
+// syncBuilder is a strings.Builder safe for a writer goroutine and a reader.
+type syncBuilder struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuilder) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuilder) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func TestOutputFormat(t *testing.T) {
