@@ -79,7 +79,10 @@
 // dispatcher hands out ranges in input order; Reader.Next puts blocks back in
 // input order and assigns Record.Index and Record.Line there. A range with
 // more than blockRecords records yields several blocks. The records are
-// identical whatever Workers and BlockBytes are.
+// identical whatever Workers and BlockBytes are. In a sharded run, lines
+// count from the start of the shard's part of each file (Record.LineFrom);
+// Reader.Line turns them into lines of the file, reading the part before
+// once, on first use.
 //
 // # Cancellation
 //

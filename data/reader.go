@@ -51,6 +51,10 @@ type Reader struct {
 	cur      *slot
 	index    int64
 	lineBase int
+	lineFrom int64 // Record.LineFrom of the current file's records
+
+	linesMu     sync.Mutex
+	linesBefore map[lineKey]lineCount // Line's cache: line breaks before a shard's part of a file
 }
 
 // slot is one unit of input order: a byte range of a regular file, or one
@@ -59,12 +63,13 @@ type Reader struct {
 // it; err, when set, is set before.
 type slot struct {
 	out       chan *Block // capacity 1: a slot holds at most one finished block and one being built
-	fileStart bool        // first slot of a file: line numbers restart
+	fileStart bool        // first slot of a file (or of a shard's part of it): line numbers restart
+	lineFrom  int64       // with fileStart: the byte where line counting starts (a shard's part), else 0
 	err       error
 }
 
-func newSlot(fileStart bool) *slot {
-	return &slot{out: make(chan *Block, 1), fileStart: fileStart}
+func newSlot(fileStart bool, lineFrom int64) *slot {
+	return &slot{out: make(chan *Block, 1), fileStart: fileStart, lineFrom: lineFrom}
 }
 
 // source is one open input.
@@ -218,6 +223,7 @@ func (r *Reader) Next(ctx context.Context) (*Block, error) {
 				r.cur = sl
 				if sl.fileStart {
 					r.lineBase = 0
+					r.lineFrom = sl.lineFrom
 				}
 			case <-r.ctx.Done():
 				continue
@@ -240,6 +246,7 @@ func (r *Reader) Next(ctx context.Context) (*Block, error) {
 			recs := blk.Records
 			for i := range recs {
 				recs[i].Line += r.lineBase + 1
+				recs[i].LineFrom = r.lineFrom
 				recs[i].Index = r.index
 				r.index++
 			}
@@ -495,7 +502,7 @@ func (r *Reader) dispatchRanges(src *source, ra io.ReaderAt, size, a, b int64) e
 	src.refs.Store(n)
 	for i := range n {
 		s := a + i*bb
-		sl := newSlot(i == 0)
+		sl := newSlot(i == 0, a)
 		select {
 		case r.order <- sl:
 		case <-r.ctx.Done():
@@ -705,7 +712,7 @@ func (r *Reader) readStream(src *source, t *tracker, w *scratch) error {
 	lines := 0           // line breaks before the current block
 	var counted int64    // input bytes accounted to blocks sent
 	for {
-		sl := newSlot(first)
+		sl := newSlot(first, 0)
 		select {
 		case r.order <- sl:
 		case <-r.ctx.Done():

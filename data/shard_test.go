@@ -81,3 +81,62 @@ func TestShards(t *testing.T) {
 		t.Fatalf("stdin sharded: %v", err)
 	}
 }
+
+// TestShardLines: a record read by a shard whose part of the file starts
+// past its first byte reports, through Reader.Line, the same line as in an
+// unsharded read: LF, CRLF and lone-CR files, blank lines, records split
+// over several lines, many shards and small blocks (so that a shard's part
+// starts anywhere, a CR of a CRLF just before it included).
+func TestShardLines(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	r := rand.New(rand.NewPCG(3, 4))
+	for _, eol := range []string{"\n", "\r\n", "\r"} {
+		var b strings.Builder
+		for k := 0; k < 80; k++ {
+			fmt.Fprintf(&b, ">r%d%s", k, eol)
+			for l := r.IntN(4); l >= 0; l-- {
+				b.WriteString(strings.Repeat("ACDEFGHIK"[:1+r.IntN(9)], 1+r.IntN(30)))
+				b.WriteString(eol)
+			}
+			if r.IntN(4) == 0 {
+				b.WriteString(eol) // a blank line
+			}
+		}
+		name := filepath.Join(dir, fmt.Sprintf("eol%d.fasta", len(eol)+strings.Count(eol, "\r")))
+		if err := os.WriteFile(name, []byte(b.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		whole, err := readAll(t, []string{name}, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]int{}
+		for _, rec := range whole {
+			want[rec.ID] = rec.Line
+		}
+		for _, n := range []int{2, 3, 7, 19} {
+			for i := 0; i < n; i++ {
+				rd, err := Open(t.Context(), []string{name}, Options{BlockBytes: 64, Shard: Shard{Index: i, Count: n}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				for {
+					blk, err := rd.Next(t.Context())
+					if err != nil {
+						break
+					}
+					for k := range blk.Records {
+						rec := &blk.Records[k]
+						got, err := rd.Line(rec)
+						if err != nil || got != want[rec.ID] {
+							t.Errorf("%q endings, shard %d/%d: record %s at line %d (from byte %d, relative %d), want %d (%v)",
+								eol, i, n, rec.ID, got, rec.LineFrom, rec.Line, want[rec.ID], err)
+						}
+					}
+				}
+				rd.Close()
+			}
+		}
+	}
+}

@@ -251,11 +251,15 @@ func (p *pipeline) skip(ctx context.Context, r *data.Record, reason string) erro
 	if id == "" {
 		id = "(no id)"
 	}
+	line, lerr := p.rd.Line(r) // in a sharded run, counted from the file's start
+	if lerr != nil {
+		p.o.Log.Warn("a skipped record's line is counted from its shard's part of the file", "file", r.Source, "from_byte", r.LineFrom, "err", lerr)
+	}
 	if p.o.Strict {
-		return fmt.Errorf("embed: %s:%d: record %s cannot be embedded: %s (strict)", r.Source, r.Line, data.Quote(id), reason)
+		return fmt.Errorf("embed: %s:%d: record %s cannot be embedded: %s (strict)", r.Source, line, data.Quote(id), reason)
 	}
 	p.c.skipped.Add(1)
-	p.o.Log.Warn("record skipped", "file", r.Source, "line", r.Line, "id", data.Quote(id), "reason", reason)
+	p.o.Log.Warn("record skipped", "file", r.Source, "line", line, "id", data.Quote(id), "reason", reason)
 	select {
 	case p.wch <- writerMsg{skip: r.Index, res: nil}:
 		return nil
