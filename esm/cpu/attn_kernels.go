@@ -277,8 +277,10 @@ __attribute__((target("avx2,fma"))) static void esm2go_attn_pv_avx2(const float 
 static void esm2go_attn_pv_sse(const float *p, int n,
 	const float *v, int rows, int hd, float *o, int ldo) { PV_BODY }
 
+// (libgcc's constructor has run the CPU detection by the time Go code
+// runs, so no __builtin_cpu_init here, which concurrent callers would race
+// on.)
 static int esm2go_attn_avx2(void) {
-	__builtin_cpu_init();
 	return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
 
