@@ -69,7 +69,6 @@ func columnTemplate(col Column, dtype DType) (*format.FileMetaData, error) {
 	var buf bytes.Buffer
 	var md *format.FileMetaData
 	err := guard(func() error {
-		//lint:ignore SA1019 no Go type to write, only the footer
 		w := parquet.NewWriter(&buf, schema)
 		if err := w.Close(); err != nil {
 			return err
