@@ -460,6 +460,10 @@ func noGPUNote(perr error, threads int) (msg string, warn bool) {
 	switch {
 	case errors.Is(perr, cudadrv.ErrNoDriver) || errors.Is(perr, cudadrv.ErrNoDevice):
 		return "no GPU found; " + cpu, false
+	case errors.Is(perr, cudadrv.ErrNoCgo):
+		// A pure-Go build is a choice (or a machine without a C compiler),
+		// not a fault: an info line, like a machine without a GPU.
+		return "no GPU support in this build (CGO_ENABLED=0: CUDA needs the cgo build); " + cpu, false
 	case errors.Is(perr, cudadrv.ErrMissingLibrary):
 		return "GPU not usable (the CUDA libraries NVRTC and cuBLAS were not found; install the CUDA toolkit or set CUDA_HOME); " + cpu, true
 	}

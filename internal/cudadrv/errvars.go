@@ -19,4 +19,7 @@ var (
 	ErrWrongGoroutine = errors.New("CUDA call from a goroutine that does not own the context")
 	// ErrClosed: the Context (or the object) was already closed or freed.
 	ErrClosed = errors.New("CUDA object already closed")
+	// ErrNoCgo: this binary was built with CGO_ENABLED=0, so it has no
+	// CUDA (only a cgo build can dlopen the libraries).
+	ErrNoCgo = errors.New("CUDA needs the cgo build: this esm2go was built with CGO_ENABLED=0; install a C compiler (e.g. gcc) and rebuild with CGO_ENABLED=1")
 )
