@@ -78,7 +78,20 @@ func (e *usageError) Error() string { return e.err.Error() }
 func (e *usageError) Unwrap() error { return e.err }
 
 func usageErrorf(usage, format string, args ...any) error {
-	return &usageError{err: fmt.Errorf(format, args...), usage: usage}
+	return &usageError{err: fmt.Errorf(format, args...), usage: briefUsage(usage)}
+}
+
+// briefUsage is what follows a command-line error: a short usage as it is;
+// of a command's long flag list (embed, contacts, score) only its synopsis
+// and where the flags are, so that the error stays on screen.
+func briefUsage(usage string) string {
+	synopsis, _, _ := strings.Cut(usage, "\n")
+	cmd, ok := strings.CutPrefix(synopsis, "Usage: esm2go ")
+	if !ok || strings.Count(usage, "\n") <= 15 {
+		return usage
+	}
+	cmd, _, _ = strings.Cut(cmd, " ")
+	return fmt.Sprintf("%s\nRun 'esm2go help %s' for the flags.\n", synopsis, cmd)
 }
 
 // run is the whole program: it parses args (without the program name), runs
@@ -198,7 +211,7 @@ func parseFlags(fs *pflag.FlagSet, args []string, usage string, stdout io.Writer
 			return &usageError{err: fmt.Errorf("%w%s", err, hint),
 				usage: fmt.Sprintf("Run 'esm2go help %s' for the flags.\n", fs.Name())}
 		}
-		return &usageError{err: err, usage: usage}
+		return &usageError{err: err, usage: briefUsage(usage)}
 	}
 	return nil
 }
