@@ -49,10 +49,7 @@ const ProblemBeforeHeader = "sequence text before the first header"
 type Record struct {
 	Source    string // file name as given ("-" for stdin)
 	Line      int    // 1-based line of the header line; for a problem record, the line where it starts
-	// LineFrom is 0 when Line counts from the file's start; in a sharded
-	// run it is the byte where this shard's part of the file starts and
-	// Line counts from there. Reader.Line gives the line in the file.
-	LineFrom int64
+	LineFrom  int64  // 0: Line counts from the file's start; else the byte where a shard's part of the file starts, Line counting from there (Reader.Line gives the line in the file)
 	Index     int64  // 0-based position of the record in the whole input (all files in order, problem records included)
 	ID        string // first word of the header (blanks and Unicode white space separate words), valid UTF-8; may be ""
 	Header    string // the header line after '>', trimmed, valid UTF-8, from at most MaxHeaderBytes of its bytes
