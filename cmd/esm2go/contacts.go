@@ -14,7 +14,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -139,7 +138,7 @@ func cmdContacts(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		}
 		return fmt.Errorf("model %s has no contact head (%s): contact prediction needs a checkpoint that carries it (%s)", cutFlag(f.model), esm.ContactWeightName, hint)
 	}
-	ords, prec, err := scoreDevice(dev, precision, fs.Changed("precision"), func(s string) { note("%s", s) })
+	ords, prec, err := oneDevice(dev, precision, fs.Changed("precision"), f.threads, func(s string) { note("%s", s) })
 	if err != nil {
 		return err
 	}
@@ -221,32 +220,6 @@ func checkContactsOut(out string, overwrite bool) error {
 		return fmt.Errorf("--out %s is not a contacts output (no %s); not replacing it", out, contactsMeta)
 	}
 	return nil
-}
-
-// onDevice opens the model (an embed.Device's open and close) and runs fn
-// on one goroutine locked to its OS thread, the only one that touches the
-// backend.
-func onDevice(open func() (*esm.Model, error), closeDev func() error, fn func(*esm.Model) (int, error)) (n int, err error) {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		defer func() {
-			if closeDev != nil {
-				err = errors.Join(err, closeDev())
-			}
-		}()
-		m, oerr := open()
-		if oerr != nil {
-			err = oerr
-			return
-		}
-		defer func() { err = errors.Join(err, m.Close()) }()
-		n, err = fn(m)
-	}()
-	<-done
-	return n, err
 }
 
 // predictContacts reads the records of inputs in order and writes each

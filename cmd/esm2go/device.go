@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"runtime"
 	"strconv"
 	"strings"
 
@@ -113,6 +115,47 @@ func resolveDevices(spec deviceSpec, precision esm.Precision, precisionSet bool,
 		note(fmt.Sprintf("--precision %s applies to the GPU only; the CPU computes in fp32", precision))
 	}
 	return nil, esm.FP32, nil
+}
+
+// oneDevice is resolveDevices for the commands that run on one device
+// (contacts, score): of several GPUs (cuda:all, cuda:N,M,...) the first is
+// used, and note says so; no GPU under auto is said in noGPUNote's words.
+func oneDevice(spec deviceSpec, precision esm.Precision, precisionSet bool, threads int, note func(string)) ([]int, esm.Precision, error) {
+	ords, prec, err := resolveDevices(spec, precision, precisionSet, note, func(perr error) {
+		msg, _ := noGPUNote(perr, threads)
+		note(msg)
+	})
+	if err == nil && len(ords) > 1 {
+		note(fmt.Sprintf("runs on one device: cuda:%d of --device %s", ords[0], spec.raw))
+		ords = ords[:1]
+	}
+	return ords, prec, err
+}
+
+// onDevice opens the model (an embed.Device's open and close) and runs fn
+// on one goroutine locked to its OS thread, the only one that touches the
+// backend.
+func onDevice[T any](open func() (*esm.Model, error), closeDev func() error, fn func(*esm.Model) (T, error)) (res T, err error) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		defer func() {
+			if closeDev != nil {
+				err = errors.Join(err, closeDev())
+			}
+		}()
+		m, oerr := open()
+		if oerr != nil {
+			err = oerr
+			return
+		}
+		defer func() { err = errors.Join(err, m.Close()) }()
+		res, err = fn(m)
+	}()
+	<-done
+	return res, err
 }
 
 // devices builds the run's devices: one per CUDA ordinal, or the CPU. Each

@@ -9,7 +9,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,7 +16,6 @@ import (
 
 	"github.com/esm2go/esm2go/data"
 	"github.com/esm2go/esm2go/esm"
-	esmcuda "github.com/esm2go/esm2go/esm/cuda"
 	"github.com/esm2go/esm2go/score"
 	"github.com/spf13/pflag"
 )
@@ -192,7 +190,7 @@ func cmdScore(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer ck.Close()
-	ords, prec, err := scoreDevice(dev, precision, fs.Changed("precision"), func(s string) { note("%s", s) })
+	ords, prec, err := oneDevice(dev, precision, fs.Changed("precision"), f.threads, func(s string) { note("%s", s) })
 	if err != nil {
 		return err
 	}
@@ -232,64 +230,21 @@ func cmdScore(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return nil
 }
 
-// scoreDevice decides the one device: the CPU, or one CUDA ordinal (auto:
-// GPU 0 when the CUDA backend can start, else the CPU, saying why on
-// note), and the precision it computes in.
-func scoreDevice(spec deviceSpec, precision esm.Precision, precisionSet bool, note func(string)) ([]int, esm.Precision, error) {
-	if spec.kind == "cuda" || spec.kind == "auto" {
-		n, err := esmcuda.Probe()
-		switch {
-		case err == nil && spec.kind == "auto":
-			return []int{0}, precision, nil
-		case err == nil && spec.ords[0] >= n:
-			return nil, "", fmt.Errorf("--device %s: CUDA device %d not found (%d devices)", spec.raw, spec.ords[0], n)
-		case err == nil:
-			return spec.ords[:1], precision, nil
-		case spec.kind == "cuda":
-			return nil, "", fmt.Errorf("--device %s: %w", spec.raw, err)
-		}
-		note(fmt.Sprintf("no usable GPU (%s); running on the CPU", oneLine(err.Error())))
-	}
-	if precisionSet && precision != esm.FP32 {
-		note(fmt.Sprintf("--precision %s applies to the GPU only; the CPU computes in fp32", precision))
-	}
-	return nil, esm.FP32, nil
-}
-
 // runScore opens the model (open, close: an embed.Device's) and scores on
-// one goroutine locked to its OS thread, the only one that touches the
-// backend.
+// the goroutine onDevice locks to its OS thread.
 func runScore(ctx context.Context, open func() (*esm.Model, error), closeDev func() error, opts score.Options,
-	seqs []string, vars []score.Variant, strat score.Strategy, ready func(*score.Scorer)) (res []score.Result, err error) {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		defer func() {
-			if closeDev != nil {
-				err = errors.Join(err, closeDev())
-			}
-		}()
-		m, oerr := open()
-		if oerr != nil {
-			err = oerr
-			return
-		}
-		defer func() { err = errors.Join(err, m.Close()) }()
-		sc, serr := score.New(m, opts)
-		if serr != nil {
-			err = serr
-			return
+	seqs []string, vars []score.Variant, strat score.Strategy, ready func(*score.Scorer)) ([]score.Result, error) {
+	return onDevice(open, closeDev, func(m *esm.Model) (res []score.Result, err error) {
+		sc, err := score.New(m, opts)
+		if err != nil {
+			return nil, err
 		}
 		defer func() { err = errors.Join(err, sc.Close()) }()
 		if ready != nil {
 			ready(sc)
 		}
-		res, err = sc.Score(ctx, seqs, vars, strat)
-	}()
-	<-done
-	return res, err
+		return sc.Score(ctx, seqs, vars, strat)
+	})
 }
 
 // readWildTypes reads every record of the FASTA inputs: its id and its
