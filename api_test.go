@@ -1,21 +1,16 @@
 package esm2go
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"iter"
-	"net/http"
-	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/esm2go/esm2go/esm"
 	"github.com/esm2go/esm2go/esm/cpu"
@@ -372,39 +367,8 @@ func TestAlphabet(t *testing.T) {
 // model), put in the HF cache layout and loaded; a second Load finds it in
 // the cache with the server gone.
 func TestLoadByID(t *testing.T) {
-	files := map[string][]byte{}
-	for _, f := range []string{"config.json", "model.safetensors"} {
-		b, err := os.ReadFile(filepath.Join(tinyModel, f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		files[f] = b
-	}
 	const commit = "0123456789abcdef0123456789abcdef01234567"
-	hub := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch {
-		case r.URL.Path == "/api/models/test-org/esm2_tiny/revision/main":
-			json.NewEncoder(w).Encode(map[string]any{"sha": commit, "siblings": []map[string]string{
-				{"rfilename": "config.json"}, {"rfilename": "model.safetensors"}}})
-		case strings.HasPrefix(r.URL.Path, "/test-org/esm2_tiny/resolve/"+commit+"/"):
-			name := filepath.Base(r.URL.Path)
-			b, ok := files[name]
-			if !ok {
-				http.NotFound(w, r)
-				return
-			}
-			w.Header().Set("X-Repo-Commit", commit)
-			if name == "model.safetensors" { // LFS file: sha256 etag
-				w.Header().Set("X-Linked-Etag", `"`+testutil.SHA256Hex(b)+`"`)
-				w.Header().Set("X-Linked-Size", fmt.Sprint(len(b)))
-			} else { // small file: git blob sha1 etag
-				w.Header().Set("ETag", `"`+testutil.GitBlobSHA1(b)+`"`)
-			}
-			http.ServeContent(w, r, name, time.Time{}, bytes.NewReader(b))
-		default:
-			http.NotFound(w, r)
-		}
-	}))
+	hub, _ := testutil.FakeHub(t, "test-org/esm2_tiny", commit, tinyModel)
 	t.Setenv("HF_TOKEN", "")
 	t.Setenv("HF_HUB_OFFLINE", "")
 	cache := t.TempDir()

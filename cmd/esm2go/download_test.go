@@ -2,15 +2,9 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
-	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
-	"time"
 
 	"github.com/esm2go/esm2go/internal/testutil"
 )
@@ -20,43 +14,8 @@ import (
 // fixture), checked, put in the HF cache layout, and used; a second run
 // finds it in the cache with the server gone.
 func TestEmbedDownloadsModel(t *testing.T) {
-	files := map[string][]byte{}
-	for _, f := range []string{"config.json", "model.safetensors"} {
-		b, err := os.ReadFile(filepath.Join(tinyModel, f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		files[f] = b
-	}
 	const commit = "89abcdef0123456789abcdef0123456789abcdef"
-	var gets int
-	hub := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch {
-		case r.URL.Path == "/api/models/test-org/esm2_tiny/revision/main":
-			json.NewEncoder(w).Encode(map[string]any{"sha": commit, "siblings": []map[string]string{
-				{"rfilename": "config.json"}, {"rfilename": "model.safetensors"}}})
-		case strings.HasPrefix(r.URL.Path, "/test-org/esm2_tiny/resolve/"+commit+"/"):
-			name := filepath.Base(r.URL.Path)
-			b, ok := files[name]
-			if !ok {
-				http.NotFound(w, r)
-				return
-			}
-			if r.Method == http.MethodGet {
-				gets++
-			}
-			w.Header().Set("X-Repo-Commit", commit)
-			if name == "model.safetensors" { // LFS file: sha256 etag
-				w.Header().Set("X-Linked-Etag", `"`+testutil.SHA256Hex(b)+`"`)
-				w.Header().Set("X-Linked-Size", fmt.Sprint(len(b)))
-			} else { // small file: git blob sha1 etag
-				w.Header().Set("ETag", `"`+testutil.GitBlobSHA1(b)+`"`)
-			}
-			http.ServeContent(w, r, name, time.Time{}, bytes.NewReader(b))
-		default:
-			http.NotFound(w, r)
-		}
-	}))
+	hub, gets := testutil.FakeHub(t, "test-org/esm2_tiny", commit, tinyModel)
 	home := t.TempDir()
 	t.Setenv("HF_HOME", home)
 	t.Setenv("HF_HUB_CACHE", "")
@@ -70,11 +29,15 @@ func TestEmbedDownloadsModel(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("embed with download: status %d\n%s", code, stderr)
 	}
-	if gets != 2 {
-		t.Fatalf("%d files downloaded, want 2", gets)
+	if gets.Load() != 2 {
+		t.Fatalf("%d files downloaded, want 2", gets.Load())
 	}
 	snap := filepath.Join(home, "hub", "models--test-org--esm2_tiny", "snapshots", commit, "model.safetensors")
-	if b, err := os.ReadFile(snap); err != nil || !bytes.Equal(b, files["model.safetensors"]) {
+	want, err := os.ReadFile(filepath.Join(tinyModel, "model.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(snap); err != nil || !bytes.Equal(b, want) {
 		t.Fatalf("cache snapshot %s: %v", snap, err)
 	}
 	hub.Close() // the second run must not need the network
