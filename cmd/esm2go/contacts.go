@@ -216,10 +216,54 @@ func checkContactsOut(out string, overwrite bool) error {
 	case !fi.IsDir():
 		return fmt.Errorf("--out %s exists and is not a directory", out)
 	}
-	if _, err := os.Stat(filepath.Join(out, contactsMeta)); err != nil {
-		return fmt.Errorf("--out %s is not a contacts output (no %s); not replacing it", out, contactsMeta)
+	return contactsOutput(out)
+}
+
+// contactsOutput says whether dir is provably an output of this command,
+// the only kind of directory --overwrite replaces: its metadata.json names
+// the esm2go-contacts format and it holds nothing but the command's files.
+func contactsOutput(dir string) error {
+	b, err := os.ReadFile(filepath.Join(dir, contactsMeta))
+	var meta struct{ Format string }
+	if err != nil || len(b) > 1<<20 || json.Unmarshal(b, &meta) != nil || meta.Format != "esm2go-contacts" {
+		return fmt.Errorf("--out %s is not a contacts output (no %s naming esm2go-contacts); not replacing it", dir, contactsMeta)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("--out: %w", err)
+	}
+	for _, e := range entries {
+		switch e.Name() {
+		case contactsValues, contactsOffsets, contactsRecords, contactsMeta:
+		default:
+			return fmt.Errorf("--out %s holds %s, which contacts did not write; not replacing it", dir, data.Quote(e.Name()))
+		}
 	}
 	return nil
+}
+
+// removeContactsOutput removes a contacts output checked again by
+// contactsOutput: its files one by one, then the directory, which fails
+// rather than delete anything that appeared in it since.
+func removeContactsOutput(dir string) error {
+	fi, err := os.Lstat(dir)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return nil // nothing to replace
+	case err != nil:
+		return err
+	case !fi.IsDir():
+		return fmt.Errorf("--out %s is not a directory (a link or a file appeared there); not replacing it", dir)
+	}
+	if err := contactsOutput(dir); err != nil {
+		return err
+	}
+	for _, name := range []string{contactsValues, contactsOffsets, contactsRecords, contactsMeta} {
+		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	return os.Remove(dir)
 }
 
 // predictContacts reads the records of inputs in order and writes each
@@ -431,7 +475,7 @@ func (w *contactsWriter) finish(meta map[string]any, overwrite bool) error {
 		return fail(err)
 	}
 	if overwrite {
-		if err := os.RemoveAll(w.dir); err != nil {
+		if err := removeContactsOutput(w.dir); err != nil {
 			return fail(err)
 		}
 	}

@@ -206,6 +206,18 @@ func TestContactsCLI(t *testing.T) {
 	if left, _ := filepath.Glob(filepath.Join(dir, ".out*")); len(left) != 0 {
 		t.Errorf("temporary directories left: %v", left)
 	}
+	// A contacts output that also holds a file of the user's is not replaced.
+	mine := filepath.Join(out, "notes.txt")
+	if err := os.WriteFile(mine, []byte("mine"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errs = runCLI(t, "contacts", "--model", tinyModel, "--device", "cpu", "-q", "--overwrite", "-o", out, in)
+	if code != 1 || !strings.Contains(errs, "which contacts did not write") {
+		t.Errorf("--overwrite of an output holding a user's file: status %d, stderr:\n%s", code, errs)
+	}
+	if _, err := os.Stat(mine); err != nil {
+		t.Errorf("the user's file is gone: %v", err)
+	}
 }
 
 func TestContactsCLIErrors(t *testing.T) {
