@@ -17,6 +17,7 @@ import (
 	"github.com/esm2go/esm2go/embed"
 	"github.com/esm2go/esm2go/esm"
 	"github.com/esm2go/esm2go/output"
+	"github.com/esm2go/esm2go/weights"
 	"github.com/spf13/pflag"
 )
 
@@ -268,7 +269,7 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 	if trunc < 0 {
 		truncMeta = "none"
 	}
-	modelID, err := modelFingerprint(ctx, ck.Path)
+	modelID, err := weights.Fingerprint(ctx, ck.Path)
 	if err != nil {
 		return err
 	}
