@@ -207,4 +207,3 @@ func TestOutputFormat(t *testing.T) {
 		}
 	}
 }
-
