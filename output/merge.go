@@ -365,14 +365,23 @@ func (m *merger) rows(r *Reader, w Writer) error {
 		if err != nil {
 			return err
 		}
-		if err := m.place(row); err != nil {
+		if err := m.put(row, w); err != nil {
 			return err
 		}
-		if err := w.Write(row); err != nil {
-			return err
-		}
-		m.count(row, false)
 	}
+}
+
+// put writes one row read row by row from a source: placed (renumbered,
+// or checked to follow the rows before), written and counted.
+func (m *merger) put(row *Row, w Writer) error {
+	if err := m.place(row); err != nil {
+		return err
+	}
+	if err := w.Write(row); err != nil {
+		return err
+	}
+	m.count(row, false)
+	return nil
 }
 
 func (m *merger) count(row *Row, copied bool) {
@@ -558,13 +567,9 @@ func (m *merger) copyParquet(r *Reader, w *parquetWriter, rowPath bool) error {
 			if err := r.accept(row); err != nil {
 				return err
 			}
-			if err := m.place(row); err != nil {
+			if err := m.put(row, w); err != nil {
 				return err
 			}
-			if err := w.Write(row); err != nil {
-				return err
-			}
-			m.count(row, false)
 			if err := m.tick(); err != nil {
 				return err
 			}
