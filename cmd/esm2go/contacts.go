@@ -223,7 +223,12 @@ func checkContactsOut(out string, overwrite bool) error {
 // the only kind of directory --overwrite replaces: its metadata.json names
 // the esm2go-contacts format and it holds nothing but the command's files.
 func contactsOutput(dir string) error {
-	b, err := os.ReadFile(filepath.Join(dir, contactsMeta))
+	var b []byte
+	f, err := os.Open(filepath.Join(dir, contactsMeta))
+	if err == nil {
+		b, err = io.ReadAll(io.LimitReader(f, 1<<20+1)) // ours are a few hundred bytes
+		f.Close()
+	}
 	var meta struct{ Format string }
 	if err != nil || len(b) > 1<<20 || json.Unmarshal(b, &meta) != nil || meta.Format != "esm2go-contacts" {
 		return fmt.Errorf("--out %s is not a contacts output (no %s naming esm2go-contacts); not replacing it", dir, contactsMeta)
