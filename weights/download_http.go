@@ -434,10 +434,17 @@ func (d *downloader) logf(format string, args ...any) {
 	fmt.Fprintf(d.o.Progress, format+"\n", args...)
 }
 
+// clipLimit is how many bytes of server- or user-supplied text an error
+// quotes. Quoted with %q, clipped text grows at most twice (only '"' and '\'
+// are escaped once every non-printable rune is '?'), so an error quoting it
+// stays within a few hundred bytes.
+const clipLimit = 150
+
 // clip makes server- or user-supplied text safe to quote in an error: control
-// characters (terminal escapes included) become '?', and it is cut to ~200 bytes.
+// and other non-printable characters (terminal escapes, invalid UTF-8,
+// invisible format runes) become '?', and it is cut to clipLimit bytes.
 func clip(s string) string {
-	const limit = 200
+	const limit = clipLimit
 	cut := len(s) > limit
 	if cut {
 		i := limit
@@ -447,7 +454,7 @@ func clip(s string) string {
 		s = s[:i]
 	}
 	s = strings.Map(func(r rune) rune {
-		if r == utf8.RuneError || unicode.IsControl(r) {
+		if r == utf8.RuneError || !unicode.IsPrint(r) {
 			return '?'
 		}
 		return r
