@@ -58,7 +58,7 @@ func New(opts Options) *Backend {
 	if n <= 0 {
 		n = runtime.GOMAXPROCS(0)
 	}
-	b := &Backend{threads: n, mm: gonumBLAS{}}
+	b := &Backend{threads: n, mm: gonumBLAS{}, vm: newVMath()}
 	if !opts.NoBLAS {
 		// OpenBLAS runs single-threaded inside each call: the backend splits
 		// work across cores itself, so BLAS threads never compete with it.
@@ -188,33 +188,26 @@ func (b *Backend) Embed(x, table esm.Tensor, D int, maskToken int32) error {
 	return nil
 }
 
-// LayerNorm implements esm.Backend.
+// LayerNorm implements esm.Backend: rows split over the workers, each
+// row normalized by vmath's C kernel (layerNormGo's math: the mean, then
+// the variance about it, in one read of the row from memory).
 func (b *Backend) LayerNorm(out, in, w, bias esm.Tensor, D int, eps float32) error {
 	T := b.T()
-	if err := checkLen("layernorm", out, T*D); err != nil {
+	if err := checkLen("layernorm out", out, T*D); err != nil {
 		return err
 	}
-	o, x, wd, bd := data(out), data(in), data(w), data(bias)
+	if err := checkLen("layernorm in", in, T*D); err != nil {
+		return err
+	}
+	if err := checkLen("layernorm weight", w, D); err != nil {
+		return err
+	}
+	if err := checkLen("layernorm bias", bias, D); err != nil {
+		return err
+	}
+	o, x, wd, bd := data(out), data(in), data(w)[:D], data(bias)[:D]
 	b.parallel(T, 16, func(lo, hi int) {
-		for t := lo; t < hi; t++ {
-			row := x[t*D : (t+1)*D]
-			var sum float64
-			for _, v := range row {
-				sum += float64(v)
-			}
-			mean := sum / float64(D)
-			var sq float64
-			for _, v := range row {
-				d := float64(v) - mean
-				sq += d * d
-			}
-			rstd := float32(1 / math.Sqrt(sq/float64(D)+float64(eps)))
-			m := float32(mean)
-			orow := o[t*D : (t+1)*D]
-			for i, v := range row {
-				orow[i] = (v-m)*rstd*wd[i] + bd[i]
-			}
-		}
+		b.vm.layerNorm(o[lo*D:hi*D], x[lo*D:hi*D], wd, bd, D, eps)
 	})
 	return nil
 }
@@ -231,20 +224,24 @@ func (b *Backend) Linear(out, in, w, bias esm.Tensor, K, N int, accumulate bool)
 	if err := checkLen("linear weight", w, N*K); err != nil {
 		return err
 	}
-	o, bd := data(out), data(bias)
-	beta := float32(0)
-	if accumulate {
-		beta = 1
+	if err := checkLen("linear bias", bias, N); err != nil {
+		return err
 	}
+	o, bd := data(out), data(bias)[:N]
 	x, wd := data(in), data(w)
+	// The bias goes in before the product, and sgemm adds to out (beta 1):
+	// without accumulate each row starts as a copy of the bias (which
+	// replaces the pass with which BLAS would zero out for beta 0); with
+	// it, the bias is added to the residual first.
 	b.parallel(T, 32, func(lo, hi int) {
-		b.mm.Sgemm(true, hi-lo, N, K, 1, x[lo*K:], K, wd, K, beta, o[lo*N:], N)
-		for t := lo; t < hi; t++ {
-			row := o[t*N : (t+1)*N]
-			for i := range row {
-				row[i] += bd[i]
+		if accumulate {
+			b.vm.addRows(o[lo*N:hi*N], bd, N)
+		} else {
+			for t := lo; t < hi; t++ {
+				copy(o[t*N:(t+1)*N], bd)
 			}
 		}
+		b.mm.Sgemm(true, hi-lo, N, K, 1, x[lo*K:], K, wd, K, 1, o[lo*N:], N)
 	})
 	return nil
 }
@@ -290,22 +287,7 @@ func (b *Backend) RotaryQK(qkv esm.Tensor, H, HD int, qScale float32) error {
 	b.rope(b.seqlens.MaxLen())
 	x := data(qkv)
 	b.parallel(T, 16, func(lo, hi int) {
-		for t := lo; t < hi; t++ {
-			p := int(b.pos[t])
-			cs, sn := b.cos[p*half:][:half], b.sin[p*half:][:half]
-			row := x[t*3*D : (t+1)*3*D]
-			for i := range row[:D] {
-				row[i] *= qScale
-			}
-			for h := 0; h < 2*H; h++ { // H query heads then H key heads
-				v := row[h*HD : (h+1)*HD]
-				for i := 0; i < half; i++ {
-					x1, x2 := v[i], v[i+half]
-					v[i] = x1*cs[i] - x2*sn[i]
-					v[i+half] = x2*cs[i] + x1*sn[i]
-				}
-			}
-		}
+		b.vm.rotary(x[lo*3*D:hi*3*D], 3*D, b.pos[lo:hi], b.cos, b.sin, H, HD, qScale)
 	})
 	return nil
 }

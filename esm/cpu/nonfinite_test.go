@@ -133,7 +133,8 @@ func TestSoftmaxNonFinite(t *testing.T) {
 // PyTorch) and leaves its neighbours alone.
 func TestGELUNonFinite(t *testing.T) {
 	twins := map[string]func(x []float32){
-		"c": vmath{}.gelu,
+		"c":          newVMath().gelu,
+		"c portable": newVMath().portable().gelu,
 		"go": func(x []float32) {
 			for i, v := range x {
 				x[i] = gelu(v)

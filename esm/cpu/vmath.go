@@ -4,6 +4,7 @@ package cpu
 
 /*
 #cgo CFLAGS: -O3
+#cgo LDFLAGS: -lm
 // No signed zeros and no trapping math let GCC if-convert the clamps and
 // vectorize the loops (cgo refuses them as flags; without no-trapping-math
 // nothing vectorizes). Not finite-math-only: NaN and Inf must reach the
@@ -91,31 +92,196 @@ CLONES static void esm2go_softmax_rows(float *s, int rows, int n) {
 	}
 }
 
-// GELU, exact erf form, as 0.5*x*erfc(-x/sqrt2) with Numerical Recipes'
-// erfc fit (fractional error < 1.2e-7), in place.
-CLONES static void esm2go_gelu(float *v, long len) {
-	for (long i = 0; i < len; i++) {
-		float x = v[i];
-		float z = x * -0.70710678118654752f;
-		float a = z < 0 ? -z : z;
-		float t = 1.0f / (1.0f + 0.5f * a);
-		float p = -a * a - 1.26551223f + t * (1.00002368f + t * (0.37409196f + t * (0.09678418f +
-			t * (-0.18628806f + t * (0.27886807f + t * (-1.13520398f + t * (1.48851587f +
-			t * (-0.82215223f + t * 0.17087277f))))))));
-		float erfc = t * esm2go_expf(p);
-		erfc = z < 0 ? 2.0f - erfc : erfc;
-		v[i] = 0.5f * x * erfc;
+// 8-lane helpers for the kernels below, which are each compiled twice,
+// for AVX2+FMA and for any x86-64, with the CPU asked at run time
+// (esm2go_vm_avx2) which one it runs, as in attn_kernels.go. Unaligned
+// load and store, broadcast: macros, since an inline function passing an
+// f8 by value would change ABI between the two builds.
+#define ld8(p) ({ f8 v_; memcpy(&v_, (p), sizeof v_); v_; })
+#define st8(p, v) do { f8 w_ = (v); memcpy((p), &w_, sizeof w_); } while (0)
+#define bc8(x) ({ float x_ = (x); (f8){x_, x_, x_, x_, x_, x_, x_, x_}; })
+
+// GELU of a vector x of type F (integer twin I), exact erf form, as
+// 0.5*x*erfc(-x/sqrt2) with Numerical Recipes' erfc fit (fractional error
+// < 1.2e-7) and the Cephes expf above (inputs below -87.33654 raised to
+// it; a NaN stays NaN through the clamp). The fit's polynomial in t is
+// evaluated by Horner, like the Go twin (mathf.go's gelu, which does it in
+// float64); here in float32, with fused multiply-adds in the AVX2 build.
+#define GELUV(F, I, X) ({                                                        \
+		F x_ = (X);                                                              \
+		F z_ = x_ * -0.70710678118654752f;                                       \
+		F a_ = (F)((I)z_ & 0x7fffffff);                                          \
+		F t_ = 1.0f / (1.0f + 0.5f * a_);                                        \
+		F p_ = -a_ * a_ - 1.26551223f + t_ * (1.00002368f + t_ * (0.37409196f +  \
+			t_ * (0.09678418f + t_ * (-0.18628806f + t_ * (0.27886807f +         \
+			t_ * (-1.13520398f + t_ * (1.48851587f + t_ * (-0.82215223f +        \
+			t_ * 0.17087277f))))))));                                            \
+		F lo_ = (F){} - 87.33654f;                                               \
+		I gt_ = lo_ > p_;                                                        \
+		p_ = (F)((gt_ & (I)lo_) | (~gt_ & (I)p_));                               \
+		F r_ = p_ * 1.44269504088896341f + 12582912.0f;                          \
+		F fn_ = r_ - 12582912.0f;                                                \
+		F e_ = p_ - fn_ * 0.693359375f - fn_ * -2.12194440e-4f;                  \
+		F ee_ = e_ * e_;                                                         \
+		F y_ = ((((((1.9875691500e-4f * e_ + 1.3981999507e-3f) * e_ + 8.3334519073e-3f) * e_ \
+			+ 4.1665795894e-2f) * e_ + 1.6666665459e-1f) * e_ + 5.0000001201e-1f) * ee_ + e_ + 1.0f); \
+		I bits_ = ((I)r_ - 0x4B400000 + 127) << 23;                              \
+		F erfc_ = t_ * (y_ * (F)bits_);                                          \
+		I neg_ = z_ < 0;                                                         \
+		erfc_ = (F)((neg_ & (I)(2.0f - erfc_)) | (~neg_ & (I)erfc_));            \
+		0.5f * x_ * erfc_;                                                       \
+	})
+
+// GELU of v[0:len] in place, 32 lanes at a time (four vectors, four
+// independent dependency chains of ~100 cycles of latency each, which
+// the compiler's scheduler interleaves so the out-of-order core overlaps
+// them), then 8, then the last len%8 elements through a zero-padded
+// vector.
+#define GELU_BODY                                                                \
+	long i = 0;                                                                  \
+	for (; i + 32 <= len; i += 32) {                                             \
+		f8 a = GELUV(f8, i8, ld8(v + i)), b = GELUV(f8, i8, ld8(v + i + 8));     \
+		f8 c = GELUV(f8, i8, ld8(v + i + 16)), d = GELUV(f8, i8, ld8(v + i + 24)); \
+		st8(v + i, a); st8(v + i + 8, b); st8(v + i + 16, c); st8(v + i + 24, d); \
+	}                                                                            \
+	for (; i + 8 <= len; i += 8) st8(v + i, GELUV(f8, i8, ld8(v + i)));         \
+	if (i < len) {                                                               \
+		float t[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                   \
+		memcpy(t, v + i, (len - i) * sizeof(float));                            \
+		st8(t, GELUV(f8, i8, ld8(t)));                                           \
+		memcpy(v + i, t, (len - i) * sizeof(float));                            \
 	}
+
+// LayerNorm of rows rows of width d: out = (x - mean)*rstd*w + b, rstd =
+// 1/sqrt(var + eps). The mean, then the variance as the mean of (x -
+// mean)^2 (two passes, so no cancellation; the second reads the row from
+// L1), each summed in 16 float lanes and the lanes added in double. A NaN
+// or infinity in a row makes its mean or variance NaN or infinite, so the
+// whole output row is NaN. out may be in.
+#define LN_BODY                                                                  \
+	for (long r = 0; r < rows; r++) {                                            \
+		const float *x = in + r * d;                                             \
+		float *o = out + r * d;                                                  \
+		f8 s0 = {}, s1 = {};                                                     \
+		int i = 0;                                                               \
+		for (; i + 16 <= d; i += 16) { s0 += ld8(x + i); s1 += ld8(x + i + 8); } \
+		for (; i + 8 <= d; i += 8) s0 += ld8(x + i);                             \
+		double sum = 0;                                                          \
+		for (; i < d; i++) sum += x[i];                                          \
+		for (int k = 0; k < 8; k++) sum += (double)s0[k] + (double)s1[k];        \
+		float m = (float)(sum / d);                                              \
+		f8 m8 = bc8(m);                                                          \
+		s0 = (f8){}; s1 = (f8){};                                                \
+		for (i = 0; i + 16 <= d; i += 16) {                                      \
+			f8 a = ld8(x + i) - m8, b = ld8(x + i + 8) - m8;                     \
+			s0 += a * a; s1 += b * b;                                            \
+		}                                                                        \
+		for (; i + 8 <= d; i += 8) { f8 a = ld8(x + i) - m8; s0 += a * a; }     \
+		double sq = 0;                                                           \
+		for (; i < d; i++) sq += (double)(x[i] - m) * (x[i] - m);               \
+		for (int k = 0; k < 8; k++) sq += (double)s0[k] + (double)s1[k];         \
+		float rstd = (float)(1.0 / __builtin_sqrt(sq / d + (double)eps));       \
+		f8 r8 = bc8(rstd);                                                       \
+		for (i = 0; i + 8 <= d; i += 8)                                          \
+			st8(o + i, (ld8(x + i) - m8) * r8 * ld8(w + i) + ld8(b + i));        \
+		for (; i < d; i++) o[i] = (x[i] - m) * rstd * w[i] + b[i];               \
+	}
+
+// o[r*n + i] += bias[i] for rows rows of width n.
+#define ADD_BODY                                                                 \
+	for (long r = 0; r < rows; r++) {                                            \
+		float *o = out + r * n;                                                  \
+		int i = 0;                                                               \
+		for (; i + 8 <= n; i += 8) st8(o + i, ld8(o + i) + ld8(bias + i));       \
+		for (; i < n; i++) o[i] += bias[i];                                      \
+	}
+
+// Rotary embedding of the q and k heads of rows tokens of the packed qkv
+// (rows of stride ld; h heads of dim hd, half = hd/2): q is first scaled
+// by qs, then each head's dims (i, i+half) are rotated by the angle of
+// the token's position: cos/sin tables (positions, half), row pos[r].
+#define ROT_BODY                                                                 \
+	int half = hd / 2;                                                           \
+	for (long r = 0; r < rows; r++) {                                            \
+		float *row = x + r * ld;                                                 \
+		const float *c = cs + (long)pos[r] * half, *s = sn + (long)pos[r] * half; \
+		for (int hh = 0; hh < 2 * h; hh++) {                                     \
+			float *v = row + (long)hh * hd;                                      \
+			float q = hh < h ? qs : 1.0f;                                        \
+			f8 q8 = bc8(q);                                                      \
+			int i = 0;                                                           \
+			for (; i + 8 <= half; i += 8) {                                      \
+				f8 x1 = ld8(v + i), x2 = ld8(v + i + half);                      \
+				if (hh < h) { x1 *= q8; x2 *= q8; }                              \
+				f8 c8 = ld8(c + i), s8 = ld8(s + i);                             \
+				st8(v + i, x1 * c8 - x2 * s8);                                   \
+				st8(v + i + half, x2 * c8 + x1 * s8);                            \
+			}                                                                    \
+			for (; i < half; i++) {                                              \
+				float x1 = v[i], x2 = v[i + half];                               \
+				if (hh < h) { x1 *= q; x2 *= q; }                                \
+				v[i] = x1 * c[i] - x2 * s[i];                                    \
+				v[i + half] = x2 * c[i] + x1 * s[i];                             \
+			}                                                                    \
+		}                                                                        \
+	}
+
+#define SCHED __attribute__((optimize("schedule-insns", "sched-pressure")))
+SCHED __attribute__((target("avx2,fma"))) static void esm2go_gelu_avx2(float *v, long len) { GELU_BODY }
+static void esm2go_gelu_sse(float *v, long len) { GELU_BODY }
+
+__attribute__((target("avx2,fma"))) static void esm2go_ln_avx2(float *out, const float *in,
+	const float *w, const float *b, long rows, int d, float eps) { LN_BODY }
+static void esm2go_ln_sse(float *out, const float *in,
+	const float *w, const float *b, long rows, int d, float eps) { LN_BODY }
+
+__attribute__((target("avx2,fma"))) static void esm2go_add_avx2(float *out, const float *bias,
+	long rows, int n) { ADD_BODY }
+static void esm2go_add_sse(float *out, const float *bias, long rows, int n) { ADD_BODY }
+
+__attribute__((target("avx2,fma"))) static void esm2go_rot_avx2(float *x, long ld, long rows,
+	const int32_t *pos, const float *cs, const float *sn, int h, int hd, float qs) { ROT_BODY }
+static void esm2go_rot_sse(float *x, long ld, long rows,
+	const int32_t *pos, const float *cs, const float *sn, int h, int hd, float qs) { ROT_BODY }
+
+// (libgcc's constructor has run the CPU detection by the time Go code
+// runs, so no __builtin_cpu_init here.)
+static int esm2go_vm_avx2(void) {
+	return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+static void esm2go_gelu(int avx2, float *v, long len) {
+	if (avx2) esm2go_gelu_avx2(v, len); else esm2go_gelu_sse(v, len);
+}
+static void esm2go_ln(int avx2, float *out, const float *in, const float *w, const float *b,
+	long rows, int d, float eps) {
+	if (avx2) esm2go_ln_avx2(out, in, w, b, rows, d, eps); else esm2go_ln_sse(out, in, w, b, rows, d, eps);
+}
+static void esm2go_add(int avx2, float *out, const float *bias, long rows, int n) {
+	if (avx2) esm2go_add_avx2(out, bias, rows, n); else esm2go_add_sse(out, bias, rows, n);
+}
+static void esm2go_rot(int avx2, float *x, long ld, long rows, const int32_t *pos,
+	const float *cs, const float *sn, int h, int hd, float qs) {
+	if (avx2) esm2go_rot_avx2(x, ld, rows, pos, cs, sn, h, hd, qs);
+	else esm2go_rot_sse(x, ld, rows, pos, cs, sn, h, hd, qs);
 }
 */
 import "C"
 
 import "unsafe"
 
-// vmath runs the elementwise hot loops (softmax exponentials, GELU) in C so
-// the compiler vectorizes them (8 lanes with AVX2, chosen at load time); the
-// Go versions in mathf.go are their scalar twins, used by the tests.
-type vmath struct{}
+// vmath runs the elementwise hot loops (softmax exponentials, GELU,
+// LayerNorm, bias adds, rotary) in C so they run as 8-lane vectors; the Go
+// versions in mathf.go and vmath_twin.go are their twins, used by the
+// tests and by the pure-Go build. avx2 picks the AVX2+FMA build of the
+// kernels (newVMath asks the CPU); the zero vmath runs the build for any
+// x86-64.
+type vmath struct{ avx2 C.int }
+
+func newVMath() vmath { return vmath{avx2: C.esm2go_vm_avx2()} }
+
+// portable returns the kernels built for any x86-64, for the tests.
+func (vmath) portable() vmath { return vmath{} }
 
 // softmaxRows applies a row softmax to s (rows, n) in place.
 func (v vmath) softmaxRows(s []float32, rows, n int) {
@@ -131,5 +297,47 @@ func (v vmath) gelu(x []float32) {
 	if len(x) == 0 {
 		return
 	}
-	C.esm2go_gelu((*C.float)(unsafe.Pointer(&x[0])), C.long(len(x)))
+	C.esm2go_gelu(v.avx2, (*C.float)(unsafe.Pointer(&x[0])), C.long(len(x)))
+}
+
+// layerNorm writes out = LayerNorm(in) with weight w and bias b over rows
+// of width d (len(in)/d rows; out may be in), as layerNormGo.
+func (v vmath) layerNorm(out, in, w, b []float32, d int, eps float32) {
+	rows := len(in) / d
+	if rows == 0 {
+		return
+	}
+	_, _, _ = out[rows*d-1], w[d-1], b[d-1]
+	C.esm2go_ln(v.avx2, (*C.float)(unsafe.Pointer(&out[0])), (*C.float)(unsafe.Pointer(&in[0])),
+		(*C.float)(unsafe.Pointer(&w[0])), (*C.float)(unsafe.Pointer(&b[0])), C.long(rows), C.int(d), C.float(eps))
+}
+
+// addRows adds bias (n) to every row of out (len(out)/n rows of width n).
+func (v vmath) addRows(out, bias []float32, n int) {
+	rows := len(out) / n
+	if rows == 0 {
+		return
+	}
+	_ = bias[n-1]
+	C.esm2go_add(v.avx2, (*C.float)(unsafe.Pointer(&out[0])), (*C.float)(unsafe.Pointer(&bias[0])), C.long(rows), C.int(n))
+}
+
+// rotary applies the rotary embedding (and the q scale qs) to the q and k
+// heads of len(pos) tokens of qkv (rows of stride ld, h heads of dim hd),
+// as rotaryGo: token r at position pos[r], cos and sin tables of hd/2
+// columns.
+func (v vmath) rotary(x []float32, ld int, pos []int32, cos, sin []float32, h, hd int, qs float32) {
+	rows := len(pos)
+	if rows == 0 {
+		return
+	}
+	half := hd / 2
+	_ = x[(rows-1)*ld+2*h*hd-1]
+	for _, p := range pos {
+		_ = cos[(int(p)+1)*half-1]
+		_ = sin[(int(p)+1)*half-1]
+	}
+	C.esm2go_rot(v.avx2, (*C.float)(unsafe.Pointer(&x[0])), C.long(ld), C.long(rows),
+		(*C.int32_t)(unsafe.Pointer(&pos[0])), (*C.float)(unsafe.Pointer(&cos[0])), (*C.float)(unsafe.Pointer(&sin[0])),
+		C.int(h), C.int(hd), C.float(qs))
 }

@@ -11,6 +11,10 @@ import (
 // bits.
 type vmath struct{}
 
+func newVMath() vmath { return vmath{} }
+
+func (v vmath) portable() vmath { return v }
+
 // softmaxRows applies a row softmax to s (rows, n) in place, as the C
 // esm2go_softmax_rows does: exponent inputs below -87.33654 are raised to
 // it, so a finite row's weights are never 0 (a NaN in the value of an all
@@ -43,4 +47,17 @@ func (v vmath) gelu(x []float32) {
 	for i, f := range x {
 		x[i] = gelu(f)
 	}
+}
+
+// layerNorm is layerNormGo.
+func (v vmath) layerNorm(out, in, w, b []float32, d int, eps float32) {
+	layerNormGo(out, in, w, b, d, eps)
+}
+
+// addRows is addRowsGo.
+func (v vmath) addRows(out, bias []float32, n int) { addRowsGo(out, bias, n) }
+
+// rotary is rotaryGo.
+func (v vmath) rotary(x []float32, ld int, pos []int32, cos, sin []float32, h, hd int, qs float32) {
+	rotaryGo(x, ld, pos, cos, sin, h, hd, qs)
 }

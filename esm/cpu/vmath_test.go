@@ -9,7 +9,7 @@ import (
 // The vectorized C loops must agree with their Go twins: FMA contraction and
 // a different summation order change only the last bits (relative 1e-6).
 func TestVMathMatchesGo(t *testing.T) {
-	var v vmath
+	v := newVMath()
 	{
 		r := rand.New(rand.NewPCG(9, 9))
 		rows, n := 7, 333
@@ -43,7 +43,7 @@ func TestVMathMatchesGo(t *testing.T) {
 }
 
 func BenchmarkVSoftmax(b *testing.B) {
-	var v vmath
+	v := newVMath()
 	src := make([]float32, 300*300)
 	for i := range src {
 		src[i] = float32(i%300) / 30
@@ -57,7 +57,7 @@ func BenchmarkVSoftmax(b *testing.B) {
 }
 
 func BenchmarkVGELU(b *testing.B) {
-	var v vmath
+	v := newVMath()
 	src := make([]float32, 1<<16)
 	for i := range src {
 		src[i] = float32(i-1<<15) / 4096
