@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -105,9 +106,22 @@ func (a *npyFile) writeInt64(v int64) error {
 	return err
 }
 
-// finish flushes, writes the final header, fsyncs and closes.
+// sharedNPY is an array's data written to w, which the caller owns: no
+// file, no header (a resumable run's column data, parts.go).
+func sharedNPY(name string, w io.Writer, descr string, cols int64) *npyFile {
+	return &npyFile{path: name, bw: bufio.NewWriterSize(w, 1<<20), descr: descr, cols: cols}
+}
+
+// finish flushes, writes the final header, fsyncs and closes; a shared
+// array's data is only flushed.
 func (a *npyFile) finish() error {
 	err := a.bw.Flush()
+	if a.f == nil {
+		if err != nil {
+			return fmt.Errorf("%s: %w", filepath.Base(a.path), err)
+		}
+		return nil
+	}
 	if err == nil {
 		var h []byte
 		if h, err = npyHeader(a.descr, a.shape()...); err == nil {
@@ -147,6 +161,13 @@ type npyWriter struct {
 }
 
 func newNPYWriter(own owner, schema Schema) (_ *npyWriter, err error) {
+	return newNPYWriterShared(own, schema, nil)
+}
+
+// newNPYWriterShared is newNPYWriter writing column i's data array to
+// data[i] (see sharedNPY) when data is not nil: the directory it publishes
+// holds the offsets, records.tsv and metadata.json, without the data.
+func newNPYWriterShared(own owner, schema Schema, data []io.Writer) (_ *npyWriter, err error) {
 	final := own.final
 	dir, pattern := tempPattern(final)
 	tmp, err := os.MkdirTemp(dir, pattern)
@@ -163,9 +184,11 @@ func newNPYWriter(own owner, schema Schema) (_ *npyWriter, err error) {
 			w.Abort()
 		}
 	}()
-	for _, c := range schema.Columns {
+	for i, c := range schema.Columns {
 		nc := npyColumn{col: c}
-		if nc.data, err = createNPY(filepath.Join(tmp, c.Name+".npy"), schema.DType.npyDescr(), int64(c.Dim)); err != nil {
+		if data != nil {
+			nc.data = sharedNPY(c.Name+".npy", data[i], schema.DType.npyDescr(), int64(c.Dim))
+		} else if nc.data, err = createNPY(filepath.Join(tmp, c.Name+".npy"), schema.DType.npyDescr(), int64(c.Dim)); err != nil {
 			return nil, fmt.Errorf("output: %s: %w", final, err)
 		}
 		w.cols = append(w.cols, nc) // appended before offsets so Abort closes it
@@ -335,7 +358,7 @@ func (w *npyWriter) Abort() error {
 	defer w.done()
 	w.closed = true
 	for _, c := range w.cols {
-		if c.data != nil {
+		if c.data != nil && c.data.f != nil {
 			c.data.f.Close()
 		}
 		if c.offsets != nil {

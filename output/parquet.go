@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"reflect"
 	"runtime"
@@ -173,14 +174,27 @@ func newParquetWriter(own owner, schema Schema) (*parquetWriter, error) {
 		os.Remove(f.Name())
 		return nil, fmt.Errorf("output: %s: %w", final, err)
 	}
+	w, err := newParquetStream(own, f, schema)
+	if err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, err
+	}
+	w.tmp, w.file = f.Name(), f
+	return w, nil
+}
+
+// newParquetStream writes a complete parquet file to dst, whose Close
+// writes the footer and nothing else: no temporary, no fsync, no publish
+// (a resumable run's chunks, appended to one file, parts.go).
+func newParquetStream(own owner, dst io.Writer, schema Schema) (*parquetWriter, error) {
+	final := own.final
 	meta, err := json.Marshal(struct {
 		LayoutVersion int          `json:"layout_version"`
 		Columns       []columnMeta `json:"columns"`
 		DType         DType        `json:"dtype,omitempty"`
 	}{layoutVersionOf(schema.DType), columnsMeta(schema.Columns, false), dtypeMeta(schema.DType)})
 	if err != nil {
-		f.Close()
-		os.Remove(f.Name())
 		return nil, err
 	}
 	options := []parquet.WriterOption{
@@ -204,23 +218,17 @@ func newParquetWriter(own owner, schema Schema) (*parquetWriter, error) {
 	}
 	config, err := parquet.NewWriterConfig(options...)
 	if err != nil {
-		f.Close()
-		os.Remove(f.Name())
 		return nil, fmt.Errorf("output: %s: parquet config: %w", final, err)
 	}
 	templates := make([]*format.FileMetaData, len(schema.Columns))
 	for i, c := range schema.Columns {
 		if templates[i], err = columnTemplate(c, schema.DType); err != nil {
-			f.Close()
-			os.Remove(f.Name())
 			return nil, fmt.Errorf("output: %s: column %s: %w", final, c.Name, err)
 		}
 	}
 	return &parquetWriter{
 		owner: own,
-		tmp:   f.Name(),
-		file:  f,
-		pw:    parquet.NewWriter(f, config),
+		pw:    parquet.NewWriter(dst, config),
 		check: rowChecker{cols: schema.Columns, dtype: schema.DType.orDefault()},
 
 		templates: templates,
@@ -429,6 +437,13 @@ func (w *parquetWriter) Close() error {
 	w.stopEncoders()
 	defer w.done()
 	err := guard(w.pw.Close)
+	if w.file == nil { // a stream (newParquetStream): the footer is all
+		w.closed = true
+		if err != nil {
+			return fmt.Errorf("output: %s: %w", w.final, err)
+		}
+		return nil
+	}
 	if err == nil {
 		err = w.file.Sync()
 	}
@@ -453,6 +468,9 @@ func (w *parquetWriter) Abort() error {
 	defer w.done()
 	w.closed = true
 	w.stopEncoders()
+	if w.file == nil {
+		return nil
+	}
 	w.file.Close()
 	if err := os.Remove(w.tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("output: %s: remove temporary: %w", w.final, err)

@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"maps"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -19,34 +20,43 @@ import (
 	"time"
 )
 
-// A resumable output in progress: the directory "<out>.parts" holds chunks,
-// each a complete output (same format and schema) of a consecutive range of
-// input records, and manifest.json, the list of committed chunks:
+// A resumable output in progress: the directory "<out>.parts" holds the
+// output being written and manifest.json, the list of committed chunks,
+// each a consecutive range of input records:
 //
-//	<out>.parts/manifest.json        {"version", "format", "columns", "identity",
-//	                                   "chunks": [{"name","first","next","rows","bytes","crc32c"}...]}
-//	<out>.parts/chunk-000000.parquet records [first, next) of the input (rows
-//	<out>.parts/chunk-000001.parquet   for the ones that were embedded)
+//	<out>.parts/manifest.json    {"version", "format", "columns", "identity",
+//	                               "chunks": [{"name","first","next","rows",
+//	                               "bytes","crc32c","data":[segments]}...]}
+//	<out>.parts/output.parquet   parquet: the chunks, one after the other
+//	<out>.parts/output.npy.d/    npy: each column's values, chunk after chunk
+//	<out>.parts/chunk-000000.npy.d  npy: a chunk's offsets and records.tsv
 //
-// Commit protocol: the chunk is written and published like any output
-// (temporary, fsync, rename, fsync of the directory), its bytes are read
-// back for a CRC-32C, then manifest.json is rewritten (temporary, fsync,
-// rename, fsync). A kill at any point leaves the manifest listing only
-// chunks that are complete on disk; files the manifest does not list are
-// leftovers and are removed when the run resumes. Resuming checks every
-// listed chunk's size and CRC and keeps the longest intact prefix.
+// parts_data.go says how a chunk lies in the shared files (its segments):
+// every value is written once, where the output will hold it.
 //
-// At the end Finish merges the chunks into <out> (Merge) and removes the
-// directory. A run that stops early leaves the directory: the next run with
-// the same identity (model, options, input) resumes after its last
-// committed record; another identity is refused, naming the difference,
-// unless Overwrite.
+// Commit protocol: the chunk's writer is closed (npy: its small directory
+// published like any output), the shared files are fsynced, then
+// manifest.json is rewritten (temporary, fsync, rename, fsync) with the
+// chunk's segments and their CRC-32C. A kill at any point leaves the
+// manifest listing only chunks that are complete on disk; what it does not
+// list is a leftover, removed (chunk directories) or cut off (the shared
+// files) when the run resumes. Resuming checks every listed chunk's
+// directory and segments against their sizes and CRCs and keeps the
+// longest intact prefix.
+//
+// At the end Finish completes the output in the parts directory (the
+// parquet footer; npy headers, offsets, records.tsv, metadata.json),
+// renames it to <out> and removes the directory. A run that stops early
+// leaves the directory: the next run with the same identity (model,
+// options, input) resumes after its last committed record; another
+// identity is refused, naming the difference, unless Overwrite.
 
 // PartsSuffix names the directory of a resumable run in progress.
 const PartsSuffix = ".parts"
 
-// partsVersion is the manifest's layout version.
-const partsVersion = 1
+// partsVersion is the manifest's layout version. Version 1 (before
+// esm2go wrote values once) kept each chunk as a separate output.
+const partsVersion = 2
 
 // maxManifest bounds what a manifest may weigh when read: a chunk entry is
 // ~150 bytes, so this holds more than 100k chunks.
@@ -96,6 +106,12 @@ type Parts struct {
 	lock       *outputLock
 	man        manifest
 
+	data []*dataFile // the shared files (parts_data.go)
+	// err is set when a commit failed after writing to the shared files:
+	// they no longer end where the manifest says, so nothing more is
+	// written; a new run resumes from the manifest.
+	err error
+
 	cur      Writer // chunk being written, or nil
 	curName  string
 	curRows  int64
@@ -124,6 +140,9 @@ type chunkMeta struct {
 	Rows     int64  `json:"rows"`
 	Bytes    int64  `json:"bytes"`
 	CRC32C   uint32 `json:"crc32c"`
+	// Data are the chunk's segments of the shared files, in dataFiles
+	// order.
+	Data []segment `json:"data"`
 }
 
 // next is the first input index no committed chunk covers.
@@ -187,7 +206,10 @@ func (p *Parts) open() error {
 	info, err := os.Lstat(p.dir)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return p.create(want)
+		if err := p.create(want); err != nil {
+			return err
+		}
+		return p.openData()
 	case err != nil:
 		return fmt.Errorf("output: %w", err)
 	case !info.IsDir():
@@ -198,21 +220,33 @@ func (p *Parts) open() error {
 		if !p.opts.Overwrite {
 			return fmt.Errorf("output: %s: %w; move it away, or overwrite to discard it", p.dir, err)
 		}
-		return p.discard(want, err.Error())
+		if err := p.discard(want, err.Error()); err != nil {
+			return err
+		}
+		return p.openData()
 	}
 	want.RunID = have.RunID
 	if diff := have.differs(&want); diff != "" {
 		if !p.opts.Overwrite {
 			return fmt.Errorf("output: %s: %w (%s); rerun with the same model, options and input to resume it, or overwrite to discard it", p.dir, ErrIncompatible, diff)
 		}
-		return p.discard(want, diff)
+		if err := p.discard(want, diff); err != nil {
+			return err
+		}
+		return p.openData()
 	}
 	if p.opts.Overwrite {
-		return p.discard(want, "overwrite")
+		if err := p.discard(want, "overwrite"); err != nil {
+			return err
+		}
+		return p.openData()
 	}
 	p.man = *have
 	p.verify()
 	p.removeUnlisted()
+	if err := p.openData(); err != nil {
+		return err
+	}
 	if n := p.man.next(); n > 0 {
 		p.opts.Log.Info("resuming an earlier run", "parts", p.dir, "chunks", len(p.man.Chunks), "rows", p.Rows(), "next_record", n)
 	}
@@ -304,7 +338,7 @@ func (p *Parts) discard(m manifest, why string) error {
 
 // ownName reports whether name is something a parts directory holds.
 func ownName(name string) bool {
-	return name == "manifest.json" || strings.HasPrefix(name, "chunk-") || strings.HasPrefix(name, ".chunk-") ||
+	return name == "manifest.json" || name == dataParquet || name == dataNPY || strings.HasPrefix(name, "chunk-") || strings.HasPrefix(name, ".chunk-") ||
 		strings.HasPrefix(name, ".manifest.json")
 }
 
@@ -343,13 +377,21 @@ func readManifest(dir string) (*manifest, error) {
 	if err := json.Unmarshal(b, &m); err != nil {
 		return nil, fmt.Errorf("manifest.json: %w", err)
 	}
+	if m.Version == 1 {
+		return nil, errors.New("manifest.json has layout version 1: an older esm2go wrote it; finish the run with that version")
+	}
 	if m.Version != partsVersion {
 		return nil, fmt.Errorf("manifest.json has layout version %d, this esm2go writes %d", m.Version, partsVersion)
 	}
 	var next int64
 	for i, c := range m.Chunks {
-		if c.Name != filepath.Base(c.Name) || !strings.HasPrefix(c.Name, "chunk-") || c.First != next || c.Next < c.First || c.Rows < 0 || c.Rows > c.Next-c.First || c.Bytes < 0 || c.Boundary < 0 || c.Boundary > c.Next {
+		if (c.Name != "" && (c.Name != filepath.Base(c.Name) || !strings.HasPrefix(c.Name, "chunk-"))) || c.First != next || c.Next < c.First || c.Rows < 0 || c.Rows > c.Next-c.First || c.Bytes < 0 || c.Boundary < 0 || c.Boundary > c.Next {
 			return nil, fmt.Errorf("manifest.json: chunk %d (%s) is inconsistent", i, quote(c.Name))
+		}
+		for _, d := range c.Data {
+			if d.Offset < 0 || d.Bytes < 0 || d.Offset > math.MaxInt64-d.Bytes {
+				return nil, fmt.Errorf("manifest.json: chunk %d (%s) is inconsistent", i, quote(c.Name))
+			}
 		}
 		next = c.Next
 	}
@@ -397,10 +439,23 @@ func colNames(cols []columnMeta) string {
 
 // verify keeps the longest prefix of listed chunks that are intact on disk.
 func (p *Parts) verify() {
+	ends := map[string]int64{}
+	for _, rel := range dataFiles(p.format, p.schema) {
+		ends[rel] = dataBase(p.format)
+	}
 	for i, c := range p.man.Chunks {
-		size, crc, err := checksum(filepath.Join(p.dir, c.Name))
-		if err == nil && (size != c.Bytes || crc != c.CRC32C) {
-			err = fmt.Errorf("%d bytes with CRC-32C %08x, the manifest says %d bytes, %08x", size, crc, c.Bytes, c.CRC32C)
+		var err error
+		switch {
+		case (p.format == NPY) != (c.Name != ""):
+			err = fmt.Errorf("chunk name %s does not fit the %s format", quote(c.Name), p.format)
+		case c.Name != "":
+			size, crc, cerr := checksum(filepath.Join(p.dir, c.Name))
+			if err = cerr; err == nil && (size != c.Bytes || crc != c.CRC32C) {
+				err = fmt.Errorf("%d bytes with CRC-32C %08x, the manifest says %d bytes, %08x", size, crc, c.Bytes, c.CRC32C)
+			}
+		}
+		if err == nil {
+			err = p.checkSegments(c, ends)
 		}
 		if err != nil {
 			p.opts.Log.Warn("a committed chunk is damaged: resuming before it", "chunk", c.Name, "err", err, "next_record", c.First)
@@ -416,7 +471,7 @@ func (p *Parts) verify() {
 // removeUnlisted removes files of chunks that were never committed (a kill
 // between a chunk's publish and the manifest update).
 func (p *Parts) removeUnlisted() {
-	listed := map[string]bool{"manifest.json": true}
+	listed := map[string]bool{"manifest.json": true, dataParquet: true, dataNPY: true}
 	for _, c := range p.man.Chunks {
 		listed[c.Name] = true
 	}
@@ -532,6 +587,9 @@ func (p *Parts) Dir() string { return p.dir }
 
 // Write appends a row (r.Index >= Next) to the current chunk.
 func (p *Parts) Write(r *Row) error {
+	if p.err != nil {
+		return p.err
+	}
 	if r.Index < p.man.next() {
 		return fmt.Errorf("output: record %d (%s) is before the resume point %d", r.Index, quote(r.ID), p.man.next())
 	}
@@ -551,12 +609,20 @@ func (p *Parts) Write(r *Row) error {
 }
 
 func (p *Parts) startChunk() error {
-	ext := ".parquet"
-	if p.format == NPY {
-		ext = ".npy.d"
+	if p.err != nil {
+		return p.err
 	}
-	p.curName = fmt.Sprintf("chunk-%06d%s", len(p.man.Chunks), ext)
-	w, err := CreateWithOptions(filepath.Join(p.dir, p.curName), p.format, p.schema, Options{Overwrite: true})
+	for _, d := range p.data {
+		d.begin()
+	}
+	p.curName = chunkName(p.format, len(p.man.Chunks))
+	var w Writer
+	var err error
+	if p.format == Parquet {
+		w, err = newParquetStream(owner{final: p.final}, p.data[0], p.schema)
+	} else {
+		w, err = newNPYWriterShared(owner{final: filepath.Join(p.dir, p.curName), opts: Options{Overwrite: true}}, p.schema, p.dataWriters())
+	}
 	if err != nil {
 		return err
 	}
@@ -574,6 +640,9 @@ func (p *Parts) Due() bool {
 // skipped), and records boundary (<= next) for Boundary. A commit with no
 // new rows and no new records does nothing.
 func (p *Parts) Commit(next, boundary int64) error {
+	if p.err != nil {
+		return p.err
+	}
 	if boundary < 0 || boundary > next {
 		return fmt.Errorf("output: commit up to record %d with replay point %d", next, boundary)
 	}
@@ -592,27 +661,36 @@ func (p *Parts) Commit(next, boundary int64) error {
 	w, name, rows := p.cur, p.curName, p.curRows
 	p.cur = nil
 	if err := w.Close(); err != nil {
-		return err
+		return p.fail(err)
 	}
-	size, crc, err := checksum(filepath.Join(p.dir, name))
-	if err != nil {
-		return fmt.Errorf("output: %s: %w", p.dir, err)
+	if err := p.syncData(); err != nil {
+		return p.fail(err)
 	}
-	p.man.Chunks = append(p.man.Chunks, chunkMeta{Name: name, First: first, Next: next, Boundary: boundary, Rows: rows, Bytes: size, CRC32C: crc})
+	var size int64
+	var crc uint32
+	if name != "" {
+		var err error
+		if size, crc, err = checksum(filepath.Join(p.dir, name)); err != nil {
+			return p.fail(fmt.Errorf("output: %s: %w", p.dir, err))
+		}
+	}
+	data := make([]segment, len(p.data))
+	for i, d := range p.data {
+		data[i] = d.segment()
+	}
+	p.man.Chunks = append(p.man.Chunks, chunkMeta{Name: name, First: first, Next: next, Boundary: boundary, Rows: rows, Bytes: size, CRC32C: crc, Data: data})
 	if err := p.writeManifest(); err != nil {
 		p.man.Chunks = p.man.Chunks[:len(p.man.Chunks)-1]
-		return err
+		return p.fail(err)
 	}
 	return nil
 }
 
-// Chunks returns the paths of the committed chunks, in input order.
-func (p *Parts) Chunks() []string {
-	out := make([]string, len(p.man.Chunks))
-	for i, c := range p.man.Chunks {
-		out[i] = filepath.Join(p.dir, c.Name)
-	}
-	return out
+// fail makes err sticky: the shared files hold bytes the manifest does
+// not list, so nothing more may be appended in this run.
+func (p *Parts) fail(err error) error {
+	p.err = fmt.Errorf("%w (the run can resume from its last commit)", err)
+	return err
 }
 
 // Finish commits what is left (up to next), merges every chunk into the
@@ -636,9 +714,18 @@ func (p *Parts) Finish(next int64, metadata map[string]string) error {
 	}
 	meta[RunIDKey] = p.man.RunID
 	meta[IdentityKey] = identityJSON(p.opts.Identity)
-	_, err := Merge(p.final, p.Chunks(), MergeOptions{Overwrite: p.opts.Overwrite, Keep: p.opts.Keep, Log: p.opts.Log, Metadata: meta})
+	src := filepath.Join(p.dir, dataParquet)
+	finish := p.finishParquet
+	if p.format == NPY {
+		src, finish = filepath.Join(p.dir, dataNPY), p.finishNPY
+	}
+	err := finish(meta)
+	p.closeData()
+	if err == nil {
+		err = publish(src, p.final, Options{Overwrite: p.opts.Overwrite, Keep: p.opts.Keep})
+	}
 	if err != nil {
-		return fmt.Errorf("output: merging %s: %w", p.dir, err)
+		return fmt.Errorf("output: completing %s from %s: %w", p.final, p.dir, err)
 	}
 	if err := retire(p.dir); err != nil {
 		p.opts.Log.Warn("the output is complete, but its parts directory could not be removed", "parts", p.dir, "err", err)
@@ -674,6 +761,7 @@ func (p *Parts) Close() error {
 		err = p.cur.Abort()
 		p.cur = nil
 	}
+	p.closeData()
 	p.lock.release()
 	return err
 }

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -138,44 +139,64 @@ func TestPartsRefuseOtherIdentity(t *testing.T) {
 	p.Close()
 }
 
-// TestPartsDamage: a damaged chunk and everything after it are dropped; a
-// chunk published but never listed (killed before the manifest update) is
-// removed; a foreign file stops a discard.
+// TestPartsDamage: a damaged chunk and everything after it are dropped;
+// bytes a killed run appended after its last commit are cut off; a chunk
+// directory published but never listed (killed before the manifest
+// update) is removed; a foreign file stops a discard.
 func TestPartsDamage(t *testing.T) {
 	t.Parallel()
-	out := filepath.Join(t.TempDir(), "emb")
-	rows := indexed(9)
-	p, err := OpenParts(out, Parquet, testSchema, PartsOptions{Identity: testIdentity})
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeParts(t, p, rows, 0, 9, 3)
-	chunks := p.Chunks()
-	p.Close()
-	b, _ := os.ReadFile(chunks[1])
-	b[len(b)/2] ^= 0xff
-	os.WriteFile(chunks[1], b, 0o644)
-	os.WriteFile(filepath.Join(out+PartsSuffix, "chunk-000099.parquet"), []byte("uncommitted"), 0o644)
-	var log strings.Builder
-	p, err = OpenParts(out, Parquet, testSchema, PartsOptions{Identity: testIdentity, Log: testLogger(&log)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if p.Next() != 3 {
-		t.Fatalf("resume at %d after damage to chunk 1, want 3", p.Next())
-	}
-	if !strings.Contains(log.String(), "damaged") || !strings.Contains(log.String(), "uncommitted chunk") {
-		t.Errorf("log: %s", log.String())
-	}
-	if _, err := os.Stat(filepath.Join(out+PartsSuffix, "chunk-000099.parquet")); !os.IsNotExist(err) {
-		t.Error("an unlisted chunk was kept")
-	}
-	writeParts(t, p, rows, 3, 9, 3)
-	if err := p.Finish(9, nil); err != nil {
-		t.Fatal(err)
-	}
-	if got := readAll(t, out, Parquet); len(got) != 9 {
-		t.Fatalf("%d rows after repair", len(got))
+	for _, f := range formats {
+		t.Run(string(f), func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "emb")
+			rows := indexed(9)
+			p, err := OpenParts(out, f, testSchema, PartsOptions{Identity: testIdentity})
+			if err != nil {
+				t.Fatal(err)
+			}
+			writeParts(t, p, rows, 0, 9, 3)
+			// A chunk being written when the run was killed.
+			for _, r := range rows[:2] {
+				r.Index += 100
+				if err := p.Write(&r); err != nil {
+					t.Fatal(err)
+				}
+			}
+			man := p.man
+			p.Close()
+			seg := man.Chunks[1].Data[0]
+			damage(t, filepath.Join(out+PartsSuffix, seg.File), seg.Offset+seg.Bytes/2)
+			os.WriteFile(filepath.Join(out+PartsSuffix, "chunk-000099.npy.d"), []byte("uncommitted"), 0o644)
+			var log strings.Builder
+			p, err = OpenParts(out, f, testSchema, PartsOptions{Identity: testIdentity, Log: testLogger(&log)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.Next() != 3 {
+				t.Fatalf("resume at %d after damage to chunk 1, want 3", p.Next())
+			}
+			if !strings.Contains(log.String(), "damaged") || !strings.Contains(log.String(), "uncommitted chunk") {
+				t.Errorf("log: %s", log.String())
+			}
+			if _, err := os.Stat(filepath.Join(out+PartsSuffix, "chunk-000099.npy.d")); !os.IsNotExist(err) {
+				t.Error("an unlisted chunk was kept")
+			}
+			if info, err := os.Stat(filepath.Join(out+PartsSuffix, seg.File)); err != nil || info.Size() != seg.Offset {
+				t.Errorf("%s not cut after chunk 0: %v, %v", seg.File, info.Size(), err)
+			}
+			writeParts(t, p, rows, 3, 9, 3)
+			if err := p.Finish(9, nil); err != nil {
+				t.Fatal(err)
+			}
+			got := readAll(t, out, f)
+			if len(got) != 9 {
+				t.Fatalf("%d rows after repair", len(got))
+			}
+			for i := range got {
+				if !rowsEqual(&got[i], &rows[i]) {
+					t.Fatalf("row %d: %+v, want %+v", i, got[i], rows[i])
+				}
+			}
+		})
 	}
 
 	// A parts directory holding a file esm2go did not write is never discarded.
@@ -278,4 +299,37 @@ func TestPartsNoRecords(t *testing.T) {
 			t.Errorf("%v: parts directory left behind: %v", f, err)
 		}
 	}
+}
+
+// damage flips the byte at off of path.
+func damage(t *testing.T, path string, off int64) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var b [1]byte
+	if _, err := f.ReadAt(b[:], off); err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 0xff
+	if _, err := f.WriteAt(b[:], off); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// rowsEqual compares a row read back with the row written (float32 values
+// round-trip exactly).
+func rowsEqual(got, want *Row) bool {
+	if got.Index != want.Index || got.ID != sanitizeID(want.ID) || got.Length != want.Length ||
+		got.Truncated != want.Truncated || len(got.Values) != len(want.Values) {
+		return false
+	}
+	for i := range got.Values {
+		if !slices.Equal(got.Values[i], want.Values[i]) { // an empty matrix reads back as nil or []
+			return false
+		}
+	}
+	return true
 }

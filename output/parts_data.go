@@ -1,0 +1,612 @@
+package output
+
+import (
+	"bufio"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"hash/crc32"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+
+	"github.com/parquet-go/parquet-go/encoding/thrift"
+	"github.com/parquet-go/parquet-go/format"
+)
+
+// A resumable run writes every value once. The embedding values, which
+// are nearly all of an output's bytes, go straight into the files that
+// become the output: <out>.parts/output.parquet (parquet), or
+// <out>.parts/output.npy.d/<column>.npy (npy). A chunk is a byte range
+// (a segment) of each of these files:
+//
+//   - parquet: each chunk is a complete parquet file of its rows, written
+//     at the end of output.parquet. Finish appends one footer listing
+//     every chunk's row groups at their place in the file (offsets
+//     shifted, offset indexes rewritten) and renames output.parquet to
+//     the output. The chunks' own footers stay in the file, unreferenced
+//     (a few KiB per chunk), as parquet allows.
+//   - npy: each column's values are appended to its .npy file, after a
+//     128-byte header that Finish writes with the final shape; the chunk's
+//     offsets and records.tsv are a small directory chunk-NNNNNN.npy.d,
+//     which Finish joins (offsets shifted) into output.npy.d before
+//     renaming it to the output.
+//
+// A commit fsyncs the files and records each segment's offset, size and
+// CRC-32C (computed as the bytes were written) in the manifest. Resuming
+// checks the listed segments, keeps the longest intact prefix of chunks
+// and truncates each file after it: what a killed run wrote after its last
+// commit is cut off.
+
+// dataParquet and dataNPY name the shared files in a parts directory.
+const (
+	dataParquet = "output.parquet"
+	dataNPY     = "output.npy.d"
+)
+
+// segment is a chunk's bytes in one shared file.
+type segment struct {
+	File   string `json:"file"` // relative to the parts directory
+	Offset int64  `json:"offset"`
+	Bytes  int64  `json:"bytes"`
+	CRC32C uint32 `json:"crc32c"`
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// dataFile is a shared file being appended to: the chunk being written
+// goes to its end through Write, which counts and checksums the bytes.
+type dataFile struct {
+	rel   string // relative to the parts directory
+	f     *os.File
+	start int64 // where the chunk being written starts
+	n     int64 // its bytes so far
+	crc   hash.Hash32
+}
+
+func (d *dataFile) Write(b []byte) (int, error) {
+	n, err := d.f.Write(b)
+	d.crc.Write(b[:n])
+	d.n += int64(n)
+	return n, err
+}
+
+// begin starts a chunk at the file's end.
+func (d *dataFile) begin() {
+	d.start += d.n
+	d.n = 0
+	d.crc = crc32.New(castagnoli)
+}
+
+func (d *dataFile) segment() segment {
+	return segment{File: d.rel, Offset: d.start, Bytes: d.n, CRC32C: d.crc.Sum32()}
+}
+
+// dataBase is where a shared file's first chunk starts: npy arrays keep
+// room for their header.
+func dataBase(f Format) int64 {
+	if f == NPY {
+		return npyHeaderLen
+	}
+	return 0
+}
+
+// dataFiles lists the shared files of a run, relative to its parts
+// directory.
+func dataFiles(f Format, s Schema) []string {
+	if f == Parquet {
+		return []string{dataParquet}
+	}
+	out := make([]string, len(s.Columns))
+	for i, c := range s.Columns {
+		out[i] = filepath.Join(dataNPY, c.Name+".npy")
+	}
+	return out
+}
+
+// openData opens the shared files for appending after the committed
+// chunks (truncating whatever follows them), creating them if need be.
+func (p *Parts) openData() error {
+	ends := p.dataEnds()
+	if p.format == NPY {
+		if err := p.cleanNPYDir(); err != nil {
+			return err
+		}
+	}
+	for _, rel := range dataFiles(p.format, p.schema) {
+		path := filepath.Join(p.dir, rel)
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+		if err != nil {
+			p.closeData()
+			return fmt.Errorf("output: %w", err)
+		}
+		end := ends[rel]
+		if p.format == NPY && end == npyHeaderLen {
+			// A new array: the header's room (written at Finish).
+			if err := f.Truncate(0); err == nil {
+				_, err = f.WriteAt(make([]byte, npyHeaderLen), 0)
+			}
+		}
+		if err == nil {
+			err = f.Truncate(end)
+		}
+		if err == nil {
+			_, err = f.Seek(end, io.SeekStart)
+		}
+		if err != nil {
+			f.Close()
+			p.closeData()
+			return fmt.Errorf("output: %s: %w", path, err)
+		}
+		p.data = append(p.data, &dataFile{rel: rel, f: f, start: end, crc: crc32.New(castagnoli)})
+	}
+	return syncDir(p.dir)
+}
+
+// cleanNPYDir makes output.npy.d hold nothing but the column arrays (an
+// interrupted Finish may have left offsets, records.tsv, metadata.json).
+func (p *Parts) cleanNPYDir() error {
+	dir := filepath.Join(p.dir, dataNPY)
+	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("output: %w", err)
+	}
+	keep := map[string]bool{}
+	for _, rel := range dataFiles(NPY, p.schema) {
+		keep[filepath.Base(rel)] = true
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("output: %w", err)
+	}
+	for _, e := range ents {
+		if !keep[e.Name()] {
+			if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+				return fmt.Errorf("output: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// dataEnds is where each shared file's committed chunks end.
+func (p *Parts) dataEnds() map[string]int64 {
+	ends := map[string]int64{}
+	for _, rel := range dataFiles(p.format, p.schema) {
+		ends[rel] = dataBase(p.format)
+	}
+	for _, c := range p.man.Chunks {
+		for _, s := range c.Data {
+			ends[s.File] = s.Offset + s.Bytes
+		}
+	}
+	return ends
+}
+
+func (p *Parts) closeData() {
+	for _, d := range p.data {
+		d.f.Close()
+	}
+	p.data = nil
+}
+
+// dataWriters are the shared files as the chunk writers take them.
+func (p *Parts) dataWriters() []io.Writer {
+	out := make([]io.Writer, len(p.data))
+	for i, d := range p.data {
+		out[i] = d
+	}
+	return out
+}
+
+// checkSegments checks that chunk c's segments follow the earlier chunks'
+// (ends) in the files and hold the bytes it lists, and advances ends.
+func (p *Parts) checkSegments(c chunkMeta, ends map[string]int64) error {
+	files := dataFiles(p.format, p.schema)
+	if len(c.Data) != len(files) {
+		return fmt.Errorf("%d data segments, want %d", len(c.Data), len(files))
+	}
+	for i, s := range c.Data {
+		if s.File != files[i] || s.Offset != ends[s.File] {
+			return fmt.Errorf("segment %d (%s at %d) does not follow the chunk before", i, quote(s.File), s.Offset)
+		}
+		f, err := os.Open(filepath.Join(p.dir, s.File))
+		if err != nil {
+			return err
+		}
+		h := crc32.New(castagnoli)
+		n, err := io.Copy(h, io.NewSectionReader(f, s.Offset, s.Bytes))
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("%s: %w", s.File, err)
+		}
+		if n != s.Bytes || h.Sum32() != s.CRC32C {
+			return fmt.Errorf("%s: %d bytes at %d with CRC-32C %08x, the manifest says %d bytes, %08x", s.File, n, s.Offset, h.Sum32(), s.Bytes, s.CRC32C)
+		}
+		ends[s.File] = s.Offset + s.Bytes
+	}
+	return nil
+}
+
+// syncData fsyncs the shared files.
+func (p *Parts) syncData() error {
+	for _, d := range p.data {
+		if err := d.f.Sync(); err != nil {
+			return fmt.Errorf("output: %s: %w", filepath.Join(p.dir, d.rel), err)
+		}
+	}
+	return nil
+}
+
+// ---- Finish: parquet ----
+
+// finishParquet appends to output.parquet one footer listing the row
+// groups of every chunk (each a parquet file at its segment's offset) and
+// fsyncs it; it is then the output.
+func (p *Parts) finishParquet(meta map[string]string) error {
+	d := p.data[0]
+	var all format.FileMetaData
+	var indexes []format.OffsetIndex
+	var colIndexes [][]byte
+	end := d.start + d.n
+	for i, c := range p.man.Chunks {
+		s := c.Data[0]
+		md, ci, oi, err := chunkFooter(d.f, s.Offset, s.Bytes)
+		if err != nil {
+			return fmt.Errorf("chunk %d (%s at %d): %w", i, s.File, s.Offset, err)
+		}
+		if i == 0 {
+			all.Version, all.Schema, all.CreatedBy, all.ColumnOrders = md.Version, md.Schema, md.CreatedBy, md.ColumnOrders
+			for _, kv := range md.KeyValueMetadata {
+				if kv.Key == metaKey {
+					all.KeyValueMetadata = append(all.KeyValueMetadata, kv)
+				}
+			}
+		} else if len(md.Schema) != len(all.Schema) {
+			return fmt.Errorf("chunk %d has %d schema elements, chunk 0 %d", i, len(md.Schema), len(all.Schema))
+		}
+		all.NumRows += md.NumRows
+		for g := range md.RowGroups {
+			rg := md.RowGroups[g]
+			rg.FileOffset += s.Offset
+			rg.Ordinal = int16(len(all.RowGroups)) // as parquet-go's Writer numbers them
+			rg.Columns = slices.Clone(rg.Columns)
+			for k := range rg.Columns {
+				cc := &rg.Columns[k]
+				cc.FileOffset += s.Offset
+				m := &cc.MetaData
+				m.DataPageOffset += s.Offset
+				if m.IndexPageOffset != 0 {
+					m.IndexPageOffset += s.Offset
+				}
+				if m.DictionaryPageOffset != 0 {
+					m.DictionaryPageOffset += s.Offset
+				}
+				if m.BloomFilterOffset != 0 {
+					m.BloomFilterOffset += s.Offset
+				}
+				cc.ColumnIndexOffset, cc.ColumnIndexLength = 0, 0
+				if b := ci[g][k]; b != nil {
+					colIndexes = append(colIndexes, b)
+					cc.ColumnIndexLength = -int32(len(colIndexes))
+				}
+				cc.OffsetIndexOffset, cc.OffsetIndexLength = 0, 0
+				if idx := oi[g][k]; idx != nil {
+					idx.PageLocations = slices.Clone(idx.PageLocations)
+					for j := range idx.PageLocations {
+						idx.PageLocations[j].Offset += s.Offset
+					}
+					indexes = append(indexes, *idx)
+					// Offsets filled in below, once the index is placed.
+					cc.OffsetIndexLength = -int32(len(indexes))
+				}
+			}
+			all.RowGroups = append(all.RowGroups, rg)
+		}
+	}
+	keys := make([]string, 0, len(meta))
+	for k := range meta {
+		if k != metaKey {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		all.KeyValueMetadata = append(all.KeyValueMetadata, format.KeyValue{Key: k, Value: meta[k]})
+	}
+
+	// The page index after the last chunk, as parquet-go's Writer lays it
+	// out (and its reader expects): every column index, in row group and
+	// column order, then every offset index; then the footer.
+	bw := bufio.NewWriterSize(d.f, 1<<20)
+	pos := end
+	var proto thrift.CompactProtocol
+	placedCI := make([][2]int64, len(colIndexes))
+	for i, b := range colIndexes {
+		if _, err := bw.Write(b); err != nil {
+			return err
+		}
+		placedCI[i] = [2]int64{pos, int64(len(b))}
+		pos += int64(len(b))
+	}
+	placed := make([][2]int64, len(indexes)) // offset, length
+	for i := range indexes {
+		b, err := thrift.Marshal(&proto, &indexes[i])
+		if err != nil {
+			return err
+		}
+		if _, err := bw.Write(b); err != nil {
+			return err
+		}
+		placed[i] = [2]int64{pos, int64(len(b))}
+		pos += int64(len(b))
+	}
+	for g := range all.RowGroups {
+		for k := range all.RowGroups[g].Columns {
+			cc := &all.RowGroups[g].Columns[k]
+			if cc.OffsetIndexLength < 0 {
+				pl := placed[-cc.OffsetIndexLength-1]
+				cc.OffsetIndexOffset, cc.OffsetIndexLength = pl[0], int32(pl[1])
+			}
+			if cc.ColumnIndexLength < 0 {
+				pl := placedCI[-cc.ColumnIndexLength-1]
+				cc.ColumnIndexOffset, cc.ColumnIndexLength = pl[0], int32(pl[1])
+			}
+		}
+	}
+	footer, err := thrift.Marshal(&proto, &all)
+	if err != nil {
+		return err
+	}
+	var tail [8]byte
+	binary.LittleEndian.PutUint32(tail[:4], uint32(len(footer)))
+	copy(tail[4:], "PAR1")
+	if _, err := bw.Write(footer); err != nil {
+		return err
+	}
+	if _, err := bw.Write(tail[:]); err != nil {
+		return err
+	}
+	if err := bw.Flush(); err != nil {
+		return err
+	}
+	return d.f.Sync()
+}
+
+// maxFooter bounds a chunk's footer as read back: a footer lists the
+// chunk's row groups (a few KiB each).
+const maxFooter = 256 << 20
+
+// chunkFooter reads the footer and page index of the parquet file at
+// [off, off+size) of f: ci[g][k] is row group g's column k's column index
+// as stored, oi[g][k] its offset index decoded; nil where there is none.
+func chunkFooter(f *os.File, off, size int64) (md *format.FileMetaData, ci [][][]byte, oi [][]*format.OffsetIndex, err error) {
+	if size < 12 {
+		return nil, nil, nil, fmt.Errorf("%d bytes is no parquet file", size)
+	}
+	var tail [8]byte
+	if _, err := f.ReadAt(tail[:], off+size-8); err != nil {
+		return nil, nil, nil, err
+	}
+	n := int64(binary.LittleEndian.Uint32(tail[:4]))
+	if string(tail[4:]) != "PAR1" || n > size-12 || n > maxFooter {
+		return nil, nil, nil, errors.New("no parquet footer at its end")
+	}
+	buf := make([]byte, n)
+	if _, err := f.ReadAt(buf, off+size-8-n); err != nil {
+		return nil, nil, nil, err
+	}
+	var proto thrift.CompactProtocol
+	md = new(format.FileMetaData)
+	if err := thrift.Unmarshal(&proto, buf, md); err != nil {
+		return nil, nil, nil, fmt.Errorf("footer: %w", err)
+	}
+	read := func(g, k int, what string, at int64, length int32) ([]byte, error) {
+		if at < 0 || length < 0 || at > size-int64(length) {
+			return nil, fmt.Errorf("row group %d column %d: %s outside the chunk", g, k, what)
+		}
+		b := make([]byte, length)
+		_, err := f.ReadAt(b, off+at)
+		return b, err
+	}
+	ci = make([][][]byte, len(md.RowGroups))
+	oi = make([][]*format.OffsetIndex, len(md.RowGroups))
+	for g, rg := range md.RowGroups {
+		ci[g] = make([][]byte, len(rg.Columns))
+		oi[g] = make([]*format.OffsetIndex, len(rg.Columns))
+		for k, cc := range rg.Columns {
+			if cc.ColumnIndexLength > 0 {
+				if ci[g][k], err = read(g, k, "column index", cc.ColumnIndexOffset, cc.ColumnIndexLength); err != nil {
+					return nil, nil, nil, err
+				}
+			}
+			if cc.OffsetIndexLength <= 0 {
+				continue
+			}
+			b, err := read(g, k, "offset index", cc.OffsetIndexOffset, cc.OffsetIndexLength)
+			if err != nil {
+				return nil, nil, nil, err
+			}
+			idx := new(format.OffsetIndex)
+			if err := thrift.Unmarshal(&proto, b, idx); err != nil {
+				return nil, nil, nil, fmt.Errorf("row group %d column %d: offset index: %w", g, k, err)
+			}
+			oi[g][k] = idx
+		}
+	}
+	return md, ci, oi, nil
+}
+
+// ---- Finish: npy ----
+
+// finishNPY completes output.npy.d: each array's header, the offsets and
+// records.tsv joined from the chunks' directories, metadata.json; all
+// fsynced. It is then the output.
+func (p *Parts) finishNPY(meta map[string]string) error {
+	dir := filepath.Join(p.dir, dataNPY)
+	if err := p.cleanNPYDir(); err != nil {
+		return err
+	}
+	descr := p.schema.DType.npyDescr()
+	size := int64(p.schema.DType.size())
+	var records int64
+	for _, c := range p.man.Chunks {
+		records += c.Rows
+	}
+	for i, col := range p.schema.Columns {
+		d := p.data[i]
+		rows := (d.start + d.n - npyHeaderLen) / (size * int64(col.Dim))
+		h, err := npyHeader(descr, rows, int64(col.Dim))
+		if err != nil {
+			return err
+		}
+		if _, err := d.f.WriteAt(h, 0); err != nil {
+			return err
+		}
+		if err := d.f.Sync(); err != nil {
+			return err
+		}
+		if col.Kind != Matrix {
+			if rows != records {
+				return fmt.Errorf("%s holds %d rows for %d records", col.Name, rows, records)
+			}
+			continue
+		}
+		if err := p.joinOffsets(filepath.Join(dir, col.Name+".offsets.npy"), col.Name, records, rows); err != nil {
+			return err
+		}
+	}
+	if err := p.joinRecords(filepath.Join(dir, "records.tsv")); err != nil {
+		return err
+	}
+	js, err := json.MarshalIndent(struct {
+		LayoutVersion int               `json:"layout_version"`
+		Format        Format            `json:"format"`
+		Records       int64             `json:"records"`
+		Columns       []columnMeta      `json:"columns"`
+		DType         DType             `json:"dtype,omitempty"`
+		Metadata      map[string]string `json:"metadata"`
+	}{layoutVersionOf(p.schema.DType), NPY, records, columnsMeta(p.schema.Columns, true), dtypeMeta(p.schema.DType), meta}, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := writeFileSync(filepath.Join(dir, "metadata.json"), append(js, '\n')); err != nil {
+		return err
+	}
+	return syncDir(dir)
+}
+
+// joinOffsets writes column name's offsets array (records+1 values) from
+// the chunks' offsets, each shifted by the rows of the chunks before it;
+// the last must be rows, the array's length.
+func (p *Parts) joinOffsets(path, name string, records, rows int64) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	bw := bufio.NewWriterSize(f, 1<<20)
+	h, err := npyHeader("<i8", records+1)
+	if err != nil {
+		return err
+	}
+	bw.Write(h)
+	var b [8]byte
+	bw.Write(b[:]) // offsets[0] = 0
+	var base int64
+	for _, c := range p.man.Chunks {
+		src := filepath.Join(p.dir, c.Name, name+".offsets.npy")
+		in, err := os.Open(src)
+		if err != nil {
+			return err
+		}
+		br := bufio.NewReaderSize(in, 1<<20)
+		_, err = br.Discard(npyHeaderLen + 8) // header, offsets[0] = 0
+		var last int64
+		for k := int64(0); err == nil && k < c.Rows; k++ {
+			if _, err = io.ReadFull(br, b[:]); err == nil {
+				last = int64(binary.LittleEndian.Uint64(b[:]))
+				binary.LittleEndian.PutUint64(b[:], uint64(base+last))
+				_, err = bw.Write(b[:])
+			}
+		}
+		in.Close()
+		if err != nil {
+			return fmt.Errorf("%s: %w", src, err)
+		}
+		base += last
+	}
+	if base != rows {
+		return fmt.Errorf("%s: the chunks' offsets end at %d, the array holds %d rows", name, base, rows)
+	}
+	if err := bw.Flush(); err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+// joinRecords writes records.tsv: the header, then each chunk's lines.
+func (p *Parts) joinRecords(path string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	bw := bufio.NewWriterSize(f, 1<<20)
+	const header = "index\tid\tlength\ttruncated\n"
+	bw.WriteString(header)
+	for _, c := range p.man.Chunks {
+		src := filepath.Join(p.dir, c.Name, "records.tsv")
+		in, err := os.Open(src)
+		if err != nil {
+			return err
+		}
+		br := bufio.NewReaderSize(in, 64<<10)
+		_, err = br.Discard(len(header))
+		var lines int64
+		for err == nil {
+			var line []byte
+			line, err = br.ReadSlice('\n')
+			if len(line) > 0 {
+				lines++
+				if _, werr := bw.Write(line); werr != nil {
+					err = werr
+				}
+			}
+			if errors.Is(err, bufio.ErrBufferFull) {
+				lines-- // the rest of the same line follows
+				err = nil
+			}
+		}
+		in.Close()
+		if !errors.Is(err, io.EOF) {
+			return fmt.Errorf("%s: %w", src, err)
+		}
+		if lines != c.Rows {
+			return fmt.Errorf("%s: %d records, the manifest says %d", src, lines, c.Rows)
+		}
+	}
+	if err := bw.Flush(); err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+// chunkName is the name of chunk i's own file or directory ("" for
+// parquet, whose chunks are wholly in output.parquet).
+func chunkName(f Format, i int) string {
+	if f == Parquet {
+		return ""
+	}
+	return fmt.Sprintf("chunk-%06d.npy.d", i)
+}
