@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"unsafe"
 )
 
 // npyHeaderLen is the fixed size of every NPY v1.0 header this package
@@ -80,8 +81,14 @@ func (a *npyFile) shape() []int64 {
 // writeValues appends vals stored as d: little-endian float32, float16 or
 // bfloat16.
 func (a *npyFile) writeValues(vals []float32, d DType) error {
-	var buf [4096]byte
 	size := d.size()
+	if size == 4 && nativeLittleEndian {
+		// '<f4' is the little-endian bits: one copy into the buffer (the
+		// loop below measured at a third of the speed in parquet_pages.go).
+		_, err := a.bw.Write(unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(vals))), 4*len(vals)))
+		return err
+	}
+	var buf [4096]byte
 	for len(vals) > 0 {
 		n := min(len(vals), len(buf)/size)
 		if size == 4 {
