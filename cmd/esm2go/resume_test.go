@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -45,10 +46,33 @@ func startCLI(t *testing.T, args ...string) (*exec.Cmd, *strings.Builder) {
 	return cmd, &stderr
 }
 
-// readOutput returns records.tsv and every array of an npy output.
+// readOutput returns records.tsv and every array of an npy output; of a
+// parquet output, its rows as read back (values bit for bit).
 func readOutput(t *testing.T, dir string) map[string][]byte {
 	t.Helper()
 	out := map[string][]byte{}
+	if info, err := os.Stat(dir); err == nil && !info.IsDir() {
+		r, err := output.Open(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		for i := 0; ; i++ {
+			var row output.Row
+			if err := r.Next(&row); err != nil {
+				break
+			}
+			b, _ := json.Marshal(struct {
+				ID     string
+				Index  int64
+				Length int
+				Trunc  bool
+				Bits   [][]uint32
+			}{row.ID, row.Index, row.Length, row.Truncated, bits(row.Values)})
+			out[fmt.Sprintf("row %d", i)] = b
+		}
+		return out
+	}
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -74,9 +98,30 @@ func readOutput(t *testing.T, dir string) map[string][]byte {
 // written twice and nothing left behind.
 func TestKillAndResume(t *testing.T) {
 	t.Parallel()
+	for _, format := range []string{"npy", "parquet"} {
+		t.Run(format, func(t *testing.T) {
+			t.Parallel()
+			killAndResume(t, format)
+		})
+	}
+}
+
+// bits is each value's float32 bits.
+func bits(vals [][]float32) [][]uint32 {
+	out := make([][]uint32, len(vals))
+	for i, v := range vals {
+		out[i] = make([]uint32, len(v))
+		for j, x := range v {
+			out[i][j] = math.Float32bits(x)
+		}
+	}
+	return out
+}
+
+func killAndResume(t *testing.T, format string) {
 	dir := t.TempDir()
 	args := func(out string) []string {
-		return []string{"embed", "--model", tinyModel, "--device", "cpu", "--format", "npy", "-q",
+		return []string{"embed", "--model", tinyModel, "--device", "cpu", "--format", format, "-q",
 			"--include", "mean,per_tok", "--toks-per-batch", "1100", "--truncation-seq-length", "300", "--commit-rows", "2", "-o", out, fasta}
 	}
 	ref := filepath.Join(dir, "ref")
