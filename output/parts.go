@@ -29,7 +29,7 @@ import (
 //	                               "bytes","crc32c","data":[segments]}...]}
 //	<out>.parts/output.parquet   parquet: the chunks, one after the other
 //	<out>.parts/output.npy.d/    npy: each column's values, chunk after chunk
-//	<out>.parts/chunk-000000.npy.d  npy: a chunk's offsets and records.tsv
+//	<out>.parts/chunk-000000.d      npy: a chunk's offsets and records.tsv
 //
 // parts_data.go says how a chunk lies in the shared files (its segments):
 // every value is written once, where the output will hold it.
@@ -242,7 +242,13 @@ func (p *Parts) open() error {
 		return p.openData()
 	}
 	p.man = *have
-	p.verify()
+	if have.Version == 1 {
+		if err := p.migrateV1(); err != nil {
+			return fmt.Errorf("output: %s: converting the parts of an earlier esm2go: %w", p.dir, err)
+		}
+	} else {
+		p.verify()
+	}
 	p.removeUnlisted()
 	if err := p.openData(); err != nil {
 		return err
@@ -377,15 +383,12 @@ func readManifest(dir string) (*manifest, error) {
 	if err := json.Unmarshal(b, &m); err != nil {
 		return nil, fmt.Errorf("manifest.json: %w", err)
 	}
-	if m.Version == 1 {
-		return nil, errors.New("manifest.json has layout version 1: an older esm2go wrote it; finish the run with that version")
-	}
-	if m.Version != partsVersion {
+	if m.Version != partsVersion && m.Version != 1 {
 		return nil, fmt.Errorf("manifest.json has layout version %d, this esm2go writes %d", m.Version, partsVersion)
 	}
 	var next int64
 	for i, c := range m.Chunks {
-		if (c.Name != "" && (c.Name != filepath.Base(c.Name) || !strings.HasPrefix(c.Name, "chunk-"))) || c.First != next || c.Next < c.First || c.Rows < 0 || c.Rows > c.Next-c.First || c.Bytes < 0 || c.Boundary < 0 || c.Boundary > c.Next {
+		if ((c.Name != "" || m.Version == 1) && (c.Name != filepath.Base(c.Name) || !strings.HasPrefix(c.Name, "chunk-"))) || (m.Version == 1 && len(c.Data) > 0) || c.First != next || c.Next < c.First || c.Rows < 0 || c.Rows > c.Next-c.First || c.Bytes < 0 || c.Boundary < 0 || c.Boundary > c.Next {
 			return nil, fmt.Errorf("manifest.json: chunk %d (%s) is inconsistent", i, quote(c.Name))
 		}
 		for _, d := range c.Data {

@@ -33,7 +33,7 @@ import (
 //     (a few KiB per chunk), as parquet allows.
 //   - npy: each column's values are appended to its .npy file, after a
 //     128-byte header that Finish writes with the final shape; the chunk's
-//     offsets and records.tsv are a small directory chunk-NNNNNN.npy.d,
+//     offsets and records.tsv are a small directory chunk-NNNNNN.d,
 //     which Finish joins (offsets shifted) into output.npy.d before
 //     renaming it to the output.
 //
@@ -608,5 +608,116 @@ func chunkName(f Format, i int) string {
 	if f == Parquet {
 		return ""
 	}
-	return fmt.Sprintf("chunk-%06d.npy.d", i)
+	return fmt.Sprintf("chunk-%06d.d", i)
+}
+
+// migrateV1 converts the parts of an earlier esm2go (manifest version 1:
+// each chunk a complete output of its own) to this layout, keeping the
+// longest intact prefix of its chunks: their values are copied into the
+// shared files (a parquet chunk whole; an npy chunk's arrays without
+// their headers, its other files into a new chunk directory), then the
+// new manifest replaces the old. Until that rename the old parts are
+// untouched, so a kill during the conversion loses nothing; the old
+// chunks are removed afterwards (removeUnlisted).
+func (p *Parts) migrateV1() error {
+	old := p.man.Chunks
+	p.man.Version, p.man.Chunks = partsVersion, nil
+	if err := p.openData(); err != nil {
+		return err
+	}
+	defer p.closeData()
+	for i, c := range old {
+		name := c.Name
+		src := filepath.Join(p.dir, name)
+		size, crc, err := checksum(src)
+		if err == nil && (size != c.Bytes || crc != c.CRC32C) {
+			err = fmt.Errorf("%d bytes with CRC-32C %08x, the manifest says %d bytes, %08x", size, crc, c.Bytes, c.CRC32C)
+		}
+		if err == nil {
+			c, err = p.convertV1(i, c, src)
+		}
+		if err != nil {
+			p.opts.Log.Warn("a committed chunk is damaged: resuming before it", "chunk", name, "err", err, "next_record", c.First)
+			break
+		}
+		p.man.Chunks = append(p.man.Chunks, c)
+	}
+	if err := p.syncData(); err != nil {
+		return err
+	}
+	if err := p.writeManifest(); err != nil {
+		return err
+	}
+	for _, c := range old {
+		os.RemoveAll(filepath.Join(p.dir, c.Name)) // converted, or dropped as damaged; removeUnlisted retries
+	}
+	p.opts.Log.Info("converted the parts of an earlier esm2go", "parts", p.dir, "chunks", len(p.man.Chunks))
+	return nil
+}
+
+// convertV1 appends version-1 chunk c (at src) to the shared files and
+// returns its new listing.
+func (p *Parts) convertV1(i int, c chunkMeta, src string) (chunkMeta, error) {
+	appendFile := func(d *dataFile, path string, skip int64) error {
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if _, err := f.Seek(skip, io.SeekStart); err != nil {
+			return err
+		}
+		_, err = io.Copy(d, f)
+		return err
+	}
+	for _, d := range p.data {
+		d.begin()
+	}
+	c.Name, c.Bytes, c.CRC32C = "", 0, 0
+	if p.format == Parquet {
+		if err := appendFile(p.data[0], src, 0); err != nil {
+			return c, err
+		}
+	} else {
+		for k, col := range p.schema.Columns {
+			if err := appendFile(p.data[k], filepath.Join(src, col.Name+".npy"), npyHeaderLen); err != nil {
+				return c, err
+			}
+		}
+		c.Name = chunkName(NPY, i)
+		dst := filepath.Join(p.dir, c.Name)
+		if err := os.RemoveAll(dst); err != nil {
+			return c, err
+		}
+		if err := os.Mkdir(dst, 0o755); err != nil {
+			return c, err
+		}
+		names := []string{"records.tsv", "metadata.json"}
+		for _, col := range p.schema.Columns {
+			if col.Kind == Matrix {
+				names = append(names, col.Name+".offsets.npy")
+			}
+		}
+		for _, n := range names {
+			b, err := os.ReadFile(filepath.Join(src, n))
+			if err == nil {
+				err = writeFileSync(filepath.Join(dst, n), b)
+			}
+			if err != nil {
+				return c, err
+			}
+		}
+		if err := syncDir(dst); err != nil {
+			return c, err
+		}
+		var err error
+		if c.Bytes, c.CRC32C, err = checksum(dst); err != nil {
+			return c, err
+		}
+	}
+	c.Data = make([]segment, len(p.data))
+	for k, d := range p.data {
+		c.Data[k] = d.segment()
+	}
+	return c, nil
 }

@@ -2,6 +2,7 @@ package output
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -332,4 +333,60 @@ func rowsEqual(got, want *Row) bool {
 		}
 	}
 	return true
+}
+
+// TestPartsFromVersion1: the parts of a run killed under an earlier esm2go
+// (manifest version 1, each chunk a complete output; testdata/parts-v1 was
+// written by it: rows 0..5 of indexed(10) committed in two chunks) are
+// converted and resumed; a damaged chunk and those after it are dropped.
+func TestPartsFromVersion1(t *testing.T) {
+	t.Parallel()
+	for _, f := range formats {
+		for _, damaged := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/damaged=%v", f, damaged), func(t *testing.T) {
+				out := filepath.Join(t.TempDir(), "emb")
+				if err := os.CopyFS(out+PartsSuffix, os.DirFS(filepath.Join("testdata", "parts-v1", "emb-"+string(f)+".parts"))); err != nil {
+					t.Fatal(err)
+				}
+				want := int64(6)
+				if damaged {
+					chunk := filepath.Join(out+PartsSuffix, "chunk-000001.parquet")
+					if f == NPY {
+						chunk = filepath.Join(out+PartsSuffix, "chunk-000001.npy.d", "per_tok_33.npy")
+					}
+					info, err := os.Stat(chunk)
+					if err != nil {
+						t.Fatal(err)
+					}
+					damage(t, chunk, info.Size()-9)
+					want = 3
+				}
+				var log strings.Builder
+				p, err := OpenParts(out, f, testSchema, PartsOptions{Identity: testIdentity, Log: testLogger(&log)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if p.Next() != want || p.Rows() != want {
+					t.Fatalf("resume at %d with %d rows, want %d", p.Next(), p.Rows(), want)
+				}
+				if !strings.Contains(log.String(), "converted the parts of an earlier esm2go") || damaged != strings.Contains(log.String(), "a committed chunk is damaged") {
+					t.Errorf("log: %s", log.String())
+				}
+				rows := indexed(10)
+				writeParts(t, p, rows, int(want), 10, 2)
+				if err := p.Finish(10, nil); err != nil {
+					t.Fatal(err)
+				}
+				got := readAll(t, out, f)
+				if len(got) != len(rows) {
+					t.Fatalf("%d rows, want %d", len(got), len(rows))
+				}
+				for i := range got {
+					if !rowsEqual(&got[i], &rows[i]) {
+						t.Fatalf("row %d: %+v, want %+v", i, got[i], rows[i])
+					}
+				}
+			})
+		}
+	}
 }
