@@ -29,7 +29,7 @@ import (
 //	                               "bytes","crc32c","data":[segments]}...]}
 //	<out>.parts/output.parquet   parquet: the chunks, one after the other
 //	<out>.parts/output.npy.d/    npy: each column's values, chunk after chunk
-//	<out>.parts/chunk-000000.d      npy: a chunk's offsets and records.tsv
+//	<out>.parts/chunk-000000.d   npy: a chunk's offsets and records.tsv
 //
 // parts_data.go says how a chunk lies in the shared files (its segments):
 // every value is written once, where the output will hold it.
