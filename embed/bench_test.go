@@ -166,3 +166,86 @@ func BenchmarkPipelineOverhead(b *testing.B) {
 	b.ReportMetric(bare.Seconds()/float64(b.N), "bare-s/op")
 	b.ReportMetric(piped.Seconds()/float64(b.N), "embed-s/op")
 }
+
+// hollowBackend is the CPU backend with the model's arithmetic left out:
+// Embed, LayerNorm, Linear, RotaryQK, Attention and GELU do nothing, so a
+// forward pass costs only the pooling and the copies of its outputs, and
+// a run measures what the pipeline around the model (reading, packing,
+// copying rows out, writing) can sustain.
+type hollowBackend struct{ *cpu.Backend }
+
+func (hollowBackend) Embed(x, table esm.Tensor, D int, maskToken int32) error { return nil }
+func (hollowBackend) LayerNorm(out, in, w, bias esm.Tensor, D int, eps float32) error {
+	return nil
+}
+func (hollowBackend) Linear(out, in, w, bias esm.Tensor, K, N int, accumulate bool) error {
+	return nil
+}
+func (hollowBackend) RotaryQK(qkv esm.Tensor, H, HD int, qScale float32) error { return nil }
+func (hollowBackend) Attention(out, qkv esm.Tensor, H, HD int) error          { return nil }
+func (hollowBackend) GELU(x esm.Tensor, n int) error                           { return nil }
+
+// BenchmarkPipelinePerTok runs `embed` on a model of the 650M model's width
+// (D = 1280, one layer) whose arithmetic is left out (hollowBackend), over
+// 600 synthetic records, with --include mean and per_tok, in both formats,
+// through the resumable output (a commit every 100 records): the
+// pipeline's ceiling for per-token output on this machine, in records/s
+// and GB/s of float32 values, beside the disk's speed (1 MiB writes and
+// an fsync) measured in the same run.
+func BenchmarkPipelinePerTok(b *testing.B) {
+	cfg, _ := esmtest.Config("650M")
+	cfg.Layers = 1
+	cpuBe := cpu.New(cpu.Options{})
+	defer cpuBe.Close()
+	m, err := esm.NewModel(cfg, esmtest.Random(cfg, 1), hollowBackend{cpuBe})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	dir := b.TempDir()
+	path := filepath.Join(dir, "in.fasta")
+	residues := writeSynthetic(b, path, 600)
+	perTokBytes := 4 * float64(cfg.Dim) * float64(residues)
+
+	b.Run("disk", func(b *testing.B) {
+		buf := make([]byte, 1<<20)
+		for b.Loop() {
+			f, err := os.Create(filepath.Join(dir, "raw"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			for done := 0.0; done < perTokBytes; done += float64(len(buf)) {
+				if _, err := f.Write(buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if err := f.Sync(); err != nil {
+				b.Fatal(err)
+			}
+			f.Close()
+			os.Remove(f.Name())
+		}
+		b.ReportMetric(perTokBytes*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
+	})
+	for _, inc := range []esm.Repr{esm.Mean, esm.PerTok} {
+		for _, f := range []output.Format{output.Parquet, output.NPY} {
+			name := "mean/"
+			if inc == esm.PerTok {
+				name = "per_tok/"
+			}
+			b.Run(name+string(f), func(b *testing.B) {
+				opts := Options{Inputs: []string{path}, Format: f, Include: inc, Layers: []int{1}, ToksPerBatch: 8192,
+					Overwrite: true, Out: filepath.Join(dir, "out"), ChunkRows: 100}
+				for b.Loop() {
+					if _, err := Run(context.Background(), m, opts); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(600*float64(b.N)/b.Elapsed().Seconds(), "records/s")
+				if inc == esm.PerTok {
+					b.ReportMetric(perTokBytes*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
+				}
+			})
+		}
+	}
+}
