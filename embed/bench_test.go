@@ -182,7 +182,7 @@ func (hollowBackend) Linear(out, in, w, bias esm.Tensor, K, N int, accumulate bo
 	return nil
 }
 func (hollowBackend) RotaryQK(qkv esm.Tensor, H, HD int, qScale float32) error { return nil }
-func (hollowBackend) Attention(out, qkv esm.Tensor, H, HD int) error          { return nil }
+func (hollowBackend) Attention(out, qkv esm.Tensor, H, HD int) error           { return nil }
 func (hollowBackend) GELU(x esm.Tensor, n int) error                           { return nil }
 
 // BenchmarkPipelinePerTok runs `embed` on a model of the 650M model's width
