@@ -128,7 +128,7 @@ func (p *Parts) openData() error {
 		end := ends[rel]
 		if p.format == NPY && end == npyHeaderLen {
 			// A new array: the header's room (written at Finish).
-			if err := f.Truncate(0); err == nil {
+			if err = f.Truncate(0); err == nil {
 				_, err = f.WriteAt(make([]byte, npyHeaderLen), 0)
 			}
 		}
