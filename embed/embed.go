@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -130,7 +131,7 @@ func run(ctx context.Context, cfg esm.Config, devs []Device, opts Options) (*Sum
 	// packer works ahead; result buffers: one per device being filled plus
 	// two with the writer (triple buffering for one device).
 	n := len(devs)
-	p := &pipeline{cfg: cfg, o: o, cols: cols, parts: parts, resume: resume, replay: replay, lastBound: replay, cancel: cancel,
+	p := &pipeline{cfg: cfg, o: o, cols: cols, parts: parts, resume: resume, replay: replay, lastBound: replay, cancel: cancel, startRows: parts.Rows(),
 		ready: make(chan *job, 2*n+2), free: make(chan *job, 2*n+2),
 		results: make(chan *result, n+2), wch: make(chan writerMsg, 64),
 		advanced: make(chan struct{}, 1)}
@@ -185,7 +186,7 @@ func run(ctx context.Context, cfg esm.Config, devs []Device, opts Options) (*Sum
 	writeErr := <-writerDone
 	p.snapshot(sum)
 
-	runErr := errors.Join(computeErr, packErr, writeErr)
+	runErr := joinCauses(computeErr, packErr, writeErr)
 	if runErr == nil {
 		runErr = ctx.Err()
 	}
@@ -209,14 +210,40 @@ func run(ctx context.Context, cfg esm.Config, devs []Device, opts Options) (*Sum
 func (p *pipeline) keepCommitted(sum *Summary, err error) error {
 	next := p.nextIndex.Load()
 	if cerr := p.parts.Commit(next, p.boundaryBefore(next)); cerr != nil {
-		return errors.Join(err, fmt.Errorf("embed: committing the rows written so far: %w", cerr))
+		// After a failed write (a full disk) the commit fails of the same
+		// cause: say it once. What earlier commits made durable stays.
+		if !sameCause(err, cerr) {
+			err = errors.Join(err, fmt.Errorf("embed: committing the rows written so far: %w", cerr))
+		}
 	}
 	if p.parts.Next() == 0 {
 		return err
 	}
 	sum.Output = p.parts.Dir()
 	return fmt.Errorf("%w (%w: records 0..%d are committed in %s: %d rows, %d of them from this run; run the same command again to resume)",
-		err, ErrResumable, p.parts.Next()-1, p.parts.Dir(), p.parts.Rows(), p.written)
+		err, ErrResumable, p.parts.Next()-1, p.parts.Dir(), p.parts.Rows(), p.parts.Rows()-p.startRows)
+}
+
+// joinCauses joins the stages' errors, leaving out the cancellations
+// that one stage's failure caused in the others.
+func joinCauses(errs ...error) error {
+	var causes []error
+	for _, e := range errs {
+		if e != nil && !errors.Is(e, context.Canceled) {
+			causes = append(causes, e)
+		}
+	}
+	if len(causes) == 0 {
+		return errors.Join(errs...)
+	}
+	return errors.Join(causes...)
+}
+
+// sameCause reports whether a and b both come from the same failed file
+// operation (path and errno), as a write and the commit after it do.
+func sameCause(a, b error) bool {
+	var pa, pb *fs.PathError
+	return errors.As(a, &pa) && errors.As(b, &pb) && pa.Path == pb.Path && errors.Is(pb.Err, pa.Err)
 }
 
 // ErrResumable is wrapped by Run's error when committed rows wait in the
@@ -338,6 +365,8 @@ type pipeline struct {
 	c       counters
 	budget  atomic.Int64 // tokens per packed batch: the largest device budget
 	written int64        // rows written by this run (writer goroutine; read after it ends)
+	// startRows are the rows earlier runs committed (what this run resumed).
+	startRows int64
 
 	// nextIndex is the first input index not yet written or skipped (the
 	// index the writer waits for; what is committed at the end). The packer
