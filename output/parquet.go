@@ -54,7 +54,7 @@ type parquetWriter struct {
 	// templates[i] is the footer of an empty one-column file of
 	// embedding column i (columnTemplate).
 	templates []*format.FileMetaData
-	pool      pagePool
+	pool      *pagePool
 
 	// The row group being filled, and those being encoded or waiting to
 	// be committed, oldest first (see submit).
@@ -174,7 +174,7 @@ func newParquetWriter(own owner, schema Schema) (*parquetWriter, error) {
 		os.Remove(f.Name())
 		return nil, fmt.Errorf("output: %s: %w", final, err)
 	}
-	w, err := newParquetStream(own, f, schema)
+	w, err := newParquetStream(own, f, schema, nil)
 	if err != nil {
 		f.Close()
 		os.Remove(f.Name())
@@ -186,8 +186,13 @@ func newParquetWriter(own owner, schema Schema) (*parquetWriter, error) {
 
 // newParquetStream writes a complete parquet file to dst, whose Close
 // writes the footer and nothing else: no temporary, no fsync, no publish
-// (a resumable run's chunks, appended to one file, parts.go).
-func newParquetStream(own owner, dst io.Writer, schema Schema) (*parquetWriter, error) {
+// (a resumable run's chunks, appended to one file, parts.go). Page
+// buffers come from pool (one writer at a time may use it), or a new one
+// if nil.
+func newParquetStream(own owner, dst io.Writer, schema Schema, pool *pagePool) (*parquetWriter, error) {
+	if pool == nil {
+		pool = newPagePool()
+	}
 	final := own.final
 	meta, err := json.Marshal(struct {
 		LayoutVersion int          `json:"layout_version"`
@@ -232,7 +237,7 @@ func newParquetStream(own owner, dst io.Writer, schema Schema) (*parquetWriter, 
 		check: rowChecker{cols: schema.Columns, dtype: schema.DType.orDefault()},
 
 		templates: templates,
-		pool:      pagePool{limit: parquetMaxGroupBytes},
+		pool:      pool,
 
 		maxGroupRows:  parquetMaxGroupRows,
 		maxGroupBytes: parquetMaxGroupBytes,
@@ -250,7 +255,7 @@ func (w *parquetWriter) Write(r *Row) error {
 		return err
 	}
 	if w.cur == nil {
-		w.cur = newPQGroup(w.check.cols, w.check.dtype, &w.pool)
+		w.cur = newPQGroup(w.check.cols, w.check.dtype, w.pool)
 	}
 	nbytes := w.cur.add(r)
 	w.check.accept(r)

@@ -388,6 +388,9 @@ func (s *segments) ReadAt(p []byte, off int64) (int, error) {
 // output, for new pages: a fresh buffer costs clearing it and, often,
 // faulting its memory in (BenchmarkWritePerTok measured about a tenth of
 // the writer's CPU). It is used on the writer's goroutine only.
+// newPagePool holds up to a row group's worth of buffers.
+func newPagePool() *pagePool { return &pagePool{limit: parquetMaxGroupBytes} }
+
 type pagePool struct {
 	free  [][]byte
 	bytes int // capacity held in free

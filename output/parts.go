@@ -107,6 +107,7 @@ type Parts struct {
 	man        manifest
 
 	data []*dataFile // the shared files (parts_data.go)
+	pool *pagePool   // parquet page buffers, from one chunk to the next
 	// err is set when a commit failed after writing to the shared files:
 	// they no longer end where the manifest says, so nothing more is
 	// written; a new run resumes from the manifest.
@@ -622,7 +623,10 @@ func (p *Parts) startChunk() error {
 	var w Writer
 	var err error
 	if p.format == Parquet {
-		w, err = newParquetStream(owner{final: p.final}, p.data[0], p.schema)
+		if p.pool == nil {
+			p.pool = newPagePool()
+		}
+		w, err = newParquetStream(owner{final: p.final}, p.data[0], p.schema, p.pool)
 	} else {
 		w, err = newNPYWriterShared(owner{final: filepath.Join(p.dir, p.curName), opts: Options{Overwrite: true}}, p.schema, p.dataWriters())
 	}
