@@ -157,7 +157,12 @@ static void esm2go_attn_qk_sse(const float *q,
 	})
 
 // Row softmax of S(rows, n) in place from the row maxima qk left in mx:
-// one pass for the exponentials and their sum, one to scale. A row holding
+// one pass for the exponentials and their sum, one to scale. The first
+// pass takes 4 vectors at a time, their exponentials' dependency chains
+// (~60 cycles of latency each) interleaved by the compiler's scheduler
+// (schedule-insns in the AVX2 build: without it, GCC emits one chain
+// after the other and the out-of-order window holds too few of them):
+// 0.80 -> 0.69 ns per score per core at n = 1002. A row holding
 // a NaN or an infinity comes out all NaN (see softmaxRow in attention.go):
 // t = x - max is NaN or -Inf for some x of such a row (NaN x; +Inf x, the
 // max, minus itself; -Inf x minus a finite max or -Inf), so the sum of
@@ -173,6 +178,21 @@ static void esm2go_attn_qk_sse(const float *q,
 		for (int k = 1; k < 8; k++) m = mv[k] > m ? mv[k] : m;                   \
 		f8 m8 = (f8){} + m, acc = {}, bad = {};                                  \
 		int i = 0;                                                               \
+		f8 acc1 = {}, bad1 = {};                                                 \
+		for (; i + 32 <= n; i += 32) {                                           \
+			f8 t0 = ld8(row + i) - m8, t1 = ld8(row + i + 8) - m8;               \
+			f8 t2 = ld8(row + i + 16) - m8, t3 = ld8(row + i + 24) - m8;         \
+			bad += (t0 - t0) + (t2 - t2);                                        \
+			bad1 += (t1 - t1) + (t3 - t3);                                       \
+			f8 e0 = esm2go_attn_exp8(t0), e1 = esm2go_attn_exp8(t1);             \
+			f8 e2 = esm2go_attn_exp8(t2), e3 = esm2go_attn_exp8(t3);             \
+			st8(row + i, e0); st8(row + i + 8, e1);                              \
+			st8(row + i + 16, e2); st8(row + i + 24, e3);                        \
+			acc += e0 + e2;                                                      \
+			acc1 += e1 + e3;                                                     \
+		}                                                                        \
+		acc += acc1;                                                             \
+		bad += bad1;                                                             \
 		for (; i + 8 <= n; i += 8) {                                             \
 			f8 t = ld8(row + i) - m8;                                            \
 			bad += t - t;                                                        \
@@ -211,7 +231,8 @@ static void esm2go_attn_qk_sse(const float *q,
 		}                                                                        \
 	}
 
-__attribute__((target("avx2,fma"))) static void esm2go_attn_softmax_avx2(float *s, int rows, int n,
+__attribute__((optimize("schedule-insns", "sched-pressure"))) __attribute__((target("avx2,fma")))
+static void esm2go_attn_softmax_avx2(float *s, int rows, int n,
 	const float *mx) { SOFTMAX_BODY }
 static void esm2go_attn_softmax_sse(float *s, int rows, int n,
 	const float *mx) { SOFTMAX_BODY }
