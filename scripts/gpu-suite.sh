@@ -13,7 +13,11 @@
 #      backend) and tests (PyTorch fixture parity on the GPU, and
 #      TestGPUParityHF against 1.);
 #   3. esm2go embed on the README example with --device cuda (fp32 and fp16) and
-#      --device cpu, and compares the outputs (tests/compare_npy.py).
+#      --device cpu, and compares the outputs (tests/compare_npy.py);
+#   4. esm2go score (a mutants table with every strategy, and a scan) with
+#      --device cuda (fp32, fp16) against --device cpu, and the time of a
+#      1,000-residue scan on the 650M shape when step 1 saved it
+#      (tests/score_gpu_check.py).
 # --bench also runs esm/cuda's benchmarks (5 iterations each) in step 2.
 # Exit status is non-zero if any step fails; OUTDIR/summary.txt lists each step.
 set -uo pipefail
@@ -55,5 +59,8 @@ step embed_cuda_fp32 bin/esm2go embed --device cuda --precision fp32 "${ex[@]}" 
 step embed_cuda_fp16 bin/esm2go embed --device cuda --precision fp16 "${ex[@]}" --out /tmp/esm2go-emb-fp16
 step compare_fp32 python3 tests/compare_npy.py /tmp/esm2go-emb-cpu /tmp/esm2go-emb-fp32 1e-4
 step compare_fp16 python3 tests/compare_npy.py /tmp/esm2go-emb-cpu /tmp/esm2go-emb-fp16 3e-2
+scanmodel=()
+[ -d /tmp/esm2go-gpuref/models/esm2_650M_shape ] && scanmodel=(--scan-model /tmp/esm2go-gpuref/models/esm2_650M_shape)
+step score_check python3 tests/score_gpu_check.py --bin bin/esm2go --out "$out/score" "${scanmodel[@]}"
 cat "$out/summary.txt"
 exit $status
