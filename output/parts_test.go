@@ -1,6 +1,7 @@
 package output
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -9,6 +10,10 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/parquet-go/parquet-go"
+	"github.com/parquet-go/parquet-go/encoding/thrift"
+	"github.com/parquet-go/parquet-go/format"
 )
 
 var testIdentity = map[string]string{"model": "abc", "layers": "33"}
@@ -387,6 +392,92 @@ func TestPartsFromVersion1(t *testing.T) {
 					}
 				}
 			})
+		}
+	}
+}
+
+// TestPartsParquetPageIndex: the footer Finish writes over several chunks
+// points at every page where it is: each offset-index entry (shifted by
+// its chunk's place in the file) starts a page header whose page, header
+// included, has the listed size, and the first row indexes add up; the
+// column indexes are found and decoded (parquet-go's reader expects them
+// contiguous, then the offset indexes).
+func TestPartsParquetPageIndex(t *testing.T) {
+	t.Parallel()
+	const L, D = 300, 256 // 300 KB of values a row: pages of about 256 KiB
+	s := Schema{Columns: []Column{{Name: "mean_6", Kind: Vector, Dim: D}, {Name: "per_tok_6", Kind: Matrix, Dim: D}}}
+	rows := make([]Row, 12)
+	for i := range rows {
+		m := make([]float32, L*D)
+		for k := range m {
+			m[k] = float32(i*1000 + k%997)
+		}
+		rows[i] = Row{ID: fmt.Sprint("r", i), Index: int64(i), Length: L, Values: [][]float32{m[:D], m}}
+	}
+	out := filepath.Join(t.TempDir(), "emb.parquet")
+	p, err := OpenParts(out, Parquet, s, PartsOptions{Identity: testIdentity})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeParts(t, p, rows, 0, len(rows), 5) // chunks of 5, 5, 2 rows
+	if err := p.Finish(int64(len(rows)), nil); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	info, _ := f.Stat()
+	pf, err := parquet.OpenFile(f, info.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	md := pf.Metadata()
+	if len(md.RowGroups) != 3 || md.NumRows != int64(len(rows)) {
+		t.Fatalf("%d row groups, %d rows; want 3, %d", len(md.RowGroups), md.NumRows, len(rows))
+	}
+	oi, ci := pf.OffsetIndexes(), pf.ColumnIndexes()
+	ncols := len(md.RowGroups[0].Columns)
+	if len(oi) != 3*ncols || len(ci) != 3*ncols {
+		t.Fatalf("%d offset indexes, %d column indexes; want %d", len(oi), len(ci), 3*ncols)
+	}
+	pages := 0
+	for g, rg := range md.RowGroups {
+		for k := range rg.Columns {
+			locs := oi[g*ncols+k].PageLocations
+			for j, loc := range locs {
+				var hdr format.PageHeader
+				b := make([]byte, loc.CompressedPageSize)
+				if _, err := f.ReadAt(b, loc.Offset); err != nil {
+					t.Fatal(err)
+				}
+				r := bytes.NewReader(b)
+				if err := thrift.NewDecoder(new(thrift.CompactProtocol).NewReader(r)).Decode(&hdr); err != nil {
+					t.Fatalf("row group %d column %d page %d at %d: no page header: %v", g, k, j, loc.Offset, err)
+				}
+				if hsize := int64(len(b)) - int64(r.Len()); hsize+int64(hdr.CompressedPageSize) != int64(loc.CompressedPageSize) {
+					t.Errorf("row group %d column %d page %d: header %d + page %d bytes, the index says %d", g, k, j, hsize, hdr.CompressedPageSize, loc.CompressedPageSize)
+				}
+				pages++
+			}
+		}
+	}
+	if pages <= 3*ncols {
+		t.Errorf("%d pages: want several pages in some column chunk", pages)
+	}
+	r, err := Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for i := range rows {
+		var row Row
+		if err := r.Next(&row); err != nil {
+			t.Fatalf("row %d: %v", i, err)
+		}
+		if !rowsEqual(&row, &rows[i]) {
+			t.Fatalf("row %d differs", i)
 		}
 	}
 }
