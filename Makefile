@@ -33,3 +33,4 @@ gpu-build:
 	go test -c -ldflags='-s -w' -o bin/nvml.test ./internal/nvml
 	go test -c -ldflags='-s -w' -o bin/esmcuda.test ./esm/cuda
 	go test -c -ldflags='-s -w' -o bin/tests.test ./tests
+	go test -c -ldflags='-s -w' -o bin/embed.test ./embed
