@@ -22,7 +22,9 @@ type attnItem struct{ start, n, h, q0 int }
 // written straight into the head's columns of out. Where the head dim is a
 // multiple of 8 (every ESM2 size) the products are the C kernels of
 // attn_kernels.go, K^T packed once per (sequence, head) and all of a
-// head's blocks done by one worker; otherwise two sgemm calls per block.
+// head's blocks done by one worker, and P·V multiplies v by the
+// exponentials and scales each output row by its 1/sum (HD products a
+// row instead of n); otherwise two sgemm calls per block.
 // Workers take items from a shared counter, longest sequences first, each
 // with its own scratch. A NaN or infinite element of q, k or v reaches
 // exactly the rows attention.Reference says (its row, its sequence, its
@@ -96,8 +98,8 @@ func (b *Backend) Attention(out, qkv esm.Tensor, H, HD int) error {
 			for q0 := 0; q0 < it.n; q0 += attnBlock {
 				rows := min(attnBlock, it.n-q0)
 				q := x[(it.start+q0)*ld+it.h*HD:]
-				kern.qk(q, ld, qp, kt, rows, it.n, HD, s, red, true)
-				kern.pv(s, it.n, vp, rows, HD, o[(it.start+q0)*D+it.h*HD:], D)
+				kern.qk(q, ld, qp, kt, rows, it.n, HD, s, red, smExp)
+				kern.pv(s, it.n, vp, rows, HD, o[(it.start+q0)*D+it.h*HD:], D, red)
 			}
 		}
 	})

@@ -15,7 +15,9 @@ package cpu
 // nearly every row costs a TLB miss):
 //   esm2go_attn_pack: K^T and V of the sequence, once per (sequence, head)
 //   esm2go_attn_qk:   S(rows, n) = Q(rows, HD)·K(n, HD)^T for a query block
-//   esm2go_attn_pv:   O(rows, HD) = P(rows, n)·V(n, HD)
+//   esm2go_attn_pv:   O(rows, HD) = P(rows, n)·V(n, HD), each row then
+//                     scaled by its softmax's 1/sum where the softmax
+//                     left the exponentials unscaled
 // Register tiles of 6 rows by 16 columns (12 accumulators of 8 floats);
 // every product is a plain sum over HD (or n) terms, so a NaN or an
 // infinity anywhere in its operands reaches its result as it does in a
@@ -157,7 +159,10 @@ static void esm2go_attn_qk_sse(const float *q,
 	})
 
 // Row softmax of S(rows, n) in place from the row maxima qk left in mx:
-// one pass for the exponentials and their sum, one to scale. The first
+// one pass for the exponentials and their sum, one to scale; or, unless
+// norm, only the first, with the row's 1/sum left in mx[r*8] for
+// esm2go_attn_pv to scale the row's output by (HD products per row
+// instead of n). The first
 // pass takes 4 vectors at a time, their exponentials' dependency chains
 // (~60 cycles of latency each) interleaved by the compiler's scheduler
 // (schedule-insns in the AVX2 build: without it, GCC emits one chain
@@ -221,6 +226,10 @@ static void esm2go_attn_qk_sse(const float *q,
 		float sum = 0;                                                           \
 		for (int k = 0; k < 8; k++) sum += acc[k] + bad[k];                      \
 		f8 inv = (f8){} + 1.0f / sum;                                            \
+		if (!norm) {                                                             \
+			mx[(long)r * 8] = inv[0];                                            \
+			continue;                                                            \
+		}                                                                        \
 		for (i = 0; i + 8 <= n; i += 8) st8(row + i, ld8(row + i) * inv);        \
 		if (i < n && n >= 8) {                                                   \
 			float *p_ = row + n - 8;                                             \
@@ -233,12 +242,13 @@ static void esm2go_attn_qk_sse(const float *q,
 
 __attribute__((optimize("schedule-insns", "sched-pressure"))) __attribute__((target("avx2,fma")))
 static void esm2go_attn_softmax_avx2(float *s, int rows, int n,
-	const float *mx) { SOFTMAX_BODY }
+	float *mx, int norm) { SOFTMAX_BODY }
 static void esm2go_attn_softmax_sse(float *s, int rows, int n,
-	const float *mx) { SOFTMAX_BODY }
+	float *mx, int norm) { SOFTMAX_BODY }
 
 // O(rows, HD) with leading dimension ldo, from P(rows, n) (leading
-// dimension n) and V packed in strips (esm2go_attn_pack): tiles of 6 rows by 16 columns,
+// dimension n) and V packed in strips (esm2go_attn_pack), row i scaled by
+// inv[i*8] unless inv is NULL: tiles of 6 rows by 16 columns,
 // then one 8 columns wide where HD is an odd multiple of 8. A tile with
 // fewer rows repeats its last row (computed, never stored).
 #define PV_BODY                                                                  \
@@ -266,6 +276,15 @@ static void esm2go_attn_softmax_sse(float *s, int rows, int n,
 				x = bc8(a4[j]); c40 += x * b0; c41 += x * b1;                    \
 				x = bc8(a5[j]); c50 += x * b0; c51 += x * b1;                    \
 			}                                                                    \
+			if (inv) {                                                           \
+				f8 w_;                                                           \
+				w_ = bc8(inv[(i0) * 8]); c00 *= w_; c01 *= w_;                  \
+				w_ = bc8(inv[(i0 + (nr > 1)) * 8]); c10 *= w_; c11 *= w_;       \
+				w_ = bc8(inv[(i0 + (nr > 2 ? 2 : nr - 1)) * 8]); c20 *= w_; c21 *= w_; \
+				w_ = bc8(inv[(i0 + (nr > 3 ? 3 : nr - 1)) * 8]); c30 *= w_; c31 *= w_; \
+				w_ = bc8(inv[(i0 + (nr > 4 ? 4 : nr - 1)) * 8]); c40 *= w_; c41 *= w_; \
+				w_ = bc8(inv[(i0 + (nr > 5 ? 5 : nr - 1)) * 8]); c50 *= w_; c51 *= w_; \
+			}                                                                    \
 			float *d_ = o0 + c0;                                                 \
 			st8(d_, c00); st8(d_ + 8, c01);                                      \
 			if (nr > 1) { d_ += ldo; st8(d_, c10); st8(d_ + 8, c11); }           \
@@ -283,6 +302,14 @@ static void esm2go_attn_softmax_sse(float *s, int rows, int n,
 				c20 += bc8(a2[j]) * b0; c30 += bc8(a3[j]) * b0;                  \
 				c40 += bc8(a4[j]) * b0; c50 += bc8(a5[j]) * b0;                  \
 			}                                                                    \
+			if (inv) {                                                           \
+				c00 *= bc8(inv[(i0) * 8]);                                       \
+				c10 *= bc8(inv[(i0 + (nr > 1)) * 8]);                            \
+				c20 *= bc8(inv[(i0 + (nr > 2 ? 2 : nr - 1)) * 8]);               \
+				c30 *= bc8(inv[(i0 + (nr > 3 ? 3 : nr - 1)) * 8]);               \
+				c40 *= bc8(inv[(i0 + (nr > 4 ? 4 : nr - 1)) * 8]);               \
+				c50 *= bc8(inv[(i0 + (nr > 5 ? 5 : nr - 1)) * 8]);               \
+			}                                                                    \
 			float *d_ = o0 + c0;                                                 \
 			st8(d_, c00);                                                        \
 			if (nr > 1) { d_ += ldo; st8(d_, c10); }                             \
@@ -294,9 +321,9 @@ static void esm2go_attn_softmax_sse(float *s, int rows, int n,
 	}
 
 __attribute__((target("avx2,fma"))) static void esm2go_attn_pv_avx2(const float *p, int n,
-	const float *v, int rows, int hd, float *o, int ldo) { PV_BODY }
+	const float *v, int rows, int hd, float *o, int ldo, const float *inv) { PV_BODY }
 static void esm2go_attn_pv_sse(const float *p, int n,
-	const float *v, int rows, int hd, float *o, int ldo) { PV_BODY }
+	const float *v, int rows, int hd, float *o, int ldo, const float *inv) { PV_BODY }
 
 // (libgcc's constructor has run the CPU detection by the time Go code
 // runs, so no __builtin_cpu_init here, which concurrent callers would race
@@ -308,7 +335,8 @@ static int esm2go_attn_avx2(void) {
 // q: the block's first query row in qkv (stride ld), packed into qp
 // (rows, HD) first.
 // red: (rows, 8) scratch for the rows' maxima, then the
-// softmax of S in place when softmax is set.
+// softmax of S in place when softmax is 1, its exponentials only when it
+// is 2 (each row's 1/sum then in red[r*8], for esm2go_attn_pv).
 static void esm2go_attn_qk(int avx2, const float *q, int ld, float *qp, const float *kt,
 	int npad, int rows, int n, int hd, float *s, float *red, int softmax) {
 	for (int i = 0; i < rows; i++) memcpy(qp + (long)i * hd, q + (long)i * ld, hd * sizeof(float));
@@ -317,14 +345,14 @@ static void esm2go_attn_qk(int avx2, const float *q, int ld, float *qp, const fl
 	if (avx2) esm2go_attn_qk_avx2(qp, kt, npad, rows, n, hd, s, mx);
 	else esm2go_attn_qk_sse(qp, kt, npad, rows, n, hd, s, mx);
 	if (!softmax) return;
-	if (avx2) esm2go_attn_softmax_avx2(s, rows, n, mx);
-	else esm2go_attn_softmax_sse(s, rows, n, mx);
+	if (avx2) esm2go_attn_softmax_avx2(s, rows, n, mx, softmax == 1);
+	else esm2go_attn_softmax_sse(s, rows, n, mx, softmax == 1);
 }
 
 static void esm2go_attn_pv(int avx2, const float *p, int n, const float *vp,
-	int rows, int hd, float *o, int ldo) {
-	if (avx2) esm2go_attn_pv_avx2(p, n, vp, rows, hd, o, ldo);
-	else esm2go_attn_pv_sse(p, n, vp, rows, hd, o, ldo);
+	int rows, int hd, float *o, int ldo, const float *inv) {
+	if (avx2) esm2go_attn_pv_avx2(p, n, vp, rows, hd, o, ldo, inv);
+	else esm2go_attn_pv_sse(p, n, vp, rows, hd, o, ldo, inv);
 }
 */
 import "C"
@@ -360,30 +388,34 @@ func (attnKernels) pack(k, v []float32, ld, n, hd int, kt, vp []float32) {
 }
 
 // qk writes s(rows, n) = q(rows, hd)·K^T, q read with row stride ld and
-// copied into qp (rows*hd floats) first, kt from pack; with softmax set,
-// then the row softmax of s in place (softmaxRows' semantics: a row with a
-// non-finite score is all NaN, weights never below ~2^-126/n), the max
-// taken as the scores are stored. red is scratch of qkRed(rows) floats.
-func (a attnKernels) qk(q []float32, ld int, qp, kt []float32, rows, n, hd int, s, red []float32, softmax bool) {
+// copied into qp (rows*hd floats) first, kt from pack, then per sm (see
+// smMode) the row softmax of s in place (softmaxRows' semantics: a row
+// with a non-finite score is all NaN, weights never below ~2^-126/n) or
+// its exponentials, the max taken as the scores are stored. red is
+// scratch of qkRed(rows) floats; after smExp it holds row i's 1/sum at
+// red[i*8], for pv.
+func (a attnKernels) qk(q []float32, ld int, qp, kt []float32, rows, n, hd int, s, red []float32, sm smMode) {
 	_ = q[(rows-1)*ld+hd-1]
 	_ = qp[rows*hd-1]
 	_ = kt[ktLen(n, hd)-1]
 	_ = s[rows*n-1]
 	_ = red[qkRed(rows)-1]
-	sm := C.int(0)
-	if softmax {
-		sm = 1
-	}
 	C.esm2go_attn_qk(a.avx2, (*C.float)(unsafe.Pointer(&q[0])), C.int(ld), (*C.float)(unsafe.Pointer(&qp[0])),
 		(*C.float)(unsafe.Pointer(&kt[0])), C.int(ktPad(n)), C.int(rows), C.int(n), C.int(hd),
-		(*C.float)(unsafe.Pointer(&s[0])), (*C.float)(unsafe.Pointer(&red[0])), sm)
+		(*C.float)(unsafe.Pointer(&s[0])), (*C.float)(unsafe.Pointer(&red[0])), C.int(sm))
 }
 
-// pv writes o(rows, hd) (row stride ldo) = p(rows, n)·V, vp from pack.
-func (a attnKernels) pv(p []float32, n int, vp []float32, rows, hd int, o []float32, ldo int) {
+// pv writes o(rows, hd) (row stride ldo) = p(rows, n)·V, vp from pack,
+// row i scaled by inv[i*8] unless inv is nil (qk's red after smExp).
+func (a attnKernels) pv(p []float32, n int, vp []float32, rows, hd int, o []float32, ldo int, inv []float32) {
 	_ = p[rows*n-1]
 	_ = vp[n*hd-1]
 	_ = o[(rows-1)*ldo+hd-1]
+	var ip *C.float
+	if inv != nil {
+		_ = inv[(rows-1)*8]
+		ip = (*C.float)(unsafe.Pointer(&inv[0]))
+	}
 	C.esm2go_attn_pv(a.avx2, (*C.float)(unsafe.Pointer(&p[0])), C.int(n), (*C.float)(unsafe.Pointer(&vp[0])),
-		C.int(rows), C.int(hd), (*C.float)(unsafe.Pointer(&o[0])), C.int(ldo))
+		C.int(rows), C.int(hd), (*C.float)(unsafe.Pointer(&o[0])), C.int(ldo), ip)
 }

@@ -16,10 +16,10 @@ func (attnKernels) pack(k, v []float32, ld, n, hd int, kt, vp []float32) {
 	packGo(k, v, ld, n, hd, kt, vp)
 }
 
-func (attnKernels) qk(q []float32, ld int, qp, kt []float32, rows, n, hd int, s, red []float32, softmax bool) {
-	qkGo(q, ld, qp, kt, rows, n, hd, s, red, softmax)
+func (attnKernels) qk(q []float32, ld int, qp, kt []float32, rows, n, hd int, s, red []float32, sm smMode) {
+	qkGo(q, ld, qp, kt, rows, n, hd, s, red, sm)
 }
 
-func (attnKernels) pv(p []float32, n int, vp []float32, rows, hd int, o []float32, ldo int) {
-	pvGo(p, n, vp, rows, hd, o, ldo)
+func (attnKernels) pv(p []float32, n int, vp []float32, rows, hd int, o []float32, ldo int, inv []float32) {
+	pvGo(p, n, vp, rows, hd, o, ldo, inv)
 }

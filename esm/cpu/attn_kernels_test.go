@@ -44,15 +44,24 @@ func testAttnKernelsMatchTwins(t *testing.T, kern attnKernels) {
 				closeTo(t, name+" pack K", kt, wantKt, 0)
 				closeTo(t, name+" pack V", vp, wantVp, 0)
 				s, want := make([]float32, rows*n), make([]float32, rows*n)
-				kern.qk(q, ld, make([]float32, rows*hd), kt, rows, n, hd, s, make([]float32, qkRed(rows)), false)
-				qkGo(q, ld, nil, wantKt, rows, n, hd, want, nil, false)
+				kern.qk(q, ld, make([]float32, rows*hd), kt, rows, n, hd, s, make([]float32, qkRed(rows)), smNone)
+				qkGo(q, ld, nil, wantKt, rows, n, hd, want, nil, smNone)
 				closeTo(t, name+" qk", s, want, hd)
 				ldo := hd + 5
 				o, wantO := make([]float32, rows*ldo), make([]float32, rows*ldo)
 				p := randn(r, rows*n, 1)
-				kern.pv(p, n, vp, rows, hd, o, ldo)
-				pvGo(p, n, wantVp, rows, hd, wantO, ldo)
+				kern.pv(p, n, vp, rows, hd, o, ldo, nil)
+				pvGo(p, n, wantVp, rows, hd, wantO, ldo, nil)
 				closeTo(t, name+" pv", o, wantO, n)
+				// with each row scaled (inv of stride 8, as qk leaves it):
+				// one more rounding, within the same bound
+				inv := make([]float32, qkRed(rows))
+				for i := range inv {
+					inv[i] = 0.5 + r.Float32()
+				}
+				kern.pv(p, n, vp, rows, hd, o, ldo, inv)
+				pvGo(p, n, wantVp, rows, hd, wantO, ldo, inv)
+				closeTo(t, name+" pv scaled", o, wantO, n)
 			}
 		}
 	}
@@ -100,15 +109,28 @@ func testAttnKernelsSoftmax(t *testing.T, kern attnKernels) {
 		red := make([]float32, qkRed(rows))
 		kern.pack(k, nil, ld, n, hd, kt, nil)
 		got, want := make([]float32, rows*n), make([]float32, rows*n)
-		kern.qk(q, ld, make([]float32, rows*hd), kt, rows, n, hd, got, red, true)
-		qkGo(q, ld, nil, kt, rows, n, hd, want, nil, true)
-		for i := range want {
-			// Scores differ by FMA rounding (~1e-6 of |score| <= ~30) and
-			// exp by its own: 1e-4 relative covers both, far below any
-			// semantic difference.
-			if d := math.Abs(float64(got[i] - want[i])); !(d <= 1e-4*float64(want[i])) || got[i] <= 0 {
-				t.Fatalf("n=%d: weight %d = %g, want %g (> 0)", n, i, got[i], want[i])
+		kern.qk(q, ld, make([]float32, rows*hd), kt, rows, n, hd, got, red, smNorm)
+		qkGo(q, ld, nil, kt, rows, n, hd, want, nil, smNorm)
+		// Scores differ by FMA rounding (~1e-6 of |score| <= ~30) and exp
+		// by its own: 1e-4 relative covers both, far below any semantic
+		// difference.
+		closeWeights := func(what string, got, want []float32) {
+			t.Helper()
+			for i := range want {
+				if d := math.Abs(float64(got[i] - want[i])); !(d <= 1e-4*float64(want[i])) || got[i] <= 0 {
+					t.Fatalf("n=%d %s: %d = %g, want %g (> 0)", n, what, i, got[i], want[i])
+				}
 			}
+		}
+		closeWeights("weight", got, want)
+		// smExp: the exponentials and each row's 1/sum, which times them
+		// are the weights
+		wantRed := make([]float32, qkRed(rows))
+		kern.qk(q, ld, make([]float32, rows*hd), kt, rows, n, hd, got, red, smExp)
+		qkGo(q, ld, nil, kt, rows, n, hd, want, wantRed, smExp)
+		closeWeights("exp", got, want)
+		for i := 0; i < rows; i++ {
+			closeWeights("1/sum", red[i*8:i*8+1], wantRed[i*8:i*8+1])
 		}
 		for _, bname := range []string{"NaN", "+Inf", "-Inf"} {
 			for _, pos := range []int{0, n / 2, n - 1} {
@@ -124,8 +146,16 @@ func testAttnKernelsSoftmax(t *testing.T, kern attnKernels) {
 					q2[row*ld+1], k2[pos*ld+1] = 1e20, -1e20
 				}
 				kern.pack(k2, nil, ld, n, hd, kt, nil)
-				kern.qk(q2, ld, make([]float32, rows*hd), kt, rows, n, hd, got, red, true)
+				kern.qk(q2, ld, make([]float32, rows*hd), kt, rows, n, hd, got, red, smNorm)
 				checkReach(t, fmt.Sprintf("n=%d %s at %d", n, bname, pos), got, func(i int) bool { return i/n == row })
+				// smExp: the bad row's 1/sum is NaN (so is its output
+				// after pv), the others' finite
+				kern.qk(q2, ld, make([]float32, rows*hd), kt, rows, n, hd, got, red, smExp)
+				for i := 0; i < rows; i++ {
+					if finite(red[i*8]) == (i == row) {
+						t.Errorf("n=%d %s at %d: row %d 1/sum = %g", n, bname, pos, i, red[i*8])
+					}
+				}
 			}
 		}
 	}

@@ -1,5 +1,7 @@
 package cpu
 
+import "math"
+
 // Plain Go twins of the C attention kernels (attn_kernels.go), on the same
 // packed layouts: the same sums over the same operands, one term at a
 // time. The tests check the C kernels against them; the pure-Go build
@@ -39,10 +41,23 @@ func ktAt(j, d, hd int) int { return j/16*16*hd + d*16 + j%16 }
 // qkRed is the scratch length of qk for a block of rows.
 func qkRed(rows int) int { return 8 * rows }
 
+// smMode says what qk does after the product: nothing (smNone), the row
+// softmax (smNorm), or its exponentials only, with each row's 1/sum left
+// in red[row*8] for pv to scale the row's output by (smExp: HD products
+// per row instead of n).
+type smMode int
+
+const (
+	smNone smMode = iota
+	smNorm
+	smExp
+)
+
 // qkGo writes s(rows, n) = q(rows, hd)·K^T, q read with row stride ld,
-// K^T from packGo, then with softmax set the row softmax of s in place
-// (vmath's softmaxRows); qp and red are unused (the C kernel's scratch).
-func qkGo(q []float32, ld int, qp, kt []float32, rows, n, hd int, s, red []float32, softmax bool) {
+// K^T from packGo, then per sm the row softmax of s in place (vmath's
+// softmaxRows) or its exponentials, with 1/sum in red[i*8]; qp is unused
+// (the C kernel's scratch).
+func qkGo(q []float32, ld int, qp, kt []float32, rows, n, hd int, s, red []float32, sm smMode) {
 	for i := 0; i < rows; i++ {
 		qi := q[i*ld : i*ld+hd]
 		si := s[i*n : (i+1)*n]
@@ -54,13 +69,38 @@ func qkGo(q []float32, ld int, qp, kt []float32, rows, n, hd int, s, red []float
 			si[j] = acc
 		}
 	}
-	if softmax {
+	switch sm {
+	case smNorm:
 		vmath{}.softmaxRows(s, rows, n)
+	case smExp:
+		for i := 0; i < rows; i++ {
+			red[i*8] = expRow(s[i*n : (i+1)*n])
+		}
 	}
 }
 
-// pvGo writes o(rows, hd) (row stride ldo) = p(rows, n)·V, V from packGo.
-func pvGo(p []float32, n int, vp []float32, rows, hd int, o []float32, ldo int) {
+// expRow is softmaxRows on one row without the final scaling: it leaves
+// exp(max(x - max, -87.33654)) in r and returns 1/sum, NaN where the row
+// holds a NaN or an infinity.
+func expRow(r []float32) float32 {
+	m := float32(math.Inf(-1))
+	var bad float32 // 0, or NaN once a non-finite score is seen
+	for _, x := range r {
+		m = max(m, x)
+		bad += x - x
+	}
+	sum := bad
+	for i, x := range r {
+		e := expf(max(x-m, -87.33654))
+		r[i] = e
+		sum += e
+	}
+	return 1 / sum
+}
+
+// pvGo writes o(rows, hd) (row stride ldo) = p(rows, n)·V, V from packGo,
+// row i scaled by inv[i*8] unless inv is nil.
+func pvGo(p []float32, n int, vp []float32, rows, hd int, o []float32, ldo int, inv []float32) {
 	for i := 0; i < rows; i++ {
 		oi := o[i*ldo : i*ldo+hd]
 		clear(oi)
@@ -69,6 +109,11 @@ func pvGo(p []float32, n int, vp []float32, rows, hd int, o []float32, ldo int) 
 				c0 := c &^ 15
 				width := min(16, hd-c0)
 				oi[c] += w * vp[c0*n+j*width+c-c0]
+			}
+		}
+		if inv != nil {
+			for c := range oi {
+				oi[c] *= inv[i*8]
 			}
 		}
 	}

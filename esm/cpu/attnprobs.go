@@ -10,9 +10,11 @@ import (
 // block of up to attnBlock query rows, S = Q·K^T written straight into the
 // head's (n, n) slab of probs, then the row softmax, both as Attention
 // computes them (the attention kernels where the head dim allows, else
-// sgemm over strided views of the packed qkv and softmaxRows): the same
-// weights Attention multiplies v by, bit for bit. Workers take blocks from
-// a shared counter.
+// sgemm over strided views of the packed qkv and softmaxRows): the
+// weights Attention multiplies v by, bit for bit on the sgemm path and up
+// to the last bit with the kernels, where Attention multiplies v by the
+// row's exponentials and scales the row's output by 1/sum, which this
+// multiplies into the weights. Workers take blocks from a shared counter.
 func (b *Backend) AttentionProbs(probs, qkv esm.Tensor, H, HD, seq, h0, nh int) error {
 	if err := esm.CheckAttentionProbs(b.seqlens.N(), H, HD, seq, h0, nh); err != nil {
 		return err
@@ -52,7 +54,7 @@ func (b *Backend) AttentionProbs(probs, qkv esm.Tensor, H, HD, seq, h0, nh int) 
 					kern.pack(k, nil, ld, n, HD, kt, nil)
 					packed = h
 				}
-				kern.qk(q, ld, qp, kt, rows, n, HD, s, red, true)
+				kern.qk(q, ld, qp, kt, rows, n, HD, s, red, smNorm)
 				continue
 			}
 			b.mm.Sgemm(true, rows, n, HD, 1, q, ld, k, ld, 0, s, n)
