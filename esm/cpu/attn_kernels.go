@@ -111,6 +111,9 @@ static void esm2go_attn_pack(const float *k, const float *v, int ld, int n, int 
 			}                                                                    \
 		}                                                                        \
 	} while (0)
+// A tile of fewer than 6 rows but all 16 keys (the last of a 64-row
+// block) stores its rows as vectors.
+#define QK_ST_ROWS(r, x0, x1) do { if (i0 + r < rows) QK_ST(r, x0, x1); } while (0)
 #define QK_BODY                                                                  \
 	for (int j0 = 0; j0 < npad; j0 += 16) {                                      \
 		const float *b = kt + (long)j0 * hd;                                     \
@@ -124,7 +127,11 @@ static void esm2go_attn_pack(const float *k, const float *v, int ld, int n, int 
 		for (; i0 < rows; i0 += 6) {                                             \
 			const float *a[6];                                                   \
 			for (int r = 0; r < 6; r++) a[r] = q + (long)(i0 + r < rows ? i0 + r : rows - 1) * hd; \
-			QK_TILE(a[0], a[1], a[2], a[3], a[4], a[5], QK_ST_PART);             \
+			if (j0 + 16 <= n) {                                                  \
+				QK_TILE(a[0], a[1], a[2], a[3], a[4], a[5], QK_ST_ROWS);         \
+			} else {                                                             \
+				QK_TILE(a[0], a[1], a[2], a[3], a[4], a[5], QK_ST_PART);         \
+			}                                                                    \
 		}                                                                        \
 	}
 
