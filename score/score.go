@@ -318,7 +318,9 @@ func (s *Scorer) maskedMarginals(ctx context.Context, toks [][]int32, subs [][]s
 	return s.pass(ctx, MaskedMarginals, total, next, func(e entry, logits []float32) error {
 		refs := subs[e.tag]
 		V := s.m.Cfg.Vocab
-		logSoftmax(lp, logits[e.pos*V:(e.pos+1)*V])
+		if !logSoftmax(lp, logits[e.pos*V:(e.pos+1)*V]) {
+			return nonFinite(e.tag, e.pos, "its copy with the residue masked")
+		}
 		i, _ := slices.BinarySearchFunc(refs, e.pos, func(r siteRef, p int) int { return r.pos - p })
 		for ; i < len(refs) && refs[i].pos == e.pos; i++ {
 			sub := vars[refs[i].variant].Mutant[refs[i].sub]
@@ -357,7 +359,9 @@ func (s *Scorer) wtMarginals(ctx context.Context, toks [][]int32, subs [][]siteR
 		last := -1
 		for _, r := range subs[e.tag] {
 			if r.pos != last {
-				logSoftmax(lp, logits[r.pos*V:(r.pos+1)*V])
+				if !logSoftmax(lp, logits[r.pos*V:(r.pos+1)*V]) {
+					return nonFinite(e.tag, r.pos, "the wild type, unmasked")
+				}
 				last = r.pos
 			}
 			sub := vars[r.variant].Mutant[r.sub]
@@ -437,8 +441,14 @@ func (s *Scorer) pll(ctx context.Context, toks [][]int32, vars []Variant, res []
 	lp := make([]float64, s.m.Cfg.Vocab)
 	V := s.m.Cfg.Vocab
 	err := s.pass(ctx, PLL, total, next, func(e entry, logits []float32) error {
-		logSoftmax(lp, logits[e.pos*V:(e.pos+1)*V])
 		q := seqs[e.tag]
+		if !logSoftmax(lp, logits[e.pos*V:(e.pos+1)*V]) {
+			what := "the wild type with the residue masked"
+			if q.m != nil {
+				what = "mutant " + q.m.Format(1) + " with the residue masked"
+			}
+			return nonFinite(q.w, e.pos, what)
+		}
 		truth := toks[q.w][e.pos]
 		for _, sub := range q.m {
 			if sub.Pos == e.pos {
@@ -468,12 +478,39 @@ var residueToken = func() (t [256]int32) {
 	return t
 }()
 
+// ErrNonFinite is returned (wrapped) when the model's logits hold NaN or
+// ±Inf: no score is made of them.
+var ErrNonFinite = errors.New("the model's logits are not finite (NaN or ±Inf): a damaged checkpoint, or an overflow in fp16/bf16 (try --precision fp32)")
+
+// NonFiniteError says where the logits were not finite: wild type
+// WildType (an index into Score's wild types), at residue Residue
+// (1-based), in the copy What describes. It wraps ErrNonFinite.
+type NonFiniteError struct {
+	WildType, Residue int
+	What              string
+}
+
+func (e *NonFiniteError) Error() string {
+	return fmt.Sprintf("score: wild type %d, residue %d (%s): %v", e.WildType, e.Residue, e.What, ErrNonFinite)
+}
+
+func (e *NonFiniteError) Unwrap() error { return ErrNonFinite }
+
+func nonFinite(w, pos int, what string) error {
+	return &NonFiniteError{WildType: w, Residue: pos, What: what}
+}
+
 // logSoftmax writes the log-softmax of logits (float32) into dst, in
-// float64.
-func logSoftmax(dst []float64, logits []float32) {
+// float64, and reports whether every logit was finite (if not, dst is not
+// to be used).
+func logSoftmax(dst []float64, logits []float32) bool {
 	mx := math.Inf(-1)
 	for _, v := range logits {
-		mx = math.Max(mx, float64(v))
+		f := float64(v)
+		if math.IsNaN(f) || math.IsInf(f, 0) {
+			return false
+		}
+		mx = math.Max(mx, f)
 	}
 	var sum float64
 	for _, v := range logits {
@@ -483,6 +520,7 @@ func logSoftmax(dst []float64, logits []float32) {
 	for i, v := range logits {
 		dst[i] = float64(v) - lse
 	}
+	return true
 }
 
 // pass runs copies through the model, packed into batches of at most

@@ -73,7 +73,9 @@ func refLogProbs(t *testing.T, m *esm.Model, seq string, pos int) [][]float64 {
 	rows := make([][]float64, len(toks))
 	for i := range rows {
 		rows[i] = make([]float64, V)
-		logSoftmax(rows[i], out.Logits[i*V:(i+1)*V])
+		if !logSoftmax(rows[i], out.Logits[i*V:(i+1)*V]) {
+			t.Fatalf("row %d: non-finite logits", i)
+		}
 	}
 	return rows
 }
@@ -507,5 +509,40 @@ func TestMutantCheckNamesTheMismatch(t *testing.T) {
 	}
 	if got := m[:1].Apply("AMKTAYIAK"); got != "GMKTAYIAK" {
 		t.Errorf("Apply = %q", got)
+	}
+}
+
+// TestScoreNonFinite: a model whose logits hold a NaN (here the LM head's
+// bias of one vocabulary entry, as a damaged checkpoint or an fp16
+// overflow gives) makes every strategy fail with ErrNonFinite naming the
+// wild type and residue, never a NaN score.
+func TestScoreNonFinite(t *testing.T) {
+	cfg, err := esmtest.Config("8M")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Layers = 1
+	src := esmtest.Random(cfg, 3)
+	src["lm_head.bias"][7] = float32(math.NaN())
+	m, err := esm.NewModel(cfg, src, cpu.New(cpu.Options{Threads: 1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	sc, err := New(m, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	vars := []Variant{{WildType: 1, Mutant: mustMutant(t, "G2A")}}
+	for _, strat := range []Strategy{MaskedMarginals, WTMarginals, PLL} {
+		res, err := sc.Score(context.Background(), []string{wt0, wt1}, vars, strat)
+		var nf *NonFiniteError
+		if !errors.Is(err, ErrNonFinite) || !errors.As(err, &nf) {
+			t.Fatalf("%s: %v, %v; want ErrNonFinite", strat, res, err)
+		}
+		if nf.WildType != 1 || nf.Residue < 1 || nf.Residue > len(wt1) {
+			t.Errorf("%s: %+v: want wild type 1 and a residue of it", strat, nf)
+		}
 	}
 }

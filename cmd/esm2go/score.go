@@ -218,6 +218,9 @@ func cmdScore(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if errors.Is(err, esm.ErrOutOfMemory) {
 		return fmt.Errorf("%w (a smaller --toks-per-batch needs less device memory)", err)
 	}
+	if nf := (*score.NonFiniteError)(nil); errors.As(err, &nf) && nf.WildType < len(ids) {
+		return fmt.Errorf("wild type %s, residue %d (%s): %w; nothing was written", data.Quote(ids[nf.WildType]), nf.Residue, nf.What, score.ErrNonFinite)
+	}
 	if err != nil {
 		return err
 	}
