@@ -16,6 +16,7 @@ import (
 	"github.com/esm2go/esm2go/esm"
 	"github.com/esm2go/esm2go/esm/cpu"
 	"github.com/esm2go/esm2go/internal/cudadrv"
+	"github.com/esm2go/esm2go/output"
 )
 
 // readNPY1 reads a 1-D .npy file of descr <f4, <f2 or <i8 as float64s.
@@ -294,5 +295,32 @@ func TestContactsCLIErrors(t *testing.T) {
 	}
 	if code, out, _ := runCLI(t, "help"); code != 0 || !strings.Contains(out, "esm2go contacts") {
 		t.Errorf("help: status %d, no contacts line:\n%s", code, out)
+	}
+}
+
+// TestContactsWriterRefusesNonFinite: a contact map holding NaN or ±Inf
+// (non-finite attention: a damaged checkpoint, an fp16 overflow) stops the
+// run naming the record and the residue pair; nothing is published.
+func TestContactsWriterRefusesNonFinite(t *testing.T) {
+	t.Parallel()
+	for _, bad := range []float32{float32(math.NaN()), float32(math.Inf(1))} {
+		dir := filepath.Join(t.TempDir(), "maps")
+		w, err := newContactsWriter(dir, output.Float32)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := make([]float32, 9)
+		if err := w.add(0, "good", 3, 3, false, c); err != nil {
+			t.Fatal(err)
+		}
+		c[5] = bad // residues 2, 3
+		err = w.add(1, "sp|P1|X", 3, 3, false, c)
+		w.abort()
+		if err == nil || !strings.Contains(err.Error(), `record 1 ("sp|P1|X")`) || !strings.Contains(err.Error(), "residues 2, 3") {
+			t.Fatalf("%v: got %v", bad, err)
+		}
+		if _, err := os.Stat(dir); !os.IsNotExist(err) {
+			t.Errorf("%v: %s exists after the failure: %v", bad, dir, err)
+		}
 	}
 }
