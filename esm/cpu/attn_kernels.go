@@ -150,11 +150,12 @@ static void esm2go_attn_qk_sse(const float *q,
 // even for -Inf); for NaN the result is garbage or NaN, which the softmax
 // makes NaN through its bad sum. No float-to-int conversion (undefined for
 // NaN in C).
-// x < -87.33654 becomes -87.33654 (NaN stays NaN); bits_ is 2^n. (A
+// x < -87.33654 becomes -87.33654 (NaN stays NaN: MAX8 returns its
+// second operand unless the first is greater); bits_ is 2^n. (A
 // macro: an inline function passing an f8 by value would change ABI
 // between the two builds.)
 #define esm2go_attn_exp8(X) ({                                                   \
-		f8 x_ = SEL_GT((f8){} - 87.33654f, (X));                        \
+		f8 x_ = MAX8((f8){} - 87.33654f, (X));                                   \
 		f8 r_ = x_ * 1.44269504088896341f + 12582912.0f;                         \
 		f8 fn_ = r_ - 12582912.0f;                                               \
 		x_ = x_ - fn_ * 0.693359375f - fn_ * -2.12194440e-4f;                    \
@@ -247,11 +248,15 @@ static void esm2go_attn_qk_sse(const float *q,
 		}                                                                        \
 	}
 
+#define MAX8(a, b) __builtin_ia32_maxps256((a), (b))
 __attribute__((optimize("schedule-insns", "sched-pressure"))) __attribute__((target("avx2,fma")))
 static void esm2go_attn_softmax_avx2(float *s, int rows, int n,
 	float *mx, int norm) { SOFTMAX_BODY }
+#undef MAX8
+#define MAX8(a, b) SEL_GT((a), (b))
 static void esm2go_attn_softmax_sse(float *s, int rows, int n,
 	float *mx, int norm) { SOFTMAX_BODY }
+#undef MAX8
 
 // O(rows, HD) with leading dimension ldo, from P(rows, n) (leading
 // dimension n) and V packed in strips (esm2go_attn_pack), row i scaled by
