@@ -2,10 +2,13 @@ package esm2go
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"iter"
+	"math"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -450,5 +453,68 @@ func TestOutOfMemorySplits(t *testing.T) {
 	_, err = small.Embed(t.Context(), []Sequence{{ID: "long", Residues: strings.Repeat("A", 200)}}, EmbedOptions{})
 	if !errors.Is(err, esm.ErrOutOfMemory) || !strings.Contains(err.Error(), `(id "long")`) {
 		t.Errorf("a sequence larger than the device: %v", err)
+	}
+}
+
+// nanModel copies the tiny model with one element of the final layer
+// norm's weight set to 3e38, finite (the loader refuses NaN and Inf
+// weights) but so large that the normalized activations it scales
+// overflow to ±Inf, as an fp16 overflow does: the last layer's embeddings
+// and the logits are then not finite.
+func nanModel(t *testing.T) string {
+	t.Helper()
+	src := testutil.TinyModelDir()
+	dst := t.TempDir()
+	cfg, err := os.ReadFile(filepath.Join(src, "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.ReadFile(filepath.Join(src, "model.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := binary.LittleEndian.Uint64(st[:8])
+	var hdr map[string]json.RawMessage
+	if err := json.Unmarshal(st[8:8+n], &hdr); err != nil {
+		t.Fatal(err)
+	}
+	var info struct {
+		DType   string  `json:"dtype"`
+		Offsets []int64 `json:"data_offsets"`
+	}
+	if err := json.Unmarshal(hdr["esm.encoder.emb_layer_norm_after.weight"], &info); err != nil || info.DType != "F32" {
+		t.Fatalf("tiny model: %s %v", info.DType, err)
+	}
+	binary.LittleEndian.PutUint32(st[8+int64(n)+info.Offsets[0]:], math.Float32bits(3e38))
+	if err := os.WriteFile(filepath.Join(dst, "config.json"), cfg, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dst, "model.safetensors"), st, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
+
+// TestNonFiniteIsAnError: a model that computes NaN makes Embed, EmbedSeq
+// and Logits fail with ErrNonFinite naming the sequence; no NaN reaches
+// the caller as a result.
+func TestNonFiniteIsAnError(t *testing.T) {
+	ctx := context.Background()
+	m, err := Load(ctx, nanModel(t), Options{Device: "cpu", Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	seqs := Sequences("MKTAYIAK", "GGSW")
+	if res, err := m.Embed(ctx, seqs, EmbedOptions{}); !errors.Is(err, ErrNonFinite) || res != nil || !strings.Contains(err.Error(), "sequence ") {
+		t.Errorf("Embed: %v, %v", res, err)
+	}
+	for e, err := range m.EmbedSeq(ctx, slices.Values(seqs), EmbedOptions{}) {
+		if !errors.Is(err, ErrNonFinite) {
+			t.Errorf("EmbedSeq: %+v, %v", e, err)
+		}
+	}
+	if res, err := m.Logits(ctx, seqs, LogitsOptions{}); !errors.Is(err, ErrNonFinite) || res != nil {
+		t.Errorf("Logits: %v, %v", res, err)
 	}
 }

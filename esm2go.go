@@ -30,6 +30,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"iter"
 	"runtime"
 	"slices"
@@ -65,6 +66,23 @@ const (
 
 // ErrClosed is returned by calls on a Model after Close.
 var ErrClosed = errors.New("esm2go: model is closed")
+
+// ErrNonFinite is returned (wrapped, naming the sequence) when the model
+// produced NaN or ±Inf for a sequence: a damaged checkpoint, or an
+// overflow in fp16/bf16 (fp32 does not overflow on ESM2's activations).
+// No result of that call is returned.
+var ErrNonFinite = errors.New("esm2go: the model's output is not finite (NaN or ±Inf)")
+
+// checkFinite returns an error naming sequence idx (id) if v holds NaN or
+// ±Inf.
+func checkFinite(v []float32, idx int, id, what string) error {
+	for _, x := range v {
+		if f := float64(x); math.IsNaN(f) || math.IsInf(f, 0) {
+			return fmt.Errorf("sequence %d (%q): %s: %w", idx, id, what, ErrNonFinite)
+		}
+	}
+	return nil
+}
 
 // Options configure Load. Zero values take the defaults noted.
 type Options struct {
@@ -543,6 +561,7 @@ func (m *Model) embedBatch(ctx context.Context, seqs []Sequence, base int, req e
 	}
 	res := make([]Embedding, len(seqs))
 	D, nl := m.cfg.Dim, len(req.Layers)
+	var bad error
 	err = m.do(ctx, func(r *runner) error {
 		return r.forward(ctx, m, items, seqs, base, req, func(b *esm.Batch, out *esm.Output, its []item) {
 			for s, it := range its {
@@ -586,10 +605,16 @@ func (m *Model) embedBatch(ctx context.Context, seqs []Sequence, base int, req e
 						e.perTok[li] = take(out.PerTok[k][(st+1)*D : (st+1+L)*D])
 					}
 				}
+				if bad == nil {
+					bad = checkFinite(buf, base+it.idx, e.ID, "embedding")
+				}
 				res[it.idx] = e
 			}
 		})
 	})
+	if err == nil {
+		err = bad
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -695,15 +720,22 @@ func (m *Model) Logits(ctx context.Context, seqs []Sequence, opts LogitsOptions)
 	res := make([]Logits, len(seqs))
 	V := esm.VocabSize
 	req := esm.Request{Logits: true}
+	var bad error
 	err = m.do(ctx, func(r *runner) error {
 		return r.forward(ctx, m, items, seqs, 0, req, func(b *esm.Batch, out *esm.Output, its []item) {
 			for s, it := range its {
 				st, n := b.Seqlens.Start(s), b.Seqlens.Len(s)
 				res[it.idx] = Logits{ID: seqs[it.idx].ID, Index: it.idx, Length: it.enc.Kept, Truncated: it.enc.Truncated,
 					Tokens: slices.Clone(it.toks), data: slices.Clone(out.Logits[st*V : (st+n)*V])}
+				if bad == nil {
+					bad = checkFinite(res[it.idx].data, it.idx, res[it.idx].ID, "logits")
+				}
 			}
 		})
 	})
+	if err == nil {
+		err = bad
+	}
 	if err != nil {
 		return nil, err
 	}
