@@ -3,7 +3,7 @@
 // batches with no padding) → one worker per device (each owns its model on
 // its own locked goroutine; on a GPU the next batch is launched before the
 // current one is copied out) → an asynchronous writer that restores input
-// order and commits rows in resumable chunks (output.Parts), merged and
+// order and commits rows in resumable chunks (output.Parts), completed and
 // published atomically at the end.
 package embed
 
@@ -196,7 +196,7 @@ func run(ctx context.Context, cfg esm.Config, devs []Device, opts Options) (*Sum
 	if err := parts.Finish(p.nextIndex.Load(), o.Metadata); err != nil {
 		return sum, fmt.Errorf("embed: %w", err)
 	}
-	// The run's time includes joining the committed chunks into the output.
+	// The run's time includes completing the output (footer, headers).
 	sum.Elapsed = time.Since(p.start)
 	sum.Output = o.Out
 	if o.Progress != nil {

@@ -89,5 +89,6 @@
 // replaced (ErrNotReplaceable otherwise). A writer holds a flock on
 // ".<base>.lock" until Close or Abort (ErrLocked for a second writer). Details in guard.go and
 // publish.go. A resumable run writes its rows in chunks through Parts
-// (parts.go) and joins them with Merge (merge.go).
+// (parts.go), straight into the file that becomes the output
+// (parts_data.go); Merge (merge.go) joins complete outputs (shards).
 package output
