@@ -277,7 +277,9 @@ func (p *Parts) finishParquet(meta map[string]string) error {
 			rg.Columns = slices.Clone(rg.Columns)
 			for k := range rg.Columns {
 				cc := &rg.Columns[k]
-				cc.FileOffset += s.Offset
+				if cc.FileOffset != 0 { // deprecated; parquet-go's Writer leaves it 0
+					cc.FileOffset += s.Offset
+				}
 				m := &cc.MetaData
 				m.DataPageOffset += s.Offset
 				if m.IndexPageOffset != 0 {
