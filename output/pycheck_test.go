@@ -11,7 +11,8 @@ import (
 // updatePyCheck rewrites output/testdata/pycheck, the small outputs that
 // testdata/pycheck/check.py reads with pyarrow, pandas and numpy on a host
 // that has them (this one has not): the Python side of the formats and
-// dtypes docs/OUTPUT.md documents.
+// dtypes docs/OUTPUT.md documents. The emb_* outputs are written as a
+// resumable run writes them (several chunks, completed in place).
 var updatePyCheck = flag.Bool("update-pycheck", false, "rewrite testdata/pycheck")
 
 // pyCheckRows are the rows of every pycheck output: a Vector and a Matrix
@@ -72,7 +73,17 @@ func TestPyCheckFixtures(t *testing.T) {
 		for _, f := range formats {
 			path := filepath.Join(dir, "emb_"+string(d)+"."+string(f))
 			if *updatePyCheck {
-				writeAll(t, path, f, s, rows)
+				// Through a resumable run with a commit after every row:
+				// three chunks, completed in place (parts_data.go), the
+				// layout esm2go embed writes.
+				p, err := OpenParts(path, f, s, PartsOptions{Identity: map[string]string{"pycheck": string(d)}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				writeParts(t, p, rows, 0, len(rows), 1)
+				if err := p.Finish(int64(len(rows)), s.Metadata); err != nil {
+					t.Fatal(err)
+				}
 			}
 			gs, got := readOutput(t, path)
 			if gs.DType != d {
