@@ -148,19 +148,17 @@ func cmdScore(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	var (
 		tab  *score.Table
-		vars []score.Variant
+		vars []score.Variant // of a table; a scan makes its variants as it goes (scanJobs)
+		jobs []scoreJob
 	)
 	if f.scan {
-		for w, seq := range seqs {
-			for _, m := range score.ScanMutants(seq) {
-				vars = append(vars, score.Variant{WildType: w, Mutant: m})
-			}
-		}
+		jobs = scanJobs(seqs, scanChunkVariants)
 	} else {
 		tab, vars, err = readMutations(f.mutations, f.mutationCol, f.idCol, ids, seqs, f.offset)
 		if err != nil {
 			return err
 		}
+		jobs = []scoreJob{{w0: 0, w1: len(seqs), vars: vars}}
 	}
 	header, err := scoreHeader(tab, strat)
 	if err != nil {
@@ -170,11 +168,20 @@ func cmdScore(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		// An upper bound: a mutant listed twice is scored once.
 		var copies int64
 		used := make([]bool, len(seqs))
-		for _, v := range vars {
-			copies += int64(len(seqs[v.WildType]))
-			if !used[v.WildType] {
-				used[v.WildType] = true
-				copies += int64(len(seqs[v.WildType]))
+		count := func(w int, mutants int64) {
+			copies += mutants * int64(len(seqs[w]))
+			if !used[w] {
+				used[w] = true
+				copies += int64(len(seqs[w]))
+			}
+		}
+		if f.scan {
+			for w, seq := range seqs {
+				count(w, int64(len(seq)*len(score.StandardResidues)))
+			}
+		} else {
+			for _, v := range vars {
+				count(v.WildType, 1)
 			}
 		}
 		note("pll: up to %d masked copies (every residue of every mutant and wild-type sequence)", copies)
@@ -198,56 +205,134 @@ func cmdScore(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 	start := time.Now()
 	last := start
-	res, err := runScore(ctx, d.Open, d.Close, score.Options{
+	w, err := newScoreWriter(f.out, header, tab, ids, strat, f.offset)
+	if err != nil {
+		return err
+	}
+	defer w.abort()
+	var done int // wild types scored
+	err = runScore(ctx, d.Open, d.Close, score.Options{
 		ToksPerBatch: f.toks,
-		Progress: func(pass score.Strategy, done, total int64) {
+		Progress: func(pass score.Strategy, copies, total int64) {
 			switch {
-			case done == total:
+			case len(jobs) > 1: // a scan in parts: progress by wild type, below
+				return
+			case copies == total:
 				note("%s: %d copies scored, %s since the model loaded", pass, total, time.Since(start).Round(time.Millisecond))
 			case time.Since(last) >= 10*time.Second:
-				note("%s: %d of %d copies scored", pass, done, total)
+				note("%s: %d of %d copies scored", pass, copies, total)
 			default:
 				return
 			}
 			last = time.Now()
 		},
-	}, seqs, vars, strat, func(sc *score.Scorer) {
+	}, seqs, jobs, strat, func(sc *score.Scorer) {
 		start = time.Now()
 		note("model %s on %s, %s, %d tokens per batch", f.model, d.Name, prec, sc.ToksPerBatch())
+	}, func(j scoreJob, vars []score.Variant, res []score.Result) error {
+		w0 := 0
+		if j.scan {
+			w0 = j.w0
+		}
+		if err := w.write(w0, vars, res); err != nil {
+			return err
+		}
+		done = j.w1
+		if len(jobs) > 1 && (done == len(seqs) || time.Since(last) >= 10*time.Second) {
+			note("scan: %d of %d wild types, %d rows, %s since the model loaded", done, len(seqs), w.n, time.Since(start).Round(time.Millisecond))
+			last = time.Now()
+		}
+		return nil
 	})
 	if errors.Is(err, esm.ErrOutOfMemory) {
 		return fmt.Errorf("%w (a smaller --toks-per-batch needs less device memory)", err)
 	}
-	if nf := (*score.NonFiniteError)(nil); errors.As(err, &nf) && nf.WildType < len(ids) {
+	if nf := (*score.NonFiniteError)(nil); errors.As(err, &nf) {
 		return fmt.Errorf("wild type %s, residue %d (%s): %w; nothing was written", data.Quote(ids[nf.WildType]), nf.Residue, nf.What, score.ErrNonFinite)
 	}
 	if err != nil {
 		return err
 	}
-	if err := writeScores(f.out, header, tab, ids, vars, res, strat, f.offset); err != nil {
+	if err := w.finish(); err != nil {
 		return err
 	}
 	if f.out != "-" {
-		note("wrote %d rows to %s", len(res), f.out)
+		note("wrote %d rows to %s", w.n, f.out)
 	}
 	return nil
 }
 
-// runScore opens the model (open, close: an embed.Device's) and scores on
-// the goroutine onDevice locks to its OS thread.
+// scanChunkVariants bounds the variants of a scan scored (and held in
+// memory) at once: about 100 MB of variants and results. A scan of a
+// proteome (10^8 rows and more) is scored wild type after wild type
+// instead of all at once.
+const scanChunkVariants = 1 << 20
+
+// scoreJob is one call of Scorer.Score: wild types [w0, w1) and, for a
+// table, its variants (WildType counted from 0, not w0: a table is one
+// job); a scan's variants are made when the job runs.
+type scoreJob struct {
+	w0, w1 int
+	scan   bool
+	vars   []score.Variant
+}
+
+// scanJobs cuts a scan of seqs into jobs of consecutive wild types with
+// at most max variants each (at least one wild type a job).
+func scanJobs(seqs []string, max int) []scoreJob {
+	var jobs []scoreJob
+	for w0 := 0; w0 < len(seqs); {
+		w1, n := w0, 0
+		for w1 < len(seqs) && (w1 == w0 || n+len(seqs[w1])*len(score.StandardResidues) <= max) {
+			n += len(seqs[w1]) * len(score.StandardResidues)
+			w1++
+		}
+		jobs = append(jobs, scoreJob{w0: w0, w1: w1, scan: true})
+		w0 = w1
+	}
+	return jobs
+}
+
+// runScore opens the model (open, close: an embed.Device's) and, on the
+// goroutine onDevice locks to its OS thread, scores each job in order,
+// handing its variants and results to emit. A NonFiniteError's WildType is
+// made an index into seqs.
 func runScore(ctx context.Context, open func() (*esm.Model, error), closeDev func() error, opts score.Options,
-	seqs []string, vars []score.Variant, strat score.Strategy, ready func(*score.Scorer)) ([]score.Result, error) {
-	return onDevice(open, closeDev, func(m *esm.Model) (res []score.Result, err error) {
+	seqs []string, jobs []scoreJob, strat score.Strategy, ready func(*score.Scorer),
+	emit func(scoreJob, []score.Variant, []score.Result) error) error {
+	_, err := onDevice(open, closeDev, func(m *esm.Model) (_ struct{}, err error) {
 		sc, err := score.New(m, opts)
 		if err != nil {
-			return nil, err
+			return struct{}{}, err
 		}
 		defer func() { err = errors.Join(err, sc.Close()) }()
 		if ready != nil {
 			ready(sc)
 		}
-		return sc.Score(ctx, seqs, vars, strat)
+		for _, j := range jobs {
+			vars, wts := j.vars, seqs
+			if j.scan { // its wild types' every substitution
+				wts = seqs[j.w0:j.w1]
+				for w := j.w0; w < j.w1; w++ {
+					for _, mt := range score.ScanMutants(seqs[w]) {
+						vars = append(vars, score.Variant{WildType: w - j.w0, Mutant: mt})
+					}
+				}
+			}
+			res, err := sc.Score(ctx, wts, vars, strat)
+			if nf := (*score.NonFiniteError)(nil); errors.As(err, &nf) && j.scan {
+				nf.WildType += j.w0
+			}
+			if err != nil {
+				return struct{}{}, err
+			}
+			if err := emit(j, vars, res); err != nil {
+				return struct{}{}, err
+			}
+		}
+		return struct{}{}, nil
 	})
+	return err
 }
 
 // readWildTypes reads every record of the FASTA inputs: its id and its
@@ -333,47 +418,62 @@ func scoreHeader(tab *score.Table, strat score.Strategy) ([]string, error) {
 	return h, nil
 }
 
-// writeScores writes the rows (TSV, or CSV for a .csv name) to out, through
-// a temporary file renamed at the end, or to stdout for "-".
-func writeScores(out string, header []string, tab *score.Table, ids []string, vars []score.Variant, res []score.Result, strat score.Strategy, offset int) (err error) {
-	var w io.Writer = os.Stdout
-	var tmp *os.File
+// scoreWriter writes the rows (TSV, or CSV for a .csv name) to out as
+// they are scored, through a temporary file renamed by finish, or to
+// stdout for "-".
+type scoreWriter struct {
+	out    string
+	tmp    *os.File
+	cw     *csv.Writer
+	tab    *score.Table
+	ids    []string
+	cols   []string
+	offset int
+	row    []string
+	n      int // rows written
+}
+
+func newScoreWriter(out string, header []string, tab *score.Table, ids []string, strat score.Strategy, offset int) (*scoreWriter, error) {
+	w := &scoreWriter{out: out, tab: tab, ids: ids, cols: scoreColumns(strat), offset: offset}
+	var dst io.Writer = os.Stdout
 	if out != "-" {
-		tmp, err = os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".tmp-*")
+		tmp, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".tmp-*")
 		if err != nil {
-			return fmt.Errorf("--out: %w", err)
+			return nil, fmt.Errorf("--out: %w", err)
 		}
-		defer func() {
-			if err != nil {
-				tmp.Close()
-				os.Remove(tmp.Name())
-			}
-		}()
-		w = tmp
+		w.tmp, dst = tmp, tmp
 	}
-	cw := csv.NewWriter(w)
+	w.cw = csv.NewWriter(dst)
 	if out == "-" || !strings.EqualFold(filepath.Ext(out), ".csv") {
-		cw.Comma = '\t'
+		w.cw.Comma = '\t'
 	}
-	if err := cw.Write(header); err != nil {
-		return fmt.Errorf("%s: %w", out, err)
+	if err := w.cw.Write(header); err != nil {
+		w.abort()
+		return nil, fmt.Errorf("%s: %w", out, err)
 	}
-	cols := scoreColumns(strat)
-	row := make([]string, 0, len(header))
+	return w, nil
+}
+
+// write appends the rows of vars (WildType counted from w0) and their
+// results; a table's rows are its rows in order.
+func (w *scoreWriter) write(w0 int, vars []score.Variant, res []score.Result) error {
+	if len(res) != len(vars) {
+		return fmt.Errorf("score: %d results for %d variants", len(res), len(vars))
+	}
 	for i, v := range vars {
-		row = append(row[:0], ids[v.WildType])
-		if tab != nil {
-			cells := tab.Rows[i]
-			row = append(row, cells[tab.Mutant])
+		w.row = append(w.row[:0], w.ids[w0+v.WildType])
+		if w.tab != nil {
+			cells := w.tab.Rows[w.n]
+			w.row = append(w.row, cells[w.tab.Mutant])
 			for j, c := range cells {
-				if j != tab.Mutant && j != tab.ID {
-					row = append(row, c)
+				if j != w.tab.Mutant && j != w.tab.ID {
+					w.row = append(w.row, c)
 				}
 			}
 		} else {
-			row = append(row, v.Mutant.Format(offset))
+			w.row = append(w.row, v.Mutant.Format(w.offset))
 		}
-		for _, c := range cols {
+		for _, c := range w.cols {
 			var x float64
 			switch c {
 			case "masked_marginals":
@@ -385,29 +485,50 @@ func writeScores(out string, header []string, tab *score.Table, ids []string, va
 			case "pll_mutant":
 				x = res[i].PLLMutant
 			}
-			row = append(row, formatScore(x))
+			w.row = append(w.row, formatScore(x))
 		}
-		if err := cw.Write(row); err != nil {
-			return fmt.Errorf("%s: %w", out, err)
+		if err := w.cw.Write(w.row); err != nil {
+			return fmt.Errorf("%s: %w", w.out, err)
 		}
-	}
-	cw.Flush()
-	if err := cw.Error(); err != nil {
-		return fmt.Errorf("%s: %w", out, err)
-	}
-	if tmp == nil {
-		return nil
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("%s: %w", out, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("%s: %w", out, err)
-	}
-	if err := os.Rename(tmp.Name(), out); err != nil {
-		return fmt.Errorf("--out: %w", err)
+		w.n++
 	}
 	return nil
+}
+
+// finish flushes and, for a file, fsyncs it and renames it to out.
+func (w *scoreWriter) finish() error {
+	w.cw.Flush()
+	if err := w.cw.Error(); err != nil {
+		return fmt.Errorf("%s: %w", w.out, err)
+	}
+	if w.tmp == nil {
+		return nil
+	}
+	tmp := w.tmp
+	w.tmp = nil
+	err := tmp.Sync()
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		if err = os.Rename(tmp.Name(), w.out); err != nil {
+			err = fmt.Errorf("--out: %w", err)
+		}
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("%s: %w", w.out, err)
+	}
+	return nil
+}
+
+// abort removes the temporary file (no-op after finish).
+func (w *scoreWriter) abort() {
+	if w.tmp != nil {
+		w.tmp.Close()
+		os.Remove(w.tmp.Name())
+		w.tmp = nil
+	}
 }
 
 // formatScore writes a score with 8 significant digits (the scores come

@@ -3,12 +3,14 @@ package main
 import (
 	"context"
 	"encoding/csv"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/esm2go/esm2go/esm"
 	"github.com/esm2go/esm2go/esm/cpu"
 	"github.com/esm2go/esm2go/internal/testutil"
 	"github.com/esm2go/esm2go/score"
@@ -171,5 +173,65 @@ func TestScoreCLIErrors(t *testing.T) {
 	}
 	if _, err := os.Stat(out); err == nil {
 		t.Error("a failed run left an output")
+	}
+}
+
+// TestScanJobs: a scan is cut into consecutive wild types of at most max
+// variants (20 a residue), a wild type longer than that alone; every wild
+// type once, in order.
+func TestScanJobs(t *testing.T) {
+	seqs := []string{"MKTA", "MK", "MKTAYIAKQR", "M", "MKT"} // 80, 40, 200, 20, 60 variants
+	got := scanJobs(seqs, 100)
+	want := [][2]int{{0, 1}, {1, 2}, {2, 3}, {3, 5}}
+	if len(got) != len(want) {
+		t.Fatalf("%+v, want %v", got, want)
+	}
+	for i, j := range got {
+		if [2]int{j.w0, j.w1} != want[i] || !j.scan || j.vars != nil {
+			t.Errorf("job %d: %+v, want %v", i, j, want[i])
+		}
+	}
+	if got := scanJobs(seqs, 1<<20); len(got) != 1 || got[0].w0 != 0 || got[0].w1 != len(seqs) {
+		t.Errorf("one job expected: %+v", got)
+	}
+}
+
+// TestScanInParts: a scan scored in several parts (each a Score call on
+// its wild types) gives the rows and scores of one call: the same
+// variants, the wild-type index counted over every wild type, scores within
+// the batching tolerance of score's tests (2e-4 nats: packing changes
+// which rows share a matmul, by a few fp32 ulps).
+func TestScanInParts(t *testing.T) {
+	t.Parallel()
+	seqs := []string{"MKTAYIAKQR", "MPADAREYLESK", "GGSW", "MGPPRWWKGITGLAAVV"}
+	open := func() (*esm.Model, error) { return esm.LoadModel(tinyModel, cpu.New(cpu.Options{Threads: 2})) }
+	type row struct {
+		w   int
+		mt  string
+		val float64
+	}
+	run := func(jobs []scoreJob) []row {
+		var out []row
+		err := runScore(context.Background(), open, nil, score.Options{}, seqs, jobs, score.MaskedMarginals|score.WTMarginals, nil,
+			func(j scoreJob, vars []score.Variant, res []score.Result) error {
+				for i, v := range vars {
+					out = append(out, row{j.w0 + v.WildType, v.Mutant.Format(1), res[i].MaskedMarginals + 1000*res[i].WTMarginals})
+				}
+				return nil
+			})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	whole, parts := run(scanJobs(seqs, 1<<20)), run(scanJobs(seqs, 250))
+	if len(whole) != 20*(10+12+4+17) || len(parts) != len(whole) {
+		t.Fatalf("%d and %d rows", len(whole), len(parts))
+	}
+	for i := range whole {
+		a, b := whole[i], parts[i]
+		if a.w != b.w || a.mt != b.mt || math.Abs(a.val-b.val) > 2e-4*1001 {
+			t.Fatalf("row %d: %+v in one part, %+v in several", i, a, b)
+		}
 	}
 }
