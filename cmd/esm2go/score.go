@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/csv"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/esm2go/esm2go/data"
 	"github.com/esm2go/esm2go/esm"
+	"github.com/esm2go/esm2go/output"
 	"github.com/esm2go/esm2go/score"
 	"github.com/spf13/pflag"
 )
@@ -45,7 +48,7 @@ func newScoreFlagSet(f *scoreFlags) *pflag.FlagSet {
 	fs.StringVar(&f.mutations, "mutations", "", "table of mutants: CSV or TSV (by the name, else by the header) with a header and a mutant column (A23G, A23G:K45R); its other columns are copied to the output")
 	fs.BoolVar(&f.scan, "scan", false, "instead of --mutations: every single substitution of every wild type (each position x the 20 standard residues)")
 	fs.StringSliceVar(&f.strategy, "strategy", []string{"masked-marginals"}, "masked-marginals, wt-marginals, pll (pseudo-log-likelihood; pseudo-ppl is accepted); a comma list writes a score column for each")
-	fs.StringVarP(&f.out, "out", "o", "", "output table: a name ending in .csv is CSV, anything else TSV; - writes TSV to stdout (required)")
+	fs.StringVarP(&f.out, "out", "o", "", "output table: a name ending in .csv is CSV, .parquet parquet (scores as doubles), anything else TSV; - writes TSV to stdout (required)")
 	fs.IntVar(&f.offset, "offset", 1, "the number the first residue of each wild type carries in the mutants' numbering (also --offset-idx, as in predict.py, whose default is 0)")
 	fs.StringVar(&f.mutationCol, "mutation-col", "mutant", "the --mutations column holding the mutants")
 	fs.StringVar(&f.idCol, "id-col", "id", "the --mutations column naming each row's wild type (a FASTA id); not needed with one wild type")
@@ -205,7 +208,7 @@ func cmdScore(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 	start := time.Now()
 	last := start
-	w, err := newScoreWriter(f.out, header, tab, ids, strat, f.offset)
+	w, err := newScoreWriter(f.out, header, tab, ids, strat, f.offset, map[string]string{"esm2go.score": scoreMeta(f.model, strat, f.offset)})
 	if err != nil {
 		return err
 	}
@@ -418,22 +421,32 @@ func scoreHeader(tab *score.Table, strat score.Strategy) ([]string, error) {
 	return h, nil
 }
 
-// scoreWriter writes the rows (TSV, or CSV for a .csv name) to out as
-// they are scored, through a temporary file renamed by finish, or to
-// stdout for "-".
+// scoreWriter writes the rows (TSV, CSV for a .csv name, parquet for a
+// .parquet name) to out as they are scored, through a temporary file
+// renamed by finish, or to stdout (TSV) for "-".
 type scoreWriter struct {
 	out    string
 	tmp    *os.File
-	cw     *csv.Writer
+	cw     *csv.Writer         // TSV or CSV
+	tw     *output.TableWriter // parquet
+	bw     *bufio.Writer       // under tw
 	tab    *score.Table
 	ids    []string
 	cols   []string
 	offset int
+	strs   []string
+	nums   []float64
 	row    []string
 	n      int // rows written
 }
 
-func newScoreWriter(out string, header []string, tab *score.Table, ids []string, strat score.Strategy, offset int) (*scoreWriter, error) {
+// scoreMeta is the parquet output's esm2go.score metadata.
+func scoreMeta(model string, strat score.Strategy, offset int) string {
+	b, _ := json.Marshal(map[string]any{"model": model, "strategy": strat.String(), "offset": offset, "esm2go_version": Version()})
+	return string(b)
+}
+
+func newScoreWriter(out string, header []string, tab *score.Table, ids []string, strat score.Strategy, offset int, meta map[string]string) (*scoreWriter, error) {
 	w := &scoreWriter{out: out, tab: tab, ids: ids, cols: scoreColumns(strat), offset: offset}
 	var dst io.Writer = os.Stdout
 	if out != "-" {
@@ -441,7 +454,29 @@ func newScoreWriter(out string, header []string, tab *score.Table, ids []string,
 		if err != nil {
 			return nil, fmt.Errorf("--out: %w", err)
 		}
+		if err := tmp.Chmod(0o644); err != nil { // CreateTemp makes 0600
+			tmp.Close()
+			os.Remove(tmp.Name())
+			return nil, fmt.Errorf("--out: %w", err)
+		}
 		w.tmp, dst = tmp, tmp
+	}
+	if out != "-" && strings.EqualFold(filepath.Ext(out), ".parquet") {
+		cols := make([]output.TableColumn, len(header))
+		for i, h := range header {
+			cols[i] = output.TableColumn{Name: h, Kind: output.TableString}
+			if i >= len(header)-len(w.cols) {
+				cols[i].Kind = output.TableFloat64
+			}
+		}
+		w.bw = bufio.NewWriterSize(dst, 1<<20)
+		tw, err := output.NewTableWriter(w.bw, cols, meta)
+		if err != nil {
+			w.abort()
+			return nil, fmt.Errorf("%s: %w", out, err)
+		}
+		w.tw = tw
+		return w, nil
 	}
 	w.cw = csv.NewWriter(dst)
 	if out == "-" || !strings.EqualFold(filepath.Ext(out), ".csv") {
@@ -461,18 +496,19 @@ func (w *scoreWriter) write(w0 int, vars []score.Variant, res []score.Result) er
 		return fmt.Errorf("score: %d results for %d variants", len(res), len(vars))
 	}
 	for i, v := range vars {
-		w.row = append(w.row[:0], w.ids[w0+v.WildType])
+		w.strs = append(w.strs[:0], w.ids[w0+v.WildType])
 		if w.tab != nil {
 			cells := w.tab.Rows[w.n]
-			w.row = append(w.row, cells[w.tab.Mutant])
+			w.strs = append(w.strs, cells[w.tab.Mutant])
 			for j, c := range cells {
 				if j != w.tab.Mutant && j != w.tab.ID {
-					w.row = append(w.row, c)
+					w.strs = append(w.strs, c)
 				}
 			}
 		} else {
-			w.row = append(w.row, v.Mutant.Format(w.offset))
+			w.strs = append(w.strs, v.Mutant.Format(w.offset))
 		}
+		w.nums = w.nums[:0]
 		for _, c := range w.cols {
 			var x float64
 			switch c {
@@ -485,9 +521,19 @@ func (w *scoreWriter) write(w0 int, vars []score.Variant, res []score.Result) er
 			case "pll_mutant":
 				x = res[i].PLLMutant
 			}
-			w.row = append(w.row, formatScore(x))
+			w.nums = append(w.nums, x)
 		}
-		if err := w.cw.Write(w.row); err != nil {
+		var err error
+		if w.tw != nil {
+			err = w.tw.WriteRow(w.strs, w.nums)
+		} else {
+			w.row = append(w.row[:0], w.strs...)
+			for _, x := range w.nums {
+				w.row = append(w.row, formatScore(x))
+			}
+			err = w.cw.Write(w.row)
+		}
+		if err != nil {
 			return fmt.Errorf("%s: %w", w.out, err)
 		}
 		w.n++
@@ -497,9 +543,19 @@ func (w *scoreWriter) write(w0 int, vars []score.Variant, res []score.Result) er
 
 // finish flushes and, for a file, fsyncs it and renames it to out.
 func (w *scoreWriter) finish() error {
-	w.cw.Flush()
-	if err := w.cw.Error(); err != nil {
-		return fmt.Errorf("%s: %w", w.out, err)
+	if w.tw != nil {
+		err := w.tw.Close()
+		if err == nil {
+			err = w.bw.Flush()
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", w.out, err)
+		}
+	} else {
+		w.cw.Flush()
+		if err := w.cw.Error(); err != nil {
+			return fmt.Errorf("%s: %w", w.out, err)
+		}
 	}
 	if w.tmp == nil {
 		return nil

@@ -14,6 +14,7 @@ import (
 	"github.com/esm2go/esm2go/esm/cpu"
 	"github.com/esm2go/esm2go/internal/testutil"
 	"github.com/esm2go/esm2go/score"
+	"github.com/parquet-go/parquet-go"
 )
 
 // Two short wild types (the first residues of two records of
@@ -232,6 +233,64 @@ func TestScanInParts(t *testing.T) {
 		a, b := whole[i], parts[i]
 		if a.w != b.w || a.mt != b.mt || math.Abs(a.val-b.val) > 2e-4*1001 {
 			t.Fatalf("row %d: %+v in one part, %+v in several", i, a, b)
+		}
+	}
+}
+
+// TestScoreCLIParquet: --out NAME.parquet writes the same rows as TSV, the
+// scores as doubles (TSV prints 8 significant digits: compared at that
+// precision), the table's other columns as strings, and the run's
+// settings in the esm2go.score metadata.
+func TestScoreCLIParquet(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	fa := writeFile(t, dir, "wt.fasta", scoreFasta)
+	tab := writeFile(t, dir, "muts.tsv", "id\tmutant\tdms\nP1\tA3G\t0.5\nP2\tG2A:P3W\t-1\n")
+	args := func(out string) []string {
+		return []string{"score", "--model", tinyModel, "--device", "cpu", "-q", "--mutations", tab, "--strategy", "masked-marginals,pll", "--out", out, fa}
+	}
+	tsv, pq := filepath.Join(dir, "s.tsv"), filepath.Join(dir, "s.parquet")
+	for _, out := range []string{tsv, pq} {
+		if code, _, errs := runCLI(t, args(out)...); code != 0 {
+			t.Fatalf("%s: status %d: %s", out, code, errs)
+		}
+	}
+	want := readTSV(t, tsv, '\t')
+	f, err := os.Open(pq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	info, _ := f.Stat()
+	if info.Mode().Perm() != 0o644 {
+		t.Errorf("mode %v, want 0644", info.Mode().Perm())
+	}
+	pf, err := parquet.OpenFile(f, info.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if meta, _ := pf.Lookup("esm2go.score"); !strings.Contains(meta, `"strategy":"masked-marginals,pll"`) {
+		t.Errorf("esm2go.score metadata %q", meta)
+	}
+	for i, fld := range pf.Schema().Fields() {
+		if fld.Name() != want[0][i] {
+			t.Fatalf("column %d %s, want %s", i, fld.Name(), want[0][i])
+		}
+	}
+	rows := make([]parquet.Row, 10)
+	n, _ := parquet.NewReader(pf).ReadRows(rows)
+	if n != len(want)-1 {
+		t.Fatalf("%d rows, want %d", n, len(want)-1)
+	}
+	for i, row := range rows[:n] {
+		for j, v := range row {
+			got := v.String()
+			if v.Kind() == parquet.Double {
+				got = formatScore(v.Double())
+			}
+			if got != want[i+1][j] {
+				t.Errorf("row %d column %s: %s, TSV has %s", i, want[0][j], got, want[i+1][j])
+			}
 		}
 	}
 }
