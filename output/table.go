@@ -6,6 +6,7 @@ import (
 	"io"
 	"sort"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/parquet-go/parquet-go"
 )
@@ -55,8 +56,8 @@ func NewTableWriter(w io.Writer, cols []TableColumn, meta map[string]string) (*T
 	g := &orderedGroup{Group: parquet.Group{}}
 	t := &TableWriter{}
 	for i, c := range cols {
-		if _, dup := g.Group[c.Name]; dup || c.Name == "" {
-			return nil, fmt.Errorf("output: table column %d: name %q empty or repeated", i, c.Name)
+		if _, dup := g.Group[c.Name]; dup || c.Name == "" || !utf8.ValidString(c.Name) {
+			return nil, fmt.Errorf("output: table column %d: name %q is empty, repeated or not UTF-8", i, c.Name)
 		}
 		var n parquet.Node
 		switch c.Kind {

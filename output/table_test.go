@@ -79,3 +79,21 @@ func TestTableWriter(t *testing.T) {
 		t.Fatalf("%d rows read, want %d", i, n)
 	}
 }
+
+// TestTableWriterRefusesBadNames: empty, repeated and invalid UTF-8
+// column names are errors, before anything is written.
+func TestTableWriterRefusesBadNames(t *testing.T) {
+	t.Parallel()
+	for _, cols := range [][]TableColumn{
+		{{"id", TableString}, {"", TableString}},
+		{{"id", TableString}, {"id", TableFloat64}},
+		{{"id\xff", TableString}},
+		{{"x", TableKind(9)}},
+		nil,
+	} {
+		var buf bytes.Buffer
+		if _, err := NewTableWriter(&buf, cols, nil); err == nil || buf.Len() != 0 {
+			t.Errorf("%v: %v, %d bytes written", cols, err, buf.Len())
+		}
+	}
+}
