@@ -167,6 +167,13 @@ func cmdScore(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	// The output opens before the model loads: a name parquet cannot hold
+	// fails now, not after the scoring.
+	w, err := newScoreWriter(f.out, header, tab, ids, strat, f.offset, map[string]string{"esm2go.score": scoreMeta(f.model, strat, f.offset)})
+	if err != nil {
+		return err
+	}
+	defer w.abort()
 	if strat.Has(score.PLL) {
 		// An upper bound: a mutant listed twice is scored once.
 		var copies int64
@@ -208,11 +215,6 @@ func cmdScore(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 	start := time.Now()
 	last := start
-	w, err := newScoreWriter(f.out, header, tab, ids, strat, f.offset, map[string]string{"esm2go.score": scoreMeta(f.model, strat, f.offset)})
-	if err != nil {
-		return err
-	}
-	defer w.abort()
 	var done int // wild types scored
 	err = runScore(ctx, d.Open, d.Close, score.Options{
 		ToksPerBatch: f.toks,
