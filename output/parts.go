@@ -42,7 +42,9 @@ import (
 // list is a leftover, removed (chunk directories) or cut off (the shared
 // files) when the run resumes. Resuming checks every listed chunk's
 // directory and segments against their sizes and CRCs and keeps the
-// longest intact prefix.
+// longest intact prefix; a chunk that cannot be read (an I/O or
+// permission error, which shows no damage) stops the run instead, and
+// nothing is changed.
 //
 // At the end Finish completes the output in the parts directory (the
 // parquet footer; npy headers, offsets, records.tsv, metadata.json),
@@ -247,8 +249,8 @@ func (p *Parts) open() error {
 		if err := p.migrateV1(); err != nil {
 			return fmt.Errorf("output: %s: converting the parts of an earlier esm2go: %w", p.dir, err)
 		}
-	} else {
-		p.verify()
+	} else if err := p.verify(); err != nil {
+		return err
 	}
 	p.removeUnlisted()
 	if err := p.openData(); err != nil {
@@ -441,8 +443,27 @@ func colNames(cols []columnMeta) string {
 	return strings.Join(names, ",")
 }
 
-// verify keeps the longest prefix of listed chunks that are intact on disk.
-func (p *Parts) verify() {
+// damageError is an error showing that a committed chunk is not what its
+// listing says (missing, other bytes, other size): the run resumes before
+// it. Any other error while checking (EIO, EACCES, too many open files)
+// proves nothing and must not cost committed chunks: the run is refused
+// and the parts are left as they are.
+type damageError struct{ error }
+
+func (d damageError) Unwrap() error { return d.error }
+
+func damagef(format string, args ...any) error { return damageError{fmt.Errorf(format, args...)} }
+
+// isDamage reports whether err (from checking a chunk) shows damage.
+func isDamage(err error) bool {
+	var d damageError
+	return errors.As(err, &d) || errors.Is(err, fs.ErrNotExist)
+}
+
+// verify keeps the longest prefix of listed chunks that are intact on
+// disk. An error that shows no damage (see damageError) is returned, and
+// nothing is changed.
+func (p *Parts) verify() error {
 	ends := map[string]int64{}
 	for _, rel := range dataFiles(p.format, p.schema) {
 		ends[rel] = dataBase(p.format)
@@ -451,15 +472,18 @@ func (p *Parts) verify() {
 		var err error
 		switch {
 		case (p.format == NPY) != (c.Name != ""):
-			err = fmt.Errorf("chunk name %s does not fit the %s format", quote(c.Name), p.format)
+			err = damagef("chunk name %s does not fit the %s format", quote(c.Name), p.format)
 		case c.Name != "":
 			size, crc, cerr := checksum(filepath.Join(p.dir, c.Name))
 			if err = cerr; err == nil && (size != c.Bytes || crc != c.CRC32C) {
-				err = fmt.Errorf("%d bytes with CRC-32C %08x, the manifest says %d bytes, %08x", size, crc, c.Bytes, c.CRC32C)
+				err = damagef("%d bytes with CRC-32C %08x, the manifest says %d bytes, %08x", size, crc, c.Bytes, c.CRC32C)
 			}
 		}
 		if err == nil {
 			err = p.checkSegments(c, ends)
+		}
+		if err != nil && !isDamage(err) {
+			return fmt.Errorf("output: %s: chunk %d (records %d to %d) could not be checked: %w; nothing was changed: run again once it can be read, or overwrite to discard the parts", p.dir, i, c.First, c.Next-1, err)
 		}
 		if err != nil {
 			p.opts.Log.Warn("a committed chunk is damaged: resuming before it", "chunk", c.Name, "err", err, "next_record", c.First)
@@ -467,9 +491,10 @@ func (p *Parts) verify() {
 			if werr := p.writeManifest(); werr != nil {
 				p.opts.Log.Warn("could not rewrite the manifest", "err", werr)
 			}
-			return
+			return nil
 		}
 	}
+	return nil
 }
 
 // removeUnlisted removes files of chunks that were never committed (a kill
@@ -510,12 +535,12 @@ func checksum(path string) (int64, uint32, error) {
 		files = files[:0]
 		for _, e := range ents {
 			if !e.Type().IsRegular() {
-				return 0, 0, fmt.Errorf("%s: unexpected entry %s", path, quote(e.Name()))
+				return 0, 0, damagef("%s: unexpected entry %s", path, quote(e.Name()))
 			}
 			files = append(files, filepath.Join(path, e.Name()))
 		}
 	} else if !info.Mode().IsRegular() {
-		return 0, 0, fmt.Errorf("%s is not a file or directory", path)
+		return 0, 0, damagef("%s is not a file or directory", path)
 	}
 	h := crc32.New(crc32.MakeTable(crc32.Castagnoli))
 	var size int64
@@ -763,6 +788,10 @@ func retire(dir string) error {
 // Commit first to keep them) and releases the lock; committed chunks stay
 // for a later run to resume. It is a no-op after Finish or Close.
 func (p *Parts) Close() error {
+	if p.err == nil {
+		// The shared files are closed: nothing more can be written.
+		p.err = fmt.Errorf("output: %s: the output was already completed or closed", p.final)
+	}
 	var err error
 	if p.cur != nil {
 		err = p.cur.Abort()

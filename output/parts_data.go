@@ -145,7 +145,19 @@ func (p *Parts) openData() error {
 		}
 		p.data = append(p.data, &dataFile{rel: rel, f: f, start: end, crc: crc32.New(castagnoli)})
 	}
-	return syncDir(p.dir)
+	// The new files' names are durable before a commit lists them (npy:
+	// the arrays are entries of output.npy.d, not of the parts directory).
+	if p.format == NPY {
+		if err := syncDir(filepath.Join(p.dir, dataNPY)); err != nil {
+			p.closeData()
+			return fmt.Errorf("output: %w", err)
+		}
+	}
+	if err := syncDir(p.dir); err != nil {
+		p.closeData()
+		return fmt.Errorf("output: %w", err)
+	}
+	return nil
 }
 
 // cleanNPYDir makes output.npy.d hold nothing but the column arrays (an
@@ -208,11 +220,11 @@ func (p *Parts) dataWriters() []io.Writer {
 func (p *Parts) checkSegments(c chunkMeta, ends map[string]int64) error {
 	files := dataFiles(p.format, p.schema)
 	if len(c.Data) != len(files) {
-		return fmt.Errorf("%d data segments, want %d", len(c.Data), len(files))
+		return damagef("%d data segments, want %d", len(c.Data), len(files))
 	}
 	for i, s := range c.Data {
 		if s.File != files[i] || s.Offset != ends[s.File] {
-			return fmt.Errorf("segment %d (%s at %d) does not follow the chunk before", i, quote(s.File), s.Offset)
+			return damagef("segment %d (%s at %d) does not follow the chunk before", i, quote(s.File), s.Offset)
 		}
 		f, err := os.Open(filepath.Join(p.dir, s.File))
 		if err != nil {
@@ -225,7 +237,7 @@ func (p *Parts) checkSegments(c chunkMeta, ends map[string]int64) error {
 			return fmt.Errorf("%s: %w", s.File, err)
 		}
 		if n != s.Bytes || h.Sum32() != s.CRC32C {
-			return fmt.Errorf("%s: %d bytes at %d with CRC-32C %08x, the manifest says %d bytes, %08x", s.File, n, s.Offset, h.Sum32(), s.Bytes, s.CRC32C)
+			return damagef("%s: %d bytes at %d with CRC-32C %08x, the manifest says %d bytes, %08x", s.File, n, s.Offset, h.Sum32(), s.Bytes, s.CRC32C)
 		}
 		ends[s.File] = s.Offset + s.Bytes
 	}
@@ -619,8 +631,10 @@ func chunkName(f Format, i int) string {
 // shared files (a parquet chunk whole; an npy chunk's arrays without
 // their headers, its other files into a new chunk directory), then the
 // new manifest replaces the old. Until that rename the old parts are
-// untouched, so a kill during the conversion loses nothing; the old
-// chunks are removed afterwards (removeUnlisted).
+// untouched, so a kill during the conversion loses nothing, nor does an
+// error that shows no damage (a full disk: the conversion fails and a
+// later run tries again); the old chunks are removed afterwards
+// (removeUnlisted).
 func (p *Parts) migrateV1() error {
 	old := p.man.Chunks
 	p.man.Version, p.man.Chunks = partsVersion, nil
@@ -633,10 +647,15 @@ func (p *Parts) migrateV1() error {
 		src := filepath.Join(p.dir, name)
 		size, crc, err := checksum(src)
 		if err == nil && (size != c.Bytes || crc != c.CRC32C) {
-			err = fmt.Errorf("%d bytes with CRC-32C %08x, the manifest says %d bytes, %08x", size, crc, c.Bytes, c.CRC32C)
+			err = damagef("%d bytes with CRC-32C %08x, the manifest says %d bytes, %08x", size, crc, c.Bytes, c.CRC32C)
 		}
 		if err == nil {
 			c, err = p.convertV1(i, c, src)
+		}
+		if err != nil && !isDamage(err) {
+			// Not damage (a full disk, an unreadable file): the old
+			// manifest and chunks stay as they are for a later run.
+			return fmt.Errorf("chunk %d (%s): %w; the parts were left as they were", i, quote(name), err)
 		}
 		if err != nil {
 			p.opts.Log.Warn("a committed chunk is damaged: resuming before it", "chunk", name, "err", err, "next_record", c.First)
