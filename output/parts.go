@@ -116,6 +116,7 @@ type Parts struct {
 	err error
 
 	cur      Writer // chunk being written, or nil
+	curEnd   int64  // one past the index of the last row written to cur
 	curName  string
 	curRows  int64
 	curBytes int64
@@ -630,6 +631,7 @@ func (p *Parts) Write(r *Row) error {
 	if err := p.cur.Write(r); err != nil {
 		return err
 	}
+	p.curEnd = r.Index + 1
 	p.curRows++
 	for _, v := range r.Values {
 		p.curBytes += 4 * int64(len(v))
@@ -658,7 +660,7 @@ func (p *Parts) startChunk() error {
 	if err != nil {
 		return err
 	}
-	p.cur, p.curRows, p.curBytes, p.curStart = w, 0, 0, p.now()
+	p.cur, p.curEnd, p.curRows, p.curBytes, p.curStart = w, 0, 0, 0, p.now()
 	return nil
 }
 
@@ -681,6 +683,11 @@ func (p *Parts) Commit(next, boundary int64) error {
 	first := p.man.next()
 	if next < first {
 		return fmt.Errorf("output: commit up to record %d, before the committed %d", next, first)
+	}
+	if p.cur != nil && next < p.curEnd {
+		// The chunk would hold a row past its end: the manifest would be
+		// refused, or a resumed run would write that row again.
+		return fmt.Errorf("output: commit up to record %d, but record %d was written", next, p.curEnd-1)
 	}
 	if p.cur == nil {
 		if next == first {
