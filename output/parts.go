@@ -352,6 +352,29 @@ func ownName(name string) bool {
 		strings.HasPrefix(name, ".manifest.json")
 }
 
+// ownNPYName reports whether name is something output.npy.d holds: the
+// arrays (data and offsets), records.tsv and metadata.json (Finish).
+func ownNPYName(name string) bool {
+	return strings.HasSuffix(name, ".npy") || name == "records.tsv" || name == "metadata.json"
+}
+
+// foreignNPY lists what output.npy.d in the parts directory dir holds
+// that esm2go did not write.
+func foreignNPY(dir string) ([]string, error) {
+	path := filepath.Join(dir, dataNPY)
+	if info, err := os.Lstat(path); err != nil || !info.IsDir() {
+		return nil, nil // none, or not a directory (an output it replaced, moments before a kill)
+	}
+	ents, err := os.ReadDir(path)
+	var foreign []string
+	for _, e := range ents {
+		if !ownNPYName(e.Name()) || !e.Type().IsRegular() {
+			foreign = append(foreign, filepath.Join(dataNPY, e.Name()))
+		}
+	}
+	return foreign, err
+}
+
 // removeOwnDir removes a parts directory if it holds nothing but parts files.
 func removeOwnDir(dir string) error {
 	ents, err := os.ReadDir(dir)
@@ -364,6 +387,11 @@ func removeOwnDir(dir string) error {
 			foreign = append(foreign, e.Name())
 		}
 	}
+	more, err := foreignNPY(dir)
+	if err != nil {
+		return err
+	}
+	foreign = append(foreign, more...)
 	if len(foreign) > 0 {
 		return fmt.Errorf("it also holds %s, which esm2go did not write: %w", listQuoted(foreign, 5), ErrNotReplaceable)
 	}

@@ -162,10 +162,18 @@ func (p *Parts) openData() error {
 
 // cleanNPYDir makes output.npy.d hold nothing but the column arrays (an
 // interrupted Finish may have left offsets, records.tsv, metadata.json).
+// Anything else there was not written by esm2go: it is left alone and the
+// run refused.
 func (p *Parts) cleanNPYDir() error {
 	dir := filepath.Join(p.dir, dataNPY)
 	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("output: %w", err)
+	}
+	switch foreign, err := foreignNPY(p.dir); {
+	case err != nil:
+		return fmt.Errorf("output: %w", err)
+	case len(foreign) > 0:
+		return fmt.Errorf("output: %s holds %s, which esm2go did not write: move it away to resume: %w", p.dir, listQuoted(foreign, 5), ErrNotReplaceable)
 	}
 	keep := map[string]bool{}
 	for _, rel := range dataFiles(NPY, p.schema) {

@@ -489,3 +489,48 @@ func TestPartsCommitCoversRows(t *testing.T) {
 		})
 	}
 }
+
+// TestPartsForeignInNPYDir: a file esm2go did not write inside the parts'
+// output.npy.d is neither removed when the run resumes nor discarded with
+// the parts (as one beside manifest.json is not): the run is refused,
+// naming it.
+func TestPartsForeignInNPYDir(t *testing.T) {
+	t.Parallel()
+	out := filepath.Join(t.TempDir(), "emb")
+	rows := indexed(4)
+	p, err := OpenParts(out, NPY, testSchema, PartsOptions{Identity: testIdentity})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeParts(t, p, rows, 0, 2, 2)
+	p.Close()
+	notes := filepath.Join(out+PartsSuffix, dataNPY, "notes.txt")
+	if err := os.WriteFile(notes, []byte("mine"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, overwrite := range []bool{false, true} {
+		p, err := OpenParts(out, NPY, testSchema, PartsOptions{Identity: testIdentity, Overwrite: overwrite})
+		if err == nil {
+			p.Close()
+		}
+		if err == nil || !strings.Contains(err.Error(), "notes.txt") {
+			t.Errorf("overwrite=%v: %v, want an error naming notes.txt", overwrite, err)
+		}
+		if b, _ := os.ReadFile(notes); string(b) != "mine" {
+			t.Fatalf("overwrite=%v: the foreign file was removed", overwrite)
+		}
+	}
+	os.Remove(notes)
+	p, err = OpenParts(out, NPY, testSchema, PartsOptions{Identity: testIdentity})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Next() != 2 {
+		t.Fatalf("resume at %d, want 2", p.Next())
+	}
+	writeParts(t, p, rows, 2, 4, 100)
+	if err := p.Finish(4, nil); err != nil {
+		t.Fatal(err)
+	}
+	checkRows(t, out, NPY, rows, 4)
+}
