@@ -10,6 +10,7 @@ import (
 	"hash/crc32"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -330,6 +331,14 @@ func (p *Parts) finishParquet(meta map[string]string) error {
 			all.RowGroups = append(all.RowGroups, rg)
 		}
 	}
+	if len(all.RowGroups) > math.MaxInt16+1 {
+		// Ordinals past int16 would wrap to negative values, which
+		// parquet-go's reader refuses ("does not match its position"): all
+		// 0 reads as unset, and readers number the row groups themselves.
+		for g := range all.RowGroups {
+			all.RowGroups[g].Ordinal = 0
+		}
+	}
 	keys := make([]string, 0, len(meta))
 	for k := range meta {
 		if k != metaKey {
@@ -427,9 +436,32 @@ func chunkFooter(f *os.File, off, size int64) (md *format.FileMetaData, ci [][][
 	if err := thrift.Unmarshal(&proto, buf, md); err != nil {
 		return nil, nil, nil, fmt.Errorf("footer: %w", err)
 	}
+	// The page index lies between the last column chunk and the footer:
+	// read in one piece where it is no larger than a footer may be, not
+	// with two reads per column chunk.
+	lo, hi := size, int64(0)
+	for _, rg := range md.RowGroups {
+		for _, cc := range rg.Columns {
+			for _, ix := range [][2]int64{{cc.ColumnIndexOffset, int64(cc.ColumnIndexLength)}, {cc.OffsetIndexOffset, int64(cc.OffsetIndexLength)}} {
+				if ix[1] > 0 && ix[0] >= 0 && ix[0] <= size-ix[1] {
+					lo, hi = min(lo, ix[0]), max(hi, ix[0]+ix[1])
+				}
+			}
+		}
+	}
+	var region []byte
+	if lo < hi && hi-lo <= maxFooter {
+		region = make([]byte, hi-lo)
+		if _, err := f.ReadAt(region, off+lo); err != nil {
+			return nil, nil, nil, err
+		}
+	}
 	read := func(g, k int, what string, at int64, length int32) ([]byte, error) {
 		if at < 0 || length < 0 || at > size-int64(length) {
 			return nil, fmt.Errorf("row group %d column %d: %s outside the chunk", g, k, what)
+		}
+		if region != nil && at >= lo && at+int64(length) <= hi {
+			return region[at-lo : at-lo+int64(length) : at-lo+int64(length)], nil
 		}
 		b := make([]byte, length)
 		_, err := f.ReadAt(b, off+at)
@@ -442,9 +474,12 @@ func chunkFooter(f *os.File, off, size int64) (md *format.FileMetaData, ci [][][
 		oi[g] = make([]*format.OffsetIndex, len(rg.Columns))
 		for k, cc := range rg.Columns {
 			if cc.ColumnIndexLength > 0 {
-				if ci[g][k], err = read(g, k, "column index", cc.ColumnIndexOffset, cc.ColumnIndexLength); err != nil {
+				b, err := read(g, k, "column index", cc.ColumnIndexOffset, cc.ColumnIndexLength)
+				if err != nil {
 					return nil, nil, nil, err
 				}
+				ci[g][k] = slices.Clone(b) // kept until Finish writes it: not the whole region
+
 			}
 			if cc.OffsetIndexLength <= 0 {
 				continue

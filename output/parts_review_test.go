@@ -1,6 +1,7 @@
 package output
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -533,4 +534,77 @@ func TestPartsForeignInNPYDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkRows(t, out, NPY, rows, 4)
+}
+
+// TestPartsManyRowGroups: an output of more than 32768 row groups (about
+// 2 TiB of per-token embeddings in 64 MiB groups, or a run of many small
+// chunks) has no row group ordinal that fits parquet's int16: the footer
+// leaves them all 0 (unset, as a writer that omits them), which readers
+// number themselves, instead of wrapping to negative ordinals that
+// parquet-go's reader (esm2go's own) refuses. The chunks are copies of one
+// chunk of 1100 row groups, listed as consecutive chunks, so the test
+// stays fast.
+func TestPartsManyRowGroups(t *testing.T) {
+	t.Parallel()
+	s := Schema{Columns: []Column{{Name: "m", Kind: Vector, Dim: 1}}}
+	out := filepath.Join(t.TempDir(), "emb.parquet")
+	p, err := OpenParts(out, Parquet, s, PartsOptions{Identity: testIdentity})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const rows, copies = 1100, 30 // 33000 row groups
+	for i := range rows {
+		r := Row{ID: "x", Index: int64(i), Length: 1, Values: [][]float32{{float32(i)}}}
+		if err := p.Write(&r); err != nil {
+			t.Fatal(err)
+		}
+		p.cur.(*parquetWriter).maxGroupRows = 1
+	}
+	if err := p.Commit(rows, rows); err != nil {
+		t.Fatal(err)
+	}
+	man := p.man
+	p.Close()
+	c0 := man.Chunks[0]
+	data := filepath.Join(out+PartsSuffix, dataParquet)
+	b, err := os.ReadFile(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	whole := slices.Repeat(b, copies)
+	if err := os.WriteFile(data, whole, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i < copies; i++ {
+		c := c0
+		c.First, c.Next, c.Boundary = int64(i*rows), int64((i+1)*rows), int64((i+1)*rows)
+		c.Data = []segment{{File: dataParquet, Offset: int64(i * len(b)), Bytes: c0.Data[0].Bytes, CRC32C: c0.Data[0].CRC32C}}
+		man.Chunks = append(man.Chunks, c)
+	}
+	js, err := json.Marshal(&man)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(out+PartsSuffix, "manifest.json"), js, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, err = OpenParts(out, Parquet, s, PartsOptions{Identity: testIdentity})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Next() != rows*copies {
+		t.Fatalf("resume at %d, want %d", p.Next(), rows*copies)
+	}
+	if err := p.Finish(rows*copies, nil); err != nil {
+		t.Fatal(err)
+	}
+	r, err := Open(out)
+	if err != nil {
+		t.Fatalf("reading an output of %d row groups: %v", rows*copies, err)
+	}
+	defer r.Close()
+	var row Row
+	if err := r.Next(&row); err != nil || row.Index != 0 || row.Values[0][0] != 0 {
+		t.Fatalf("first row %+v: %v", row, err)
+	}
 }
