@@ -479,7 +479,6 @@ func chunkFooter(f *os.File, off, size int64) (md *format.FileMetaData, ci [][][
 					return nil, nil, nil, err
 				}
 				ci[g][k] = slices.Clone(b) // kept until Finish writes it: not the whole region
-
 			}
 			if cc.OffsetIndexLength <= 0 {
 				continue

@@ -608,3 +608,40 @@ func TestPartsManyRowGroups(t *testing.T) {
 		t.Fatalf("first row %+v: %v", row, err)
 	}
 }
+
+// TestPartsManifestRoom: the manifest a long run writes stays readable
+// when it resumes. Every commit adds a chunk entry with a segment per
+// column; a run of 100 columns (mean, per-token and BOS of 33 layers)
+// committing every 2 minutes (the default) for 30 days lists 21,600
+// chunks, which must fit maxManifest, or the run could never be resumed.
+func TestPartsManifestRoom(t *testing.T) {
+	t.Parallel()
+	var s Schema
+	for i := range 100 {
+		s.Columns = append(s.Columns, Column{Name: fmt.Sprintf("per_tok_%d", i), Kind: Matrix, Dim: 1280})
+	}
+	m := manifest{Version: partsVersion, RunID: "0123456789abcdef01234567", Format: NPY, Columns: columnsMeta(s.Columns, false), Identity: testIdentity}
+	size := func() int {
+		b, err := marshalManifest(&m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(b)
+	}
+	empty := size()
+	const n = 10
+	for i := range n {
+		c := chunkMeta{Name: chunkName(NPY, 100000+i), First: 1 << 40, Next: 1<<40 + 100000, Boundary: 1<<40 + 99999, Rows: 100000, Bytes: 1 << 30, CRC32C: 0xffffffff}
+		for _, f := range dataFiles(NPY, s) {
+			c.Data = append(c.Data, segment{File: f, Offset: 1 << 44, Bytes: 1 << 34, CRC32C: 0xffffffff})
+		}
+		m.Chunks = append(m.Chunks, c)
+	}
+	perChunk := (size() - empty) / n
+	const chunks = 30 * 24 * 30
+	need := int64(empty) + chunks*int64(perChunk)
+	t.Logf("%d bytes a chunk: %d chunks make %d bytes", perChunk, chunks, need)
+	if need > maxManifest {
+		t.Errorf("%d chunks of %d bytes make a manifest of %d bytes, more than the %d a resume reads", chunks, perChunk, need, maxManifest)
+	}
+}
