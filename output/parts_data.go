@@ -239,18 +239,42 @@ func (p *Parts) checkSegments(c chunkMeta, ends map[string]int64) error {
 		if err != nil {
 			return err
 		}
-		h := crc32.New(castagnoli)
-		n, err := io.Copy(h, io.NewSectionReader(f, s.Offset, s.Bytes))
+		err = checkSegment(f, s, p.format)
 		f.Close()
 		if err != nil {
-			return fmt.Errorf("%s: %w", s.File, err)
-		}
-		if n != s.Bytes || h.Sum32() != s.CRC32C {
-			return damagef("%s: %d bytes at %d with CRC-32C %08x, the manifest says %d bytes, %08x", s.File, n, s.Offset, h.Sum32(), s.Bytes, s.CRC32C)
+			return err
 		}
 		ends[s.File] = s.Offset + s.Bytes
 	}
 	return nil
+}
+
+// checkSegment checks that f holds segment s. A parquet chunk must also
+// be one Finish can list: its footer and page index are read, and a
+// failure there (bytes that match the manifest but are no parquet file)
+// is damage too, not a Finish failing run after run.
+func checkSegment(f *os.File, s segment, format Format) error {
+	h := crc32.New(castagnoli)
+	n, err := io.Copy(h, io.NewSectionReader(f, s.Offset, s.Bytes))
+	if err != nil {
+		return fmt.Errorf("%s: %w", s.File, err)
+	}
+	if n != s.Bytes || h.Sum32() != s.CRC32C {
+		return damagef("%s: %d bytes at %d with CRC-32C %08x, the manifest says %d bytes, %08x", s.File, n, s.Offset, h.Sum32(), s.Bytes, s.CRC32C)
+	}
+	if format != Parquet {
+		return nil
+	}
+	_, _, _, err = chunkFooter(f, s.Offset, s.Bytes)
+	var pe *fs.PathError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &pe):
+		return fmt.Errorf("%s: %w", s.File, err) // reading, not the bytes read
+	default:
+		return damagef("%s: the chunk at %d is no parquet file esm2go can complete: %w", s.File, s.Offset, err)
+	}
 }
 
 // syncData fsyncs the shared files.

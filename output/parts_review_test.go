@@ -3,6 +3,7 @@ package output
 import (
 	"encoding/json"
 	"fmt"
+	"hash/crc32"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -644,4 +645,55 @@ func TestPartsManifestRoom(t *testing.T) {
 	if need > maxManifest {
 		t.Errorf("%d chunks of %d bytes make a manifest of %d bytes, more than the %d a resume reads", chunks, perChunk, need, maxManifest)
 	}
+}
+
+// TestPartsParquetChunkUnreadable: a listed parquet chunk whose bytes
+// match the manifest but are no parquet file (a writer fault; bytes from
+// elsewhere) would make every Finish fail, run after run: resuming checks
+// each chunk's footer and page index too, and resumes before such a chunk.
+func TestPartsParquetChunkUnreadable(t *testing.T) {
+	t.Parallel()
+	out := filepath.Join(t.TempDir(), "emb")
+	rows := indexed(9)
+	p, err := OpenParts(out, Parquet, testSchema, PartsOptions{Identity: testIdentity})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeParts(t, p, rows, 0, 6, 3)
+	man := p.man
+	p.Close()
+	// Chunk 1's footer length points past its start; the manifest lists
+	// the bytes as they now are.
+	seg := &man.Chunks[1].Data[0]
+	data := filepath.Join(out+PartsSuffix, dataParquet)
+	b, err := os.ReadFile(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	end := seg.Offset + seg.Bytes
+	b[end-8], b[end-7], b[end-6], b[end-5] = 0xf0, 0xff, 0xff, 0x0f
+	if err := os.WriteFile(data, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	seg.CRC32C = crc32.Checksum(b[seg.Offset:end], castagnoli)
+	js, err := marshalManifest(&man)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(out+PartsSuffix, "manifest.json"), js, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, err = OpenParts(out, Parquet, testSchema, PartsOptions{Identity: testIdentity})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Next() != 3 {
+		p.Close()
+		t.Fatalf("resume at %d, want 3 (before the unreadable chunk)", p.Next())
+	}
+	writeParts(t, p, rows, 3, 9, 3)
+	if err := p.Finish(9, nil); err != nil {
+		t.Fatal(err)
+	}
+	checkRows(t, out, Parquet, rows, 9)
 }
