@@ -15,13 +15,13 @@ package cpu
 #include <stdint.h>
 #include <string.h>
 
-// Cephes expf for x <= 88.7 (both callers pass x <= 0, up to rounding),
-// branch-free so the compiler vectorizes the loops that call it. Inputs
+// Cephes expf for x <= 88.7 (the softmax passes x <= 0, up to rounding),
+// branch-free so the compiler vectorizes the loop that calls it. Inputs
 // below -87.3 are raised to it, so the result is never below 2^-126 (not
 // even for -Inf); larger inputs are the caller's to avoid. No input is
 // undefined behaviour: for NaN or +Inf the result is NaN or garbage, and
-// both callers make such a result NaN themselves (softmax through its bad
-// sum, GELU through its factor x).
+// the softmax makes such a result NaN through its bad sum. (GELUV below is
+// the same exp on 8 lanes.)
 static inline __attribute__((always_inline)) float esm2go_expf(float x) {
 	x = x < -87.33654f ? -87.33654f : x;
 	// n = round(x*log2e) by adding 1.5*2^23: the sum's low mantissa bits
@@ -41,9 +41,12 @@ static inline __attribute__((always_inline)) float esm2go_expf(float x) {
 	return y * p;
 }
 
-// Each function is built twice, for AVX2+FMA and for any x86-64, and the
-// loader picks one at run time (GCC target_clones). Reductions keep 8
-// independent accumulators so they vectorize without reassociation flags.
+// esm2go_softmax_rows (only the attention's sgemm path, for head dims not
+// a multiple of 8, uses it) is built by GCC target_clones and the loader
+// picks a build at run time. Note that "avx2,fma" makes two clones, one
+// for AVX2 without FMA and one for FMA, not one for both; the kernels
+// below therefore dispatch themselves. Reductions keep 8 independent
+// accumulators so they vectorize without reassociation flags.
 #define CLONES __attribute__((target_clones("avx2,fma", "default")))
 
 // 8-lane vectors (GCC vector extensions): AVX registers in the avx2 clone,
