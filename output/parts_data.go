@@ -241,10 +241,48 @@ func (p *Parts) checkSegments(c chunkMeta, ends map[string]int64) error {
 		}
 		err = checkSegment(f, s, p.format)
 		f.Close()
+		if err == nil && p.format == NPY {
+			err = p.checkNPYRows(c, p.schema.Columns[i], s)
+		}
 		if err != nil {
 			return err
 		}
 		ends[s.File] = s.Offset + s.Bytes
+	}
+	return nil
+}
+
+// checkNPYRows checks that npy chunk c's segment s of column col holds the
+// rows c lists (a vector: Rows rows; a matrix: as many as its offsets
+// end at), as Finish will require.
+func (p *Parts) checkNPYRows(c chunkMeta, col Column, s segment) error {
+	rowBytes := int64(p.schema.DType.size()) * int64(col.Dim)
+	if col.Kind != Matrix {
+		if c.Rows > math.MaxInt64/rowBytes || s.Bytes != c.Rows*rowBytes {
+			return damagef("%s: %d bytes for %d rows of %d bytes", s.File, s.Bytes, c.Rows, rowBytes)
+		}
+		return nil
+	}
+	path := filepath.Join(p.dir, c.Name, col.Name+".offsets.npy")
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if c.Rows > (math.MaxInt64-npyHeaderLen)/8-1 || info.Size() != npyHeaderLen+8*(c.Rows+1) {
+		return damagef("%s: %d bytes for %d records", path, info.Size(), c.Rows)
+	}
+	var b [8]byte
+	if _, err := f.ReadAt(b[:], info.Size()-8); err != nil {
+		return err
+	}
+	last := int64(binary.LittleEndian.Uint64(b[:]))
+	if last < 0 || last > math.MaxInt64/rowBytes || last*rowBytes != s.Bytes {
+		return damagef("%s: %d bytes, its offsets end at row %d of %d bytes", s.File, s.Bytes, last, rowBytes)
 	}
 	return nil
 }

@@ -697,3 +697,41 @@ func TestPartsParquetChunkUnreadable(t *testing.T) {
 	}
 	checkRows(t, out, Parquet, rows, 9)
 }
+
+// TestPartsNPYChunkInconsistent: an npy chunk whose array segments do not
+// hold the rows its listing says (a fault, a hand-edited manifest) would
+// make every Finish fail: resuming treats it as damage and resumes
+// before it.
+func TestPartsNPYChunkInconsistent(t *testing.T) {
+	t.Parallel()
+	out := filepath.Join(t.TempDir(), "emb")
+	rows := indexed(9)
+	p, err := OpenParts(out, NPY, testSchema, PartsOptions{Identity: testIdentity})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeParts(t, p, rows, 0, 6, 3)
+	man := p.man
+	p.Close()
+	man.Chunks[1].Rows--
+	js, err := marshalManifest(&man)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(out+PartsSuffix, "manifest.json"), js, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, err = OpenParts(out, NPY, testSchema, PartsOptions{Identity: testIdentity})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Next() != 3 {
+		p.Close()
+		t.Fatalf("resume at %d, want 3 (before the inconsistent chunk)", p.Next())
+	}
+	writeParts(t, p, rows, 3, 9, 3)
+	if err := p.Finish(9, nil); err != nil {
+		t.Fatal(err)
+	}
+	checkRows(t, out, NPY, rows, 9)
+}
