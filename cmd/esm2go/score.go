@@ -168,7 +168,13 @@ func cmdScore(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	// The output opens before the model loads: a name parquet cannot hold
-	// fails now, not after the scoring.
+	// fails now, not after the scoring. What a killed run on the same
+	// --out left is removed first.
+	if f.out != "-" {
+		for _, p := range removeStaleTemps(f.out) {
+			note("removed %s, left by a run that was stopped", p)
+		}
+	}
 	w, err := newScoreWriter(f.out, header, tab, ids, strat, f.offset, map[string]string{"esm2go.score": scoreMeta(f.model, strat, f.offset)})
 	if err != nil {
 		return err
@@ -460,6 +466,11 @@ func newScoreWriter(out string, header []string, tab *score.Table, ids []string,
 			tmp.Close()
 			os.Remove(tmp.Name())
 			return nil, fmt.Errorf("--out: %w", err)
+		}
+		if err := lockTemp(tmp); err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+			return nil, fmt.Errorf("--out: locking %s: %w", tmp.Name(), err)
 		}
 		w.tmp, dst = tmp, tmp
 	}
