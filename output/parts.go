@@ -500,6 +500,17 @@ func (p *Parts) verify() error {
 	for _, rel := range dataFiles(p.format, p.schema) {
 		ends[rel] = dataBase(p.format)
 	}
+	var bytes int64
+	for _, c := range p.man.Chunks {
+		bytes += c.Bytes
+		for _, s := range c.Data {
+			bytes += s.Bytes
+		}
+	}
+	if bytes >= 1<<30 {
+		// Every committed byte is read back: say so before a long pause.
+		p.opts.Log.Info("checking the committed chunks of an earlier run before resuming", "parts", p.dir, "chunks", len(p.man.Chunks), "bytes", bytes)
+	}
 	for i, c := range p.man.Chunks {
 		var err error
 		switch {
