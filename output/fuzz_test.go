@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/parquet-go/parquet-go"
 	"github.com/parquet-go/parquet-go/encoding/thrift"
 	"github.com/parquet-go/parquet-go/format"
 )
@@ -278,27 +277,7 @@ func FuzzParquetWrite(f *testing.F) {
 			w.(*parquetWriter).maxGroupRows = groupRows
 		})
 		want := filepath.Join(dir, "rows.parquet")
-		w, err := Create(want, Parquet, s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pw := w.(*parquetWriter).pw
-		var prow parquet.Row
-		var half []byte
-		for i := range rows {
-			prow, half = encodeRow(prow[:0], half, &rows[i], s.Columns, s.DType)
-			if _, err := pw.WriteRows([]parquet.Row{prow}); err != nil {
-				t.Fatal(err)
-			}
-			if (i+1)%groupRows == 0 {
-				if err := pw.Flush(); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
-		if err := w.Close(); err != nil {
-			t.Fatal(err)
-		}
+		writeByRows(t, want, s, rows, groupRows)
 		a, errA := os.ReadFile(got)
 		c, errC := os.ReadFile(want)
 		if errA != nil || errC != nil {

@@ -8,8 +8,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"testing"
-
-	"github.com/parquet-go/parquet-go"
 )
 
 // columnTestRows are n records of columns cols, of random lengths up to
@@ -105,27 +103,7 @@ func testSameBytes(t *testing.T, groupRows int, cols []Column, n, maxLength int)
 		})
 
 		want := filepath.Join(dir, "rows.parquet")
-		w, err := Create(want, Parquet, s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pw := w.(*parquetWriter).pw
-		var row parquet.Row
-		var half []byte
-		for i := range rows {
-			row, half = encodeRow(row[:0], half, &rows[i], s.Columns, d)
-			if _, err := pw.WriteRows([]parquet.Row{row}); err != nil {
-				t.Fatal(err)
-			}
-			if (i+1)%groupRows == 0 {
-				if err := pw.Flush(); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
-		if err := w.Close(); err != nil {
-			t.Fatal(err)
-		}
+		writeByRows(t, want, s, rows, groupRows)
 		a, err := os.ReadFile(got)
 		if err != nil {
 			t.Fatal(err)

@@ -1,6 +1,10 @@
 package output
 
-import "github.com/parquet-go/parquet-go"
+import (
+	"testing"
+
+	"github.com/parquet-go/parquet-go"
+)
 
 // The row-based encoding the Writer used before it wrote columns through
 // parquet-go's typed writer (parquet_columns.go): every value a
@@ -98,4 +102,32 @@ func appendHalves(row parquet.Row, b []byte, first, rep, def, col int) parquet.R
 		row = append(row, v)
 	}
 	return row
+}
+
+// writeByRows writes rows to path through parquet-go's row writer (one
+// parquet.Value per item, encodeRow), a row group every groupRows rows: the
+// reference the column-by-column writer must equal byte for byte.
+func writeByRows(t *testing.T, path string, s Schema, rows []Row, groupRows int) {
+	t.Helper()
+	w, err := Create(path, Parquet, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw := w.(*parquetWriter).pw
+	var row parquet.Row
+	var half []byte
+	for i := range rows {
+		row, half = encodeRow(row[:0], half, &rows[i], s.Columns, s.DType)
+		if _, err := pw.WriteRows([]parquet.Row{row}); err != nil {
+			t.Fatal(err)
+		}
+		if (i+1)%groupRows == 0 {
+			if err := pw.Flush(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
 }
