@@ -326,6 +326,14 @@ func (w *npyWriter) finish() error {
 	if meta == nil {
 		meta = map[string]string{}
 	}
+	if err := writeNPYMetadata(w.tmp, w.n, w.check.cols, w.check.dtype, meta); err != nil {
+		return err
+	}
+	return syncDir(w.tmp)
+}
+
+// writeNPYMetadata writes an npy output's metadata.json into dir (fsynced).
+func writeNPYMetadata(dir string, records int64, cols []Column, dtype DType, meta map[string]string) error {
 	js, err := json.MarshalIndent(struct {
 		LayoutVersion int               `json:"layout_version"`
 		Format        Format            `json:"format"`
@@ -333,14 +341,11 @@ func (w *npyWriter) finish() error {
 		Columns       []columnMeta      `json:"columns"`
 		DType         DType             `json:"dtype,omitempty"`
 		Metadata      map[string]string `json:"metadata"`
-	}{layoutVersionOf(w.check.dtype), NPY, w.n, columnsMeta(w.check.cols, true), dtypeMeta(w.check.dtype), meta}, "", "  ")
+	}{layoutVersionOf(dtype), NPY, records, columnsMeta(cols, true), dtypeMeta(dtype), meta}, "", "  ")
 	if err != nil {
 		return err
 	}
-	if err := writeFileSync(filepath.Join(w.tmp, "metadata.json"), append(js, '\n')); err != nil {
-		return err
-	}
-	return syncDir(w.tmp)
+	return writeFileSync(filepath.Join(dir, "metadata.json"), append(js, '\n'))
 }
 
 func writeFileSync(path string, data []byte) error {

@@ -496,10 +496,7 @@ func isDamage(err error) bool {
 // disk. An error that shows no damage (see damageError) is returned, and
 // nothing is changed.
 func (p *Parts) verify() error {
-	ends := map[string]int64{}
-	for _, rel := range dataFiles(p.format, p.schema) {
-		ends[rel] = dataBase(p.format)
-	}
+	ends := p.dataStarts()
 	var bytes int64
 	for _, c := range p.man.Chunks {
 		bytes += c.Bytes

@@ -3,7 +3,6 @@ package output
 import (
 	"bufio"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash"
@@ -194,12 +193,18 @@ func (p *Parts) cleanNPYDir() error {
 	return nil
 }
 
+// dataStarts is where each shared file's first chunk starts.
+func (p *Parts) dataStarts() map[string]int64 {
+	starts := map[string]int64{}
+	for _, rel := range dataFiles(p.format, p.schema) {
+		starts[rel] = dataBase(p.format)
+	}
+	return starts
+}
+
 // dataEnds is where each shared file's committed chunks end.
 func (p *Parts) dataEnds() map[string]int64 {
-	ends := map[string]int64{}
-	for _, rel := range dataFiles(p.format, p.schema) {
-		ends[rel] = dataBase(p.format)
-	}
+	ends := p.dataStarts()
 	for _, c := range p.man.Chunks {
 		for _, s := range c.Data {
 			ends[s.File] = s.Offset + s.Bytes
@@ -571,10 +576,7 @@ func (p *Parts) finishNPY(meta map[string]string) error {
 	}
 	descr := p.schema.DType.npyDescr()
 	size := int64(p.schema.DType.size())
-	var records int64
-	for _, c := range p.man.Chunks {
-		records += c.Rows
-	}
+	records := p.Rows()
 	for i, col := range p.schema.Columns {
 		d := p.data[i]
 		rows := (d.start + d.n - npyHeaderLen) / (size * int64(col.Dim))
@@ -601,18 +603,7 @@ func (p *Parts) finishNPY(meta map[string]string) error {
 	if err := p.joinRecords(filepath.Join(dir, "records.tsv")); err != nil {
 		return err
 	}
-	js, err := json.MarshalIndent(struct {
-		LayoutVersion int               `json:"layout_version"`
-		Format        Format            `json:"format"`
-		Records       int64             `json:"records"`
-		Columns       []columnMeta      `json:"columns"`
-		DType         DType             `json:"dtype,omitempty"`
-		Metadata      map[string]string `json:"metadata"`
-	}{layoutVersionOf(p.schema.DType), NPY, records, columnsMeta(p.schema.Columns, true), dtypeMeta(p.schema.DType), meta}, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := writeFileSync(filepath.Join(dir, "metadata.json"), append(js, '\n')); err != nil {
+	if err := writeNPYMetadata(dir, records, p.schema.Columns, p.schema.DType, meta); err != nil {
 		return err
 	}
 	return syncDir(dir)
