@@ -413,14 +413,12 @@ func (w *contactsWriter) descr() string {
 
 // add appends record i's (L, L) map.
 func (w *contactsWriter) add(i int, id string, residues int64, L int, truncated bool, c []float32) error {
+	w.buf = w.buf[:0]
 	for k, v := range c {
 		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
 			return fmt.Errorf("record %d (%s): the contact map is %v at residues %d, %d: the model's attention is not finite (a damaged checkpoint, or an overflow in fp16/bf16: try --precision fp32); nothing was written",
 				i, data.Quote(id), v, k/max(L, 1)+1, k%max(L, 1)+1)
 		}
-	}
-	w.buf = w.buf[:0]
-	for _, v := range c {
 		if w.dtype == output.Float16 {
 			w.buf = binary.LittleEndian.AppendUint16(w.buf, cudadrv.HalfBits(v))
 		} else {
