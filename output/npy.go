@@ -53,6 +53,7 @@ type npyFile struct {
 	path  string
 	f     *os.File
 	bw    *bufio.Writer
+	df    *dataFile // instead of bw: a resumable run's shared file, which buffers itself
 	descr string
 	rows  int64 // first dimension so far
 	cols  int64 // second dimension; 0 for a 1-D array
@@ -82,6 +83,9 @@ func (a *npyFile) shape() []int64 {
 // bfloat16.
 func (a *npyFile) writeValues(vals []float32, d DType) error {
 	size := d.size()
+	if a.df != nil {
+		return writeValuesTo(a.df, vals, d)
+	}
 	if size == 4 && nativeLittleEndian {
 		// '<f4' is the little-endian bits: one copy into the buffer (the
 		// loop below measured at a third of the speed in parquet_pages.go).
@@ -114,15 +118,24 @@ func (a *npyFile) writeInt64(v int64) error {
 }
 
 // sharedNPY is an array's data written to w, which the caller owns: no
-// file, no header (a resumable run's column data, parts.go).
+// file, no header (a resumable run's column data, parts.go). A w that
+// buffers (a dataFile) takes the values directly.
 func sharedNPY(name string, w io.Writer, descr string, cols int64) *npyFile {
+	if df, ok := w.(*dataFile); ok {
+		return &npyFile{path: name, df: df, descr: descr, cols: cols}
+	}
 	return &npyFile{path: name, bw: bufio.NewWriterSize(w, 1<<20), descr: descr, cols: cols}
 }
 
 // finish flushes, writes the final header, fsyncs and closes; a shared
 // array's data is only flushed.
 func (a *npyFile) finish() error {
-	err := a.bw.Flush()
+	var err error
+	if a.df != nil {
+		err = a.df.Flush()
+	} else {
+		err = a.bw.Flush()
+	}
 	if a.f == nil {
 		if err != nil {
 			return fmt.Errorf("%s: %w", filepath.Base(a.path), err)

@@ -687,7 +687,9 @@ func (p *Parts) startChunk() error {
 		return p.err
 	}
 	for _, d := range p.data {
-		d.begin()
+		if err := d.begin(); err != nil {
+			return p.fail(fmt.Errorf("output: %w", err))
+		}
 	}
 	p.curName = chunkName(p.format, len(p.man.Chunks))
 	var w Writer
@@ -758,7 +760,10 @@ func (p *Parts) Commit(next, boundary int64) error {
 	}
 	data := make([]segment, len(p.data))
 	for i, d := range p.data {
-		data[i] = d.segment()
+		var err error
+		if data[i], err = d.segment(); err != nil {
+			return p.fail(fmt.Errorf("output: %w", err))
+		}
 	}
 	p.man.Chunks = append(p.man.Chunks, chunkMeta{Name: name, First: first, Next: next, Boundary: boundary, Rows: rows, Bytes: size, CRC32C: crc, Data: data})
 	if err := p.writeManifest(); err != nil {

@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash"
 	"hash/crc32"
 	"io"
 	"io/fs"
@@ -60,31 +59,52 @@ type segment struct {
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // dataFile is a shared file being appended to: the chunk being written
-// goes to its end through Write, which counts and checksums the bytes.
+// goes to its end through Write, which counts the bytes; its sink
+// (fast_sink.go) checksums and writes them on a goroutine of its own.
 type dataFile struct {
 	rel   string // relative to the parts directory
 	f     *os.File
+	sink  *fastSink
 	start int64 // where the chunk being written starts
 	n     int64 // its bytes so far
-	crc   hash.Hash32
 }
 
 func (d *dataFile) Write(b []byte) (int, error) {
-	n, err := d.f.Write(b)
-	d.crc.Write(b[:n])
+	n, err := d.sink.Write(b)
 	d.n += int64(n)
 	return n, err
 }
 
-// begin starts a chunk at the file's end.
-func (d *dataFile) begin() {
-	d.start += d.n
-	d.n = 0
-	d.crc = crc32.New(castagnoli)
+// room and fill let a writer put bytes straight into the sink's buffer
+// (see fastSink.room).
+func (d *dataFile) room() []byte { return d.sink.room() }
+func (d *dataFile) fill(k int) {
+	d.sink.fill(k)
+	d.n += int64(k)
 }
 
-func (d *dataFile) segment() segment {
-	return segment{File: d.rel, Offset: d.start, Bytes: d.n, CRC32C: d.crc.Sum32()}
+// Flush is a no-op: the bytes given are the sink's to write (syncData
+// waits for them). It lets a dataFile stand for a bufio.Writer.
+func (d *dataFile) Flush() error { return d.sink.failed() }
+
+// begin starts a chunk at the file's end, once every byte given is
+// written.
+func (d *dataFile) begin() error {
+	if err := d.sink.reset(); err != nil {
+		return err
+	}
+	d.start += d.n
+	d.n = 0
+	return nil
+}
+
+// segment is the chunk's bytes so far, once they are written.
+func (d *dataFile) segment() (segment, error) {
+	n, crc, err := d.sink.sum()
+	if err == nil && n != d.n {
+		err = fmt.Errorf("%s: %d bytes written of %d", d.rel, n, d.n)
+	}
+	return segment{File: d.rel, Offset: d.start, Bytes: d.n, CRC32C: crc}, err
 }
 
 // dataBase is where a shared file's first chunk starts: npy arrays keep
@@ -143,7 +163,7 @@ func (p *Parts) openData() error {
 			p.closeData()
 			return fmt.Errorf("output: %s: %w", path, err)
 		}
-		p.data = append(p.data, &dataFile{rel: rel, f: f, start: end, crc: crc32.New(castagnoli)})
+		p.data = append(p.data, &dataFile{rel: rel, f: f, sink: newFastSink(f, path), start: end})
 	}
 	// The new files' names are durable before a commit lists them (npy:
 	// the arrays are entries of output.npy.d, not of the parts directory).
@@ -215,6 +235,7 @@ func (p *Parts) dataEnds() map[string]int64 {
 
 func (p *Parts) closeData() {
 	for _, d := range p.data {
+		d.sink.close()
 		d.f.Close()
 	}
 	p.data = nil
@@ -320,9 +341,13 @@ func checkSegment(f *os.File, s segment, format Format) error {
 	}
 }
 
-// syncData fsyncs the shared files.
+// syncData writes what the shared files' sinks hold and fsyncs the
+// files.
 func (p *Parts) syncData() error {
 	for _, d := range p.data {
+		if err := d.sink.flush(); err != nil {
+			return fmt.Errorf("output: %w", err)
+		}
 		if err := d.f.Sync(); err != nil {
 			return fmt.Errorf("output: %s: %w", filepath.Join(p.dir, d.rel), err)
 		}
@@ -787,7 +812,9 @@ func (p *Parts) convertV1(i int, c chunkMeta, src string) (chunkMeta, error) {
 		return err
 	}
 	for _, d := range p.data {
-		d.begin()
+		if err := d.begin(); err != nil {
+			return c, err
+		}
 	}
 	c.Name, c.Bytes, c.CRC32C = "", 0, 0
 	if p.format == Parquet {
@@ -833,7 +860,10 @@ func (p *Parts) convertV1(i int, c chunkMeta, src string) (chunkMeta, error) {
 	}
 	c.Data = make([]segment, len(p.data))
 	for k, d := range p.data {
-		c.Data[k] = d.segment()
+		var err error
+		if c.Data[k], err = d.segment(); err != nil {
+			return c, err
+		}
 	}
 	return c, nil
 }

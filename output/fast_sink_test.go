@@ -1,0 +1,105 @@
+package output
+
+import (
+	"bytes"
+	"hash/crc32"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestFastSink: bytes given in pieces of every size (smaller than, equal
+// to and larger than a buffer, and straight into its room) reach the file
+// in order; the count and CRC-32C after each reset cover exactly the bytes
+// given since; close ends the goroutine.
+func TestFastSink(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "data")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	s := newFastSink(f, path)
+	rng := rand.New(rand.NewPCG(3, 4))
+	var all []byte
+	for chunk := range 3 {
+		var given []byte
+		for _, n := range []int{1, 7, sinkBufferSize - 3, sinkBufferSize, 3*sinkBufferSize + 5, 0, 4096} {
+			b := make([]byte, n)
+			for i := range b {
+				b[i] = byte(rng.Uint32())
+			}
+			if chunk == 1 {
+				// through room and fill
+				for rest := b; len(rest) > 0; {
+					k := copy(s.room(), rest)
+					s.fill(k)
+					rest = rest[k:]
+				}
+			} else if _, err := s.Write(b); err != nil {
+				t.Fatal(err)
+			}
+			given = append(given, b...)
+		}
+		n, crc, err := s.sum()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n != int64(len(given)) || crc != crc32.Checksum(given, castagnoli) {
+			t.Errorf("chunk %d: %d bytes, CRC %08x; want %d, %08x", chunk, n, crc, len(given), crc32.Checksum(given, castagnoli))
+		}
+		all = append(all, given...)
+		if err := s.reset(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.close()
+	if s.made > sinkBuffers {
+		t.Errorf("%d buffers made, at most %d", s.made, sinkBuffers)
+	}
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, all) {
+		t.Errorf("the file holds %d bytes that differ from the %d given", len(got), len(all))
+	}
+}
+
+// TestFastSinkError: a failed write(2) is sticky and named: later writes
+// and the flush return it, with the file's path and the cause.
+func TestFastSinkError(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "data")
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path) // read-only: every write fails
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	s := newFastSink(f, path)
+	defer s.close()
+	b := make([]byte, 2*sinkBufferSize)
+	var werr error
+	for range 4 {
+		if _, werr = s.Write(b); werr != nil {
+			break
+		}
+	}
+	ferr := s.flush()
+	if ferr == nil {
+		t.Fatal("flush after a failed write returned no error")
+	}
+	if !strings.Contains(ferr.Error(), path) || !strings.Contains(ferr.Error(), "bad file descriptor") {
+		t.Errorf("error %q does not name the file and the cause", ferr)
+	}
+	if werr == nil {
+		t.Error("Write kept accepting bytes after a failed write")
+	}
+	if _, err := s.Write([]byte{1}); err == nil {
+		t.Error("Write after a failed write returned no error")
+	}
+}
