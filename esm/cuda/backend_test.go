@@ -406,6 +406,7 @@ var (
 		"comma-separated esmtest.Config sizes for BenchmarkForwardCUDA (default 8M,35M,150M,650M) and "+
 			"BenchmarkFirstBatch (default 35M,650M); 3B builds ~12 GB of random weights on the host (~1 min)")
 	benchPrecision = flag.String("bench-precision", "fp16", "precision of BenchmarkForwardCUDA: fp16, bf16 or fp32")
+	seriesTiny     = flag.Bool("series-tiny", false, "BenchmarkBatchSeries: run a forward of 156 tokens before the series")
 )
 
 // sizesOr is -bench-sizes split at commas, or def when the flag is empty.
@@ -520,6 +521,79 @@ func BenchmarkFirstBatch(b *testing.B) {
 			b.ReportMetric(last[1]-last[3], "first-extra-ms")
 			b.ReportMetric(last[2]-last[3], "newT-extra-ms")
 			b.ReportMetric(last[3], "steady-ms")
+		})
+	}
+}
+
+// BenchmarkBatchSeries runs, on one fresh backend and model per size of
+// -bench-sizes (default 35M,650M), eight ~65k-token batches of different
+// token counts twice over and logs each forward's time and the allocator's
+// cuMemAlloc calls: the first pass holds what a process pays while its
+// batches still bring new shapes (cuBLASLt kernels and plans, allocator
+// growth), the second pass the steady state. first-pass-extra-ms is the
+// first pass's time minus the second's, the first forward excluded.
+func BenchmarkBatchSeries(b *testing.B) {
+	for _, size := range sizesOr("35M", "650M") {
+		b.Run(size, func(b *testing.B) {
+			cfg, err := esmtest.Config(size)
+			if err != nil {
+				b.Fatal(err)
+			}
+			requireGPU(b)
+			batches := make([]*esm.Batch, 8)
+			for i := range batches {
+				batches[i] = testBatch(b, uint64(20+i), benchLengths(uint64(20+i), 65000-500*i))
+			}
+			req := esm.Request{Layers: []int{cfg.Layers}, Reprs: esm.Mean}
+			ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1e3 }
+			var extra float64
+			tiny := testBatch(b, 19, []int{60, 90})
+			weights := esmtest.Random(cfg, 1)
+			for b.Loop() {
+				t0 := time.Now()
+				g := newGPU(b, "fp16")
+				t1 := time.Now()
+				m, err := esm.NewModel(cfg, weights, g)
+				if err != nil {
+					b.Fatal(err)
+				}
+				t2 := time.Now()
+				b.Logf("%s: backend %.1f ms, model upload %.1f ms", size, ms(t1.Sub(t0)), ms(t2.Sub(t1)))
+				var out esm.Output
+				if *seriesTiny {
+					if err := m.Forward(tiny, req, &out); err != nil {
+						b.Fatal(err)
+					}
+					b.Logf("%s: forward of %d tokens first: %.1f ms", size, len(tiny.Tokens), ms(time.Since(t2)))
+				}
+				var pass [2]float64
+				for p := range 2 {
+					for i, batch := range batches {
+						before := g.ctx.Stats().Mallocs
+						t := time.Now()
+						if err := m.Forward(batch, req, &out); err != nil {
+							b.Fatal(err)
+						}
+						d := ms(time.Since(t))
+						if p == 0 && i == 0 {
+							b.Logf("%s pass %d batch %d T=%d: %.1f ms (first forward), %d cuMemAlloc", size, p, i, len(batch.Tokens), d, g.ctx.Stats().Mallocs-before)
+							continue
+						}
+						pass[p] += d
+						b.Logf("%s pass %d batch %d T=%d: %.1f ms, %d cuMemAlloc", size, p, i, len(batch.Tokens), d, g.ctx.Stats().Mallocs-before)
+					}
+				}
+				if err := out.Release(); err != nil {
+					b.Fatal(err)
+				}
+				m.Close()
+				g.Close()
+				first := pass[0] / float64(len(batches)-1)
+				steady := pass[1] / float64(len(batches))
+				extra = first*float64(len(batches)-1) - steady*float64(len(batches)-1)
+				b.Logf("%s: batches 2-8 of the first pass %.1f ms each, second pass %.1f ms each", size, first, steady)
+			}
+			b.ReportMetric(extra, "first-pass-extra-ms")
 		})
 	}
 }
