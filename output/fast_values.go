@@ -40,7 +40,7 @@ func writeValuesTo(df *dataFile, vals []float32, d DType) error {
 				binary.LittleEndian.PutUint32(room[4*i:], math.Float32bits(v))
 			}
 		} else {
-			d.encode16(room[:2*n], vals[:n])
+			d.encode16Parallel(room[:2*n], vals[:n])
 		}
 		df.fill(size * n)
 		vals = vals[n:]

@@ -258,6 +258,12 @@ func (c *rowChecker) check(r *Row) error {
 		}
 	}
 	for i, col := range c.cols {
+		// One pass finds the first value either check refuses (split
+		// over the CPUs for a large row, fast_parallel.go); only a row
+		// that fails scans again, for the error.
+		if firstBad(r.Values[i], c.dtype) < 0 {
+			continue
+		}
 		if j := firstNonFinite(r.Values[i]); j >= 0 {
 			where := fmt.Sprintf("element %d", j)
 			if col.Kind == Matrix {

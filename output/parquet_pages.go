@@ -183,7 +183,7 @@ func (c *chunkWriter) appendValues(vals []float32) {
 		}
 		return
 	}
-	c.dtype.encode16(dst, vals)
+	c.dtype.encode16Parallel(dst, vals)
 }
 
 // flushPage writes the page being filled, if any.

@@ -1,0 +1,88 @@
+package output
+
+import (
+	"bytes"
+	"errors"
+	"math"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// TestFirstBadParallel: the one-pass check split over pieces finds the
+// same first value as a plain scan, for a bad value planted anywhere
+// (piece boundaries included), in every dtype; and a row stays refused
+// with the error the two separate checks give (a NaN after an
+// out-of-range value is what is named).
+func TestFirstBadParallel(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	n := 4*parallelMin + 13
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = float32(rng.NormFloat64())
+	}
+	naive := func(v []float32, d DType) int {
+		for i, x := range v {
+			if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) || d.firstOutOfRange([]float32{x}) == 0 {
+				return i
+			}
+		}
+		return -1
+	}
+	bads := []float32{float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1)), 65520, -1e38, math.MaxFloat32}
+	for _, d := range dtypes {
+		if got := firstBad(v, d); got != -1 {
+			t.Fatalf("%s: clean values: firstBad %d", d, got)
+		}
+		for _, at := range []int{0, 7, 8, parallelMin - 1, parallelMin, n/2 - 1, n / 2, n - 9, n - 1} {
+			for _, x := range bads {
+				w := append([]float32(nil), v...)
+				w[at] = x
+				if at+3 < n {
+					w[at+3] = float32(math.NaN()) // a later one must not win
+				}
+				if got, want := firstBad(w, d), naive(w, d); got != want {
+					t.Errorf("%s: %v at %d: firstBad %d, want %d", d, x, at, got, want)
+				}
+			}
+		}
+	}
+
+	// The error named: a NaN anywhere before an out-of-range value.
+	c := rowChecker{cols: []Column{{Name: "x", Kind: Vector, Dim: n}}, dtype: Float16}
+	w := append([]float32(nil), v...)
+	w[10], w[n-1] = 70000, float32(math.NaN())
+	err := c.check(&Row{ID: "r", Values: [][]float32{w}})
+	if !errors.Is(err, ErrNonFinite) || !strings.Contains(err.Error(), "element "+strconv.Itoa(n-1)) {
+		t.Errorf("NaN after an out-of-range value: %v", err)
+	}
+	w[n-1] = 1
+	if err := c.check(&Row{ID: "r", Values: [][]float32{w}}); !errors.Is(err, ErrOutOfRange) || !strings.Contains(err.Error(), "element 10") {
+		t.Errorf("out-of-range value: %v", err)
+	}
+}
+
+// TestEncode16Parallel: the conversion split over pieces writes the bytes
+// the one-piece conversion writes, for sizes around the split.
+func TestEncode16Parallel(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	for _, n := range []int{0, 1, parallelMin - 1, 2 * parallelMin, 3*parallelMin + 5} {
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = float32(rng.NormFloat64() * 1000)
+		}
+		if n > 0 {
+			v[n-1] = 1e-7 // a subnormal half
+		}
+		for _, d := range []DType{Float16, BFloat16} {
+			want := make([]byte, 2*n)
+			d.encode16(want, v)
+			got := make([]byte, 2*n)
+			d.encode16Parallel(got, v)
+			if !bytes.Equal(got, want) {
+				t.Errorf("%s, %d values: the bytes differ", d, n)
+			}
+		}
+	}
+}
