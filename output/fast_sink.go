@@ -40,6 +40,7 @@ type fastSink struct {
 	// (ordered by ack).
 	crc     uint32
 	written int64
+	pos     int64 // the file offset of the next byte written
 }
 
 const (
@@ -47,8 +48,9 @@ const (
 	sinkBufferSize = 1 << 20 // the writes the disk benchmark measures best with
 )
 
-func newFastSink(f *os.File, path string) *fastSink {
-	return &fastSink{f: f, path: path}
+// newFastSink appends to f, whose offset is pos.
+func newFastSink(f *os.File, path string, pos int64) *fastSink {
+	return &fastSink{f: f, path: path, pos: pos}
 }
 
 // failed is the sink's sticky error, or nil.
@@ -82,6 +84,8 @@ func (s *fastSink) run() {
 			n, err := s.f.Write(b)
 			s.crc = crc32.Update(s.crc, castagnoli, b[:n])
 			s.written += int64(n)
+			startWriteback(s.f, s.pos, int64(n))
+			s.pos += int64(n)
 			if err == nil && n < len(b) {
 				err = errors.New("short write")
 			}

@@ -21,7 +21,7 @@ func TestFastSink(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	s := newFastSink(f, path)
+	s := newFastSink(f, path, 0)
 	rng := rand.New(rand.NewPCG(3, 4))
 	var all []byte
 	for chunk := range 3 {
@@ -80,7 +80,7 @@ func TestFastSinkError(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	s := newFastSink(f, path)
+	s := newFastSink(f, path, 0)
 	defer s.close()
 	b := make([]byte, 2*sinkBufferSize)
 	var werr error

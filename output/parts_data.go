@@ -163,7 +163,7 @@ func (p *Parts) openData() error {
 			p.closeData()
 			return fmt.Errorf("output: %s: %w", path, err)
 		}
-		p.data = append(p.data, &dataFile{rel: rel, f: f, sink: newFastSink(f, path), start: end})
+		p.data = append(p.data, &dataFile{rel: rel, f: f, sink: newFastSink(f, path, end), start: end})
 	}
 	// The new files' names are durable before a commit lists them (npy:
 	// the arrays are entries of output.npy.d, not of the parts directory).
