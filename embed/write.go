@@ -8,6 +8,18 @@ import (
 	"github.com/esm2go/esm2go/output"
 )
 
+// waitingBufsKept bounds the bytes of written rows' copies the writer
+// keeps for later waiting rows (rowBufs): about 170 rows of 300 residues
+// of the 650M model's per-token embeddings.
+const waitingBufsKept = 256 << 20
+
+// waiting is a row that waits for an earlier index; lent: its values
+// are rowBufs' buffers, given back once it is written.
+type waiting struct {
+	row  *output.Row
+	lent bool
+}
+
 // write is the writer goroutine: it restores input order (batches arrive
 // length-sorted, skipped records as notices), writes rows and hands result
 // buffers back at once (rows that must wait are copied out), so the compute
@@ -15,11 +27,12 @@ import (
 func (p *pipeline) write(ctx context.Context) error {
 	var (
 		next    = p.resume
-		pending = map[int64]*output.Row{} // rows waiting for an earlier index
+		pending = map[int64]waiting{} // rows waiting for an earlier index
 		skipped = map[int64]bool{}
 		row     output.Row
 		failed  error
 		asm     = newAssembler(p.cols) // long records' windows, until the last arrives
+		bufs    = newRowBufs(waitingBufsKept)
 	)
 	row.Values = make([][]float32, len(p.cols))
 	emit := func(r *output.Row) {
@@ -57,9 +70,14 @@ func (p *pipeline) write(ctx context.Context) error {
 			if skipped[next] {
 				delete(skipped, next)
 				next++
-			} else if r, ok := pending[next]; ok {
+			} else if w, ok := pending[next]; ok {
 				delete(pending, next)
-				emit(r)
+				emit(w.row)
+				if w.lent {
+					for _, v := range w.row.Values {
+						bufs.release(v)
+					}
+				}
 			} else {
 				return
 			}
@@ -107,7 +125,7 @@ func (p *pipeline) write(ctx context.Context) error {
 					emit(whole)
 					drain()
 				default:
-					pending[whole.Index] = whole
+					pending[whole.Index] = waiting{row: whole}
 				}
 				continue
 			}
@@ -118,9 +136,9 @@ func (p *pipeline) write(ctx context.Context) error {
 			}
 			cp := &output.Row{ID: row.ID, Index: row.Index, Length: row.Length, Truncated: row.Truncated, Values: make([][]float32, len(row.Values))}
 			for c, v := range row.Values {
-				cp.Values[c] = append([]float32(nil), v...)
+				cp.Values[c] = bufs.clone(v)
 			}
-			pending[rec.index] = cp
+			pending[rec.index] = waiting{row: cp, lent: true}
 		}
 		p.results <- res
 	}
