@@ -1,8 +1,10 @@
 package output
 
 import (
+	"bufio"
 	"bytes"
 	"hash/crc32"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -101,5 +103,45 @@ func TestFastSinkError(t *testing.T) {
 	}
 	if _, err := s.Write([]byte{1}); err == nil {
 		t.Error("Write after a failed write returned no error")
+	}
+}
+
+// TestDataFileReadFrom: bytes copied into a dataFile through a
+// bufio.Writer (which hands its reads to dataFile.ReadFrom once its
+// buffer is empty) arrive whole and in order, and the segment counts and
+// checksums exactly them.
+func TestDataFileReadFrom(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "data")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	d := &dataFile{rel: "data", f: f, sink: newFastSink(f, path, 0)}
+	defer d.sink.close()
+	want := make([]byte, 3*sinkBufferSize+77)
+	rng := rand.New(rand.NewPCG(9, 10))
+	for i := range want {
+		want[i] = byte(rng.Uint32())
+	}
+	bw := bufio.NewWriterSize(d, 1000)
+	if _, err := bw.Write(want[:10]); err != nil { // a partly full buffer first
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(bw, bytes.NewReader(want[10:])); err != nil {
+		t.Fatal(err)
+	}
+	if err := bw.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	seg, err := d.segment()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seg.Bytes != int64(len(want)) || seg.CRC32C != crc32.Checksum(want, castagnoli) {
+		t.Errorf("segment %d bytes, CRC %08x; want %d, %08x", seg.Bytes, seg.CRC32C, len(want), crc32.Checksum(want, castagnoli))
+	}
+	if got, _ := os.ReadFile(path); !bytes.Equal(got, want) {
+		t.Errorf("the file holds %d bytes that differ from the %d copied", len(got), len(want))
 	}
 }

@@ -67,6 +67,7 @@ type chunkWriter struct {
 	rows, numValues int64  // the chunk so far
 	nulls           int64
 
+	sealed   []sealedPage // pages filled, in order (flushPage), until finish writes them
 	locs     []format.PageLocation
 	index    parquet.ColumnIndexer
 	repHists []int64 // pages' histograms, one after the other
@@ -207,37 +208,14 @@ func (c *chunkWriter) flushPage() {
 		c.err = fmt.Errorf("a page of %d bytes, %d values: over parquet's 2 GiB page limit", size, len(c.rep))
 		return
 	}
-	crc := crc32.Update(0, crc32.IEEETable, c.repEnc)
-	crc = crc32.Update(crc, crc32.IEEETable, c.defEnc)
-	crc = crc32.Update(crc, crc32.IEEETable, c.vals)
 	numValues := len(c.rep)
-	header := format.PageHeader{
-		Type:                 format.DataPageV2,
-		UncompressedPageSize: int32(size),
-		CompressedPageSize:   int32(size),
-		CRC:                  int32(crc),
-		DataPageHeaderV2: thrift.New(format.DataPageHeaderV2{
-			NumValues:                  int32(numValues),
-			NumNulls:                   int32(c.pageNulls),
-			NumRows:                    int32(c.pageRows),
-			Encoding:                   format.Plain,
-			DefinitionLevelsByteLength: int32(len(c.defEnc)),
-			RepetitionLevelsByteLength: int32(len(c.repEnc)),
-			IsCompressed:               thrift.New(false),
-		}),
-	}
-	h, err := thrift.Marshal(new(thrift.CompactProtocol), &header)
-	if err != nil {
-		c.err = err
-		return
-	}
-	offset := c.file.size
-	head := make([]byte, 0, len(h)+len(c.repEnc)+len(c.defEnc))
-	head = append(append(append(head, h...), c.repEnc...), c.defEnc...)
-	c.file.add(head)
-	c.file.add(c.vals)
+	// The page's CRC and header are made by finish, on an encoder's
+	// goroutine: the levels and values wait there as they are.
+	levels := make([]byte, 0, len(c.repEnc)+len(c.defEnc))
+	levels = append(append(levels, c.repEnc...), c.defEnc...)
+	c.sealed = append(c.sealed, sealedPage{levels: levels, repLen: len(c.repEnc), vals: c.vals,
+		numValues: numValues, nulls: c.pageNulls, rows: c.pageRows, firstRow: c.rows})
 	c.bufs = append(c.bufs, c.vals)
-	c.locs = append(c.locs, format.PageLocation{Offset: offset, CompressedPageSize: int32(c.file.size - offset), FirstRowIndex: c.rows})
 	c.index.IndexPage(int64(numValues), int64(c.pageNulls), parquet.Value{}, parquet.Value{})
 	c.repHists = append(c.repHists, c.pageRepHist...)
 	c.defHists = append(c.defHists, c.pageDefHist...)
@@ -254,6 +232,54 @@ func (c *chunkWriter) flushPage() {
 	c.rep, c.def, c.vals = c.rep[:0], c.def[:0], nil
 }
 
+// sealedPage is a page whose levels are encoded, waiting for its CRC and
+// header (writePages).
+type sealedPage struct {
+	levels      []byte // repetition then definition levels, encoded
+	repLen      int    // bytes of repetition levels
+	vals        []byte
+	numValues   int
+	nulls, rows int
+	firstRow    int64
+}
+
+// writePages puts each sealed page into the file: its header, with the
+// CRC-32 of its levels and values, then the levels and the values.
+func (c *chunkWriter) writePages() error {
+	proto := new(thrift.CompactProtocol)
+	for _, pg := range c.sealed {
+		crc := crc32.Update(0, crc32.IEEETable, pg.levels)
+		crc = crc32.Update(crc, crc32.IEEETable, pg.vals)
+		size := len(pg.levels) + len(pg.vals)
+		header := format.PageHeader{
+			Type:                 format.DataPageV2,
+			UncompressedPageSize: int32(size),
+			CompressedPageSize:   int32(size),
+			CRC:                  int32(crc),
+			DataPageHeaderV2: thrift.New(format.DataPageHeaderV2{
+				NumValues:                  int32(pg.numValues),
+				NumNulls:                   int32(pg.nulls),
+				NumRows:                    int32(pg.rows),
+				Encoding:                   format.Plain,
+				DefinitionLevelsByteLength: int32(len(pg.levels) - pg.repLen),
+				RepetitionLevelsByteLength: int32(pg.repLen),
+				IsCompressed:               thrift.New(false),
+			}),
+		}
+		h, err := thrift.Marshal(proto, &header)
+		if err != nil {
+			return err
+		}
+		offset := c.file.size
+		c.file.add(h)
+		c.file.add(pg.levels)
+		c.file.add(pg.vals)
+		c.locs = append(c.locs, format.PageLocation{Offset: offset, CompressedPageSize: int32(c.file.size - offset), FirstRowIndex: pg.firstRow})
+	}
+	c.sealed = nil
+	return nil
+}
+
 // finish writes the last page, the page index and the footer, and returns
 // the file's row group. template is the metadata of an empty file of the
 // same column (its schema and column orders).
@@ -261,6 +287,9 @@ func (c *chunkWriter) finish(template *format.FileMetaData) (*parquet.FileRowGro
 	c.flushPage()
 	if c.err != nil {
 		return nil, c.err
+	}
+	if err := c.writePages(); err != nil {
+		return nil, err
 	}
 	dataSize := c.file.size - 4
 	ci := c.index.ColumnIndex()

@@ -75,6 +75,27 @@ func (d *dataFile) Write(b []byte) (int, error) {
 	return n, err
 }
 
+// ReadFrom reads r to its end straight into the sink's buffers: a
+// bufio.Writer over the dataFile (parquet-go's, copying a row group's
+// pages in) hands its reads here instead of copying them once more.
+func (d *dataFile) ReadFrom(r io.Reader) (int64, error) {
+	var total int64
+	for {
+		if err := d.sink.failed(); err != nil {
+			return total, err
+		}
+		k, err := r.Read(d.room())
+		d.fill(k)
+		total += int64(k)
+		if errors.Is(err, io.EOF) {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
 // room and fill let a writer put bytes straight into the sink's buffer
 // (see fastSink.room).
 func (d *dataFile) room() []byte { return d.sink.room() }
