@@ -6,6 +6,7 @@ import (
 	"hash/crc32"
 	"os"
 	"sync/atomic"
+	"syscall"
 )
 
 // fastSink appends to one file through a small, ordered pipeline of
@@ -25,7 +26,8 @@ import (
 // goroutine starts with the first full buffer and ends at close.
 type fastSink struct {
 	f    *os.File
-	path string // for errors
+	rc   syscall.RawConn // f's descriptor, for startWriteback; nil if none
+	path string          // for errors
 
 	cur  []byte        // buffer being filled; nil when none yet
 	made int           // buffers allocated
@@ -50,7 +52,11 @@ const (
 
 // newFastSink appends to f, whose offset is pos.
 func newFastSink(f *os.File, path string, pos int64) *fastSink {
-	return &fastSink{f: f, path: path, pos: pos}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		rc = nil
+	}
+	return &fastSink{f: f, rc: rc, path: path, pos: pos}
 }
 
 // failed is the sink's sticky error, or nil.
@@ -84,7 +90,7 @@ func (s *fastSink) run() {
 			n, err := s.f.Write(b)
 			s.crc = crc32.Update(s.crc, castagnoli, b[:n])
 			s.written += int64(n)
-			startWriteback(s.f, s.pos, int64(n))
+			startWriteback(s.rc, s.pos, int64(n))
 			s.pos += int64(n)
 			if err == nil && n < len(b) {
 				err = errors.New("short write")

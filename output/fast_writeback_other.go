@@ -2,8 +2,8 @@
 
 package output
 
-import "os"
+import "syscall"
 
 // startWriteback does nothing where sync_file_range is missing: the
 // commit's fsync writes the chunk.
-func startWriteback(f *os.File, off, n int64) {}
+func startWriteback(rc syscall.RawConn, off, n int64) {}
