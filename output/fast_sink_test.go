@@ -8,8 +8,10 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestFastSink: bytes given in pieces of every size (smaller than, equal
@@ -143,5 +145,52 @@ func TestDataFileReadFrom(t *testing.T) {
 	}
 	if got, _ := os.ReadFile(path); !bytes.Equal(got, want) {
 		t.Errorf("the file holds %d bytes that differ from the %d copied", len(got), len(want))
+	}
+}
+
+// TestPartsCloseEndsSinks: a run stopped before its commit (Close, as a
+// cancelled or failed run does) ends its sinks' goroutines; what it wrote
+// after the last commit is not listed, and the parts resume from there.
+func TestPartsCloseEndsSinks(t *testing.T) {
+	before := runtime.NumGoroutine()
+	col := Column{Name: "per_tok_1", Kind: Matrix, Dim: 64}
+	s := Schema{Columns: []Column{col}}
+	for _, f := range formats {
+		out := filepath.Join(t.TempDir(), "out")
+		p, err := OpenParts(out, f, s, PartsOptions{Identity: map[string]string{"k": "v"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		const L = 1000 // 256 KB a row: the sinks fill buffers and start
+		r := Row{Length: L, Values: [][]float32{make([]float32, L*col.Dim)}}
+		for i := range 20 {
+			r.ID, r.Index = "r", int64(i)
+			if err := p.Write(&r); err != nil {
+				t.Fatal(err)
+			}
+			if i == 9 {
+				if err := p.Commit(10, 10); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if err := p.Close(); err != nil {
+			t.Fatal(err)
+		}
+		p, err = OpenParts(out, f, s, PartsOptions{Identity: map[string]string{"k": "v"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Next() != 10 || p.Rows() != 10 {
+			t.Errorf("%s: resumed at record %d with %d rows, want 10 and 10", f, p.Next(), p.Rows())
+		}
+		p.Close()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		t.Errorf("%d goroutines before, %d after Close", before, n)
 	}
 }
