@@ -228,6 +228,12 @@ func (d DType) encode16(dst []byte, vals []float32) {
 				a -= (127 - 15) << 23
 				a += 0xfff + (a>>13)&1
 				h = uint16(b>>16)&0x8000 | uint16(a>>13)
+			} else if a < 0x38800000 {
+				// A subnormal result or zero: adding 0.5 (float32
+				// addition rounds to nearest even) leaves the half's
+				// 10 mantissa bits, rounded, at the bottom; a carry
+				// into the smallest normal, 0x0400, is right.
+				h = uint16(b>>16)&0x8000 | uint16(math.Float32bits(math.Float32frombits(a)+0.5)-0x3f000000)
 			} else {
 				h = f32ToF16Rare(b)
 			}

@@ -86,3 +86,33 @@ func TestEncode16Parallel(t *testing.T) {
 		}
 	}
 }
+
+// TestEncode16Small: encode16's inline path for zeros and subnormal
+// halves gives f32ToF16Rare's bits (correct for every float32) below
+// 2^-14, both signs: every 4099th bit pattern, and the patterns at and
+// next to each rounding tie of a few thousand mantissas per exponent;
+// and the normal range sampled.
+func TestEncode16Small(t *testing.T) {
+	var vals []float32
+	for a := uint32(0); a < 0x38800000; a += 4099 {
+		vals = append(vals, math.Float32frombits(a))
+	}
+	for e := uint32(0x33000000); e < 0x38800000; e += 1 << 23 {
+		for m := uint32(1 << 10); m < 1<<23; m += 1 << 12 {
+			vals = append(vals, math.Float32frombits(e|m), math.Float32frombits(e|m+1), math.Float32frombits(e|m-1))
+		}
+	}
+	for a := uint32(0x38800000); a < 0x7f800000; a += 99991 {
+		vals = append(vals, math.Float32frombits(a))
+	}
+	for _, x := range vals[:len(vals):len(vals)] {
+		vals = append(vals, -x)
+	}
+	dst := make([]byte, 2*len(vals))
+	Float16.encode16(dst, vals)
+	for i, x := range vals {
+		if got, want := uint16(dst[2*i])|uint16(dst[2*i+1])<<8, f32ToF16Rare(math.Float32bits(x)); got != want {
+			t.Fatalf("%g (%08x): %04x, want %04x", x, math.Float32bits(x), got, want)
+		}
+	}
+}
