@@ -21,10 +21,11 @@ type attnItem struct{ start, n, h, q0 int }
 // qkv, a row softmax in fp32 (softmaxRows, as AttentionProbs), then O = P·V
 // written straight into the head's columns of out. Where the head dim is a
 // multiple of 8 (every ESM2 size) the products are the C kernels of
-// attn_kernels.go, K^T packed once per (sequence, head) and all of a
-// head's blocks done by one worker, and P·V multiplies v by the
-// exponentials and scales each output row by its 1/sum (HD products a
-// row instead of n); otherwise two sgemm calls per block.
+// attn_kernels.go, K^T and V packed once per (sequence, head) and the
+// whole head done by one worker in strips of a few query rows (scores,
+// softmax and P·V of a strip while it is in cache), P·V multiplying v by
+// the exponentials and scaling each output row by its 1/sum (HD products
+// a row instead of n); otherwise two sgemm calls per block.
 // Workers take items from a shared counter, longest sequences first, each
 // with its own scratch. A NaN or infinite element of q, k or v reaches
 // exactly the rows attention.Reference says (its row, its sequence, its
@@ -43,11 +44,11 @@ func (b *Backend) Attention(out, qkv esm.Tensor, H, HD int) error {
 	maxN := b.seqlens.MaxLen()
 	kern := newAttnKernels()
 	fused := kern.ok(HD)
-	// per worker: scores (attnBlock, maxN), then with the kernels packed
-	// K^T, V and a query block
+	// per worker: scores (attnBlock, maxN); with the kernels packed K^T,
+	// V and the kernels' scratch instead
 	need := attnBlock * maxN
 	if fused {
-		need += ktLen(maxN, HD) + maxN*HD + attnBlock*HD + qkRed(attnBlock)
+		need = ktLen(maxN, HD) + maxN*HD + headLen(maxN, HD)
 	}
 	if len(b.scratch) != b.threads || len(b.scratch[0]) < need {
 		b.scratch = make([][]float32, b.threads)
@@ -90,17 +91,11 @@ func (b *Backend) Attention(out, qkv esm.Tensor, H, HD int) error {
 				b.mm.Sgemm(false, rows, HD, it.n, 1, s, it.n, v, ld, 0, o[(it.start+it.q0)*D+it.h*HD:], D)
 				continue
 			}
-			kt := s[attnBlock*maxN:][:ktLen(it.n, HD)]
-			vp := s[attnBlock*maxN+ktLen(maxN, HD):][:it.n*HD]
-			qp := s[attnBlock*maxN+ktLen(maxN, HD)+maxN*HD:][:attnBlock*HD]
-			red := s[attnBlock*maxN+ktLen(maxN, HD)+maxN*HD+attnBlock*HD:][:qkRed(attnBlock)]
+			kt := s[:ktLen(it.n, HD)]
+			vp := s[ktLen(maxN, HD):][:it.n*HD]
 			kern.pack(k, v, ld, it.n, HD, kt, vp)
-			for q0 := 0; q0 < it.n; q0 += attnBlock {
-				rows := min(attnBlock, it.n-q0)
-				q := x[(it.start+q0)*ld+it.h*HD:]
-				kern.qk(q, ld, qp, kt, rows, it.n, HD, s, red, smExp)
-				kern.pv(s, it.n, vp, rows, HD, o[(it.start+q0)*D+it.h*HD:], D, red)
-			}
+			kern.head(x[it.start*ld+it.h*HD:], ld, kt, vp, it.n, HD, o[it.start*D+it.h*HD:], D,
+				s[ktLen(maxN, HD)+maxN*HD:][:headLen(it.n, HD)])
 		}
 	})
 	return nil

@@ -166,7 +166,7 @@ static void esm2go_attn_qk_sse(const float *q,
 		y_ * (f8)bits_;                                                          \
 	})
 
-// Row softmax of S(rows, n) in place from the row maxima qk left in mx:
+// Row softmax of S(rows, n) (leading dimension lds) in place from the row maxima qk left in mx:
 // one pass for the exponentials and their sum, one to scale; or, unless
 // norm, only the first, with the row's 1/sum left in mx[r*8] for
 // esm2go_attn_pv to scale the row's output by (HD products per row
@@ -185,7 +185,7 @@ static void esm2go_attn_qk_sse(const float *q,
 // the main loop and are kept); shorter rows go one element at a time.
 #define SOFTMAX_BODY                                                             \
 	for (int r = 0; r < rows; r++) {                                             \
-		float *row = s + (long)r * n;                                            \
+		float *row = s + (long)r * lds;                                          \
 		f8 mv = ld8(mx + (long)r * 8);                                           \
 		float m = mv[0];                                                         \
 		for (int k = 1; k < 8; k++) m = mv[k] > m ? mv[k] : m;                   \
@@ -250,16 +250,16 @@ static void esm2go_attn_qk_sse(const float *q,
 
 #define MAX8(a, b) __builtin_ia32_maxps256((a), (b))
 __attribute__((optimize("schedule-insns", "sched-pressure"))) __attribute__((target("avx2,fma")))
-static void esm2go_attn_softmax_avx2(float *s, int rows, int n,
+static void esm2go_attn_softmax_avx2(float *s, int rows, int n, int lds,
 	float *mx, int norm) { SOFTMAX_BODY }
 #undef MAX8
 #define MAX8(a, b) SEL_GT((a), (b))
-static void esm2go_attn_softmax_sse(float *s, int rows, int n,
+static void esm2go_attn_softmax_sse(float *s, int rows, int n, int lds,
 	float *mx, int norm) { SOFTMAX_BODY }
 #undef MAX8
 
 // O(rows, HD) with leading dimension ldo, from P(rows, n) (leading
-// dimension n) and V packed in strips (esm2go_attn_pack), row i scaled by
+// dimension ldp) and V packed in strips (esm2go_attn_pack), row i scaled by
 // inv[i*8] unless inv is NULL: tiles of 6 rows by 16 columns,
 // then one 8 columns wide where HD is an odd multiple of 8. A tile with
 // fewer rows repeats its last row (computed, never stored).
@@ -267,12 +267,12 @@ static void esm2go_attn_softmax_sse(float *s, int rows, int n,
 	for (int i0 = 0; i0 < rows; i0 += 6) {                                       \
 		const float *a0, *a1, *a2, *a3, *a4, *a5;                                \
 		int nr = rows - i0 < 6 ? rows - i0 : 6;                                  \
-		a0 = p + (long)i0 * n;                                                   \
-		a1 = nr > 1 ? a0 + n : a0;                                               \
-		a2 = nr > 2 ? a1 + n : a1;                                               \
-		a3 = nr > 3 ? a2 + n : a2;                                               \
-		a4 = nr > 4 ? a3 + n : a3;                                               \
-		a5 = nr > 5 ? a4 + n : a4;                                               \
+		a0 = p + (long)i0 * ldp;                                                 \
+		a1 = nr > 1 ? a0 + ldp : a0;                                               \
+		a2 = nr > 2 ? a1 + ldp : a1;                                               \
+		a3 = nr > 3 ? a2 + ldp : a2;                                               \
+		a4 = nr > 4 ? a3 + ldp : a3;                                               \
+		a5 = nr > 5 ? a4 + ldp : a4;                                               \
 		float *o0 = o + (long)i0 * ldo;                                          \
 		int c0 = 0;                                                              \
 		for (; c0 + 16 <= hd; c0 += 16) {                                        \
@@ -332,10 +332,139 @@ static void esm2go_attn_softmax_sse(float *s, int rows, int n,
 		}                                                                        \
 	}
 
-__attribute__((target("avx2,fma"))) static void esm2go_attn_pv_avx2(const float *p, int n,
+__attribute__((target("avx2,fma"))) static void esm2go_attn_pv_avx2(const float *p, int ldp, int n,
 	const float *v, int rows, int hd, float *o, int ldo, const float *inv) { PV_BODY }
-static void esm2go_attn_pv_sse(const float *p, int n,
+static void esm2go_attn_pv_sse(const float *p, int ldp, int n,
 	const float *v, int rows, int hd, float *o, int ldo, const float *inv) { PV_BODY }
+
+// Q·K^T for a strip of query rows, for esm2go_attn_head: S(6*tiles,
+// lds) = Q(6*tiles, HD)·K^T over all ceil(n/16) key strips, in 6×16
+// register tiles, each row's max of its n scores into mx (8 lanes a row)
+// as the scores are stored. The caller pads the strip to whole tiles
+// (rows past its end copy its last row; their scores are computed and
+// stored in scratch, never used), so the tile code has no row cases; the
+// last key strip stores all 16 columns (lds >= npad; those past n are
+// q·0 and never read) and leaves the lanes of keys past n out of the
+// max. Each score is the same sum, in the same order, as
+// esm2go_attn_qk's. The d loop is fully unrolled for the head dims of
+// the ESM2 models (16, 24, 32, ...: esm2go_attn_head picks the build),
+// which at HD 16 is what most of the tile's time goes to otherwise
+// (loop control and the tile's set-up are paid every 16 steps).
+#define QKS_TILE(STORE)                                                          \
+	do {                                                                         \
+		f8 c00 = {}, c01 = {}, c10 = {}, c11 = {}, c20 = {}, c21 = {};           \
+		f8 c30 = {}, c31 = {}, c40 = {}, c41 = {}, c50 = {}, c51 = {};           \
+		const float *bp = b;                                                     \
+		QKS_UNROLL                                                               \
+		for (int d = 0; d < hd; d++, bp += 16) {                                 \
+			f8 b0 = ld8(bp), b1 = ld8(bp + 8), x;                                \
+			x = bc8(a[d]); c00 += x * b0; c01 += x * b1;                         \
+			x = bc8(a[hd + d]); c10 += x * b0; c11 += x * b1;                    \
+			x = bc8(a[2 * hd + d]); c20 += x * b0; c21 += x * b1;                \
+			x = bc8(a[3 * hd + d]); c30 += x * b0; c31 += x * b1;                \
+			x = bc8(a[4 * hd + d]); c40 += x * b0; c41 += x * b1;                \
+			x = bc8(a[5 * hd + d]); c50 += x * b0; c51 += x * b1;                \
+		}                                                                        \
+		STORE(0, c00, c01); STORE(1, c10, c11); STORE(2, c20, c21);              \
+		STORE(3, c30, c31); STORE(4, c40, c41); STORE(5, c50, c51);              \
+	} while (0)
+#define QKS_ST(r, x0, x1) do {                                                   \
+		float *d_ = sp + (long)(r) * lds;                                        \
+		st8(d_, x0);                                                             \
+		st8(d_ + 8, x1);                                                         \
+		float *m_ = mp + (r) * 8;                                                \
+		st8(m_, MAX8(x1, MAX8(x0, ld8(m_))));                                    \
+	} while (0)
+// lanes of keys past n become -Inf before the max
+#define SEL(k, x, y) ((f8)(((k) & (i8)(x)) | (~(k) & (i8)(y))))
+#define QKS_ST_LAST(r, x0, x1) do {                                              \
+		float *d_ = sp + (long)(r) * lds;                                        \
+		st8(d_, x0);                                                             \
+		st8(d_ + 8, x1);                                                         \
+		float *m_ = mp + (r) * 8;                                                \
+		st8(m_, MAX8(SEL(k1, x1, ninf), MAX8(SEL(k0, x0, ninf), ld8(m_))));      \
+	} while (0)
+#define QKS_BODY                                                                 \
+	const f8 ninf = (f8){} - __builtin_inff();                                   \
+	for (int j0 = 0; j0 < npad; j0 += 16) {                                      \
+		const float *b = kt + (long)j0 * hd;                                     \
+		if (j0 + 16 <= n) {                                                      \
+			for (int t = 0; t < tiles; t++) {                                    \
+				const float *a = q + (long)t * 6 * hd;                           \
+				float *sp = s + (long)t * 6 * lds + j0, *mp = mx + t * 48;       \
+				QKS_TILE(QKS_ST);                                                \
+			}                                                                    \
+		} else {                                                                 \
+			i8 k0 = (i8){0, 1, 2, 3, 4, 5, 6, 7} + j0 < n;                       \
+			i8 k1 = (i8){8, 9, 10, 11, 12, 13, 14, 15} + j0 < n;                 \
+			for (int t = 0; t < tiles; t++) {                                    \
+				const float *a = q + (long)t * 6 * hd;                           \
+				float *sp = s + (long)t * 6 * lds + j0, *mp = mx + t * 48;       \
+				QKS_TILE(QKS_ST_LAST);                                           \
+			}                                                                    \
+		}                                                                        \
+	}
+#define QKS_FN(NAME, HD)                                                         \
+	static void NAME(const float *q, const float *kt, int npad, int n,           \
+		int hdv, int tiles, float *s, int lds, float *mx) {                      \
+		const int hd = HD;                                                       \
+		(void)hdv;                                                               \
+		QKS_BODY                                                                 \
+	}
+#define MAX8(a, b) __builtin_ia32_maxps256((a), (b))
+#define QKS_UNROLL
+__attribute__((target("avx2,fma"))) QKS_FN(esm2go_attn_qks_avx2, hdv)
+#undef QKS_UNROLL
+#define QKS_UNROLL _Pragma("GCC unroll 32")
+__attribute__((target("avx2,fma"))) QKS_FN(esm2go_attn_qks16_avx2, 16)
+__attribute__((target("avx2,fma"))) QKS_FN(esm2go_attn_qks24_avx2, 24)
+__attribute__((target("avx2,fma"))) QKS_FN(esm2go_attn_qks32_avx2, 32)
+#undef QKS_UNROLL
+#undef MAX8
+#define MAX8(a, b) SEL_GT((a), (b))
+#define QKS_UNROLL
+QKS_FN(esm2go_attn_qks_sse, hdv)
+#undef QKS_UNROLL
+#undef MAX8
+
+// All of one (sequence, head): O(n, HD) (leading dimension ldo) =
+// softmax(Q·K^T)·V, q read with row stride ld, kt and vp from
+// esm2go_attn_pack, in strips of R query rows (a multiple of 6): per
+// strip Q·K^T (esm2go_attn_qks_*) into a score strip of R rows, the
+// exponentials and each row's 1/sum (the softmax with norm 0), then P·V
+// scaled by the 1/sums, while the strip is still in the L1 or L2 cache
+// (at n = 1000 and R = 6, 24 KiB). The same operations on each row as
+// esm2go_attn_qk with softmax 2 then esm2go_attn_pv, so the same results
+// bit for bit. w: scratch of R*(HD + npad + 8) floats (the strip's
+// queries, its scores with leading dimension npad, its maxima and
+// 1/sums).
+static void esm2go_attn_head(int avx2, const float *q, int ld, const float *kt, int npad,
+	const float *vp, int n, int hd, float *o, int ldo, int R, float *w) {
+	float *qp = w, *s = qp + (long)R * hd, *mx = s + (long)R * npad;
+	for (int i0 = 0; i0 < n; i0 += R) {
+		int rows = n - i0 < R ? n - i0 : R, tiles = (rows + 5) / 6;
+		for (int i = 0; i < tiles * 6; i++)
+			memcpy(qp + (long)i * hd, q + (long)(i0 + (i < rows ? i : rows - 1)) * ld, hd * sizeof(float));
+		// the next strip's queries, a cache and TLB miss each otherwise
+		for (int i = i0 + R; i < i0 + 2 * R && i < n; i++) {
+			__builtin_prefetch(q + (long)i * ld);
+			__builtin_prefetch(q + (long)i * ld + hd - 1);
+		}
+		for (int i = 0; i < tiles * 48; i++) mx[i] = -__builtin_inff();
+		if (avx2) {
+			if (hd == 16) esm2go_attn_qks16_avx2(qp, kt, npad, n, hd, tiles, s, npad, mx);
+			else if (hd == 24) esm2go_attn_qks24_avx2(qp, kt, npad, n, hd, tiles, s, npad, mx);
+			else if (hd == 32) esm2go_attn_qks32_avx2(qp, kt, npad, n, hd, tiles, s, npad, mx);
+			else esm2go_attn_qks_avx2(qp, kt, npad, n, hd, tiles, s, npad, mx);
+			esm2go_attn_softmax_avx2(s, rows, n, npad, mx, 0);
+			esm2go_attn_pv_avx2(s, npad, n, vp, rows, hd, o + (long)i0 * ldo, ldo, mx);
+		} else {
+			esm2go_attn_qks_sse(qp, kt, npad, n, hd, tiles, s, npad, mx);
+			esm2go_attn_softmax_sse(s, rows, n, npad, mx, 0);
+			esm2go_attn_pv_sse(s, npad, n, vp, rows, hd, o + (long)i0 * ldo, ldo, mx);
+		}
+	}
+}
 
 // (libgcc's constructor has run the CPU detection by the time Go code
 // runs, so no __builtin_cpu_init here, which concurrent callers would race
@@ -357,14 +486,14 @@ static void esm2go_attn_qk(int avx2, const float *q, int ld, float *qp, const fl
 	if (avx2) esm2go_attn_qk_avx2(qp, kt, npad, rows, n, hd, s, mx);
 	else esm2go_attn_qk_sse(qp, kt, npad, rows, n, hd, s, mx);
 	if (!softmax) return;
-	if (avx2) esm2go_attn_softmax_avx2(s, rows, n, mx, softmax == 1);
-	else esm2go_attn_softmax_sse(s, rows, n, mx, softmax == 1);
+	if (avx2) esm2go_attn_softmax_avx2(s, rows, n, n, mx, softmax == 1);
+	else esm2go_attn_softmax_sse(s, rows, n, n, mx, softmax == 1);
 }
 
 static void esm2go_attn_pv(int avx2, const float *p, int n, const float *vp,
 	int rows, int hd, float *o, int ldo, const float *inv) {
-	if (avx2) esm2go_attn_pv_avx2(p, n, vp, rows, hd, o, ldo, inv);
-	else esm2go_attn_pv_sse(p, n, vp, rows, hd, o, ldo, inv);
+	if (avx2) esm2go_attn_pv_avx2(p, n, n, vp, rows, hd, o, ldo, inv);
+	else esm2go_attn_pv_sse(p, n, n, vp, rows, hd, o, ldo, inv);
 }
 */
 import "C"
@@ -415,6 +544,22 @@ func (a attnKernels) qk(q []float32, ld int, qp, kt []float32, rows, n, hd int, 
 	C.esm2go_attn_qk(a.avx2, (*C.float)(unsafe.Pointer(&q[0])), C.int(ld), (*C.float)(unsafe.Pointer(&qp[0])),
 		(*C.float)(unsafe.Pointer(&kt[0])), C.int(ktPad(n)), C.int(rows), C.int(n), C.int(hd),
 		(*C.float)(unsafe.Pointer(&s[0])), (*C.float)(unsafe.Pointer(&red[0])), C.int(sm))
+}
+
+// head writes all n rows of o (row stride ldo) = softmax(q·K^T)·V for
+// one (sequence, head): q read with row stride ld, kt and vp from pack,
+// the queries in strips of headRows(n) rows (scores, softmax and P·V of
+// a strip while it is in cache). w is scratch of headLen(n, hd) floats.
+// Each row is what qk with smExp and then pv give, bit for bit.
+func (a attnKernels) head(q []float32, ld int, kt, vp []float32, n, hd int, o []float32, ldo int, w []float32) {
+	_ = q[(n-1)*ld+hd-1]
+	_ = kt[ktLen(n, hd)-1]
+	_ = vp[n*hd-1]
+	_ = o[(n-1)*ldo+hd-1]
+	_ = w[headLen(n, hd)-1]
+	C.esm2go_attn_head(a.avx2, (*C.float)(unsafe.Pointer(&q[0])), C.int(ld), (*C.float)(unsafe.Pointer(&kt[0])),
+		C.int(ktPad(n)), (*C.float)(unsafe.Pointer(&vp[0])), C.int(n), C.int(hd),
+		(*C.float)(unsafe.Pointer(&o[0])), C.int(ldo), C.int(headRows(n)), (*C.float)(unsafe.Pointer(&w[0])))
 }
 
 // pv writes o(rows, hd) (row stride ldo) = p(rows, n)·V, vp from pack,

@@ -20,6 +20,10 @@ func (attnKernels) qk(q []float32, ld int, qp, kt []float32, rows, n, hd int, s,
 	qkGo(q, ld, qp, kt, rows, n, hd, s, red, sm)
 }
 
+func (attnKernels) head(q []float32, ld int, kt, vp []float32, n, hd int, o []float32, ldo int, w []float32) {
+	headGo(q, ld, kt, vp, n, hd, o, ldo, w)
+}
+
 func (attnKernels) pv(p []float32, n int, vp []float32, rows, hd int, o []float32, ldo int, inv []float32) {
 	pvGo(p, n, vp, rows, hd, o, ldo, inv)
 }

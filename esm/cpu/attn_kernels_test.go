@@ -160,3 +160,129 @@ func testAttnKernelsSoftmax(t *testing.T, kern attnKernels) {
 		}
 	}
 }
+
+// head (a whole (sequence, head) in strips of query rows) must give
+// exactly what qk with smExp and then pv give on the same build, bit for
+// bit (the same operations on every row), and its Go twin's results
+// within rounding, at head dims with their own unrolled build (16, 24,
+// 32) and without, and lengths around the 6-row tile, the 16-key strip
+// and the strip of headRows(n) rows.
+func TestAttnKernelsHead(t *testing.T) {
+	for bname, kern := range attnKernelBuilds() {
+		t.Run(bname, func(t *testing.T) { testAttnKernelsHead(t, kern) })
+	}
+}
+
+func testAttnKernelsHead(t *testing.T, kern attnKernels) {
+	r := rand.New(rand.NewPCG(15, 16))
+	for _, hd := range []int{8, 16, 24, 32, 40, 64} {
+		if !kern.ok(hd) {
+			t.Skipf("no C attention kernels in this build (head dim %d)", hd)
+		}
+		for _, n := range []int{1, 5, 6, 7, 15, 16, 17, 25, 70, 257, 302} {
+			name := fmt.Sprintf("hd=%d n=%d", hd, n)
+			ld := 3*hd + 8
+			// q scaled by hd^-1/2 as RotaryQK leaves it: scores ~ N(0, 1)
+			q, k, v := randn(r, n*ld, 1/math.Sqrt(float64(hd))), randn(r, n*ld, 1), randn(r, n*ld, 1)
+			kt, vp := make([]float32, ktLen(n, hd)), make([]float32, n*hd)
+			kern.pack(k, v, ld, n, hd, kt, vp)
+			ldo := hd + 3
+			w := make([]float32, headLen(n, hd))
+			for i := range w {
+				w[i] = float32(math.NaN()) // scratch must be written before it is read
+			}
+			got := make([]float32, n*ldo)
+			kern.head(q, ld, kt, vp, n, hd, got, ldo, w)
+			// the same build's qk and pv, in one block of all n rows
+			s, red, want := make([]float32, n*n), make([]float32, qkRed(n)), make([]float32, n*ldo)
+			kern.qk(q, ld, make([]float32, n*hd), kt, n, n, hd, s, red, smExp)
+			kern.pv(s, n, vp, n, hd, want, ldo, red)
+			closeTo(t, name+" head vs qk+pv", got, want, 0)
+			// The twin: scores differ by FMA rounding, at most hd*2^-22
+			// (closeTo's bound, |scores| <= ~5 here, so 2^-19 covers the
+			// max too); each weight exp(s - max)/sum then by ~3 such
+			// errors and 2 ulp of the exp and 1/sum, relatively; the
+			// output, a weighted mean of v, by that times max|v|, plus
+			// the sums' rounding (n terms of 2^-23 relative to
+			// sum|w*v| <= max|v|).
+			twin := make([]float32, n*ldo)
+			headGo(q, ld, kt, vp, n, hd, twin, ldo, make([]float32, headLen(n, hd)))
+			var maxV float64
+			for j := 0; j < n; j++ {
+				for _, x := range v[j*ld : j*ld+hd] {
+					maxV = math.Max(maxV, math.Abs(float64(x)))
+				}
+			}
+			tol := (3*float64(hd)*0x1p-19 + 0x1p-20 + float64(n)*0x1p-22) * maxV
+			for i := 0; i < n; i++ {
+				for c := 0; c < hd; c++ {
+					g, w := got[i*ldo+c], twin[i*ldo+c]
+					if d := math.Abs(float64(g - w)); !(d <= tol) {
+						t.Fatalf("%s: row %d col %d = %g, twin %g (tolerance %g)", name, i, c, g, w, tol)
+					}
+				}
+			}
+			for i := range got {
+				if i%ldo >= hd && got[i] != 0 {
+					t.Fatalf("%s: element %d outside the head's columns written", name, i)
+				}
+			}
+		}
+	}
+}
+
+// A non-finite score makes its query row's output all NaN and no other
+// row's: in any key strip (the last one, whose padding columns are left
+// out of the max, included) and any row of a strip (the last, partial
+// tile included).
+func TestAttnKernelsHeadNonFinite(t *testing.T) {
+	for bname, kern := range attnKernelBuilds() {
+		t.Run(bname, func(t *testing.T) { testAttnKernelsHeadNonFinite(t, kern) })
+	}
+}
+
+func testAttnKernelsHeadNonFinite(t *testing.T, kern attnKernels) {
+	const hd = 16
+	if !kern.ok(hd) {
+		t.Skip("no C attention kernels in this build")
+	}
+	r := rand.New(rand.NewPCG(17, 18))
+	const ld = 3 * hd
+	for _, n := range []int{7, 17, 40, 302} {
+		q, k, v := randn(r, n*ld, 0.25), randn(r, n*ld, 1), randn(r, n*ld, 1)
+		kt, vp := make([]float32, ktLen(n, hd)), make([]float32, n*hd)
+		o, w := make([]float32, n*hd), make([]float32, headLen(n, hd))
+		for _, bname := range []string{"NaN", "+Inf", "-Inf"} {
+			for _, row := range []int{0, n - 1, min(n-1, headRows(n)+1)} {
+				for _, pos := range []int{0, n / 2, n - 1} {
+					q2, k2 := append([]float32(nil), q...), append([]float32(nil), k...)
+					// q2[row]·k2[pos] overflows to +-Inf, or Inf - Inf = NaN
+					q2[row*ld], k2[pos*ld] = 1e20, 1e20
+					switch bname {
+					case "-Inf":
+						q2[row*ld] = -1e20
+					case "NaN":
+						q2[row*ld+1], k2[pos*ld+1] = 1e20, -1e20
+					}
+					// every other score of the row is 1e20 * k[j][0] (+ the
+					// rest): finite unless it overflows too, so keep k's
+					// other first elements small
+					for j := 0; j < n; j++ {
+						if j != pos {
+							k2[j*ld], k2[j*ld+1] = 1e-30, 1e-30
+						}
+					}
+					kern.pack(k2, v, ld, n, hd, kt, vp)
+					kern.head(q2, ld, kt, vp, n, hd, o, hd, w)
+					what := fmt.Sprintf("n=%d %s at row %d key %d", n, bname, row, pos)
+					checkReach(t, what, o, func(i int) bool { return i/hd == row })
+					for i := row * hd; i < (row+1)*hd; i++ {
+						if !math.IsNaN(float64(o[i])) {
+							t.Fatalf("%s: element %d = %g, want NaN", what, i, o[i])
+						}
+					}
+				}
+			}
+		}
+	}
+}
