@@ -8,22 +8,22 @@ import (
 	"github.com/esm2go/esm2go/output"
 )
 
-// waitingBufsKept bounds the bytes of written rows' copies the writer
-// keeps for later waiting rows (rowBufs): about 170 rows of 300 residues
-// of the 650M model's per-token embeddings.
-const waitingBufsKept = 256 << 20
-
-// waiting is a row that waits for an earlier index; lent: its values
-// are rowBufs' buffers, given back once it is written.
+// waiting is a row that waits for an earlier index; res, if not nil, is
+// the result buffer its values are in, kept until the row is written.
 type waiting struct {
-	row  *output.Row
-	lent bool
+	row *output.Row
+	res *result
 }
 
 // write is the writer goroutine: it restores input order (batches arrive
-// length-sorted, skipped records as notices), writes rows and hands result
-// buffers back at once (rows that must wait are copied out), so the compute
-// stage waits for the writer only when all result buffers are full.
+// length-sorted, skipped records as notices), writes rows and hands a
+// result buffer back for each one it receives, so the compute stage waits
+// for the writer only when all result buffers are full. Rows that must
+// wait stay where they are: their result buffer is kept until the last
+// of them is written, and another (one kept earlier whose rows are all
+// written, or a new one) goes back in its place. Nothing is copied, and
+// the memory held is what copies of the waiting rows would take, in
+// whole batches.
 func (p *pipeline) write(ctx context.Context) error {
 	var (
 		next    = p.resume
@@ -32,7 +32,9 @@ func (p *pipeline) write(ctx context.Context) error {
 		row     output.Row
 		failed  error
 		asm     = newAssembler(p.cols) // long records' windows, until the last arrives
-		bufs    = newRowBufs(waitingBufsKept)
+		held    = map[*result]int{}    // kept result buffers: their rows still waiting
+		spare   []*result              // kept buffers whose rows are all written
+		cur     *result                // the buffer being read
 	)
 	row.Values = make([][]float32, len(p.cols))
 	emit := func(r *output.Row) {
@@ -73,9 +75,14 @@ func (p *pipeline) write(ctx context.Context) error {
 			} else if w, ok := pending[next]; ok {
 				delete(pending, next)
 				emit(w.row)
-				if w.lent {
-					for _, v := range w.row.Values {
-						bufs.release(v)
+				if w.res != nil {
+					if held[w.res]--; held[w.res] == 0 {
+						delete(held, w.res)
+						// The buffer being read goes back when it is read
+						// (giveBack); an earlier one is free now.
+						if w.res != cur && len(spare) < cap(p.results) {
+							spare = append(spare, w.res)
+						}
 					}
 				}
 			} else {
@@ -96,6 +103,7 @@ func (p *pipeline) write(ctx context.Context) error {
 			continue
 		}
 		res := msg.res
+		cur = res
 		offs := make([]int, len(p.cols))
 		for _, rec := range res.recs {
 			if rec.index < p.resume {
@@ -135,12 +143,11 @@ func (p *pipeline) write(ctx context.Context) error {
 				continue
 			}
 			cp := &output.Row{ID: row.ID, Index: row.Index, Length: row.Length, Truncated: row.Truncated, Values: make([][]float32, len(row.Values))}
-			for c, v := range row.Values {
-				cp.Values[c] = bufs.clone(v)
-			}
-			pending[rec.index] = waiting{row: cp, lent: true}
+			copy(cp.Values, row.Values) // slices of res.vals: res is kept
+			pending[rec.index] = waiting{row: cp, res: res}
+			held[res]++
 		}
-		p.results <- res
+		p.results <- p.giveBack(res, held, &spare)
 	}
 	if failed != nil {
 		return failed
@@ -150,4 +157,20 @@ func (p *pipeline) write(ctx context.Context) error {
 			len(pending), asm.pending(), next)
 	}
 	return nil
+}
+
+// giveBack returns the result buffer to hand back after res: res itself
+// when none of its rows waits (its rows may have been written while it
+// was read, held no longer counts it), else a spare one, else a new one.
+func (p *pipeline) giveBack(res *result, held map[*result]int, spare *[]*result) *result {
+	if held[res] == 0 {
+		delete(held, res)
+		return res
+	}
+	if n := len(*spare); n > 0 {
+		r := (*spare)[n-1]
+		*spare = (*spare)[:n-1]
+		return r
+	}
+	return &result{vals: make([][]float32, len(p.cols))}
 }
