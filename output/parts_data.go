@@ -36,8 +36,11 @@ import (
 //     which Finish joins (offsets shifted) into output.npy.d before
 //     renaming it to the output.
 //
-// A commit fsyncs the files and records each segment's offset, size and
-// CRC-32C (computed as the bytes were written) in the manifest. Resuming
+// The bytes reach each file through its sink (fast_sink.go), a goroutine
+// that checksums and writes them and starts their writeback, so the
+// goroutine producing rows does not wait in write(2). A commit waits for
+// the sinks, fsyncs the files and records each segment's offset, size and
+// CRC-32C (computed on the bytes as they were written) in the manifest. Resuming
 // checks the listed segments, keeps the longest intact prefix of chunks
 // and truncates each file after it: what a killed run wrote after its last
 // commit is cut off.
