@@ -47,7 +47,7 @@ type fastSink struct {
 
 const (
 	sinkBuffers    = 3
-	sinkBufferSize = 1 << 20 // the writes the disk benchmark measures best with
+	sinkBufferSize = 1 << 20 // as the disk benchmarks write (benchDisk, BenchmarkPipelinePerTok/disk)
 )
 
 // newFastSink appends to f, whose offset is pos.
