@@ -116,3 +116,40 @@ func TestEncode16Small(t *testing.T) {
 		}
 	}
 }
+
+// TestEncode16MatchesScalar: encode16's inline loops write the bits of
+// f32ToF16 and f32ToBF16 (the scalar conversions FuzzFloat16 checks) for
+// bit patterns across the whole float32 range, NaNs, infinities, the
+// largest finite values and the rounding ties included.
+func TestEncode16MatchesScalar(t *testing.T) {
+	var bits []uint32
+	for b := uint64(0); b <= math.MaxUint32; b += 65521 {
+		bits = append(bits, uint32(b))
+	}
+	for _, b := range []uint32{0, 0x80000000, 0x7f800000, 0xff800000, 0x7fc00000, 0x7f800001, 0xffffffff, 0x7f7fffff,
+		0x477fe000, 0x477fefff, 0x477ff000, 0x477ff001, 0x7f7f7fff, 0x7f7f8000, 0x38800000, 0x387fffff, 0x33000000, 0x33000001} {
+		bits = append(bits, b, b|0x80000000)
+	}
+	for e := uint32(1); e < 0xff; e++ { // ties of both dtypes at every exponent
+		for _, m := range []uint32{0x1000, 0x3000, 0x8000, 0x18000} {
+			bits = append(bits, e<<23|m, e<<23|m+1, e<<23|m-1)
+		}
+	}
+	vals := make([]float32, len(bits))
+	for i, b := range bits {
+		vals[i] = math.Float32frombits(b)
+	}
+	for _, d := range []DType{Float16, BFloat16} {
+		dst := make([]byte, 2*len(vals))
+		d.encode16(dst, vals)
+		for i, x := range vals {
+			want := f32ToBF16(x)
+			if d == Float16 {
+				want = f32ToF16(x)
+			}
+			if got := uint16(dst[2*i]) | uint16(dst[2*i+1])<<8; got != want {
+				t.Fatalf("%s: %08x: %04x, want %04x", d, bits[i], got, want)
+			}
+		}
+	}
+}
