@@ -23,7 +23,7 @@ import (
 // manifest records them only after the file is fsynced, parts.go).
 //
 // The producer's methods are called from one goroutine. The sink's
-// goroutine starts with the first full buffer and ends at close.
+// goroutine starts with the first bytes given and ends at close.
 type fastSink struct {
 	f    *os.File
 	rc   syscall.RawConn // f's descriptor, for startWriteback; nil if none
