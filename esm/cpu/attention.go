@@ -48,7 +48,7 @@ func (b *Backend) Attention(out, qkv esm.Tensor, H, HD int) error {
 	// V and the kernels' scratch instead
 	need := attnBlock * maxN
 	if fused {
-		need = ktLen(maxN, HD) + maxN*HD + headLen(maxN, HD)
+		need = ktLen(maxN, HD) + maxN*HD + headLenMax(maxN, HD)
 	}
 	if len(b.scratch) != b.threads || len(b.scratch[0]) < need {
 		b.scratch = make([][]float32, b.threads)
@@ -99,6 +99,15 @@ func (b *Backend) Attention(out, qkv esm.Tensor, H, HD int) error {
 		}
 	})
 	return nil
+}
+
+// headLenMax bounds headLen(n, hd) for every n <= maxN: headRows falls
+// as n grows, so a shorter sequence of the batch may need more than the
+// longest. A strip's queries and 1/sums take at most 24·(hd+8) floats; its
+// scores headRows(n)·ktPad(n) floats, within 6 KiFloats unless headRows is
+// held at its floor of 6, and then 6·ktPad(n) <= 6·ktPad(maxN).
+func headLenMax(maxN, hd int) int {
+	return 24*(hd+8) + max((24<<10)/4, 6*ktPad(maxN))
 }
 
 // softmaxRow is the scalar Go twin of vmath.softmaxRows.

@@ -286,3 +286,20 @@ func testAttnKernelsHeadNonFinite(t *testing.T, kern attnKernels) {
 		}
 	}
 }
+
+// TestHeadLenMax checks that headLenMax(maxN, hd) holds headLen(n, hd) for
+// every n up to maxN (headRows falls as n grows, so the longest sequence of
+// a batch is not the one that needs the most scratch).
+func TestHeadLenMax(t *testing.T) {
+	for _, hd := range []int{16, 24, 32, 64, 128} {
+		most, at := 0, 0 // the largest headLen(n, hd) for n <= maxN, and its n
+		for maxN := 1; maxN <= 4200; maxN++ {
+			if l := headLen(maxN, hd); l > most {
+				most, at = l, maxN
+			}
+			if bound := headLenMax(maxN, hd); most > bound {
+				t.Fatalf("hd %d: headLen(%d) = %d > headLenMax(%d) = %d", hd, at, most, maxN, bound)
+			}
+		}
+	}
+}
