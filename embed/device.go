@@ -435,8 +435,20 @@ func (j *job) split() (*job, *job) {
 func (p *pipeline) fill(res *result, j *job, out *esm.Output) {
 	res.recs = append(res.recs[:0], j.recs...)
 	D := p.cfg.Dim
-	for c, col := range p.cols {
+	for c := range p.cols {
+		col := &p.cols[c]
+		// Sized once: a buffer handed out new (its predecessor still holds
+		// rows waiting for an earlier record) would otherwise grow by
+		// append's steps, copying a per-token batch's hundreds of MB
+		// several times over.
+		need := 0
+		for s := range j.recs {
+			need += colSize(*col, &j.recs[s])
+		}
 		v := res.vals[c][:0]
+		if cap(v) < need {
+			v = make([]float32, 0, need+need/8)
+		}
 		switch col.kind {
 		case esm.Mean:
 			if !j.perTok {
