@@ -5,6 +5,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/esm2go/esm2go/attention"
 )
 
 // attnKernelBuilds are the builds of the C kernels this CPU can run: the
@@ -300,6 +302,46 @@ func TestHeadLenMax(t *testing.T) {
 			if bound := headLenMax(maxN, hd); most > bound {
 				t.Fatalf("hd %d: headLen(%d) = %d > headLenMax(%d) = %d", hd, at, most, maxN, bound)
 			}
+		}
+	}
+}
+
+// A batch whose sequences get strips of different heights (6 rows at
+// n = 1002, 24 at n = 241, one short tile at n = 5) must fit the workers'
+// scratch and give attention.Reference's result: the scratch is sized for
+// the tallest strip of any length in the batch, not the longest sequence's.
+func TestAttentionStripHeights(t *testing.T) {
+	lens := []int{1002, 241, 5}
+	for _, hd := range []int{16, 24} {
+		const H = 2
+		D := H * hd
+		s, err := attention.NewSeqlens(lens)
+		if err != nil {
+			t.Fatal(err)
+		}
+		T := s.Total()
+		r := rand.New(rand.NewPCG(19, 20))
+		qkv := randn(r, T*3*D, 1)
+		want := make([]float32, T*D)
+		if err := attention.Reference(attention.Args{Out: want, LdOut: D, Q: qkv, K: qkv[D:], V: qkv[2*D:], Ld: 3 * D, Seqlens: s, H: H, HD: hd, Scale: 1}); err != nil {
+			t.Fatal(err)
+		}
+		be := New(Options{})
+		be.seqlens, be.tokens = s, make([]int32, T)
+		got := &tensor{d: make([]float32, T*D)}
+		if err := be.Attention(got, &tensor{d: qkv}, H, hd); err != nil {
+			t.Fatal(err)
+		}
+		be.Close()
+		// as TestAttentionMatchesReference: fp32 both, summation order
+		// only, ~1e-6 relative; 1e-5 of the largest output is margin
+		var maxDiff, maxRef float64
+		for i := range want {
+			maxDiff = math.Max(maxDiff, math.Abs(float64(got.d[i]-want[i])))
+			maxRef = math.Max(maxRef, math.Abs(float64(want[i])))
+		}
+		if !(maxDiff <= 1e-5*maxRef) {
+			t.Errorf("hd=%d: max diff %g (max ref %g)", hd, maxDiff, maxRef)
 		}
 	}
 }
