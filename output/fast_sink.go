@@ -152,7 +152,7 @@ func (s *fastSink) Write(b []byte) (int, error) {
 
 // flush writes every byte given so far and waits until they are written.
 func (s *fastSink) flush() error {
-	if s.cur != nil && len(s.cur) > 0 {
+	if len(s.cur) > 0 {
 		s.todo <- s.cur
 		s.cur = nil
 	}
