@@ -112,7 +112,7 @@ func run(ctx context.Context, cfg esm.Config, devs []Device, opts Options) (*Sum
 	if err != nil {
 		return nil, err
 	}
-	parts, err := output.OpenParts(o.Out, o.Format, output.Schema{Columns: outputColumns(cols), Metadata: o.Metadata, DType: o.DType}, o.partsOptions())
+	parts, err := output.OpenPartsContext(ctx, o.Out, o.Format, output.Schema{Columns: outputColumns(cols), Metadata: o.Metadata, DType: o.DType}, o.partsOptions())
 	if errors.Is(err, output.ErrComplete) {
 		// An earlier run with these settings published it and was killed
 		// while cleaning up: nothing is left to do.

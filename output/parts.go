@@ -1,6 +1,7 @@
 package output
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -164,6 +165,14 @@ func (m *manifest) next() int64 {
 // publishes at final. It holds a lock on the parts directory until Close
 // or Finish, so a second run on the same output fails with ErrLocked.
 func OpenParts(final string, format Format, schema Schema, opts PartsOptions) (*Parts, error) {
+	return OpenPartsContext(context.Background(), final, format, schema, opts)
+}
+
+// OpenPartsContext is OpenParts whose check of an earlier run's committed
+// chunks (every committed byte is read back: minutes for a large output)
+// stops when ctx is done, changing nothing; the error then wraps
+// ctx.Err().
+func OpenPartsContext(ctx context.Context, final string, format Format, schema Schema, opts PartsOptions) (*Parts, error) {
 	if err := schema.validate(); err != nil {
 		return nil, fmt.Errorf("output: %s: %w", final, err)
 	}
@@ -192,14 +201,14 @@ func OpenParts(final string, format Format, schema Schema, opts PartsOptions) (*
 		return nil, err
 	}
 	p := &Parts{final: final, dir: dir, format: format, schema: schema, opts: opts, lock: lock, now: time.Now}
-	if err := p.open(); err != nil {
+	if err := p.open(ctx); err != nil {
 		lock.release()
 		return nil, err
 	}
 	return p, nil
 }
 
-func (p *Parts) open() error {
+func (p *Parts) open(ctx context.Context) error {
 	cleanStale(p.dir, p.opts.Log)
 	want := manifest{Version: partsVersion, Format: p.format, Columns: columnsMeta(p.schema.Columns, false), DType: dtypeMeta(p.schema.DType), Identity: p.opts.Identity}
 	if !p.opts.Overwrite {
@@ -253,7 +262,7 @@ func (p *Parts) open() error {
 		if err := p.migrateV1(); err != nil {
 			return fmt.Errorf("output: %s: converting the parts of an earlier esm2go: %w", p.dir, err)
 		}
-	} else if err := p.verify(); err != nil {
+	} else if err := p.verify(ctx); err != nil {
 		return err
 	}
 	p.removeUnlisted()
@@ -495,7 +504,7 @@ func isDamage(err error) bool {
 // verify keeps the longest prefix of listed chunks that are intact on
 // disk. An error that shows no damage (see damageError) is returned, and
 // nothing is changed.
-func (p *Parts) verify() error {
+func (p *Parts) verify(ctx context.Context) error {
 	ends := p.dataStarts()
 	var bytes int64
 	for _, c := range p.man.Chunks {
@@ -514,13 +523,16 @@ func (p *Parts) verify() error {
 		case (p.format == NPY) != (c.Name != ""):
 			err = damagef("chunk name %s does not fit the %s format", quote(c.Name), p.format)
 		case c.Name != "":
-			size, crc, cerr := checksum(filepath.Join(p.dir, c.Name))
+			size, crc, cerr := checksumContext(ctx, filepath.Join(p.dir, c.Name))
 			if err = cerr; err == nil && (size != c.Bytes || crc != c.CRC32C) {
 				err = damagef("%d bytes with CRC-32C %08x, the manifest says %d bytes, %08x", size, crc, c.Bytes, c.CRC32C)
 			}
 		}
 		if err == nil {
-			err = p.checkSegments(c, ends)
+			err = p.checkSegments(ctx, c, ends)
+		}
+		if err != nil && ctx.Err() != nil {
+			return fmt.Errorf("output: %s: checking the committed chunks of an earlier run stopped at chunk %d of %d: %w; nothing was changed", p.dir, i+1, len(p.man.Chunks), context.Cause(ctx))
 		}
 		if err != nil && !isDamage(err) {
 			return fmt.Errorf("output: %s: chunk %d (records %d to %d) could not be checked: %w; nothing was changed: run again once it can be read, or overwrite to discard the parts", p.dir, i, c.First, c.Next-1, err)
@@ -535,6 +547,20 @@ func (p *Parts) verify() error {
 		}
 	}
 	return nil
+}
+
+// ctxReader reads r until ctx is done, then returns ctx's error: a
+// long read-back stops within one read of a cancellation.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(b []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(b)
 }
 
 // removeUnlisted removes files of chunks that were never committed (a kill
@@ -562,6 +588,11 @@ func (p *Parts) removeUnlisted() {
 // checksum returns the size and CRC-32C of a chunk: a file, or an npy
 // directory's files in name order.
 func checksum(path string) (int64, uint32, error) {
+	return checksumContext(context.Background(), path)
+}
+
+// checksumContext is checksum, stopping when ctx is done.
+func checksumContext(ctx context.Context, path string) (int64, uint32, error) {
 	info, err := os.Lstat(path)
 	if err != nil {
 		return 0, 0, err
@@ -589,7 +620,7 @@ func checksum(path string) (int64, uint32, error) {
 		if err != nil {
 			return 0, 0, err
 		}
-		n, err := io.Copy(h, f)
+		n, err := io.Copy(h, ctxReader{ctx, f})
 		f.Close()
 		if err != nil {
 			return 0, 0, err

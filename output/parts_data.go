@@ -2,6 +2,7 @@ package output
 
 import (
 	"bufio"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -276,7 +277,7 @@ func (p *Parts) dataWriters() []io.Writer {
 
 // checkSegments checks that chunk c's segments follow the earlier chunks'
 // (ends) in the files and hold the bytes it lists, and advances ends.
-func (p *Parts) checkSegments(c chunkMeta, ends map[string]int64) error {
+func (p *Parts) checkSegments(ctx context.Context, c chunkMeta, ends map[string]int64) error {
 	files := dataFiles(p.format, p.schema)
 	if len(c.Data) != len(files) {
 		return damagef("%d data segments, want %d", len(c.Data), len(files))
@@ -289,7 +290,7 @@ func (p *Parts) checkSegments(c chunkMeta, ends map[string]int64) error {
 		if err != nil {
 			return err
 		}
-		err = checkSegment(f, s, p.format)
+		err = checkSegment(ctx, f, s, p.format)
 		f.Close()
 		if err == nil && p.format == NPY {
 			err = p.checkNPYRows(c, p.schema.Columns[i], s)
@@ -341,9 +342,9 @@ func (p *Parts) checkNPYRows(c chunkMeta, col Column, s segment) error {
 // be one Finish can list: its footer and page index are read, and a
 // failure there (bytes that match the manifest but are no parquet file)
 // is damage too, not a Finish failing run after run.
-func checkSegment(f *os.File, s segment, format Format) error {
+func checkSegment(ctx context.Context, f *os.File, s segment, format Format) error {
 	h := crc32.New(castagnoli)
-	n, err := io.Copy(h, io.NewSectionReader(f, s.Offset, s.Bytes))
+	n, err := io.Copy(h, ctxReader{ctx, io.NewSectionReader(f, s.Offset, s.Bytes)})
 	if err != nil {
 		return fmt.Errorf("%s: %w", s.File, err)
 	}

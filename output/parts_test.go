@@ -2,6 +2,7 @@ package output
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -479,5 +480,49 @@ func TestPartsParquetPageIndex(t *testing.T) {
 		if !rowsEqual(&row, &rows[i]) {
 			t.Fatalf("row %d differs", i)
 		}
+	}
+}
+
+// TestPartsResumeCheckCancelled: the read-back of an earlier run's
+// committed chunks stops when the context is done, with an error that
+// wraps the cancellation, and changes nothing: the next run resumes after
+// the same rows.
+func TestPartsResumeCheckCancelled(t *testing.T) {
+	t.Parallel()
+	for _, f := range formats {
+		t.Run(string(f), func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "emb")
+			rows := indexed(6)
+			p, err := OpenParts(out, f, testSchema, PartsOptions{Identity: testIdentity})
+			if err != nil {
+				t.Fatal(err)
+			}
+			writeParts(t, p, rows, 0, 6, 2)
+			p.Close()
+			manifest := filepath.Join(out+PartsSuffix, "manifest.json")
+			before, err := os.ReadFile(manifest)
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			_, err = OpenPartsContext(ctx, out, f, testSchema, PartsOptions{Identity: testIdentity})
+			if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "nothing was changed") {
+				t.Fatalf("cancelled check: %v", err)
+			}
+			if after, err := os.ReadFile(manifest); err != nil || !bytes.Equal(after, before) {
+				t.Fatalf("the manifest changed (%v)", err)
+			}
+
+			p, err = OpenParts(out, f, testSchema, PartsOptions{Identity: testIdentity})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			if p.Next() != 6 || p.Rows() != 6 {
+				t.Fatalf("resume at %d with %d rows after a cancelled check, want 6, 6", p.Next(), p.Rows())
+			}
+		})
 	}
 }
