@@ -532,7 +532,7 @@ func (p *Parts) verify(ctx context.Context) error {
 			err = p.checkSegments(ctx, c, ends)
 		}
 		if err != nil && ctx.Err() != nil {
-			return fmt.Errorf("output: %s: checking the committed chunks of an earlier run stopped at chunk %d of %d: %w; nothing was changed", p.dir, i+1, len(p.man.Chunks), context.Cause(ctx))
+			return fmt.Errorf("output: %s: checking the committed chunks of an earlier run stopped at chunk %d of %d: %w; nothing was changed", p.dir, i+1, len(p.man.Chunks), ctx.Err())
 		}
 		if err != nil && !isDamage(err) {
 			return fmt.Errorf("output: %s: chunk %d (records %d to %d) could not be checked: %w; nothing was changed: run again once it can be read, or overwrite to discard the parts", p.dir, i, c.First, c.Next-1, err)
