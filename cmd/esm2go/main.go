@@ -21,7 +21,15 @@ func main() {
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	ctx, stop := onSignals(context.Background(), sigs, os.Stderr, os.Exit, jsonLogRequested(os.Args[1:]))
+	stopProfiles, err := startProfiles(os.Getenv)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "esm2go:", err)
+		os.Exit(2)
+	}
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	if err := stopProfiles(); err != nil {
+		fmt.Fprintln(os.Stderr, "esm2go:", err)
+	}
 	signal.Stop(sigs)
 	stop()
 	os.Exit(code)
