@@ -137,16 +137,8 @@ func testAttnKernelsSoftmax(t *testing.T, kern attnKernels) {
 		for _, bname := range []string{"NaN", "+Inf", "-Inf"} {
 			for _, pos := range []int{0, n / 2, n - 1} {
 				const row = 4
-				q2, k2 := append([]float32(nil), q...), append([]float32(nil), k...)
-				// q2[row]·k2[pos] overflows to +-Inf (1e40), or to Inf - Inf
-				// = NaN; every other score stays finite.
-				q2[row*ld], k2[pos*ld] = 1e20, 1e20
-				switch bname {
-				case "-Inf":
-					q2[row*ld] = -1e20
-				case "NaN":
-					q2[row*ld+1], k2[pos*ld+1] = 1e20, -1e20
-				}
+				// every other score stays finite
+				q2, k2 := poisonScore(q, k, ld, row, pos, bname)
 				kern.pack(k2, nil, ld, n, hd, kt, nil)
 				kern.qk(q2, ld, make([]float32, rows*hd), kt, rows, n, hd, got, red, smNorm)
 				checkReach(t, fmt.Sprintf("n=%d %s at %d", n, bname, pos), got, func(i int) bool { return i/n == row })
@@ -257,15 +249,7 @@ func testAttnKernelsHeadNonFinite(t *testing.T, kern attnKernels) {
 		for _, bname := range []string{"NaN", "+Inf", "-Inf"} {
 			for _, row := range []int{0, n - 1, min(n-1, headRows(n)+1)} {
 				for _, pos := range []int{0, n / 2, n - 1} {
-					q2, k2 := append([]float32(nil), q...), append([]float32(nil), k...)
-					// q2[row]·k2[pos] overflows to +-Inf, or Inf - Inf = NaN
-					q2[row*ld], k2[pos*ld] = 1e20, 1e20
-					switch bname {
-					case "-Inf":
-						q2[row*ld] = -1e20
-					case "NaN":
-						q2[row*ld+1], k2[pos*ld+1] = 1e20, -1e20
-					}
+					q2, k2 := poisonScore(q, k, ld, row, pos, bname)
 					// every other score of the row is 1e20 * k[j][0] (+ the
 					// rest): finite unless it overflows too, so keep k's
 					// other first elements small
@@ -287,6 +271,22 @@ func testAttnKernelsHeadNonFinite(t *testing.T, kern attnKernels) {
 			}
 		}
 	}
+}
+
+// poisonScore returns copies of q and k (rows of ld floats) whose score of
+// query row and key pos is kind: "+Inf" or "-Inf" (the product's first
+// term overflows, 1e40), or "NaN" (two first terms overflow to +Inf and
+// -Inf and add up to NaN).
+func poisonScore(q, k []float32, ld, row, pos int, kind string) (q2, k2 []float32) {
+	q2, k2 = append([]float32(nil), q...), append([]float32(nil), k...)
+	q2[row*ld], k2[pos*ld] = 1e20, 1e20
+	switch kind {
+	case "-Inf":
+		q2[row*ld] = -1e20
+	case "NaN":
+		q2[row*ld+1], k2[pos*ld+1] = 1e20, -1e20
+	}
+	return q2, k2
 }
 
 // TestHeadLenMax checks that headLenMax(maxN, hd) holds headLen(n, hd) for
