@@ -213,8 +213,9 @@ func bf16ToF32(h uint16) float32 { return math.Float32frombits(uint32(h) << 16) 
 
 // encode16 converts vals into dst (2 bytes per value, little-endian) as d,
 // which is Float16 or BFloat16. dst must hold 2*len(vals) bytes. The
-// loops carry f32ToF16's and f32ToBF16's common case inline (the calls
-// cost 4 times the conversion); other values go to f32ToF16Rare.
+// float16 loop carries f32ToF16's common case inline (f32ToF16 is too
+// large for the compiler to inline, and the call costs 4 times the
+// conversion); other values go to f32ToF16Rare. f32ToBF16 is inlined.
 func (d DType) encode16(dst []byte, vals []float32) {
 	if len(vals) == 0 {
 		return
@@ -242,13 +243,7 @@ func (d DType) encode16(dst []byte, vals []float32) {
 		return
 	}
 	for i, x := range vals {
-		b := math.Float32bits(x)
-		if b&0x7fffffff > 0x7f800000 {
-			b |= 0x400000 // NaN: quiet, as f32ToBF16
-		} else {
-			b += 0x7fff + (b>>16)&1
-		}
-		binary.LittleEndian.PutUint16(dst[2*i:], uint16(b>>16))
+		binary.LittleEndian.PutUint16(dst[2*i:], f32ToBF16(x)) // inlined
 	}
 }
 
