@@ -19,6 +19,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/esm2go/esm2go/internal/ctxio"
 )
 
 // A resumable output in progress: the directory "<out>.parts" holds the
@@ -549,20 +551,6 @@ func (p *Parts) verify(ctx context.Context) error {
 	return nil
 }
 
-// ctxReader reads r until ctx is done, then returns ctx's error: a
-// long read-back stops within one read of a cancellation.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(b []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(b)
-}
-
 // removeUnlisted removes files of chunks that were never committed (a kill
 // between a chunk's publish and the manifest update).
 func (p *Parts) removeUnlisted() {
@@ -620,7 +608,7 @@ func checksumContext(ctx context.Context, path string) (int64, uint32, error) {
 		if err != nil {
 			return 0, 0, err
 		}
-		n, err := io.Copy(h, ctxReader{ctx, f})
+		n, err := io.Copy(h, ctxio.Reader(ctx, f))
 		f.Close()
 		if err != nil {
 			return 0, 0, err

@@ -17,6 +17,8 @@ import (
 
 	"github.com/parquet-go/parquet-go/encoding/thrift"
 	"github.com/parquet-go/parquet-go/format"
+
+	"github.com/esm2go/esm2go/internal/ctxio"
 )
 
 // A resumable run writes every value once. The embedding values, which
@@ -344,7 +346,7 @@ func (p *Parts) checkNPYRows(c chunkMeta, col Column, s segment) error {
 // is damage too, not a Finish failing run after run.
 func checkSegment(ctx context.Context, f *os.File, s segment, format Format) error {
 	h := crc32.New(castagnoli)
-	n, err := io.Copy(h, ctxReader{ctx, io.NewSectionReader(f, s.Offset, s.Bytes)})
+	n, err := io.Copy(h, ctxio.Reader(ctx, io.NewSectionReader(f, s.Offset, s.Bytes)))
 	if err != nil {
 		return fmt.Errorf("%s: %w", s.File, err)
 	}

@@ -11,6 +11,8 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/esm2go/esm2go/internal/ctxio"
 )
 
 // Fingerprint identifies the checkpoint's files (config and weights),
@@ -55,7 +57,7 @@ func Fingerprint(ctx context.Context, path string) (string, error) {
 			}
 			defer f.Close()
 			h := xxhash.New()
-			if _, err := io.Copy(h, ctxReader{ctx, f}); err != nil {
+			if _, err := io.Copy(h, ctxio.Reader(ctx, f)); err != nil {
 				return fmt.Errorf("%s: %w", name, err)
 			}
 			sums[i] = fmt.Sprintf("xxh64:%016x", h.Sum64())
