@@ -62,14 +62,28 @@ def du(path):
     return total
 
 
-def embed(model_dir, fasta, out, logfile, extra):
+def embed(model_dir, fasta, out, logfile, extra, env=None):
+    """One esm2go embed process; `vmstat 1` runs beside it into logfile + '.vmstat' (the
+    disk's write rate, CPU and I/O wait per second) when vmstat is there."""
     cmd = [BIN, "embed", "--model", model_dir, "--device", "cuda", "--precision", "fp16",
            "--log-format", "json", "--overwrite", "--out", out] + extra + [fasta]
+    vm = None
+    try:
+        vm = subprocess.Popen(["vmstat", "-n", "-t", "1"], stdout=open(logfile + ".vmstat", "w"),
+                              stderr=subprocess.DEVNULL)
+    except OSError:
+        pass
     with open(logfile, "w") as f:
         f.write("$ " + " ".join(cmd) + "\n")
         f.flush()
         t = time.time()
-        rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, timeout=900).returncode
+        try:
+            rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, timeout=900,
+                                env=dict(os.environ, **(env or {}))).returncode
+        finally:
+            if vm is not None:
+                vm.terminate()
+                vm.wait()
         wall = time.time() - t
     done = parse_done(logfile)
     own = own_time(done)
@@ -86,6 +100,12 @@ def main():
     ap.add_argument("--long", default="1000,4000,16000,35000")
     ap.add_argument("--long-tokens", type=int, default=140000, help="about this many tokens per length")
     ap.add_argument("--skip-outputs", action="store_true")
+    ap.add_argument("--dest", help="folder the outputs are written to (default WORK/outputs); a tmpfs such as "
+                    "/dev/shm takes the disk out of the figures")
+    ap.add_argument("--configs", help="comma list of configs to run (e.g. mean_npy_float32,per_tok_npy_float32); "
+                    "default all")
+    ap.add_argument("--profile", action="store_true",
+                    help="per_tok configs also write a CPU profile and an execution trace to OUT/profiles")
     a = ap.parse_args()
     os.makedirs(os.path.join(a.out, "logs"), exist_ok=True)
     os.makedirs(a.work, exist_ok=True)
@@ -104,8 +124,10 @@ def main():
                                             capture_output=True, text=True).stdout.strip()
     except OSError:
         pass
-    outdir = os.path.join(a.work, "outputs")
+    outdir = a.dest or os.path.join(a.work, "outputs")
     os.makedirs(outdir, exist_ok=True)
+    doc["meta"]["dest"] = outdir
+    wanted = set(a.configs.split(",")) if a.configs else None
 
     def save():
         C.save_json(os.path.join(a.out, "outputs.json"), doc)
@@ -125,11 +147,20 @@ def main():
             for fmt in ("npy", "parquet"):
                 for dt in dtypes:
                     name = f"{include}_{fmt}_{dt}"
+                    if wanted is not None and name not in wanted:
+                        continue
                     out = os.path.join(outdir, name + (".parquet" if fmt == "parquet" else ".npy"))
                     extra = ["--include", include, "--format", fmt]
                     if dt != "float32":
                         extra += ["--dtype", dt]
-                    rc, wall, own, done = embed(model_dir, fasta, out, os.path.join(a.out, "logs", name + ".log"), extra)
+                    env = None
+                    if a.profile and include == "per_tok":
+                        prof = os.path.join(a.out, "profiles")
+                        os.makedirs(prof, exist_ok=True)
+                        env = {"ESM2GO_CPUPROFILE": os.path.join(prof, name + ".cpu.prof"),
+                               "ESM2GO_TRACE": os.path.join(prof, name + ".trace")}
+                    rc, wall, own, done = embed(model_dir, fasta, out, os.path.join(a.out, "logs", name + ".log"),
+                                                extra, env)
                     size = du(out) if rc == 0 and os.path.exists(out) else None
                     row = {"config": name, "include": include, "format": fmt, "dtype": dt, "rc": rc,
                            "wall_s": round(wall, 2), "own_s": own, "bytes": size,
