@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/esm2go/esm2go/esm"
+	"github.com/esm2go/esm2go/internal/par"
 )
 
 // Device is one compute device of a run (RunDevices).
@@ -210,6 +211,9 @@ func (w *worker) openAndRun(cw *workers) (err error) {
 	}
 	w.m = m
 	w.setBudget()
+	if err := w.newOutputs(); err != nil {
+		return fmt.Errorf("embed: device %s: %w", name, err)
+	}
 	reported = true
 	cw.openErr <- nil
 	<-cw.start
@@ -231,10 +235,10 @@ func (w *worker) openAndRun(cw *workers) (err error) {
 func (w *worker) run(ctx context.Context) (err error) {
 	p := w.p
 	req := esm.Request{Layers: p.o.Layers, Reprs: p.o.Include}
-	w.depth = 2
-	w.outs = make([]*esm.Output, w.depth)
-	for i := range w.outs {
-		w.outs[i] = &esm.Output{}
+	if w.outs == nil {
+		if err := w.newOutputs(); err != nil {
+			return err
+		}
 	}
 	defer func() {
 		err = errors.Join(err, w.finishAll())
@@ -270,6 +274,26 @@ func (w *worker) run(ctx context.Context) (err error) {
 			return err
 		}
 	}
+}
+
+// newOutputs makes the worker's outputs, one per batch in flight, and
+// reserves their per-token memory for the token budget when per-token rows
+// come back (per_tok, or windows of long records): pinned on a GPU, it is
+// allocated while the device opens, not while the first batches run.
+func (w *worker) newOutputs() error {
+	req := esm.Request{Layers: w.p.o.Layers, Reprs: w.p.o.Include}
+	if w.p.o.Windowing.On() {
+		req.Reprs |= esm.PerTok
+	}
+	w.depth = 2
+	w.outs = make([]*esm.Output, w.depth)
+	for i := range w.outs {
+		w.outs[i] = &esm.Output{}
+		if err := w.m.ReserveOutput(w.outs[i], req, w.budget); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // launch queues one packed batch on the device, then finishes the oldest
@@ -467,12 +491,37 @@ func (p *pipeline) fill(res *result, j *job, out *esm.Output) {
 		case esm.BOS:
 			v = append(v, out.BOS[col.layer][:out.NSeq*D]...)
 		case esm.PerTok:
-			x := out.PerTok[col.layer]
-			for s := range j.recs {
-				st, n := j.batch.Seqlens.Start(s), j.batch.Seqlens.Len(s)
-				v = append(v, x[(st+1)*D:(st+n-1)*D]...) // residues only: BOS and EOS dropped
-			}
+			v = gatherResidues(v, out.PerTok[col.layer], j, D)
 		}
 		res.vals[c] = v
 	}
+}
+
+// gatherMin is the fewest values one goroutine of gatherResidues copies:
+// 1 MiB, far above a goroutine's start-up cost.
+const gatherMin = 1 << 18
+
+// gatherResidues appends the residue rows of every sequence of j (BOS and
+// EOS dropped) from x, a (T, D) per-token output, to v, whose capacity
+// must hold them. A batch's rows are hundreds of MB at the larger models:
+// copied by one goroutine they would hold the device worker for longer
+// than the GPU takes for a batch, so the copy is split over the CPUs.
+func gatherResidues(v, x []float32, j *job, D int) []float32 {
+	base := len(v)
+	offs := make([]int, len(j.recs)+1) // where each sequence's rows start in v[base:]
+	for s := range j.recs {
+		offs[s+1] = offs[s] + (j.batch.Seqlens.Len(s)-2)*D
+	}
+	v = slices.Grow(v, offs[len(j.recs)])[:base+offs[len(j.recs)]]
+	dst := v[base:]
+	par.Do(len(dst), gatherMin, func(lo, hi int) {
+		// the sequences overlapping dst[lo:hi]
+		s, _ := slices.BinarySearch(offs, lo+1)
+		for s--; s < len(j.recs) && offs[s] < hi; s++ {
+			a, b := max(lo, offs[s]), min(hi, offs[s+1])
+			src := (j.batch.Seqlens.Start(s)+1)*D + a - offs[s]
+			copy(dst[a:b], x[src:src+b-a])
+		}
+	})
+	return v
 }

@@ -23,7 +23,9 @@ type Request struct {
 // owned by the Output: they stay valid until the next Launch or Forward with this Output,
 // its Release, or the Close of the model that filled it, whichever comes
 // first; keep copies of what must outlive that. A slice replaced by a larger
-// one is freed at once. Do not reuse an Output in Launch before the fence of
+// one stays allocated until Release (freeing pinned memory would wait for the
+// whole device); slices grow by at least half, so what is kept stays below
+// twice the largest. Do not reuse an Output in Launch before the fence of
 // its previous Launch has been waited for.
 type Output struct {
 	NSeq, T, D int
@@ -51,8 +53,9 @@ func (o *Output) Get(k Repr, layer int) []float32 {
 
 // outputHost is the backend host memory an Output's slices live in.
 type outputHost struct {
-	m   *Model // whose backend allocated mem; Model.Close releases it
-	mem map[outSlot]HostMemory
+	m       *Model // whose backend allocated mem; Model.Close releases it
+	mem     map[outSlot]HostMemory
+	retired []HostMemory // outgrown buffers (Model.read), freed by Release
 }
 
 // outSlot names one slice of an Output.
@@ -68,6 +71,9 @@ func (o *Output) Release() error {
 	var err error
 	if h := o.host; h != nil {
 		for _, mem := range h.mem {
+			err = errors.Join(err, mem.Free())
+		}
+		for _, mem := range h.retired {
 			err = errors.Join(err, mem.Free())
 		}
 		delete(h.m.outs, o)
@@ -346,11 +352,12 @@ func (m *Model) read(out *Output, slot outSlot, n int, src Tensor) ([]float32, e
 	if mem == nil || len(mem.Floats()) < n {
 		old := 0
 		if mem != nil {
+			// Retired, not freed: freeing pinned memory waits for the whole
+			// device (cuMemFreeHost), which would drain the queue of the
+			// batch in flight. Release frees it.
 			old = len(mem.Floats())
 			delete(h.mem, slot)
-			if err := mem.Free(); err != nil {
-				return nil, fmt.Errorf("esm: output buffer: %w", err)
-			}
+			h.retired = append(h.retired, mem)
 		}
 		// Headroom, so that batches of slowly growing size do not
 		// reallocate (page-locking memory is slow).
@@ -362,6 +369,42 @@ func (m *Model) read(out *Output, slot outSlot, n int, src Tensor) ([]float32, e
 	}
 	dst := mem.Floats()[:n]
 	return dst, m.be.ReadAsync(dst, src)
+}
+
+// ReserveOutput allocates out's host memory for the per-token rows req asks
+// for, for batches of up to tokens tokens, so that Launch does not allocate
+// it: on a GPU that memory is pinned, and pinning a few hundred MB takes a
+// good part of a second, which a caller can spend while it sets up rather
+// than while its first batches run. Other outputs are small and grow as
+// Launch needs them.
+func (m *Model) ReserveOutput(out *Output, req Request, tokens int) error {
+	if !req.Reprs.Has(PerTok) || tokens <= 0 {
+		return nil
+	}
+	layers, err := m.requestLayers(req.Layers)
+	if err != nil {
+		return err
+	}
+	if err := m.prepare(out, 0, 0); err != nil {
+		return err
+	}
+	h, n := out.host, tokens*m.Cfg.Dim
+	for _, k := range layers {
+		slot := outSlot{PerTok, k}
+		if mem := h.mem[slot]; mem != nil && len(mem.Floats()) >= n {
+			continue
+		}
+		if mem := h.mem[slot]; mem != nil {
+			delete(h.mem, slot)
+			h.retired = append(h.retired, mem)
+		}
+		mem, err := m.be.HostAlloc(n)
+		if err != nil {
+			return fmt.Errorf("esm: output buffer of %d floats: %w", n, err)
+		}
+		h.mem[slot] = mem
+	}
+	return nil
 }
 
 // prepare sets out's shape and binds out's host memory to m. Memory of another model's backend is released first.

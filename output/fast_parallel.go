@@ -2,8 +2,8 @@ package output
 
 import (
 	"math"
-	"runtime"
-	"sync"
+
+	"github.com/esm2go/esm2go/internal/par"
 )
 
 // Per-value work on a large row (the finiteness and range checks, the
@@ -13,32 +13,14 @@ import (
 // goroutines end before the call returns.
 const parallelMin = 1 << 15 // 128 KiB of float32: well above a goroutine's start-up cost
 
-// pieces is how many pieces n values are cut into.
-func pieces(n int) int {
-	return max(1, min(runtime.GOMAXPROCS(0), n/parallelMin))
-}
-
 // parallelDo calls do on consecutive ranges covering [0, n), at once.
-func parallelDo(n int, do func(lo, hi int)) {
-	p := pieces(n)
-	if p == 1 {
-		do(0, n)
-		return
-	}
-	var wg sync.WaitGroup
-	step := (n + p - 1) / p
-	for lo := step; lo < n; lo += step {
-		wg.Go(func() { do(lo, min(lo+step, n)) })
-	}
-	do(0, min(step, n))
-	wg.Wait()
-}
+func parallelDo(n int, do func(lo, hi int)) { par.Do(n, parallelMin, do) }
 
 // parallelFirst returns the smallest index that find reports over
 // consecutive ranges covering [0, n) (find returns an index in its range,
 // or -1), or -1.
 func parallelFirst(n int, find func(lo, hi int) int) int {
-	p := pieces(n)
+	p := par.Pieces(n, parallelMin)
 	if p == 1 {
 		return find(0, n)
 	}

@@ -106,10 +106,15 @@ func (b *Backend) SetBatch(batch *esm.Batch) error {
 		return fmt.Errorf("cuda: batch staging: %w", err)
 	}
 	if b.stage[i] == nil || len(b.stage[i].Bytes) < 4*words {
+		// The old buffer is not freed here: cuMemFreeHost waits for the
+		// whole device, which would drain the queue of the batch in flight
+		// at every new largest batch. It stays allocated until Close (the
+		// context frees it); growing by half again keeps what is retired
+		// below twice the largest buffer.
 		if b.stage[i] != nil {
-			b.stage[i].Free()
+			b.retired = append(b.retired, b.stage[i])
 		}
-		h, err := b.ctx.HostAlloc(4 * max(words, 1<<16))
+		h, err := b.ctx.HostAlloc(4 * max(words+words/2, 1<<16))
 		if err != nil {
 			b.stage[i] = nil
 			return fmt.Errorf("cuda: batch staging: %w", err)
@@ -130,7 +135,11 @@ func (b *Backend) SetBatch(batch *esm.Batch) error {
 	copy(sc, batch.Scales)
 
 	fresh := dp.dev[i] == nil || dp.dev[i].Size < 4*words
-	dev, err := b.grow(&dp.dev[i], 4*words)
+	dev := dp.dev[i]
+	var err error
+	if fresh { // with the staging buffer's headroom, so that it is rarely fresh
+		dev, err = b.grow(&dp.dev[i], 4*(words+words/2))
+	}
 	if err != nil {
 		return fmt.Errorf("cuda: batch of %d tokens: %w", T, oom(err))
 	}
