@@ -12,8 +12,8 @@ import (
 // fastSink appends to one file through a small, ordered pipeline of
 // buffers, so that the goroutine producing the bytes does not wait in
 // write(2): Write (or room and fill) puts the bytes into the buffer being
-// filled; a full buffer goes to the sink's goroutine, which computes its
-// CRC-32C and writes it, in order, then hands it back. At most
+// filled; a full buffer goes to the sink's goroutines, which compute its
+// CRC-32C and write it, in order, then hand it back. At most
 // sinkBuffers buffers of sinkBufferSize bytes exist, so a producer faster
 // than the disk waits for a buffer, and memory stays bounded.
 //
@@ -23,7 +23,7 @@ import (
 // manifest records them only after the file is fsynced, parts.go).
 //
 // The producer's methods are called from one goroutine. The sink's
-// goroutine starts with the first bytes given and ends at close.
+// goroutines start with the first bytes given and end at close.
 type fastSink struct {
 	f    *os.File
 	rc   syscall.RawConn // f's descriptor, for startWriteback; nil if none
@@ -33,13 +33,13 @@ type fastSink struct {
 	made int           // buffers allocated
 	free chan []byte   // written buffers, ready to fill again
 	todo chan []byte   // full buffers, in file order; nil marks a flush
-	ack  chan struct{} // the goroutine reached a flush mark
-	done chan struct{} // closed when the goroutine has ended
+	ack  chan struct{} // the writing goroutine reached a flush mark
+	done chan struct{} // closed when both goroutines have ended
 	err  atomic.Pointer[error]
 	stop atomic.Bool // close: drop what is still queued
 
-	// Written by the goroutine; read by the producer only after a flush
-	// (ordered by ack).
+	// Written by the goroutines (crc by the first, the others by the
+	// second); read by the producer only after a flush (ordered by ack).
 	crc     uint32
 	written int64
 	pos     int64 // the file offset of the next byte written
@@ -83,17 +83,41 @@ func (s *fastSink) start() {
 	go s.run()
 }
 
-// run is the sink's goroutine: checksum and write each buffer in order.
+// run is the sink's first goroutine: the CRC-32C of each buffer, in order.
+// A second writes them, in the same order, so that checksumming one buffer
+// overlaps the write call of the one before (one goroutine doing both
+// capped a file at about 1.8 GB/s on the H200 host, near its disk's 1.56).
+// On a write error the CRC may cover a buffer not written; the error is
+// then what sum returns.
 func (s *fastSink) run() {
 	defer close(s.done)
+	wq := make(chan []byte, sinkBuffers)
+	wrote := make(chan struct{})
+	go func() {
+		defer close(wrote)
+		s.write(wq)
+	}()
 	for b := range s.todo {
+		if b != nil && s.failed() == nil && !s.stop.Load() {
+			s.crc = crc32.Update(s.crc, castagnoli, b)
+		}
+		wq <- b
+	}
+	close(wq)
+	<-wrote
+}
+
+// write is the sink's second goroutine: write each buffer, then hand it
+// back; a flush mark (nil) is acknowledged once every buffer before it is
+// written.
+func (s *fastSink) write(wq <-chan []byte) {
+	for b := range wq {
 		if b == nil {
 			s.ack <- struct{}{}
 			continue
 		}
 		if s.failed() == nil && !s.stop.Load() {
 			n, err := s.f.Write(b)
-			s.crc = crc32.Update(s.crc, castagnoli, b[:n])
 			s.written += int64(n)
 			startWriteback(s.rc, s.pos, int64(n))
 			s.pos += int64(n)
