@@ -46,12 +46,11 @@ type fastSink struct {
 }
 
 const (
-	// Up to 64 MiB queued per file (made as needed: a file written no
-	// faster than the disk takes uses a few): a parquet row group (64
-	// MiB) goes into the file in one burst, and with 3 buffers the writer
-	// waited for the disk during each (0.9 s of a 4.2 s per-token run on
-	// the H200) while the disk idled as the next group filled.
-	sinkBuffers    = 64
+	// Three: tried with up to 64 (made as needed), so that a parquet row
+	// group's 64 MiB burst would not hold the writer at the disk's pace,
+	// per-token parquet float32 on the H200 went from 611 to 381 seq/s
+	// (npy unchanged): buffers that stay in the cache count for more.
+	sinkBuffers    = 3
 	sinkBufferSize = 1 << 20 // as the disk benchmarks write (benchDisk, BenchmarkPipelinePerTok/disk)
 )
 
