@@ -27,3 +27,9 @@ func (attnKernels) head(q []float32, ld int, kt, vp []float32, n, hd int, o []fl
 func (attnKernels) pv(p []float32, n int, vp []float32, rows, hd int, o []float32, ldo int, inv []float32) {
 	pvGo(p, n, vp, rows, hd, o, ldo, inv)
 }
+
+func (attnKernels) exps(x, y []float32) {
+	for i, v := range x {
+		y[i] = expk(v)
+	}
+}

@@ -79,9 +79,9 @@ func qkGo(q []float32, ld int, qp, kt []float32, rows, n, hd int, s, red []float
 	}
 }
 
-// expRow is softmaxRows on one row without the final scaling: it leaves
-// exp(max(x - max, -87.33654)) in r and returns 1/sum, NaN where the row
-// holds a NaN or an infinity.
+// expRow is softmaxRows on one row without the final scaling, with the
+// kernels' exponential: it leaves expk(x - max) in r and returns 1/sum,
+// NaN where the row holds a NaN or an infinity.
 func expRow(r []float32) float32 {
 	m := float32(math.Inf(-1))
 	var bad float32 // 0, or NaN once a non-finite score is seen
@@ -91,11 +91,36 @@ func expRow(r []float32) float32 {
 	}
 	sum := bad
 	for i, x := range r {
-		e := expf(max(x-m, -87.33654))
+		e := expk(x - m)
 		r[i] = e
 		sum += e
 	}
 	return 1 / sum
+}
+
+// expTab8 holds the bits of 2^(j/8), j = 0..7, each less j<<20 (see
+// expk).
+var expTab8 = [8]uint32{0x3F800000, 0x3F7B95C2, 0x3F7837F0, 0x3F75FED7,
+	0x3F7504F3, 0x3F75672A, 0x3F7744FD, 0x3F7AC0C7}
+
+// expk is the attention kernels' exponential (esm2go_attn_exp8 in
+// attn_kernels.go) for x <= 0: exp(max(x, -87.33654)), never below
+// 2^-126, from k = round(x*8/ln 2) = 8m + j, r = x - k*ln(2)/8 (two-part
+// constant), 2^m*2^(j/8) exactly from expTab8 and k's bits, times 1 +
+// q(r) with q a degree-4 polynomial. Each operation is rounded to float32
+// on its own (the conversions keep the compiler from fusing them), as in
+// the portable C build, which computes the same bits; the AVX2 build
+// fuses the multiply-adds. Within 1.1 ulp of exp (TestAttnExpAccuracy).
+func expk(x float32) float32 {
+	x = max(x, -87.33654)
+	r := float32(x*11.5415602) + 12582912 // 1.5*2^23 + k, k's bits at the bottom
+	fn := r - 12582912
+	x = float32(x-float32(fn*0.086639404296875)) - float32(fn*3.993272912e-6)
+	z := float32(x * x)
+	q := float32(float32(float32(4.166585952e-2*z)+float32(float32(1.666803509e-1*x)+0.5))*z) + x
+	rb := math.Float32bits(r)
+	s := math.Float32frombits(expTab8[rb&7] + rb<<20)
+	return float32(s*q) + s
 }
 
 // pvGo writes o(rows, hd) (row stride ldo) = p(rows, n)·V, V from packGo,
