@@ -49,7 +49,8 @@ const (
 	// Three: tried with up to 64 (made as needed), so that a parquet row
 	// group's 64 MiB burst would not hold the writer at the disk's pace,
 	// per-token parquet float32 on the H200 went from 611 to 381 seq/s
-	// (npy unchanged): buffers that stay in the cache count for more.
+	// (npy unchanged); most likely buffers that stay in the cache count
+	// for more (not profiled).
 	sinkBuffers    = 3
 	sinkBufferSize = 1 << 20 // as the disk benchmarks write (benchDisk, BenchmarkPipelinePerTok/disk)
 )
