@@ -32,7 +32,7 @@ type fastSink struct {
 	cur  []byte        // buffer being filled; nil when none yet
 	made int           // buffers allocated
 	free chan []byte   // written buffers, ready to fill again
-	todo chan sinkItem // full buffers and lent memory, in file order; a nil one marks a flush
+	todo chan []byte   // full buffers, in file order; nil marks a flush
 	ack  chan struct{} // the writing goroutine reached a flush mark
 	done chan struct{} // closed when both goroutines have ended
 	err  atomic.Pointer[error]
@@ -77,7 +77,7 @@ func (s *fastSink) start() {
 		return
 	}
 	s.free = make(chan []byte, sinkBuffers)
-	s.todo = make(chan sinkItem, sinkBuffers)
+	s.todo = make(chan []byte, sinkBuffers)
 	s.ack = make(chan struct{})
 	s.done = make(chan struct{})
 	go s.run()
@@ -91,17 +91,17 @@ func (s *fastSink) start() {
 // then what sum returns.
 func (s *fastSink) run() {
 	defer close(s.done)
-	wq := make(chan sinkItem, sinkBuffers)
+	wq := make(chan []byte, sinkBuffers)
 	wrote := make(chan struct{})
 	go func() {
 		defer close(wrote)
 		s.write(wq)
 	}()
-	for it := range s.todo {
-		if it.b != nil && s.failed() == nil && !s.stop.Load() {
-			s.crc = crc32.Update(s.crc, castagnoli, it.b)
+	for b := range s.todo {
+		if b != nil && s.failed() == nil && !s.stop.Load() {
+			s.crc = crc32.Update(s.crc, castagnoli, b)
 		}
-		wq <- it
+		wq <- b
 	}
 	close(wq)
 	<-wrote
@@ -110,9 +110,8 @@ func (s *fastSink) run() {
 // write is the sink's second goroutine: write each buffer, then hand it
 // back; a flush mark (nil) is acknowledged once every buffer before it is
 // written.
-func (s *fastSink) write(wq <-chan sinkItem) {
-	for it := range wq {
-		b := it.b
+func (s *fastSink) write(wq <-chan []byte) {
+	for b := range wq {
 		if b == nil {
 			s.ack <- struct{}{}
 			continue
@@ -130,36 +129,8 @@ func (s *fastSink) write(wq <-chan sinkItem) {
 				s.err.Store(&err)
 			}
 		}
-		if !it.lent {
-			s.free <- b[:0]
-		}
+		s.free <- b[:0]
 	}
-}
-
-// sinkItem is a buffer of the sink's to write, or memory lent by the
-// producer (lend); nil marks a flush.
-type sinkItem struct {
-	b    []byte
-	lent bool
-}
-
-// lend queues b to be written where the bytes given so far end, without
-// copying it: b must stay unchanged until the next flush (flush, sum,
-// reset) has returned.
-func (s *fastSink) lend(b []byte) error {
-	if err := s.failed(); err != nil {
-		return err
-	}
-	if len(b) == 0 {
-		return nil
-	}
-	s.start()
-	if len(s.cur) > 0 {
-		s.todo <- sinkItem{b: s.cur}
-		s.cur = nil
-	}
-	s.todo <- sinkItem{b: b, lent: true}
-	return nil
 }
 
 // buffer returns an empty buffer, waiting for one to be written if all
@@ -183,7 +154,7 @@ func (s *fastSink) buffer() []byte {
 // bytes of it as given.
 func (s *fastSink) room() []byte {
 	if s.cur != nil && len(s.cur) == cap(s.cur) {
-		s.todo <- sinkItem{b: s.cur}
+		s.todo <- s.cur
 		s.cur = nil
 	}
 	if s.cur == nil {
@@ -211,11 +182,11 @@ func (s *fastSink) Write(b []byte) (int, error) {
 // flush writes every byte given so far and waits until they are written.
 func (s *fastSink) flush() error {
 	if len(s.cur) > 0 {
-		s.todo <- sinkItem{b: s.cur}
+		s.todo <- s.cur
 		s.cur = nil
 	}
 	if s.todo != nil {
-		s.todo <- sinkItem{}
+		s.todo <- nil
 		<-s.ack
 	}
 	return s.failed()

@@ -55,11 +55,6 @@ type parquetWriter struct {
 	// embedding column i (columnTemplate).
 	templates []*format.FileMetaData
 	pool      *pagePool
-	// dst, when it writes pages' memory as it is (a dataFile: settler),
-	// and the pages' buffers of the group last committed, given back to
-	// the pool once dst has written them.
-	dst  settler
-	lent [][]byte
 
 	// The row group being filled, and those being encoded or waiting to
 	// be committed, oldest first (see submit).
@@ -236,10 +231,8 @@ func newParquetStream(own owner, dst io.Writer, schema Schema, pool *pagePool) (
 			return nil, fmt.Errorf("output: %s: column %s: %w", final, c.Name, err)
 		}
 	}
-	st, _ := dst.(settler)
 	return &parquetWriter{
 		owner: own,
-		dst:   st,
 		pw:    parquet.NewWriter(dst, config),
 		check: rowChecker{cols: schema.Columns, dtype: schema.DType.orDefault()},
 
@@ -378,50 +371,20 @@ func (w *parquetWriter) commitOldest() error {
 	w.inflight = w.inflight[1:]
 	err := <-g.done
 	if err == nil {
-		err = w.settle()
-	}
-	if err == nil {
 		src := &splicedGroup{FileRowGroup: g.first, schema: w.pw.Schema(), chunks: g.chunks}
 		err = guard(func() error { _, err := w.pw.WriteRowGroup(src); return err })
 	}
 	if err == nil {
-		if w.dst != nil {
-			// dst may still hold the pages' memory (lendSegments): the
-			// buffers go back to the pool after the next settle.
-			w.lent = g.bufs
-		} else {
-			// The group's pages are in the file: their buffers can
-			// serve new pages.
-			for _, b := range g.bufs {
-				w.pool.put(b)
-			}
+		// The group's pages are in the file: their buffers can serve
+		// new pages.
+		for _, b := range g.bufs {
+			w.pool.put(b)
 		}
 	}
 	if err != nil {
 		w.err = fmt.Errorf("output: %s: row group: %w", w.final, err)
 		return w.err
 	}
-	return nil
-}
-
-// settler is a destination that may write memory lent to it instead of a
-// copy (dataFile): settle returns once all of it is written.
-type settler interface{ settle() error }
-
-// settle waits until dst has written the pages of the group last
-// committed and gives their buffers back to the pool. By then (a group's
-// rows later) they are usually written already.
-func (w *parquetWriter) settle() error {
-	if len(w.lent) == 0 {
-		return nil
-	}
-	if err := w.dst.settle(); err != nil {
-		return err
-	}
-	for _, b := range w.lent {
-		w.pool.put(b)
-	}
-	w.lent = nil
 	return nil
 }
 

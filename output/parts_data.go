@@ -73,10 +73,6 @@ type dataFile struct {
 	sink  *fastSink
 	start int64 // where the chunk being written starts
 	n     int64 // its bytes so far
-	// lendMin: pieces this large or larger are lent to the sink, not
-	// copied (lendSegments); lendMinDefault unless a test changes it.
-	lendMin int
-	lent    int64 // bytes lent so far
 }
 
 func (d *dataFile) Write(b []byte) (int, error) {
@@ -89,11 +85,6 @@ func (d *dataFile) Write(b []byte) (int, error) {
 // bufio.Writer over the dataFile (parquet-go's, copying a row group's
 // pages in) hands its reads here instead of copying them once more.
 func (d *dataFile) ReadFrom(r io.Reader) (int64, error) {
-	if sr, ok := r.(*io.SectionReader); ok {
-		if seg, ok := sectionSegments(sr); ok {
-			return d.lendSegments(sr, seg)
-		}
-	}
 	var total int64
 	for {
 		if err := d.sink.failed(); err != nil {
@@ -110,63 +101,6 @@ func (d *dataFile) ReadFrom(r io.Reader) (int64, error) {
 		}
 	}
 }
-
-// lendMinDefault is the smallest piece of an in-memory parquet file (a page's
-// values) that lendSegments hands to the sink as it is; smaller ones
-// (headers, levels) are copied into the sink's buffer, which saves write
-// calls.
-const lendMinDefault = 64 << 10
-
-// sectionSegments reports whether sr reads one of chunkWriter's in-memory
-// parquet files, and returns it.
-func sectionSegments(sr *io.SectionReader) (*segments, bool) {
-	outer, base, n := sr.Outer()
-	seg, ok := outer.(*segments)
-	return seg, ok && base >= 0 && n >= 0 && base+n <= seg.size
-}
-
-// lendSegments writes what is left of sr, a section of seg, without
-// copying its large pieces: parquet-go copies a row group's column chunks
-// in from the in-memory files chunkWriter made (parquet_pages.go), and a
-// page's values would otherwise be copied once more, into the sink's
-// buffer, on the writer's goroutine. The pieces lent must stay unchanged
-// until the sink is flushed (settle): the parquet writer gives the pages'
-// buffers back to its pool only after that.
-func (d *dataFile) lendSegments(sr *io.SectionReader, seg *segments) (int64, error) {
-	_, base, n := sr.Outer()
-	cur, err := sr.Seek(0, io.SeekCurrent)
-	if err != nil {
-		return 0, err
-	}
-	lo, hi := base+cur, base+n
-	var total int64
-	for i := sort.Search(len(seg.starts), func(i int) bool { return seg.starts[i] > lo }) - 1; i < len(seg.pieces) && lo < hi; i++ {
-		p := seg.pieces[i]
-		start := seg.starts[i]
-		b := p[lo-start : min(hi-start, int64(len(p)))]
-		if d.lendMin > 0 && len(b) >= d.lendMin {
-			if err := d.sink.lend(b); err != nil {
-				return total, err
-			}
-			d.n += int64(len(b))
-			d.lent += int64(len(b))
-		} else if _, err := d.Write(b); err != nil {
-			return total, err
-		}
-		lo += int64(len(b))
-		total += int64(len(b))
-	}
-	if _, err := sr.Seek(0, io.SeekEnd); err != nil {
-		return total, err
-	}
-	if lo != hi {
-		return total, fmt.Errorf("%s: %d bytes of an in-memory file missing", d.rel, hi-lo)
-	}
-	return total, nil
-}
-
-// settle waits until every byte given, lent memory included, is written.
-func (d *dataFile) settle() error { return d.sink.flush() }
 
 // room and fill let a writer put bytes straight into the sink's buffer
 // (see fastSink.room).
@@ -256,7 +190,7 @@ func (p *Parts) openData() error {
 			p.closeData()
 			return fmt.Errorf("output: %s: %w", path, err)
 		}
-		p.data = append(p.data, &dataFile{rel: rel, f: f, sink: newFastSink(f, path, end), start: end, lendMin: lendMinDefault})
+		p.data = append(p.data, &dataFile{rel: rel, f: f, sink: newFastSink(f, path, end), start: end})
 	}
 	// The new files' names are durable before a commit lists them (npy:
 	// the arrays are entries of output.npy.d, not of the parts directory).

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
-	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -526,103 +525,4 @@ func TestPartsResumeCheckCancelled(t *testing.T) {
 			}
 		})
 	}
-}
-
-// TestPartsParquetLendsPages: a parquet chunk's large pages go into the
-// shared file without a copy (lendSegments), across row groups whose page
-// buffers come back from the pool, and the file is byte for byte the one
-// written with every byte copied; it reads back as written.
-func TestPartsParquetLendsPages(t *testing.T) {
-	t.Parallel()
-	const L, D = 200, 256 // 200 KB of values a row: pages over lendMinDefault
-	s := Schema{Columns: []Column{{Name: "mean_6", Kind: Vector, Dim: D}, {Name: "per_tok_6", Kind: Matrix, Dim: D}}}
-	rows := make([]Row, 40)
-	for i := range rows {
-		m := make([]float32, L*D)
-		for k := range m {
-			m[k] = float32(i*1000 + k%991)
-		}
-		rows[i] = Row{ID: fmt.Sprint("r", i), Index: int64(i), Length: L, Values: [][]float32{m[:D], m}}
-	}
-	write := func(lend bool) ([]byte, int64) {
-		out := filepath.Join(t.TempDir(), "emb.parquet")
-		p, err := OpenParts(out, Parquet, s, PartsOptions{Identity: testIdentity})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !lend {
-			for _, d := range p.data {
-				d.lendMin = 0
-			}
-		}
-		var lent int64
-		for i := range rows {
-			if err := p.Write(&rows[i]); err != nil {
-				t.Fatal(err)
-			}
-			if pw, ok := p.cur.(*parquetWriter); ok {
-				pw.maxGroupRows = 2 // many row groups, so pool buffers are reused
-			}
-			if (i+1)%15 == 0 {
-				if err := p.Commit(int64(i+1), int64(i+1)); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
-		for _, d := range p.data {
-			lent += d.lent
-		}
-		if err := p.Finish(int64(len(rows)), nil); err != nil {
-			t.Fatal(err)
-		}
-		b, err := os.ReadFile(out)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got := readAllSchema(t, out)
-		if len(got) != len(rows) {
-			t.Fatalf("%d rows read back, want %d", len(got), len(rows))
-		}
-		for i := range rows {
-			if !rowsEqual(&got[i], &rows[i]) {
-				t.Fatalf("lend %v: row %d differs", lend, i)
-			}
-		}
-		return b, lent
-	}
-	lentFile, lent := write(true)
-	copiedFile, none := write(false)
-	if lent < int64(len(rows))*L*D*4/2 || none != 0 {
-		t.Fatalf("bytes lent: %d with lending (want most of the %d values' bytes), %d without", lent, len(rows)*L*D*4, none)
-	}
-	// Each run has its own run id in the footer's metadata.
-	runID := regexp.MustCompile(`esm2go\.run_id\x18\x18[0-9a-f]{24}`)
-	lentFile = runID.ReplaceAll(lentFile, []byte("RUN"))
-	copiedFile = runID.ReplaceAll(copiedFile, []byte("RUN"))
-	if !bytes.Equal(lentFile, copiedFile) {
-		i := 0
-		for i < min(len(lentFile), len(copiedFile)) && lentFile[i] == copiedFile[i] {
-			i++
-		}
-		t.Fatalf("the file written with lent pages differs from the one written with copies (%d and %d bytes) at %d: %q", len(lentFile), len(copiedFile), i, lentFile[max(0, i-40):min(i+40, len(lentFile))])
-	}
-}
-
-// readAllSchema reads every row of the output at path with Open.
-func readAllSchema(t *testing.T, path string) []Row {
-	t.Helper()
-	r, err := Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	var out []Row
-	for {
-		var row Row
-		if err := r.Next(&row); err != nil {
-			break
-		}
-		out = append(out, row)
-	}
-	return out
 }
