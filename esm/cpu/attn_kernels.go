@@ -150,15 +150,16 @@ static void esm2go_attn_qk_sse(const float *q,
 // (0 <= j < 8) and r = x - k*ln(2)/8 (|r| <= ln(2)/16, by Cody-Waite's
 // two-part constant), e^x = 2^m * 2^(j/8) * (1 + q(r)), q(r) ~ e^r - 1 =
 // r + r^2*(c2 + c3*r + c4*r^2) (minimax on |r| <= ln(2)/16, relative
-// error 1e-10). s = 2^m * 2^(j/8) is exact: entry j of EXP_TAB8 holds the
-// bits of 2^(j/8) less j<<20, and adding k<<20 (the low bits of r_'s
-// mantissa, shifted out of the way of everything else) puts m in the
-// exponent field; the result is s + s*q (one FMA). Within 0.89 ulp of
+// error 2e-10). s = 2^m * 2^(j/8) is exact: entry j of EXP_TAB8 holds the
+// bits of 2^(j/8) less j<<20, and r_'s bits shifted left by 20 are k<<20
+// (k is r_'s low mantissa bits; the rounding constant's bits shift out),
+// so adding them puts m in the exponent field (PERM8 reads only the low 3
+// bits of r_ for j); the result is s + s*q (one FMA). Within 0.89 ulp of
 // exp over every float in [-87.33654, 0] in the AVX2+FMA build, 1.10 ulp
 // in the portable one (exhaustive check against the double exp; the
 // previous Cephes expf was within 1.01 ulp), and with 8 FMA-unit
-// operations per 8 scores instead of 12 (with the clamp and the 2^n:
-// 13 vector operations instead of 17). Inputs below -87.33654 are raised
+// operations per 8 scores instead of 11 (with the clamp and the 2^n:
+// 13 vector operations instead of 16). Inputs below -87.33654 are raised
 // to it, so the result is never below 2^-126 (k >= -1008, so m >= -126:
 // s is normal; not even for -Inf); for NaN the result is garbage or NaN,
 // which the softmax makes NaN through its bad sum. No float-to-int
