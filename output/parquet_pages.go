@@ -12,7 +12,6 @@ import (
 	"unsafe"
 
 	"github.com/parquet-go/parquet-go"
-	"github.com/parquet-go/parquet-go/encoding/rle"
 	"github.com/parquet-go/parquet-go/encoding/thrift"
 	"github.com/parquet-go/parquet-go/format"
 )
@@ -56,8 +55,10 @@ type chunkWriter struct {
 	// values of each page one piece, not copied again.
 	file segments
 
-	// The page being filled: one level byte per value or null, values.
-	rep, def        []byte
+	// The page being filled: its levels, one per value or null, as runs
+	// (parquet_levels.go), and its values.
+	rep, def        levelRuns
+	levelScratch    []uint64
 	vals            []byte
 	pageRows        int
 	pageNulls       int
@@ -96,24 +97,29 @@ func newChunkWriter(col Column, dtype DType, pool *pagePool) *chunkWriter {
 // add appends one record's values: (D,) for a Vector, (L, D) for a Matrix.
 func (c *chunkWriter) add(vals []float32) {
 	if len(vals) == 0 {
-		c.rep = append(c.rep, 0)
-		c.def = append(c.def, 0)
+		c.rep.add(0, 1)
+		c.def.add(0, 1)
 		c.pageRepHist[0]++
 		c.pageDefHist[0]++
 		c.pageNulls++
 	} else {
 		n := len(vals)
-		start := len(c.rep)
-		c.rep = fill(c.rep, n, c.maxLvl)
-		c.def = fill(c.def, n, c.maxLvl)
-		rep := c.rep[start:]
-		rep[0] = 0
+		c.def.add(c.maxLvl, n)
 		starts := 1 // inner lists (residues) of the record
 		if c.kind == Matrix {
-			for j := c.dim; j < n; j += c.dim {
-				rep[j] = 1
+			// the record's first value at 0, each residue's first at 1
+			for j := 0; j < n; j += c.dim {
+				first := byte(1)
+				if j == 0 {
+					first = 0
+				}
+				c.rep.add(first, 1)
+				c.rep.add(c.maxLvl, min(c.dim, n-j)-1)
 			}
-			starts = n / c.dim
+			starts = (n + c.dim - 1) / c.dim
+		} else {
+			c.rep.add(0, 1)
+			c.rep.add(c.maxLvl, n-1)
 		}
 		c.pageRepHist[0]++
 		c.pageRepHist[1] += int64(starts - 1)
@@ -124,33 +130,9 @@ func (c *chunkWriter) add(vals []float32) {
 	c.pageRows++
 	// parquet-go's repeatedColumnBuffer.Size: 8 bytes per row, a byte per
 	// level of each kind, and the values.
-	if 8*c.pageRows+len(c.rep)+len(c.def)+len(c.vals) >= pageBufferSize {
+	if 8*c.pageRows+c.rep.n+c.def.n+len(c.vals) >= pageBufferSize {
 		c.flushPage()
 	}
-}
-
-// fill appends n bytes v to b.
-func fill(b []byte, n int, v byte) []byte {
-	start := len(b)
-	b = growBytes(b, n)
-	s := b[start:]
-	if len(s) > 0 {
-		s[0] = v
-		for done := 1; done < len(s); done *= 2 {
-			copy(s[done:], s[:done])
-		}
-	}
-	return b
-}
-
-// growBytes returns b extended by n bytes (not cleared).
-func growBytes(b []byte, n int) []byte {
-	if cap(b)-len(b) < n {
-		nb := make([]byte, len(b), max(2*cap(b), len(b)+n))
-		copy(nb, b)
-		b = nb
-	}
-	return b[:len(b)+n]
 }
 
 // appendValues appends vals to the page's values as PLAIN items of the
@@ -192,26 +174,20 @@ func (c *chunkWriter) appendValues(vals []float32) {
 
 // flushPage writes the page being filled, if any.
 func (c *chunkWriter) flushPage() {
-	if len(c.rep) == 0 || c.err != nil {
+	if c.rep.n == 0 || c.err != nil {
 		return
 	}
-	enc := rle.Encoding{BitWidth: bits.Len8(c.maxLvl)}
-	var err error
-	if c.repEnc, err = enc.EncodeLevels(c.repEnc[:0], c.rep); err == nil {
-		c.defEnc, err = enc.EncodeLevels(c.defEnc[:0], c.def)
-	}
-	if err != nil {
-		c.err = err
-		return
-	}
+	w := uint(bits.Len8(c.maxLvl))
+	c.repEnc, c.levelScratch = encodeLevelRuns(c.repEnc[:0], &c.rep, w, c.levelScratch)
+	c.defEnc, c.levelScratch = encodeLevelRuns(c.defEnc[:0], &c.def, w, c.levelScratch)
 	size := len(c.repEnc) + len(c.defEnc) + len(c.vals)
 	// A page's sizes and counts are int32 in parquet (as parquet-go's
 	// Writer, refuse a page over 2 GiB: one record that large).
-	if size > math.MaxInt32-1<<10 || len(c.rep) > math.MaxInt32 {
-		c.err = fmt.Errorf("a page of %d bytes, %d values: over parquet's 2 GiB page limit", size, len(c.rep))
+	if size > math.MaxInt32-1<<10 || c.rep.n > math.MaxInt32 {
+		c.err = fmt.Errorf("a page of %d bytes, %d values: over parquet's 2 GiB page limit", size, c.rep.n)
 		return
 	}
-	numValues := len(c.rep)
+	numValues := c.rep.n
 	// The page's CRC and header are made by finish, on an encoder's
 	// goroutine: the levels and values wait there as they are.
 	levels := make([]byte, 0, len(c.repEnc)+len(c.defEnc))
@@ -232,7 +208,9 @@ func (c *chunkWriter) flushPage() {
 	c.numValues += int64(numValues)
 	c.nulls += int64(c.pageNulls)
 	c.pageRows, c.pageNulls = 0, 0
-	c.rep, c.def, c.vals = c.rep[:0], c.def[:0], nil
+	c.rep.reset()
+	c.def.reset()
+	c.vals = nil
 }
 
 // sealedPage is a page whose levels are encoded, waiting for its CRC and
