@@ -502,8 +502,8 @@ func (p *pipeline) fill(res *result, j *job, out *esm.Output) {
 const gatherMin = 1 << 18
 
 // gatherResidues appends the residue rows of every sequence of j (BOS and
-// EOS dropped) from x, a (T, D) per-token output, to v, whose capacity
-// must hold them. A batch's rows are hundreds of MB at the larger models:
+// EOS dropped) from x, a (T, D) per-token output, to v (grown if its
+// capacity does not hold them; fill sizes it beforehand). A batch's rows are hundreds of MB at the larger models:
 // copied by one goroutine they would hold the device worker for longer
 // than the GPU takes for a batch, so the copy is split over the CPUs.
 func gatherResidues(v, x []float32, j *job, D int) []float32 {
