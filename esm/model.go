@@ -347,28 +347,43 @@ func (m *Model) collect(k int, req Request, out *Output) error {
 // read queues a copy of n elements of src (ReadAsync) into the backend host
 // memory of out's slot and returns the slot's slice.
 func (m *Model) read(out *Output, slot outSlot, n int, src Tensor) ([]float32, error) {
-	h := out.host
-	mem := h.mem[slot]
-	if mem == nil || len(mem.Floats()) < n {
-		old := 0
-		if mem != nil {
-			// Retired, not freed: freeing pinned memory waits for the whole
-			// device (cuMemFreeHost), which would drain the queue of the
-			// batch in flight. Release frees it.
-			old = len(mem.Floats())
-			delete(h.mem, slot)
-			h.retired = append(h.retired, mem)
-		}
-		// Headroom, so that batches of slowly growing size do not
-		// reallocate (page-locking memory is slow).
-		var err error
-		if mem, err = m.be.HostAlloc(max(n+n/4, old+old/2)); err != nil {
-			return nil, fmt.Errorf("esm: output buffer of %d floats: %w", n, err)
-		}
-		h.mem[slot] = mem
+	mem, err := m.hostSlot(out.host, slot, n, true)
+	if err != nil {
+		return nil, err
 	}
 	dst := mem.Floats()[:n]
 	return dst, m.be.ReadAsync(dst, src)
+}
+
+// hostSlot returns the host memory of slot, replaced by a new allocation
+// when it holds fewer than n floats: of n+n/4 or half again the old size
+// when headroom is set, so that batches of slowly growing size do not
+// reallocate (page-locking memory is slow), else of n. The memory replaced
+// is retired, not freed: freeing pinned memory waits for the whole device
+// (cuMemFreeHost), which would drain the queue of the batch in flight.
+// Release frees it.
+func (m *Model) hostSlot(h *outputHost, slot outSlot, n int, headroom bool) (HostMemory, error) {
+	mem := h.mem[slot]
+	if mem != nil && len(mem.Floats()) >= n {
+		return mem, nil
+	}
+	size := n
+	if mem != nil {
+		old := len(mem.Floats())
+		delete(h.mem, slot)
+		h.retired = append(h.retired, mem)
+		if headroom {
+			size = max(n+n/4, old+old/2)
+		}
+	} else if headroom {
+		size = n + n/4
+	}
+	mem, err := m.be.HostAlloc(size)
+	if err != nil {
+		return nil, fmt.Errorf("esm: output buffer of %d floats: %w", n, err)
+	}
+	h.mem[slot] = mem
+	return mem, nil
 }
 
 // ReserveOutput allocates out's host memory for the per-token rows req asks
@@ -388,21 +403,10 @@ func (m *Model) ReserveOutput(out *Output, req Request, tokens int) error {
 	if err := m.prepare(out, 0, 0); err != nil {
 		return err
 	}
-	h, n := out.host, tokens*m.Cfg.Dim
 	for _, k := range layers {
-		slot := outSlot{PerTok, k}
-		if mem := h.mem[slot]; mem != nil && len(mem.Floats()) >= n {
-			continue
+		if _, err := m.hostSlot(out.host, outSlot{PerTok, k}, tokens*m.Cfg.Dim, false); err != nil {
+			return err
 		}
-		if mem := h.mem[slot]; mem != nil {
-			delete(h.mem, slot)
-			h.retired = append(h.retired, mem)
-		}
-		mem, err := m.be.HostAlloc(n)
-		if err != nil {
-			return fmt.Errorf("esm: output buffer of %d floats: %w", n, err)
-		}
-		h.mem[slot] = mem
 	}
 	return nil
 }

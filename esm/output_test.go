@@ -35,23 +35,32 @@ func (h *hostCounter) HostAlloc(n int) (esm.HostMemory, error) {
 	return countedMem{mem, h}, nil
 }
 
-// An Output's buffers outgrown by a larger batch are not freed during
-// Launch (on a GPU freeing pinned memory waits for the whole device, the
-// batch in flight included) but by Release; the rows read are right for
-// every batch.
-func TestOutputGrowthFreesAtRelease(t *testing.T) {
+// countingModel is the tiny model on a CPU backend that counts its host
+// memory; both are closed when the test ends.
+func countingModel(t *testing.T) (*esm.Model, *hostCounter) {
+	t.Helper()
 	cfg, err := esmtest.Config("tiny")
 	if err != nil {
 		t.Fatal(err)
 	}
 	inner := cpu.New(cpu.Options{})
-	defer inner.Close()
+	t.Cleanup(func() { inner.Close() })
 	be := &hostCounter{Backend: inner}
 	m, err := esm.NewModel(cfg, esmtest.Random(cfg, 3), be)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer m.Close()
+	t.Cleanup(func() { m.Close() })
+	return m, be
+}
+
+// An Output's buffers outgrown by a larger batch are not freed during
+// Launch (on a GPU freeing pinned memory waits for the whole device, the
+// batch in flight included) but by Release; the rows read are right for
+// every batch.
+func TestOutputGrowthFreesAtRelease(t *testing.T) {
+	m, be := countingModel(t)
+	cfg := m.Cfg
 	r := rand.New(rand.NewPCG(5, 6))
 	req := esm.Request{Layers: []int{-1}, Reprs: esm.Mean | esm.PerTok}
 	var out esm.Output
@@ -101,18 +110,7 @@ func TestOutputGrowthFreesAtRelease(t *testing.T) {
 // allocates none for batches within the reserved tokens (only the small
 // pooled outputs), and grows it for a larger one.
 func TestReserveOutput(t *testing.T) {
-	cfg, err := esmtest.Config("tiny")
-	if err != nil {
-		t.Fatal(err)
-	}
-	inner := cpu.New(cpu.Options{})
-	defer inner.Close()
-	be := &hostCounter{Backend: inner}
-	m, err := esm.NewModel(cfg, esmtest.Random(cfg, 3), be)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	m, be := countingModel(t)
 	req := esm.Request{Layers: []int{0, -1}, Reprs: esm.PerTok}
 	var out esm.Output
 	if err := m.ReserveOutput(&out, req, 100); err != nil {
