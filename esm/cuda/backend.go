@@ -65,7 +65,6 @@ type Backend struct {
 	tokens, seqid, pos, cu, scales cudadrv.DevicePtr      // into dp.dev[slot] (batch.go)
 	stage                          [2]*cudadrv.HostBuffer // pinned staging of the batch, alternating
 	stageEv                        [2]*cudadrv.Event      // recorded after each staging buffer's copy
-	retired                        []*cudadrv.HostBuffer  // outgrown staging buffers, freed with the context (SetBatch)
 
 	invFreq *cudadrv.Buffer // (HD/2) f32, from SetRotary
 	half    int

@@ -108,12 +108,9 @@ func (b *Backend) SetBatch(batch *esm.Batch) error {
 	if b.stage[i] == nil || len(b.stage[i].Bytes) < 4*words {
 		// The old buffer is not freed here: cuMemFreeHost waits for the
 		// whole device, which would drain the queue of the batch in flight
-		// at every new largest batch. It stays allocated until Close (the
-		// context frees it); growing by half again keeps what is retired
-		// below twice the largest buffer.
-		if b.stage[i] != nil {
-			b.retired = append(b.retired, b.stage[i])
-		}
+		// at every new largest batch. It is left to the context, which
+		// frees every pinned buffer at Close; growing by half again keeps
+		// what is left below twice the largest buffer.
 		h, err := b.ctx.HostAlloc(4 * max(words+words/2, 1<<16))
 		if err != nil {
 			b.stage[i] = nil
@@ -136,12 +133,11 @@ func (b *Backend) SetBatch(batch *esm.Batch) error {
 
 	fresh := dp.dev[i] == nil || dp.dev[i].Size < 4*words
 	dev := dp.dev[i]
-	var err error
 	if fresh { // with the staging buffer's headroom, so that it is rarely fresh
-		dev, err = b.grow(&dp.dev[i], 4*(words+words/2))
-	}
-	if err != nil {
-		return fmt.Errorf("cuda: batch of %d tokens: %w", T, oom(err))
+		var err error
+		if dev, err = b.grow(&dp.dev[i], 4*(words+words/2)); err != nil {
+			return fmt.Errorf("cuda: batch of %d tokens: %w", T, oom(err))
+		}
 	}
 	if fresh { // possibly a block that queued compute work still uses
 		if err := dp.free[i].Record(compute); err != nil {
