@@ -63,16 +63,12 @@ func (c *levelCursor) seek(p int) {
 // word returns the 8 levels from position 8k as parquet-go reads them: a
 // little-endian uint64.
 func (c *levelCursor) word(k int) uint64 {
-	p := 8 * k
-	c.seek(p)
+	c.seek(8 * k)
+	d := *c // the word's later levels, without moving c past its start
 	var w uint64
-	i, start := c.i, c.start
-	for b := 0; b < 8; b++ {
-		for p+b >= start+c.runs[i].count {
-			start += c.runs[i].count
-			i++
-		}
-		w |= uint64(c.runs[i].level) << (8 * b)
+	for b := range 8 {
+		d.seek(8*k + b)
+		w |= uint64(d.runs[d.i].level) << (8 * b)
 	}
 	return w
 }
@@ -115,16 +111,12 @@ func encodeLevelRuns(dst []byte, r *levelRuns, w uint, scratch []uint64) ([]byte
 		i = j
 	}
 	// The last r.n % 8 levels: a run-length run per stretch of equal levels.
-	p := 8 * words
-	if p < r.n {
+	if p := 8 * words; p < r.n {
 		c.seek(p)
-		for i := c.i; i < len(r.runs) && p < r.n; i++ {
-			end := c.start + r.runs[i].count
-			if i > c.i {
-				end = p + r.runs[i].count
-			}
-			dst = appendRLERun(dst, end-p, r.runs[i].level)
-			p = end
+		for i, start := c.i, c.start; i < len(r.runs); i++ {
+			end := start + r.runs[i].count
+			dst = appendRLERun(dst, end-max(p, start), r.runs[i].level)
+			start = end
 		}
 	}
 	return dst, scratch
