@@ -68,12 +68,11 @@ def embed(model_dir, fasta, out, logfile, extra, env=None):
     cmd = [BIN, "embed", "--model", model_dir, "--device", "cuda", "--precision", "fp16",
            "--log-format", "json", "--overwrite", "--out", out] + extra + [fasta]
     vm = None
-    try:
-        vm = subprocess.Popen(["vmstat", "-n", "-t", "1"], stdout=open(logfile + ".vmstat", "w"),
-                              stderr=subprocess.DEVNULL)
-    except OSError:
-        pass
-    with open(logfile, "w") as f:
+    with open(logfile + ".vmstat", "w") as vf, open(logfile, "w") as f:
+        try:
+            vm = subprocess.Popen(["vmstat", "-n", "-t", "1"], stdout=vf, stderr=subprocess.DEVNULL)
+        except OSError:
+            pass
         f.write("$ " + " ".join(cmd) + "\n")
         f.flush()
         t = time.time()
