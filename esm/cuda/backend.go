@@ -43,6 +43,7 @@ import (
 	"github.com/esm2go/esm2go/attention"
 	"github.com/esm2go/esm2go/esm"
 	"github.com/esm2go/esm2go/internal/cudadrv"
+	"github.com/esm2go/esm2go/weights"
 )
 
 // Options configure the CUDA backend.
@@ -226,6 +227,46 @@ func (b *Backend) Upload(name string, data []float32, wide bool) (esm.Tensor, er
 		t.wide = f32
 	} else {
 		f32.Free() // stream-ordered reuse: later work on the one stream follows the convert
+	}
+	return t, nil
+}
+
+var _ esm.NarrowUploader = (*Backend)(nil)
+
+// NarrowDType implements esm.NarrowUploader: the compute type.
+func (b *Backend) NarrowDType() weights.DType {
+	switch b.dt {
+	case cudadrv.F16:
+		return weights.F16
+	case cudadrv.BF16:
+		return weights.BF16
+	}
+	return weights.F32
+}
+
+// UploadNarrow implements esm.NarrowUploader: the first n compute-type
+// elements of src (pinned memory from HostAlloc) are copied to a new GEMM
+// weight tensor, synchronously, so src may be refilled on return.
+func (b *Backend) UploadNarrow(name string, src esm.HostMemory, n int) (esm.Tensor, error) {
+	h, ok := src.(*hostMem)
+	size := b.dt.Size()
+	if !ok || h.h == nil || h.h.Bytes == nil {
+		return nil, fmt.Errorf("cuda: upload %s: staging memory is not this backend's HostAlloc", name)
+	}
+	if n <= 0 || n*size > len(h.h.Bytes) {
+		return nil, fmt.Errorf("cuda: upload %s: %d elements of %v from %d bytes of staging memory", name, n, b.dt, len(h.h.Bytes))
+	}
+	buf, err := b.ctx.Alloc(n * size)
+	if err != nil {
+		return nil, fmt.Errorf("cuda: upload %s (%d elements): %w", name, n, err)
+	}
+	if err := b.ctx.CopyHtoD(buf.Ptr, h.h.Bytes[:n*size]); err != nil {
+		buf.Free()
+		return nil, fmt.Errorf("cuda: upload %s: %w", name, err)
+	}
+	t := &tensor{buf: buf, dt: b.dt, n: n}
+	if b.dt == cudadrv.F32 {
+		t.wide = buf // as Upload: in fp32 the one buffer serves both
 	}
 	return t, nil
 }

@@ -1,0 +1,220 @@
+package esm_test
+
+import (
+	"errors"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/esm2go/esm2go/esm"
+	"github.com/esm2go/esm2go/esm/cpu"
+	"github.com/esm2go/esm2go/esm/esmtest"
+	"github.com/esm2go/esm2go/weights"
+)
+
+// convertSource is esmtest's in-memory source as an esm.ConvertSource: its
+// float32 values converted by weights.Convert, each conversion after a
+// random short sleep so they finish out of order.
+type convertSource struct {
+	esmtest.Source
+	mu sync.Mutex
+	r  *rand.Rand
+}
+
+func (c *convertSource) ParallelReads() {}
+
+func (c *convertSource) Check(name string, shape ...int) error {
+	_, err := c.Source.Float32(name, shape...)
+	return err
+}
+
+func (c *convertSource) ConvertInto(dst []byte, dt weights.DType, name string, shape ...int) error {
+	d, err := c.Source.Float32(name, shape...)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	sleep := time.Duration(c.r.IntN(200)) * time.Microsecond
+	c.mu.Unlock()
+	time.Sleep(sleep)
+	return weights.Convert(dst, dt, f32b(d), weights.F32)
+}
+
+func f32b(d []float32) []byte { return unsafe.Slice((*byte)(unsafe.Pointer(&d[0])), 4*len(d)) }
+
+// stager is a recorder that is also an esm.NarrowUploader of type dt: it
+// turns staged weights back into float32 (exact from every type) and
+// uploads those, counting staging memory and staged uploads.
+type stager struct {
+	*recorder
+	dt            weights.DType
+	allocs, frees int
+	staged        []string
+}
+
+type countedMemory struct {
+	esm.GoMemory
+	s *stager
+}
+
+func (m countedMemory) Free() error { m.s.frees++; return nil }
+
+func (s *stager) HostAlloc(n int) (esm.HostMemory, error) {
+	s.allocs++
+	return countedMemory{make(esm.GoMemory, n), s}, nil
+}
+
+func (s *stager) NarrowDType() weights.DType { return s.dt }
+
+func (s *stager) UploadNarrow(name string, src esm.HostMemory, n int) (esm.Tensor, error) {
+	f := make([]float32, n)
+	if err := weights.Convert(f32b(f), weights.F32, f32b(src.Floats())[:n*s.dt.Size()], s.dt); err != nil {
+		return nil, err
+	}
+	s.staged = append(s.staged, name)
+	return s.Upload(name, f, false)
+}
+
+// rounded is d as dt would hold it (weights.Convert's rounding, which the
+// weights tests check against an oracle), back in float32.
+func rounded(t *testing.T, d []float32, dt weights.DType) []float32 {
+	t.Helper()
+	b := make([]byte, len(d)*dt.Size())
+	if err := weights.Convert(b, dt, f32b(d), weights.F32); err != nil {
+		t.Fatal(err)
+	}
+	out := make([]float32, len(d))
+	if err := weights.Convert(f32b(out), weights.F32, b, dt); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// With a NarrowUploader backend and a ConvertSource, every GEMM weight goes
+// through the staged path, in the same order as the plain path and with the
+// values rounded to the backend's type; the other parameters keep the plain
+// path; every staging buffer is freed.
+func TestLoadParamsStaged(t *testing.T) {
+	cfg, err := esmtest.Config("tiny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := esmtest.Random(cfg, 5)
+	plain := &recorder{Backend: cpu.New(cpu.Options{})}
+	p, err := esm.LoadParams(cfg, src, plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Free(plain)
+	for _, dt := range []weights.DType{weights.F32, weights.F16, weights.BF16} {
+		for round := range 5 { // random conversion times: different interleavings
+			s := &stager{recorder: &recorder{Backend: cpu.New(cpu.Options{})}, dt: dt}
+			cs := &convertSource{Source: src, r: rand.New(rand.NewPCG(uint64(round), 9))}
+			p, err := esm.LoadParams(cfg, cs, s)
+			if err != nil {
+				t.Fatalf("%s: %v", dt, err)
+			}
+			if !slices.Equal(plain.names, s.names) {
+				t.Fatalf("%s: upload order differs:\n%v\n%v", dt, plain.names, s.names)
+			}
+			if want := cfg.Layers*4 + 1; len(s.staged) != want { // QKV, out, FC1, FC2 per layer; the LM head's dense
+				t.Errorf("%s: %d staged uploads, want %d: %v", dt, len(s.staged), want, s.staged)
+			}
+			for i, name := range s.names {
+				want := plain.data[i]
+				if slices.Contains(s.staged, name) {
+					want = rounded(t, want, dt)
+				}
+				if !slices.Equal(s.data[i], want) {
+					t.Errorf("%s: %s: data differs", dt, name)
+				}
+			}
+			p.Free(s)
+			if s.live != 0 || s.allocs != 3 || s.frees != s.allocs {
+				t.Errorf("%s: %d tensors live, %d staging buffers allocated, %d freed; want 0, 3, 3", dt, s.live, s.allocs, s.frees)
+			}
+		}
+	}
+}
+
+// A NaN in a GEMM weight stops the staged load with an error naming the
+// parameter and element; every tensor uploaded before it and every staging
+// buffer is freed, whatever the order conversions finish in. A weight with
+// the wrong shape is found before anything is uploaded or allocated.
+func TestLoadParamsStagedErrors(t *testing.T) {
+	cfg, err := esmtest.Config("tiny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const bad = "encoder.layer.1.intermediate.dense.weight"
+	for round := range 20 {
+		src := esmtest.Random(cfg, 6)
+		src[bad] = slices.Clone(src[bad])
+		src[bad][7] = float32(math.NaN())
+		s := &stager{recorder: &recorder{Backend: cpu.New(cpu.Options{})}, dt: weights.F16}
+		_, err := esm.LoadParams(cfg, &convertSource{Source: src, r: rand.New(rand.NewPCG(uint64(round), 10))}, s)
+		var nf *weights.NonFiniteError
+		if !errors.As(err, &nf) || nf.Index != 7 || !strings.Contains(err.Error(), bad) {
+			t.Fatalf("NaN in %s: %v, want a NonFiniteError at 7 naming it", bad, err)
+		}
+		if len(s.names) == 0 || s.live != 0 || s.frees != s.allocs {
+			t.Fatalf("%d uploads, %d still live, %d of %d staging buffers freed; want some, none, all", len(s.names), s.live, s.frees, s.allocs)
+		}
+	}
+	src := esmtest.Random(cfg, 6)
+	src["encoder.layer.1.output.dense.weight"] = src["encoder.layer.1.output.dense.weight"][1:]
+	s := &stager{recorder: &recorder{Backend: cpu.New(cpu.Options{})}, dt: weights.F16}
+	_, err = esm.LoadParams(cfg, &convertSource{Source: src, r: rand.New(rand.NewPCG(1, 1))}, s)
+	if err == nil || !strings.Contains(err.Error(), "encoder.layer.1.output.dense.weight") {
+		t.Errorf("short weight: %v, want an error naming it", err)
+	}
+	if len(s.names) != 0 || s.allocs != 0 {
+		t.Errorf("short weight: %d uploads and %d staging buffers before the error, want none", len(s.names), s.allocs)
+	}
+}
+
+// The staged path through a real checkpoint (CheckpointSource: shapes
+// checked by Check, tensors converted by Tensor.ConvertInto) uploads what
+// the plain path uploads, GEMM weights rounded to the backend's type.
+func TestLoadParamsStagedCheckpoint(t *testing.T) {
+	ck, cfg, err := esm.OpenCheckpoint(tinyModel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ck.Close()
+	src := esm.CheckpointSource{C: ck}
+	plain := &recorder{Backend: cpu.New(cpu.Options{})}
+	p, err := esm.LoadParams(cfg, src, plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Free(plain)
+	s := &stager{recorder: &recorder{Backend: cpu.New(cpu.Options{})}, dt: weights.F16}
+	if p, err = esm.LoadParams(cfg, src, s); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Free(s)
+	if !slices.Equal(plain.names, s.names) || len(s.staged) != cfg.Layers*4+1 {
+		t.Fatalf("uploads %v (staged %v), want %v", s.names, s.staged, plain.names)
+	}
+	for i, name := range s.names {
+		want := plain.data[i]
+		if slices.Contains(s.staged, name) {
+			want = rounded(t, want, weights.F16)
+		}
+		if !slices.Equal(s.data[i], want) {
+			t.Errorf("%s: data differs", name)
+		}
+	}
+	if err := src.Check("encoder.layer.0.output.dense.weight", 1, 2); err == nil {
+		t.Errorf("Check with a wrong shape: no error")
+	}
+	if err := src.Check("no.such.tensor"); !errors.Is(err, esm.ErrMissing) {
+		t.Errorf("Check of a missing tensor: %v, want ErrMissing", err)
+	}
+}
