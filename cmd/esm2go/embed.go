@@ -269,10 +269,12 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 	if trunc < 0 {
 		truncMeta = "none"
 	}
+	fpStart := time.Now()
 	modelID, err := weights.Fingerprint(ctx, ck.Path)
 	if err != nil {
 		return err
 	}
+	fpTime := time.Since(fpStart)
 	// Everything that changes the values written, and the input: a later
 	// run resumes this one's committed rows only if all of it is equal.
 	identity := map[string]string{
@@ -338,6 +340,7 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 	loaded := func(name, backend string) {
 		log.Info("model loaded", "device", name, "model", f.model, "path", ck.Path, "layers", cfg.Layers, "dim", cfg.Dim,
 			"backend", backend, "load_time", time.Since(loadStart).Round(time.Millisecond).String(),
+			"fingerprint_time", fpTime.Round(time.Millisecond).String(),
 			"repr_layers", joinInts(absLayers), "include", inc.String())
 	}
 	devs := devices(cfg, esm.CheckpointSource{C: ck}, ords, prec, f.threads, loaded)
