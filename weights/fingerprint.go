@@ -4,25 +4,39 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
+	"time"
 
 	"github.com/cespare/xxhash/v2"
 	"golang.org/x/sync/errgroup"
-
-	"github.com/esm2go/esm2go/internal/ctxio"
 )
 
 // Fingerprint identifies the checkpoint's files (config and weights),
 // in name order, by content: a file of the Hugging Face cache is a symlink
 // to a blob named by its git SHA-1 or SHA-256, which is used as it is (no
-// read: a 15B checkpoint is 60 GB); any other file is hashed (xxhash64, a
-// few goroutines; several GB/s from the page cache). Fingerprints cover
-// values, so a fine-tuned copy with the same shapes is a different model.
-// Hashing stops when ctx ends.
+// read: a 15B checkpoint is 60 GB); any other file is hashed (xxhash64 of
+// its bytes, read through a memory map, a few files at once; several GB/s
+// from the page cache). Fingerprints cover values, so a fine-tuned copy
+// with the same shapes is a different model. Hashing stops when ctx ends.
 func Fingerprint(ctx context.Context, path string) (string, error) {
+	return FingerprintCached(ctx, path, "")
+}
+
+// FingerprintCached is Fingerprint remembering each hashed file's hash in
+// cacheDir ("" for none), keyed by its device, inode, size and modification
+// and change times: a later run on the unchanged file skips the read (8 s
+// for a 30 GB checkpoint). Any write to the file, or its replacement, changes
+// the key. A file changed less than fingerprintSettle ago is not
+// remembered (a write in the same clock tick could go unseen). The cache is
+// best effort: an unreadable or unwritable cacheDir only costs the read.
+func FingerprintCached(ctx context.Context, path, cacheDir string) (string, error) {
+	return fingerprint(ctx, path, cacheDir, fingerprintSettle)
+}
+
+func fingerprint(ctx context.Context, path, cacheDir string, settle time.Duration) (string, error) {
 	info, err := os.Stat(path)
 	if err != nil {
 		return "", err
@@ -51,16 +65,21 @@ func Fingerprint(ctx context.Context, path string) (string, error) {
 			continue
 		}
 		g.Go(func() error {
-			f, err := os.Open(name)
-			if err != nil {
-				return err
+			key, ok := fileKey(name)
+			if ok {
+				if sum, hit := lookupSum(cacheDir, key); hit {
+					sums[i] = sum
+					return nil
+				}
 			}
-			defer f.Close()
-			h := xxhash.New()
-			if _, err := io.Copy(h, ctxio.Reader(ctx, f)); err != nil {
+			sum, err := hashFile(ctx, name)
+			if err != nil {
 				return fmt.Errorf("%s: %w", name, err)
 			}
-			sums[i] = fmt.Sprintf("xxh64:%016x", h.Sum64())
+			sums[i] = sum
+			if ok {
+				storeSum(cacheDir, key, sum, settle)
+			}
 			return nil
 		})
 	}
@@ -72,6 +91,91 @@ func Fingerprint(ctx context.Context, path string) (string, error) {
 		fmt.Fprintf(h, "%s %s\n", filepath.Base(name), sums[i])
 	}
 	return "xxh64:" + hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// hashFile is "xxh64:" and the xxhash64 of the file's bytes, read through
+// mapFile (no copy out of the page cache) in steps that check ctx.
+func hashFile(ctx context.Context, name string) (string, error) {
+	m, err := mapFile(name)
+	if err != nil {
+		return "", err
+	}
+	defer m.close()
+	h := xxhash.New()
+	const step = 64 << 20
+	for b := m.data; len(b) > 0; {
+		if err := ctx.Err(); err != nil {
+			return "", err
+		}
+		n := min(step, len(b))
+		h.Write(b[:n])
+		b = b[n:]
+	}
+	return fmt.Sprintf("xxh64:%016x", h.Sum64()), nil
+}
+
+// fingerprintSettle is how long a file must have been unchanged before its
+// hash is remembered.
+const fingerprintSettle = 2 * time.Second
+
+// statKey is what FingerprintCached's cache compares: where the file is and
+// every stat field a write or a replacement changes.
+type statKey struct {
+	path               string
+	dev, ino           uint64
+	size, mtime, ctime int64 // bytes; nanoseconds since the epoch
+}
+
+func (k statKey) entryName() string {
+	return fmt.Sprintf("%016x", xxhash.Sum64String(fmt.Sprintf("%s\x00%d\x00%d", k.path, k.dev, k.ino)))
+}
+
+func (k statKey) line(sum string) string {
+	return fmt.Sprintf("esm2go-fingerprint-v1 %d %d %d %s\n", k.size, k.mtime, k.ctime, sum)
+}
+
+// lookupSum returns the remembered hash of the file key describes.
+func lookupSum(dir string, k statKey) (string, bool) {
+	if dir == "" {
+		return "", false
+	}
+	b, err := os.ReadFile(filepath.Join(dir, k.entryName()))
+	if err != nil || len(b) > 256 {
+		return "", false
+	}
+	line := string(b)
+	i := strings.LastIndexByte(strings.TrimSuffix(line, "\n"), ' ')
+	if i < 0 {
+		return "", false
+	}
+	sum := strings.TrimSuffix(line[i+1:], "\n")
+	if line != k.line(sum) || !strings.HasPrefix(sum, "xxh64:") {
+		return "", false
+	}
+	return sum, true
+}
+
+// storeSum remembers sum for the file key describes (atomically: a
+// temporary file renamed into place), unless the file changed too recently.
+func storeSum(dir string, k statKey, sum string, settle time.Duration) {
+	if dir == "" {
+		return
+	}
+	settled := time.Now().Add(-settle).UnixNano()
+	if k.mtime > settled || k.ctime > settled {
+		return
+	}
+	if os.MkdirAll(dir, 0o755) != nil {
+		return
+	}
+	f, err := os.CreateTemp(dir, ".tmp-*")
+	if err != nil {
+		return
+	}
+	_, werr := f.WriteString(k.line(sum))
+	if cerr := f.Close(); werr != nil || cerr != nil || os.Rename(f.Name(), filepath.Join(dir, k.entryName())) != nil {
+		os.Remove(f.Name())
+	}
 }
 
 // cacheBlob returns the content hash a Hugging Face cache symlink points

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestFingerprint(t *testing.T) {
@@ -41,5 +42,79 @@ func TestFingerprintCancel(t *testing.T) {
 	cancel()
 	if _, err := Fingerprint(ctx, dir); !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled fingerprint: %v", err)
+	}
+}
+
+// The cache gives the same fingerprint without reading the weights again,
+// is keyed so that any write to a file re-hashes it, ignores entries it
+// cannot parse, never remembers a file changed just now, and never fails a
+// fingerprint when it cannot be written.
+func TestFingerprintCached(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	model := filepath.Join(dir, "m")
+	os.MkdirAll(model, 0o755)
+	weightsFile := filepath.Join(model, "model.safetensors")
+	os.WriteFile(weightsFile, []byte("weights v1"), 0o644)
+	os.WriteFile(filepath.Join(model, "config.json"), []byte("{}"), 0o644)
+	ctx := context.Background()
+	plain, err := Fingerprint(ctx, model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache := filepath.Join(dir, "cache")
+
+	// Files written just now are hashed but not remembered.
+	if got, err := FingerprintCached(ctx, model, cache); err != nil || got != plain {
+		t.Fatalf("cached fingerprint %q, %v; want %q", got, err, plain)
+	}
+	if ents, _ := os.ReadDir(cache); len(ents) != 0 {
+		t.Fatalf("%d cache entries for files changed just now, want none", len(ents))
+	}
+
+	// Settled files (settle 0 here) are remembered, one entry each.
+	if got, err := fingerprint(ctx, model, cache, 0); err != nil || got != plain {
+		t.Fatalf("fingerprint %q, %v; want %q", got, err, plain)
+	}
+	key, ok := fileKey(weightsFile)
+	if !ok {
+		t.Fatal("no stat key on this system")
+	}
+	entry := filepath.Join(cache, key.entryName())
+	b, err := os.ReadFile(entry)
+	if err != nil || !strings.HasPrefix(string(b), "esm2go-fingerprint-v1 ") {
+		t.Fatalf("cache entry %q, %v", b, err)
+	}
+
+	// A hit is used as it is: a doctored entry shows through.
+	doctored := strings.Replace(string(b), "xxh64:", "xxh64:0", 1)
+	os.WriteFile(entry, []byte(doctored), 0o644)
+	if got, _ := fingerprint(ctx, model, cache, 0); got == plain {
+		t.Fatal("the cache entry was not used")
+	}
+
+	// Writing the file changes its key (size, times): hashed again.
+	time.Sleep(10 * time.Millisecond)
+	os.WriteFile(weightsFile, []byte("weights v2"), 0o644)
+	plain2, err := Fingerprint(ctx, model)
+	if err != nil || plain2 == plain {
+		t.Fatalf("fingerprint after a write: %q, %v (before %q)", plain2, err, plain)
+	}
+	if got, _ := fingerprint(ctx, model, cache, 0); got != plain2 {
+		t.Fatalf("cached fingerprint after a write %q, want %q", got, plain2)
+	}
+
+	// An entry that does not parse is ignored.
+	key, _ = fileKey(weightsFile)
+	os.WriteFile(filepath.Join(cache, key.entryName()), []byte("garbage\n"), 0o644)
+	if got, _ := fingerprint(ctx, model, cache, 0); got != plain2 {
+		t.Fatalf("fingerprint with a corrupt entry %q, want %q", got, plain2)
+	}
+
+	// An unwritable cache (a file where the folder should be) costs nothing.
+	blocked := filepath.Join(dir, "blocked")
+	os.WriteFile(blocked, nil, 0o644)
+	if got, err := fingerprint(ctx, model, blocked, 0); err != nil || got != plain2 {
+		t.Fatalf("fingerprint with an unusable cache %q, %v; want %q", got, err, plain2)
 	}
 }

@@ -270,7 +270,7 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 		truncMeta = "none"
 	}
 	fpStart := time.Now()
-	modelID, err := weights.Fingerprint(ctx, ck.Path)
+	modelID, err := weights.FingerprintCached(ctx, ck.Path, fingerprintCacheDir())
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,23 @@ import (
 // committed rows (output.PartsOptions.Identity): the model's weights, every
 // option that changes values, and the input.
 
+// fingerprintCacheDir is where the model fingerprints of local checkpoint
+// files are remembered (weights.FingerprintCached): $ESM2GO_FINGERPRINT_CACHE
+// ("off" for nowhere), else $XDG_CACHE_HOME/esm2go/fingerprints or
+// ~/.cache/esm2go/fingerprints.
+func fingerprintCacheDir() string {
+	if v, ok := os.LookupEnv("ESM2GO_FINGERPRINT_CACHE"); ok {
+		if v == "off" {
+			return ""
+		}
+		return v
+	}
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "esm2go", "fingerprints")
+	}
+	return ""
+}
+
 // inputFingerprint names the inputs by absolute path, size and
 // modification time: cheap for inputs of hundreds of GB, and any edit,
 // replacement or reordering of the inputs changes it. Standard input has no
