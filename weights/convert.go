@@ -139,12 +139,35 @@ func convertRange(dst []byte, dt DType, src []byte, st DType) bool {
 }
 
 // f32sToF16 is convertRange's float32 -> float16 loop (the common case:
-// float32 checkpoints on an fp16 GPU), without the per-element dispatch.
+// float32 checkpoints on an fp16 GPU). Values in float16's normal range
+// take one predictable branch and the rounding of f32ToF16's default case;
+// the rest go through f32ToF16.
 func f32sToF16(dst, src []byte) bool {
 	n := min(len(dst)/2, len(src)/4)
-	dst, src = dst[:2*n], src[:4*n]
+	if !littleEndian || n == 0 || uintptr(unsafe.Pointer(unsafe.SliceData(src)))%4 != 0 || uintptr(unsafe.Pointer(unsafe.SliceData(dst)))%2 != 0 {
+		return f32sToF16Bytes(dst[:2*n], src[:4*n])
+	}
+	s := unsafe.Slice((*uint32)(unsafe.Pointer(unsafe.SliceData(src))), n)
+	d := unsafe.Slice((*uint16)(unsafe.Pointer(unsafe.SliceData(dst))), n)
 	var bad bool
-	for i := 0; i < n; i++ {
+	for i, u := range s {
+		a := u & 0x7fffffff
+		if a-0x38800000 < 0x477ff000-0x38800000 { // 2^-14 <= |x| < 65520
+			d[i] = uint16(u>>16)&0x8000 | uint16((a+0xc8000fff+(a>>13)&1)>>13)
+			continue
+		}
+		h, b := f32ToF16(u)
+		d[i] = h
+		bad = bad || b
+	}
+	return bad
+}
+
+// f32sToF16Bytes is f32sToF16 through byte loads and stores, for buffers
+// that are not aligned for the typed loop (or a big-endian host).
+func f32sToF16Bytes(dst, src []byte) bool {
+	var bad bool
+	for i := 0; 2*i+2 <= len(dst) && 4*i+4 <= len(src); i++ {
 		h, b := f32ToF16(binary.LittleEndian.Uint32(src[4*i:]))
 		binary.LittleEndian.PutUint16(dst[2*i:], h)
 		bad = bad || b
@@ -152,26 +175,39 @@ func f32sToF16(dst, src []byte) bool {
 	return bad
 }
 
-// copyChecked copies same-typed elements, reporting a NaN or Inf.
+// copyChecked copies same-typed elements, reporting a NaN or Inf. Copy and
+// check are one pass over 8-byte words (like convF32: a check after a
+// memmove reads everything twice).
 func copyChecked(dst, src []byte, st DType) bool {
 	if st == F32 {
 		return convF32(bytesAsFloat32(dst), src)
 	}
-	copy(dst, src)
 	mask, lsb := uint64(f16ExpMask), uint64(f16ExpLSB)
 	if st == BF16 {
 		mask, lsb = bf16ExpMask, bf16ExpLSB
 	}
-	var acc uint64
-	for len(src) >= 8 {
-		acc |= binary.LittleEndian.Uint64(src)&mask + lsb
-		src = src[8:]
+	src = src[:len(dst)]
+	var a0, a1 uint64
+	for len(dst) >= 32 && len(src) >= 32 {
+		w0 := binary.LittleEndian.Uint64(src[0:])
+		w1 := binary.LittleEndian.Uint64(src[8:])
+		w2 := binary.LittleEndian.Uint64(src[16:])
+		w3 := binary.LittleEndian.Uint64(src[24:])
+		a0 |= (w0&mask + lsb) | (w1&mask + lsb)
+		a1 |= (w2&mask + lsb) | (w3&mask + lsb)
+		binary.LittleEndian.PutUint64(dst[0:], w0)
+		binary.LittleEndian.PutUint64(dst[8:], w1)
+		binary.LittleEndian.PutUint64(dst[16:], w2)
+		binary.LittleEndian.PutUint64(dst[24:], w3)
+		dst, src = dst[32:], src[32:]
 	}
-	for len(src) >= 2 {
-		acc |= uint64(binary.LittleEndian.Uint16(src))&(mask&0xffff) + lsb&0xffff
-		src = src[2:]
+	for len(dst) >= 2 && len(src) >= 2 {
+		u := uint64(binary.LittleEndian.Uint16(src))
+		a0 |= u&(mask&0xffff) + lsb&0xffff
+		binary.LittleEndian.PutUint16(dst, uint16(u))
+		dst, src = dst[2:], src[2:]
 	}
-	return acc&top16 != 0
+	return (a0|a1)&top16 != 0
 }
 
 // f32ToF16 rounds float32 bits u to float16 (nearest, ties to even) and

@@ -294,3 +294,56 @@ func BenchmarkConvertF32ToF16(b *testing.B) {
 		}
 	}
 }
+
+// The typed float32 -> float16 loop and the byte loop used for unaligned
+// buffers agree with f32ToF16 element by element, bad flags included.
+func TestF32sToF16Paths(t *testing.T) {
+	r := rand.New(rand.NewPCG(13, 14))
+	n := 100_003
+	src := make([]byte, 4*n+1)
+	for i := 0; i+4 <= len(src); i += 4 {
+		u := r.Uint32()
+		if i%12 == 0 {
+			u = math.Float32bits(float32(r.NormFloat64()))
+		}
+		binary.LittleEndian.PutUint32(src[i:], u)
+	}
+	for _, off := range []int{0, 1} { // aligned: the typed loop; off by one: bytes
+		s := src[off : off+4*n]
+		d := make([]byte, 2*n+1)[off : off+2*n]
+		bad := f32sToF16(d, s)
+		wantBad := false
+		for i := range n {
+			h, b := f32ToF16(binary.LittleEndian.Uint32(s[4*i:]))
+			wantBad = wantBad || b
+			if got := binary.LittleEndian.Uint16(d[2*i:]); got != h {
+				t.Fatalf("offset %d, element %d (%#08x): %#04x, want %#04x", off, i, binary.LittleEndian.Uint32(s[4*i:]), got, h)
+			}
+		}
+		if bad != wantBad {
+			t.Errorf("offset %d: bad %v, want %v", off, bad, wantBad)
+		}
+	}
+	ok := make([]byte, 8)
+	binary.LittleEndian.PutUint32(ok, math.Float32bits(1.5))
+	binary.LittleEndian.PutUint32(ok[4:], math.Float32bits(-3e-6))
+	if f32sToF16(make([]byte, 4), ok) {
+		t.Errorf("finite in-range values flagged bad")
+	}
+}
+
+func BenchmarkConvertF16ToF16(b *testing.B) {
+	r := rand.New(rand.NewPCG(7, 9))
+	vals := make([]float32, 16<<20)
+	for i := range vals {
+		vals[i] = float32(r.NormFloat64() * 0.05)
+	}
+	src := tensorOf(F16, vals)
+	dst := make([]byte, len(src.data))
+	b.SetBytes(int64(len(src.data)))
+	for b.Loop() {
+		if err := src.ConvertInto(dst, F16); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
