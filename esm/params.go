@@ -467,7 +467,8 @@ const loadStages = 3
 // source first (nothing is sized from the config alone), its job marked
 // with its element count, and loadStages buffers of the largest job's size
 // allocated from the backend. It returns them in a channel (the pool), or
-// a nil channel when the path does not apply.
+// a nil channel when the path does not apply or the staging memory cannot
+// be had (then every parameter takes the plain path).
 func (l *loader) stages() (chan HostMemory, error) {
 	nu, ok := l.be.(NarrowUploader)
 	cs, ok2 := l.src.(ConvertSource)
@@ -502,10 +503,15 @@ func (l *loader) stages() (chan HostMemory, error) {
 	for range loadStages {
 		h, err := l.be.HostAlloc((most + 3) / 4)
 		if err != nil {
+			// Pinned memory can be scarce (a container's limits, many
+			// devices loading at once): load the plain way instead.
 			for range len(pool) {
 				_ = (<-pool).Free()
 			}
-			return nil, fmt.Errorf("esm: load staging memory (%d bytes): %w", most, err)
+			for _, j := range l.jobs {
+				j.stageN = 0
+			}
+			return nil, nil
 		}
 		pool <- h
 	}

@@ -218,3 +218,46 @@ func TestLoadParamsStagedCheckpoint(t *testing.T) {
 		t.Errorf("Check of a missing tensor: %v, want ErrMissing", err)
 	}
 }
+
+// noPinned is a stager whose staging memory runs out after the first buffer.
+type noPinned struct{ *stager }
+
+func (n *noPinned) HostAlloc(k int) (esm.HostMemory, error) {
+	if n.allocs >= 1 {
+		return nil, errors.New("out of pinned memory")
+	}
+	return n.stager.HostAlloc(k)
+}
+
+// When the staging memory cannot be had, the load takes the plain path for
+// every parameter (same uploads as without a NarrowUploader) and frees the
+// buffer it got.
+func TestLoadParamsStagedFallback(t *testing.T) {
+	cfg, err := esmtest.Config("tiny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := esmtest.Random(cfg, 7)
+	plain := &recorder{Backend: cpu.New(cpu.Options{})}
+	p, err := esm.LoadParams(cfg, src, plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Free(plain)
+	n := &noPinned{&stager{recorder: &recorder{Backend: cpu.New(cpu.Options{})}, dt: weights.F16}}
+	if p, err = esm.LoadParams(cfg, &convertSource{Source: src, r: rand.New(rand.NewPCG(2, 2))}, n); err != nil {
+		t.Fatal(err)
+	}
+	p.Free(n)
+	if len(n.staged) != 0 || n.allocs != 1 || n.frees != 1 {
+		t.Errorf("%d staged uploads, %d buffers allocated, %d freed; want 0, 1, 1", len(n.staged), n.allocs, n.frees)
+	}
+	if !slices.Equal(plain.names, n.names) {
+		t.Fatalf("upload order differs")
+	}
+	for i := range plain.data {
+		if !slices.Equal(plain.data[i], n.data[i]) {
+			t.Errorf("%s: data differs from the plain path", plain.names[i])
+		}
+	}
+}
