@@ -3,7 +3,9 @@ package weights
 import (
 	"context"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,6 +14,8 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/esm2go/esm2go/internal/ctxio"
 )
 
 // Fingerprint identifies the checkpoint's files (config and weights),
@@ -94,9 +98,14 @@ func fingerprint(ctx context.Context, path, cacheDir string, settle time.Duratio
 }
 
 // hashFile is "xxh64:" and the xxhash64 of the file's bytes, read through
-// mapFile (no copy out of the page cache) in steps that check ctx.
+// a memory map (no copy out of the page cache) in steps that check ctx, or
+// streamed through read(2) where the file cannot be mapped (never all of it
+// in memory: checkpoints are tens of GB).
 func hashFile(ctx context.Context, name string) (string, error) {
-	m, err := mapFile(name)
+	m, err := openMapped(name, false)
+	if errors.Is(err, errNoMap) {
+		return hashStream(ctx, name)
+	}
 	if err != nil {
 		return "", err
 	}
@@ -110,6 +119,20 @@ func hashFile(ctx context.Context, name string) (string, error) {
 		n := min(step, len(b))
 		h.Write(b[:n])
 		b = b[n:]
+	}
+	return fmt.Sprintf("xxh64:%016x", h.Sum64()), nil
+}
+
+// hashStream is hashFile through read(2).
+func hashStream(ctx context.Context, name string) (string, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := xxhash.New()
+	if _, err := io.Copy(h, ctxio.Reader(ctx, f)); err != nil {
+		return "", err
 	}
 	return fmt.Sprintf("xxh64:%016x", h.Sum64()), nil
 }

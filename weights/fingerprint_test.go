@@ -118,3 +118,31 @@ func TestFingerprintCached(t *testing.T) {
 		t.Fatalf("fingerprint with an unusable cache %q, %v; want %q", got, err, plain2)
 	}
 }
+
+// The mapped hash and the streamed one (for files that cannot be mapped)
+// agree, empty files included, and both stop when ctx ends.
+func TestHashFileMappedAndStreamed(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	big := make([]byte, 3<<20+5)
+	for i := range big {
+		big[i] = byte(i * 7)
+	}
+	for name, data := range map[string][]byte{"big": big, "empty": nil} {
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, data, 0o644)
+		a, err := hashFile(context.Background(), p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := hashStream(context.Background(), p)
+		if err != nil || a != b {
+			t.Errorf("%s: mapped %q, streamed %q (%v)", name, a, b, err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := hashStream(ctx, filepath.Join(dir, "big")); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled stream: %v", err)
+	}
+}

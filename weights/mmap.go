@@ -1,10 +1,15 @@
 package weights
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"syscall"
 )
+
+// errNoMap is openMapped's answer when the file cannot be mapped and
+// should not be read into memory.
+var errNoMap = errors.New("file cannot be memory-mapped")
 
 // mappedFile is a whole file mapped read-only, or read into memory when mmap fails.
 type mappedFile struct {
@@ -14,7 +19,11 @@ type mappedFile struct {
 }
 
 // mapFile maps path read-only. An empty file gives an empty, unmapped slice.
-func mapFile(path string) (*mappedFile, error) {
+func mapFile(path string) (*mappedFile, error) { return openMapped(path, true) }
+
+// openMapped maps path read-only; when mmap fails it reads the file into
+// memory if read is true, else returns errNoMap.
+func openMapped(path string, read bool) (*mappedFile, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -36,6 +45,9 @@ func mapFile(path string) (*mappedFile, error) {
 		if err == nil {
 			return &mappedFile{path: path, data: data, mapped: true}, nil
 		}
+	}
+	if !read {
+		return nil, errNoMap
 	}
 	// mmap failed (unusual file system, 32-bit address space): read instead.
 	data := make([]byte, size)
