@@ -143,12 +143,14 @@ def run_esm2go(a, name, model_dir, label, fasta, records, work, outdir, metrics_
     logf = os.path.join(outdir, "logs", f"esm2go_{name}_{label}.log")
     device = ["--device", "cpu"] if a.dry_run else ["--device", "cuda", "--precision", "fp16"]
 
+    every = [10]  # --metrics-every of the timed run, set from the warm-up's rate below
+
     def cmd(inp, out, metrics=None):
         c = [a.esm2go, "embed"] + device + ["--include", "mean", "--format", "npy",
                                             "--toks-per-batch", str(a.toks_per_batch), "--model", model_dir,
                                             "--out", out, "--overwrite", "--log-format", "json"]
         if metrics:
-            c += ["--metrics-json", metrics]
+            c += ["--metrics-json", metrics, "--metrics-every", str(every[0])]
         return c + [inp]
 
     # Warm-up in two processes: the first, on a small slice, fills the NVRTC compile cache
@@ -164,6 +166,12 @@ def run_esm2go(a, name, model_dir, label, fasta, records, work, outdir, metrics_
             return {"error": f"warm-up exit {rc}, see logs/{os.path.basename(logf)}"}
     done = parse_done(logf)
     rate = done.get("records_per_s") or (w / max(wwall, 1e-3))
+    # Metrics windows of about 3 s (at most esm2go's default of 10 batches): the steady
+    # state needs two windows after the first, which 10 batches of the 15B shape (~37 s)
+    # would not give in a time-boxed run.
+    tps = float(done.get("tokens_per_s") or 0)
+    if tps > 0:
+        every[0] = max(1, min(10, int(3 * tps / a.toks_per_batch)))
     limit = n_all if a.budget_s <= 0 else min(n_all, max(w, int(float(rate) * a.budget_s)))
     inp = fasta if limit == n_all else slice_fasta(records, limit, os.path.join(work, f"{label}_first{limit}.fasta"))
     out = os.path.join(work, f"esm2go_{name}_{label}")
