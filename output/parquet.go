@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"runtime"
 	"sync"
+	"sync/atomic"
 
 	"github.com/parquet-go/parquet-go"
 	"github.com/parquet-go/parquet-go/format"
@@ -56,13 +57,15 @@ type parquetWriter struct {
 	templates []*format.FileMetaData
 	pool      *pagePool
 
-	// The row group being filled, and those being encoded or waiting to
-	// be committed, oldest first (see submit).
+	// The row group being filled, and those being encoded, waiting to be
+	// committed or being committed, oldest first (see submit).
 	cur        *pqGroup
 	inflight   []*pqGroup
-	jobs       chan *pqGroup // to the encoders; nil until the first group is full
-	encoders   sync.WaitGroup
-	groupRows  int // rows in cur
+	jobs       chan *pqGroup  // to the encoders; nil until the first group is full
+	commits    chan *pqGroup  // to the committer, in order
+	encoders   sync.WaitGroup // the encoders and the committer
+	aborting   atomic.Bool    // the committer writes nothing more
+	groupRows  int            // rows in cur
 	groupBytes int64
 	// maxGroupRows and maxGroupBytes are the flush bounds:
 	// parquetMaxGroupRows and parquetMaxGroupBytes, lowered by tests that
@@ -272,11 +275,14 @@ func (w *parquetWriter) Write(r *Row) error {
 // Row groups are written column by column (parquet_columns.go): Write
 // puts each row's values into the pages of the group being filled; a full
 // group goes to one of up to parquetEncoders goroutines, which finishes
-// its column chunks (the fixed columns, page indexes, footers), and the
-// groups are committed to the file in order, on the caller's goroutine,
-// once encoded. At most parquetEncoders groups are in flight besides the
-// one being filled, so memory stays bounded: per group, its pages (about
-// parquetMaxGroupBytes plus one row for float32, half for 2-byte dtypes).
+// its column chunks (the fixed columns, page indexes, footers), and a
+// committer goroutine writes the encoded groups into the file in order.
+// Filling the next group thus overlaps writing the last one (on one
+// goroutine, the file's writes stopped while a group was filled and rows
+// stopped while one was written). At most parquetEncoders groups are in
+// flight besides the one being filled, so memory stays bounded: per
+// group, its pages (about parquetMaxGroupBytes plus one row for float32,
+// half for 2-byte dtypes).
 const maxParquetEncoders = 4
 
 // parquetEncoders is how many row groups are encoded at once: one fewer
@@ -293,14 +299,15 @@ type pqGroup struct {
 	cols  []*chunkWriter // one per embedding column
 	// The encoded group: the fixed columns' row group and every column
 	// chunk, in output order (encodeColumns).
-	first  *parquet.FileRowGroup
-	chunks []parquet.ColumnChunk
-	bufs   [][]byte   // the pages' values buffers, for the pool once committed
-	done   chan error // the encoder's result
+	first     *parquet.FileRowGroup
+	chunks    []parquet.ColumnChunk
+	bufs      [][]byte   // the pages' values buffers, for the pool once committed
+	done      chan error // the encoder's result
+	committed chan error // the committer's result
 }
 
 func newPQGroup(cols []Column, dtype DType, pool *pagePool) *pqGroup {
-	g := &pqGroup{done: make(chan error, 1), cols: make([]*chunkWriter, len(cols))}
+	g := &pqGroup{done: make(chan error, 1), committed: make(chan error, 1), cols: make([]*chunkWriter, len(cols))}
 	for i, c := range cols {
 		g.cols[i] = newChunkWriter(c, dtype, pool)
 	}
@@ -333,8 +340,9 @@ func (g *pqGroup) encode(dtype DType, templates []*format.FileMetaData) error {
 	return err
 }
 
-// submit sends the group being filled to an encoder, first committing the
-// oldest group in flight if there are as many as encoders.
+// submit sends the group being filled to an encoder and the committer,
+// first waiting for the oldest group in flight to be committed if there
+// are as many as encoders.
 func (w *parquetWriter) submit() error {
 	g := w.cur
 	w.cur = nil
@@ -345,43 +353,66 @@ func (w *parquetWriter) submit() error {
 	if w.jobs == nil {
 		n := parquetEncoders()
 		w.jobs = make(chan *pqGroup, n)
+		w.commits = make(chan *pqGroup, n)
 		for range n {
-			w.encoders.Add(1)
-			go func() {
-				defer w.encoders.Done()
+			w.encoders.Go(func() {
 				for g := range w.jobs {
 					g.done <- guard(func() error { return g.encode(w.check.dtype, w.templates) })
 				}
-			}()
+			})
 		}
+		w.encoders.Go(w.commit)
 	}
 	for len(w.inflight) >= cap(w.jobs) {
-		if err := w.commitOldest(); err != nil {
+		if err := w.waitOldest(); err != nil {
 			return err
 		}
 	}
+	// Both sends find room: each channel holds at most the groups in flight.
 	w.inflight = append(w.inflight, g)
 	w.jobs <- g
+	w.commits <- g
 	return nil
 }
 
-// commitOldest waits for the oldest group in flight and commits it.
-func (w *parquetWriter) commitOldest() error {
+// commit is the committer: it writes each group, once encoded, into the
+// file, in order, and gives its page buffers back to the pool. After a
+// failure, or once aborting, it writes nothing more and answers every
+// later group with that error.
+func (w *parquetWriter) commit() {
+	var failed error
+	for g := range w.commits {
+		err := <-g.done // always wait: the encoder owns g until then
+		if failed != nil {
+			err = failed
+		} else if err == nil && w.aborting.Load() {
+			err = errAborted
+		}
+		if err == nil {
+			src := &splicedGroup{FileRowGroup: g.first, schema: w.pw.Schema(), chunks: g.chunks}
+			err = guard(func() error { _, err := w.pw.WriteRowGroup(src); return err })
+		}
+		if err == nil {
+			// The group's pages are in the file: their buffers can serve
+			// new pages.
+			for _, b := range g.bufs {
+				w.pool.put(b)
+			}
+		} else if failed == nil {
+			failed = err
+		}
+		g.committed <- err
+	}
+}
+
+// errAborted answers the groups left when the writer is aborted.
+var errAborted = errors.New("writer aborted")
+
+// waitOldest waits for the oldest group in flight to be committed.
+func (w *parquetWriter) waitOldest() error {
 	g := w.inflight[0]
 	w.inflight = w.inflight[1:]
-	err := <-g.done
-	if err == nil {
-		src := &splicedGroup{FileRowGroup: g.first, schema: w.pw.Schema(), chunks: g.chunks}
-		err = guard(func() error { _, err := w.pw.WriteRowGroup(src); return err })
-	}
-	if err == nil {
-		// The group's pages are in the file: their buffers can serve
-		// new pages.
-		for _, b := range g.bufs {
-			w.pool.put(b)
-		}
-	}
-	if err != nil {
+	if err := <-g.committed; err != nil {
 		w.err = fmt.Errorf("output: %s: row group: %w", w.final, err)
 		return w.err
 	}
@@ -399,20 +430,23 @@ func (w *parquetWriter) flushGroups() error {
 		return err
 	}
 	for len(w.inflight) > 0 {
-		if err := w.commitOldest(); err != nil {
+		if err := w.waitOldest(); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// stopEncoders ends the encoder goroutines, waiting for any group they
-// are encoding; groups still in flight are dropped.
+// stopEncoders ends the encoder and committer goroutines, waiting for any
+// group they are encoding or writing; groups still in flight are not
+// written (after a flush there are none).
 func (w *parquetWriter) stopEncoders() {
 	if w.jobs != nil {
+		w.aborting.Store(true)
 		close(w.jobs)
+		close(w.commits)
 		w.encoders.Wait()
-		w.jobs = nil
+		w.jobs, w.commits = nil, nil
 	}
 	w.inflight, w.cur = nil, nil
 }

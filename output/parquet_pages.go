@@ -9,6 +9,7 @@ import (
 	"math"
 	"math/bits"
 	"sort"
+	"sync"
 	"unsafe"
 
 	"github.com/parquet-go/parquet-go"
@@ -402,6 +403,7 @@ func (s *segments) ReadAt(p []byte, off int64) (int, error) {
 func newPagePool() *pagePool { return &pagePool{limit: parquetMaxGroupBytes} }
 
 type pagePool struct {
+	mu    sync.Mutex // get on the writer's goroutine, put on its committer's
 	free  [][]byte
 	bytes int // capacity held in free
 	limit int // most capacity held
@@ -410,6 +412,8 @@ type pagePool struct {
 // get returns a buffer of capacity n or more: the smallest free one that
 // is not more than twice n, or a new one.
 func (p *pagePool) get(n int) []byte {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	best := -1
 	for i, b := range p.free {
 		if c := cap(b); c >= n && c <= 2*n && (best < 0 || c < cap(p.free[best])) {
@@ -430,7 +434,12 @@ func (p *pagePool) get(n int) []byte {
 
 // put gives back b, which nothing uses any more.
 func (p *pagePool) put(b []byte) {
-	if p == nil || p.bytes+cap(b) > p.limit {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.bytes+cap(b) > p.limit {
 		return
 	}
 	p.free = append(p.free, b[:0])
