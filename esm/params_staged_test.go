@@ -166,6 +166,28 @@ func TestLoadParamsStagedErrors(t *testing.T) {
 			t.Fatalf("%d uploads, %d still live, %d of %d staging buffers freed; want some, none, all", len(s.names), s.live, s.frees, s.allocs)
 		}
 	}
+	// A weight beyond float16's range stops an fp16 load naming it; a bf16
+	// load takes it.
+	big := esmtest.Random(cfg, 6)
+	big[bad] = slices.Clone(big[bad])
+	big[bad][3] = 70000
+	s16 := &stager{recorder: &recorder{Backend: cpu.New(cpu.Options{})}, dt: weights.F16}
+	_, err = esm.LoadParams(cfg, &convertSource{Source: big, r: rand.New(rand.NewPCG(5, 5))}, s16)
+	var re *weights.RangeError
+	if !errors.As(err, &re) || re.Index != 3 || !strings.Contains(err.Error(), bad) {
+		t.Errorf("70000 in %s, fp16: %v, want a RangeError at 3 naming it", bad, err)
+	}
+	if s16.live != 0 || s16.frees != s16.allocs {
+		t.Errorf("fp16 overflow: %d tensors live, %d of %d staging buffers freed", s16.live, s16.frees, s16.allocs)
+	}
+	sbf := &stager{recorder: &recorder{Backend: cpu.New(cpu.Options{})}, dt: weights.BF16}
+	p, err := esm.LoadParams(cfg, &convertSource{Source: big, r: rand.New(rand.NewPCG(5, 5))}, sbf)
+	if err != nil {
+		t.Errorf("70000 in %s, bf16: %v", bad, err)
+	} else {
+		p.Free(sbf)
+	}
+
 	src := esmtest.Random(cfg, 6)
 	src["encoder.layer.1.output.dense.weight"] = src["encoder.layer.1.output.dense.weight"][1:]
 	s := &stager{recorder: &recorder{Backend: cpu.New(cpu.Options{})}, dt: weights.F16}
