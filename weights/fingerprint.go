@@ -153,8 +153,10 @@ func (k statKey) entryName() string {
 	return fmt.Sprintf("%016x", xxhash.Sum64String(fmt.Sprintf("%s\x00%d\x00%d", k.path, k.dev, k.ino)))
 }
 
+// line is the cache entry for the file with hash sum: the whole key, so an
+// entry is used only for the file it was written for, unchanged.
 func (k statKey) line(sum string) string {
-	return fmt.Sprintf("esm2go-fingerprint-v1 %d %d %d %s\n", k.size, k.mtime, k.ctime, sum)
+	return fmt.Sprintf("esm2go-fingerprint-v1 %q %d %d %d %d %d %s\n", k.path, k.dev, k.ino, k.size, k.mtime, k.ctime, sum)
 }
 
 // lookupSum returns the remembered hash of the file key describes.
