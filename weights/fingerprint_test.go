@@ -111,6 +111,17 @@ func TestFingerprintCached(t *testing.T) {
 		t.Fatalf("fingerprint with a corrupt entry %q, want %q", got, plain2)
 	}
 
+	// A long path (a line of more than a few hundred bytes) is remembered too.
+	deep := filepath.Join(dir, strings.Repeat("d", 200), strings.Repeat("e", 200))
+	os.MkdirAll(deep, 0o755)
+	os.WriteFile(filepath.Join(deep, "model.safetensors"), []byte("deep weights"), 0o644)
+	deepPlain, _ := Fingerprint(ctx, deep)
+	fingerprint(ctx, deep, cache, 0)
+	dk, _ := fileKey(filepath.Join(deep, "model.safetensors"))
+	if _, hit := lookupSum(cache, dk); !hit || deepPlain == "" {
+		t.Errorf("a file under a %d-byte path was not remembered", len(deep))
+	}
+
 	// An unwritable cache (a file where the folder should be) costs nothing.
 	blocked := filepath.Join(dir, "blocked")
 	os.WriteFile(blocked, nil, 0o644)
