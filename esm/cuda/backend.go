@@ -13,7 +13,10 @@
 //   - Upload stores the compute type (GEMM weights) and, when the model asks
 //     for it (wide: LayerNorm weights, every bias and the embedding table,
 //     which the kernels read in fp32; esm/params.go decides), also an fp32
-//     copy. In fp32 mode the two are one buffer.
+//     copy. In fp32 mode the two are one buffer. UploadNarrow takes a GEMM
+//     weight already in the compute type from pinned memory (esm.LoadParams
+//     converts checkpoints on the host that way: half the bytes of fp32 over
+//     PCIe, no float32 copy on the host).
 //   - Every kernel computes in fp32 (LayerNorm statistics, rotary cos/sin,
 //     softmax, GELU); GEMMs accumulate in fp32 (CUBLAS_COMPUTE_32F). In fp32
 //     mode the cuBLAS handle runs CUBLAS_DEFAULT_MATH, so no TF32.
