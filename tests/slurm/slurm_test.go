@@ -157,7 +157,9 @@ func testStopAndResume(t *testing.T, ctx context.Context, e *testEnv) {
 	work := t.TempDir()
 	t.Cleanup(func() { e.c.cancelJobs(t) }) // before work is removed: jobs write there
 	fasta := filepath.Join(work, "big.fasta")
-	const copies = 20 // 300 records: 100 per shard, a few seconds each, so every task is stopped mid-run
+	// 1,500 records: 500 per shard, over a second each on a 2-core machine (100 per
+	// shard took 0.3 s there, and a task once finished before its stop landed).
+	const copies = 100
 	records := repeatFASTA(t, fixtureFASTA, fasta, copies)
 	const shards = 3
 	prefix := filepath.Join(work, "emb")
