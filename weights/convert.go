@@ -176,8 +176,8 @@ func f32sToF16Bytes(dst, src []byte) bool {
 }
 
 // copyChecked copies same-typed elements, reporting a NaN or Inf. Copy and
-// check are one pass over 8-byte words (like convF32: a check after a
-// memmove reads everything twice).
+// check are one pass over 8-byte words (copyWords, as convF32: a check
+// after a memmove reads everything twice).
 func copyChecked(dst, src []byte, st DType) bool {
 	if st == F32 {
 		return convF32(bytesAsFloat32(dst), src)
@@ -187,27 +187,13 @@ func copyChecked(dst, src []byte, st DType) bool {
 		mask, lsb = bf16ExpMask, bf16ExpLSB
 	}
 	src = src[:len(dst)]
-	var a0, a1 uint64
-	for len(dst) >= 32 && len(src) >= 32 {
-		w0 := binary.LittleEndian.Uint64(src[0:])
-		w1 := binary.LittleEndian.Uint64(src[8:])
-		w2 := binary.LittleEndian.Uint64(src[16:])
-		w3 := binary.LittleEndian.Uint64(src[24:])
-		a0 |= (w0&mask + lsb) | (w1&mask + lsb)
-		a1 |= (w2&mask + lsb) | (w3&mask + lsb)
-		binary.LittleEndian.PutUint64(dst[0:], w0)
-		binary.LittleEndian.PutUint64(dst[8:], w1)
-		binary.LittleEndian.PutUint64(dst[16:], w2)
-		binary.LittleEndian.PutUint64(dst[24:], w3)
-		dst, src = dst[32:], src[32:]
-	}
-	for len(dst) >= 2 && len(src) >= 2 {
+	acc, n := copyWords(dst, src, mask, lsb)
+	for dst, src = dst[n:], src[n:]; len(dst) >= 2 && len(src) >= 2; dst, src = dst[2:], src[2:] {
 		u := uint64(binary.LittleEndian.Uint16(src))
-		a0 |= u&(mask&0xffff) + lsb&0xffff
+		acc |= u&(mask&0xffff) + lsb&0xffff
 		binary.LittleEndian.PutUint16(dst, uint16(u))
-		dst, src = dst[2:], src[2:]
 	}
-	return (a0|a1)&top16 != 0
+	return acc&top16 != 0
 }
 
 // f32ToF16 rounds float32 bits u to float16 (nearest, ties to even) and

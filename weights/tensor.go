@@ -218,27 +218,37 @@ func convF32(dst []float32, src []byte) bool {
 	// are stored through byte slices (one unaligned MOVQ on amd64/arm64).
 	d := unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(dst))), 4*len(dst))
 	src = src[:len(d)]
+	acc, n := copyWords(d, src, f32ExpMask, f32ExpLSB)
+	for d, src = d[n:], src[n:]; len(d) >= 4 && len(src) >= 4; d, src = d[4:], src[4:] {
+		u := binary.LittleEndian.Uint32(src)
+		acc |= uint64(u&0x7f800000 + 0x00800000)
+		binary.LittleEndian.PutUint32(d, u)
+	}
+	return acc&f32Top != 0
+}
+
+// copyWords copies the leading multiple of 32 bytes of src into dst, 8
+// bytes at a time, and returns how many it copied and the OR over the words
+// of w&mask + lsb: with mask and lsb an element type's exponent bits and
+// their lowest bit in every lane, the lanes' top bits of the result are set
+// where some element was NaN or infinite (see the constants above).
+func copyWords(dst, src []byte, mask, lsb uint64) (acc uint64, n int) {
 	var a0, a1 uint64
-	for len(d) >= 32 && len(src) >= 32 {
-		w0 := binary.LittleEndian.Uint64(src[0:])
-		w1 := binary.LittleEndian.Uint64(src[8:])
-		w2 := binary.LittleEndian.Uint64(src[16:])
-		w3 := binary.LittleEndian.Uint64(src[24:])
-		a0 |= (w0&f32ExpMask + f32ExpLSB) | (w1&f32ExpMask + f32ExpLSB)
-		a1 |= (w2&f32ExpMask + f32ExpLSB) | (w3&f32ExpMask + f32ExpLSB)
+	for len(dst)-n >= 32 && len(src)-n >= 32 {
+		s, d := src[n:n+32], dst[n:n+32]
+		w0 := binary.LittleEndian.Uint64(s[0:])
+		w1 := binary.LittleEndian.Uint64(s[8:])
+		w2 := binary.LittleEndian.Uint64(s[16:])
+		w3 := binary.LittleEndian.Uint64(s[24:])
+		a0 |= (w0&mask + lsb) | (w1&mask + lsb)
+		a1 |= (w2&mask + lsb) | (w3&mask + lsb)
 		binary.LittleEndian.PutUint64(d[0:], w0)
 		binary.LittleEndian.PutUint64(d[8:], w1)
 		binary.LittleEndian.PutUint64(d[16:], w2)
 		binary.LittleEndian.PutUint64(d[24:], w3)
-		d, src = d[32:], src[32:]
+		n += 32
 	}
-	for len(d) >= 4 && len(src) >= 4 {
-		u := binary.LittleEndian.Uint32(src)
-		a0 |= uint64(u&0x7f800000 + 0x00800000)
-		binary.LittleEndian.PutUint32(d, u)
-		d, src = d[4:], src[4:]
-	}
-	return (a0|a1)&f32Top != 0
+	return a0 | a1, n
 }
 
 // convF16 converts src (little-endian F16) into dst through tab and reports
