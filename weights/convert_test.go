@@ -72,13 +72,13 @@ func bf16Values() []float64 {
 // probes are float32 bit patterns where rounding is decided: every 16-bit
 // value's float32 image, the midpoints between neighbours and one float32
 // ulp either side, the extremes, and random patterns.
-func probes(vals []float64, shift func(float64) uint32, r *rand.Rand) []uint32 {
+func probes(vals []float64, r *rand.Rand) []uint32 {
 	var p []uint32
 	add := func(u uint32) { p = append(p, u, u^0x80000000, u+1, u-1) }
 	for h := 0; h+1 < len(vals); h++ {
-		add(shift(vals[h]))
+		add(math.Float32bits(float32(vals[h])))
 		if h+2 < len(vals) {
-			add(shift((vals[h] + vals[h+1]) / 2)) // exact in float32 for both types
+			add(math.Float32bits(float32((vals[h] + vals[h+1]) / 2))) // exact in float32 for both types
 		}
 	}
 	for _, u := range []uint32{0, 0x7f800000, 0x7f7fffff, 0x7fc00000, 0x7f800001, 0x477fefff, 0x477ff000, 0x477fe000,
@@ -92,45 +92,31 @@ func probes(vals []float64, shift func(float64) uint32, r *rand.Rand) []uint32 {
 }
 
 func TestF32ToF16MatchesOracle(t *testing.T) {
-	vals := f16Values()
-	r := rand.New(rand.NewPCG(1, 2))
-	bad := 0
-	for _, u := range probes(vals, func(x float64) uint32 { return math.Float32bits(float32(x)) }, r) {
-		want, wantOK := refRound16(u, vals)
-		got, gotBad := f32ToF16(u)
-		if math.IsNaN(float64(math.Float32frombits(u))) {
-			if got&0x7c00 != 0x7c00 || got&0x3ff == 0 || !gotBad {
-				t.Errorf("f32ToF16(%#08x) = %#04x bad=%v, want a NaN, bad", u, got, gotBad)
-			}
-			continue
-		}
-		if got != want || gotBad == wantOK {
-			if bad++; bad < 10 {
-				t.Errorf("f32ToF16(%#08x = %g) = %#04x bad=%v, want %#04x bad=%v", u, math.Float32frombits(u), got, gotBad, want, !wantOK)
-			}
-		}
-	}
-	if bad > 0 {
-		t.Errorf("%d mismatches", bad)
-	}
+	matchesOracle(t, "f32ToF16", f32ToF16, f16Values(), 0x7c00, 0x3ff, 1)
 }
 
 func TestF32ToBF16MatchesOracle(t *testing.T) {
-	vals := bf16Values()
-	r := rand.New(rand.NewPCG(3, 4))
+	matchesOracle(t, "f32ToBF16", f32ToBF16, bf16Values(), 0x7f80, 0x7f, 3)
+}
+
+// matchesOracle checks round (f32ToF16 or f32ToBF16) against refRound16 over
+// probes of vals; NaNs must give a NaN (exponent bits exp all set, some
+// mantissa bit of mant) flagged bad.
+func matchesOracle(t *testing.T, name string, round func(uint32) (uint16, bool), vals []float64, exp, mant uint16, seed uint64) {
+	t.Helper()
 	bad := 0
-	for _, u := range probes(vals, func(x float64) uint32 { return math.Float32bits(float32(x)) }, r) {
+	for _, u := range probes(vals, rand.New(rand.NewPCG(seed, seed+1))) {
 		want, wantOK := refRound16(u, vals)
-		got, gotBad := f32ToBF16(u)
+		got, gotBad := round(u)
 		if math.IsNaN(float64(math.Float32frombits(u))) {
-			if got&0x7f80 != 0x7f80 || got&0x7f == 0 || !gotBad {
-				t.Errorf("f32ToBF16(%#08x) = %#04x bad=%v, want a NaN, bad", u, got, gotBad)
+			if got&exp != exp || got&mant == 0 || !gotBad {
+				t.Errorf("%s(%#08x) = %#04x bad=%v, want a NaN, bad", name, u, got, gotBad)
 			}
 			continue
 		}
 		if got != want || gotBad == wantOK {
 			if bad++; bad < 10 {
-				t.Errorf("f32ToBF16(%#08x = %g) = %#04x bad=%v, want %#04x bad=%v", u, math.Float32frombits(u), got, gotBad, want, !wantOK)
+				t.Errorf("%s(%#08x = %g) = %#04x bad=%v, want %#04x bad=%v", name, u, math.Float32frombits(u), got, gotBad, want, !wantOK)
 			}
 		}
 	}
