@@ -307,8 +307,10 @@ func (l *loader) read(j *loadJob) ([]float32, error) {
 }
 
 // convert writes a staged job's tensors, one after another, into its stage
-// in the backend's narrow type.
-func (l *loader) convert(j *loadJob, src ConvertSource, dt weights.DType) error {
+// in the backend's narrow type (stages made sure the source and backend
+// allow it).
+func (l *loader) convert(j *loadJob) error {
+	src, dt := l.src.(ConvertSource), l.be.(NarrowUploader).NarrowDType()
 	b := stageBytes(j.stage)
 	per := j.stageN / len(j.names) * dt.Size()
 	for i, name := range j.names {
@@ -379,11 +381,6 @@ func (l *loader) run() (err error) {
 			}
 		}
 	}()
-	cs, _ := l.src.(ConvertSource)
-	var dt weights.DType
-	if nu, ok := l.be.(NarrowUploader); ok {
-		dt = nu.NarrowDType()
-	}
 	next := make(chan *loadJob)
 	slots := make(chan struct{}, loadAhead)
 	stop := make(chan struct{})
@@ -420,7 +417,7 @@ func (l *loader) run() (err error) {
 		wg.Go(func() {
 			for j := range next {
 				if j.stage != nil {
-					j.err = l.convert(j, cs, dt)
+					j.err = l.convert(j)
 				} else {
 					j.data, j.err = l.read(j)
 				}
