@@ -80,6 +80,37 @@ func (s *stager) UploadNarrow(name string, src esm.HostMemory, n int) (esm.Tenso
 	return s.Upload(name, f, false)
 }
 
+// plainUploads records what loading src uploads through the plain path
+// (a CPU backend that is no NarrowUploader).
+func plainUploads(t *testing.T, cfg esm.Config, src esm.Source) *recorder {
+	t.Helper()
+	r := &recorder{Backend: cpu.New(cpu.Options{})}
+	p, err := esm.LoadParams(cfg, src, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Free(r)
+	return r
+}
+
+// sameUploads checks that s uploaded what plain did, in the same order,
+// with the weights it staged rounded to its type.
+func sameUploads(t *testing.T, plain *recorder, s *stager) {
+	t.Helper()
+	if !slices.Equal(plain.names, s.names) {
+		t.Fatalf("%s: upload order differs:\n%v\n%v", s.dt, plain.names, s.names)
+	}
+	for i, name := range s.names {
+		want := plain.data[i]
+		if slices.Contains(s.staged, name) {
+			want = rounded(t, want, s.dt)
+		}
+		if !slices.Equal(s.data[i], want) {
+			t.Errorf("%s: %s: data differs", s.dt, name)
+		}
+	}
+}
+
 // rounded is d as dt would hold it (weights.Convert's rounding, which the
 // weights tests check against an oracle), back in float32.
 func rounded(t *testing.T, d []float32, dt weights.DType) []float32 {
@@ -105,12 +136,7 @@ func TestLoadParamsStaged(t *testing.T) {
 		t.Fatal(err)
 	}
 	src := esmtest.Random(cfg, 5)
-	plain := &recorder{Backend: cpu.New(cpu.Options{})}
-	p, err := esm.LoadParams(cfg, src, plain)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.Free(plain)
+	plain := plainUploads(t, cfg, src)
 	for _, dt := range []weights.DType{weights.F32, weights.F16, weights.BF16} {
 		for round := range 5 { // random conversion times: different interleavings
 			s := &stager{recorder: &recorder{Backend: cpu.New(cpu.Options{})}, dt: dt}
@@ -119,20 +145,9 @@ func TestLoadParamsStaged(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%s: %v", dt, err)
 			}
-			if !slices.Equal(plain.names, s.names) {
-				t.Fatalf("%s: upload order differs:\n%v\n%v", dt, plain.names, s.names)
-			}
+			sameUploads(t, plain, s)
 			if want := cfg.Layers*4 + 1; len(s.staged) != want { // QKV, out, FC1, FC2 per layer; the LM head's dense
 				t.Errorf("%s: %d staged uploads, want %d: %v", dt, len(s.staged), want, s.staged)
-			}
-			for i, name := range s.names {
-				want := plain.data[i]
-				if slices.Contains(s.staged, name) {
-					want = rounded(t, want, dt)
-				}
-				if !slices.Equal(s.data[i], want) {
-					t.Errorf("%s: %s: data differs", dt, name)
-				}
 			}
 			p.Free(s)
 			if s.live != 0 || s.allocs != 3 || s.frees != s.allocs {
@@ -210,28 +225,16 @@ func TestLoadParamsStagedCheckpoint(t *testing.T) {
 	}
 	defer ck.Close()
 	src := esm.CheckpointSource{C: ck}
-	plain := &recorder{Backend: cpu.New(cpu.Options{})}
-	p, err := esm.LoadParams(cfg, src, plain)
+	plain := plainUploads(t, cfg, src)
+	s := &stager{recorder: &recorder{Backend: cpu.New(cpu.Options{})}, dt: weights.F16}
+	p, err := esm.LoadParams(cfg, src, s)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.Free(plain)
-	s := &stager{recorder: &recorder{Backend: cpu.New(cpu.Options{})}, dt: weights.F16}
-	if p, err = esm.LoadParams(cfg, src, s); err != nil {
-		t.Fatal(err)
-	}
 	defer p.Free(s)
-	if !slices.Equal(plain.names, s.names) || len(s.staged) != cfg.Layers*4+1 {
-		t.Fatalf("uploads %v (staged %v), want %v", s.names, s.staged, plain.names)
-	}
-	for i, name := range s.names {
-		want := plain.data[i]
-		if slices.Contains(s.staged, name) {
-			want = rounded(t, want, weights.F16)
-		}
-		if !slices.Equal(s.data[i], want) {
-			t.Errorf("%s: data differs", name)
-		}
+	sameUploads(t, plain, s)
+	if len(s.staged) != cfg.Layers*4+1 {
+		t.Fatalf("staged %v, want every GEMM weight of %v", s.staged, plain.names)
 	}
 	if err := src.Check("encoder.layer.0.output.dense.weight", 1, 2); err == nil {
 		t.Errorf("Check with a wrong shape: no error")
@@ -260,26 +263,15 @@ func TestLoadParamsStagedFallback(t *testing.T) {
 		t.Fatal(err)
 	}
 	src := esmtest.Random(cfg, 7)
-	plain := &recorder{Backend: cpu.New(cpu.Options{})}
-	p, err := esm.LoadParams(cfg, src, plain)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.Free(plain)
+	plain := plainUploads(t, cfg, src)
 	n := &noPinned{&stager{recorder: &recorder{Backend: cpu.New(cpu.Options{})}, dt: weights.F16}}
-	if p, err = esm.LoadParams(cfg, &convertSource{Source: src, r: rand.New(rand.NewPCG(2, 2))}, n); err != nil {
+	p, err := esm.LoadParams(cfg, &convertSource{Source: src, r: rand.New(rand.NewPCG(2, 2))}, n)
+	if err != nil {
 		t.Fatal(err)
 	}
 	p.Free(n)
 	if len(n.staged) != 0 || n.allocs != 1 || n.frees != 1 {
 		t.Errorf("%d staged uploads, %d buffers allocated, %d freed; want 0, 1, 1", len(n.staged), n.allocs, n.frees)
 	}
-	if !slices.Equal(plain.names, n.names) {
-		t.Fatalf("upload order differs")
-	}
-	for i := range plain.data {
-		if !slices.Equal(plain.data[i], n.data[i]) {
-			t.Errorf("%s: data differs from the plain path", plain.names[i])
-		}
-	}
+	sameUploads(t, plain, n.stager) // nothing staged: the plain path's data exactly
 }
