@@ -143,14 +143,14 @@ def run_esm2go(a, name, model_dir, label, fasta, records, work, outdir, metrics_
     logf = os.path.join(outdir, "logs", f"esm2go_{name}_{label}.log")
     device = ["--device", "cpu"] if a.dry_run else ["--device", "cuda", "--precision", "fp16"]
 
-    every = [10]  # --metrics-every of the timed run, set from the warm-up's rate below
+    every = 10  # --metrics-every of the timed run, set from the warm-up's rate below (cmd reads it when called)
 
     def cmd(inp, out, metrics=None):
         c = [a.esm2go, "embed"] + device + ["--include", "mean", "--format", "npy",
                                             "--toks-per-batch", str(a.toks_per_batch), "--model", model_dir,
                                             "--out", out, "--overwrite", "--log-format", "json"]
         if metrics:
-            c += ["--metrics-json", metrics, "--metrics-every", str(every[0])]
+            c += ["--metrics-json", metrics, "--metrics-every", str(every)]
         return c + [inp]
 
     # Warm-up in two processes: the first, on a small slice, fills the NVRTC compile cache
@@ -171,7 +171,7 @@ def run_esm2go(a, name, model_dir, label, fasta, records, work, outdir, metrics_
     # would not give in a time-boxed run.
     tps = float(done.get("tokens_per_s") or 0)
     if tps > 0:
-        every[0] = max(1, min(10, int(3 * tps / a.toks_per_batch)))
+        every = max(1, min(10, int(3 * tps / a.toks_per_batch)))
     limit = n_all if a.budget_s <= 0 else min(n_all, max(w, int(float(rate) * a.budget_s)))
     inp = fasta if limit == n_all else slice_fasta(records, limit, os.path.join(work, f"{label}_first{limit}.fasta"))
     out = os.path.join(work, f"esm2go_{name}_{label}")
