@@ -164,8 +164,14 @@ func lookupSum(dir string, k statKey) (string, bool) {
 	if dir == "" {
 		return "", false
 	}
-	b, err := os.ReadFile(filepath.Join(dir, k.entryName()))
-	if err != nil || len(b) > 64<<10 { // a quoted path of PATH_MAX and the numbers fit
+	f, err := os.Open(filepath.Join(dir, k.entryName()))
+	if err != nil {
+		return "", false
+	}
+	defer f.Close()
+	const most = 64 << 10 // a quoted path of PATH_MAX and the numbers fit
+	b, err := io.ReadAll(io.LimitReader(f, most+1))
+	if err != nil || len(b) > most {
 		return "", false
 	}
 	line := string(b)
