@@ -96,14 +96,29 @@ func checkOutputDir(out string) error {
 	case !fi.IsDir():
 		return fmt.Errorf("--out %s: %s is not a directory", out, dir)
 	}
+	if err := probeDir(dir); err != nil {
+		return fmt.Errorf("--out %s: %w", out, err)
+	}
+	return nil
+}
+
+// probeDir creates a file in dir and removes it. Where the file system can
+// make an unnamed file (O_TMPFILE, Linux), that is the probe: a run killed
+// meanwhile leaves nothing in the user's folder; elsewhere a named
+// ".esm2go-probe-*" file is created and removed.
+func probeDir(dir string) error {
+	if fd, err := openUnnamed(dir); err == nil {
+		unix.Close(fd)
+		return nil
+	}
 	f, err := os.CreateTemp(dir, ".esm2go-probe-*")
 	if err != nil {
-		return fmt.Errorf("--out %s: cannot write in directory %s: %w", out, dir, unwrapPath(err))
+		return fmt.Errorf("cannot write in directory %s: %w", dir, unwrapPath(err))
 	}
 	name := f.Name()
 	f.Close()
 	if err := os.Remove(name); err != nil {
-		return fmt.Errorf("--out %s: cannot remove probe file %s: %w", out, name, err)
+		return fmt.Errorf("cannot remove probe file %s: %w", name, err)
 	}
 	return nil
 }
