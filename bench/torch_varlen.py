@@ -29,6 +29,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common as C  # noqa: E402
+from sustained import sustained_tflops  # noqa: E402
 
 SYSTEM = "torch_varlen"
 
@@ -285,6 +286,8 @@ def main():
     ap.add_argument("--toks-per-batch", type=int, default=65536)
     ap.add_argument("--budget-s", type=float, default=20.0)
     ap.add_argument("--warmup-seqs", type=int, default=512)
+    ap.add_argument("--sustained-s", type=float, default=10.0,
+                    help="seconds of back-to-back GEMMs for the sustained matmul rate (0: skip)")
     ap.add_argument("--no-check", action="store_true")
     ap.add_argument("--dry-run", action="store_true", help="no torch: parse, tokenize, pack; fake timings")
     a = ap.parse_args()
@@ -322,6 +325,13 @@ def main():
     except Exception as e:  # noqa: BLE001
         peak = None
         print(f"WARNING: matmul peak measurement failed: {e!r}", flush=True)
+    sustained = None
+    if a.sustained_s > 0:
+        try:
+            sustained = sustained_tflops(dev, a.sustained_s)
+            print(f"sustained fp16 matmul rate ({a.sustained_s:g} s of GEMMs): {sustained} TFLOP/s", flush=True)
+        except Exception as e:  # noqa: BLE001
+            print(f"WARNING: sustained matmul measurement failed: {e!r}", flush=True)
     with torch.inference_mode():
         for label, path in inputs:
             n_all = len(C.read_fasta(path))
@@ -345,7 +355,7 @@ def main():
                                   attention=model.attn_name, toks_per_batch=a.toks_per_batch,
                                   torch_peak_alloc_mib=round(torch.cuda.max_memory_allocated() / 2**20, 1),
                                   warmup_rate_seqs_per_s=round(rate, 1), load_s=round(load_s, 2),
-                                  matmul_peak_tflops=peak, **smp)
+                                  matmul_peak_tflops=peak, matmul_sustained_tflops=sustained, **smp)
             print(f"{SYSTEM} {a.model_name} {label}: {rec['n_seqs']}/{n_all} seqs in {wall:.2f}s = "
                   f"{rec['seqs_per_s']} seq/s, {rec['useful_tflops']} TFLOP/s, busy {smp['gpu_busy_pct']}%", flush=True)
             results.append(rec)
@@ -358,7 +368,7 @@ def main():
             frec = C.result_record("torch_forward", a.model_name, label, fcounts, fwall, layers, hidden, n_all,
                                    attention=model.attn_name, toks_per_batch=a.toks_per_batch,
                                    torch_peak_alloc_mib=round(torch.cuda.max_memory_allocated() / 2**20, 1),
-                                   matmul_peak_tflops=peak, **smp)
+                                   matmul_peak_tflops=peak, matmul_sustained_tflops=sustained, **smp)
             print(f"torch_forward {a.model_name} {label}: {frec['n_seqs']} seqs in {fwall:.2f}s = "
                   f"{frec['seqs_per_s']} seq/s, {frec['useful_tflops']} TFLOP/s (forward alone)", flush=True)
             results.append(frec)
