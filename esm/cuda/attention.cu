@@ -429,8 +429,17 @@ __device__ __forceinline__ void varlen_fa2(T* __restrict__ out, int ldo, const T
 
 #define FA2_CAT3(a, b, c) a##b##c
 #define FA2_XCAT3(a, b, c) FA2_CAT3(a, b, c)
+// FA2_BOUNDS_<HD> is the fa2 kernel's __launch_bounds__ at that head dim. HD
+// 128 also states a minimum of one block per SM, with which ptxas builds a
+// faster kernel: 0.227 -> 0.197 ms in BenchmarkVarlen on an H200. The same minimum made HD 16 slower (0.112 -> 0.118 ms), and minimums
+// of 6 (HD 32), 5 (HD 64) and 4 (fa2m2, HD 24) blocks were 5-10% slower
+// (esm/cuda/NOTES.md).
+#define FA2_BOUNDS_16 __launch_bounds__(128)
+#define FA2_BOUNDS_32 __launch_bounds__(128)
+#define FA2_BOUNDS_64 __launch_bounds__(128)
+#define FA2_BOUNDS_128 __launch_bounds__(128, 1)
 #define VARLEN_FA2_INST(HD)                                                                         \
-  extern "C" __global__ void __launch_bounds__(128)                                                \
+  extern "C" __global__ void FA2_BOUNDS_##HD                                                        \
       FA2_XCAT3(varlen_fa2_, ELEM_NAME, _hd##HD)(ELEM * out, int ldo, const ELEM* q, const ELEM* k, \
                                                  const ELEM* v, int ld, const int* cu_seqlens,      \
                                                  float scale) {                                     \
