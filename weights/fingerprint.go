@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -110,17 +112,48 @@ func hashFile(ctx context.Context, name string) (string, error) {
 		return "", err
 	}
 	defer m.close()
-	h := xxhash.New()
-	const step = 64 << 20
-	for b := m.data; len(b) > 0; {
-		if err := ctx.Err(); err != nil {
-			return "", err
-		}
-		n := min(step, len(b))
-		h.Write(b[:n])
-		b = b[n:]
+	sum, err := hashMapped(ctx, m.data, hashStep)
+	if err != nil {
+		return "", err
 	}
-	return fmt.Sprintf("xxh64:%016x", h.Sum64()), nil
+	return fmt.Sprintf("xxh64:%016x", sum), nil
+}
+
+// hashStep is how much of a mapped file hashMapped hashes between checks of
+// ctx, and how far ahead its pages are faulted in.
+const hashStep = 64 << 20
+
+// hashMapped is the xxhash64 of data, a mapped file, step bytes at a time.
+// While a step is hashed, a second goroutine touches one byte in every page
+// of the next step, so the page faults (the mapping's cost) are taken beside
+// the hashing instead of in its way: a 4 GB file in the page cache, on the
+// 2-core development machine, 3.9-4.4 GB/s without it, 5.1-5.2 with it,
+// xxhash alone 5.4. It waits for that goroutine at every step, so none
+// outlives the call (the mapping is unmapped after it returns).
+func hashMapped(ctx context.Context, data []byte, step int) (uint64, error) {
+	h := xxhash.New()
+	page := os.Getpagesize()
+	var sink atomic.Uint32 // makes the touching loads observable
+	var wg sync.WaitGroup
+	for off := 0; off < len(data); off += step {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		end := min(off+step, len(data))
+		if end < len(data) {
+			next := data[end:min(end+step, len(data))]
+			wg.Go(func() {
+				var x byte
+				for i := 0; i < len(next); i += page {
+					x ^= next[i]
+				}
+				sink.Add(uint32(x))
+			})
+		}
+		h.Write(data[off:end])
+		wg.Wait()
+	}
+	return h.Sum64(), nil
 }
 
 // hashStream is hashFile through read(2).

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cespare/xxhash/v2"
 )
 
 func TestFingerprint(t *testing.T) {
@@ -155,5 +157,30 @@ func TestHashFileMappedAndStreamed(t *testing.T) {
 	cancel()
 	if _, err := hashStream(ctx, filepath.Join(dir, "big")); !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled stream: %v", err)
+	}
+}
+
+// hashMapped hashes step by step while the next step's pages are touched on
+// another goroutine: the sum must be xxhash64 of the whole slice for every
+// size around the step and page boundaries, and a cancelled ctx stops it.
+func TestHashMappedSteps(t *testing.T) {
+	t.Parallel()
+	page := os.Getpagesize()
+	data := make([]byte, 5*page+3)
+	for i := range data {
+		data[i] = byte(i*31 + i>>8)
+	}
+	for _, step := range []int{1, page - 1, page, 2*page + 5, len(data), len(data) + 1} {
+		for _, n := range []int{0, 1, page - 1, page, page + 1, 2*page + 5, len(data)} {
+			got, err := hashMapped(context.Background(), data[:n], step)
+			if want := xxhash.Sum64(data[:n]); err != nil || got != want {
+				t.Errorf("step %d, %d bytes: %016x, %v; want %016x", step, n, got, err, want)
+			}
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := hashMapped(ctx, data, page); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled: %v", err)
 	}
 }
