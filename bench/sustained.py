@@ -21,8 +21,12 @@ import time
 
 def sampler(stop, rows):
     q = "clocks.sm,power.draw,temperature.gpu,clocks_event_reasons.active"
-    p = subprocess.Popen(["nvidia-smi", f"--query-gpu={q}", "--format=csv,noheader,nounits", "-lms", "250"],
-                         stdout=subprocess.PIPE, text=True)
+    try:
+        p = subprocess.Popen(["nvidia-smi", f"--query-gpu={q}", "--format=csv,noheader,nounits", "-lms", "250"],
+                             stdout=subprocess.PIPE, text=True)
+    except OSError as e:  # no nvidia-smi: rates without clocks
+        print(f"WARNING: nvidia-smi not started ({e}); no clock, power or temperature columns", flush=True)
+        return
     try:
         for line in p.stdout:
             if stop.is_set():
