@@ -10,6 +10,8 @@ figure and the sustained one (median of the windows after the first --settle-s
 seconds). torch_varlen.py reports sustained_tflops beside the burst figure.
 
     python3 bench/sustained.py [--seconds 30] [--n 8192] [--settle-s 3] [--out FILE.json]
+
+(--n sizes the sustained GEMMs; the burst figure is always the bench's 8192^3.)
 """
 import argparse
 import json
@@ -60,16 +62,19 @@ def gemm_windows(x, y, seconds, window_s=0.5):
     return windows
 
 
+def settled(windows, settle_s):
+    """Median TFLOP/s of gemm_windows' windows starting after settle_s seconds (all of
+    them if none does), by which time a power- or temperature-limited clock has settled."""
+    late = [tf for s, _, tf, _, _ in windows if s >= settle_s] or [tf for _, _, tf, _, _ in windows]
+    return round(statistics.median(late), 1)
+
+
 def sustained_tflops(dev, seconds=10.0, settle_s=3.0, n=8192):
-    """fp16 GEMM rate (n^3, fp32 accumulate) the GPU holds when kept busy: the median
-    of the half-second windows after the first settle_s seconds, by which time a
-    power- or temperature-limited clock has settled."""
+    """fp16 GEMM rate (n^3, fp32 accumulate) the GPU holds when kept busy."""
     import torch
     x = torch.randn(n, n, device=dev, dtype=torch.float16)
     y = torch.randn(n, n, device=dev, dtype=torch.float16)
-    w = gemm_windows(x, y, seconds)
-    late = [tf for s, _, tf, _, _ in w if s >= settle_s] or [tf for _, _, tf, _, _ in w]
-    return round(statistics.median(late), 1)
+    return settled(gemm_windows(x, y, seconds), settle_s)
 
 
 def main():
@@ -80,19 +85,11 @@ def main():
     ap.add_argument("--out", default="")
     a = ap.parse_args()
     import torch
+    from torch_varlen import matmul_peak_tflops
     n = a.n
+    burst = matmul_peak_tflops(torch.device("cuda"))  # the bench's matmul peak (8192^3)
     x = torch.randn(n, n, device="cuda", dtype=torch.float16)
     y = torch.randn(n, n, device="cuda", dtype=torch.float16)
-    flop = 2.0 * n ** 3
-    for _ in range(3):
-        x @ y
-    torch.cuda.synchronize()
-    # The burst figure, exactly as the bench measures its matmul peak.
-    t = time.time()
-    for _ in range(20):
-        x @ y
-    torch.cuda.synchronize()
-    burst = flop * 20 / (time.time() - t) / 1e12
     stop, smp = threading.Event(), []
     th = threading.Thread(target=sampler, args=(stop, smp), daemon=True)
     th.start()
@@ -109,8 +106,7 @@ def main():
         out.append({"t_s": round(s, 2), "tflops": round(tf, 1), "sm_mhz": clk, "power_w": pw, "temp_c": temp,
                     "clock_event_reasons": why})
         print(f"t={s:6.2f}s {tf:7.1f} TFLOP/s  sm {clk} MHz  {pw} W  {temp} C  {','.join(why)}", flush=True)
-    late = [w["tflops"] for w in out if w["t_s"] >= a.settle_s] or [w["tflops"] for w in out]
-    res = {"n": n, "burst_tflops": round(burst, 1), "sustained_tflops": round(statistics.median(late), 1),
+    res = {"n": n, "burst_tflops": burst, "sustained_tflops": settled(windows, a.settle_s),
            "seconds": a.seconds, "windows": out, "gpu": torch.cuda.get_device_name(0)}
     print(f"burst (20 GEMMs, as the bench's matmul peak): {res['burst_tflops']} TFLOP/s; "
           f"sustained (median after {a.settle_s:g} s): {res['sustained_tflops']} TFLOP/s", flush=True)

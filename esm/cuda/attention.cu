@@ -431,9 +431,9 @@ __device__ __forceinline__ void varlen_fa2(T* __restrict__ out, int ldo, const T
 #define FA2_XCAT3(a, b, c) FA2_CAT3(a, b, c)
 // FA2_BOUNDS_<HD> is the fa2 kernel's __launch_bounds__ at that head dim. HD
 // 128 also states a minimum of one block per SM, with which ptxas builds a
-// faster kernel: 0.227 -> 0.197 ms in BenchmarkVarlen on an H200. The same minimum made HD 16 slower (0.112 -> 0.118 ms), and minimums
-// of 6 (HD 32), 5 (HD 64) and 4 (fa2m2, HD 24) blocks were 5-10% slower
-// (esm/cuda/NOTES.md).
+// faster kernel: 0.227 -> 0.197 ms in BenchmarkVarlen on an H200. The same
+// minimum made HD 16 slower (0.112 -> 0.118 ms), and minimums of 6 (HD 32),
+// 5 (HD 64) and 4 (fa2m2, HD 24) blocks were 5-10% slower (esm/cuda/NOTES.md).
 #define FA2_BOUNDS_16 __launch_bounds__(128)
 #define FA2_BOUNDS_32 __launch_bounds__(128)
 #define FA2_BOUNDS_64 __launch_bounds__(128)
