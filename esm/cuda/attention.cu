@@ -126,21 +126,22 @@ VARLEN_INST(128)
 // FlashAttention-2 on mma.sync.m16n8k16 with ldmatrix and cp.async.
 // Block = 4 warps = 64 query rows; each warp owns 16 rows end to end. K/V
 // tiles of 64 keys are double-buffered in shared memory (cp.async, zero-fill
-// past the sequence's end and in the head-dim padding HD 24 -> HP 32), so
-// tile t+1 loads while tile t computes. Per tile a warp computes
+// past the sequence's end), so tile t+1 loads while tile t computes. Per tile a warp computes
 // S = Q·Kᵀ (16 x 64, fp32, Q fragments kept in registers), scales it by
 // scale·log2(e), masks keys past the end, updates the running max with two
 // quad shuffles, takes P = 2^(S - m) (ex2.approx) and rescales O, all on the
 // accumulator fragments; the S accumulator of key blocks 2c, 2c+1 packed to
 // the element type is exactly the A fragment of P·V for key chunk c, so P
 // never touches shared memory. V's B fragments come from ldmatrix.trans.
-// Row sums are kept per lane and reduced over the quad once, at the end.
+// The row sums come out of P·V itself, from a column of ones beside V.
 //
 // m16n8k16 fragments (g = lane/4, t = lane%4): A regs a0..a3 = (row g,
 // cols 2t..2t+1), (g+8, 2t..), (g, 2t+8..), (g+8, 2t+8..); B regs b0, b1 =
 // (k 2t..2t+1, col g), (k 2t+8.., col g); C c0..c3 = (g, 2t), (g, 2t+1),
-// (g+8, 2t), (g+8, 2t+1). Shared row stride HP+8 elements keeps the 8 rows
-// of each ldmatrix on distinct 16-byte bank groups.
+// (g+8, 2t), (g+8, 2t+1); m16n8k8 (the last 8 dims of Q·Kᵀ at HD 24) takes
+// a0, a1 and b0 of the same layout. Shared row stride HP+8 elements (HP = HD
+// rounded up to 16) keeps the 8 rows of each ldmatrix on distinct 16-byte
+// bank groups and leaves columns HD..HD+7 free for the ones.
 #define FA2_BQ 64
 #define FA2_BK 64
 
@@ -164,6 +165,15 @@ __device__ __forceinline__ void fa2_ldsm4(unsigned addr, unsigned& r0, unsigned&
                : "r"(addr)
                : "memory");
 }
+__device__ __forceinline__ void fa2_ldsm2(unsigned addr, unsigned& r0, unsigned& r1) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n" : "=r"(r0), "=r"(r1) : "r"(addr) : "memory");
+}
+__device__ __forceinline__ void fa2_ldsm2t(unsigned addr, unsigned& r0, unsigned& r1) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n"
+               : "=r"(r0), "=r"(r1)
+               : "r"(addr)
+               : "memory");
+}
 __device__ __forceinline__ void fa2_ldsm4t(unsigned addr, unsigned& r0, unsigned& r1, unsigned& r2, unsigned& r3) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
@@ -184,6 +194,16 @@ template <> struct Fa2Op<__half> {
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
   }
+  static __device__ __forceinline__ void mma8(float* d, unsigned a0, unsigned a1, unsigned b0) {
+    asm("mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5}, {%6}, {%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a0), "r"(a1), "r"(b0));
+  }
+  static __device__ __forceinline__ unsigned fma0(unsigned x, unsigned acc) {  // x·0 + acc, two lanes
+    unsigned r;
+    asm("fma.rn.f16x2 %0, %1, %2, %3;\n" : "=r"(r) : "r"(x), "r"(0u), "r"(acc));
+    return r;
+  }
   static __device__ __forceinline__ unsigned pack(float x, float y) {  // x in the low half
     __half2 h = __floats2half2_rn(x, y);
     return *reinterpret_cast<unsigned*>(&h);
@@ -196,25 +216,65 @@ template <> struct Fa2Op<__nv_bfloat16> {
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
   }
+  static __device__ __forceinline__ void mma8(float* d, unsigned a0, unsigned a1, unsigned b0) {
+    asm("mma.sync.aligned.m16n8k8.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5}, {%6}, {%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a0), "r"(a1), "r"(b0));
+  }
+  static __device__ __forceinline__ unsigned fma0(unsigned x, unsigned acc) {
+    unsigned r;
+    asm("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(r) : "r"(x), "r"(0u), "r"(acc));
+    return r;
+  }
   static __device__ __forceinline__ unsigned pack(float x, float y) {
     __nv_bfloat162 h = __floats2bfloat162_rn(x, y);
     return *reinterpret_cast<unsigned*>(&h);
   }
 };
 
-// fa2_load copies rows [row0, row0+rows) of one head of src (ROWS rows, HP
-// columns) into a shared tile at byte address dst; rows past rows and the
-// padding columns are zero-filled. 128 threads, 16 bytes each.
+// fa2_load copies rows [0, rows) of one head of src (ROWS rows of HD
+// elements, starting at element base) into a shared tile at byte address
+// dst; rows past rows are zero-filled. Columns HD and up are never written
+// (V tiles keep their column of ones there). 128 threads, 16 bytes each; a
+// thread's (row, chunk) pairs depend on tid alone, so their arithmetic is
+// hoisted out of the key loop.
 template <typename T, int HD, int ROWS>
 __device__ __forceinline__ void fa2_load(unsigned dst, const T* __restrict__ src, long base, int ld, int rows,
                                          int tid) {
-  constexpr int HP = (HD + 15) / 16 * 16, C8 = HP / 8, H8 = HD / 8, S = HP + 8;
+  constexpr int H8 = HD / 8, S = (HD + 15) / 16 * 16 + 8, N = ROWS * H8;
 #pragma unroll
-  for (int i = tid; i < ROWS * C8; i += 128) {
-    const int r = i / C8, c = i % C8;
-    const bool ok = r < rows && c < H8;
-    const T* g = src + base + (ok ? (long)r * ld + 8 * c : 0);
-    fa2_cp16(dst + (r * S + 8 * c) * 2, g, ok);
+  for (int it = 0; it < (N + 127) / 128; it++) {
+    const int i = tid + it * 128;
+    if (N % 128 == 0 || i < N) {
+      const int r = i / H8, c = i % H8;
+      const bool ok = r < rows;
+      const T* g = src + base + (ok ? (long)r * ld + 8 * c : 0);
+      fa2_cp16(dst + (r * S + 8 * c) * 2, g, ok);
+    }
+  }
+}
+
+// fa2_check folds this thread's chunks of a K tile (those fa2_load gave it)
+// into acc: acc = fma(x, 0, acc) per element pair, so acc stays ±0 while
+// every element is finite and turns NaN at an Inf or a NaN. Zero-filled rows
+// past the sequence's end are finite.
+template <typename T, int HD, int ROWS>
+__device__ __forceinline__ void fa2_check(unsigned& acc, unsigned src, int tid) {
+  constexpr int H8 = HD / 8, S = (HD + 15) / 16 * 16 + 8, N = ROWS * H8;
+#pragma unroll
+  for (int it = 0; it < (N + 127) / 128; it++) {
+    const int i = tid + it * 128;
+    if (N % 128 == 0 || i < N) {
+      const int r = i / H8, c = i % H8;
+      unsigned w0, w1, w2, w3;
+      asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+                   : "=r"(w0), "=r"(w1), "=r"(w2), "=r"(w3)
+                   : "r"(src + (r * S + 8 * c) * 2));
+      acc = Fa2Op<T>::fma0(w0, acc);
+      acc = Fa2Op<T>::fma0(w1, acc);
+      acc = Fa2Op<T>::fma0(w2, acc);
+      acc = Fa2Op<T>::fma0(w3, acc);
+    }
   }
 }
 
@@ -225,15 +285,31 @@ __device__ __forceinline__ void fa2_load(unsigned dst, const T* __restrict__ src
 // shared-memory traffic per query), at the price of twice the accumulator
 // registers. A block whose second row tile lies past the sequence's end
 // skips that tile's MMAs. BK keys per shared tile.
+//
+// Head dims: HD is a multiple of 8. Q·Kᵀ runs HD/16 k16 chunks and, when
+// HD % 16 == 8, one m16n8k8 on the last 8 dims, so nothing is multiplied by
+// padding. P·V runs HD/8 + 1 blocks of 8 output columns: the last one reads
+// V's columns HD..HD+7, which hold 1 (written once; fa2_load never touches
+// them), so its accumulator is each row's sum of P as P·V used it (P in the
+// element type, summed by the tensor cores in fp32), rescaled with O: no
+// per-score additions and no quad reduction for the softmax denominator.
+//
+// Non-finite inputs: an Inf or NaN in q or v reaches the output through the
+// arithmetic (a NaN score, an Inf max giving Inf - Inf, 0·Inf in P·V). An Inf
+// in k against queries whose matching element has the opposite sign gives a
+// -Inf score, which the softmax weighs 0; so every K tile is checked as it
+// arrives (fa2_check) and, if any element of any key of the sequence was not
+// finite, every output of the block is NaN (__syncthreads_or at the end).
 template <typename T, int HD, int MT, int BK>
 __device__ __forceinline__ void varlen_fa2(T* __restrict__ out, int ldo, const T* __restrict__ q,
                                            const T* __restrict__ k, const T* __restrict__ v, int ld,
                                            const int* __restrict__ cu_seqlens, float scale) {
   constexpr int HP = (HD + 15) / 16 * 16;
   constexpr int BQ = FA2_BQ * MT;
-  constexpr int S = HP + 8;   // shared row stride (elements)
+  constexpr int S = HP + 8;   // shared row stride (elements); columns HD..HD+7 are free
   constexpr int NK = BK / 8;  // key blocks of 8: S accumulators
-  constexpr int ND = HP / 8;  // dim blocks of 8: O accumulators
+  constexpr int KC = HD / 16;  // whole k16 chunks of Q·Kᵀ; HD % 16 == 8 adds one k8 chunk
+  constexpr int ND = HD / 8 + 1;  // O accumulators: HD/8 blocks of head dims, then the row sums
   constexpr unsigned TILE = BK * S * 2;  // bytes of one K or V tile
   extern __shared__ __align__(128) unsigned char smem[];
   const unsigned qs = fa2_smem(smem);
@@ -250,6 +326,14 @@ __device__ __forceinline__ void varlen_fa2(T* __restrict__ out, int ldo, const T
   const long seq0 = (long)start * ld + hoff;  // element offset of the head's first row
   const int mtn = (MT == 1 || q0 + FA2_BQ < n) ? MT : 1;  // row tiles holding queries (block-uniform)
 
+  // Ones in columns HD..HD+7 of both V tiles: 2·BK rows of 16 bytes.
+#pragma unroll
+  for (int it = 0; it < (2 * BK + 127) / 128; it++) {
+    const int r = tid + it * 128;
+    const unsigned one2 = Fa2Op<T>::pack(1.f, 1.f);
+    if (2 * BK % 128 == 0 || r < 2 * BK)
+      asm volatile("st.shared.v4.u32 [%0], {%1,%1,%1,%1};\n" ::"r"(vs + (r * S + HD) * 2), "r"(one2) : "memory");
+  }
 #pragma unroll
   for (int mt = 0; mt < MT; mt++)
     fa2_load<T, HD, FA2_BQ>(qs + mt * FA2_BQ * S * 2, q, seq0 + (long)(q0 + mt * FA2_BQ) * ld, ld,
@@ -260,18 +344,13 @@ __device__ __forceinline__ void varlen_fa2(T* __restrict__ out, int ldo, const T
 
   unsigned qf[MT][HP / 16][4];
   float o[MT][ND][4];
-  float m[MT][2], l[MT][2];  // rows g and g+8 of each row tile
-  // bad: 0 while every raw score is finite, NaN after a NaN or +-Inf one
-  // (x*0); added to l at the end, so a -Inf score (weight 0 in the softmax)
-  // cannot hide a non-finite input. One FFMA per score.
-  float bad[MT][2];
+  float m[MT][2];  // rows g and g+8 of each row tile
+  unsigned kbad = 0;  // fa2_check's accumulator: ±0, or NaN after a non-finite k
 #pragma unroll
   for (int mt = 0; mt < MT; mt++) {
 #pragma unroll
     for (int d = 0; d < ND; d++) o[mt][d][0] = o[mt][d][1] = o[mt][d][2] = o[mt][d][3] = 0.f;
     m[mt][0] = m[mt][1] = __int_as_float(0xff800000);
-    l[mt][0] = l[mt][1] = 0.f;
-    bad[mt][0] = bad[mt][1] = 0.f;
   }
   const float sl2 = scale * 1.4426950408889634f;
   const int ntiles = (n + BK - 1) / BK;
@@ -298,6 +377,7 @@ __device__ __forceinline__ void varlen_fa2(T* __restrict__ out, int ldo, const T
                     qf[mt][c][0], qf[mt][c][1], qf[mt][c][2], qf[mt][c][3]);
     }
     const unsigned kb = ks + (t & 1) * TILE, vb = vs + (t & 1) * TILE;
+    fa2_check<T, HD, BK>(kbad, kb, tid);
 
     float s[MT][NK][4];
 #pragma unroll
@@ -305,7 +385,7 @@ __device__ __forceinline__ void varlen_fa2(T* __restrict__ out, int ldo, const T
 #pragma unroll
       for (int j = 0; j < NK; j++) s[mt][j][0] = s[mt][j][1] = s[mt][j][2] = s[mt][j][3] = 0.f;
 #pragma unroll
-    for (int c = 0; c < HP / 16; c++) {
+    for (int c = 0; c < KC; c++) {
 #pragma unroll
       for (int jp = 0; jp < BK / 16; jp++) {
         unsigned b0, b1, b2, b3;  // keys jp*16 + 0..7 (b0 b1) and + 8..15 (b2 b3)
@@ -320,13 +400,22 @@ __device__ __forceinline__ void varlen_fa2(T* __restrict__ out, int ldo, const T
         }
       }
     }
+    if constexpr (HD % 16 == 8) {
+      // The last 8 head dims: m16n8k8 on the first half of the Q fragment
+      // (a0, a1 = rows g, g+8 of dims KC·16 + 2t..2t+1).
 #pragma unroll
-    for (int mt = 0; mt < MT; mt++)
+      for (int jp = 0; jp < BK / 16; jp++) {
+        unsigned b0, b2;  // keys jp*16 + 0..7 and + 8..15, dims KC·16 .. +7
+        fa2_ldsm2(kb + ((jp * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * S + KC * 16) * 2, b0, b2);
 #pragma unroll
-      for (int j = 0; j < NK; j++) {
-        bad[mt][0] = fmaf(s[mt][j][0], 0.f, fmaf(s[mt][j][1], 0.f, bad[mt][0]));
-        bad[mt][1] = fmaf(s[mt][j][2], 0.f, fmaf(s[mt][j][3], 0.f, bad[mt][1]));
+        for (int mt = 0; mt < MT; mt++) {
+          if (mt < mtn) {
+            Fa2Op<T>::mma8(s[mt][2 * jp], qf[mt][KC][0], qf[mt][KC][1], b0);
+            Fa2Op<T>::mma8(s[mt][2 * jp + 1], qf[mt][KC][0], qf[mt][KC][1], b2);
+          }
+        }
       }
+    }
     // Keys past the end: only the last tile has any, so the mask is a
     // branch of its own and full tiles pay nothing per score.
     if (kt + BK > n) {
@@ -355,23 +444,18 @@ __device__ __forceinline__ void varlen_fa2(T* __restrict__ out, int ldo, const T
       mt1 = fmaxf(mt1, __shfl_xor_sync(0xffffffffu, mt1, 2));
       // First tile: m = -inf, so (m - mt)*sl2 = -inf and 2^-inf = 0. Every
       // tile holds a key below n, so mt is finite from the first tile on
-      // when the scores are (a non-finite one makes the row NaN: see bad).
+      // when the scores are.
       const float c0 = fa2_exp2((m[mt][0] - mt0) * sl2), c1 = fa2_exp2((m[mt][1] - mt1) * sl2);
       m[mt][0] = mt0;
       m[mt][1] = mt1;
       const float ms0 = mt0 * sl2, ms1 = mt1 * sl2;
-      float sum0 = 0.f, sum1 = 0.f;
 #pragma unroll
       for (int j = 0; j < NK; j++) {
         s[mt][j][0] = fa2_exp2(fmaf(s[mt][j][0], sl2, -ms0));
         s[mt][j][1] = fa2_exp2(fmaf(s[mt][j][1], sl2, -ms0));
         s[mt][j][2] = fa2_exp2(fmaf(s[mt][j][2], sl2, -ms1));
         s[mt][j][3] = fa2_exp2(fmaf(s[mt][j][3], sl2, -ms1));
-        sum0 += s[mt][j][0] + s[mt][j][1];
-        sum1 += s[mt][j][2] + s[mt][j][3];
       }
-      l[mt][0] = l[mt][0] * c0 + sum0;
-      l[mt][1] = l[mt][1] * c1 + sum1;
 #pragma unroll
       for (int d = 0; d < ND; d++) {
         o[mt][d][0] *= c0;
@@ -390,8 +474,8 @@ __device__ __forceinline__ void varlen_fa2(T* __restrict__ out, int ldo, const T
 #pragma unroll
     for (int c = 0; c < BK / 16; c++) {
 #pragma unroll
-      for (int dp = 0; dp < HP / 16; dp++) {
-        unsigned b0, b1, b2, b3;  // dims dp*16 + 0..7 (b0 b1) and + 8..15 (b2 b3)
+      for (int dp = 0; dp < ND / 2; dp++) {
+        unsigned b0, b1, b2, b3;  // columns dp*16 + 0..7 (b0 b1) and + 8..15 (b2 b3)
         fa2_ldsm4t(vb + ((c * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * S + dp * 16 + (lane >> 4) * 8) * 2, b0,
                    b1, b2, b3);
 #pragma unroll
@@ -402,27 +486,31 @@ __device__ __forceinline__ void varlen_fa2(T* __restrict__ out, int ldo, const T
           }
         }
       }
+      if constexpr (ND % 2 == 1) {  // the last block of 8 columns alone
+        unsigned b0, b1;
+        fa2_ldsm2t(vb + ((c * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * S + (ND - 1) * 8) * 2, b0, b1);
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+          if (mt < mtn) Fa2Op<T>::mma(o[mt][ND - 1], a[mt][c], b0, b1);
+      }
     }
     __syncthreads();  // this K/V buffer is refilled by the next iteration's load
   }
 
+  // One barrier for the whole block: any non-finite k makes every row NaN.
+  const bool kfinite = !__syncthreads_or((kbad & 0x7fff7fffu) != 0);
+  const float nan = __int_as_float(0x7fc00000);
 #pragma unroll
   for (int mt = 0; mt < MT; mt++) {
-    float l0 = l[mt][0] + bad[mt][0], l1 = l[mt][1] + bad[mt][1];
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-    const float i0 = 1.f / l0, i1 = 1.f / l1;
+    // o[mt][ND-1] holds the row sums (every column alike): c0 row g, c2 row g+8.
+    const float i0 = kfinite ? 1.f / o[mt][ND - 1][0] : nan, i1 = kfinite ? 1.f / o[mt][ND - 1][2] : nan;
     const int ra = q0 + mt * FA2_BQ + warp * 16 + lane / 4, rb = ra + 8;
     T* oa = out + (long)(start + ra) * ldo + hoff + 2 * tq;
     T* ob = out + (long)(start + rb) * ldo + hoff + 2 * tq;
 #pragma unroll
-    for (int d = 0; d < ND; d++) {
-      if (d * 8 < HD) {
-        if (ra < n) *reinterpret_cast<unsigned*>(oa + d * 8) = Fa2Op<T>::pack(o[mt][d][0] * i0, o[mt][d][1] * i0);
-        if (rb < n) *reinterpret_cast<unsigned*>(ob + d * 8) = Fa2Op<T>::pack(o[mt][d][2] * i1, o[mt][d][3] * i1);
-      }
+    for (int d = 0; d < ND - 1; d++) {
+      if (ra < n) *reinterpret_cast<unsigned*>(oa + d * 8) = Fa2Op<T>::pack(o[mt][d][0] * i0, o[mt][d][1] * i0);
+      if (rb < n) *reinterpret_cast<unsigned*>(ob + d * 8) = Fa2Op<T>::pack(o[mt][d][2] * i1, o[mt][d][3] * i1);
     }
   }
 }
