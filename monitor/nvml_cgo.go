@@ -41,8 +41,11 @@ func (n *nvmlReader) Init() (err error) {
 		}
 	}()
 	if err := nvml.Init(); err != nil {
-		if nvml.Code(err) == nvml.ErrorLibraryNotFound {
+		switch nvml.Code(err) {
+		case nvml.ErrorLibraryNotFound:
 			return fmt.Errorf("nvml: libnvidia-ml.so.1 not found (%w)", err)
+		case nvml.ErrorDriverNotLoaded:
+			return fmt.Errorf("nvml: no NVIDIA driver loaded (%w)", err)
 		}
 		return nvmlErr("init", err)
 	}

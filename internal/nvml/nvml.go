@@ -16,6 +16,7 @@ const (
 	ErrorNotSupported    Return = 3  // NVML_ERROR_NOT_SUPPORTED
 	ErrorNotFound        Return = 6  // NVML_ERROR_NOT_FOUND
 	ErrorInsufficient    Return = 7  // NVML_ERROR_INSUFFICIENT_SIZE
+	ErrorDriverNotLoaded Return = 9  // NVML_ERROR_DRIVER_NOT_LOADED
 	ErrorLibraryNotFound Return = 12 // NVML_ERROR_LIBRARY_NOT_FOUND
 	ErrorFunctionMissing Return = 13 // NVML_ERROR_FUNCTION_NOT_FOUND
 	ErrorGPUIsLost       Return = 15 // NVML_ERROR_GPU_IS_LOST

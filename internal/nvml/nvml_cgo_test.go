@@ -10,8 +10,10 @@ import (
 
 // TestDevice0 reads device 0 through the real libnvidia-ml.so.1. Where
 // the library is missing (no NVIDIA driver) it checks that Init says so
-// and skips; on a GPU host (make gpu-build: bin/nvml.test) it checks the
-// figures NVML returns and logs them.
+// and skips; where the library is installed without a loaded driver (a
+// CUDA toolkit's packages on a machine with no GPU) Init's error says that
+// and it skips too; on a GPU host (make gpu-build: bin/nvml.test) it checks
+// the figures NVML returns and logs them.
 func TestDevice0(t *testing.T) {
 	err := Init()
 	if Code(err) == ErrorLibraryNotFound {
@@ -24,6 +26,12 @@ func TestDevice0(t *testing.T) {
 			t.Errorf("DeviceCount without the library: %v", err)
 		}
 		t.Skipf("no NVIDIA driver on this machine (%v); run bin/nvml.test on a GPU host", err)
+	}
+	if Code(err) == ErrorDriverNotLoaded {
+		if _, err := DeviceCount(); err == nil {
+			t.Errorf("DeviceCount after Init failed with the driver not loaded: no error")
+		}
+		t.Skipf("libnvidia-ml is installed but no NVIDIA driver is loaded (%v); run bin/nvml.test on a GPU host", err)
 	}
 	if err != nil {
 		t.Fatalf("Init: %v", err)
