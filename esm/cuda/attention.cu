@@ -232,50 +232,57 @@ template <> struct Fa2Op<__nv_bfloat16> {
   }
 };
 
-// fa2_load copies rows [0, rows) of one head of src (ROWS rows of HD
-// elements, starting at element base) into a shared tile at byte address
-// dst; rows past rows are zero-filled. Columns HD and up are never written
-// (V tiles keep their column of ones there). 128 threads, 16 bytes each; a
-// thread's (row, chunk) pairs depend on tid alone, so their arithmetic is
-// hoisted out of the key loop.
-template <typename T, int HD, int ROWS>
-__device__ __forceinline__ void fa2_load(unsigned dst, const T* __restrict__ src, long base, int ld, int rows,
-                                         int tid) {
-  constexpr int H8 = HD / 8, S = (HD + 15) / 16 * 16 + 8, N = ROWS * H8;
+// fa2_stride is the shared row stride (elements) of a tile at head dim HD:
+// HD rounded up to 16, plus 8 (columns HD..HD+7 are free for V's ones).
+__host__ __device__ constexpr int fa2_stride(int HD) { return (HD + 15) / 16 * 16 + 8; }
+
+// fa2_chunks calls f(r, c) for every (row r, 16-byte chunk c) of a ROWS×HD
+// tile that thread tid owns (128 threads). The trip count is a compile-time
+// constant, so a thread's pairs depend on tid alone and their arithmetic is
+// hoisted out of the key loop. fa2_load and fa2_check share this mapping:
+// each thread checks exactly the chunks it copied.
+template <int HD, int ROWS, typename F>
+__device__ __forceinline__ void fa2_chunks(int tid, F&& f) {
+  constexpr int H8 = HD / 8, N = ROWS * H8;
 #pragma unroll
   for (int it = 0; it < (N + 127) / 128; it++) {
     const int i = tid + it * 128;
-    if (N % 128 == 0 || i < N) {
-      const int r = i / H8, c = i % H8;
-      const bool ok = r < rows;
-      const T* g = src + base + (ok ? (long)r * ld + 8 * c : 0);
-      fa2_cp16(dst + (r * S + 8 * c) * 2, g, ok);
-    }
+    if (N % 128 == 0 || i < N) f(i / H8, i % H8);
   }
 }
 
-// fa2_check folds this thread's chunks of a K tile (those fa2_load gave it)
-// into acc: acc = fma(x, 0, acc) per element pair, so acc stays ±0 while
-// every element is finite and turns NaN at an Inf or a NaN. Zero-filled rows
-// past the sequence's end are finite.
+// fa2_load copies rows [0, rows) of one head of src (ROWS rows of HD
+// elements, starting at element base) into a shared tile at byte address
+// dst; rows past rows are zero-filled. Columns HD and up are never written
+// (V tiles keep their column of ones there).
+template <typename T, int HD, int ROWS>
+__device__ __forceinline__ void fa2_load(unsigned dst, const T* __restrict__ src, long base, int ld, int rows,
+                                         int tid) {
+  constexpr int S = fa2_stride(HD);
+  fa2_chunks<HD, ROWS>(tid, [&](int r, int c) {
+    const bool ok = r < rows;
+    const T* g = src + base + (ok ? (long)r * ld + 8 * c : 0);
+    fa2_cp16(dst + (r * S + 8 * c) * 2, g, ok);
+  });
+}
+
+// fa2_check folds this thread's chunks of a K tile into acc: acc = fma(x,
+// 0, acc) per element pair, so acc stays ±0 while every element is finite
+// and turns NaN at an Inf or a NaN. Zero-filled rows past the sequence's
+// end are finite.
 template <typename T, int HD, int ROWS>
 __device__ __forceinline__ void fa2_check(unsigned& acc, unsigned src, int tid) {
-  constexpr int H8 = HD / 8, S = (HD + 15) / 16 * 16 + 8, N = ROWS * H8;
-#pragma unroll
-  for (int it = 0; it < (N + 127) / 128; it++) {
-    const int i = tid + it * 128;
-    if (N % 128 == 0 || i < N) {
-      const int r = i / H8, c = i % H8;
-      unsigned w0, w1, w2, w3;
-      asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];\n"
-                   : "=r"(w0), "=r"(w1), "=r"(w2), "=r"(w3)
-                   : "r"(src + (r * S + 8 * c) * 2));
-      acc = Fa2Op<T>::fma0(w0, acc);
-      acc = Fa2Op<T>::fma0(w1, acc);
-      acc = Fa2Op<T>::fma0(w2, acc);
-      acc = Fa2Op<T>::fma0(w3, acc);
-    }
-  }
+  constexpr int S = fa2_stride(HD);
+  fa2_chunks<HD, ROWS>(tid, [&](int r, int c) {
+    unsigned w0, w1, w2, w3;
+    asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(w0), "=r"(w1), "=r"(w2), "=r"(w3)
+                 : "r"(src + (r * S + 8 * c) * 2));
+    acc = Fa2Op<T>::fma0(w0, acc);
+    acc = Fa2Op<T>::fma0(w1, acc);
+    acc = Fa2Op<T>::fma0(w2, acc);
+    acc = Fa2Op<T>::fma0(w3, acc);
+  });
 }
 
 // varlen_fa2 with MT m16 row tiles per warp: the block holds BQ = 64·MT
@@ -306,7 +313,7 @@ __device__ __forceinline__ void varlen_fa2(T* __restrict__ out, int ldo, const T
                                            const int* __restrict__ cu_seqlens, float scale) {
   constexpr int HP = (HD + 15) / 16 * 16;
   constexpr int BQ = FA2_BQ * MT;
-  constexpr int S = HP + 8;   // shared row stride (elements); columns HD..HD+7 are free
+  constexpr int S = fa2_stride(HD);  // shared row stride (elements); columns HD..HD+7 are free
   constexpr int NK = BK / 8;  // key blocks of 8: S accumulators
   constexpr int KC = HD / 16;  // whole k16 chunks of Q·Kᵀ; HD % 16 == 8 adds one k8 chunk
   constexpr int ND = HD / 8 + 1;  // O accumulators: HD/8 blocks of head dims, then the row sums
