@@ -74,6 +74,8 @@ type Backend struct {
 	half    int
 	rope    *cudadrv.Buffer // (ropeP, HD/2) float2 (cos, sin) of position × invFreq
 	ropeP   int             // positions rope covers (0: to be built)
+	geluTab *cudadrv.Buffer // gelu of every 16-bit pattern of geluDT (kernels.geluTable)
+	geluDT  cudadrv.DataType
 
 	readStage   *cudadrv.HostBuffer // pinned fp32 staging for Read
 	readScratch *cudadrv.Buffer     // fp32 conversion of narrow tensors for Read
@@ -531,7 +533,21 @@ func (b *Backend) GELU(x esm.Tensor, n int) error {
 	if t == nil || t.buf == nil || t.n < n {
 		return fmt.Errorf("cuda: gelu: tensor too small for %d elements", n)
 	}
-	return b.k.gelu(t.buf.Ptr, t.dt, n)
+	if t.dt == cudadrv.F32 || !b.k.geluLUTOK() {
+		return b.k.gelu(t.buf.Ptr, t.dt, n)
+	}
+	// fp16/bf16: through the table of every input's output, built once.
+	if b.geluTab == nil || b.geluDT != t.dt {
+		buf, err := b.grow(&b.geluTab, geluLUTShared)
+		if err != nil {
+			return fmt.Errorf("cuda: gelu table: %w", err)
+		}
+		if err := b.k.geluTable(buf.Ptr, t.dt); err != nil {
+			return err
+		}
+		b.geluDT = t.dt
+	}
+	return b.k.geluLUT(t.buf.Ptr, n, b.geluTab.Ptr)
 }
 
 // PoolMean implements esm.Backend (dst must be wide).

@@ -140,19 +140,19 @@ __device__ void rope_table_impl(float2* cs, const float* __restrict__ inv_freq, 
 
 // rotary_tab: rotary (below) with the angles from rope_table and 4
 // consecutive pairs per thread (HD/2 % 4 == 0, as for every ESM2 head dim,
-// and qkv aligned to 4 elements).
+// and qkv aligned to 4 elements). Index arithmetic in 32 bits (the launcher
+// checks T·H·HD/4 < 2^31): two 32-bit divisions per thread instead of three
+// 64-bit ones, which made the pass as much integer work as memory traffic.
 template <typename E>
 __device__ void rotary_tab(E* qkv, const int* __restrict__ pos, const float2* __restrict__ cs, int T, int H,
                           int HD, float qscale) {
-  const int half = HD / 2, q4 = half / 4;
-  const long n = (long)T * 2 * H * q4;
-  for (long idx = blockIdx.x * (long)blockDim.x + threadIdx.x; idx < n; idx += (long)gridDim.x * blockDim.x) {
-    const int i = (idx % q4) * 4;
-    const int hh = (idx / q4) % (2 * H);
-    const long t = idx / ((long)q4 * 2 * H);
-    E* v = qkv + t * 3 * H * HD + (long)hh * HD;
+  const unsigned half = HD / 2, q4 = half / 4, per = 2u * H * q4;  // 4-pair chunks per token
+  const unsigned n = (unsigned)T * per;
+  for (unsigned idx = blockIdx.x * blockDim.x + threadIdx.x; idx < n; idx += gridDim.x * blockDim.x) {
+    const unsigned t = idx / per, r = idx - t * per, hh = r / q4, i = (r - hh * q4) * 4;
+    E* v = qkv + (long)t * 3 * H * HD + hh * HD;
     const float2* c = cs + (long)pos[t] * half + i;
-    const float sc = hh < H ? qscale : 1.f;
+    const float sc = hh < (unsigned)H ? qscale : 1.f;
     vec4<E>* p1 = reinterpret_cast<vec4<E>*>(v + i);
     vec4<E>* p2 = reinterpret_cast<vec4<E>*>(v + i + half);
     vec4<E> a = *p1, bb = *p2;
@@ -218,6 +218,53 @@ __device__ void gelu(E* x, long n) {
   for (long i = nv * V + tid; i < n; i += stride) x[i] = from_f<E>(gelu_f(to_f(x[i])));
 }
 
+// gelu_table: tab[h] = the bits of gelu(h) for each of the 65,536 bit
+// patterns h of E (fp16 or bf16), computed by gelu_f as gelu does it; NaN
+// and infinite inputs included (gelu(-Inf) is NaN, as 0.5·x·(1+erf) makes it).
+template <typename E>
+__device__ void gelu_table(unsigned short* tab) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < 65536; i += gridDim.x * blockDim.x) {
+    unsigned short h = (unsigned short)i;
+    E g = from_f<E>(gelu_f(to_f(*reinterpret_cast<E*>(&h))));
+    tab[i] = *reinterpret_cast<unsigned short*>(&g);
+  }
+}
+
+// gelu_lut: x(n) of 16-bit elements = tab[x] in place, tab from gelu_table:
+// the same bits as gelu, without its ~29 instructions of erff per element
+// (which made the pass as much compute as memory). Each block copies the
+// 128 KiB table into dynamic shared memory (131072 bytes) before it walks
+// the tensor grid-stride, so launch about one block per SM. Lookups hit
+// random banks: ~3-4-way conflicts, far below the memory's pace.
+__device__ __forceinline__ unsigned lut2(const unsigned short* t, unsigned w) {
+  return (unsigned)t[w & 0xffffu] | ((unsigned)t[w >> 16] << 16);
+}
+__device__ __forceinline__ uint4 lut8(const unsigned short* t, uint4 u) {
+  return make_uint4(lut2(t, u.x), lut2(t, u.y), lut2(t, u.z), lut2(t, u.w));
+}
+extern "C" __global__ void gelu_lut(unsigned short* x, long n, const uint4* __restrict__ tab) {
+  extern __shared__ uint4 lut_smem[];
+  for (int i = threadIdx.x; i < 65536 / 8; i += blockDim.x) lut_smem[i] = tab[i];
+  __syncthreads();
+  const unsigned short* t = reinterpret_cast<const unsigned short*>(lut_smem);
+  constexpr int U = 4;  // 16-byte loads in flight per thread
+  const long stride = (long)gridDim.x * blockDim.x, tid = blockIdx.x * (long)blockDim.x + threadIdx.x;
+  const long nv = ((unsigned long)x % 16 == 0) ? n / 8 : 0;
+  uint4* xv = reinterpret_cast<uint4*>(x);
+  long i = tid;
+  for (; i + (U - 1) * stride < nv; i += U * stride) {
+    uint4 u[U];
+#pragma unroll
+    for (int j = 0; j < U; j++) u[j] = xv[i + j * stride];
+#pragma unroll
+    for (int j = 0; j < U; j++) xv[i + j * stride] = lut8(t, u[j]);
+  }
+  for (; i < nv; i += stride) xv[i] = lut8(t, xv[i]);
+  for (long k = nv * 8 + tid; k < n; k += stride) x[k] = t[x[k]];
+}
+extern "C" __global__ void gelu_table_f16(unsigned short* tab) { gelu_table<__half>(tab); }
+extern "C" __global__ void gelu_table_bf16(unsigned short* tab) { gelu_table<bf16>(tab); }
+
 // bias_add: out(T,N) += b(N).
 template <typename O>
 __device__ void bias_add(O* out, const float* __restrict__ b, long n, int N) {
@@ -227,14 +274,26 @@ __device__ void bias_add(O* out, const float* __restrict__ b, long n, int N) {
 
 // pool_mean: dst(nseq,D) fp32 = mean of x(T,D) over each sequence's residue
 // rows (BOS and EOS excluded), accumulated in fp64 like the CPU twin.
-// Grid (nseq, ceil(D/128)), one column per thread (coalesced rows).
+// Grid (nseq, ceil(D/128)), block (128, POOL_ROWS): one column per x thread
+// (coalesced rows), the rows split over the POOL_ROWS y threads (row r goes
+// to thread r % POOL_ROWS), whose partial sums are then added in a fixed
+// order: the same result on every run. One thread per column walked a whole
+// sequence alone before, one dependent load after another.
+#define POOL_ROWS 8
 template <typename I>
 __device__ void pool_mean(float* dst, const I* __restrict__ x, const int* __restrict__ cu, int D) {
-  const int s = blockIdx.x, i = blockIdx.y * blockDim.x + threadIdx.x;
-  if (i >= D) return;
+  __shared__ double part[POOL_ROWS][128];
+  const int s = blockIdx.x, i = blockIdx.y * 128 + threadIdx.x, ty = threadIdx.y;
   const int start = cu[s], n = cu[s + 1] - start;
   double acc = 0;
-  for (int t = start + 1; t < start + n - 1; t++) acc += to_f(x[(long)t * D + i]);
+  if (i < D)
+    for (int t = start + 1 + ty; t < start + n - 1; t += POOL_ROWS) acc += to_f(x[(long)t * D + i]);
+  part[ty][threadIdx.x] = acc;
+  __syncthreads();
+  if (ty != 0 || i >= D) return;
+  acc = part[0][threadIdx.x];
+#pragma unroll
+  for (int r = 1; r < POOL_ROWS; r++) acc += part[r][threadIdx.x];
   dst[(long)s * D + i] = (float)(acc * (1.0 / (n - 2)));
 }
 

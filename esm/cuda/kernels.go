@@ -19,10 +19,11 @@ var kernelSource string
 
 // kernels is the compiled kernels.cu of one context.
 type kernels struct {
-	ctx *cudadrv.Context
-	mod *cudadrv.Module
-	fns map[string]*cudadrv.Function
-	sms int
+	ctx       *cudadrv.Context
+	mod       *cudadrv.Module
+	fns       map[string]*cudadrv.Function
+	sms       int
+	lutShared bool // gelu_lut's shared-memory limit raised
 }
 
 func newKernels(ctx *cudadrv.Context) (*kernels, error) {
@@ -130,6 +131,9 @@ func (k *kernels) rotaryTab(qkv cudadrv.DevicePtr, et cudadrv.DataType, pos, cs 
 	if HD%8 != 0 {
 		return fmt.Errorf("rotary_tab: head dim %d not a multiple of 8", HD)
 	}
+	if int64(T)*int64(H)*int64(HD)/4 >= 1<<31 {
+		return fmt.Errorf("rotary_tab: %d tokens × %d heads × %d dims exceed its 32-bit indexing", T, H, HD)
+	}
 	return k.launch("rotary_tab_"+et.String(), k.gridFor(T*H*HD/4), block256, qkv, pos, cs, int32(T), int32(H), int32(HD), qScale)
 }
 
@@ -152,6 +156,44 @@ func (k *kernels) gelu(x cudadrv.DevicePtr, et cudadrv.DataType, n int) error {
 	return k.launch("gelu_"+et.String(), k.gridFor(n), block256, x, int64(n))
 }
 
+// geluLUTShared is gelu_lut's dynamic shared memory: the whole table of
+// 65,536 16-bit outputs.
+const geluLUTShared = 65536 * 2
+
+// geluLUTOK says whether the device gives a block the table's shared memory
+// (sm_90: 227 KiB; some smaller cards: 99 KiB, where gelu is used).
+func (k *kernels) geluLUTOK() bool { return k.ctx.Device.SharedPerBlockOptin >= geluLUTShared }
+
+// geluTable: tab(65536) u16 = the bits of gelu(h) for every bit pattern h
+// of et (f16 or bf16).
+func (k *kernels) geluTable(tab cudadrv.DevicePtr, et cudadrv.DataType) error {
+	if et != cudadrv.F16 && et != cudadrv.BF16 {
+		return fmt.Errorf("gelu_table: %v has no 16-bit table", et)
+	}
+	return k.launch("gelu_table_"+et.String(), [3]uint32{256, 1, 1}, block256, tab)
+}
+
+// geluLUT: x(n) (16-bit elements) = tab[x] in place, tab from geluTable: gelu
+// with the same bits. One 1,024-thread block per SM at most (each holds
+// the table in shared memory).
+func (k *kernels) geluLUT(x cudadrv.DevicePtr, n int, tab cudadrv.DevicePtr) error {
+	if err := positive("gelu_lut", n); err != nil {
+		return err
+	}
+	f, err := k.fn("gelu_lut")
+	if err != nil {
+		return err
+	}
+	if !k.lutShared {
+		if err := f.SetMaxDynamicSharedMemory(geluLUTShared); err != nil {
+			return err
+		}
+		k.lutShared = true
+	}
+	grid := [3]uint32{uint32(max(1, min(k.sms, (n+8*1024-1)/(8*1024)))), 1, 1}
+	return k.ctx.Launch(f, grid, [3]uint32{1024, 1, 1}, geluLUTShared, k.ctx.Stream(), x, int64(n), tab)
+}
+
 // biasAdd: out(T,N) ot += b(N) f32.
 func (k *kernels) biasAdd(out cudadrv.DevicePtr, ot cudadrv.DataType, b cudadrv.DevicePtr, T, N int) error {
 	if err := positive("bias_add", T, N); err != nil {
@@ -160,12 +202,15 @@ func (k *kernels) biasAdd(out cudadrv.DevicePtr, ot cudadrv.DataType, b cudadrv.
 	return k.launch("bias_add_"+ot.String(), k.gridFor(T*N), block256, out, b, int64(T*N), int32(N))
 }
 
+// poolRows is pool_mean's POOL_ROWS (kernels.cu): threads per column.
+const poolRows = 8
+
 // poolMean: dst(nseq,D) f32 = residue mean of x(T,D) xt; cu(nseq+1) int32.
 func (k *kernels) poolMean(dst, x cudadrv.DevicePtr, xt cudadrv.DataType, cu cudadrv.DevicePtr, nseq, D int) error {
 	if err := positive("pool_mean", nseq, D); err != nil {
 		return err
 	}
-	return k.launch("pool_mean_"+xt.String(), [3]uint32{uint32(nseq), uint32((D + 127) / 128), 1}, [3]uint32{128, 1, 1},
+	return k.launch("pool_mean_"+xt.String(), [3]uint32{uint32(nseq), uint32((D + 127) / 128), 1}, [3]uint32{128, poolRows, 1},
 		dst, x, cu, int32(D))
 }
 
