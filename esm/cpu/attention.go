@@ -101,13 +101,16 @@ func (b *Backend) Attention(out, qkv esm.Tensor, H, HD int) error {
 	return nil
 }
 
-// headLenMax bounds headLen(n, hd) for every n <= maxN: headRows falls
-// as n grows, so a shorter sequence of the batch may need more than the
-// longest. A strip's queries and 1/sums take at most 24·(hd+8) floats; its
-// scores headRows(n)·ktPad(n) floats, within 6 KiFloats unless headRows is
-// held at its floor of 6, and then 6·ktPad(n) <= 6·ktPad(maxN).
+// headLenMax bounds headLen(n, hd) for every n <= maxN: the strip
+// heights fall as n grows, so a shorter sequence of the batch may need
+// more than the longest. AVX2 strips: queries and 1/sums at most
+// 24·(hd+8) floats, scores headRows(n)·ktPad(n) floats, within 6 KiFloats
+// unless headRows is held at its floor of 6, and then 6·ktPad(n) <=
+// 6·ktPad(maxN). 16-lane strips alike: 48·(hd+17), and 12 KiFloats or
+// 12·ktPad(maxN).
 func headLenMax(maxN, hd int) int {
-	return 24*(hd+8) + max((24<<10)/4, 6*ktPad(maxN))
+	return max(24*(hd+8)+max((24<<10)/4, 6*ktPad(maxN)),
+		48*(hd+17)+max((48<<10)/4, 12*ktPad(maxN)))
 }
 
 // softmaxRow is the scalar Go twin of vmath.softmaxRows.

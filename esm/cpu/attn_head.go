@@ -9,10 +9,25 @@ func headRows(n int) int {
 	return min(max(r, 6), 24)
 }
 
-// headLen is the scratch length of attnKernels.head: a strip's queries
-// (padded to whole 6-row tiles), its scores (leading dimension ktPad(n))
-// and its maxima and 1/sums (8 floats a row).
-func headLen(n, hd int) int { return headRows(n) * (hd + ktPad(n) + 8) }
+// headRowsWide is headRows for the 16-lane build (12-row P·V tiles at
+// HD 16): a multiple of 12, as many as keep the strip's scores within
+// about 48 KiB (the L1 data cache of the AVX-512 CPUs measured), from 12
+// to 48 rows: 12 at n = 1000, 36 at n = 300, 48 at n = 100. On a 2-core
+// AVX-512 Xeon (single core, HD 16) 12 rows at n = 1000 were 10-15%
+// faster than 6, 36-48 at n = 100 7% faster than 24; taller strips were
+// no faster.
+func headRowsWide(n int) int {
+	r := (48 << 10) / 4 / ktPad(n) / 12 * 12
+	return min(max(r, 12), 48)
+}
+
+// headLen is the scratch length of attnKernels.head in any build: a
+// strip's queries (padded to whole 6-row tiles), its scores (leading
+// dimension ktPad(n)) and its maxima and 1/sums (8 floats a row; 17 in
+// the 16-lane build).
+func headLen(n, hd int) int {
+	return max(headRows(n)*(hd+ktPad(n)+8), headRowsWide(n)*(hd+ktPad(n)+17))
+}
 
 // headGo is the Go twin of attnKernels.head: qkGo with smExp then pvGo,
 // in blocks of headRows(n) query rows (w, of headLen(n, hd) floats, holds

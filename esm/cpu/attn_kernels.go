@@ -6,6 +6,7 @@ package cpu
 #cgo CFLAGS: -O3
 // No -ffast-math or finite-math-only here: every NaN and Inf of q, k and v
 // must reach the scores and the outputs as plain multiply-adds carry them.
+#include <immintrin.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -285,10 +286,6 @@ static void esm2go_attn_exps_sse(const float *x, float *y, int n) {
 #undef PERM8
 #undef MAX8
 
-static void esm2go_attn_exps(int avx2, const float *x, float *y, int n) {
-	if (avx2) esm2go_attn_exps_avx2(x, y, n);
-	else esm2go_attn_exps_sse(x, y, n);
-}
 
 // O(rows, HD) with leading dimension ldo, from P(rows, n) (leading
 // dimension ldp) and V packed in strips (esm2go_attn_pack), row i scaled by
@@ -459,6 +456,287 @@ QKS_FN(esm2go_attn_qks_sse, hdv)
 #undef QKS_UNROLL
 #undef MAX8
 
+// The 16-lane (AVX-512F/VL/DQ) build of what esm2go_attn_head runs per
+// strip, for CPUs that have it: Q·K^T in tiles of 6 rows by 32 keys (two
+// kt strips, 12 accumulators of 16 floats), the exponentials 16 at a time,
+// P·V in tiles of 12 rows by 16 columns at HD 16 (12 accumulators; 6
+// rows by 32 or 16 columns otherwise). Each score, exponential, sum and
+// output is the AVX2 build's operation on the same operands in the same
+// order (a 16-lane vector is two of its 8-lane ones side by side: the
+// softmax's sums go lower half to acc, upper half to acc1, as there), so
+// the results are the AVX2 build's bit for bit (TestAttnKernelsHead
+// compares head here with the AVX2 qk and pv). The row maxima are kept
+// in 16 lanes a row (a max is exact in any order). On a 2-core AVX-512
+// Xeon, single core, n = 1000: 1.45-1.5x the AVX2 head at HD 16 (docs/CPU.md).
+typedef float f16v __attribute__((vector_size(64)));
+typedef int32_t i16v __attribute__((vector_size(64)));
+typedef uint32_t u16v __attribute__((vector_size(64)));
+#define ld16(p) ({ f16v v_; memcpy(&v_, (p), sizeof v_); v_; })
+#define st16(p, v) do { f16v w_ = (v); memcpy((p), &w_, sizeof w_); } while (0)
+#define bc16(x) ({ float x_ = (x); (f16v){x_, x_, x_, x_, x_, x_, x_, x_, x_, x_, x_, x_, x_, x_, x_, x_}; })
+#define MAX16(a, b) ((f16v)_mm512_max_ps((__m512)(a), (__m512)(b)))
+#define LO8(x) ((f8)_mm512_castps512_ps256((__m512)(x)))
+#define HI8(x) ((f8)_mm512_extractf32x8_ps((__m512)(x), 1))
+#define SEL16(k, x, y) ((f16v)(((k) & (i16v)(x)) | (~(k) & (i16v)(y))))
+// esm2go_attn_exp8 on 16 lanes: the table twice (vpermps reads 4 index
+// bits here, and k's low 4 bits pick entry k&7 either way).
+#define EXP_TAB16 ((i16v){0x3F800000, 0x3F7B95C2, 0x3F7837F0, 0x3F75FED7,      \
+		0x3F7504F3, 0x3F75672A, 0x3F7744FD, 0x3F7AC0C7,                          \
+		0x3F800000, 0x3F7B95C2, 0x3F7837F0, 0x3F75FED7,                          \
+		0x3F7504F3, 0x3F75672A, 0x3F7744FD, 0x3F7AC0C7})
+#define PERM16(t, i) ((i16v)_mm512_permutexvar_ps((__m512i)(i), (__m512)(t)))
+#define esm2go_attn_exp16(X) ({                                                  \
+		f16v x_ = MAX16((f16v){} - 87.33654f, (X));                              \
+		f16v r_ = x_ * 11.5415602f + 12582912.0f;                                \
+		f16v fn_ = r_ - 12582912.0f;                                             \
+		x_ = x_ - fn_ * 0.086639404296875f - fn_ * 3.993272912e-6f;              \
+		f16v z_ = x_ * x_;                                                       \
+		f16v q_ = (4.166585952e-2f * z_ + (1.666803509e-1f * x_ + 0.5f)) * z_ + x_; \
+		f16v s_ = (f16v)((i16v)PERM16(EXP_TAB16, (i16v)r_) + (i16v)((u16v)r_ << 20)); \
+		s_ * q_ + s_;                                                            \
+	})
+#define WIDE __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma")))
+
+// Q·K^T of a strip (esm2go_attn_qks_*'s contract, maxima 16 lanes a row
+// in mx): pairs of whole key strips, then the rest one strip at a time
+// (the last one's lanes past n left out of the max).
+#define QKW_TILE2(ST)                                                            \
+	do {                                                                         \
+		f16v c00 = {}, c01 = {}, c10 = {}, c11 = {}, c20 = {}, c21 = {};         \
+		f16v c30 = {}, c31 = {}, c40 = {}, c41 = {}, c50 = {}, c51 = {};         \
+		const float *bp = b;                                                     \
+		QKS_UNROLL                                                               \
+		for (int d = 0; d < hd; d++, bp += 16) {                                 \
+			f16v b0 = ld16(bp), b1 = ld16(bp + 16 * hd), x;                      \
+			x = bc16(a[d]); c00 += x * b0; c01 += x * b1;                        \
+			x = bc16(a[hd + d]); c10 += x * b0; c11 += x * b1;                   \
+			x = bc16(a[2 * hd + d]); c20 += x * b0; c21 += x * b1;               \
+			x = bc16(a[3 * hd + d]); c30 += x * b0; c31 += x * b1;               \
+			x = bc16(a[4 * hd + d]); c40 += x * b0; c41 += x * b1;               \
+			x = bc16(a[5 * hd + d]); c50 += x * b0; c51 += x * b1;               \
+		}                                                                        \
+		ST(0, c00, c01); ST(1, c10, c11); ST(2, c20, c21);                       \
+		ST(3, c30, c31); ST(4, c40, c41); ST(5, c50, c51);                       \
+	} while (0)
+#define QKW_ST2(r, x0, x1) do {                                                  \
+		float *d_ = sp + (long)(r) * lds;                                        \
+		st16(d_, x0);                                                            \
+		st16(d_ + 16, x1);                                                       \
+		float *m_ = mp + (r) * 16;                                               \
+		st16(m_, MAX16(x1, MAX16(x0, ld16(m_))));                                \
+	} while (0)
+#define QKW_TILE1                                                                \
+	do {                                                                         \
+		f16v c0 = {}, c1 = {}, c2 = {}, c3 = {}, c4 = {}, c5 = {};               \
+		const float *bp = b;                                                     \
+		QKS_UNROLL                                                               \
+		for (int d = 0; d < hd; d++, bp += 16) {                                 \
+			f16v b0 = ld16(bp);                                                  \
+			c0 += bc16(a[d]) * b0; c1 += bc16(a[hd + d]) * b0;                   \
+			c2 += bc16(a[2 * hd + d]) * b0; c3 += bc16(a[3 * hd + d]) * b0;      \
+			c4 += bc16(a[4 * hd + d]) * b0; c5 += bc16(a[5 * hd + d]) * b0;      \
+		}                                                                        \
+		QKW_ST1(0, c0); QKW_ST1(1, c1); QKW_ST1(2, c2);                          \
+		QKW_ST1(3, c3); QKW_ST1(4, c4); QKW_ST1(5, c5);                          \
+	} while (0)
+#define QKW_ST1(r, x0) do {                                                      \
+		float *d_ = sp + (long)(r) * lds;                                        \
+		st16(d_, x0);                                                            \
+		float *m_ = mp + (r) * 16;                                               \
+		st16(m_, MAX16(SEL16(km, x0, ninf), ld16(m_)));                          \
+	} while (0)
+#define QKW_BODY                                                                 \
+	const f16v ninf = (f16v){} - __builtin_inff();                               \
+	int j0 = 0;                                                                  \
+	for (; j0 + 32 <= n; j0 += 32) {                                             \
+		const float *b = kt + (long)j0 * hd;                                     \
+		for (int t = 0; t < tiles; t++) {                                        \
+			const float *a = q + (long)t * 6 * hd;                               \
+			float *sp = s + (long)t * 6 * lds + j0, *mp = mx + t * 96;           \
+			QKW_TILE2(QKW_ST2);                                                  \
+		}                                                                        \
+	}                                                                            \
+	for (; j0 < npad; j0 += 16) {                                                \
+		const float *b = kt + (long)j0 * hd;                                     \
+		i16v km = (i16v){0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15} + j0 < n; \
+		for (int t = 0; t < tiles; t++) {                                        \
+			const float *a = q + (long)t * 6 * hd;                               \
+			float *sp = s + (long)t * 6 * lds + j0, *mp = mx + t * 96;           \
+			QKW_TILE1;                                                           \
+		}                                                                        \
+	}
+#define QKW_FN(NAME, HD)                                                         \
+	WIDE static void NAME(const float *q, const float *kt, int npad, int n,      \
+		int hdv, int tiles, float *s, int lds, float *mx) {                      \
+		const int hd = HD;                                                       \
+		(void)hdv;                                                               \
+		QKW_BODY                                                                 \
+	}
+#define QKS_UNROLL
+QKW_FN(esm2go_attn_qkw, hdv)
+#undef QKS_UNROLL
+#define QKS_UNROLL _Pragma("GCC unroll 32")
+QKW_FN(esm2go_attn_qkw16, 16)
+QKW_FN(esm2go_attn_qkw24, 24)
+QKW_FN(esm2go_attn_qkw32, 32)
+#undef QKS_UNROLL
+
+// The softmax's exponentials and 1/sums of a strip (SOFTMAX_BODY with
+// norm 0; the maxima from 16 lanes a row, the 1/sums into inv[r]): the
+// main loop takes 32 scores as two 16-lane vectors, the AVX2 build's four
+// 8-lane ones; the rest is the AVX2 build's code.
+#define MAX8(a, b) __builtin_ia32_maxps256((a), (b))
+#define PERM8(t, i) ((i8)__builtin_ia32_permvarsf256((f8)(t), (i)))
+__attribute__((optimize("schedule-insns", "sched-pressure"))) WIDE
+static void esm2go_attn_softmaxw(float *s, int rows, int n, int lds, const float *mx, float *inv) {
+	for (int r = 0; r < rows; r++) {
+		float *row = s + (long)r * lds;
+		f16v mv = ld16(mx + (long)r * 16);
+		float m = mv[0];
+		for (int k = 1; k < 16; k++) m = mv[k] > m ? mv[k] : m;
+		f16v m16 = bc16(m), acc16 = {}, bad16 = {};
+		int i = 0;
+		for (; i + 32 <= n; i += 32) {
+			f16v t0 = ld16(row + i) - m16, t1 = ld16(row + i + 16) - m16;
+			bad16 += (t0 - t0) + (t1 - t1);
+			f16v e0 = esm2go_attn_exp16(t0), e1 = esm2go_attn_exp16(t1);
+			st16(row + i, e0);
+			st16(row + i + 16, e1);
+			acc16 += e0 + e1;
+		}
+		f8 m8 = (f8){} + m, acc = LO8(acc16), bad = LO8(bad16);
+		acc += HI8(acc16);
+		bad += HI8(bad16);
+		for (; i + 8 <= n; i += 8) {
+			f8 t = ld8(row + i) - m8;
+			bad += t - t;
+			f8 e = esm2go_attn_exp8(t);
+			st8(row + i, e);
+			acc += e;
+		}
+		if (i < n && n >= 8) {
+			i8 tail = (i8){0, 1, 2, 3, 4, 5, 6, 7} >= 8 - (n - i);
+			float *p_ = row + n - 8;
+			f8 old = ld8(p_), t = old - m8;
+			f8 e = esm2go_attn_exp8(t);
+			st8(p_, (f8)((tail & (i8)e) | (~tail & (i8)old)));
+			acc += (f8)(tail & (i8)e);
+			bad += (f8)(tail & (i8)(t - t));
+		} else {
+			for (; i < n; i++) {
+				float t = row[i] - m;
+				f8 e = esm2go_attn_exp8((f8){} + t);
+				row[i] = e[0];
+				acc[0] += e[0];
+				bad[0] += t - t;
+			}
+		}
+		float sum = 0;
+		for (int k = 0; k < 8; k++) sum += acc[k] + bad[k];
+		inv[r] = 1.0f / sum;
+	}
+}
+// exp16 (then exp8 for the last 8) on x[0..n) into y, for the tests
+WIDE static void esm2go_attn_expsw(const float *x, float *y, int n) {
+	int i = 0;
+	for (; i + 16 <= n; i += 16) st16(y + i, esm2go_attn_exp16(ld16(x + i)));
+	for (; i < n; i += 8) st8(y + i, esm2go_attn_exp8(ld8(x + i)));
+}
+#undef PERM8
+#undef MAX8
+
+// O(rows, HD) (leading dimension ldo) = P(rows, n)·V (P's leading
+// dimension ldp, V packed), row i scaled by inv[i]: at HD 16 tiles of
+// 12 rows by 16 columns (P's 12 rows broadcast in turn), else and for
+// the last rows tiles of 6 rows by 32 columns (two V strips), 16, then
+// 8. Every output is esm2go_attn_pv's sum, in its order, times the same
+// 1/sum.
+#define PVW_ROWS6                                                                \
+	int nr = rows - i0 < 6 ? rows - i0 : 6;                                      \
+	const float *a0 = p + (long)i0 * ldp;                                        \
+	const float *a1 = nr > 1 ? a0 + ldp : a0, *a2 = nr > 2 ? a1 + ldp : a1;      \
+	const float *a3 = nr > 3 ? a2 + ldp : a2, *a4 = nr > 4 ? a3 + ldp : a3;      \
+	const float *a5 = nr > 5 ? a4 + ldp : a4;                                    \
+	float sc_[6];                                                                 \
+	for (int r = 0; r < 6; r++) sc_[r] = inv[i0 + (r < nr ? r : nr - 1)];         \
+	float *o0 = o + (long)i0 * ldo;
+WIDE static void esm2go_attn_pvw(const float *p, int ldp, int n, const float *v, int rows,
+	int hd, float *o, int ldo, const float *inv) {
+	int i0 = 0;
+	if (hd == 16) {
+		for (; i0 + 12 <= rows; i0 += 12) {
+			const float *a = p + (long)i0 * ldp;
+			f16v c[12];
+			for (int r = 0; r < 12; r++) c[r] = (f16v){};
+			const float *bp = v;
+			for (int j = 0; j < n; j++, bp += 16) {
+				f16v b0 = ld16(bp);
+				_Pragma("GCC unroll 12")
+				for (int r = 0; r < 12; r++) c[r] += bc16(a[(long)r * ldp + j]) * b0;
+			}
+			for (int r = 0; r < 12; r++) st16(o + (long)(i0 + r) * ldo, c[r] * inv[i0 + r]);
+		}
+	}
+	for (; i0 < rows; i0 += 6) {
+		PVW_ROWS6
+		int c0 = 0;
+		for (; c0 + 32 <= hd; c0 += 32) {
+			f16v c00 = {}, c01 = {}, c10 = {}, c11 = {}, c20 = {}, c21 = {};
+			f16v c30 = {}, c31 = {}, c40 = {}, c41 = {}, c50 = {}, c51 = {};
+			const float *bp = v + (long)c0 * n, *bq = bp + 16L * n;
+			for (int j = 0; j < n; j++, bp += 16, bq += 16) {
+				f16v b0 = ld16(bp), b1 = ld16(bq), x;
+				x = bc16(a0[j]); c00 += x * b0; c01 += x * b1;
+				x = bc16(a1[j]); c10 += x * b0; c11 += x * b1;
+				x = bc16(a2[j]); c20 += x * b0; c21 += x * b1;
+				x = bc16(a3[j]); c30 += x * b0; c31 += x * b1;
+				x = bc16(a4[j]); c40 += x * b0; c41 += x * b1;
+				x = bc16(a5[j]); c50 += x * b0; c51 += x * b1;
+			}
+			float *d_ = o0 + c0;
+			st16(d_, c00 * sc_[0]); st16(d_ + 16, c01 * sc_[0]);
+			if (nr > 1) { d_ += ldo; st16(d_, c10 * sc_[1]); st16(d_ + 16, c11 * sc_[1]); }
+			if (nr > 2) { d_ += ldo; st16(d_, c20 * sc_[2]); st16(d_ + 16, c21 * sc_[2]); }
+			if (nr > 3) { d_ += ldo; st16(d_, c30 * sc_[3]); st16(d_ + 16, c31 * sc_[3]); }
+			if (nr > 4) { d_ += ldo; st16(d_, c40 * sc_[4]); st16(d_ + 16, c41 * sc_[4]); }
+			if (nr > 5) { d_ += ldo; st16(d_, c50 * sc_[5]); st16(d_ + 16, c51 * sc_[5]); }
+		}
+		for (; c0 + 16 <= hd; c0 += 16) {
+			f16v c0v = {}, c1 = {}, c2 = {}, c3 = {}, c4 = {}, c5 = {};
+			const float *bp = v + (long)c0 * n;
+			for (int j = 0; j < n; j++, bp += 16) {
+				f16v b0 = ld16(bp);
+				c0v += bc16(a0[j]) * b0; c1 += bc16(a1[j]) * b0; c2 += bc16(a2[j]) * b0;
+				c3 += bc16(a3[j]) * b0; c4 += bc16(a4[j]) * b0; c5 += bc16(a5[j]) * b0;
+			}
+			float *d_ = o0 + c0;
+			st16(d_, c0v * sc_[0]);
+			if (nr > 1) { d_ += ldo; st16(d_, c1 * sc_[1]); }
+			if (nr > 2) { d_ += ldo; st16(d_, c2 * sc_[2]); }
+			if (nr > 3) { d_ += ldo; st16(d_, c3 * sc_[3]); }
+			if (nr > 4) { d_ += ldo; st16(d_, c4 * sc_[4]); }
+			if (nr > 5) { d_ += ldo; st16(d_, c5 * sc_[5]); }
+		}
+		if (c0 < hd) {
+			f8 c00 = {}, c10 = {}, c20 = {}, c30 = {}, c40 = {}, c50 = {};
+			const float *bp = v + (long)c0 * n;
+			for (int j = 0; j < n; j++, bp += 8) {
+				f8 b0 = ld8(bp);
+				c00 += bc8(a0[j]) * b0; c10 += bc8(a1[j]) * b0;
+				c20 += bc8(a2[j]) * b0; c30 += bc8(a3[j]) * b0;
+				c40 += bc8(a4[j]) * b0; c50 += bc8(a5[j]) * b0;
+			}
+			float *d_ = o0 + c0;
+			st8(d_, c00 * bc8(sc_[0]));
+			if (nr > 1) { d_ += ldo; st8(d_, c10 * bc8(sc_[1])); }
+			if (nr > 2) { d_ += ldo; st8(d_, c20 * bc8(sc_[2])); }
+			if (nr > 3) { d_ += ldo; st8(d_, c30 * bc8(sc_[3])); }
+			if (nr > 4) { d_ += ldo; st8(d_, c40 * bc8(sc_[4])); }
+			if (nr > 5) { d_ += ldo; st8(d_, c50 * bc8(sc_[5])); }
+		}
+	}
+}
+
 // All of one (sequence, head): O(n, HD) (leading dimension ldo) =
 // softmax(Q·K^T)·V, q read with row stride ld, kt and vp from
 // esm2go_attn_pack, in strips of R query rows (a multiple of 6): per
@@ -469,10 +747,12 @@ QKS_FN(esm2go_attn_qks_sse, hdv)
 // esm2go_attn_qk with softmax 2 then esm2go_attn_pv, so the same results
 // bit for bit. w: scratch of R*(HD + npad + 8) floats (the strip's
 // queries, its scores with leading dimension npad, its maxima and
-// 1/sums).
-static void esm2go_attn_head(int avx2, const float *q, int ld, const float *kt, int npad,
+// 1/sums), R*(HD + npad + 17) for level 2 (the 16-lane build: maxima
+// 16 lanes a row, then the 1/sums).
+static void esm2go_attn_head(int level, const float *q, int ld, const float *kt, int npad,
 	const float *vp, int n, int hd, float *o, int ldo, int R, float *w) {
-	float *qp = w, *s = qp + (long)R * hd, *mx = s + (long)R * npad;
+	float *qp = w, *s = qp + (long)R * hd, *mx = s + (long)R * npad, *inv = mx + (long)R * 16;
+	int lanes = level == 2 ? 16 : 8;
 	for (int i0 = 0; i0 < n; i0 += R) {
 		int rows = n - i0 < R ? n - i0 : R, tiles = (rows + 5) / 6;
 		for (int i = 0; i < tiles * 6; i++)
@@ -482,27 +762,46 @@ static void esm2go_attn_head(int avx2, const float *q, int ld, const float *kt, 
 			__builtin_prefetch(q + (long)i * ld);
 			__builtin_prefetch(q + (long)i * ld + hd - 1);
 		}
-		for (int i = 0; i < tiles * 48; i++) mx[i] = -__builtin_inff();
-		if (avx2) {
+		for (int i = 0; i < tiles * 6 * lanes; i++) mx[i] = -__builtin_inff();
+		float *oi = o + (long)i0 * ldo;
+		if (level == 2) {
+			if (hd == 16) esm2go_attn_qkw16(qp, kt, npad, n, hd, tiles, s, npad, mx);
+			else if (hd == 24) esm2go_attn_qkw24(qp, kt, npad, n, hd, tiles, s, npad, mx);
+			else if (hd == 32) esm2go_attn_qkw32(qp, kt, npad, n, hd, tiles, s, npad, mx);
+			else esm2go_attn_qkw(qp, kt, npad, n, hd, tiles, s, npad, mx);
+			esm2go_attn_softmaxw(s, rows, n, npad, mx, inv);
+			esm2go_attn_pvw(s, npad, n, vp, rows, hd, oi, ldo, inv);
+		} else if (level == 1) {
 			if (hd == 16) esm2go_attn_qks16_avx2(qp, kt, npad, n, hd, tiles, s, npad, mx);
 			else if (hd == 24) esm2go_attn_qks24_avx2(qp, kt, npad, n, hd, tiles, s, npad, mx);
 			else if (hd == 32) esm2go_attn_qks32_avx2(qp, kt, npad, n, hd, tiles, s, npad, mx);
 			else esm2go_attn_qks_avx2(qp, kt, npad, n, hd, tiles, s, npad, mx);
 			esm2go_attn_softmax_avx2(s, rows, n, npad, mx, 0);
-			esm2go_attn_pv_avx2(s, npad, n, vp, rows, hd, o + (long)i0 * ldo, ldo, mx);
+			esm2go_attn_pv_avx2(s, npad, n, vp, rows, hd, oi, ldo, mx);
 		} else {
 			esm2go_attn_qks_sse(qp, kt, npad, n, hd, tiles, s, npad, mx);
 			esm2go_attn_softmax_sse(s, rows, n, npad, mx, 0);
-			esm2go_attn_pv_sse(s, npad, n, vp, rows, hd, o + (long)i0 * ldo, ldo, mx);
+			esm2go_attn_pv_sse(s, npad, n, vp, rows, hd, oi, ldo, mx);
 		}
 	}
+}
+
+static void esm2go_attn_exps(int level, const float *x, float *y, int n) {
+	if (level == 2) esm2go_attn_expsw(x, y, n);
+	else if (level == 1) esm2go_attn_exps_avx2(x, y, n);
+	else esm2go_attn_exps_sse(x, y, n);
 }
 
 // (libgcc's constructor has run the CPU detection by the time Go code
 // runs, so no __builtin_cpu_init here, which concurrent callers would race
 // on.)
-static int esm2go_attn_avx2(void) {
-	return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+// The build this CPU runs: 2 for AVX-512F/VL/DQ (with AVX2 and FMA), 1
+// for AVX2 and FMA, 0 for any x86-64.
+static int esm2go_attn_level(void) {
+	if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return 0;
+	if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+		__builtin_cpu_supports("avx512dq")) return 2;
+	return 1;
 }
 
 // q: the block's first query row in qkv (stride ld), packed into qp
@@ -534,13 +833,27 @@ import "unsafe"
 
 // attnKernels are the C products of Attention (above). ok is false where
 // they do not apply (HD not a multiple of 8); Attention then uses sgemm.
-type attnKernels struct{ avx2 C.int }
+// level is the build: 2 the 16-lane one (head and exps; qk and pv are
+// the AVX2 build's), 1 AVX2, 0 any x86-64.
+type attnKernels struct{ level C.int }
 
-func newAttnKernels() attnKernels { return attnKernels{avx2: C.esm2go_attn_avx2()} }
+func newAttnKernels() attnKernels { return attnKernels{level: C.esm2go_attn_level()} }
 
 // portable returns the kernels built for any x86-64 (what a CPU without
 // AVX2 and FMA runs), for the tests.
-func (attnKernels) portable() attnKernels { return attnKernels{avx2: 0} }
+func (attnKernels) portable() attnKernels { return attnKernels{level: 0} }
+
+// narrow returns the AVX2 build where a runs the 16-lane one (a itself
+// otherwise), for the tests.
+func (a attnKernels) narrow() attnKernels { return attnKernels{level: min(a.level, 1)} }
+
+// stripRows is how many query rows head takes at a time.
+func (a attnKernels) stripRows(n int) int {
+	if a.level == 2 {
+		return headRowsWide(n)
+	}
+	return headRows(n)
+}
 
 func (attnKernels) ok(hd int) bool { return hd%8 == 0 }
 
@@ -573,14 +886,14 @@ func (a attnKernels) qk(q []float32, ld int, qp, kt []float32, rows, n, hd int, 
 	_ = kt[ktLen(n, hd)-1]
 	_ = s[rows*n-1]
 	_ = red[qkRed(rows)-1]
-	C.esm2go_attn_qk(a.avx2, (*C.float)(unsafe.Pointer(&q[0])), C.int(ld), (*C.float)(unsafe.Pointer(&qp[0])),
+	C.esm2go_attn_qk(a.level, (*C.float)(unsafe.Pointer(&q[0])), C.int(ld), (*C.float)(unsafe.Pointer(&qp[0])),
 		(*C.float)(unsafe.Pointer(&kt[0])), C.int(ktPad(n)), C.int(rows), C.int(n), C.int(hd),
 		(*C.float)(unsafe.Pointer(&s[0])), (*C.float)(unsafe.Pointer(&red[0])), C.int(sm))
 }
 
 // head writes all n rows of o (row stride ldo) = softmax(q·K^T)·V for
 // one (sequence, head): q read with row stride ld, kt and vp from pack,
-// the queries in strips of headRows(n) rows (scores, softmax and P·V of
+// the queries in strips of stripRows(n) rows (scores, softmax and P·V of
 // a strip while it is in cache). w is scratch of headLen(n, hd) floats.
 // Each row is what qk with smExp and then pv give, bit for bit.
 func (a attnKernels) head(q []float32, ld int, kt, vp []float32, n, hd int, o []float32, ldo int, w []float32) {
@@ -589,9 +902,9 @@ func (a attnKernels) head(q []float32, ld int, kt, vp []float32, n, hd int, o []
 	_ = vp[n*hd-1]
 	_ = o[(n-1)*ldo+hd-1]
 	_ = w[headLen(n, hd)-1]
-	C.esm2go_attn_head(a.avx2, (*C.float)(unsafe.Pointer(&q[0])), C.int(ld), (*C.float)(unsafe.Pointer(&kt[0])),
+	C.esm2go_attn_head(a.level, (*C.float)(unsafe.Pointer(&q[0])), C.int(ld), (*C.float)(unsafe.Pointer(&kt[0])),
 		C.int(ktPad(n)), (*C.float)(unsafe.Pointer(&vp[0])), C.int(n), C.int(hd),
-		(*C.float)(unsafe.Pointer(&o[0])), C.int(ldo), C.int(headRows(n)), (*C.float)(unsafe.Pointer(&w[0])))
+		(*C.float)(unsafe.Pointer(&o[0])), C.int(ldo), C.int(a.stripRows(n)), (*C.float)(unsafe.Pointer(&w[0])))
 }
 
 // exps sets y[i] to the softmax's exponential of x[i] (the Go twin is
@@ -603,7 +916,7 @@ func (a attnKernels) exps(x, y []float32) {
 	if len(x) == 0 {
 		return
 	}
-	C.esm2go_attn_exps(a.avx2, (*C.float)(unsafe.Pointer(&x[0])), (*C.float)(unsafe.Pointer(&y[0])), C.int(len(x)))
+	C.esm2go_attn_exps(a.level, (*C.float)(unsafe.Pointer(&x[0])), (*C.float)(unsafe.Pointer(&y[0])), C.int(len(x)))
 }
 
 // pv writes o(rows, hd) (row stride ldo) = p(rows, n)·V, vp from pack,
@@ -617,6 +930,6 @@ func (a attnKernels) pv(p []float32, n int, vp []float32, rows, hd int, o []floa
 		_ = inv[(rows-1)*8]
 		ip = (*C.float)(unsafe.Pointer(&inv[0]))
 	}
-	C.esm2go_attn_pv(a.avx2, (*C.float)(unsafe.Pointer(&p[0])), C.int(n), (*C.float)(unsafe.Pointer(&vp[0])),
+	C.esm2go_attn_pv(a.level, (*C.float)(unsafe.Pointer(&p[0])), C.int(n), (*C.float)(unsafe.Pointer(&vp[0])),
 		C.int(rows), C.int(hd), (*C.float)(unsafe.Pointer(&o[0])), C.int(ldo), ip)
 }

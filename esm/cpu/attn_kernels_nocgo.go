@@ -12,6 +12,10 @@ func (attnKernels) ok(hd int) bool { return false }
 
 func (a attnKernels) portable() attnKernels { return a }
 
+func (a attnKernels) narrow() attnKernels { return a }
+
+func (attnKernels) stripRows(n int) int { return headRows(n) }
+
 func (attnKernels) pack(k, v []float32, ld, n, hd int, kt, vp []float32) {
 	packGo(k, v, ld, n, hd, kt, vp)
 }

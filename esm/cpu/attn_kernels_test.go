@@ -10,10 +10,15 @@ import (
 )
 
 // attnKernelBuilds are the builds of the C kernels this CPU can run: the
-// one Attention picks, and the one for any x86-64.
+// one Attention picks, the one for any x86-64 and, where the first is
+// the 16-lane build, the AVX2 one.
 func attnKernelBuilds() map[string]attnKernels {
 	k := newAttnKernels()
-	return map[string]attnKernels{"dispatched": k, "portable": k.portable()}
+	b := map[string]attnKernels{"dispatched": k, "portable": k.portable()}
+	if k.narrow() != k {
+		b["avx2"] = k.narrow()
+	}
+	return b
 }
 
 // The C attention products must equal their Go twins (attn_twin.go) at
@@ -173,7 +178,10 @@ func testAttnKernelsHead(t *testing.T, kern attnKernels) {
 		if !kern.ok(hd) {
 			t.Skipf("no C attention kernels in this build (head dim %d)", hd)
 		}
-		for _, n := range []int{1, 5, 6, 7, 15, 16, 17, 25, 70, 257, 302} {
+		for _, n := range []int{1, 5, 6, 7, 15, 16, 17, 25, 70, 257, 302, 1000} {
+			if n == 1000 && hd != 16 {
+				continue // the strip of 12 rows (16-lane build) at HD 16 is what this length adds
+			}
 			name := fmt.Sprintf("hd=%d n=%d", hd, n)
 			ld := 3*hd + 8
 			// q scaled by hd^-1/2 as RotaryQK leaves it: scores ~ N(0, 1)
@@ -247,7 +255,7 @@ func testAttnKernelsHeadNonFinite(t *testing.T, kern attnKernels) {
 		kt, vp := make([]float32, ktLen(n, hd)), make([]float32, n*hd)
 		o, w := make([]float32, n*hd), make([]float32, headLen(n, hd))
 		for _, bname := range []string{"NaN", "+Inf", "-Inf"} {
-			for _, row := range []int{0, n - 1, min(n-1, headRows(n)+1)} {
+			for _, row := range []int{0, n - 1, min(n-1, kern.stripRows(n)+1)} {
 				for _, pos := range []int{0, n / 2, n - 1} {
 					q2, k2 := poisonScore(q, k, ld, row, pos, bname)
 					// every other score of the row is 1e20 * k[j][0] (+ the
@@ -398,10 +406,21 @@ func TestAttnExpAccuracy(t *testing.T) {
 		twin[i] = expk(v)
 	}
 	check("twin", twin)
-	for bname, kern := range attnKernelBuilds() {
+	builds := attnKernelBuilds()
+	for bname, kern := range builds {
 		y := make([]float32, len(x))
 		kern.exps(x, y)
 		check(bname, y)
+		if bname == "dispatched" && len(builds) == 3 {
+			// the 16-lane build's exponential is the AVX2 one's, bit for bit
+			y2 := make([]float32, len(x))
+			builds["avx2"].exps(x, y2)
+			for i := range x {
+				if math.Float32bits(y[i]) != math.Float32bits(y2[i]) && x[i] == x[i] {
+					t.Fatalf("16-lane: exp(%g) = %g, AVX2 build %g", x[i], y[i], y2[i])
+				}
+			}
+		}
 		if bname == "portable" {
 			for i := range x {
 				if math.Float32bits(y[i]) != math.Float32bits(twin[i]) && x[i] == x[i] {

@@ -233,6 +233,28 @@ CLONES static void esm2go_softmax_rows(float *s, int rows, int n) {
 SCHED __attribute__((target("avx2,fma"))) static void esm2go_gelu_avx2(float *v, long len) { GELU_BODY }
 static void esm2go_gelu_sse(float *v, long len) { GELU_BODY }
 
+// GELU in 16-lane vectors (AVX-512F/DQ): 64 lanes at a time as four
+// vectors, then 16, then GELU_BODY's 8-lane code for the rest. Every lane
+// is GELUV's operations on one element, as in the AVX2 build, so the
+// results are its bits (TestVMathGELUWide checks every length's tail).
+typedef float f16v __attribute__((vector_size(64)));
+typedef int32_t i16v __attribute__((vector_size(64)));
+#define ld16(p) ({ f16v v_; memcpy(&v_, (p), sizeof v_); v_; })
+#define st16(p, v) do { f16v w_ = (v); memcpy((p), &w_, sizeof w_); } while (0)
+SCHED __attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma")))
+static void esm2go_gelu_avx512(float *v, long len) {
+	long j = 0;
+	for (; j + 64 <= len; j += 64) {
+		f16v a = GELUV(f16v, i16v, ld16(v + j)), b = GELUV(f16v, i16v, ld16(v + j + 16));
+		f16v c = GELUV(f16v, i16v, ld16(v + j + 32)), d = GELUV(f16v, i16v, ld16(v + j + 48));
+		st16(v + j, a); st16(v + j + 16, b); st16(v + j + 32, c); st16(v + j + 48, d);
+	}
+	for (; j + 16 <= len; j += 16) st16(v + j, GELUV(f16v, i16v, ld16(v + j)));
+	v += j;
+	len -= j;
+	GELU_BODY
+}
+
 __attribute__((target("avx2,fma"))) static void esm2go_ln_avx2(float *out, const float *in,
 	const float *w, const float *b, long rows, int d, float eps) { LN_BODY }
 static void esm2go_ln_sse(float *out, const float *in,
@@ -249,12 +271,20 @@ static void esm2go_rot_sse(float *x, long ld, long rows,
 
 // (libgcc's constructor has run the CPU detection by the time Go code
 // runs, so no __builtin_cpu_init here.)
-static int esm2go_vm_avx2(void) {
-	return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+// The build this CPU runs: 2 where it has AVX-512F/VL/DQ besides AVX2 and
+// FMA (GELU in 16 lanes, the rest as 1), 1 for AVX2 and FMA, 0 for any
+// x86-64.
+static int esm2go_vm_level(void) {
+	if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return 0;
+	if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+		__builtin_cpu_supports("avx512dq")) return 2;
+	return 1;
 }
 
-static void esm2go_gelu(int avx2, float *v, long len) {
-	if (avx2) esm2go_gelu_avx2(v, len); else esm2go_gelu_sse(v, len);
+static void esm2go_gelu(int level, float *v, long len) {
+	if (level == 2) esm2go_gelu_avx512(v, len);
+	else if (level == 1) esm2go_gelu_avx2(v, len);
+	else esm2go_gelu_sse(v, len);
 }
 static void esm2go_ln(int avx2, float *out, const float *in, const float *w, const float *b,
 	long rows, int d, float eps) {
@@ -276,15 +306,19 @@ import "unsafe"
 // vmath runs the elementwise hot loops (softmax exponentials, GELU,
 // LayerNorm, bias adds, rotary) in C so they run as 8-lane vectors; the Go
 // versions in mathf.go and vmath_twin.go are their twins, used by the
-// tests and by the pure-Go build. avx2 picks the AVX2+FMA build of the
-// kernels (newVMath asks the CPU); the zero vmath runs the build for any
-// x86-64.
-type vmath struct{ avx2 C.int }
+// tests and by the pure-Go build. level picks the build of the kernels
+// (newVMath asks the CPU): 2 AVX-512 (GELU; the rest as 1), 1 AVX2+FMA;
+// the zero vmath runs the build for any x86-64.
+type vmath struct{ level C.int }
 
-func newVMath() vmath { return vmath{avx2: C.esm2go_vm_avx2()} }
+func newVMath() vmath { return vmath{level: C.esm2go_vm_level()} }
 
 // portable returns the kernels built for any x86-64, for the tests.
 func (vmath) portable() vmath { return vmath{} }
+
+// narrow returns the AVX2 build where v runs the AVX-512 one (v itself
+// otherwise), for the tests.
+func (v vmath) narrow() vmath { return vmath{level: min(v.level, 1)} }
 
 // softmaxRows applies a row softmax to s (rows, n) in place.
 func (v vmath) softmaxRows(s []float32, rows, n int) {
@@ -300,7 +334,7 @@ func (v vmath) gelu(x []float32) {
 	if len(x) == 0 {
 		return
 	}
-	C.esm2go_gelu(v.avx2, (*C.float)(unsafe.Pointer(&x[0])), C.long(len(x)))
+	C.esm2go_gelu(v.level, (*C.float)(unsafe.Pointer(&x[0])), C.long(len(x)))
 }
 
 // layerNorm writes out = LayerNorm(in) with weight w and bias b over rows
@@ -311,7 +345,7 @@ func (v vmath) layerNorm(out, in, w, b []float32, d int, eps float32) {
 		return
 	}
 	_, _, _ = out[rows*d-1], w[d-1], b[d-1]
-	C.esm2go_ln(v.avx2, (*C.float)(unsafe.Pointer(&out[0])), (*C.float)(unsafe.Pointer(&in[0])),
+	C.esm2go_ln(v.level, (*C.float)(unsafe.Pointer(&out[0])), (*C.float)(unsafe.Pointer(&in[0])),
 		(*C.float)(unsafe.Pointer(&w[0])), (*C.float)(unsafe.Pointer(&b[0])), C.long(rows), C.int(d), C.float(eps))
 }
 
@@ -322,7 +356,7 @@ func (v vmath) addRows(out, bias []float32, n int) {
 		return
 	}
 	_ = bias[n-1]
-	C.esm2go_add(v.avx2, (*C.float)(unsafe.Pointer(&out[0])), (*C.float)(unsafe.Pointer(&bias[0])), C.long(rows), C.int(n))
+	C.esm2go_add(v.level, (*C.float)(unsafe.Pointer(&out[0])), (*C.float)(unsafe.Pointer(&bias[0])), C.long(rows), C.int(n))
 }
 
 // rotary applies the rotary embedding (and the q scale qs) to the q and k
@@ -340,7 +374,7 @@ func (v vmath) rotary(x []float32, ld int, pos []int32, cos, sin []float32, h, h
 		_ = cos[(int(p)+1)*half-1]
 		_ = sin[(int(p)+1)*half-1]
 	}
-	C.esm2go_rot(v.avx2, (*C.float)(unsafe.Pointer(&x[0])), C.long(ld), C.long(rows),
+	C.esm2go_rot(v.level, (*C.float)(unsafe.Pointer(&x[0])), C.long(ld), C.long(rows),
 		(*C.int32_t)(unsafe.Pointer(&pos[0])), (*C.float)(unsafe.Pointer(&cos[0])), (*C.float)(unsafe.Pointer(&sin[0])),
 		C.int(h), C.int(hd), C.float(qs))
 }

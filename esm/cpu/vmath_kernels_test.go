@@ -8,11 +8,16 @@ import (
 )
 
 // vmathBuilds are the builds of vmath's C kernels this CPU can run: the
-// one the backend picks, and the one for any x86-64 (in the pure-Go
-// build both are the Go twins).
+// one the backend picks, the one for any x86-64 and, where the first is
+// the AVX-512 one, the AVX2 one (in the pure-Go build all are the Go
+// twins).
 func vmathBuilds() map[string]vmath {
 	v := newVMath()
-	return map[string]vmath{"dispatched": v, "portable": v.portable()}
+	b := map[string]vmath{"dispatched": v, "portable": v.portable()}
+	if v.narrow() != v {
+		b["avx2"] = v.narrow()
+	}
+	return b
 }
 
 // LayerNorm's C kernel against layerNormGo, at widths below, at and
@@ -117,6 +122,33 @@ func TestVMathGELULengths(t *testing.T) {
 				if math.Abs(float64(g[i])-w) > 1e-6*math.Max(1, math.Abs(float64(xv))) {
 					t.Fatalf("%s n=%d: gelu(%g) = %g, Go %g", bname, n, xv, g[i], w)
 				}
+			}
+		}
+	}
+}
+
+// The AVX-512 GELU must give the AVX2 build's bits (the same operations
+// on each lane) at lengths around its 64-, 16- and 8-lane steps, NaN,
+// infinities and the clamp's range included.
+func TestVMathGELUWide(t *testing.T) {
+	v := newVMath()
+	if v.narrow() == v {
+		t.Skip("this CPU runs no AVX-512 build of the kernels")
+	}
+	r := rand.New(rand.NewPCG(29, 30))
+	for _, n := range []int{1, 8, 15, 16, 17, 63, 64, 65, 88, 95, 1005, 4099} {
+		x := randn(r, n, 4)
+		for i, bad := range []float32{float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1)), -200, 200, -0} {
+			if k := i * 7; k < n {
+				x[k] = bad
+			}
+		}
+		g, w := append([]float32(nil), x...), append([]float32(nil), x...)
+		v.gelu(g)
+		v.narrow().gelu(w)
+		for i := range x {
+			if math.Float32bits(g[i]) != math.Float32bits(w[i]) {
+				t.Fatalf("n=%d: gelu(%g) = %g (AVX-512), %g (AVX2)", n, x[i], g[i], w[i])
 			}
 		}
 	}

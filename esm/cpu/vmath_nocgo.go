@@ -15,6 +15,8 @@ func newVMath() vmath { return vmath{} }
 
 func (v vmath) portable() vmath { return v }
 
+func (v vmath) narrow() vmath { return v }
+
 // softmaxRows applies a row softmax to s (rows, n) in place, as the C
 // esm2go_softmax_rows does: exponent inputs below -87.33654 are raised to
 // it, so a finite row's weights are never 0 (a NaN in the value of an all
