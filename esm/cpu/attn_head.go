@@ -9,8 +9,8 @@ func headRows(n int) int {
 	return min(max(r, 6), 24)
 }
 
-// headRowsWide is headRows for the 16-lane build (12-row P·V tiles at
-// HD 16): a multiple of 12, as many as keep the strip's scores within
+// headRowsWide is headRows for the 16-lane build (12-row P·V tiles): a
+// multiple of 12, as many as keep the strip's scores within
 // about 48 KiB (the L1 data cache of the AVX-512 CPUs measured), from 12
 // to 48 rows: 12 at n = 1000, 36 at n = 300, 48 at n = 100. On a 2-core
 // AVX-512 Xeon (single core, HD 16) 12 rows at n = 1000 were 10-15%

@@ -459,8 +459,8 @@ QKS_FN(esm2go_attn_qks_sse, hdv)
 // The 16-lane (AVX-512F/VL/DQ) build of what esm2go_attn_head runs per
 // strip, for CPUs that have it: Q·K^T in tiles of 6 rows by 32 keys (two
 // kt strips, 12 accumulators of 16 floats), the exponentials 16 at a time,
-// P·V in tiles of 12 rows by 16 columns at HD 16 (12 accumulators; 6
-// rows by 32 or 16 columns otherwise). Each score, exponential, sum and
+// P·V in tiles of 12 rows by up to 32 columns (12 or 24 accumulators).
+// Each score, exponential, sum and
 // output is the AVX2 build's operation on the same operands in the same
 // order (a 16-lane vector is two of its 8-lane ones side by side: the
 // softmax's sums go lower half to acc, upper half to acc1, as there), so
@@ -646,11 +646,11 @@ WIDE static void esm2go_attn_expsw(const float *x, float *y, int n) {
 #undef MAX8
 
 // O(rows, HD) (leading dimension ldo) = P(rows, n)·V (P's leading
-// dimension ldp, V packed), row i scaled by inv[i]: at HD 16 tiles of
-// 12 rows by 16 columns (P's 12 rows broadcast in turn), else and for
-// the last rows tiles of 6 rows by 32 columns (two V strips), 16, then
-// 8. Every output is esm2go_attn_pv's sum, in its order, times the same
-// 1/sum.
+// dimension ldp, V packed), row i scaled by inv[i]: tiles of 12 rows (P's
+// 12 rows broadcast in turn, 12 or 24 accumulators) by 32 columns (two V
+// strips), then 24 (16 in zmm and 8 in ymm, HD 24), 16 or 8; the last
+// rows < 12 in tiles of 6 rows by 32, 16, then 8 columns. Every output is
+// esm2go_attn_pv's sum, in its order, times the same 1/sum.
 #define PVW_ROWS6                                                                \
 	int nr = rows - i0 < 6 ? rows - i0 : 6;                                      \
 	const float *a0 = p + (long)i0 * ldp;                                        \
@@ -663,18 +663,71 @@ WIDE static void esm2go_attn_expsw(const float *x, float *y, int n) {
 WIDE static void esm2go_attn_pvw(const float *p, int ldp, int n, const float *v, int rows,
 	int hd, float *o, int ldo, const float *inv) {
 	int i0 = 0;
-	if (hd == 16) {
-		for (; i0 + 12 <= rows; i0 += 12) {
-			const float *a = p + (long)i0 * ldp;
+	for (; i0 + 12 <= rows; i0 += 12) {
+		const float *a = p + (long)i0 * ldp;
+		float *oi = o + (long)i0 * ldo;
+		int c0 = 0;
+		for (; c0 + 32 <= hd; c0 += 32) {
+			f16v c[12], d[12];
+			for (int r = 0; r < 12; r++) c[r] = d[r] = (f16v){};
+			const float *bp = v + (long)c0 * n, *bq = bp + 16L * n;
+			for (int j = 0; j < n; j++, bp += 16, bq += 16) {
+				f16v b0 = ld16(bp), b1 = ld16(bq);
+				_Pragma("GCC unroll 12")
+				for (int r = 0; r < 12; r++) {
+					f16v x = bc16(a[(long)r * ldp + j]);
+					c[r] += x * b0;
+					d[r] += x * b1;
+				}
+			}
+			for (int r = 0; r < 12; r++) {
+				st16(oi + (long)r * ldo + c0, c[r] * inv[i0 + r]);
+				st16(oi + (long)r * ldo + c0 + 16, d[r] * inv[i0 + r]);
+			}
+		}
+		if (hd - c0 == 24) { // 16 columns in zmm and 8 in ymm, P read once
+			f16v c[12];
+			f8 d[12];
+			for (int r = 0; r < 12; r++) { c[r] = (f16v){}; d[r] = (f8){}; }
+			const float *bp = v + (long)c0 * n, *bq = bp + 16L * n;
+			for (int j = 0; j < n; j++, bp += 16, bq += 8) {
+				f16v b0 = ld16(bp);
+				f8 b1 = ld8(bq);
+				_Pragma("GCC unroll 12")
+				for (int r = 0; r < 12; r++) {
+					float x = a[(long)r * ldp + j];
+					c[r] += bc16(x) * b0;
+					d[r] += bc8(x) * b1;
+				}
+			}
+			for (int r = 0; r < 12; r++) {
+				st16(oi + (long)r * ldo + c0, c[r] * inv[i0 + r]);
+				st8(oi + (long)r * ldo + c0 + 16, d[r] * bc8(inv[i0 + r]));
+			}
+			continue;
+		}
+		if (c0 + 16 <= hd) {
 			f16v c[12];
 			for (int r = 0; r < 12; r++) c[r] = (f16v){};
-			const float *bp = v;
+			const float *bp = v + (long)c0 * n;
 			for (int j = 0; j < n; j++, bp += 16) {
 				f16v b0 = ld16(bp);
 				_Pragma("GCC unroll 12")
 				for (int r = 0; r < 12; r++) c[r] += bc16(a[(long)r * ldp + j]) * b0;
 			}
-			for (int r = 0; r < 12; r++) st16(o + (long)(i0 + r) * ldo, c[r] * inv[i0 + r]);
+			for (int r = 0; r < 12; r++) st16(oi + (long)r * ldo + c0, c[r] * inv[i0 + r]);
+			c0 += 16;
+		}
+		if (c0 < hd) {
+			f8 c[12];
+			for (int r = 0; r < 12; r++) c[r] = (f8){};
+			const float *bp = v + (long)c0 * n;
+			for (int j = 0; j < n; j++, bp += 8) {
+				f8 b0 = ld8(bp);
+				_Pragma("GCC unroll 12")
+				for (int r = 0; r < 12; r++) c[r] += bc8(a[(long)r * ldp + j]) * b0;
+			}
+			for (int r = 0; r < 12; r++) st8(oi + (long)r * ldo + c0, c[r] * bc8(inv[i0 + r]));
 		}
 	}
 	for (; i0 < rows; i0 += 6) {
