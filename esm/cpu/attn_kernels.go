@@ -26,8 +26,9 @@ package cpu
 // multiple of 8.
 //
 // Each kernel is compiled twice, for AVX2+FMA and for any x86-64 (8-lane
-// vectors become pairs of SSE registers), and esm2go_attn_avx2 says at run
-// time which one the CPU can run.
+// vectors become pairs of SSE registers), what esm2go_attn_head runs per
+// strip a third time for AVX-512 (below), and esm2go_attn_level says at
+// run time which build the CPU can run.
 
 typedef float f8 __attribute__((vector_size(32)));
 typedef int32_t i8 __attribute__((vector_size(32)));

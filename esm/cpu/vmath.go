@@ -96,8 +96,9 @@ CLONES static void esm2go_softmax_rows(float *s, int rows, int n) {
 }
 
 // 8-lane helpers for the kernels below, which are each compiled twice,
-// for AVX2+FMA and for any x86-64, with the CPU asked at run time
-// (esm2go_vm_avx2) which one it runs, as in attn_kernels.go. Unaligned
+// for AVX2+FMA and for any x86-64 (GELU a third time, for AVX-512), with
+// the CPU asked at run time (esm2go_vm_level) which one it runs, as in
+// attn_kernels.go. Unaligned
 // load and store, broadcast: macros, since an inline function passing an
 // f8 by value would change ABI between the two builds.
 #define ld8(p) ({ f8 v_; memcpy(&v_, (p), sizeof v_); v_; })
