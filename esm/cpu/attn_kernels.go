@@ -201,6 +201,38 @@ typedef uint32_t u8v __attribute__((vector_size(32)));
 // of n >= 8 not a multiple of 8 ends with the vector of its last 8
 // elements, of which the lanes in tail are new (the others were done by
 // the main loop and are kept); shorter rows go one element at a time.
+// The part of a row's exponentials after the 32-score steps (SOFTMAX_BODY
+// and the 16-lane build share it): 8 at a time, the last partial vector
+// (lanes in tail, declared by the caller) or one at a time for rows of n
+// < 8, then the row's sum of acc and bad.
+#define SOFTMAX_REST                                                             \
+		for (; i + 8 <= n; i += 8) {                                             \
+			f8 t = ld8(row + i) - m8;                                            \
+			bad += t - t;                                                        \
+			f8 e = esm2go_attn_exp8(t);                                          \
+			st8(row + i, e);                                                     \
+			acc += e;                                                            \
+		}                                                                        \
+		if (i < n && n >= 8) {                                                   \
+			tail = (i8){0, 1, 2, 3, 4, 5, 6, 7} >= 8 - (n - i);                  \
+			float *p_ = row + n - 8;                                             \
+			f8 old = ld8(p_), t = old - m8;                                      \
+			f8 e = esm2go_attn_exp8(t);                                          \
+			st8(p_, (f8)((tail & (i8)e) | (~tail & (i8)old)));                   \
+			acc += (f8)(tail & (i8)e);                                           \
+			bad += (f8)(tail & (i8)(t - t));                                     \
+		} else {                                                                 \
+			for (; i < n; i++) {                                                 \
+				float t = row[i] - m;                                            \
+				f8 e = esm2go_attn_exp8((f8){} + t);                             \
+				row[i] = e[0];                                                   \
+				acc[0] += e[0];                                                  \
+				bad[0] += t - t;                                                 \
+			}                                                                    \
+		}                                                                        \
+		float sum = 0;                                                           \
+		for (int k = 0; k < 8; k++) sum += acc[k] + bad[k];
+
 #define SOFTMAX_BODY                                                             \
 	for (int r = 0; r < rows; r++) {                                             \
 		float *row = s + (long)r * lds;                                          \
@@ -224,33 +256,8 @@ typedef uint32_t u8v __attribute__((vector_size(32)));
 		}                                                                        \
 		acc += acc1;                                                             \
 		bad += bad1;                                                             \
-		for (; i + 8 <= n; i += 8) {                                             \
-			f8 t = ld8(row + i) - m8;                                            \
-			bad += t - t;                                                        \
-			f8 e = esm2go_attn_exp8(t);                                          \
-			st8(row + i, e);                                                     \
-			acc += e;                                                            \
-		}                                                                        \
 		i8 tail = {};                                                            \
-		if (i < n && n >= 8) {                                                   \
-			tail = (i8){0, 1, 2, 3, 4, 5, 6, 7} >= 8 - (n - i);                  \
-			float *p_ = row + n - 8;                                             \
-			f8 old = ld8(p_), t = old - m8;                                      \
-			f8 e = esm2go_attn_exp8(t);                                          \
-			st8(p_, (f8)((tail & (i8)e) | (~tail & (i8)old)));                   \
-			acc += (f8)(tail & (i8)e);                                           \
-			bad += (f8)(tail & (i8)(t - t));                                     \
-		} else {                                                                 \
-			for (; i < n; i++) {                                                 \
-				float t = row[i] - m;                                            \
-				f8 e = esm2go_attn_exp8((f8){} + t);                             \
-				row[i] = e[0];                                                   \
-				acc[0] += e[0];                                                  \
-				bad[0] += t - t;                                                 \
-			}                                                                    \
-		}                                                                        \
-		float sum = 0;                                                           \
-		for (int k = 0; k < 8; k++) sum += acc[k] + bad[k];                      \
+		SOFTMAX_REST                                                             \
 		f8 inv = (f8){} + 1.0f / sum;                                            \
 		if (!norm) {                                                             \
 			mx[(long)r * 8] = inv[0];                                            \
@@ -380,24 +387,27 @@ static void esm2go_attn_pv_sse(const float *p, int ldp, int n,
 // the ESM2 models (16, 24, 32, ...: esm2go_attn_head picks the build),
 // which at HD 16 is what most of the tile's time goes to otherwise
 // (loop control and the tile's set-up are paid every 16 steps).
-#define QKS_TILE(STORE)                                                          \
+// A 6-row Q·K^T tile of two vectors a row (type V, loaded by LD, x
+// broadcast by BC), the second B1 floats after the first in kt.
+#define QK_TILE6(V, LD, BC, B1, STORE)                                            \
 	do {                                                                         \
-		f8 c00 = {}, c01 = {}, c10 = {}, c11 = {}, c20 = {}, c21 = {};           \
-		f8 c30 = {}, c31 = {}, c40 = {}, c41 = {}, c50 = {}, c51 = {};           \
+		V c00 = {}, c01 = {}, c10 = {}, c11 = {}, c20 = {}, c21 = {};            \
+		V c30 = {}, c31 = {}, c40 = {}, c41 = {}, c50 = {}, c51 = {};            \
 		const float *bp = b;                                                     \
 		QKS_UNROLL                                                               \
 		for (int d = 0; d < hd; d++, bp += 16) {                                 \
-			f8 b0 = ld8(bp), b1 = ld8(bp + 8), x;                                \
-			x = bc8(a[d]); c00 += x * b0; c01 += x * b1;                         \
-			x = bc8(a[hd + d]); c10 += x * b0; c11 += x * b1;                    \
-			x = bc8(a[2 * hd + d]); c20 += x * b0; c21 += x * b1;                \
-			x = bc8(a[3 * hd + d]); c30 += x * b0; c31 += x * b1;                \
-			x = bc8(a[4 * hd + d]); c40 += x * b0; c41 += x * b1;                \
-			x = bc8(a[5 * hd + d]); c50 += x * b0; c51 += x * b1;                \
+			V b0 = LD(bp), b1 = LD(bp + (B1)), x;                                \
+			x = BC(a[d]); c00 += x * b0; c01 += x * b1;                          \
+			x = BC(a[hd + d]); c10 += x * b0; c11 += x * b1;                     \
+			x = BC(a[2 * hd + d]); c20 += x * b0; c21 += x * b1;                 \
+			x = BC(a[3 * hd + d]); c30 += x * b0; c31 += x * b1;                 \
+			x = BC(a[4 * hd + d]); c40 += x * b0; c41 += x * b1;                 \
+			x = BC(a[5 * hd + d]); c50 += x * b0; c51 += x * b1;                 \
 		}                                                                        \
 		STORE(0, c00, c01); STORE(1, c10, c11); STORE(2, c20, c21);              \
 		STORE(3, c30, c31); STORE(4, c40, c41); STORE(5, c50, c51);              \
 	} while (0)
+#define QKS_TILE(STORE) QK_TILE6(f8, ld8, bc8, 8, STORE)
 #define QKS_ST(r, x0, x1) do {                                                   \
 		float *d_ = sp + (long)(r) * lds;                                        \
 		st8(d_, x0);                                                             \
@@ -501,24 +511,7 @@ typedef uint32_t u16v __attribute__((vector_size(64)));
 // Q·K^T of a strip (esm2go_attn_qks_*'s contract, maxima 16 lanes a row
 // in mx): pairs of whole key strips, then the rest one strip at a time
 // (the last one's lanes past n left out of the max).
-#define QKW_TILE2(ST)                                                            \
-	do {                                                                         \
-		f16v c00 = {}, c01 = {}, c10 = {}, c11 = {}, c20 = {}, c21 = {};         \
-		f16v c30 = {}, c31 = {}, c40 = {}, c41 = {}, c50 = {}, c51 = {};         \
-		const float *bp = b;                                                     \
-		QKS_UNROLL                                                               \
-		for (int d = 0; d < hd; d++, bp += 16) {                                 \
-			f16v b0 = ld16(bp), b1 = ld16(bp + 16 * hd), x;                      \
-			x = bc16(a[d]); c00 += x * b0; c01 += x * b1;                        \
-			x = bc16(a[hd + d]); c10 += x * b0; c11 += x * b1;                   \
-			x = bc16(a[2 * hd + d]); c20 += x * b0; c21 += x * b1;               \
-			x = bc16(a[3 * hd + d]); c30 += x * b0; c31 += x * b1;               \
-			x = bc16(a[4 * hd + d]); c40 += x * b0; c41 += x * b1;               \
-			x = bc16(a[5 * hd + d]); c50 += x * b0; c51 += x * b1;               \
-		}                                                                        \
-		ST(0, c00, c01); ST(1, c10, c11); ST(2, c20, c21);                       \
-		ST(3, c30, c31); ST(4, c40, c41); ST(5, c50, c51);                       \
-	} while (0)
+#define QKW_TILE2(ST) QK_TILE6(f16v, ld16, bc16, 16 * hd, ST)
 #define QKW_ST2(r, x0, x1) do {                                                  \
 		float *d_ = sp + (long)(r) * lds;                                        \
 		st16(d_, x0);                                                            \
@@ -585,7 +578,7 @@ QKW_FN(esm2go_attn_qkw32, 32)
 // The softmax's exponentials and 1/sums of a strip (SOFTMAX_BODY with
 // norm 0; the maxima from 16 lanes a row, the 1/sums into inv[r]): the
 // main loop takes 32 scores as two 16-lane vectors, the AVX2 build's four
-// 8-lane ones; the rest is the AVX2 build's code.
+// 8-lane ones; the rest is SOFTMAX_REST, as there.
 #define MAX8(a, b) __builtin_ia32_maxps256((a), (b))
 #define PERM8(t, i) ((i8)__builtin_ia32_permvarsf256((f8)(t), (i)))
 __attribute__((optimize("schedule-insns", "sched-pressure"))) WIDE
@@ -608,32 +601,8 @@ static void esm2go_attn_softmaxw(float *s, int rows, int n, int lds, const float
 		f8 m8 = (f8){} + m, acc = LO8(acc16), bad = LO8(bad16);
 		acc += HI8(acc16);
 		bad += HI8(bad16);
-		for (; i + 8 <= n; i += 8) {
-			f8 t = ld8(row + i) - m8;
-			bad += t - t;
-			f8 e = esm2go_attn_exp8(t);
-			st8(row + i, e);
-			acc += e;
-		}
-		if (i < n && n >= 8) {
-			i8 tail = (i8){0, 1, 2, 3, 4, 5, 6, 7} >= 8 - (n - i);
-			float *p_ = row + n - 8;
-			f8 old = ld8(p_), t = old - m8;
-			f8 e = esm2go_attn_exp8(t);
-			st8(p_, (f8)((tail & (i8)e) | (~tail & (i8)old)));
-			acc += (f8)(tail & (i8)e);
-			bad += (f8)(tail & (i8)(t - t));
-		} else {
-			for (; i < n; i++) {
-				float t = row[i] - m;
-				f8 e = esm2go_attn_exp8((f8){} + t);
-				row[i] = e[0];
-				acc[0] += e[0];
-				bad[0] += t - t;
-			}
-		}
-		float sum = 0;
-		for (int k = 0; k < 8; k++) sum += acc[k] + bad[k];
+		i8 tail = {};
+		SOFTMAX_REST
 		inv[r] = 1.0f / sum;
 	}
 }
