@@ -12,9 +12,10 @@ import (
 // (attnBlock, n) stays in the L2 cache (256 KiB at n = 1024).
 const attnBlock = 64
 
-// attnItem is one (sequence, head) of the attention work list, or with the
+// attnItem is one (sequence, head) of the attention work list (off: where
+// the sequence's packed Q, K^T and V start in b.packed), or with the
 // sgemm path one (sequence, head, query block).
-type attnItem struct{ start, n, h, q0 int }
+type attnItem struct{ start, n, h, q0, off int }
 
 // Attention implements esm.Backend: for every sequence, head and block of
 // up to attnBlock query rows, S = Q·K^T over strided views of the packed
@@ -44,11 +45,12 @@ func (b *Backend) Attention(out, qkv esm.Tensor, H, HD int) error {
 	maxN := b.seqlens.MaxLen()
 	kern := newAttnKernels()
 	fused := kern.ok(HD)
-	// per worker: scores (attnBlock, maxN); with the kernels packed K^T,
-	// V and the kernels' scratch instead
+	// per worker: scores (attnBlock, maxN); with the kernels the head's
+	// scratch instead, Q, K^T and V having been packed for all heads first
 	need := attnBlock * maxN
 	if fused {
-		need = ktLen(maxN, HD) + maxN*HD + headLenMax(maxN, HD)
+		need = headLenMax(maxN, HD)
+		b.packAll(kern, x, H, HD)
 	}
 	if len(b.scratch) != b.threads || len(b.scratch[0]) < need {
 		b.scratch = make([][]float32, b.threads)
@@ -57,17 +59,19 @@ func (b *Backend) Attention(out, qkv esm.Tensor, H, HD int) error {
 		}
 	}
 	items := b.attnItems[:0]
+	off := 0
 	for seq := 0; seq < b.seqlens.N(); seq++ {
 		start, n := b.seqlens.Start(seq), b.seqlens.Len(seq)
 		for h := 0; h < H; h++ {
 			if fused {
-				items = append(items, attnItem{start, n, h, 0})
+				items = append(items, attnItem{start, n, h, 0, off})
 				continue
 			}
 			for q0 := 0; q0 < n; q0 += attnBlock {
-				items = append(items, attnItem{start, n, h, q0})
+				items = append(items, attnItem{start, n, h, q0, 0})
 			}
 		}
+		off += packedLen(n, H, HD)
 	}
 	slices.SortStableFunc(items, func(a, b attnItem) int { return b.n - a.n })
 	b.attnItems = items
@@ -91,14 +95,60 @@ func (b *Backend) Attention(out, qkv esm.Tensor, H, HD int) error {
 				b.mm.Sgemm(false, rows, HD, it.n, 1, s, it.n, v, ld, 0, o[(it.start+it.q0)*D+it.h*HD:], D)
 				continue
 			}
-			kt := s[:ktLen(it.n, HD)]
-			vp := s[ktLen(maxN, HD):][:it.n*HD]
-			kern.pack(k, v, ld, it.n, HD, kt, vp)
-			kern.head(x[it.start*ld+it.h*HD:], ld, kt, vp, it.n, HD, o[it.start*D+it.h*HD:], D,
-				s[ktLen(maxN, HD)+maxN*HD:][:headLen(it.n, HD)])
+			q, kt, vp := b.packedHead(it.off, it.n, it.h, H, HD)
+			kern.head(q, HD, kt, vp, it.n, HD, o[it.start*D+it.h*HD:], D, s[:headLen(it.n, HD)])
 		}
 	})
 	return nil
+}
+
+// packUnit is one block of keys of one sequence for packAll (off: the
+// sequence's part of b.packed).
+type packUnit struct{ start, n, j0, off int }
+
+// packKeys is how many keys of a sequence one packRows call takes.
+const packKeys = 64
+
+// packAll packs Q, K^T and V of every (sequence, head) of the batch into
+// b.packed (packRows' layouts), blocks of packKeys keys split over the
+// workers: each token's row of qkv is read once, in order, rather than a
+// few of its cache lines for each head. Each sequence's part holds all
+// heads' Q, then K^T, then V (packedHead), after its predecessors'.
+func (b *Backend) packAll(kern attnKernels, x []float32, H, HD int) {
+	units := b.packUnits[:0]
+	total := 0
+	for seq := 0; seq < b.seqlens.N(); seq++ {
+		start, n := b.seqlens.Start(seq), b.seqlens.Len(seq)
+		for j0 := 0; j0 < n; j0 += packKeys {
+			units = append(units, packUnit{start, n, j0, total})
+		}
+		total += packedLen(n, H, HD)
+	}
+	b.packUnits = units
+	if len(b.packed) < total {
+		b.packed = make([]float32, total)
+	}
+	ld := 3 * H * HD
+	b.parallel(len(units), 1, func(lo, hi int) {
+		for _, u := range units[lo:hi] {
+			q, kt, vp := b.packedHead(u.off, u.n, 0, H, HD)
+			kern.packRows(x[u.start*ld:], ld, u.n, H, HD, u.j0, min(u.j0+packKeys, u.n), q, kt, vp)
+		}
+	})
+}
+
+// packedLen is the length of a sequence of n tokens' part of b.packed.
+func packedLen(n, H, HD int) int { return H * (2*n*HD + ktLen(n, HD)) }
+
+// packedHead returns head h's packed Q (rows of HD), K^T and V of the
+// sequence of n tokens whose part of b.packed starts at off, as packAll
+// left them; for h = 0 they run on over every head of the sequence.
+func (b *Backend) packedHead(off, n, h, H, HD int) (q, kt, vp []float32) {
+	p := b.packed[off : off+packedLen(n, H, HD)]
+	q = p[h*n*HD : H*n*HD]
+	kt = p[H*n*HD+h*ktLen(n, HD) : H*n*HD+H*ktLen(n, HD)]
+	vp = p[H*n*HD+H*ktLen(n, HD)+h*n*HD:]
+	return q, kt, vp
 }
 
 // headLenMax bounds headLen(n, hd) for every n <= maxN: the strip

@@ -68,6 +68,40 @@ static void esm2go_attn_pack(const float *k, const float *v, int ld, int n, int 
 	}
 }
 
+// Q, K^T and V of keys j0..j1-1 of one sequence for all H heads, in
+// esm2go_attn_pack's layouts (Q: rows of HD), head h's at qp + h*n*HD,
+// kt + h*npad*HD and vp + h*n*HD; x is the sequence's first row of the
+// packed qkv (Q, K, V of a token side by side, rows of stride ld). Rows
+// are read whole and in order, which the hardware prefetches; packing
+// head by head instead reads 64 to 128 bytes from each of n rows 3*HD*H
+// floats apart, one cache miss a row, for every head. j1 == n also zeroes
+// K^T's padding keys n..npad-1.
+static void esm2go_attn_pack_rows(const float *x, int ld, int n, int H, int hd, int j0, int j1,
+	float *qp, float *kt, int npad, float *vp) {
+	const int D = H * hd;
+	for (int j = j0; j < j1; j++) {
+		const float *row = x + (long)j * ld;
+		for (int h = 0; h < H; h++) {
+			memcpy(qp + (long)h * n * hd + (long)j * hd, row + h * hd, hd * sizeof(float));
+			const float *k = row + D + h * hd;
+			float *dst = kt + (long)h * npad * hd + (long)(j / 16) * 16 * hd + j % 16;
+			for (int d = 0; d < hd; d++) dst[d * 16] = k[d];
+			const float *v = row + 2 * D + h * hd;
+			float *vh = vp + (long)h * n * hd;
+			for (int c0 = 0; c0 < hd; c0 += 16) {
+				int w = hd - c0 < 16 ? hd - c0 : 16;
+				memcpy(vh + (long)c0 * n + (long)j * w, v + c0, w * sizeof(float));
+			}
+		}
+	}
+	if (j1 < n) return;
+	for (int h = 0; h < H; h++)
+		for (int j = n; j < npad; j++) {
+			float *dst = kt + (long)h * npad * hd + (long)(j / 16) * 16 * hd + j % 16;
+			for (int d = 0; d < hd; d++) dst[d * 16] = 0;
+		}
+}
+
 // S(rows, n) with leading dimension n, in tiles of 6 rows by 16 keys; a
 // tile with fewer rows repeats its last row (computed, never stored), one
 // with fewer keys goes through a buffer.
@@ -204,34 +238,43 @@ typedef uint32_t u8v __attribute__((vector_size(32)));
 // The part of a row's exponentials after the 32-score steps (SOFTMAX_BODY
 // and the 16-lane build share it): 8 at a time, the last partial vector
 // (lanes in tail, declared by the caller) or one at a time for rows of n
-// < 8, then the row's sum of acc and bad.
+// < 8, then the row's sum of acc and bad. Score i of the row is at
+// row + SX(i) (i itself in a row-major strip; the 16-lane build keeps
+// its strip in blocks of 16 keys, see esm2go_attn_head); 8 scores from a
+// multiple of 8 are contiguous either way, the last 8 of the row (from
+// n - 8) only where TAIL_LD and TAIL_ST say so. NB(x) is x where the
+// scores may hold a NaN or an infinity (bad then makes the row NaN), and
+// nothing where they cannot (bad stays +0, and acc[k] + 0 is acc[k]).
 #define SOFTMAX_REST                                                             \
 		for (; i + 8 <= n; i += 8) {                                             \
-			f8 t = ld8(row + i) - m8;                                            \
-			bad += t - t;                                                        \
+			f8 t = ld8(row + SX(i)) - m8;                                        \
+			NB(bad += t - t;)                                                    \
 			f8 e = esm2go_attn_exp8(t);                                          \
-			st8(row + i, e);                                                     \
+			st8(row + SX(i), e);                                                 \
 			acc += e;                                                            \
 		}                                                                        \
 		if (i < n && n >= 8) {                                                   \
 			tail = (i8){0, 1, 2, 3, 4, 5, 6, 7} >= 8 - (n - i);                  \
-			float *p_ = row + n - 8;                                             \
-			f8 old = ld8(p_), t = old - m8;                                      \
+			f8 old = TAIL_LD(n - 8), t = old - m8;                               \
 			f8 e = esm2go_attn_exp8(t);                                          \
-			st8(p_, (f8)((tail & (i8)e) | (~tail & (i8)old)));                   \
+			TAIL_ST(n - 8, (f8)((tail & (i8)e) | (~tail & (i8)old)));            \
 			acc += (f8)(tail & (i8)e);                                           \
-			bad += (f8)(tail & (i8)(t - t));                                     \
+			NB(bad += (f8)(tail & (i8)(t - t));)                                 \
 		} else {                                                                 \
 			for (; i < n; i++) {                                                 \
-				float t = row[i] - m;                                            \
+				float t = row[SX(i)] - m;                                        \
 				f8 e = esm2go_attn_exp8((f8){} + t);                             \
-				row[i] = e[0];                                                   \
+				row[SX(i)] = e[0];                                               \
 				acc[0] += e[0];                                                  \
-				bad[0] += t - t;                                                 \
+				NB(bad[0] += t - t;)                                             \
 			}                                                                    \
 		}                                                                        \
 		float sum = 0;                                                           \
 		for (int k = 0; k < 8; k++) sum += acc[k] + bad[k];
+#define SX(i) (i)
+#define NB(x) x
+#define TAIL_LD(i) ld8(row + (i))
+#define TAIL_ST(i, x) st8(row + (i), (x))
 
 #define SOFTMAX_BODY                                                             \
 	for (int r = 0; r < rows; r++) {                                             \
@@ -293,6 +336,10 @@ static void esm2go_attn_exps_sse(const float *x, float *y, int n) {
 }
 #undef PERM8
 #undef MAX8
+#undef SX
+#undef NB
+#undef TAIL_LD
+#undef TAIL_ST
 
 
 // O(rows, HD) with leading dimension ldo, from P(rows, n) (leading
@@ -508,14 +555,23 @@ typedef uint32_t u16v __attribute__((vector_size(64)));
 	})
 #define WIDE __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma")))
 
+// The 16-lane build's score strip is blocked for P·V: rows in groups of
+// 12 (P·V's tile), each group in blocks of 16 keys by its 12 rows, so
+// score (r, j) is at PBLK(r, j) and a 12-row tile finds the 12 scores of
+// key j at fixed distances from one pointer (row-major, the tile's 12 row
+// pointers plus the loop's own did not fit in the 15 usable registers and
+// spilled inside P·V's inner loop). A 16-key vector of one row is 16
+// contiguous floats, and so is any 8 of them from a multiple of 8.
+#define PBLK(r, j) ((long)((r) / 12) * 12 * npad + ((j) >> 4) * 192 + ((r) % 12) * 16 + ((j) & 15))
+
 // Q·K^T of a strip (esm2go_attn_qks_*'s contract, maxima 16 lanes a row
-// in mx): pairs of whole key strips, then the rest one strip at a time
-// (the last one's lanes past n left out of the max).
+// in mx, scores at PBLK): pairs of whole key strips, then the rest one
+// strip at a time (the last one's lanes past n left out of the max).
 #define QKW_TILE2(ST) QK_TILE6(f16v, ld16, bc16, 16 * hd, ST)
 #define QKW_ST2(r, x0, x1) do {                                                  \
-		float *d_ = sp + (long)(r) * lds;                                        \
+		float *d_ = sp + (r) * 16;                                               \
 		st16(d_, x0);                                                            \
-		st16(d_ + 16, x1);                                                       \
+		st16(d_ + 192, x1);                                                      \
 		float *m_ = mp + (r) * 16;                                               \
 		st16(m_, MAX16(x1, MAX16(x0, ld16(m_))));                                \
 	} while (0)
@@ -534,7 +590,7 @@ typedef uint32_t u16v __attribute__((vector_size(64)));
 		QKW_ST1(3, c3); QKW_ST1(4, c4); QKW_ST1(5, c5);                          \
 	} while (0)
 #define QKW_ST1(r, x0) do {                                                      \
-		float *d_ = sp + (long)(r) * lds;                                        \
+		float *d_ = sp + (r) * 16;                                               \
 		st16(d_, x0);                                                            \
 		float *m_ = mp + (r) * 16;                                               \
 		st16(m_, MAX16(SEL16(km, x0, ninf), ld16(m_)));                          \
@@ -546,7 +602,7 @@ typedef uint32_t u16v __attribute__((vector_size(64)));
 		const float *b = kt + (long)j0 * hd;                                     \
 		for (int t = 0; t < tiles; t++) {                                        \
 			const float *a = q + (long)t * 6 * hd;                               \
-			float *sp = s + (long)t * 6 * lds + j0, *mp = mx + t * 96;           \
+			float *sp = s + PBLK(t * 6, j0), *mp = mx + t * 96;                  \
 			QKW_TILE2(QKW_ST2);                                                  \
 		}                                                                        \
 	}                                                                            \
@@ -555,13 +611,13 @@ typedef uint32_t u16v __attribute__((vector_size(64)));
 		i16v km = (i16v){0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15} + j0 < n; \
 		for (int t = 0; t < tiles; t++) {                                        \
 			const float *a = q + (long)t * 6 * hd;                               \
-			float *sp = s + (long)t * 6 * lds + j0, *mp = mx + t * 96;           \
+			float *sp = s + PBLK(t * 6, j0), *mp = mx + t * 96;                  \
 			QKW_TILE1;                                                           \
 		}                                                                        \
 	}
 #define QKW_FN(NAME, HD)                                                         \
 	WIDE static void NAME(const float *q, const float *kt, int npad, int n,      \
-		int hdv, int tiles, float *s, int lds, float *mx) {                      \
+		int hdv, int tiles, float *s, float *mx) {                               \
 		const int hd = HD;                                                       \
 		(void)hdv;                                                               \
 		QKW_BODY                                                                 \
@@ -576,36 +632,71 @@ QKW_FN(esm2go_attn_qkw32, 32)
 #undef QKS_UNROLL
 
 // The softmax's exponentials and 1/sums of a strip (SOFTMAX_BODY with
-// norm 0; the maxima from 16 lanes a row, the 1/sums into inv[r]): the
-// main loop takes 32 scores as two 16-lane vectors, the AVX2 build's four
-// 8-lane ones; the rest is SOFTMAX_REST, as there.
+// norm 0; the maxima from 16 lanes a row, the 1/sums into inv[r]; the
+// scores, and the exponentials written over them, at PBLK): the main
+// loop takes 32 scores as two 16-lane vectors, the AVX2 build's four
+// 8-lane ones; the rest is SOFTMAX_REST, as there, its last partial
+// vector read and written a lane at a time (its 8 scores may straddle two
+// blocks).
 #define MAX8(a, b) __builtin_ia32_maxps256((a), (b))
 #define PERM8(t, i) ((i8)__builtin_ia32_permvarsf256((f8)(t), (i)))
-__attribute__((optimize("schedule-insns", "sched-pressure"))) WIDE
-static void esm2go_attn_softmaxw(float *s, int rows, int n, int lds, const float *mx, float *inv) {
-	for (int r = 0; r < rows; r++) {
-		float *row = s + (long)r * lds;
-		f16v mv = ld16(mx + (long)r * 16);
-		float m = mv[0];
-		for (int k = 1; k < 16; k++) m = mv[k] > m ? mv[k] : m;
-		f16v m16 = bc16(m), acc16 = {}, bad16 = {};
-		int i = 0;
-		for (; i + 32 <= n; i += 32) {
-			f16v t0 = ld16(row + i) - m16, t1 = ld16(row + i + 16) - m16;
-			bad16 += (t0 - t0) + (t1 - t1);
-			f16v e0 = esm2go_attn_exp16(t0), e1 = esm2go_attn_exp16(t1);
-			st16(row + i, e0);
-			st16(row + i + 16, e1);
-			acc16 += e0 + e1;
-		}
-		f8 m8 = (f8){} + m, acc = LO8(acc16), bad = LO8(bad16);
-		acc += HI8(acc16);
-		bad += HI8(bad16);
-		i8 tail = {};
-		SOFTMAX_REST
-		inv[r] = 1.0f / sum;
+#define SX(i) ((((i) >> 4) * 192) + ((i) & 15))
+#define TAIL_LD(i0) ({                                                           \
+		f8 tl_;                                                                  \
+		if (((i0) & 15) <= 8) tl_ = ld8(row + SX(i0));                           \
+		else for (int k_ = 0; k_ < 8; k_++) tl_[k_] = row[SX((i0) + k_)];        \
+		tl_;                                                                     \
+	})
+#define TAIL_ST(i0, x) do {                                                      \
+		f8 ts_ = (x);                                                            \
+		if (((i0) & 15) <= 8) st8(row + SX(i0), ts_);                            \
+		else for (int k_ = 0; k_ < 8; k_++) row[SX((i0) + k_)] = ts_[k_];        \
+	} while (0)
+// NB as in SOFTMAX_REST: esm2go_attn_softmaxw checks for non-finite
+// scores, esm2go_attn_softmaxw_finite is for strips whose scores are all
+// finite (esm2go_attn_head knows from the magnitudes of q and k). Every
+// row's max comes first (into inv), so that no row's exponentials wait for
+// a chain of 15 dependent maxima.
+#define SOFTMAXW_FN(NAME)                                                        \
+	__attribute__((optimize("schedule-insns", "sched-pressure"))) WIDE           \
+	static void NAME(float *s, int rows, int n, int npad, float *mx, float *inv) { \
+		for (int r = 0; r < rows; r++) {                                         \
+			f16v mv = ld16(mx + (long)r * 16);                                   \
+			float m = mv[0];                                                     \
+			for (int k = 1; k < 16; k++) m = mv[k] > m ? mv[k] : m;              \
+			inv[r] = m;                                                          \
+		}                                                                        \
+		for (int r = 0; r < rows; r++) {                                         \
+			float *row = s + PBLK(r, 0);                                         \
+			float m = inv[r];                                                    \
+			f16v m16 = bc16(m), acc16 = {}, bad16 = {};                          \
+			int i = 0;                                                           \
+			for (; i + 32 <= n; i += 32) {                                       \
+				float *p_ = row + (i >> 4) * 192;                                \
+				f16v t0 = ld16(p_) - m16, t1 = ld16(p_ + 192) - m16;             \
+				NB(bad16 += (t0 - t0) + (t1 - t1);)                              \
+				f16v e0 = esm2go_attn_exp16(t0), e1 = esm2go_attn_exp16(t1);     \
+				st16(p_, e0);                                                    \
+				st16(p_ + 192, e1);                                              \
+				acc16 += e0 + e1;                                                \
+			}                                                                    \
+			f8 m8 = (f8){} + m, acc = LO8(acc16), bad = LO8(bad16);              \
+			acc += HI8(acc16);                                                   \
+			bad += HI8(bad16);                                                   \
+			i8 tail = {};                                                        \
+			SOFTMAX_REST                                                         \
+			inv[r] = 1.0f / sum;                                                 \
+		}                                                                        \
 	}
-}
+#define NB(x) x
+SOFTMAXW_FN(esm2go_attn_softmaxw)
+#undef NB
+#define NB(x)
+SOFTMAXW_FN(esm2go_attn_softmaxw_finite)
+#undef SX
+#undef NB
+#undef TAIL_LD
+#undef TAIL_ST
 // exp16 (then exp8 for the last 8) on x[0..n) into y, for the tests
 WIDE static void esm2go_attn_expsw(const float *x, float *y, int n) {
 	int i = 0;
@@ -615,41 +706,48 @@ WIDE static void esm2go_attn_expsw(const float *x, float *y, int n) {
 #undef PERM8
 #undef MAX8
 
-// O(rows, HD) (leading dimension ldo) = P(rows, n)·V (P's leading
-// dimension ldp, V packed), row i scaled by inv[i]: tiles of 12 rows (P's
-// 12 rows broadcast in turn, 12 or 24 accumulators) by 32 columns (two V
-// strips), then 24 (16 in zmm and 8 in ymm, HD 24), 16 or 8; the last
-// rows < 12 in tiles of 6 rows by 32, 16, then 8 columns. Every output is
-// esm2go_attn_pv's sum, in its order, times the same 1/sum.
-#define PVW_ROWS6                                                                \
-	int nr = rows - i0 < 6 ? rows - i0 : 6;                                      \
-	const float *a0 = p + (long)i0 * ldp;                                        \
-	const float *a1 = nr > 1 ? a0 + ldp : a0, *a2 = nr > 2 ? a1 + ldp : a1;      \
-	const float *a3 = nr > 3 ? a2 + ldp : a2, *a4 = nr > 4 ? a3 + ldp : a3;      \
-	const float *a5 = nr > 5 ? a4 + ldp : a4;                                    \
-	float sc_[6];                                                                 \
-	for (int r = 0; r < 6; r++) sc_[r] = inv[i0 + (r < nr ? r : nr - 1)];         \
-	float *o0 = o + (long)i0 * ldo;
-WIDE static void esm2go_attn_pvw(const float *p, int ldp, int n, const float *v, int rows,
+// O(rows, HD) (leading dimension ldo) = P(rows, n)·V (P at PBLK, V
+// packed), row i scaled by inv[i]: tiles of 12 rows (P's 12 rows
+// broadcast in turn, 12 or 24 accumulators) by 32 columns (two V strips),
+// then 24 (16 in zmm and 8 in ymm, HD 24), 16 or 8; the last rows < 12 in
+// tiles of 6 rows by 32, 16, then 8 columns. Keys go 16 at a time (one
+// block of P, the loop unrolled: P's operands at fixed offsets from pj),
+// the last block's rest one at a time. Every output is esm2go_attn_pv's
+// sum, in its order, times the same 1/sum.
+#define PVW_KEYS(...)                                                            \
+	for (int jb = 0; jb < n; jb += 16) {                                         \
+		const float *pj = pg + (long)(jb >> 4) * 192;                            \
+		if (jb + 16 <= n) {                                                      \
+			_Pragma("GCC unroll 8")                                              \
+			for (int jj = 0; jj < 16; jj++) { __VA_ARGS__ }                         \
+		} else {                                                                 \
+			for (int jj = 0; jj < n - jb; jj++) { __VA_ARGS__ }                         \
+		}                                                                        \
+	}
+// the 12-row tile's P operand of row r, the 6-row tile's of row R[r]
+#define P12(r) pj[(r) * 16 + jj]
+#define P6(r) pj[rr[r] + jj]
+WIDE static void esm2go_attn_pvw(const float *p, int npad, int n, const float *v, int rows,
 	int hd, float *o, int ldo, const float *inv) {
 	int i0 = 0;
 	for (; i0 + 12 <= rows; i0 += 12) {
-		const float *a = p + (long)i0 * ldp;
+		const float *pg = p + PBLK(i0, 0);
 		float *oi = o + (long)i0 * ldo;
 		int c0 = 0;
 		for (; c0 + 32 <= hd; c0 += 32) {
 			f16v c[12], d[12];
 			for (int r = 0; r < 12; r++) c[r] = d[r] = (f16v){};
 			const float *bp = v + (long)c0 * n, *bq = bp + 16L * n;
-			for (int j = 0; j < n; j++, bp += 16, bq += 16) {
+			PVW_KEYS(
 				f16v b0 = ld16(bp), b1 = ld16(bq);
+				bp += 16; bq += 16;
 				_Pragma("GCC unroll 12")
 				for (int r = 0; r < 12; r++) {
-					f16v x = bc16(a[(long)r * ldp + j]);
+					f16v x = bc16(P12(r));
 					c[r] += x * b0;
 					d[r] += x * b1;
 				}
-			}
+			)
 			for (int r = 0; r < 12; r++) {
 				st16(oi + (long)r * ldo + c0, c[r] * inv[i0 + r]);
 				st16(oi + (long)r * ldo + c0 + 16, d[r] * inv[i0 + r]);
@@ -660,16 +758,17 @@ WIDE static void esm2go_attn_pvw(const float *p, int ldp, int n, const float *v,
 			f8 d[12];
 			for (int r = 0; r < 12; r++) { c[r] = (f16v){}; d[r] = (f8){}; }
 			const float *bp = v + (long)c0 * n, *bq = bp + 16L * n;
-			for (int j = 0; j < n; j++, bp += 16, bq += 8) {
+			PVW_KEYS(
 				f16v b0 = ld16(bp);
 				f8 b1 = ld8(bq);
+				bp += 16; bq += 8;
 				_Pragma("GCC unroll 12")
 				for (int r = 0; r < 12; r++) {
-					float x = a[(long)r * ldp + j];
+					float x = P12(r);
 					c[r] += bc16(x) * b0;
 					d[r] += bc8(x) * b1;
 				}
-			}
+			)
 			for (int r = 0; r < 12; r++) {
 				st16(oi + (long)r * ldo + c0, c[r] * inv[i0 + r]);
 				st8(oi + (long)r * ldo + c0 + 16, d[r] * bc8(inv[i0 + r]));
@@ -680,11 +779,12 @@ WIDE static void esm2go_attn_pvw(const float *p, int ldp, int n, const float *v,
 			f16v c[12];
 			for (int r = 0; r < 12; r++) c[r] = (f16v){};
 			const float *bp = v + (long)c0 * n;
-			for (int j = 0; j < n; j++, bp += 16) {
+			PVW_KEYS(
 				f16v b0 = ld16(bp);
+				bp += 16;
 				_Pragma("GCC unroll 12")
-				for (int r = 0; r < 12; r++) c[r] += bc16(a[(long)r * ldp + j]) * b0;
-			}
+				for (int r = 0; r < 12; r++) c[r] += bc16(P12(r)) * b0;
+			)
 			for (int r = 0; r < 12; r++) st16(oi + (long)r * ldo + c0, c[r] * inv[i0 + r]);
 			c0 += 16;
 		}
@@ -692,30 +792,43 @@ WIDE static void esm2go_attn_pvw(const float *p, int ldp, int n, const float *v,
 			f8 c[12];
 			for (int r = 0; r < 12; r++) c[r] = (f8){};
 			const float *bp = v + (long)c0 * n;
-			for (int j = 0; j < n; j++, bp += 8) {
+			PVW_KEYS(
 				f8 b0 = ld8(bp);
+				bp += 8;
 				_Pragma("GCC unroll 12")
-				for (int r = 0; r < 12; r++) c[r] += bc8(a[(long)r * ldp + j]) * b0;
-			}
+				for (int r = 0; r < 12; r++) c[r] += bc8(P12(r)) * b0;
+			)
 			for (int r = 0; r < 12; r++) st8(oi + (long)r * ldo + c0, c[r] * bc8(inv[i0 + r]));
 		}
 	}
 	for (; i0 < rows; i0 += 6) {
-		PVW_ROWS6
+		// rows i0..i0+5 are in one 12-row group (i0 % 12 is 0 or 6); a
+		// tile of nr < 6 rows repeats its last row (computed, never stored)
+		int nr = rows - i0 < 6 ? rows - i0 : 6;
+		const float *pg = p + PBLK(i0 - i0 % 12, 0);
+		int rr[6];
+		float sc_[6];
+		for (int r = 0; r < 6; r++) {
+			int ri = i0 + (r < nr ? r : nr - 1);
+			rr[r] = (ri % 12) * 16;
+			sc_[r] = inv[ri];
+		}
+		float *o0 = o + (long)i0 * ldo;
 		int c0 = 0;
 		for (; c0 + 32 <= hd; c0 += 32) {
 			f16v c00 = {}, c01 = {}, c10 = {}, c11 = {}, c20 = {}, c21 = {};
 			f16v c30 = {}, c31 = {}, c40 = {}, c41 = {}, c50 = {}, c51 = {};
 			const float *bp = v + (long)c0 * n, *bq = bp + 16L * n;
-			for (int j = 0; j < n; j++, bp += 16, bq += 16) {
+			PVW_KEYS(
 				f16v b0 = ld16(bp), b1 = ld16(bq), x;
-				x = bc16(a0[j]); c00 += x * b0; c01 += x * b1;
-				x = bc16(a1[j]); c10 += x * b0; c11 += x * b1;
-				x = bc16(a2[j]); c20 += x * b0; c21 += x * b1;
-				x = bc16(a3[j]); c30 += x * b0; c31 += x * b1;
-				x = bc16(a4[j]); c40 += x * b0; c41 += x * b1;
-				x = bc16(a5[j]); c50 += x * b0; c51 += x * b1;
-			}
+				bp += 16; bq += 16;
+				x = bc16(P6(0)); c00 += x * b0; c01 += x * b1;
+				x = bc16(P6(1)); c10 += x * b0; c11 += x * b1;
+				x = bc16(P6(2)); c20 += x * b0; c21 += x * b1;
+				x = bc16(P6(3)); c30 += x * b0; c31 += x * b1;
+				x = bc16(P6(4)); c40 += x * b0; c41 += x * b1;
+				x = bc16(P6(5)); c50 += x * b0; c51 += x * b1;
+			)
 			float *d_ = o0 + c0;
 			st16(d_, c00 * sc_[0]); st16(d_ + 16, c01 * sc_[0]);
 			if (nr > 1) { d_ += ldo; st16(d_, c10 * sc_[1]); st16(d_ + 16, c11 * sc_[1]); }
@@ -727,11 +840,12 @@ WIDE static void esm2go_attn_pvw(const float *p, int ldp, int n, const float *v,
 		for (; c0 + 16 <= hd; c0 += 16) {
 			f16v c0v = {}, c1 = {}, c2 = {}, c3 = {}, c4 = {}, c5 = {};
 			const float *bp = v + (long)c0 * n;
-			for (int j = 0; j < n; j++, bp += 16) {
+			PVW_KEYS(
 				f16v b0 = ld16(bp);
-				c0v += bc16(a0[j]) * b0; c1 += bc16(a1[j]) * b0; c2 += bc16(a2[j]) * b0;
-				c3 += bc16(a3[j]) * b0; c4 += bc16(a4[j]) * b0; c5 += bc16(a5[j]) * b0;
-			}
+				bp += 16;
+				c0v += bc16(P6(0)) * b0; c1 += bc16(P6(1)) * b0; c2 += bc16(P6(2)) * b0;
+				c3 += bc16(P6(3)) * b0; c4 += bc16(P6(4)) * b0; c5 += bc16(P6(5)) * b0;
+			)
 			float *d_ = o0 + c0;
 			st16(d_, c0v * sc_[0]);
 			if (nr > 1) { d_ += ldo; st16(d_, c1 * sc_[1]); }
@@ -743,12 +857,13 @@ WIDE static void esm2go_attn_pvw(const float *p, int ldp, int n, const float *v,
 		if (c0 < hd) {
 			f8 c00 = {}, c10 = {}, c20 = {}, c30 = {}, c40 = {}, c50 = {};
 			const float *bp = v + (long)c0 * n;
-			for (int j = 0; j < n; j++, bp += 8) {
+			PVW_KEYS(
 				f8 b0 = ld8(bp);
-				c00 += bc8(a0[j]) * b0; c10 += bc8(a1[j]) * b0;
-				c20 += bc8(a2[j]) * b0; c30 += bc8(a3[j]) * b0;
-				c40 += bc8(a4[j]) * b0; c50 += bc8(a5[j]) * b0;
-			}
+				bp += 8;
+				c00 += bc8(P6(0)) * b0; c10 += bc8(P6(1)) * b0;
+				c20 += bc8(P6(2)) * b0; c30 += bc8(P6(3)) * b0;
+				c40 += bc8(P6(4)) * b0; c50 += bc8(P6(5)) * b0;
+			)
 			float *d_ = o0 + c0;
 			st8(d_, c00 * bc8(sc_[0]));
 			if (nr > 1) { d_ += ldo; st8(d_, c10 * bc8(sc_[1])); }
@@ -758,6 +873,25 @@ WIDE static void esm2go_attn_pvw(const float *p, int ldp, int n, const float *v,
 			if (nr > 5) { d_ += ldo; st8(d_, c50 * bc8(sc_[5])); }
 		}
 	}
+}
+#undef P12
+#undef P6
+
+// The largest |x| of x[0..len) (len a multiple of 16), or +Inf if any x
+// is NaN or infinite (x·0 is NaN then; the max alone may drop a NaN).
+WIDE static float esm2go_absmax(const float *x, long len) {
+	f16v m = {}, z = {};
+	for (long i = 0; i < len; i += 16) {
+		f16v v = ld16(x + i);
+		z += v * 0.0f;
+		m = MAX16(m, (f16v)((i16v)v & 0x7fffffff));
+	}
+	float r = 0, zs = 0;
+	for (int k = 0; k < 16; k++) {
+		r = m[k] > r ? m[k] : r;
+		zs += z[k];
+	}
+	return zs == 0 ? r : __builtin_inff();
 }
 
 // All of one (sequence, head): O(n, HD) (leading dimension ldo) =
@@ -776,6 +910,11 @@ static void esm2go_attn_head(int level, const float *q, int ld, const float *kt,
 	const float *vp, int n, int hd, float *o, int ldo, int R, float *w) {
 	float *qp = w, *s = qp + (long)R * hd, *mx = s + (long)R * npad, *inv = mx + (long)R * 16;
 	int lanes = level == 2 ? 16 : 8;
+	// Every score is a sum of HD products of q and k, so |score| <=
+	// HD·max|q|·max|k|(1 + 2^-23)^HD: where HD·max|q|·max|k| <= 1e30 no
+	// score, and no score less a row's max, can be NaN or infinite, and the
+	// 16-lane build skips the softmax's check for them (the same results).
+	float kmax = level == 2 ? esm2go_absmax(kt, (long)npad * hd) : 0;
 	for (int i0 = 0; i0 < n; i0 += R) {
 		int rows = n - i0 < R ? n - i0 : R, tiles = (rows + 5) / 6;
 		for (int i = 0; i < tiles * 6; i++)
@@ -788,11 +927,14 @@ static void esm2go_attn_head(int level, const float *q, int ld, const float *kt,
 		for (int i = 0; i < tiles * 6 * lanes; i++) mx[i] = -__builtin_inff();
 		float *oi = o + (long)i0 * ldo;
 		if (level == 2) {
-			if (hd == 16) esm2go_attn_qkw16(qp, kt, npad, n, hd, tiles, s, npad, mx);
-			else if (hd == 24) esm2go_attn_qkw24(qp, kt, npad, n, hd, tiles, s, npad, mx);
-			else if (hd == 32) esm2go_attn_qkw32(qp, kt, npad, n, hd, tiles, s, npad, mx);
-			else esm2go_attn_qkw(qp, kt, npad, n, hd, tiles, s, npad, mx);
-			esm2go_attn_softmaxw(s, rows, n, npad, mx, inv);
+			if (hd == 16) esm2go_attn_qkw16(qp, kt, npad, n, hd, tiles, s, mx);
+			else if (hd == 24) esm2go_attn_qkw24(qp, kt, npad, n, hd, tiles, s, mx);
+			else if (hd == 32) esm2go_attn_qkw32(qp, kt, npad, n, hd, tiles, s, mx);
+			else esm2go_attn_qkw(qp, kt, npad, n, hd, tiles, s, mx);
+			if (hd * esm2go_absmax(qp, (long)tiles * 6 * hd) * kmax <= 1e30f)
+				esm2go_attn_softmaxw_finite(s, rows, n, npad, mx, inv);
+			else
+				esm2go_attn_softmaxw(s, rows, n, npad, mx, inv);
 			esm2go_attn_pvw(s, npad, n, vp, rows, hd, oi, ldo, inv);
 		} else if (level == 1) {
 			if (hd == 16) esm2go_attn_qks16_avx2(qp, kt, npad, n, hd, tiles, s, npad, mx);
@@ -898,6 +1040,23 @@ func (attnKernels) pack(k, v []float32, ld, n, hd int, kt, vp []float32) {
 	}
 	C.esm2go_attn_pack((*C.float)(unsafe.Pointer(&k[0])), vptr, C.int(ld),
 		C.int(n), C.int(hd), (*C.float)(unsafe.Pointer(&kt[0])), C.int(ktPad(n)), vpptr)
+}
+
+// packRows packs keys j0..j1-1 of one sequence for all h heads (x: the
+// sequence's first row of the packed qkv, row stride ld): head i's Q
+// rows (hd floats each) at qp[i*n*hd:], K^T at kt[i*ktLen(n, hd):] and V
+// at vp[i*n*hd:], in pack's layouts; j1 == n also writes K^T's padding.
+func (attnKernels) packRows(x []float32, ld, n, h, hd, j0, j1 int, qp, kt, vp []float32) {
+	if j0 >= j1 && j1 < n {
+		return
+	}
+	_ = x[(n-1)*ld+3*h*hd-1]
+	_ = qp[h*n*hd-1]
+	_ = kt[h*ktLen(n, hd)-1]
+	_ = vp[h*n*hd-1]
+	C.esm2go_attn_pack_rows((*C.float)(unsafe.Pointer(&x[0])), C.int(ld), C.int(n), C.int(h), C.int(hd),
+		C.int(j0), C.int(j1), (*C.float)(unsafe.Pointer(&qp[0])), (*C.float)(unsafe.Pointer(&kt[0])),
+		C.int(ktPad(n)), (*C.float)(unsafe.Pointer(&vp[0])))
 }
 
 // qk writes s(rows, n) = q(rows, hd)·K^T, q read with row stride ld and

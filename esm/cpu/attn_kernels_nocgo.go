@@ -20,6 +20,10 @@ func (attnKernels) pack(k, v []float32, ld, n, hd int, kt, vp []float32) {
 	packGo(k, v, ld, n, hd, kt, vp)
 }
 
+func (attnKernels) packRows(x []float32, ld, n, h, hd, j0, j1 int, qp, kt, vp []float32) {
+	packRowsGo(x, ld, n, h, hd, j0, j1, qp, kt, vp)
+}
+
 func (attnKernels) qk(q []float32, ld int, qp, kt []float32, rows, n, hd int, s, red []float32, sm smMode) {
 	qkGo(q, ld, qp, kt, rows, n, hd, s, red, sm)
 }

@@ -233,6 +233,43 @@ func testAttnKernelsHead(t *testing.T, kern attnKernels) {
 	}
 }
 
+// The 16-lane head skips the softmax's check for non-finite scores where
+// HD·max|q|·max|k| <= 1e30 (no score can be NaN or infinite then): with
+// huge but finite scores on either side of that bound (q and k ~1e13, so
+// ~3e28, and ~1e15, ~3e32: the check runs, nothing overflows) it must
+// still give exactly what qk with smExp and pv give, which always check.
+func TestAttnKernelsHeadLargeScores(t *testing.T) {
+	for bname, kern := range attnKernelBuilds() {
+		t.Run(bname, func(t *testing.T) {
+			const hd = 16
+			if !kern.ok(hd) {
+				t.Skip("no C attention kernels in this build")
+			}
+			r := rand.New(rand.NewPCG(23, 24))
+			for _, scale := range []float64{1e13, 1e15} {
+				for _, n := range []int{7, 40, 302} {
+					name := fmt.Sprintf("scale %g n=%d", scale, n)
+					ld := 3 * hd
+					q, k, v := randn(r, n*ld, scale), randn(r, n*ld, scale), randn(r, n*ld, 1)
+					kt, vp := make([]float32, ktLen(n, hd)), make([]float32, n*hd)
+					kern.pack(k, v, ld, n, hd, kt, vp)
+					got := make([]float32, n*hd)
+					kern.head(q, ld, kt, vp, n, hd, got, hd, make([]float32, headLen(n, hd)))
+					s, red, want := make([]float32, n*n), make([]float32, qkRed(n)), make([]float32, n*hd)
+					kern.qk(q, ld, make([]float32, n*hd), kt, n, n, hd, s, red, smExp)
+					kern.pv(s, n, vp, n, hd, want, hd, red)
+					closeTo(t, name+" head vs qk+pv", got, want, 0)
+					for i, x := range got {
+						if !finite(x) {
+							t.Fatalf("%s: element %d = %g from finite scores", name, i, x)
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
 // A non-finite score makes its query row's output all NaN and no other
 // row's: in any key strip (the last one, whose padding columns are left
 // out of the max, included) and any row of a strip (the last, partial

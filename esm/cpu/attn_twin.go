@@ -35,6 +35,33 @@ func packGo(k, v []float32, ld, n, hd int, kt, vp []float32) {
 	}
 }
 
+// packRowsGo is the Go twin of attnKernels.packRows: keys j0..j1-1 of
+// one sequence for all h heads, head i's Q rows at qp[i*n*hd:], K^T at
+// kt[i*ktLen(n, hd):] and V at vp[i*n*hd:] (packGo's layouts); j1 == n
+// also zeroes K^T's padding.
+func packRowsGo(x []float32, ld, n, h, hd, j0, j1 int, qp, kt, vp []float32) {
+	D := h * hd
+	for i := 0; i < h; i++ {
+		q, k, v := x[i*hd:], x[D+i*hd:], x[2*D+i*hd:]
+		kti, vpi := kt[i*ktLen(n, hd):], vp[i*n*hd:]
+		for j := j0; j < j1; j++ {
+			copy(qp[i*n*hd+j*hd:][:hd], q[j*ld:][:hd])
+			for d := 0; d < hd; d++ {
+				kti[ktAt(j, d, hd)] = k[j*ld+d]
+			}
+			for c0 := 0; c0 < hd; c0 += 16 {
+				w := min(16, hd-c0)
+				copy(vpi[c0*n+j*w:][:w], v[j*ld+c0:][:w])
+			}
+		}
+		for j := n; j1 == n && j < ktPad(n); j++ {
+			for d := 0; d < hd; d++ {
+				kti[ktAt(j, d, hd)] = 0
+			}
+		}
+	}
+}
+
 // ktAt is the index of key j, dim d in packed K^T.
 func ktAt(j, d, hd int) int { return j/16*16*hd + d*16 + j%16 }
 

@@ -44,6 +44,8 @@ type Backend struct {
 
 	scratch   [][]float32 // per worker attention scores, (attnBlock, maxLen)
 	attnItems []attnItem  // the attention work list, reused
+	packed    []float32   // Q, K^T and V of every (sequence, head), packed for the attention kernels
+	packUnits []packUnit  // the packing work list, reused
 }
 
 type tensor struct{ d []float32 }
