@@ -76,30 +76,92 @@ static void esm2go_attn_pack(const float *k, const float *v, int ld, int n, int 
 // head by head instead reads 64 to 128 bytes from each of n rows 3*HD*H
 // floats apart, one cache miss a row, for every head. j1 == n also zeroes
 // K^T's padding keys n..npad-1.
-static void esm2go_attn_pack_rows(const float *x, int ld, int n, int H, int hd, int j0, int j1,
-	float *qp, float *kt, int npad, float *vp) {
-	const int D = H * hd;
-	for (int j = j0; j < j1; j++) {
-		const float *row = x + (long)j * ld;
-		for (int h = 0; h < H; h++) {
-			memcpy(qp + (long)h * n * hd + (long)j * hd, row + h * hd, hd * sizeof(float));
-			const float *k = row + D + h * hd;
-			float *dst = kt + (long)h * npad * hd + (long)(j / 16) * 16 * hd + j % 16;
-			for (int d = 0; d < hd; d++) dst[d * 16] = k[d];
-			const float *v = row + 2 * D + h * hd;
-			float *vh = vp + (long)h * n * hd;
-			for (int c0 = 0; c0 < hd; c0 += 16) {
-				int w = hd - c0 < 16 ? hd - c0 : 16;
-				memcpy(vh + (long)c0 * n + (long)j * w, v + c0, w * sizeof(float));
-			}
+//
+// Keys go 8 at a time: K's 8 rows of each 8 dims are transposed in
+// registers (TR8) and stored as 8 runs of 8 floats of K^T (scalar
+// stores of one float each otherwise, 16 per key and head); the copies
+// have a size known at compile time for the head dims of the ESM2 models.
+// Same bytes as esm2go_attn_pack.
+#define TR8(r0, r1, r2, r3, r4, r5, r6, r7) do {                                 \
+		const i8 lo_ = {0, 8, 1, 9, 4, 12, 5, 13}, hi_ = {2, 10, 3, 11, 6, 14, 7, 15}; \
+		const i8 l2_ = {0, 1, 8, 9, 4, 5, 12, 13}, h2_ = {2, 3, 10, 11, 6, 7, 14, 15}; \
+		const i8 l4_ = {0, 1, 2, 3, 8, 9, 10, 11}, h4_ = {4, 5, 6, 7, 12, 13, 14, 15}; \
+		f8 t0 = __builtin_shuffle(r0, r1, lo_), t1 = __builtin_shuffle(r0, r1, hi_); \
+		f8 t2 = __builtin_shuffle(r2, r3, lo_), t3 = __builtin_shuffle(r2, r3, hi_); \
+		f8 t4 = __builtin_shuffle(r4, r5, lo_), t5 = __builtin_shuffle(r4, r5, hi_); \
+		f8 t6 = __builtin_shuffle(r6, r7, lo_), t7 = __builtin_shuffle(r6, r7, hi_); \
+		f8 u0 = __builtin_shuffle(t0, t2, l2_), u1 = __builtin_shuffle(t0, t2, h2_); \
+		f8 u2 = __builtin_shuffle(t1, t3, l2_), u3 = __builtin_shuffle(t1, t3, h2_); \
+		f8 u4 = __builtin_shuffle(t4, t6, l2_), u5 = __builtin_shuffle(t4, t6, h2_); \
+		f8 u6 = __builtin_shuffle(t5, t7, l2_), u7 = __builtin_shuffle(t5, t7, h2_); \
+		r0 = __builtin_shuffle(u0, u4, l4_); r4 = __builtin_shuffle(u0, u4, h4_);    \
+		r1 = __builtin_shuffle(u1, u5, l4_); r5 = __builtin_shuffle(u1, u5, h4_);    \
+		r2 = __builtin_shuffle(u2, u6, l4_); r6 = __builtin_shuffle(u2, u6, h4_);    \
+		r3 = __builtin_shuffle(u3, u7, l4_); r7 = __builtin_shuffle(u3, u7, h4_);    \
+	} while (0)
+#define PACKR_BODY                                                               \
+	const int D = H * hd;                                                        \
+	for (int j = j0; j < j1; j++) {                                              \
+		const float *row = x + (long)j * ld;                                     \
+		for (int h = 0; h < H; h++) {                                            \
+			memcpy(qp + (long)h * n * hd + (long)j * hd, row + h * hd, hd * sizeof(float)); \
+			const float *v = row + 2 * D + h * hd;                               \
+			float *vh = vp + (long)h * n * hd;                                   \
+			for (int c0 = 0; c0 < hd; c0 += 16) {                                \
+				if (hd - c0 >= 16) memcpy(vh + (long)c0 * n + (long)j * 16, v + c0, 16 * sizeof(float)); \
+				else memcpy(vh + (long)c0 * n + (long)j * 8, v + c0, 8 * sizeof(float)); \
+			}                                                                    \
+		}                                                                        \
+	}                                                                            \
+	int j = j0;                                                                  \
+	for (; j % 8 == 0 && j + 8 <= j1; j += 8) {                                  \
+		const float *k0 = x + (long)j * ld + D;                                  \
+		for (int h = 0; h < H; h++) {                                            \
+			float *dst = kt + (long)h * npad * hd + (long)(j / 16) * 16 * hd + j % 16; \
+			for (int c = 0; c < hd; c += 8) {                                    \
+				const float *k = k0 + h * hd + c;                                \
+				f8 r0 = ld8(k), r1 = ld8(k + ld), r2 = ld8(k + 2L * ld), r3 = ld8(k + 3L * ld); \
+				f8 r4 = ld8(k + 4L * ld), r5 = ld8(k + 5L * ld), r6 = ld8(k + 6L * ld), r7 = ld8(k + 7L * ld); \
+				TR8(r0, r1, r2, r3, r4, r5, r6, r7);                             \
+				float *d_ = dst + (long)c * 16;                                  \
+				st8(d_, r0); st8(d_ + 16, r1); st8(d_ + 32, r2); st8(d_ + 48, r3); \
+				st8(d_ + 64, r4); st8(d_ + 80, r5); st8(d_ + 96, r6); st8(d_ + 112, r7); \
+			}                                                                    \
+		}                                                                        \
+	}                                                                            \
+	for (; j < j1; j++)                                                          \
+		for (int h = 0; h < H; h++) {                                            \
+			const float *k = x + (long)j * ld + D + h * hd;                      \
+			float *dst = kt + (long)h * npad * hd + (long)(j / 16) * 16 * hd + j % 16; \
+			for (int d = 0; d < hd; d++) dst[d * 16] = k[d];                     \
+		}                                                                        \
+	if (j1 < n) return;                                                          \
+	for (int h = 0; h < H; h++)                                                  \
+		for (int jp = n; jp < npad; jp++) {                                      \
+			float *dst = kt + (long)h * npad * hd + (long)(jp / 16) * 16 * hd + jp % 16; \
+			for (int d = 0; d < hd; d++) dst[d * 16] = 0;                        \
 		}
+#define PACKR_FN(NAME, HD, ATTR)                                                 \
+	ATTR static void NAME(const float *x, int ld, int n, int H, int hdv, int j0, int j1, \
+		float *qp, float *kt, int npad, float *vp) {                             \
+		const int hd = HD;                                                       \
+		(void)hdv;                                                               \
+		PACKR_BODY                                                               \
 	}
-	if (j1 < n) return;
-	for (int h = 0; h < H; h++)
-		for (int j = n; j < npad; j++) {
-			float *dst = kt + (long)h * npad * hd + (long)(j / 16) * 16 * hd + j % 16;
-			for (int d = 0; d < hd; d++) dst[d * 16] = 0;
-		}
+#define AVX2_FMA __attribute__((target("avx2,fma")))
+PACKR_FN(esm2go_attn_pack_rows16_avx2, 16, AVX2_FMA)
+PACKR_FN(esm2go_attn_pack_rows24_avx2, 24, AVX2_FMA)
+PACKR_FN(esm2go_attn_pack_rows32_avx2, 32, AVX2_FMA)
+PACKR_FN(esm2go_attn_pack_rows_avx2, hdv, AVX2_FMA)
+PACKR_FN(esm2go_attn_pack_rows_sse, hdv, )
+#undef AVX2_FMA
+static void esm2go_attn_pack_rows(int level, const float *x, int ld, int n, int H, int hd, int j0, int j1,
+	float *qp, float *kt, int npad, float *vp) {
+	if (level == 0) esm2go_attn_pack_rows_sse(x, ld, n, H, hd, j0, j1, qp, kt, npad, vp);
+	else if (hd == 16) esm2go_attn_pack_rows16_avx2(x, ld, n, H, hd, j0, j1, qp, kt, npad, vp);
+	else if (hd == 24) esm2go_attn_pack_rows24_avx2(x, ld, n, H, hd, j0, j1, qp, kt, npad, vp);
+	else if (hd == 32) esm2go_attn_pack_rows32_avx2(x, ld, n, H, hd, j0, j1, qp, kt, npad, vp);
+	else esm2go_attn_pack_rows_avx2(x, ld, n, H, hd, j0, j1, qp, kt, npad, vp);
 }
 
 // S(rows, n) with leading dimension n, in tiles of 6 rows by 16 keys; a
@@ -1046,7 +1108,7 @@ func (attnKernels) pack(k, v []float32, ld, n, hd int, kt, vp []float32) {
 // sequence's first row of the packed qkv, row stride ld): head i's Q
 // rows (hd floats each) at qp[i*n*hd:], K^T at kt[i*ktLen(n, hd):] and V
 // at vp[i*n*hd:], in pack's layouts; j1 == n also writes K^T's padding.
-func (attnKernels) packRows(x []float32, ld, n, h, hd, j0, j1 int, qp, kt, vp []float32) {
+func (a attnKernels) packRows(x []float32, ld, n, h, hd, j0, j1 int, qp, kt, vp []float32) {
 	if j0 >= j1 && j1 < n {
 		return
 	}
@@ -1054,7 +1116,7 @@ func (attnKernels) packRows(x []float32, ld, n, h, hd, j0, j1 int, qp, kt, vp []
 	_ = qp[h*n*hd-1]
 	_ = kt[h*ktLen(n, hd)-1]
 	_ = vp[h*n*hd-1]
-	C.esm2go_attn_pack_rows((*C.float)(unsafe.Pointer(&x[0])), C.int(ld), C.int(n), C.int(h), C.int(hd),
+	C.esm2go_attn_pack_rows(a.level, (*C.float)(unsafe.Pointer(&x[0])), C.int(ld), C.int(n), C.int(h), C.int(hd),
 		C.int(j0), C.int(j1), (*C.float)(unsafe.Pointer(&qp[0])), (*C.float)(unsafe.Pointer(&kt[0])),
 		C.int(ktPad(n)), (*C.float)(unsafe.Pointer(&vp[0])))
 }

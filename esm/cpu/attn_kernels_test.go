@@ -21,6 +21,48 @@ func attnKernelBuilds() map[string]attnKernels {
 	return b
 }
 
+// packRows must write exactly what packRowsGo writes (and what pack
+// writes head by head), for head dims with their own build and without,
+// lengths around the 8-key transpose and the 16-key strip, and the keys
+// split into blocks as Attention splits them (packKeys) and otherwise.
+func TestAttnKernelsPackRows(t *testing.T) {
+	for bname, kern := range attnKernelBuilds() {
+		t.Run(bname, func(t *testing.T) {
+			if !kern.ok(8) {
+				t.Skip("no C attention kernels in this build")
+			}
+			r := rand.New(rand.NewPCG(25, 26))
+			for _, hd := range []int{8, 16, 24, 32, 40} {
+				for _, n := range []int{1, 7, 8, 9, 16, 17, 63, 64, 65, 130} {
+					const h = 3
+					ld := 3*h*hd + 8
+					x := randn(r, n*ld, 1)
+					for _, block := range []int{packKeys, 16, n} {
+						name := fmt.Sprintf("hd=%d n=%d block=%d", hd, n, block)
+						got := make([]float32, packedLen(n, h, hd))
+						for i := range got {
+							got[i] = float32(math.NaN()) // every element must be written
+						}
+						want := make([]float32, packedLen(n, h, hd))
+						q, kt, vp := got[:h*n*hd], got[h*n*hd:h*n*hd+h*ktLen(n, hd)], got[h*n*hd+h*ktLen(n, hd):]
+						wq, wkt, wvp := want[:h*n*hd], want[h*n*hd:h*n*hd+h*ktLen(n, hd)], want[h*n*hd+h*ktLen(n, hd):]
+						for j0 := 0; j0 < n; j0 += block {
+							kern.packRows(x, ld, n, h, hd, j0, min(j0+block, n), q, kt, vp)
+							packRowsGo(x, ld, n, h, hd, j0, min(j0+block, n), wq, wkt, wvp)
+						}
+						closeTo(t, name+" packRows", got, want, 0)
+						// and head 1 as pack packs it on its own
+						pkt, pvp := make([]float32, ktLen(n, hd)), make([]float32, n*hd)
+						kern.pack(x[h*hd+hd:], x[2*h*hd+hd:], ld, n, hd, pkt, pvp)
+						closeTo(t, name+" K^T vs pack", kt[ktLen(n, hd):2*ktLen(n, hd)], pkt, 0)
+						closeTo(t, name+" V vs pack", vp[n*hd:2*n*hd], pvp, 0)
+					}
+				}
+			}
+		})
+	}
+}
+
 // The C attention products must equal their Go twins (attn_twin.go) at
 // head dims with and without a 16-column remainder, row counts around the
 // 6-row tile and key counts around the 16-column strip.
