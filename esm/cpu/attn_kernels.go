@@ -733,8 +733,8 @@ QKW_FN(esm2go_attn_qkw32, 32)
 			float m = inv[r];                                                    \
 			f16v m16 = bc16(m), acc16 = {}, bad16 = {};                          \
 			int i = 0;                                                           \
-			for (; i + 32 <= n; i += 32) {                                       \
-				float *p_ = row + (i >> 4) * 192;                                \
+			float *p_ = row;                                                     \
+			for (; i + 32 <= n; i += 32, p_ += 384) {                            \
 				f16v t0 = ld16(p_) - m16, t1 = ld16(p_ + 192) - m16;             \
 				NB(bad16 += (t0 - t0) + (t1 - t1);)                              \
 				f16v e0 = esm2go_attn_exp16(t0), e1 = esm2go_attn_exp16(t1);     \
