@@ -22,7 +22,9 @@ type attnItem struct{ start, n, h, q0, off int }
 // qkv, a row softmax in fp32 (softmaxRows, as AttentionProbs), then O = P·V
 // written straight into the head's columns of out. Where the head dim is a
 // multiple of 8 (every ESM2 size) the products are the C kernels of
-// attn_kernels.go, K^T and V packed once per (sequence, head) and the
+// attn_kernels.go, Q, K^T and V packed once per (sequence, head) (for
+// every head in one pass over the rows where the batch is at most
+// packAllMax tokens, else K^T and V by each head's worker) and the
 // whole head done by one worker in strips of a few query rows (scores,
 // softmax and P·V of a strip while it is in cache), P·V multiplying v by
 // the exponentials and scaling each output row by its 1/sum (HD products
@@ -45,11 +47,22 @@ func (b *Backend) Attention(out, qkv esm.Tensor, H, HD int) error {
 	maxN := b.seqlens.MaxLen()
 	kern := newAttnKernels()
 	fused := kern.ok(HD)
-	// per worker: scores (attnBlock, maxN); with the kernels the head's
-	// scratch instead, Q, K^T and V having been packed for all heads first
+	// With the kernels, Q, K^T and V of every head are packed first in one
+	// pass where the batch is at most packAllMax tokens; otherwise (a long
+	// sequence: its O(n) packing is nothing next to its O(n²) products, and
+	// the packed copy would be as large as qkv) each item packs its own
+	// head's K^T and V into its worker's scratch. Per worker: scores
+	// (attnBlock, maxN) without the kernels; the head's scratch with them,
+	// after K^T and V where each item packs its own.
+	prepack := fused && T <= b.packAllMax
 	need := attnBlock * maxN
 	if fused {
 		need = headLenMax(maxN, HD)
+		if !prepack {
+			need += ktLen(maxN, HD) + maxN*HD
+		}
+	}
+	if prepack {
 		b.packAll(kern, x, H, HD)
 	}
 	if len(b.scratch) != b.threads || len(b.scratch[0]) < need {
@@ -95,8 +108,15 @@ func (b *Backend) Attention(out, qkv esm.Tensor, H, HD int) error {
 				b.mm.Sgemm(false, rows, HD, it.n, 1, s, it.n, v, ld, 0, o[(it.start+it.q0)*D+it.h*HD:], D)
 				continue
 			}
-			q, kt, vp := b.packedHead(it.off, it.n, it.h, H, HD)
-			kern.head(q, HD, kt, vp, it.n, HD, o[it.start*D+it.h*HD:], D, s[:headLen(it.n, HD)])
+			if prepack {
+				q, kt, vp := b.packedHead(it.off, it.n, it.h, H, HD)
+				kern.head(q, HD, kt, vp, it.n, HD, o[it.start*D+it.h*HD:], D, s[:headLen(it.n, HD)])
+				continue
+			}
+			kt, vp := s[:ktLen(it.n, HD)], s[ktLen(maxN, HD):][:it.n*HD]
+			kern.pack(k, v, ld, it.n, HD, kt, vp)
+			kern.head(x[it.start*ld+it.h*HD:], ld, kt, vp, it.n, HD, o[it.start*D+it.h*HD:], D,
+				s[ktLen(maxN, HD)+maxN*HD:][:headLen(it.n, HD)])
 		}
 	})
 	return nil
@@ -108,6 +128,12 @@ type packUnit struct{ start, n, j0, off int }
 
 // packKeys is how many keys of a sequence one packRows call takes.
 const packKeys = 64
+
+// packAllMaxTokens is the default Backend.packAllMax: twice the default
+// CPU batch, so every batch of the default budget packs in one pass while
+// the packed copy (3·D floats a token, as qkv) stays bounded for long
+// proteins, which pack head by head.
+const packAllMaxTokens = 2 * esm.DefaultCPUTokensPerBatch
 
 // packAll packs Q, K^T and V of every (sequence, head) of the batch into
 // b.packed (packRows' layouts), blocks of packKeys keys split over the

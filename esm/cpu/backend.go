@@ -46,6 +46,10 @@ type Backend struct {
 	attnItems []attnItem  // the attention work list, reused
 	packed    []float32   // Q, K^T and V of every (sequence, head), packed for the attention kernels
 	packUnits []packUnit  // the packing work list, reused
+	// packAllMax is the most tokens a batch may have for Attention to pack
+	// every head in one pass (b.packed, as large as qkv); longer batches
+	// pack head by head into each worker's scratch.
+	packAllMax int
 }
 
 type tensor struct{ d []float32 }
@@ -60,7 +64,7 @@ func New(opts Options) *Backend {
 	if n <= 0 {
 		n = runtime.GOMAXPROCS(0)
 	}
-	b := &Backend{threads: n, mm: gonumBLAS{}, vm: newVMath()}
+	b := &Backend{threads: n, mm: gonumBLAS{}, vm: newVMath(), packAllMax: packAllMaxTokens}
 	if !opts.NoBLAS {
 		// OpenBLAS runs single-threaded inside each call: the backend splits
 		// work across cores itself, so BLAS threads never compete with it.

@@ -48,20 +48,26 @@ func TestAttentionMatchesReference(t *testing.T) {
 					t.Fatal(err)
 				}
 				be.seqlens, be.tokens = s, make([]int32, T)
-				got := &tensor{d: make([]float32, T*D)}
-				if err := be.Attention(got, &tensor{d: qkv}, H, hd); err != nil {
-					t.Fatal(err)
+				// all heads packed in one pass (the default for these
+				// batches), then each head packing its own
+				for _, packAllMax := range []int{packAllMaxTokens, 0} {
+					be.packAllMax = packAllMax
+					got := &tensor{d: make([]float32, T*D)}
+					if err := be.Attention(got, &tensor{d: qkv}, H, hd); err != nil {
+						t.Fatal(err)
+					}
+					var maxDiff, maxRef float64
+					for i := range want {
+						maxDiff = math.Max(maxDiff, math.Abs(float64(got.d[i]-want[i])))
+						maxRef = math.Max(maxRef, math.Abs(float64(want[i])))
+					}
+					// Both are fp32; they differ only in summation order (BLAS
+					// blocking vs a plain loop): ~1e-6 relative, 1e-5 is margin.
+					if maxDiff > 1e-5*maxRef {
+						t.Errorf("%s %s hd=%d packAllMax=%d: max diff %g (max ref %g)", bname, name, hd, packAllMax, maxDiff, maxRef)
+					}
 				}
-				var maxDiff, maxRef float64
-				for i := range want {
-					maxDiff = math.Max(maxDiff, math.Abs(float64(got.d[i]-want[i])))
-					maxRef = math.Max(maxRef, math.Abs(float64(want[i])))
-				}
-				// Both are fp32; they differ only in summation order (BLAS
-				// blocking vs a plain loop): ~1e-6 relative, 1e-5 is margin.
-				if maxDiff > 1e-5*maxRef {
-					t.Errorf("%s %s hd=%d: max diff %g (max ref %g)", bname, name, hd, maxDiff, maxRef)
-				}
+				be.packAllMax = packAllMaxTokens
 			}
 		}
 	}
