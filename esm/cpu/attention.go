@@ -62,19 +62,19 @@ func (b *Backend) Attention(out, qkv esm.Tensor, H, HD int) error {
 			need += ktLen(maxN, HD) + maxN*HD
 		}
 	}
-	if prepack {
-		b.packAll(kern, x, H, HD)
-	}
 	if len(b.scratch) != b.threads || len(b.scratch[0]) < need {
 		b.scratch = make([][]float32, b.threads)
 		for i := range b.scratch {
 			b.scratch[i] = make([]float32, need)
 		}
 	}
-	items := b.attnItems[:0]
+	items, units := b.attnItems[:0], b.packUnits[:0]
 	off := 0
 	for seq := 0; seq < b.seqlens.N(); seq++ {
 		start, n := b.seqlens.Start(seq), b.seqlens.Len(seq)
+		for j0 := 0; prepack && j0 < n; j0 += packKeys {
+			units = append(units, packUnit{start, n, j0, off})
+		}
 		for h := 0; h < H; h++ {
 			if fused {
 				items = append(items, attnItem{start, n, h, 0, off})
@@ -85,6 +85,10 @@ func (b *Backend) Attention(out, qkv esm.Tensor, H, HD int) error {
 			}
 		}
 		off += packedLen(n, H, HD)
+	}
+	b.packUnits = units
+	if prepack {
+		b.packAll(kern, x, units, off, H, HD)
 	}
 	slices.SortStableFunc(items, func(a, b attnItem) int { return b.n - a.n })
 	b.attnItems = items
@@ -136,21 +140,12 @@ const packKeys = 64
 const packAllMaxTokens = 2 * esm.DefaultCPUTokensPerBatch
 
 // packAll packs Q, K^T and V of every (sequence, head) of the batch into
-// b.packed (packRows' layouts), blocks of packKeys keys split over the
-// workers: each token's row of qkv is read once, in order, rather than a
-// few of its cache lines for each head. Each sequence's part holds all
-// heads' Q, then K^T, then V (packedHead), after its predecessors'.
-func (b *Backend) packAll(kern attnKernels, x []float32, H, HD int) {
-	units := b.packUnits[:0]
-	total := 0
-	for seq := 0; seq < b.seqlens.N(); seq++ {
-		start, n := b.seqlens.Start(seq), b.seqlens.Len(seq)
-		for j0 := 0; j0 < n; j0 += packKeys {
-			units = append(units, packUnit{start, n, j0, total})
-		}
-		total += packedLen(n, H, HD)
-	}
-	b.packUnits = units
+// b.packed (packRows' layouts, total floats), its units (blocks of
+// packKeys keys) split over the workers: each token's row of qkv is read
+// once, in order, rather than a few of its cache lines for each head. Each
+// sequence's part holds all heads' Q, then K^T, then V (packedHead), after
+// its predecessors'.
+func (b *Backend) packAll(kern attnKernels, x []float32, units []packUnit, total, H, HD int) {
 	if len(b.packed) < total {
 		b.packed = make([]float32, total)
 	}

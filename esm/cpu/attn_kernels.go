@@ -80,7 +80,8 @@ static void esm2go_attn_pack(const float *k, const float *v, int ld, int n, int 
 // Keys go 8 at a time: K's 8 rows of each 8 dims are transposed in
 // registers (TR8) and stored as 8 runs of 8 floats of K^T (scalar
 // stores of one float each otherwise, 16 per key and head); the copies
-// have a size known at compile time for the head dims of the ESM2 models.
+// have a size known at compile time for the head dims of the ESM2 models;
+// the last keys go one at a time, with the padding's zeros where j1 == n.
 // Same bytes as esm2go_attn_pack.
 #define TR8(r0, r1, r2, r3, r4, r5, r6, r7) do {                                 \
 		const i8 lo_ = {0, 8, 1, 9, 4, 12, 5, 13}, hi_ = {2, 10, 3, 11, 6, 14, 7, 15}; \
@@ -129,17 +130,11 @@ static void esm2go_attn_pack(const float *k, const float *v, int ld, int n, int 
 			}                                                                    \
 		}                                                                        \
 	}                                                                            \
-	for (; j < j1; j++)                                                          \
+	for (int je = j1 == n ? npad : j1; j < je; j++)                              \
 		for (int h = 0; h < H; h++) {                                            \
 			const float *k = x + (long)j * ld + D + h * hd;                      \
 			float *dst = kt + (long)h * npad * hd + (long)(j / 16) * 16 * hd + j % 16; \
-			for (int d = 0; d < hd; d++) dst[d * 16] = k[d];                     \
-		}                                                                        \
-	if (j1 < n) return;                                                          \
-	for (int h = 0; h < H; h++)                                                  \
-		for (int jp = n; jp < npad; jp++) {                                      \
-			float *dst = kt + (long)h * npad * hd + (long)(jp / 16) * 16 * hd + jp % 16; \
-			for (int d = 0; d < hd; d++) dst[d * 16] = 0;                        \
+			for (int d = 0; d < hd; d++) dst[d * 16] = j < n ? k[d] : 0;         \
 		}
 #define PACKR_FN(NAME, HD, ATTR)                                                 \
 	ATTR static void NAME(const float *x, int ld, int n, int H, int hdv, int j0, int j1, \
@@ -773,7 +768,7 @@ WIDE static void esm2go_attn_expsw(const float *x, float *y, int n) {
 // broadcast in turn, 12 or 24 accumulators) by 32 columns (two V strips),
 // then 24 (16 in zmm and 8 in ymm, HD 24), 16 or 8; the last rows < 12 in
 // tiles of 6 rows by 32, 16, then 8 columns. Keys go 16 at a time (one
-// block of P, the loop unrolled: P's operands at fixed offsets from pj),
+// block of P, the loop unrolled by 8: P's operands at fixed offsets from pj),
 // the last block's rest one at a time. Every output is esm2go_attn_pv's
 // sum, in its order, times the same 1/sum.
 #define PVW_KEYS(...)                                                            \
@@ -786,7 +781,8 @@ WIDE static void esm2go_attn_expsw(const float *x, float *y, int n) {
 			for (int jj = 0; jj < n - jb; jj++) { __VA_ARGS__ }                         \
 		}                                                                        \
 	}
-// the 12-row tile's P operand of row r, the 6-row tile's of row R[r]
+// the 12-row tile's P operand of row r; the 6-row tile's of its row r,
+// rr[r] floats into the block
 #define P12(r) pj[(r) * 16 + jj]
 #define P6(r) pj[rr[r] + jj]
 WIDE static void esm2go_attn_pvw(const float *p, int npad, int n, const float *v, int rows,
@@ -1109,9 +1105,6 @@ func (attnKernels) pack(k, v []float32, ld, n, hd int, kt, vp []float32) {
 // rows (hd floats each) at qp[i*n*hd:], K^T at kt[i*ktLen(n, hd):] and V
 // at vp[i*n*hd:], in pack's layouts; j1 == n also writes K^T's padding.
 func (a attnKernels) packRows(x []float32, ld, n, h, hd, j0, j1 int, qp, kt, vp []float32) {
-	if j0 >= j1 && j1 < n {
-		return
-	}
 	_ = x[(n-1)*ld+3*h*hd-1]
 	_ = qp[h*n*hd-1]
 	_ = kt[h*ktLen(n, hd)-1]
