@@ -157,16 +157,6 @@ type Backend interface {
 	Close() error
 }
 
-// LinearGELUBackend is a Backend that can compute FC1 and its GELU in one
-// pass: out(T,N) = GELU(in(T,K)·wᵀ + bias) with the exact erf GELU applied
-// to Linear's output as it would be stored (its element type), so that the
-// result is what Linear then GELU give up to the product's summation order.
-// It reports false, doing nothing, where it cannot (shapes, types, device);
-// Model then runs Linear and GELU.
-type LinearGELUBackend interface {
-	LinearGELU(out, in, w, bias Tensor, K, N int) (bool, error)
-}
-
 // Fence marks a point in a backend's queue of work.
 type Fence interface {
 	// Wait blocks until the work queued before the fence has finished and

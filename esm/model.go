@@ -303,16 +303,8 @@ func (m *Model) layer(i, T int, probe func() error) error {
 	e.do(be.Linear(m.x, m.att, l.OutW, l.OutB, D, D, true))
 	// x += fc2(gelu(fc1(LN2(x))))
 	e.do(be.LayerNorm(m.h, m.x, l.LN2W, l.LN2B, D, eps))
-	fused := false
-	if f, ok := be.(LinearGELUBackend); ok && e.err == nil {
-		var err error
-		fused, err = f.LinearGELU(m.ff, m.h, l.FC1W, l.FC1B, D, F)
-		e.do(err)
-	}
-	if !fused {
-		e.do(be.Linear(m.ff, m.h, l.FC1W, l.FC1B, D, F, false))
-		e.do(be.GELU(m.ff, T*F))
-	}
+	e.do(be.Linear(m.ff, m.h, l.FC1W, l.FC1B, D, F, false))
+	e.do(be.GELU(m.ff, T*F))
 	e.do(be.Linear(m.x, m.ff, l.FC2W, l.FC2B, F, D, true))
 	return e.err
 }

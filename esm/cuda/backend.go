@@ -53,9 +53,6 @@ import (
 type Options struct {
 	Device    int           // device ordinal
 	Precision esm.Precision // esm.FP16 (the default, also for ""), esm.BF16 or esm.FP32
-	// CublasOnly runs every product through cuBLAS(Lt), never gemm.cu's
-	// wgmma kernels (which run FC1 with its GELU on sm_90 in fp16).
-	CublasOnly bool
 }
 
 // Backend implements esm.Backend on one GPU.
@@ -65,7 +62,6 @@ type Backend struct {
 	fuse bool             // bias in the cuBLASLt epilogue (see Linear)
 	k    *kernels
 	attn *varlen
-	gemm *hopperGemm // nil: cuBLAS only (Options.CublasOnly)
 
 	// the current batch, on the host (for grids and checks) and the device
 	seqlens                        attention.Seqlens
@@ -132,9 +128,6 @@ func New(opts Options) (*Backend, error) {
 	}
 	if b.k, err = newKernels(ctx); err != nil {
 		return fail(err)
-	}
-	if !opts.CublasOnly {
-		b.gemm = newHopperGemm(ctx)
 	}
 	for i := range b.stageEv {
 		if b.stageEv[i], err = ctx.NewEvent(false); err != nil {
@@ -460,49 +453,6 @@ func (b *Backend) Linear(out, in, w, bias esm.Tensor, K, N int, accumulate bool)
 		return fmt.Errorf("cuda: linear T=%d K=%d N=%d: %w", T, K, N, err)
 	}
 	return b.k.biasAdd(o.buf.Ptr, o.dt, bp, T, N)
-}
-
-// LinearGELU implements esm.LinearGELUBackend: on an sm_90 device in fp16,
-// out = GELU(in·wᵀ + bias) in one wgmma kernel (gemm.cu), the GELU applied
-// to the fp16-rounded sum as Linear then GELU do. Elsewhere, or if the
-// kernel does not compile here, it reports false and Model runs Linear and
-// GELU (GemmError says why it did not compile).
-func (b *Backend) LinearGELU(out, in, w, bias esm.Tensor, K, N int) (bool, error) {
-	if b.gemm == nil {
-		return false, nil
-	}
-	o, x, wt, bt := tens(out), tens(in), tens(w), tens(bias)
-	if o.dt != cudadrv.F16 || x.dt != cudadrv.F16 || bt.dt != cudadrv.F16 || !b.gemm.usable(wt.dt, K, N) {
-		return false, nil
-	}
-	if err := b.need("linear+gelu out", o, b.T*N); err != nil {
-		return false, err
-	}
-	if err := b.need("linear+gelu in", x, b.T*K); err != nil {
-		return false, err
-	}
-	if err := b.need("linear+gelu weight", wt, N*K); err != nil {
-		return false, err
-	}
-	if err := b.need("linear+gelu bias", bt, N); err != nil {
-		return false, err
-	}
-	if !b.gemm.ready() {
-		return false, nil
-	}
-	if err := b.gemm.linear(o.buf.Ptr, x.buf.Ptr, wt.buf.Ptr, bt.buf.Ptr, b.T, N, K, true); err != nil {
-		return false, fmt.Errorf("cuda: linear+gelu T=%d K=%d N=%d: %w", b.T, K, N, err)
-	}
-	return true, nil
-}
-
-// GemmError is why gemm.cu's kernels did not compile on this device, or
-// nil (also before their first use, and with Options.CublasOnly).
-func (b *Backend) GemmError() error {
-	if b.gemm == nil {
-		return nil
-	}
-	return b.gemm.err
 }
 
 // SetRotary implements esm.Backend.

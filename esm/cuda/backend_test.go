@@ -407,7 +407,6 @@ var (
 			"BenchmarkFirstBatch (default 35M,650M); 3B builds ~12 GB of random weights on the host (~1 min)")
 	benchPrecision = flag.String("bench-precision", "fp16", "precision of BenchmarkForwardCUDA: fp16, bf16 or fp32")
 	seriesTiny     = flag.Bool("series-tiny", false, "BenchmarkBatchSeries: run a forward of 156 tokens before the series")
-	benchCublas    = flag.Bool("bench-cublas-only", false, "BenchmarkForwardCUDA: every product through cuBLAS(Lt) (Options.CublasOnly)")
 )
 
 // sizesOr is -bench-sizes split at commas, or def when the flag is empty.
@@ -430,9 +429,7 @@ func BenchmarkForwardCUDA(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			g := cudatest.Start(b, "CUDA backend ("+prec+")", func() (*Backend, error) {
-				return New(Options{Precision: esm.Precision(prec), CublasOnly: *benchCublas})
-			})
+			g := newGPU(b, prec)
 			defer g.Close()
 			m, err := esm.NewModel(cfg, esmtest.Random(cfg, 1), g)
 			if err != nil {
@@ -467,8 +464,7 @@ func BenchmarkForwardCUDA(b *testing.B) {
 			b.ReportMetric(T/med, "tokens/s")
 			b.ReportMetric(flops/med/1e12, "TFLOP/s")
 			b.ReportMetric(T, "tokens/batch")
-			b.Logf("%s %s on %s (cublas only: %v, wgmma gemm error: %v): T=%d nseq=%d median %.2f ms", size, prec, g.ctx.Device.Name,
-				*benchCublas, g.GemmError(), len(batch.Tokens), batch.NumSeqs(), med*1e3)
+			b.Logf("%s %s on %s: T=%d nseq=%d median %.2f ms", size, prec, g.ctx.Device.Name, len(batch.Tokens), batch.NumSeqs(), med*1e3)
 		})
 	}
 }

@@ -14,9 +14,8 @@ import (
 
 // Options configure the CUDA backend (the same fields as the cgo build's).
 type Options struct {
-	Device     int           // device ordinal
-	Precision  esm.Precision // esm.FP16 (the default, also for ""), esm.BF16 or esm.FP32
-	CublasOnly bool          // every product through cuBLAS(Lt)
+	Device    int           // device ordinal
+	Precision esm.Precision // esm.FP16 (the default, also for ""), esm.BF16 or esm.FP32
 }
 
 // Backend is never created without cgo; the embedded interface only lets

@@ -250,12 +250,10 @@ func (f *Function) SetMaxDynamicSharedMemory(bytes int) error {
 
 // Launch queues f on s with the given grid and block dimensions and dynamic
 // shared memory. Each argument must be a DevicePtr, *Buffer (its Ptr),
-// int32, uint32, float32, int64, uint64 or TensorMap, in the kernel's
-// parameter order (Go int is refused: say int32 or int64). The values are
-// packed into memory without Go pointers (8-byte slots; a TensorMap takes
-// 128 bytes at a 64-byte offset, as a `const __grid_constant__ CUtensorMap`
-// parameter) and cuLaunchKernel copies them, so nothing is retained after
-// the call.
+// int32, uint32, float32, int64 or uint64, in the kernel's parameter order
+// (Go int is refused: say int32 or int64). The values are packed into 8-byte
+// slots in memory without Go pointers and cuLaunchKernel copies them, so
+// nothing is retained after the call.
 func (c *Context) Launch(f *Function, grid, block [3]uint32, sharedBytes int, s *Stream, args ...any) error {
 	if err := c.check(); err != nil {
 		return err
@@ -263,21 +261,9 @@ func (c *Context) Launch(f *Function, grid, block [3]uint32, sharedBytes int, s 
 	if len(args) > 64 {
 		return fmt.Errorf("cuda: launch %s: %d arguments, at most 64", f.Name, len(args))
 	}
-	size := 0
-	offs := make([]C.int, max(len(args), 1))
+	buf := make([]byte, 8*max(len(args), 1))
 	for i, a := range args {
-		if _, ok := a.(TensorMap); ok {
-			size = (size + 63) &^ 63
-			offs[i] = C.int(size)
-			size += len(TensorMap{}.b)
-			continue
-		}
-		offs[i] = C.int(size)
-		size += 8
-	}
-	buf := make([]byte, max(size, 8))
-	for i, a := range args {
-		slot := buf[offs[i]:]
+		slot := buf[8*i : 8*i+8]
 		switch v := a.(type) {
 		case DevicePtr:
 			binary.LittleEndian.PutUint64(slot, uint64(v))
@@ -293,17 +279,12 @@ func (c *Context) Launch(f *Function, grid, block [3]uint32, sharedBytes int, s 
 			binary.LittleEndian.PutUint64(slot, uint64(v))
 		case uint64:
 			binary.LittleEndian.PutUint64(slot, v)
-		case TensorMap:
-			if !v.ok {
-				return fmt.Errorf("cuda: launch %s: argument %d is a TensorMap that was never encoded", f.Name, i)
-			}
-			copy(slot, v.b[:])
 		default:
-			return fmt.Errorf("cuda: launch %s: argument %d has type %T (want DevicePtr, *Buffer, int32, uint32, float32, int64, uint64 or TensorMap)", f.Name, i, a)
+			return fmt.Errorf("cuda: launch %s: argument %d has type %T (want DevicePtr, *Buffer, int32, uint32, float32, int64 or uint64)", f.Name, i, a)
 		}
 	}
 	r := C.esm_launch(f.f, C.uint(grid[0]), C.uint(grid[1]), C.uint(grid[2]),
 		C.uint(block[0]), C.uint(block[1]), C.uint(block[2]), C.uint(sharedBytes), s.handle(),
-		unsafe.Pointer(&buf[0]), &offs[0], C.int(len(args)))
+		unsafe.Pointer(&buf[0]), C.int(len(args)))
 	return cuErr("cuLaunchKernel", fmt.Sprintf("%s, grid %v, block %v, shared %d", f.Name, grid, block, sharedBytes), r)
 }

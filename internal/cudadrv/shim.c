@@ -29,26 +29,20 @@ static cublasStatus_t (*p_cublasLtMatmul)(cublasLtHandle_t, cublasLtMatmulDesc_t
 	const void*, const void*, cublasLtMatrixLayout_t, void*, cublasLtMatrixLayout_t,
 	const cublasLtMatmulAlgo_t*, void*, size_t, CUstream);
 
-// cuTensorMapEncodeTiled (CUDA 12+); optional: NULL on older drivers.
-static CUresult (*p_cuTensorMapEncodeTiled)(void*, int, unsigned int, void*, const uint64_t*,
-	const uint64_t*, const uint32_t*, const uint32_t*, int, int, int, int);
-
 typedef struct {
 	int lib;
 	const char* sym;
 	const char* alt;
 	void** slot;
-	int optional;
 } esm_symbol;
 
-#define ESM_ENTRY(lib, ret, name, sym, alt, params, args) { lib, sym, alt, (void**)&p_##name, 0 },
+#define ESM_ENTRY(lib, ret, name, sym, alt, params, args) { lib, sym, alt, (void**)&p_##name },
 static esm_symbol esm_symbols[] = {
 	ESM_PASSTHROUGH(ESM_ENTRY)
 	{ ESM_LIB_CUBLAS, "cublasSetWorkspace_v2", NULL, (void**)&p_cublasSetWorkspace },
 	{ ESM_LIB_CUBLAS, "cublasGemmEx", NULL, (void**)&p_cublasGemmEx },
 	{ ESM_LIB_CUBLAS, "cublasGemmStridedBatchedEx", NULL, (void**)&p_cublasGemmStridedBatchedEx },
 	{ ESM_LIB_CUBLASLT, "cublasLtMatmul", NULL, (void**)&p_cublasLtMatmul },
-	{ ESM_LIB_CUDA, "cuTensorMapEncodeTiled", NULL, (void**)&p_cuTensorMapEncodeTiled, 1 },
 };
 
 int esm_load(int lib, const char* path, char* err, size_t errlen) {
@@ -63,7 +57,6 @@ int esm_load(int lib, const char* path, char* err, size_t errlen) {
 		if (esm_symbols[i].lib != lib) continue;
 		void* f = dlsym(h, esm_symbols[i].sym);
 		if (!f && esm_symbols[i].alt) f = dlsym(h, esm_symbols[i].alt);
-		if (!f && esm_symbols[i].optional) continue;
 		if (!f) {
 			snprintf(err, errlen, "%s: symbol %s not found", path, esm_symbols[i].sym);
 			dlclose(h);
@@ -111,10 +104,10 @@ cublasStatus_t esm_cublasLtSetBiasPointer(cublasLtMatmulDesc_t d, CUdeviceptr bi
 
 CUresult esm_launch(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz,
 	unsigned int bx, unsigned int by, unsigned int bz, unsigned int shared, CUstream s,
-	void* args, const int* offs, int nargs) {
+	void* args, int nargs) {
 	void* params[64];
 	if (nargs > 64) return 1; // CUDA_ERROR_INVALID_VALUE
-	for (int i = 0; i < nargs; i++) params[i] = (char*)args + (offs ? (size_t)offs[i] : 8 * (size_t)i);
+	for (int i = 0; i < nargs; i++) params[i] = (char*)args + 8 * (size_t)i;
 	return p_cuLaunchKernel(f, gx, gy, gz, bx, by, bz, shared, s, nargs ? params : NULL, NULL);
 }
 
@@ -128,20 +121,4 @@ CUresult esm_copy_sync_dtoh(void* dst, CUdeviceptr src, size_t n, CUstream s) {
 	CUresult r = p_cuMemcpyDtoHAsync(dst, src, n, s);
 	CUresult r2 = p_cuStreamSynchronize(s);
 	return r ? r : r2;
-}
-
-CUresult esm_tensor_map_2d(void* out, int dtype, CUdeviceptr base, uint64_t rows, uint64_t cols,
-	uint64_t pitch, uint32_t boxRows, uint32_t boxCols, int swizzle) {
-	if (!p_cuTensorMapEncodeTiled) return 801; // CUDA_ERROR_NOT_SUPPORTED
-	uint64_t dims[2] = {cols, rows};
-	uint64_t strides[1] = {pitch};
-	uint32_t box[2] = {boxCols, boxRows};
-	uint32_t es[2] = {1, 1};
-	// The map must be 64-byte aligned: encode into an aligned buffer, then copy.
-	_Alignas(64) unsigned char m[128];
-	// CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_L2_PROMOTION_L2_256B (3),
-	// CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE (zeros).
-	CUresult r = p_cuTensorMapEncodeTiled(m, dtype, 2, (void*)(uintptr_t)base, dims, strides, box, es, 0, swizzle, 3, 0);
-	if (r == 0) memcpy(out, m, sizeof m);
-	return r;
 }

@@ -141,20 +141,11 @@ cublasStatus_t esm_cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, co
 	const cublasLtMatmulAlgo_t* algo, CUdeviceptr ws, size_t wsSize, CUstream s);
 cublasStatus_t esm_cublasLtSetBiasPointer(cublasLtMatmulDesc_t d, CUdeviceptr bias);
 
-// esm_launch builds the kernel parameter array in C memory: argument i
-// starts at byte offs[i] of args (8-byte slots written little-endian by Go,
-// or a 128-byte tensor map), or at 8*i when offs is NULL.
+// esm_launch builds the kernel parameter array in C memory: args holds nargs
+// 8-byte slots, one per kernel argument, each written little-endian by Go.
 CUresult esm_launch(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz,
 	unsigned int bx, unsigned int by, unsigned int bz, unsigned int shared, CUstream s,
-	void* args, const int* offs, int nargs);
-
-// esm_tensor_map_2d encodes a CUtensorMap (out: 128 bytes) for a row-major
-// rows×cols matrix at base (row pitch in bytes), read in boxes of boxRows×boxCols
-// elements with the given swizzle (CUtensorMapSwizzle); out-of-bounds reads
-// fill zeros. CUDA_ERROR_NOT_SUPPORTED (801) when the driver lacks
-// cuTensorMapEncodeTiled (before CUDA 12).
-CUresult esm_tensor_map_2d(void* out, int dtype, CUdeviceptr base, uint64_t rows, uint64_t cols,
-	uint64_t pitch, uint32_t boxRows, uint32_t boxCols, int swizzle);
+	void* args, int nargs);
 
 // esm_copy_sync_* queue a copy on s and wait for s, in one C call, so that a
 // Go pointer is never used after the call returns.

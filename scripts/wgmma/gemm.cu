@@ -1,15 +1,8 @@
-// Experiment: y = act(x·wᵀ + b) on Hopper with wgmma and TMA, against
-// cuBLASLt (bias epilogue) and cuBLASLt + a GELU pass. Built and run on the
-// GPU host by scripts/wgmma/run.sh (nvcc -gencode arch=compute_90a,code=sm_90a).
-//
-// x: M×K fp16 row-major (activations), w: N×K fp16 row-major (a Linear's
-// weight), b: N fp16, y: M×N fp16. Persistent kernel, 128×256 tiles, BK 64:
-//   warp 0         TMA producer (one thread), STAGES-deep mbarrier ring
-//   warps 1..3     epilogue: read a finished tile (fp16, bias added) from the
-//                  staging buffer, apply the exact-erf GELU, 16-byte stores
-//   warpgroups 1,2 consumers: 64×256 each with wgmma m64n256k16, then
-//                  acc + bias rounded to fp16 into the staging buffer
-// so a tile's GELU runs while the next tile's products do.
+// Harness of the wgmma GEMM experiment (kernel.cuh): y = act(x·wᵀ + b) against
+// cuBLASLt (bias epilogue) and cuBLASLt + a GELU pass, on random N(0,1)
+// inputs, with the output poisoned (NaN) before each checked run. Built and
+// run on the GPU host by run.sh (nvcc -gencode arch=compute_90a,code=sm_90a).
+// Usage: gemm M N K [label]
 #include <cuda.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -25,7 +18,7 @@
 #define CK(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); exit(1); } } while (0)
 #define CB(x) do { cublasStatus_t e_ = (x); if (e_ != CUBLAS_STATUS_SUCCESS) { fprintf(stderr, "%s:%d %s: %d\n", __FILE__, __LINE__, #x, (int)e_); exit(1); } } while (0)
 
-#include "../../esm/cuda/gemm.cu"
+#include "kernel.cuh"
 
 __global__ void gelu_pass(half* x, long n) {
   long i = (long)(blockIdx.x * blockDim.x + threadIdx.x) * 8;

@@ -1,11 +1,15 @@
-// Linear layers on Hopper (sm_90a) with wgmma and TMA: y = x·wᵀ + b, or
-// gelu(x·wᵀ + b) with the exact-erf GELU of kernels.cu (gelu_f) applied to
-// the fp16-rounded x·wᵀ + b, as Linear then GELU (gelu_lut) compute it.
-// Launcher: gemm.go; experiment harness: scripts/wgmma.
+// An experiment, not part of the build: Linear layers on Hopper (sm_90a) with
+// wgmma and TMA, y = x·wᵀ + b, or gelu(x·wᵀ + b) with the exact-erf GELU of
+// esm/cuda/kernels.cu (gelu_f) applied to the fp16-rounded x·wᵀ + b, as
+// Linear then GELU (gelu_lut) compute it. Harness: gemm.cu beside this;
+// run.sh builds the variants below and times them against cuBLASLt on the
+// GPU host. What it measured: esm/cuda/NOTES.md ("A GEMM of our own").
+// Commit 32f9211 had it in the backend (NVRTC, a TensorMap binding in
+// internal/cudadrv, LinearGELU for FC1); it was slower there and was taken out.
 //
 // x: M×K fp16 row-major (a batch's activations), w: N×K fp16 row-major
 // (a Linear's weight), b: N fp16, y: M×N fp16; both operands reach shared
-// memory by TMA (tensor maps built by the launcher, 128-byte swizzle,
+// memory by TMA (tensor maps built by the host, 128-byte swizzle,
 // zero-filled past M, N and K). Persistent: each CTA walks 128×256 output
 // tiles, BK = 64, through a STAGES-deep ring of mbarriers:
 //   warp 0           TMA producer (one thread)
@@ -15,11 +19,14 @@
 //   warpgroups 1, 2  consumers: 64×256 each with wgmma m64n256k16, then
 //                    acc + bias rounded to fp16 into the staging buffer
 // so that a tile's GELU and stores run while the next tile's products do.
-// With CLUSTER = 2 the two CTAs of a cluster take consecutive m-tiles of one
-// n-tile and each loads half of B, multicast to both (half of B's traffic
-// from L2).
+// Variants (macros): REGS (setmaxnreg: registers to the consumers), WAIT1
+// (one wgmma group kept in flight), CLUSTER = 2 (the two CTAs of a cluster
+// take consecutive m-tiles of one n-tile and each loads half of B,
+// multicast to both), EPIWG (seven epilogue warps; does not compile: see the
+// notes), EPI_DIRECT (the consumers apply bias and GELU and store from their
+// accumulators), STAGES.
 #ifdef __CUDACC_RTC__
-// NVRTC has no cuda.h: the tensor map's layout (128 opaque bytes, 64-byte aligned).
+// Under NVRTC (no cuda.h): the tensor map's layout (128 opaque bytes, 64-byte aligned).
 struct alignas(64) CUtensorMap {
   unsigned long long opaque[16];
 };
