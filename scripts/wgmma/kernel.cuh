@@ -24,7 +24,7 @@
 // take consecutive m-tiles of one n-tile and each loads half of B,
 // multicast to both), EPIWG (seven epilogue warps; does not compile: see the
 // notes), EPI_DIRECT (the consumers apply bias and GELU and store from their
-// accumulators), STAGES.
+// accumulators), STAGES, REG_SMALL / REG_BIG (setmaxnreg's counts), EPI_UNROLL.
 #ifdef __CUDACC_RTC__
 // Under NVRTC (no cuda.h): the tensor map's layout (128 opaque bytes, 64-byte aligned).
 struct alignas(64) CUtensorMap {
@@ -110,6 +110,10 @@ __device__ __forceinline__ void tma_load(void* dst, const CUtensorMap* map, u64*
 #define NTHREADS (EPIWG ? 512 : 384)
 #define STAGING_BYTES (EPI_DIRECT ? 0 : BM * SROW * 2)
 #define NEPI (EPIWG ? 224 : 96)
+// Registers per thread after setmaxnreg: REG_SMALL for the producer and
+// epilogue warpgroup(s), REG_BIG for the consumers (multiples of 8; at most
+// 64K per SM in all).
+#ifndef REG_SMALL
 #if EPIWG
 #define REG_SMALL 48
 #define REG_BIG 208
@@ -117,6 +121,11 @@ __device__ __forceinline__ void tma_load(void* dst, const CUtensorMap* map, u64*
 #define REG_SMALL 56
 #define REG_BIG 224
 #endif
+#endif
+#ifndef EPI_UNROLL
+#define EPI_UNROLL 2
+#endif
+constexpr int epi_unroll = EPI_UNROLL; // (#pragma unroll does not expand macros)
 #define STR_(x) #x
 #define STR(x) STR_(x)
 __device__ __forceinline__ void tma_load_mc(void* dst, const CUtensorMap* map, u64* bar, int c0, int c1, u16 mask) {
@@ -231,7 +240,7 @@ __device__ __forceinline__ void gemm_body(const CUtensorMap* mx, const CUtensorM
       int m0, n0;
       for (int i = 0; !EPI_DIRECT && T.get(i, m0, n0); i++) {
         mbar_wait(sfull, i & 1);
-#pragma unroll 2
+#pragma unroll epi_unroll
         for (int c = e; c < BM * (BN / 8); c += NEPI) {
           int r = c / (BN / 8), ch = c % (BN / 8);
           uint4 v = *(const uint4*)(st + r * SROW + ch * 8);

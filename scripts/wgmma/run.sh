@@ -11,8 +11,11 @@ declare -A V=(
   [regs_w1_cl2]="-DREGS=1 -DWAIT1=1 -DCLUSTER=2"
   [regs_w1_direct]="-DREGS=1 -DWAIT1=1 -DEPI_DIRECT=1"
   [regs_w1_s4direct]="-DREGS=1 -DWAIT1=1 -DEPI_DIRECT=1 -DSTAGES=4"
+  [r96]="-DREGS=1 -DWAIT1=1 -DREG_SMALL=96 -DREG_BIG=200"
+  [r96u4]="-DREGS=1 -DWAIT1=1 -DREG_SMALL=96 -DREG_BIG=200 -DEPI_UNROLL=4"
+  [r120u4]="-DREGS=1 -DWAIT1=1 -DREG_SMALL=120 -DREG_BIG=184 -DEPI_UNROLL=4"
 )
-names=${VARIANTS:-regs_w1 regs_w1_cl2 regs_w1_direct regs_w1_s4direct}
+names=${VARIANTS:-regs_w1 r96 r96u4 r120u4}
 for v in $names; do
   ( nvcc -O3 -std=c++17 ${V[$v]} -gencode arch=compute_90a,code=sm_90a -Xptxas -v -o gemm_$v gemm.cu -lcuda -lcublasLt \
     > "$out/build_$v.txt" 2>&1 || echo "BUILD FAILED $v" ) &
@@ -29,7 +32,7 @@ for shape in "${shapes[@]}"; do
     [ -x gemm_$v ] || continue
     timeout 60 ./gemm_$v $2 $3 $4 "$v:$1" 2>&1 | grep -v "^$" | tee -a "$out/results.txt" | grep -E "times|differ" | grep -v " 0.00% differ" | sed 's/ (ms, median of 30)//'
   done
-  for g in 128 120 112; do
+  for g in ${CL2_GRIDS:-}; do
     [ -x gemm_regs_w1_cl2 ] || continue
     GRID=$g timeout 60 ./gemm_regs_w1_cl2 $2 $3 $4 "cl2_grid$g:$1" 2>&1 | tee -a "$out/results.txt" | grep -E "times" | sed 's/ (ms, median of 30)//'
   done
