@@ -152,43 +152,34 @@ int main(int argc, char** argv) {
   };
   int nb = (int)(((size_t)M * N / 8 + 255) / 256);
 
-  // Correctness: bias only, then with GELU, against cuBLASLt (+ GELU pass).
-  CK(cudaMemset(y1, 0xFF, (size_t)M * N * 2)); // NaN poison
-  ltRun(L, y0, x, w);
-  own(false, y1);
-  CK(cudaGetLastError());
-  CK(cudaDeviceSynchronize());
+  // Correctness: bias only, then with GELU, against cuBLASLt (+ GELU pass):
+  // ours into a NaN-poisoned y1, compared element by element with y0.
   std::vector<half> r0((size_t)M * N), r1((size_t)M * N);
-  CK(cudaMemcpy(r0.data(), y0, r0.size() * 2, cudaMemcpyDeviceToHost));
-  CK(cudaMemcpy(r1.data(), y1, r1.size() * 2, cudaMemcpyDeviceToHost));
-  double md = 0, mr = 0;
-  long bad = 0, diff = 0;
-  for (size_t i = 0; i < r0.size(); i++) {
-    float a = h2f(r0[i]), c = h2f(r1[i]);
-    if (!std::isfinite(c)) bad++;
-    if (a != c) diff++;
-    md = std::max(md, (double)fabsf(a - c));
-    mr = std::max(mr, (double)fabsf(a));
-  }
-  printf("%s M=%d N=%d K=%d bias: max|diff| %.3g of max %.3g (%.2e), %ld non-finite, %.2f%% differ\n", label, M, N, K, md, mr,
-         md / mr, bad, 100.0 * diff / r0.size());
+  auto check = [&](bool gelu, const char* what) {
+    CK(cudaMemset(y1, 0xFF, (size_t)M * N * 2)); // NaN poison
+    own(gelu, y1);
+    CK(cudaGetLastError());
+    CK(cudaDeviceSynchronize());
+    CK(cudaMemcpy(r0.data(), y0, r0.size() * 2, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(r1.data(), y1, r1.size() * 2, cudaMemcpyDeviceToHost));
+    double md = 0, mr = 0;
+    long bad = 0, diff = 0;
+    for (size_t i = 0; i < r0.size(); i++) {
+      float a = h2f(r0[i]), c = h2f(r1[i]);
+      if (!std::isfinite(c)) bad++;
+      if (a != c) diff++;
+      md = std::max(md, (double)fabsf(a - c));
+      mr = std::max(mr, (double)fabsf(a));
+    }
+    printf("%s%s: max|diff| %.3g of max %.3g (%.2e), %ld non-finite, %.2f%% differ\n", label, what, md, mr, md / mr, bad,
+           100.0 * diff / r0.size());
+  };
+  ltRun(L, y0, x, w);
+  char what[96];
+  snprintf(what, sizeof what, " M=%d N=%d K=%d bias", M, N, K);
+  check(false, what);
   gelu_pass<<<nb, 256>>>(y0, (long)M * N);
-  CK(cudaMemset(y1, 0xFF, (size_t)M * N * 2));
-  own(true, y1);
-  CK(cudaGetLastError());
-  CK(cudaDeviceSynchronize());
-  CK(cudaMemcpy(r0.data(), y0, r0.size() * 2, cudaMemcpyDeviceToHost));
-  CK(cudaMemcpy(r1.data(), y1, r1.size() * 2, cudaMemcpyDeviceToHost));
-  md = 0, mr = 0, bad = 0, diff = 0;
-  for (size_t i = 0; i < r0.size(); i++) {
-    float a = h2f(r0[i]), c = h2f(r1[i]);
-    if (!std::isfinite(c)) bad++;
-    if (a != c) diff++;
-    md = std::max(md, (double)fabsf(a - c));
-    mr = std::max(mr, (double)fabsf(a));
-  }
-  printf("%s gelu: max|diff| %.3g of max %.3g (%.2e), %ld non-finite, %.2f%% differ\n", label, md, mr, md / mr, bad,
-         100.0 * diff / r0.size());
+  check(true, " gelu");
 
   double fl = 2.0 * M * N * K;
   int reps = 30;

@@ -150,6 +150,15 @@ __device__ __forceinline__ unsigned cta_rank() {
 __device__ __forceinline__ void cluster_sync() {
   asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;" ::: "memory");
 }
+// A consumer warpgroup is done reading a stage: arrive on its empty barrier
+// in every CTA of the cluster (each CTA's producer multicasts into all).
+__device__ __forceinline__ void release_stage(u64* empty) {
+#if CLUSTER > 1
+  for (int r = 0; r < CLUSTER; r++) mbar_arrive_cta(empty, r);
+#else
+  mbar_arrive(empty);
+#endif
+}
 // Tile i of this CTA: with clusters, the CTAs of a cluster take consecutive
 // m-tiles of one n-tile (they share B's tiles); a CTA whose m-tile lies past
 // M still loads and multicasts its half of B and stores nothing.
@@ -287,22 +296,13 @@ __device__ __forceinline__ void gemm_body(const CUtensorMap* mx, const CUtensorM
         int ps = s;
         if (tid % 128 == 0) {
 #endif
-#if CLUSTER > 1
-          for (int r = 0; r < CLUSTER; r++) mbar_arrive_cta(&empty[ps], r);
-#else
-          mbar_arrive(&empty[ps]);
-#endif
+          release_stage(&empty[ps]);
         }
       }
 #if WAIT1
       asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
       if (tid % 128 == 0) {
-        int ps = (it + STAGES - 1) % STAGES;
-#if CLUSTER > 1
-        for (int r = 0; r < CLUSTER; r++) mbar_arrive_cta(&empty[ps], r);
-#else
-        mbar_arrive(&empty[ps]);
-#endif
+        release_stage(&empty[(it + STAGES - 1) % STAGES]);
       }
 #endif
 #if EPI_DIRECT
