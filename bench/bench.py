@@ -133,8 +133,14 @@ def steady_state(metrics_path, tokens_per_seq):
     if len(ws) < 2:
         return {}
     secs, toks = sum(r["window_s"] for r in ws), sum(r["window_tokens"] for r in ws)
-    return {"steady_tokens_per_s": round(toks / secs), "steady_seqs_per_s": round(toks / secs / tokens_per_seq, 1),
-            "steady_windows": len(ws)}
+    out = {"steady_tokens_per_s": round(toks / secs), "steady_seqs_per_s": round(toks / secs / tokens_per_seq, 1),
+           "steady_windows": len(ws)}
+    # GPU busy in the same windows, weighted by their length (NVML's utilization, which the
+    # windows carry when esm2go could read it).
+    wu = [(r["window_s"], r["gpu_util_pct"]) for r in ws if isinstance(r.get("gpu_util_pct"), (int, float))]
+    if wu:
+        out["gpu_busy_steady_pct"] = round(sum(w * u for w, u in wu) / sum(w for w, _ in wu), 1)
+    return out
 
 
 def run_esm2go(a, name, model_dir, label, fasta, records, work, outdir, metrics_ok):
@@ -189,6 +195,10 @@ def run_esm2go(a, name, model_dir, label, fasta, records, work, outdir, metrics_
     steady = steady_state(metrics, sum(counts) / max(len(counts), 1)) if metrics else {}
     extra = dict(toks_per_batch=a.toks_per_batch, warmup_rate_seqs_per_s=round(float(rate), 1),
                  esm2go_internal_time_s=own,
+                 # GPU busy over esm2go's own time (its NVML samples after loading), beside the
+                 # whole-process figure (gpu_busy_pct: nvidia-smi around the process, start-up and
+                 # loading included).
+                 gpu_busy_own_pct=done.get("mean_gpu_util_pct"),
                  seqs_per_s_own=round(limit / own, 1) if own else None, **steady,
                  esm2go_embedded=done.get("embedded"),
                  esm2go_skipped=done.get("skipped"), metrics_json=os.path.basename(metrics) if metrics else None,

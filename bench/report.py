@@ -45,7 +45,8 @@ def like_for_like(rows):
     for (m, i, s), r in sorted(by.items()):
         if s != "esm2go" or not r.get("seqs_per_s_own"):
             continue
-        cells = [m, i, fmt(r["seqs_per_s_own"]), fmt(r.get("steady_seqs_per_s"))]
+        busy = " / ".join(fmt(r.get(k)) for k in ("gpu_busy_pct", "gpu_busy_own_pct", "gpu_busy_steady_pct"))
+        cells = [m, i, fmt(r["seqs_per_s_own"]), fmt(r.get("steady_seqs_per_s")), busy]
         for base in SYSTEMS[1:]:
             b = by.get((m, i, base))
             bs = b.get("seqs_per_s") if b else None
@@ -54,13 +55,13 @@ def like_for_like(rows):
         out.append("| " + " | ".join(cells) + " |")
     if not out:
         return []
-    head = "| model | input | esm2go own seq/s | esm2go steady seq/s | " + " | ".join(
+    head = "| model | input | esm2go own seq/s | esm2go steady seq/s | GPU busy % (whole / own / steady) | " + " | ".join(
         f"× {b} (own) | × {b} (steady)" for b in SYSTEMS[1:]) + " |"
     return ["", "Like for like: esm2go timed after loading (own time, from its `done` line) and in steady "
             "state (its metrics windows after the first, which holds in-process start-up), against the "
             "baselines timed after loading and an in-process warm-up (torch_forward: the forward alone, "
             "inputs already on the GPU):", "",
-            head, "|---|---|---:|---:|" + "---:|---:|" * len(SYSTEMS[1:])] + out
+            head, "|---|---|---:|---:|---:|" + "---:|---:|" * len(SYSTEMS[1:])] + out
 
 
 def markdown(doc):
