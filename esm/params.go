@@ -217,6 +217,28 @@ type NarrowUploader interface {
 	UploadNarrow(name string, src HostMemory, n int) (Tensor, error)
 }
 
+// Preparer is an optional Backend interface: one-time set-up the backend
+// would otherwise pay in its first forward pass (the CUDA backend: cuBLASLt
+// loading itself, ~0.1 s). LoadParams calls Prepare once, on the calling
+// goroutine, while the readers of a ParallelSource work on the first
+// parameters, so that it costs neither the load nor the first batch; an
+// error stops the load.
+type Preparer interface {
+	Prepare() error
+}
+
+// prepare runs the backend's Prepare when it has one.
+func (l *loader) prepare() error {
+	p, ok := l.be.(Preparer)
+	if !ok {
+		return nil
+	}
+	if err := p.Prepare(); err != nil {
+		return fmt.Errorf("esm: preparing the backend: %w", err)
+	}
+	return nil
+}
+
 // Check implements ConvertSource.
 func (s CheckpointSource) Check(name string, shape ...int) error {
 	if _, ok := s.C.Tensors[name]; !ok {
@@ -360,6 +382,9 @@ const (
 // the uploads, which stay on this goroutine.
 func (l *loader) run() (err error) {
 	if _, ok := l.src.(ParallelSource); !ok {
+		if err := l.prepare(); err != nil {
+			return err
+		}
 		for _, j := range l.jobs {
 			if j.data, j.err = l.read(j); j.err != nil {
 				return j.err
@@ -426,7 +451,12 @@ func (l *loader) run() (err error) {
 		})
 	}
 	handed := 0 // jobs whose done was waited for: their stages are back in the pool or uploaded
+
+	err = l.prepare() // while the readers convert the first jobs
 	for _, j := range l.jobs {
+		if err != nil {
+			break
+		}
 		<-j.done // handed out: every earlier job holds or released a slot in order
 		<-slots
 		handed++
@@ -437,9 +467,6 @@ func (l *loader) run() (err error) {
 		if j.stage != nil {
 			stages <- j.stage
 			j.stage = nil
-		}
-		if err != nil {
-			break
 		}
 	}
 	close(stop)

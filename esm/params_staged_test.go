@@ -275,3 +275,55 @@ func TestLoadParamsStagedFallback(t *testing.T) {
 	}
 	sameUploads(t, plain, n.stager) // nothing staged: the plain path's data exactly
 }
+
+// preparer is a stager that is also an esm.Preparer: it counts its calls
+// and the uploads made before the first, and fails when err is set.
+type preparer struct {
+	*stager
+	calls, uploadsBefore int
+	err                  error
+}
+
+func (p *preparer) Prepare() error {
+	p.calls++
+	p.uploadsBefore = len(p.names)
+	return p.err
+}
+
+// LoadParams calls a backend's Prepare once, before the first upload, on
+// every path (plain source, parallel reads, staged conversion); an error
+// from it stops the load with the error wrapped, nothing uploaded or left
+// allocated.
+func TestLoadParamsPrepare(t *testing.T) {
+	cfg, err := esmtest.Config("tiny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := esmtest.Random(cfg, 8)
+	sources := map[string]func() esm.Source{
+		"plain":    func() esm.Source { return src },
+		"parallel": func() esm.Source { return &parallelSource{Source: src, r: rand.New(rand.NewPCG(8, 1))} },
+		"staged":   func() esm.Source { return &convertSource{Source: src, r: rand.New(rand.NewPCG(8, 2))} },
+	}
+	for name, mk := range sources {
+		p := &preparer{stager: &stager{recorder: &recorder{Backend: cpu.New(cpu.Options{})}, dt: weights.F16}}
+		ps, err := esm.LoadParams(cfg, mk(), p)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if p.calls != 1 || p.uploadsBefore != 0 || len(p.names) == 0 {
+			t.Errorf("%s: Prepare called %d times after %d uploads (%d in all); want once, before the first", name, p.calls, p.uploadsBefore, len(p.names))
+		}
+		ps.Free(p)
+
+		boom := errors.New("no GEMM library")
+		f := &preparer{stager: &stager{recorder: &recorder{Backend: cpu.New(cpu.Options{})}, dt: weights.F16}, err: boom}
+		_, err = esm.LoadParams(cfg, mk(), f)
+		if !errors.Is(err, boom) || !strings.Contains(err.Error(), "preparing the backend") {
+			t.Errorf("%s: failing Prepare: %v, want it wrapped", name, err)
+		}
+		if len(f.names) != 0 || f.live != 0 || f.frees != f.allocs {
+			t.Errorf("%s: failing Prepare: %d uploads, %d live, %d of %d staging buffers freed; want none, none, all", name, len(f.names), f.live, f.frees, f.allocs)
+		}
+	}
+}

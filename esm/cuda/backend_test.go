@@ -597,3 +597,28 @@ func BenchmarkBatchSeries(b *testing.B) {
 		})
 	}
 }
+
+// Prepare runs a first cuBLASLt product and leaves nothing of its own
+// allocated but cuBLAS's workspace, which the first GEMM would allocate
+// anyway; a second call finds everything set up. Every model load calls it
+// (esm.Preparer), so the forward tests run after it.
+func TestPrepare(t *testing.T) {
+	for _, prec := range []string{"fp16", "bf16", "fp32"} {
+		g := newGPU(t, prec)
+		before := g.ctx.Stats().InUse
+		if err := g.Prepare(); err != nil {
+			t.Fatalf("%s: %v", prec, err)
+		}
+		first := g.ctx.Stats().InUse
+		if first-before != cudadrv.BlasWorkspaceBytes {
+			t.Errorf("%s: %d bytes in use after Prepare, %d before; want only the %d-byte cuBLAS workspace more", prec, first, before, cudadrv.BlasWorkspaceBytes)
+		}
+		if err := g.Prepare(); err != nil {
+			t.Fatalf("%s: second Prepare: %v", prec, err)
+		}
+		if again := g.ctx.Stats().InUse; again != first {
+			t.Errorf("%s: %d bytes in use after a second Prepare, %d after the first", prec, again, first)
+		}
+		g.Close()
+	}
+}
