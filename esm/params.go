@@ -220,9 +220,10 @@ type NarrowUploader interface {
 // Preparer is an optional Backend interface: one-time set-up the backend
 // would otherwise pay in its first forward pass (the CUDA backend: cuBLASLt
 // loading itself, ~0.1 s). LoadParams calls Prepare once, on the calling
-// goroutine, while the readers of a ParallelSource work on the first
-// parameters, so that it costs neither the load nor the first batch; an
-// error stops the load.
+// goroutine, before the first upload: with a ParallelSource while its
+// readers work on the first parameters, so that it costs neither the load
+// nor the first batch (with a plain Source, before the first read, so the
+// load pays it instead of the first batch). An error stops the load.
 type Preparer interface {
 	Prepare() error
 }
