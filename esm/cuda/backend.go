@@ -191,7 +191,12 @@ func (b *Backend) Close() error {
 	return err
 }
 
-func tens(t esm.Tensor) *tensor { return t.(*tensor) }
+// tens is t as this backend's tensor, or nil for a nil or foreign one
+// (which need, wideOf and the ops' own checks then turn into errors).
+func tens(t esm.Tensor) *tensor {
+	p, _ := t.(*tensor)
+	return p
+}
 
 func f32bytes(d []float32) []byte {
 	if len(d) == 0 {
@@ -328,7 +333,7 @@ func (b *Backend) need(op string, t *tensor, n int) error {
 		return fmt.Errorf("cuda: %s: no batch (SetBatch not called)", op)
 	}
 	if t == nil || t.buf == nil {
-		return fmt.Errorf("cuda: %s: nil or freed tensor", op)
+		return fmt.Errorf("cuda: %s: nil, freed or foreign tensor", op)
 	}
 	if t.n < n {
 		return fmt.Errorf("cuda: %s: tensor has %d elements, need %d", op, t.n, n)
@@ -338,7 +343,7 @@ func (b *Backend) need(op string, t *tensor, n int) error {
 
 func wideOf(op string, t *tensor, n int) (cudadrv.DevicePtr, error) {
 	if t == nil || t.wide == nil {
-		return 0, fmt.Errorf("cuda: %s: parameter has no fp32 copy (not uploaded wide)", op)
+		return 0, fmt.Errorf("cuda: %s: parameter is nil, foreign or has no fp32 copy (not uploaded wide)", op)
 	}
 	if t.n < n {
 		return 0, fmt.Errorf("cuda: %s: parameter has %d elements, need %d", op, t.n, n)
