@@ -159,9 +159,16 @@ func (b *Backend) eachWorker(fn func(worker int)) {
 	wg.Wait()
 }
 
+// checkLen checks that t is this backend's tensor (not nil, not another
+// backend's) and holds at least n elements; every op checks each tensor it
+// reads or writes so before data.
 func checkLen(op string, t esm.Tensor, n int) error {
-	if t.Len() < n {
-		return fmt.Errorf("cpu: %s: tensor has %d elements, need %d", op, t.Len(), n)
+	c, ok := t.(*tensor)
+	if !ok || c == nil {
+		return fmt.Errorf("cpu: %s: nil or foreign tensor (%T)", op, t)
+	}
+	if len(c.d) < n {
+		return fmt.Errorf("cpu: %s: tensor has %d elements, need %d", op, len(c.d), n)
 	}
 	return nil
 }
@@ -170,6 +177,13 @@ func checkLen(op string, t esm.Tensor, n int) error {
 func (b *Backend) Embed(x, table esm.Tensor, D int, maskToken int32) error {
 	T := b.T()
 	if err := checkLen("embed", x, T*D); err != nil {
+		return err
+	}
+	var top int32 // the highest token id: its row must be in the table
+	for _, tok := range b.tokens {
+		top = max(top, tok)
+	}
+	if err := checkLen("embed table", table, (int(top)+1)*D); err != nil {
 		return err
 	}
 	xd, tab := data(x), data(table)
@@ -314,6 +328,9 @@ func (b *Backend) PoolMean(dst, x esm.Tensor, D int) error {
 	if err := checkLen("pool mean", dst, nseq*D); err != nil {
 		return err
 	}
+	if err := checkLen("pool mean x", x, b.T()*D); err != nil {
+		return err
+	}
 	o, xd := data(dst), data(x)
 	acc := make([]float64, D)
 	for s := 0; s < nseq; s++ {
@@ -336,6 +353,9 @@ func (b *Backend) PoolMean(dst, x esm.Tensor, D int) error {
 func (b *Backend) PoolBOS(dst, x esm.Tensor, D int) error {
 	nseq := b.seqlens.N()
 	if err := checkLen("pool bos", dst, nseq*D); err != nil {
+		return err
+	}
+	if err := checkLen("pool bos x", x, b.T()*D); err != nil {
 		return err
 	}
 	o, xd := data(dst), data(x)

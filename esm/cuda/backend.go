@@ -66,6 +66,7 @@ type Backend struct {
 	// the current batch, on the host (for grids and checks) and the device
 	seqlens                        attention.Seqlens
 	T, nseq                        int
+	topToken                       int32                  // the batch's highest token id (Embed's table check)
 	tokens, seqid, pos, cu, scales cudadrv.DevicePtr      // into dp.dev[slot] (batch.go)
 	stage                          [2]*cudadrv.HostBuffer // pinned staging of the batch, alternating
 	stageEv                        [2]*cudadrv.Event      // recorded after each staging buffer's copy
@@ -357,7 +358,7 @@ func (b *Backend) Embed(x, table esm.Tensor, D int, maskToken int32) error {
 	if err := b.need("embed", xt, b.T*D); err != nil {
 		return err
 	}
-	tab, err := wideOf("embed table", tens(table), D)
+	tab, err := wideOf("embed table", tens(table), (int(b.topToken)+1)*D) // every token's row
 	if err != nil {
 		return err
 	}

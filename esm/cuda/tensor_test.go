@@ -8,6 +8,7 @@ import (
 
 	"github.com/esm2go/esm2go/esm"
 	"github.com/esm2go/esm2go/esm/cpu"
+	"github.com/esm2go/esm2go/internal/cudadrv"
 )
 
 // A nil tensor or another backend's gives an error from the ops' checks,
@@ -51,5 +52,17 @@ func TestNilAndForeignTensorsAreErrors(t *testing.T) {
 		if _, err := wideOf("linear bias", tens(x), 4); err == nil || !strings.Contains(err.Error(), "foreign") {
 			t.Errorf("wideOf(%T): %v, want an error naming a foreign tensor", x, err)
 		}
+	}
+}
+
+// Embed checks that the table holds a row for the batch's highest token
+// (the kernel indexes it with the token ids), before any device work.
+func TestEmbedShortTable(t *testing.T) {
+	b := &Backend{T: 6, nseq: 1, topToken: 23}
+	x := &tensor{buf: &cudadrv.Buffer{}, wide: &cudadrv.Buffer{}, n: 6 * 4, dt: cudadrv.F32}
+	table := &tensor{buf: &cudadrv.Buffer{}, wide: &cudadrv.Buffer{}, n: 23 * 4, dt: cudadrv.F32}
+	err := b.Embed(x, table, 4, -1)
+	if err == nil || !strings.Contains(err.Error(), "embed table") || !strings.Contains(err.Error(), "need 96") {
+		t.Errorf("a table of 23 rows for token 23: %v, want an error naming the table and the 96 elements needed", err)
 	}
 }
