@@ -60,9 +60,13 @@ def slice_fasta(records, n, path):
     return path
 
 
-def parse_done(logfile, msg="done"):
-    """esm2go's last log record with that msg (--log-format json: 'done', or 'metrics' for the
-    end-of-run report), or {}."""
+def parse_done(logfile):
+    """esm2go's final 'done' log record (--log-format json), or {}."""
+    return parse_record(logfile, "done")
+
+
+def parse_record(logfile, msg):
+    """esm2go's last log record with that msg (--log-format json), or {}."""
     done = {}
     try:
         with open(logfile) as f:
@@ -199,7 +203,7 @@ def run_esm2go(a, name, model_dir, label, fasta, records, work, outdir, metrics_
                  # GPU busy over esm2go's own time (its NVML samples after loading), beside the
                  # whole-process figure (gpu_busy_pct: nvidia-smi around the process, start-up and
                  # loading included).
-                 gpu_busy_own_pct=parse_done(logf, "metrics").get("mean_gpu_util_pct"),
+                 gpu_busy_own_pct=parse_record(logf, "metrics").get("mean_gpu_util_pct"),
                  seqs_per_s_own=round(limit / own, 1) if own else None, **steady,
                  esm2go_embedded=done.get("embedded"),
                  esm2go_skipped=done.get("skipped"), metrics_json=os.path.basename(metrics) if metrics else None,

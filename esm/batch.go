@@ -34,6 +34,16 @@ func (b *Batch) Append(tokens []int32, masks int) {
 // NumSeqs is the number of sequences.
 func (b *Batch) NumSeqs() int { return len(b.Scales) }
 
+// MaxToken is the highest token id in the batch (0 when it is empty): an
+// embedding table needs that row. Backends keep it from SetBatch.
+func (b *Batch) MaxToken() int32 {
+	var top int32
+	for _, t := range b.Tokens {
+		top = max(top, t)
+	}
+	return top
+}
+
 // Check validates the batch's invariants.
 func (b *Batch) Check() error {
 	if err := b.Seqlens.Validate(len(b.Tokens)); err != nil {

@@ -33,10 +33,11 @@ type Backend struct {
 	vm      vmath
 
 	// the current batch
-	tokens  []int32 // (T)
-	seqlens attention.Seqlens
-	scales  []float32 // (nseq)
-	pos     []int32   // (T) position of each token within its sequence
+	tokens   []int32 // (T)
+	topToken int32   // the batch's highest token id (Embed's table check)
+	seqlens  attention.Seqlens
+	scales   []float32 // (nseq)
+	pos      []int32   // (T) position of each token within its sequence
 
 	// rotary: inverse frequencies (HD/2) and tables grown on demand, (maxPos, HD/2) each
 	invFreq  []float32
@@ -123,6 +124,7 @@ func (b *Backend) SetBatch(batch *esm.Batch) error {
 		return err
 	}
 	b.tokens, b.seqlens, b.scales = batch.Tokens, batch.Seqlens, batch.Scales
+	b.topToken = batch.MaxToken()
 	b.pos = b.pos[:0]
 	for s := 0; s < b.seqlens.N(); s++ {
 		for p := 0; p < b.seqlens.Len(s); p++ {
@@ -160,8 +162,8 @@ func (b *Backend) eachWorker(fn func(worker int)) {
 }
 
 // checkLen checks that t is this backend's tensor (not nil, not another
-// backend's) and holds at least n elements; every op checks each tensor it
-// reads or writes so before data.
+// backend's) and holds at least n elements. Every op checks each tensor it
+// reads or writes with it before calling data.
 func checkLen(op string, t esm.Tensor, n int) error {
 	c, ok := t.(*tensor)
 	if !ok || c == nil {
@@ -179,11 +181,7 @@ func (b *Backend) Embed(x, table esm.Tensor, D int, maskToken int32) error {
 	if err := checkLen("embed", x, T*D); err != nil {
 		return err
 	}
-	var top int32 // the highest token id: its row must be in the table
-	for _, tok := range b.tokens {
-		top = max(top, tok)
-	}
-	if err := checkLen("embed table", table, (int(top)+1)*D); err != nil {
+	if err := checkLen("embed table", table, (int(b.topToken)+1)*D); err != nil { // every token's row
 		return err
 	}
 	xd, tab := data(x), data(table)

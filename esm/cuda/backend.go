@@ -472,12 +472,13 @@ var _ esm.Preparer = (*Backend)(nil)
 func (b *Backend) Prepare() error {
 	const n = 64 // a product of 64 x 64 by 64
 	es := b.dt.Size()
-	buf, err := b.ctx.Alloc(3*n*n*es + n*4)
+	bytes := 3*n*n*es + n*4 // x, w, y, then the bias (room for fp32)
+	buf, err := b.ctx.Alloc(bytes)
 	if err != nil {
 		return fmt.Errorf("cuda: prepare: %w", err)
 	}
 	x, w, y, bias := buf.Ptr, buf.Ptr.Add(n*n*es), buf.Ptr.Add(2*n*n*es), buf.Ptr.Add(3*n*n*es)
-	err = b.ctx.MemsetD8Async(buf.Ptr, 0, 3*n*n*es+n*4, b.ctx.Stream())
+	err = b.ctx.MemsetD8Async(buf.Ptr, 0, bytes, b.ctx.Stream())
 	if err == nil {
 		prec := cudadrv.Precision{In: b.dt, Out: b.dt, Compute: cudadrv.ComputeF32}
 		if b.fuse {

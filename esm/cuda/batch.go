@@ -161,10 +161,7 @@ func (b *Backend) SetBatch(batch *esm.Batch) error {
 	}
 	dp.cur = i
 	b.T, b.nseq = T, nseq
-	b.topToken = 0 // the highest token id, for Embed's table check
-	for _, t := range batch.Tokens {
-		b.topToken = max(b.topToken, t)
-	}
+	b.topToken = batch.MaxToken()
 	b.seqlens = attention.Seqlens{Cu: append(b.seqlens.Cu[:0], batch.Seqlens.Cu...)}
 	b.tokens = dev.Ptr
 	b.seqid = dev.Ptr.Add(4 * T)
