@@ -549,9 +549,400 @@ __device__ __forceinline__ void varlen_fa2(T* __restrict__ out, int ldo, const T
     varlen_fa2<ELEM, HD, 2, FA2_BK>(out, ldo, q, k, v, ld, cu_seqlens, scale);                        \
   }
 
+#if !VARLEN_WG
 VARLEN_FA2_INST(16)
 VARLEN_FA2_INST(32)
 VARLEN_FA2_INST(64)
 VARLEN_FA2_INST(128)
 VARLEN_FA2M2_INST(24)
+#else  // VARLEN_WG
+// ---------------------------------------------------------------------------
+// varlen_wg (fp16/bf16 at head dims 64 and 128 on sm_90; compiled as a module
+// of its own with -DVARLEN_FA2=1 -DVARLEN_WG=1 for sm_90a): the same
+// algorithm as varlen_fa2 on Hopper's warpgroup MMA. A block is NWG
+// warpgroups of 128 threads, each owning 64 query rows (warp w of a
+// warpgroup rows 16w..16w+15, as in varlen_fa2); the warpgroups share the
+// K/V tiles. Per tile of 64 keys a warpgroup computes S = Q·Kᵀ with
+// wgmma.m64n64k16 reading Q and K straight from shared memory (no ldmatrix,
+// no fragments held in registers), the online softmax on the accumulators
+// exactly as varlen_fa2 does, and O += P·V with P from registers (the
+// accumulator packed to the element type is wgmma's A fragment, laid out as
+// mma.m16n8k16's) and V from shared memory, transposed by the instruction.
+//
+// Shared tiles are stored in panels of 64 head dims (128-byte rows), 128-byte
+// swizzled as wgmma's descriptors read them: 16-byte chunk c of row r sits at
+// r·128 + ((c ^ (r mod 8))·16) within its panel, panels 1,024-byte aligned.
+// cp.async fills them (zero past the sequence's end), two K/V stages.
+// Row sums are accumulated in fp32 beside the exponentials (wgmma's N of 64
+// leaves no room for varlen_fa2's column of ones).
+//
+// wgmma's accumulator, per warp and n8 block j: d[4j..4j+3] = (row g, col
+// 8j+2t), (g, 8j+2t+1), (g+8, 8j+2t), (g+8, 8j+2t+1), g = lane/4, t = lane%4:
+// the mma.sync C layout varlen_fa2's softmax already works on.
+#define WG_BK 64
+
+__device__ __forceinline__ void wg_fence_proxy() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void wg_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+
+// wg_keep and wg_keep_a tie registers that an in-flight wgmma writes (its
+// accumulator) or reads (its A fragments) to the point after the wait: to
+// the compiler the asm that queued the wgmma produced or consumed them, so
+// without this it could read an accumulator before the wait, or give a
+// fragment's registers to other values while the tensor cores still read
+// them.
+template <int N>
+__device__ __forceinline__ void wg_keep(float* r) {
+#pragma unroll
+  for (int i = 0; i < N; i++) asm volatile("" : "+f"(r[i])::"memory");
+}
+__device__ __forceinline__ void wg_keep_a(unsigned (&a)[4][4]) {
+#pragma unroll
+  for (int c = 0; c < 4; c++)
+#pragma unroll
+    for (int i = 0; i < 4; i++) asm volatile("" : "+r"(a[c][i])::"memory");
+}
+
+// wg_desc is the descriptor of a 128-byte-swizzled operand at shared byte
+// address a: 8-row groups 1,024 bytes apart. Both byte offsets are 1,024:
+// for K-major operands (Q, K) the leading one is unused; for the MN-major V
+// (64 head dims, one swizzle atom wide) the stride between atoms is unused.
+__device__ __forceinline__ unsigned long long wg_desc(unsigned a) {
+  return (unsigned long long)((a & 0x3FFFF) >> 4) | ((unsigned long long)(1024 >> 4) << 16) |
+         ((unsigned long long)(1024 >> 4) << 32) | (1ull << 62);
+}
+
+#define WG_D32(i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), \
+                  "+f"(d[i + 6]), "+f"(d[i + 7])
+#define WG_REGS32 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}"
+template <typename T> struct WgOp;
+template <> struct WgOp<__half> {
+  // d (64×64 fp32) = (acc ? d : 0) + A·B, A and B K-major in shared memory.
+  static __device__ __forceinline__ void ss(float* d, unsigned long long da, unsigned long long db, int acc) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WG_REGS32 ", %32, %33, p, 1, 1, 0, 0;\n}\n"
+                 : WG_D32(0), WG_D32(8), WG_D32(16), WG_D32(24)
+                 : "l"(da), "l"(db), "r"(acc));
+  }
+  // d += A·B, A from registers, B MN-major in shared memory.
+  static __device__ __forceinline__ void rs(float* d, const unsigned* a, unsigned long long db) {
+    asm volatile("wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WG_REGS32
+                 ", {%32,%33,%34,%35}, %36, 1, 1, 1, 1;\n"
+                 : WG_D32(0), WG_D32(8), WG_D32(16), WG_D32(24)
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
+  }
+};
+template <> struct WgOp<__nv_bfloat16> {
+  static __device__ __forceinline__ void ss(float* d, unsigned long long da, unsigned long long db, int acc) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " WG_REGS32 ", %32, %33, p, 1, 1, 0, 0;\n}\n"
+                 : WG_D32(0), WG_D32(8), WG_D32(16), WG_D32(24)
+                 : "l"(da), "l"(db), "r"(acc));
+  }
+  static __device__ __forceinline__ void rs(float* d, const unsigned* a, unsigned long long db) {
+    asm volatile("wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " WG_REGS32
+                 ", {%32,%33,%34,%35}, %36, 1, 1, 1, 1;\n"
+                 : WG_D32(0), WG_D32(8), WG_D32(16), WG_D32(24)
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
+  }
+};
+#undef WG_D32
+#undef WG_REGS32
+
+// wg_chunks calls f(r, c, off) for every (row r, 16-byte chunk c) of a
+// ROWS×HD tile that thread tid of NT owns, off being the chunk's byte offset
+// in the swizzled, paneled tile. Compile-time trip count, as fa2_chunks.
+template <int HD, int ROWS, int NT, typename F>
+__device__ __forceinline__ void wg_chunks(int tid, F&& f) {
+  constexpr int H8 = HD / 8, N = ROWS * H8;
+#pragma unroll
+  for (int it = 0; it < (N + NT - 1) / NT; it++) {
+    const int i = tid + it * NT;
+    if (N % NT == 0 || i < N) {
+      const int r = i / H8, c = i % H8;
+      f(r, c, (c / 8) * ROWS * 128 + r * 128 + (((c % 8) ^ (r % 8)) << 4));
+    }
+  }
+}
+
+template <typename T, int HD, int ROWS, int NT>
+__device__ __forceinline__ void wg_load(unsigned dst, const T* __restrict__ src, long base, int ld, int rows, int tid) {
+  wg_chunks<HD, ROWS, NT>(tid, [&](int r, int c, int off) {
+    const bool ok = r < rows;
+    fa2_cp16(dst + off, src + base + (ok ? (long)r * ld + 8 * c : 0), ok);
+  });
+}
+
+template <typename T, int HD, int ROWS, int NT>
+__device__ __forceinline__ void wg_check(unsigned& acc, unsigned src, int tid) {
+  wg_chunks<HD, ROWS, NT>(tid, [&](int r, int c, int off) {
+    unsigned w0, w1, w2, w3;
+    asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];\n" : "=r"(w0), "=r"(w1), "=r"(w2), "=r"(w3) : "r"(src + off));
+    acc = Fa2Op<T>::fma0(w0, acc);
+    acc = Fa2Op<T>::fma0(w1, acc);
+    acc = Fa2Op<T>::fma0(w2, acc);
+    acc = Fa2Op<T>::fma0(w3, acc);
+  });
+}
+
+// wg_softmax is the online softmax of one tile of scores s (the wgmma
+// accumulator of 64 keys from key kt) for this thread's rows g and g+8, as
+// varlen_fa2 computes it: keys past n masked, the running maxima m0, m1 and
+// sums l0, l1 (this thread's columns; reduced over the quad at the end)
+// updated, O's rescale factors returned in c0, c1, and P packed to the
+// element type in a, wgmma's A fragments for P·V's four k16 steps.
+template <typename T>
+__device__ __forceinline__ void wg_softmax(float* s, unsigned (&a)[4][4], int kt, int n, int tq, float sl2, float& m0,
+                                           float& m1, float& l0, float& l1, float& c0, float& c1) {
+  if (kt + WG_BK > n) {
+#pragma unroll
+    for (int j = 0; j < WG_BK / 8; j++)
+#pragma unroll
+      for (int i = 0; i < 4; i++)
+        if (kt + j * 8 + 2 * tq + (i & 1) >= n) s[4 * j + i] = __int_as_float(0xff800000);
+  }
+  float mt0 = m0, mt1 = m1;
+#pragma unroll
+  for (int j = 0; j < WG_BK / 8; j++) {
+    mt0 = fmaxf(mt0, fmaxf(s[4 * j], s[4 * j + 1]));
+    mt1 = fmaxf(mt1, fmaxf(s[4 * j + 2], s[4 * j + 3]));
+  }
+  mt0 = fmaxf(mt0, __shfl_xor_sync(0xffffffffu, mt0, 1));
+  mt1 = fmaxf(mt1, __shfl_xor_sync(0xffffffffu, mt1, 1));
+  mt0 = fmaxf(mt0, __shfl_xor_sync(0xffffffffu, mt0, 2));
+  mt1 = fmaxf(mt1, __shfl_xor_sync(0xffffffffu, mt1, 2));
+  // First tile: m = -inf, so the factors are 2^-inf = 0 (O and l are 0).
+  c0 = fa2_exp2((m0 - mt0) * sl2);
+  c1 = fa2_exp2((m1 - mt1) * sl2);
+  m0 = mt0;
+  m1 = mt1;
+  const float ms0 = mt0 * sl2, ms1 = mt1 * sl2;
+  float r0 = 0.f, r1 = 0.f;
+#pragma unroll
+  for (int j = 0; j < WG_BK / 8; j++) {
+    s[4 * j] = fa2_exp2(fmaf(s[4 * j], sl2, -ms0));
+    s[4 * j + 1] = fa2_exp2(fmaf(s[4 * j + 1], sl2, -ms0));
+    s[4 * j + 2] = fa2_exp2(fmaf(s[4 * j + 2], sl2, -ms1));
+    s[4 * j + 3] = fa2_exp2(fmaf(s[4 * j + 3], sl2, -ms1));
+    r0 += s[4 * j] + s[4 * j + 1];
+    r1 += s[4 * j + 2] + s[4 * j + 3];
+  }
+  l0 = fmaf(l0, c0, r0);
+  l1 = fmaf(l1, c1, r1);
+#pragma unroll
+  for (int c = 0; c < WG_BK / 16; c++) {
+    a[c][0] = Fa2Op<T>::pack(s[8 * c], s[8 * c + 1]);
+    a[c][1] = Fa2Op<T>::pack(s[8 * c + 2], s[8 * c + 3]);
+    a[c][2] = Fa2Op<T>::pack(s[8 * c + 4], s[8 * c + 5]);
+    a[c][3] = Fa2Op<T>::pack(s[8 * c + 6], s[8 * c + 7]);
+  }
+}
+
+template <int NP>
+__device__ __forceinline__ void wg_rescale(float (&o)[NP][32], float c0, float c1) {
+#pragma unroll
+  for (int p = 0; p < NP; p++)
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+      o[p][4 * j] *= c0;
+      o[p][4 * j + 1] *= c0;
+      o[p][4 * j + 2] *= c1;
+      o[p][4 * j + 3] *= c1;
+    }
+}
+
+// varlen_wg: NWG warpgroups, 64·NWG queries per block; HD 64 or 128 (one or
+// two panels). PIPE = 0: per tile, S = Q·Kᵀ, its softmax, then O += P·V,
+// each MMA waited for at once (two K/V stages). PIPE = 1 overlaps the
+// softmax with the tensor cores, as FlashAttention-3 does within a
+// warpgroup: the products of tile t+1's scores and of tile t's P·V are
+// queued together, the softmax of t+1 runs while P·V of t does, and O is
+// rescaled once that is done; three K/V stages, so tile t+2 loads while the
+// warpgroups still read t and t+1. Non-finite inputs as varlen_fa2: every K
+// tile is checked as it arrives and a non-finite k anywhere in the sequence
+// makes every output of the block NaN.
+template <typename T, int HD, int NWG, int PIPE>
+__device__ __forceinline__ void varlen_wg(T* __restrict__ out, int ldo, const T* __restrict__ q,
+                                          const T* __restrict__ k, const T* __restrict__ v, int ld,
+                                          const int* __restrict__ cu_seqlens, float scale) {
+  constexpr int NT = 128 * NWG, BQ = 64 * NWG, BK = WG_BK;
+  constexpr int NP = HD / 64;              // panels of 64 head dims
+  constexpr int ST = PIPE ? 3 : 2;         // K/V stages
+  constexpr unsigned QT = 64 * HD * 2;     // bytes of one warpgroup's Q tile
+  constexpr unsigned TILE = BK * HD * 2;   // bytes of one K or V tile
+  extern __shared__ __align__(1024) unsigned char smem[];
+  const unsigned base = (fa2_smem(smem) + 1023) & ~1023u;
+  const unsigned qs = base;                // NWG Q tiles
+  const unsigned ks = qs + NWG * QT;       // ST K tiles
+  const unsigned vs = ks + ST * TILE;      // ST V tiles
+
+  const int seq = blockIdx.y, h = blockIdx.z;
+  const int start = cu_seqlens[seq];
+  const int n = cu_seqlens[seq + 1] - start;
+  const int q0 = blockIdx.x * BQ;
+  if (q0 >= n) return;
+  const int tid = threadIdx.x, wg = tid / 128, warp = (tid % 128) / 32, lane = tid % 32;
+  const long hoff = (long)h * HD;
+  const long seq0 = (long)start * ld + hoff;
+  const bool active = q0 + wg * 64 < n;  // warpgroup-uniform: this warpgroup has queries
+  const int ntiles = (n + BK - 1) / BK;
+  auto load_kv = [&](int t) {
+    const unsigned b = (t % ST) * TILE;
+    wg_load<T, HD, BK, NT>(ks + b, k, seq0 + (long)t * BK * ld, ld, n - t * BK, tid);
+    wg_load<T, HD, BK, NT>(vs + b, v, seq0 + (long)t * BK * ld, ld, n - t * BK, tid);
+    fa2_commit();
+  };
+  wg_load<T, HD, BQ, NT>(qs, q, seq0 + (long)q0 * ld, ld, n - q0, tid);
+  load_kv(0);
+  if (PIPE && ntiles > 1) load_kv(1);
+
+  float o[NP][32];
+  float m0 = __int_as_float(0xff800000), m1 = m0, l0 = 0.f, l1 = 0.f;  // rows g and g+8
+  unsigned kbad = 0;
+#pragma unroll
+  for (int p = 0; p < NP; p++)
+#pragma unroll
+    for (int i = 0; i < 32; i++) o[p][i] = 0.f;
+  const float sl2 = scale * 1.4426950408889634f;
+  const int tq = lane & 3;
+  // This warpgroup's Q (64 rows of the block's BQ: panel p at p·BQ·128).
+  const unsigned qw = qs + wg * 64 * 128;
+  auto issue_s = [&](float* s, int t) {  // s = Q·K(t)ᵀ, queued
+    const unsigned kb = ks + (t % ST) * TILE;
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; kk++)
+      WgOp<T>::ss(s, wg_desc(qw + (kk / 4) * BQ * 128 + (kk % 4) * 32), wg_desc(kb + (kk / 4) * BK * 128 + (kk % 4) * 32), kk);
+    wg_commit();
+  };
+  auto issue_pv = [&](const unsigned (&a)[4][4], int t) {  // O += P·V(t), queued
+    const unsigned vb = vs + (t % ST) * TILE;
+#pragma unroll
+    for (int c = 0; c < BK / 16; c++)
+#pragma unroll
+      for (int p = 0; p < NP; p++) WgOp<T>::rs(o[p], a[c], wg_desc(vb + p * BK * 128 + c * 16 * 128));
+    wg_commit();
+  };
+
+  if (!PIPE) {
+    for (int t = 0; t < ntiles; t++) {
+      if (t + 1 < ntiles) {
+        load_kv(t + 1);
+        fa2_wait<1>();
+      } else {
+        fa2_wait<0>();
+      }
+      wg_check<T, HD, BK, NT>(kbad, ks + (t % ST) * TILE, tid);
+      wg_fence_proxy();  // this thread's cp.async writes, visible to wgmma's reads
+      __syncthreads();
+      if (active) {
+        float s[32], c0, c1;
+        unsigned a[4][4];
+        wg_fence();
+        issue_s(s, t);
+        wg_wait<0>();
+        wg_keep<32>(s);
+        wg_softmax<T>(s, a, t * BK, n, tq, sl2, m0, m1, l0, l1, c0, c1);
+        wg_rescale<NP>(o, c0, c1);
+        wg_fence();
+        issue_pv(a, t);
+        wg_wait<0>();
+        wg_keep<NP * 32>(&o[0][0]);
+        wg_keep_a(a);
+      }
+      __syncthreads();  // this K/V buffer is refilled by the next iteration's load
+    }
+  } else {
+    unsigned a0[4][4], a1[4][4];  // P of the tile in P·V and of the next (alternating)
+    if (ntiles > 1) fa2_wait<1>(); else fa2_wait<0>();
+    wg_check<T, HD, BK, NT>(kbad, ks, tid);
+    wg_fence_proxy();
+    __syncthreads();
+    if (active) {
+      float s[32], c0, c1;
+      wg_fence();
+      issue_s(s, 0);
+      wg_wait<0>();
+      wg_keep<32>(s);
+      wg_softmax<T>(s, a0, 0, n, tq, sl2, m0, m1, l0, l1, c0, c1);  // O is 0: no rescale
+    }
+    // One step: P·V of tile t (P in acur) alongside the scores of t+1,
+    // whose P goes to anext.
+    auto step = [&](int t, unsigned (&acur)[4][4], unsigned (&anext)[4][4]) {
+      const bool more = t + 1 < ntiles;
+      if (more) {
+        fa2_wait<0>();  // tile t+1 landed
+        wg_check<T, HD, BK, NT>(kbad, ks + ((t + 1) % ST) * TILE, tid);
+        wg_fence_proxy();
+      }
+      // Tile t+1 visible to all; every warpgroup done with tile t-1, whose
+      // buffer tile t+2 takes.
+      __syncthreads();
+      if (t + 2 < ntiles) load_kv(t + 2);
+      if (active) {
+        float s[32];
+        wg_fence();
+        if (more) issue_s(s, t + 1);
+        issue_pv(acur, t);
+        if (more) {
+          float c0, c1;
+          wg_wait<1>();  // the scores (queued first) are done; P·V may run on
+          wg_keep<32>(s);
+          wg_softmax<T>(s, anext, (t + 1) * BK, n, tq, sl2, m0, m1, l0, l1, c0, c1);
+          wg_wait<0>();
+          wg_keep<NP * 32>(&o[0][0]);
+          wg_keep_a(acur);
+          wg_rescale<NP>(o, c0, c1);
+        } else {
+          wg_wait<0>();
+          wg_keep<NP * 32>(&o[0][0]);
+          wg_keep_a(acur);
+        }
+      }
+    };
+    for (int t = 0; t < ntiles; t += 2) {
+      step(t, a0, a1);
+      if (t + 1 < ntiles) step(t + 1, a1, a0);
+    }
+  }
+
+  const bool kfinite = !__syncthreads_or((kbad & 0x7fff7fffu) != 0);
+  if (!active) return;
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+  const float nan = __int_as_float(0x7fc00000);
+  const float i0 = kfinite ? 1.f / l0 : nan, i1 = kfinite ? 1.f / l1 : nan;
+  const int ra = q0 + wg * 64 + warp * 16 + lane / 4, rb = ra + 8;
+  T* oa = out + (long)(start + ra) * ldo + hoff + 2 * tq;
+  T* ob = out + (long)(start + rb) * ldo + hoff + 2 * tq;
+#pragma unroll
+  for (int p = 0; p < NP; p++)
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+      if (ra < n) *reinterpret_cast<unsigned*>(oa + p * 64 + j * 8) = Fa2Op<T>::pack(o[p][4 * j] * i0, o[p][4 * j + 1] * i0);
+      if (rb < n) *reinterpret_cast<unsigned*>(ob + p * 64 + j * 8) = Fa2Op<T>::pack(o[p][4 * j + 2] * i1, o[p][4 * j + 3] * i1);
+    }
+}
+
+#ifndef WG_NWG
+#define WG_NWG 1
+#endif
+#ifndef WG_PIPE
+#define WG_PIPE 0
+#endif
+#define VARLEN_WG_INST(HD)                                                                          \
+  extern "C" __global__ void __launch_bounds__(128 * WG_NWG)                                        \
+      FA2_XCAT3(varlen_wg_, ELEM_NAME, _hd##HD)(ELEM * out, int ldo, const ELEM* q, const ELEM* k, \
+                                                const ELEM* v, int ld, const int* cu_seqlens,      \
+                                                float scale) {                                     \
+    varlen_wg<ELEM, HD, WG_NWG, WG_PIPE>(out, ldo, q, k, v, ld, cu_seqlens, scale);                         \
+  }
+VARLEN_WG_INST(64)
+VARLEN_WG_INST(128)
+#endif  // VARLEN_WG
 #endif  // VARLEN_FA2

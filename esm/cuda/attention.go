@@ -29,16 +29,43 @@ var varlenHeadDims = []int{16, 24, 32, 64, 128}
 // FlashAttention-2 on mma.sync/ldmatrix/cp.async (varlen_fa2_*, 64 queries
 // per block), except at head dim 24, where the variant with two 16-row tiles
 // per warp (varlen_fa2m2_*, 128 queries per block) is the faster one
-// (esm/cuda/NOTES.md).
+// (esm/cuda/NOTES.md). On sm_90 devices, head dims 64 and 128 run the same
+// algorithm on warpgroup MMA (varlen_wg_*, a module compiled for sm_90a);
+// should that module not compile, the launcher keeps to varlen_fa2.
 type varlen struct {
 	ctx    *cudadrv.Context
-	mods   map[cudadrv.DataType]*cudadrv.Module
+	mods   map[varlenModKey]*cudadrv.Module
 	shared map[*cudadrv.Function]bool // dynamic shared memory limit raised
+	// hopper: use the varlen_wg kernels where they exist (sm_90 devices);
+	// cleared when their module fails to compile, the error kept in wgErr.
+	hopper bool
+	wgErr  error
+	// wgs is varlen_wg's warpgroups per block (64 queries each); pipe runs
+	// its software-pipelined form (softmax under the tensor cores' work).
+	wgs  int
+	pipe bool
 }
+
+// varlenModKey names one compiled module: the element type, and for the
+// varlen_wg module its warpgroups per block (0 for the others) and form.
+type varlenModKey struct {
+	dt   cudadrv.DataType
+	wgs  int
+	pipe bool
+}
+
+// varlen_wg's default warpgroups per block and form.
+const (
+	varlenWGs  = 1
+	varlenPipe = false
+)
 
 // newVarlen returns a launcher bound to ctx.
 func newVarlen(ctx *cudadrv.Context) *varlen {
-	return &varlen{ctx: ctx, mods: map[cudadrv.DataType]*cudadrv.Module{}, shared: map[*cudadrv.Function]bool{}}
+	d := ctx.Device
+	return &varlen{ctx: ctx, mods: map[varlenModKey]*cudadrv.Module{}, shared: map[*cudadrv.Function]bool{},
+		hopper: d.Major == 9 && d.Minor == 0 && d.SharedPerBlockOptin >= varlenWGShared(128, varlenWGs, varlenPipe),
+		wgs:    varlenWGs, pipe: varlenPipe}
 }
 
 // varlenArgs are the device operands of one call, with the shapes the
@@ -96,8 +123,9 @@ func (a *varlenArgs) check() error {
 	return nil
 }
 
-func (v *varlen) module(dt cudadrv.DataType) (*cudadrv.Module, error) {
-	if m := v.mods[dt]; m != nil {
+func (v *varlen) module(dt cudadrv.DataType, wgs int, pipe bool) (*cudadrv.Module, error) {
+	key := varlenModKey{dt, wgs, pipe && wgs > 0}
+	if m := v.mods[key]; m != nil {
 		return m, nil
 	}
 	var opts []string
@@ -108,6 +136,15 @@ func (v *varlen) module(dt cudadrv.DataType) (*cudadrv.Module, error) {
 		elem := map[cudadrv.DataType]string{cudadrv.F16: "__half", cudadrv.BF16: "__nv_bfloat16"}[dt]
 		opts = []string{"-DVARLEN_FA2=1", "-DELEM=" + elem, "-DELEM_NAME=" + dt.String()}
 		name = "varlen_fa2_" + dt.String() + ".cu"
+		if wgs > 0 {
+			// wgmma is an sm_90a instruction.
+			p := 0
+			if pipe {
+				p = 1
+			}
+			opts = append(opts, "--gpu-architecture=sm_90a", "-DVARLEN_WG=1", fmt.Sprintf("-DWG_NWG=%d", wgs), fmt.Sprintf("-DWG_PIPE=%d", p))
+			name = fmt.Sprintf("varlen_wg%d_pipe%d_%s.cu", wgs, p, dt)
+		}
 	default:
 		return nil, fmt.Errorf("cuda: attention: no CUDA kernel for element type %v", dt)
 	}
@@ -115,22 +152,27 @@ func (v *varlen) module(dt cudadrv.DataType) (*cudadrv.Module, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cuda: attention: %w", err)
 	}
-	v.mods[dt] = m
+	v.mods[key] = m
 	return m, nil
 }
 
 // varlenLaunch is the kernel for an element type and head dim, with its
 // shape: bq query rows per block (the grid's tile), threads per block and
-// dynamic shared memory in bytes.
+// dynamic shared memory in bytes; wgs > 0 for a varlen_wg kernel (its
+// warpgroups per block, and its form).
 type varlenLaunch struct {
 	name    string
 	bq      int
 	threads int
 	shared  int
+	wgs     int
+	pipe    bool
 }
 
-// varlenKernel picks the kernel of attention.cu for dt and HD (see varlen).
-func varlenKernel(dt cudadrv.DataType, HD int) varlenLaunch {
+// varlenKernel picks the kernel of attention.cu for dt and HD (see varlen);
+// wgs > 0 asks for the varlen_wg kernel with that many warpgroups (and
+// pipelined or not) where it has the head dim.
+func varlenKernel(dt cudadrv.DataType, HD, wgs int, pipe bool) varlenLaunch {
 	if dt == cudadrv.F32 {
 		// VARLEN_BQ queries per block; HD/32 threads per query from HD 64 on.
 		threads := 64
@@ -139,12 +181,25 @@ func varlenKernel(dt cudadrv.DataType, HD int) varlenLaunch {
 		}
 		return varlenLaunch{name: fmt.Sprintf("varlen_fwd_f32_hd%d", HD), bq: 64, threads: threads}
 	}
+	if wgs > 0 && (HD == 64 || HD == 128) {
+		return varlenLaunch{name: fmt.Sprintf("varlen_wg_%s_hd%d", dt, HD), bq: 64 * wgs, threads: 128 * wgs,
+			shared: varlenWGShared(HD, wgs, pipe), wgs: wgs, pipe: pipe}
+	}
 	kernel, bq := "fa2", 64
 	if HD == 24 {
 		kernel, bq = "fa2m2", 128
 	}
 	return varlenLaunch{name: fmt.Sprintf("varlen_%s_%s_hd%d", kernel, dt, HD), bq: bq, threads: 128,
 		shared: varlenFA2Shared(HD, bq, 64)}
+}
+
+// kernel is the kernel forward launches for dt and HD.
+func (v *varlen) kernel(dt cudadrv.DataType, HD int) varlenLaunch {
+	wgs := 0
+	if v.hopper {
+		wgs = v.wgs
+	}
+	return varlenKernel(dt, HD, wgs, v.pipe)
 }
 
 // forward queues out = softmax(scale·q·kᵀ)·v for every sequence and head.
@@ -157,8 +212,15 @@ func (v *varlen) forward(a varlenArgs) error {
 	if s == nil {
 		s = v.ctx.Stream()
 	}
-	k := varlenKernel(a.DType, a.HD)
-	m, err := v.module(a.DType)
+	k := v.kernel(a.DType, a.HD)
+	m, err := v.module(a.DType, k.wgs, k.pipe)
+	if err != nil && k.wgs > 0 {
+		// The sm_90a module did not compile (an NVRTC without sm_90a):
+		// varlen_fa2 from now on.
+		v.hopper, v.wgErr = false, err
+		k = varlenKernel(a.DType, a.HD, 0, false)
+		m, err = v.module(a.DType, 0, false)
+	}
 	if err != nil {
 		return err
 	}
@@ -189,4 +251,16 @@ func (v *varlen) forward(a varlenArgs) error {
 func varlenFA2Shared(HD, bq, bk int) int {
 	hp := (HD + 15) / 16 * 16
 	return (bq + 4*bk) * (hp + 8) * 2
+}
+
+// varlenWGShared is the dynamic shared memory of a varlen_wg kernel: 1 KiB
+// to align the tiles to the 128-byte swizzle's 1,024-byte atoms, a 64-row Q
+// tile per warpgroup and two (pipe: three) K and V tiles of 64 keys, e.g.
+// 41 KiB at HD 64 with one warpgroup, 81 KiB at HD 128.
+func varlenWGShared(HD, wgs int, pipe bool) int {
+	stages := 2
+	if pipe {
+		stages = 3
+	}
+	return 1024 + (64*wgs+2*stages*64)*HD*2
 }

@@ -42,14 +42,14 @@ func gpuContext(t testing.TB) *cudadrv.Context {
 // are the same set: every kernel the launcher can ask for exists, and no
 // kernel is compiled that nothing launches. Runs without a GPU.
 func TestVarlenKernelsInstantiated(t *testing.T) {
-	inst := regexp.MustCompile(`(?m)^(VARLEN_INST|VARLEN_FA2_INST|VARLEN_FA2M2_INST)\((\d+)\)$`)
+	inst := regexp.MustCompile(`(?m)^(VARLEN_INST|VARLEN_FA2_INST|VARLEN_FA2M2_INST|VARLEN_WG_INST)\((\d+)\)$`)
 	have := map[string]bool{}
 	for _, m := range inst.FindAllStringSubmatch(attentionSource, -1) {
 		switch m[1] {
 		case "VARLEN_INST":
 			have["varlen_fwd_f32_hd"+m[2]] = true
-		case "VARLEN_FA2_INST", "VARLEN_FA2M2_INST":
-			kernel := map[string]string{"VARLEN_FA2_INST": "fa2", "VARLEN_FA2M2_INST": "fa2m2"}[m[1]]
+		default:
+			kernel := map[string]string{"VARLEN_FA2_INST": "fa2", "VARLEN_FA2M2_INST": "fa2m2", "VARLEN_WG_INST": "wg"}[m[1]]
 			for _, dt := range []cudadrv.DataType{cudadrv.F16, cudadrv.BF16} {
 				have[fmt.Sprintf("varlen_%s_%s_hd%s", kernel, dt, m[2])] = true
 			}
@@ -58,10 +58,12 @@ func TestVarlenKernelsInstantiated(t *testing.T) {
 	picked := map[string]bool{}
 	for _, dt := range []cudadrv.DataType{cudadrv.F32, cudadrv.F16, cudadrv.BF16} {
 		for _, hd := range varlenHeadDims {
-			k := varlenKernel(dt, hd)
-			picked[k.name] = true
-			if !have[k.name] {
-				t.Errorf("%v hd=%d: the launcher picks %s, which attention.cu does not instantiate", dt, hd, k.name)
+			for _, wgs := range []int{0, varlenWGs} {
+				k := varlenKernel(dt, hd, wgs, varlenPipe)
+				picked[k.name] = true
+				if !have[k.name] {
+					t.Errorf("%v hd=%d wgs=%d: the launcher picks %s, which attention.cu does not instantiate", dt, hd, wgs, k.name)
+				}
 			}
 		}
 	}
@@ -290,13 +292,15 @@ func TestVarlenHalfMatchesReference(t *testing.T) {
 		}
 	}
 	worst := map[string]float64{}
-	for _, c := range cases {
-		for _, dt := range []cudadrv.DataType{cudadrv.F16, cudadrv.BF16} {
-			e := runHalf(t, ctx, v, c, dt)
-			key := varlenKernel(dt, c.hd).name
-			worst[key] = max(worst[key], e)
-			if !(e <= tol[dt]) {
-				t.Errorf("%s %s T=%d: max rel diff %.3g > %.3g", c.name, key, c.s.Total(), e, tol[dt])
+	for _, lv := range launchers(v) {
+		for _, c := range cases {
+			for _, dt := range []cudadrv.DataType{cudadrv.F16, cudadrv.BF16} {
+				e := runHalf(t, ctx, lv, c, dt)
+				key := lv.name(dt, c.hd)
+				worst[key] = max(worst[key], e)
+				if !(e <= tol[dt]) {
+					t.Errorf("%s %s T=%d: max rel diff %.3g > %.3g", c.name, key, c.s.Total(), e, tol[dt])
+				}
 			}
 		}
 	}
@@ -364,28 +368,35 @@ func BenchmarkVarlen(b *testing.B) {
 			b.Fatal(err)
 		}
 		flops := 4 * n2 * float64(sh.H*sh.hd)
-		name := fmt.Sprintf("T=%d/H=%d/HD=%d/%s", T, sh.H, sh.hd, varlenKernel(sh.dt, sh.hd).name)
-		for range 2 {
-			run := func() {
-				if err := v.forward(varlenArgs{Out: do.Ptr, LdOut: D, Q: dq.Ptr, K: dq.Ptr.Add(2 * D), V: dq.Ptr.Add(4 * D),
-					Ld: 3 * D, CuSeqlens: dcu.Ptr, Seqlens: s, H: sh.H, HD: sh.hd, Scale: 0.125, DType: sh.dt}); err != nil {
+		timed := map[string]bool{}
+		for _, v := range launchers(v) {
+			name := fmt.Sprintf("T=%d/H=%d/HD=%d/%s", T, sh.H, sh.hd, v.name(sh.dt, sh.hd))
+			if timed[name] {
+				continue // a launcher whose kernel at this head dim was timed already
+			}
+			timed[name] = true
+			for range 2 {
+				run := func() {
+					if err := v.forward(varlenArgs{Out: do.Ptr, LdOut: D, Q: dq.Ptr, K: dq.Ptr.Add(2 * D), V: dq.Ptr.Add(4 * D),
+						Ld: 3 * D, CuSeqlens: dcu.Ptr, Seqlens: s, H: sh.H, HD: sh.hd, Scale: 0.125, DType: sh.dt}); err != nil {
+						b.Fatal(err)
+					}
+				}
+				run() // compile, raise the shared-memory limit
+				if err := ctx.Synchronize(); err != nil {
 					b.Fatal(err)
 				}
+				const reps = 50
+				t0 := time.Now()
+				for i := 0; i < reps; i++ {
+					run()
+				}
+				if err := ctx.Synchronize(); err != nil {
+					b.Fatal(err)
+				}
+				sec := time.Since(t0).Seconds() / reps
+				b.Logf("%-48s %8.3f ms %7.1f TFLOP/s", name, sec*1e3, flops/sec/1e12)
 			}
-			run() // compile, raise the shared-memory limit
-			if err := ctx.Synchronize(); err != nil {
-				b.Fatal(err)
-			}
-			const reps = 50
-			t0 := time.Now()
-			for i := 0; i < reps; i++ {
-				run()
-			}
-			if err := ctx.Synchronize(); err != nil {
-				b.Fatal(err)
-			}
-			sec := time.Since(t0).Seconds() / reps
-			b.Logf("%-42s %8.3f ms %7.1f TFLOP/s", name, sec*1e3, flops/sec/1e12)
 		}
 		dq.Free()
 		do.Free()
@@ -406,71 +417,131 @@ func TestVarlenNonFinite(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := rand.New(rand.NewPCG(8, 9))
-	for _, dt := range []cudadrv.DataType{cudadrv.F32, cudadrv.F16, cudadrv.BF16} {
-		for _, hd := range varlenHeadDims {
-			for _, bad := range []float32{float32(math.Inf(1)), float32(math.NaN())} {
-				H := 2
-				D := H * hd
-				T := s.Total()
-				qkv := make([]float32, T*3*D)
-				for i := range qkv {
-					qkv[i] = float32(r.NormFloat64()) * 0.5
-				}
-				for i := s.Start(1); i < s.Start(1)+lens[1]; i++ {
-					qkv[i*3*D] = -1 - float32(r.Float64()) // q, head 0, dim 0: negative
-				}
-				qkv[(s.Start(1)+3)*3*D+D] = bad // k of token 3, head 0, dim 0
-				esize := 4
-				var up []byte
-				if dt == cudadrv.F32 {
-					up = f32bytes(qkv)
-				} else {
-					esize = 2
-					up = u16bytes(toHalf(qkv, dt))
-				}
-				dq, _ := ctx.Alloc(len(up))
-				do, _ := ctx.Alloc(esize * T * D)
-				dcu, _ := ctx.Alloc(4 * len(s.Cu))
-				if err := ctx.CopyHtoD(dq.Ptr, up); err != nil {
-					t.Fatal(err)
-				}
-				if err := ctx.CopyHtoD(dcu.Ptr, unsafe.Slice((*byte)(unsafe.Pointer(&s.Cu[0])), 4*len(s.Cu))); err != nil {
-					t.Fatal(err)
-				}
-				err = v.forward(varlenArgs{Out: do.Ptr, LdOut: D, Q: dq.Ptr, K: dq.Ptr.Add(esize * D), V: dq.Ptr.Add(2 * esize * D), Ld: 3 * D,
-					CuSeqlens: dcu.Ptr, Seqlens: s, H: H, HD: hd, Scale: 0.7, DType: dt})
-				if err != nil {
-					t.Fatal(err)
-				}
-				got := make([]float32, T*D)
-				if dt == cudadrv.F32 {
-					err = ctx.CopyDtoH(f32bytes(got), do.Ptr)
-				} else {
-					h := make([]uint16, T*D)
-					err = ctx.CopyDtoH(u16bytes(h), do.Ptr)
-					for i, x := range h {
-						if dt == cudadrv.F16 {
-							got[i] = cudadrv.HalfToFloat32(x)
-						} else {
-							got[i] = cudadrv.BF16ToFloat32(x)
+	for _, v := range launchers(v) {
+		for _, dt := range []cudadrv.DataType{cudadrv.F32, cudadrv.F16, cudadrv.BF16} {
+			for _, hd := range varlenHeadDims {
+				for _, bad := range []float32{float32(math.Inf(1)), float32(math.NaN())} {
+					H := 2
+					D := H * hd
+					T := s.Total()
+					qkv := make([]float32, T*3*D)
+					for i := range qkv {
+						qkv[i] = float32(r.NormFloat64()) * 0.5
+					}
+					for i := s.Start(1); i < s.Start(1)+lens[1]; i++ {
+						qkv[i*3*D] = -1 - float32(r.Float64()) // q, head 0, dim 0: negative
+					}
+					qkv[(s.Start(1)+3)*3*D+D] = bad // k of token 3, head 0, dim 0
+					esize := 4
+					var up []byte
+					if dt == cudadrv.F32 {
+						up = f32bytes(qkv)
+					} else {
+						esize = 2
+						up = u16bytes(toHalf(qkv, dt))
+					}
+					dq, _ := ctx.Alloc(len(up))
+					do, _ := ctx.Alloc(esize * T * D)
+					dcu, _ := ctx.Alloc(4 * len(s.Cu))
+					if err := ctx.CopyHtoD(dq.Ptr, up); err != nil {
+						t.Fatal(err)
+					}
+					if err := ctx.CopyHtoD(dcu.Ptr, unsafe.Slice((*byte)(unsafe.Pointer(&s.Cu[0])), 4*len(s.Cu))); err != nil {
+						t.Fatal(err)
+					}
+					err = v.forward(varlenArgs{Out: do.Ptr, LdOut: D, Q: dq.Ptr, K: dq.Ptr.Add(esize * D), V: dq.Ptr.Add(2 * esize * D), Ld: 3 * D,
+						CuSeqlens: dcu.Ptr, Seqlens: s, H: H, HD: hd, Scale: 0.7, DType: dt})
+					if err != nil {
+						t.Fatal(err)
+					}
+					got := make([]float32, T*D)
+					if dt == cudadrv.F32 {
+						err = ctx.CopyDtoH(f32bytes(got), do.Ptr)
+					} else {
+						h := make([]uint16, T*D)
+						err = ctx.CopyDtoH(u16bytes(h), do.Ptr)
+						for i, x := range h {
+							if dt == cudadrv.F16 {
+								got[i] = cudadrv.HalfToFloat32(x)
+							} else {
+								got[i] = cudadrv.BF16ToFloat32(x)
+							}
+						}
+					}
+					if err != nil {
+						t.Fatal(err)
+					}
+					dq.Free()
+					do.Free()
+					dcu.Free()
+					for tok := 0; tok < T; tok++ {
+						inSeq1 := tok >= s.Start(1) && tok < s.Start(1)+lens[1]
+						for h := 0; h < H; h++ {
+							x := got[tok*D+h*hd]
+							finite := !math.IsNaN(float64(x)) && !math.IsInf(float64(x), 0)
+							if want := !(inSeq1 && h == 0); finite != want {
+								t.Errorf("%s %v hd=%d %v in k: token %d head %d: %v (want finite: %v)", v.name(dt, hd), dt, hd, bad, tok, h, x, want)
+							}
 						}
 					}
 				}
-				if err != nil {
-					t.Fatal(err)
-				}
-				dq.Free()
-				do.Free()
-				dcu.Free()
-				for tok := 0; tok < T; tok++ {
-					inSeq1 := tok >= s.Start(1) && tok < s.Start(1)+lens[1]
-					for h := 0; h < H; h++ {
-						x := got[tok*D+h*hd]
-						finite := !math.IsNaN(float64(x)) && !math.IsInf(float64(x), 0)
-						if want := !(inSeq1 && h == 0); finite != want {
-							t.Errorf("%v hd=%d %v in k: token %d head %d: %v (want finite: %v)", dt, hd, bad, tok, h, x, want)
-						}
-					}
+			}
+		}
+	}
+}
+
+// launchers are the varlen launchers a test runs: v, and where v runs the
+// varlen_wg kernels (an sm_90 device) a copy on varlen_fa2 alone and one for
+// each other form of varlen_wg (1 or 2 warpgroups, pipelined or not), so
+// every kernel is checked on a Hopper GPU.
+func launchers(v *varlen) []*varlen {
+	if !v.hopper {
+		return []*varlen{v}
+	}
+	fa2 := newVarlen(v.ctx)
+	fa2.hopper = false
+	all := []*varlen{v, fa2}
+	for _, wgs := range []int{1, 2} {
+		for _, pipe := range []bool{false, true} {
+			if wgs != v.wgs || pipe != v.pipe {
+				w := newVarlen(v.ctx)
+				w.wgs, w.pipe = wgs, pipe
+				all = append(all, w)
+			}
+		}
+	}
+	return all
+}
+
+// name is the launcher's kernel at dt and HD, with its form.
+func (v *varlen) name(dt cudadrv.DataType, HD int) string {
+	k := v.kernel(dt, HD)
+	if k.wgs > 0 {
+		return fmt.Sprintf("%s/wgs=%d/pipe=%v", k.name, k.wgs, k.pipe)
+	}
+	return k.name
+}
+
+// TestVarlenWGCompiles: on an sm_90 device the varlen_wg module compiles
+// (the launcher would otherwise fall back to varlen_fa2 silently) and runs
+// a forward; elsewhere the launcher never asks for it.
+func TestVarlenWGCompiles(t *testing.T) {
+	ctx := gpuContext(t)
+	v := newVarlen(ctx)
+	if d := ctx.Device; !(d.Major == 9 && d.Minor == 0) {
+		if v.hopper {
+			t.Fatalf("%s: the launcher would run varlen_wg on a non-sm_90 device", d.Arch())
+		}
+		t.Skipf("varlen_wg runs on sm_90 devices only (this one is %s)", d.Arch())
+	}
+	if !v.hopper {
+		t.Fatalf("sm_90 device with %d bytes of shared memory per block: varlen_wg not chosen", ctx.Device.SharedPerBlockOptin)
+	}
+	for _, dt := range []cudadrv.DataType{cudadrv.F16, cudadrv.BF16} {
+		for _, wgs := range []int{1, 2} {
+			for _, pipe := range []bool{false, true} {
+				if _, err := v.module(dt, wgs, pipe); err != nil {
+					t.Errorf("%v, %d warpgroups, pipe %v: %v", dt, wgs, pipe, err)
 				}
 			}
 		}

@@ -407,6 +407,7 @@ var (
 			"BenchmarkFirstBatch (default 35M,650M); 3B builds ~12 GB of random weights on the host (~1 min)")
 	benchPrecision = flag.String("bench-precision", "fp16", "precision of BenchmarkForwardCUDA: fp16, bf16 or fp32")
 	seriesTiny     = flag.Bool("series-tiny", false, "BenchmarkBatchSeries: run a forward of 156 tokens before the series")
+	benchFA2       = flag.Bool("bench-fa2", false, "BenchmarkForwardCUDA: attention on varlen_fa2 even where varlen_wg runs (sm_90)")
 )
 
 // sizesOr is -bench-sizes split at commas, or def when the flag is empty.
@@ -431,6 +432,9 @@ func BenchmarkForwardCUDA(b *testing.B) {
 			}
 			g := newGPU(b, prec)
 			defer g.Close()
+			if *benchFA2 {
+				g.attn.hopper = false
+			}
 			m, err := esm.NewModel(cfg, esmtest.Random(cfg, 1), g)
 			if err != nil {
 				b.Fatal(err)
@@ -464,7 +468,8 @@ func BenchmarkForwardCUDA(b *testing.B) {
 			b.ReportMetric(T/med, "tokens/s")
 			b.ReportMetric(flops/med/1e12, "TFLOP/s")
 			b.ReportMetric(T, "tokens/batch")
-			b.Logf("%s %s on %s: T=%d nseq=%d median %.2f ms", size, prec, g.ctx.Device.Name, len(batch.Tokens), batch.NumSeqs(), med*1e3)
+			b.Logf("%s %s on %s: T=%d nseq=%d median %.2f ms (attention %s)", size, prec, g.ctx.Device.Name, len(batch.Tokens), batch.NumSeqs(), med*1e3,
+				g.attn.kernel(g.dt, cfg.HeadDim()).name)
 		})
 	}
 }
