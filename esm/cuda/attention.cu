@@ -557,24 +557,27 @@ VARLEN_FA2_INST(128)
 VARLEN_FA2M2_INST(24)
 #else  // VARLEN_WG
 // ---------------------------------------------------------------------------
-// varlen_wg (fp16/bf16 at head dims 64 and 128 on sm_90; compiled as a module
-// of its own with -DVARLEN_FA2=1 -DVARLEN_WG=1 for sm_90a): the same
-// algorithm as varlen_fa2 on Hopper's warpgroup MMA. A block is NWG
-// warpgroups of 128 threads, each owning 64 query rows (warp w of a
-// warpgroup rows 16w..16w+15, as in varlen_fa2); the warpgroups share the
-// K/V tiles. Per tile of 64 keys a warpgroup computes S = Q·Kᵀ with
-// wgmma.m64n64k16 reading Q and K straight from shared memory (no ldmatrix,
-// no fragments held in registers), the online softmax on the accumulators
-// exactly as varlen_fa2 does, and O += P·V with P from registers (the
-// accumulator packed to the element type is wgmma's A fragment, laid out as
-// mma.m16n8k16's) and V from shared memory, transposed by the instruction.
+// varlen_wg (fp16/bf16 on sm_90, every head dim; compiled as a module of
+// its own with -DVARLEN_FA2=1 -DVARLEN_WG=1 for sm_90a): the same algorithm
+// as varlen_fa2 on Hopper's warpgroup MMA. A block is NWG warpgroups of 128
+// threads, each owning 64 query rows (warp w of a warpgroup rows
+// 16w..16w+15, as in varlen_fa2); the warpgroups share the K/V tiles. Per
+// tile of 64 keys a warpgroup computes S = Q·Kᵀ with wgmma.m64n64k16 reading
+// Q and K straight from shared memory (no ldmatrix, no fragments held in
+// registers), the online softmax on the accumulators exactly as varlen_fa2
+// does, and O += P·V with P from registers (the accumulator packed to the
+// element type is wgmma's A fragment, laid out as mma.m16n8k16's) and V from
+// shared memory, transposed by the instruction (m64nPWk16).
 //
-// Shared tiles are stored in panels of 64 head dims (128-byte rows), 128-byte
-// swizzled as wgmma's descriptors read them: 16-byte chunk c of row r sits at
-// r·128 + ((c ^ (r mod 8))·16) within its panel, panels 1,024-byte aligned.
-// cp.async fills them (zero past the sequence's end), two K/V stages.
-// Row sums are accumulated in fp32 beside the exponentials (wgmma's N of 64
-// leaves no room for varlen_fa2's column of ones).
+// Shared tiles (WgGeo): head dims padded to HP (16, 32, 64 or 128; HD 24 to
+// 32, the padding zero, so it adds nothing to Q·Kᵀ and P·V's extra columns
+// are dropped), stored in panels of PW = min(HP, 64) head dims, rows of RB =
+// 2·PW bytes swizzled as wgmma's descriptors read them (RB-byte swizzle:
+// 16-byte chunk c of row r sits at r·RB + ((c ^ f(r))·16), f(r) = r mod 8,
+// (r/2) mod 4 or (r/4) mod 2 for 128, 64, 32-byte rows), panels 1,024-byte
+// aligned. cp.async fills them (zero past the sequence's end). Row sums are
+// accumulated in fp32 beside the exponentials (wgmma's N of 64 leaves no
+// room for varlen_fa2's column of ones).
 //
 // wgmma's accumulator, per warp and n8 block j: d[4j..4j+3] = (row g, col
 // 8j+2t), (g, 8j+2t+1), (g+8, 8j+2t), (g+8, 8j+2t+1), g = lane/4, t = lane%4:
@@ -607,55 +610,79 @@ __device__ __forceinline__ void wg_keep_a(unsigned (&a)[4][4]) {
     for (int i = 0; i < 4; i++) asm volatile("" : "+r"(a[c][i])::"memory");
 }
 
-// wg_desc is the descriptor of a 128-byte-swizzled operand at shared byte
-// address a: 8-row groups 1,024 bytes apart. Both byte offsets are 1,024:
-// for K-major operands (Q, K) the leading one is unused; for the MN-major V
-// (64 head dims, one swizzle atom wide) the stride between atoms is unused.
-__device__ __forceinline__ unsigned long long wg_desc(unsigned a) {
-  return (unsigned long long)((a & 0x3FFFF) >> 4) | ((unsigned long long)(1024 >> 4) << 16) |
-         ((unsigned long long)(1024 >> 4) << 32) | (1ull << 62);
-}
+// WgGeo is the shared-memory geometry of head dim HD (see above).
+template <int HD>
+struct WgGeo {
+  static constexpr int HP = HD <= 16 ? 16 : HD <= 32 ? 32 : HD <= 64 ? 64 : 128;
+  static constexpr int PW = HP < 64 ? HP : 64;  // head dims per panel
+  static constexpr int RB = PW * 2;             // bytes per panel row: the swizzle's width
+  static constexpr int NP = HP / PW;            // panels
+  static constexpr int CH = PW / 8;             // 16-byte chunks per panel row
+  // Byte offset of chunk c (of HP/8) of row r in a ROWS-row tile.
+  static __device__ __forceinline__ int off(int rows, int r, int c) {
+    const int f = RB == 128 ? (r & 7) : RB == 64 ? ((r >> 1) & 3) : ((r >> 2) & 1);
+    return (c / CH) * rows * RB + r * RB + (((c % CH) ^ f) << 4);
+  }
+  // wgmma's descriptor of an operand at shared byte address a: swizzle
+  // mode RB bytes, 8-row groups 8·RB bytes apart. Both byte offsets are 8·RB:
+  // for the K-major Q and K the leading one is unused; for the MN-major V
+  // (PW head dims, one swizzle atom wide) the stride between atoms is.
+  static __device__ __forceinline__ unsigned long long desc(unsigned a) {
+    constexpr unsigned long long mode = RB == 128 ? 1 : RB == 64 ? 2 : 3;
+    return (unsigned long long)((a & 0x3FFFF) >> 4) | ((unsigned long long)(8 * RB >> 4) << 16) |
+           ((unsigned long long)(8 * RB >> 4) << 32) | (mode << 62);
+  }
+};
 
-#define WG_D32(i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), \
-                  "+f"(d[i + 6]), "+f"(d[i + 7])
-#define WG_REGS32 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}"
+#define WG_D8(i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), \
+                 "+f"(d[i + 6]), "+f"(d[i + 7])
+#define WG_R8 "%0,%1,%2,%3,%4,%5,%6,%7"
+#define WG_R16 WG_R8 ",%8,%9,%10,%11,%12,%13,%14,%15"
+#define WG_R32 WG_R16 ",%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31"
+// WgOp<T>: ss: d (64×64 fp32) = (acc ? d : 0) + A·B, A and B K-major in
+// shared memory; rs<N>: d (64×N) += A·B, A from registers, B MN-major in
+// shared memory (N = 16, 32 or 64).
+#define WG_OPS(TY, E)                                                                                               \
+  template <>                                                                                                       \
+  struct WgOp<TY> {                                                                                                 \
+    static __device__ __forceinline__ void ss(float* d, unsigned long long da, unsigned long long db, int acc) {    \
+      asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"                                                     \
+                   "wgmma.mma_async.sync.aligned.m64n64k16.f32." E "." E " {" WG_R32 "}, %32, %33, p, 1, 1, 0, 0;\n}\n" \
+                   : WG_D8(0), WG_D8(8), WG_D8(16), WG_D8(24)                                                        \
+                   : "l"(da), "l"(db), "r"(acc));                                                                   \
+    }                                                                                                               \
+    template <int N>                                                                                                \
+    static __device__ __forceinline__ void rs(float* d, const unsigned* a, unsigned long long db) {                 \
+      if constexpr (N == 64)                                                                                        \
+        asm volatile("wgmma.mma_async.sync.aligned.m64n64k16.f32." E "." E " {" WG_R32                             \
+                     "}, {%32,%33,%34,%35}, %36, 1, 1, 1, 1;\n"                                                     \
+                     : WG_D8(0), WG_D8(8), WG_D8(16), WG_D8(24)                                                      \
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));                                        \
+      else if constexpr (N == 32)                                                                                   \
+        asm volatile("wgmma.mma_async.sync.aligned.m64n32k16.f32." E "." E " {" WG_R16                             \
+                     "}, {%16,%17,%18,%19}, %20, 1, 1, 1, 1;\n"                                                     \
+                     : WG_D8(0), WG_D8(8)                                                                           \
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));                                        \
+      else                                                                                                          \
+        asm volatile("wgmma.mma_async.sync.aligned.m64n16k16.f32." E "." E " {" WG_R8                              \
+                     "}, {%8,%9,%10,%11}, %12, 1, 1, 1, 1;\n"                                                       \
+                     : WG_D8(0)                                                                                     \
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));                                        \
+    }                                                                                                               \
+  };
 template <typename T> struct WgOp;
-template <> struct WgOp<__half> {
-  // d (64×64 fp32) = (acc ? d : 0) + A·B, A and B K-major in shared memory.
-  static __device__ __forceinline__ void ss(float* d, unsigned long long da, unsigned long long db, int acc) {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WG_REGS32 ", %32, %33, p, 1, 1, 0, 0;\n}\n"
-                 : WG_D32(0), WG_D32(8), WG_D32(16), WG_D32(24)
-                 : "l"(da), "l"(db), "r"(acc));
-  }
-  // d += A·B, A from registers, B MN-major in shared memory.
-  static __device__ __forceinline__ void rs(float* d, const unsigned* a, unsigned long long db) {
-    asm volatile("wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WG_REGS32
-                 ", {%32,%33,%34,%35}, %36, 1, 1, 1, 1;\n"
-                 : WG_D32(0), WG_D32(8), WG_D32(16), WG_D32(24)
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
-  }
-};
-template <> struct WgOp<__nv_bfloat16> {
-  static __device__ __forceinline__ void ss(float* d, unsigned long long da, unsigned long long db, int acc) {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " WG_REGS32 ", %32, %33, p, 1, 1, 0, 0;\n}\n"
-                 : WG_D32(0), WG_D32(8), WG_D32(16), WG_D32(24)
-                 : "l"(da), "l"(db), "r"(acc));
-  }
-  static __device__ __forceinline__ void rs(float* d, const unsigned* a, unsigned long long db) {
-    asm volatile("wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " WG_REGS32
-                 ", {%32,%33,%34,%35}, %36, 1, 1, 1, 1;\n"
-                 : WG_D32(0), WG_D32(8), WG_D32(16), WG_D32(24)
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
-  }
-};
-#undef WG_D32
-#undef WG_REGS32
+WG_OPS(__half, "f16")
+WG_OPS(__nv_bfloat16, "bf16")
+#undef WG_OPS
+#undef WG_D8
+#undef WG_R8
+#undef WG_R16
+#undef WG_R32
 
-// wg_chunks calls f(r, c, off) for every (row r, 16-byte chunk c) of a
-// ROWS×HD tile that thread tid of NT owns, off being the chunk's byte offset
-// in the swizzled, paneled tile. Compile-time trip count, as fa2_chunks.
+// wg_chunks calls f(r, c, off) for every (row r, 16-byte chunk c < HD/8)
+// of a ROWS×HD tile that thread tid of NT owns, off being the chunk's byte
+// offset in the swizzled, paneled tile (WgGeo). Compile-time trip count, as
+// fa2_chunks. Padding chunks (HD/8 .. HP/8) are not visited.
 template <int HD, int ROWS, int NT, typename F>
 __device__ __forceinline__ void wg_chunks(int tid, F&& f) {
   constexpr int H8 = HD / 8, N = ROWS * H8;
@@ -664,7 +691,23 @@ __device__ __forceinline__ void wg_chunks(int tid, F&& f) {
     const int i = tid + it * NT;
     if (N % NT == 0 || i < N) {
       const int r = i / H8, c = i % H8;
-      f(r, c, (c / 8) * ROWS * 128 + r * 128 + (((c % 8) ^ (r % 8)) << 4));
+      f(r, c, WgGeo<HD>::off(ROWS, r, c));
+    }
+  }
+}
+
+// wg_zero_pad zeroes the padding chunks (HD/8 .. HP/8) of a ROWS-row tile.
+template <int HD, int ROWS, int NT>
+__device__ __forceinline__ void wg_zero_pad(unsigned dst, int tid) {
+  constexpr int HP = WgGeo<HD>::HP, PC = (HP - HD) / 8, N = ROWS * PC;
+  if constexpr (PC > 0) {
+#pragma unroll
+    for (int it = 0; it < (N + NT - 1) / NT; it++) {
+      const int i = tid + it * NT;
+      if (N % NT == 0 || i < N)
+        asm volatile("st.shared.v4.u32 [%0], {%1,%1,%1,%1};\n" ::"r"(dst + WgGeo<HD>::off(ROWS, i / PC, HD / 8 + i % PC)),
+                     "r"(0u)
+                     : "memory");
     }
   }
 }
@@ -742,12 +785,12 @@ __device__ __forceinline__ void wg_softmax(float* s, unsigned (&a)[4][4], int kt
   }
 }
 
-template <int NP>
-__device__ __forceinline__ void wg_rescale(float (&o)[NP][32], float c0, float c1) {
+template <int NP, int NO>
+__device__ __forceinline__ void wg_rescale(float (&o)[NP][NO], float c0, float c1) {
 #pragma unroll
   for (int p = 0; p < NP; p++)
 #pragma unroll
-    for (int j = 0; j < 8; j++) {
+    for (int j = 0; j < NO / 4; j++) {
       o[p][4 * j] *= c0;
       o[p][4 * j + 1] *= c0;
       o[p][4 * j + 2] *= c1;
@@ -755,25 +798,24 @@ __device__ __forceinline__ void wg_rescale(float (&o)[NP][32], float c0, float c
     }
 }
 
-// varlen_wg: NWG warpgroups, 64·NWG queries per block; HD 64 or 128 (one or
-// two panels). PIPE = 0: per tile, S = Q·Kᵀ, its softmax, then O += P·V,
-// each MMA waited for at once (two K/V stages). PIPE = 1 overlaps the
-// softmax with the tensor cores, as FlashAttention-3 does within a
-// warpgroup: the products of tile t+1's scores and of tile t's P·V are
-// queued together, the softmax of t+1 runs while P·V of t does, and O is
-// rescaled once that is done; three K/V stages, so tile t+2 loads while the
-// warpgroups still read t and t+1. Non-finite inputs as varlen_fa2: every K
-// tile is checked as it arrives and a non-finite k anywhere in the sequence
-// makes every output of the block NaN.
-template <typename T, int HD, int NWG, int PIPE>
+// varlen_wg: NWG warpgroups, 64·NWG queries per block; HD 16, 24, 32, 64
+// or 128. Per tile: S = Q·Kᵀ, its softmax, then O += P·V, each product
+// waited for at once; two K/V stages, so tile t+1 loads while t computes.
+// Non-finite inputs as varlen_fa2: every K tile is checked as it arrives
+// and a non-finite k anywhere in the sequence makes every output of the
+// block NaN. (FlashAttention-3's overlap of the softmax with the next
+// tile's products was measured slower here: esm/cuda/NOTES.md.)
+template <typename T, int HD, int NWG>
 __device__ __forceinline__ void varlen_wg(T* __restrict__ out, int ldo, const T* __restrict__ q,
                                           const T* __restrict__ k, const T* __restrict__ v, int ld,
                                           const int* __restrict__ cu_seqlens, float scale) {
+  using G = WgGeo<HD>;
   constexpr int NT = 128 * NWG, BQ = 64 * NWG, BK = WG_BK;
-  constexpr int NP = HD / 64;              // panels of 64 head dims
-  constexpr int ST = PIPE ? 3 : 2;         // K/V stages
-  constexpr unsigned QT = 64 * HD * 2;     // bytes of one warpgroup's Q tile
-  constexpr unsigned TILE = BK * HD * 2;   // bytes of one K or V tile
+  constexpr int NP = G::NP, PW = G::PW, RB = G::RB;
+  constexpr int NO = PW / 2;                 // accumulators per panel
+  constexpr int ST = 2;                      // K/V stages
+  constexpr unsigned QT = 64 * G::HP * 2;    // bytes of one warpgroup's Q tile
+  constexpr unsigned TILE = BK * G::HP * 2;  // bytes of one K or V tile
   extern __shared__ __align__(1024) unsigned char smem[];
   const unsigned base = (fa2_smem(smem) + 1023) & ~1023u;
   const unsigned qs = base;                // NWG Q tiles
@@ -796,26 +838,33 @@ __device__ __forceinline__ void varlen_wg(T* __restrict__ out, int ldo, const T*
     wg_load<T, HD, BK, NT>(vs + b, v, seq0 + (long)t * BK * ld, ld, n - t * BK, tid);
     fa2_commit();
   };
+  wg_zero_pad<HD, BQ, NT>(qs, tid);
+#pragma unroll
+  for (int st = 0; st < ST; st++) {
+    wg_zero_pad<HD, BK, NT>(ks + st * TILE, tid);
+    wg_zero_pad<HD, BK, NT>(vs + st * TILE, tid);
+  }
   wg_load<T, HD, BQ, NT>(qs, q, seq0 + (long)q0 * ld, ld, n - q0, tid);
   load_kv(0);
-  if (PIPE && ntiles > 1) load_kv(1);
 
-  float o[NP][32];
+  float o[NP][NO];
   float m0 = __int_as_float(0xff800000), m1 = m0, l0 = 0.f, l1 = 0.f;  // rows g and g+8
   unsigned kbad = 0;
 #pragma unroll
   for (int p = 0; p < NP; p++)
 #pragma unroll
-    for (int i = 0; i < 32; i++) o[p][i] = 0.f;
+    for (int i = 0; i < NO; i++) o[p][i] = 0.f;
   const float sl2 = scale * 1.4426950408889634f;
   const int tq = lane & 3;
-  // This warpgroup's Q (64 rows of the block's BQ: panel p at p·BQ·128).
-  const unsigned qw = qs + wg * 64 * 128;
-  auto issue_s = [&](float* s, int t) {  // s = Q·K(t)ᵀ, queued
+  // This warpgroup's Q (64 rows of the block's BQ: panel p at p·BQ·RB).
+  const unsigned qw = qs + wg * 64 * RB;
+  auto issue_s = [&](float* s, int t) {  // s = Q·K(t)ᵀ, queued; k16 step kk in panel kk/(PW/16)
     const unsigned kb = ks + (t % ST) * TILE;
+    constexpr int KP = PW / 16;
 #pragma unroll
-    for (int kk = 0; kk < HD / 16; kk++)
-      WgOp<T>::ss(s, wg_desc(qw + (kk / 4) * BQ * 128 + (kk % 4) * 32), wg_desc(kb + (kk / 4) * BK * 128 + (kk % 4) * 32), kk);
+    for (int kk = 0; kk < G::HP / 16; kk++)
+      WgOp<T>::ss(s, G::desc(qw + (kk / KP) * BQ * RB + (kk % KP) * 32), G::desc(kb + (kk / KP) * BK * RB + (kk % KP) * 32),
+                  kk);
     wg_commit();
   };
   auto issue_pv = [&](const unsigned (&a)[4][4], int t) {  // O += P·V(t), queued
@@ -823,92 +872,37 @@ __device__ __forceinline__ void varlen_wg(T* __restrict__ out, int ldo, const T*
 #pragma unroll
     for (int c = 0; c < BK / 16; c++)
 #pragma unroll
-      for (int p = 0; p < NP; p++) WgOp<T>::rs(o[p], a[c], wg_desc(vb + p * BK * 128 + c * 16 * 128));
+      for (int p = 0; p < NP; p++) WgOp<T>::template rs<PW>(o[p], a[c], G::desc(vb + p * BK * RB + c * 16 * RB));
     wg_commit();
   };
 
-  if (!PIPE) {
-    for (int t = 0; t < ntiles; t++) {
-      if (t + 1 < ntiles) {
-        load_kv(t + 1);
-        fa2_wait<1>();
-      } else {
-        fa2_wait<0>();
-      }
-      wg_check<T, HD, BK, NT>(kbad, ks + (t % ST) * TILE, tid);
-      wg_fence_proxy();  // this thread's cp.async writes, visible to wgmma's reads
-      __syncthreads();
-      if (active) {
-        float s[32], c0, c1;
-        unsigned a[4][4];
-        wg_fence();
-        issue_s(s, t);
-        wg_wait<0>();
-        wg_keep<32>(s);
-        wg_softmax<T>(s, a, t * BK, n, tq, sl2, m0, m1, l0, l1, c0, c1);
-        wg_rescale<NP>(o, c0, c1);
-        wg_fence();
-        issue_pv(a, t);
-        wg_wait<0>();
-        wg_keep<NP * 32>(&o[0][0]);
-        wg_keep_a(a);
-      }
-      __syncthreads();  // this K/V buffer is refilled by the next iteration's load
+  for (int t = 0; t < ntiles; t++) {
+    if (t + 1 < ntiles) {
+      load_kv(t + 1);
+      fa2_wait<1>();
+    } else {
+      fa2_wait<0>();
     }
-  } else {
-    unsigned a0[4][4], a1[4][4];  // P of the tile in P·V and of the next (alternating)
-    if (ntiles > 1) fa2_wait<1>(); else fa2_wait<0>();
-    wg_check<T, HD, BK, NT>(kbad, ks, tid);
-    wg_fence_proxy();
+    wg_check<T, HD, BK, NT>(kbad, ks + (t % ST) * TILE, tid);
+    wg_fence_proxy();  // this thread's cp.async writes, visible to wgmma's reads
     __syncthreads();
     if (active) {
       float s[32], c0, c1;
+      unsigned a[4][4];
       wg_fence();
-      issue_s(s, 0);
+      issue_s(s, t);
       wg_wait<0>();
       wg_keep<32>(s);
-      wg_softmax<T>(s, a0, 0, n, tq, sl2, m0, m1, l0, l1, c0, c1);  // O is 0: no rescale
+      wg_softmax<T>(s, a, t * BK, n, tq, sl2, m0, m1, l0, l1, c0, c1);
+      wg_rescale<NP, NO>(o, c0, c1);
+      wg_fence();
+      issue_pv(a, t);
+      wg_wait<0>();
+      wg_keep<NP * NO>(&o[0][0]);
+      wg_keep_a(a);
     }
-    // One step: P·V of tile t (P in acur) alongside the scores of t+1,
-    // whose P goes to anext.
-    auto step = [&](int t, unsigned (&acur)[4][4], unsigned (&anext)[4][4]) {
-      const bool more = t + 1 < ntiles;
-      if (more) {
-        fa2_wait<0>();  // tile t+1 landed
-        wg_check<T, HD, BK, NT>(kbad, ks + ((t + 1) % ST) * TILE, tid);
-        wg_fence_proxy();
-      }
-      // Tile t+1 visible to all; every warpgroup done with tile t-1, whose
-      // buffer tile t+2 takes.
-      __syncthreads();
-      if (t + 2 < ntiles) load_kv(t + 2);
-      if (active) {
-        float s[32];
-        wg_fence();
-        if (more) issue_s(s, t + 1);
-        issue_pv(acur, t);
-        if (more) {
-          float c0, c1;
-          wg_wait<1>();  // the scores (queued first) are done; P·V may run on
-          wg_keep<32>(s);
-          wg_softmax<T>(s, anext, (t + 1) * BK, n, tq, sl2, m0, m1, l0, l1, c0, c1);
-          wg_wait<0>();
-          wg_keep<NP * 32>(&o[0][0]);
-          wg_keep_a(acur);
-          wg_rescale<NP>(o, c0, c1);
-        } else {
-          wg_wait<0>();
-          wg_keep<NP * 32>(&o[0][0]);
-          wg_keep_a(acur);
-        }
-      }
-    };
-    for (int t = 0; t < ntiles; t += 2) {
-      step(t, a0, a1);
-      if (t + 1 < ntiles) step(t + 1, a1, a0);
-    }
+    __syncthreads();  // this K/V buffer is refilled by the next iteration's load
   }
-
   const bool kfinite = !__syncthreads_or((kbad & 0x7fff7fffu) != 0);
   if (!active) return;
   l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
@@ -923,26 +917,27 @@ __device__ __forceinline__ void varlen_wg(T* __restrict__ out, int ldo, const T*
 #pragma unroll
   for (int p = 0; p < NP; p++)
 #pragma unroll
-    for (int j = 0; j < 8; j++) {
-      if (ra < n) *reinterpret_cast<unsigned*>(oa + p * 64 + j * 8) = Fa2Op<T>::pack(o[p][4 * j] * i0, o[p][4 * j + 1] * i0);
-      if (rb < n) *reinterpret_cast<unsigned*>(ob + p * 64 + j * 8) = Fa2Op<T>::pack(o[p][4 * j + 2] * i1, o[p][4 * j + 3] * i1);
+    for (int j = 0; j < NO / 4; j++) {
+      if (p * PW + j * 8 >= HD) continue;  // padding columns (HD 24)
+      if (ra < n) *reinterpret_cast<unsigned*>(oa + p * PW + j * 8) = Fa2Op<T>::pack(o[p][4 * j] * i0, o[p][4 * j + 1] * i0);
+      if (rb < n) *reinterpret_cast<unsigned*>(ob + p * PW + j * 8) = Fa2Op<T>::pack(o[p][4 * j + 2] * i1, o[p][4 * j + 3] * i1);
     }
 }
 
-#ifndef WG_NWG
-#define WG_NWG 1
-#endif
-#ifndef WG_PIPE
-#define WG_PIPE 0
-#endif
-#define VARLEN_WG_INST(HD)                                                                          \
-  extern "C" __global__ void __launch_bounds__(128 * WG_NWG)                                        \
-      FA2_XCAT3(varlen_wg_, ELEM_NAME, _hd##HD)(ELEM * out, int ldo, const ELEM* q, const ELEM* k, \
-                                                const ELEM* v, int ld, const int* cu_seqlens,      \
-                                                float scale) {                                     \
-    varlen_wg<ELEM, HD, WG_NWG, WG_PIPE>(out, ldo, q, k, v, ld, cu_seqlens, scale);                         \
+// VARLEN_WG_INST(HD, NWG): the launcher (attention.go, varlenWGWarpgroups)
+// asks for the same warpgroups per block. Two warpgroups are faster only at
+// HD 24 (esm/cuda/NOTES.md).
+#define VARLEN_WG_INST(HD, NWG)                                                                      \
+  extern "C" __global__ void __launch_bounds__(128 * NWG)                                           \
+      FA2_XCAT3(varlen_wg_, ELEM_NAME, _hd##HD)(ELEM * out, int ldo, const ELEM* q, const ELEM* k,  \
+                                                const ELEM* v, int ld, const int* cu_seqlens,       \
+                                                float scale) {                                      \
+    varlen_wg<ELEM, HD, NWG>(out, ldo, q, k, v, ld, cu_seqlens, scale);                             \
   }
-VARLEN_WG_INST(64)
-VARLEN_WG_INST(128)
+VARLEN_WG_INST(16, 1)
+VARLEN_WG_INST(24, 2)
+VARLEN_WG_INST(32, 1)
+VARLEN_WG_INST(64, 1)
+VARLEN_WG_INST(128, 1)
 #endif  // VARLEN_WG
 #endif  // VARLEN_FA2

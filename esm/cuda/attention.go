@@ -29,43 +29,31 @@ var varlenHeadDims = []int{16, 24, 32, 64, 128}
 // FlashAttention-2 on mma.sync/ldmatrix/cp.async (varlen_fa2_*, 64 queries
 // per block), except at head dim 24, where the variant with two 16-row tiles
 // per warp (varlen_fa2m2_*, 128 queries per block) is the faster one
-// (esm/cuda/NOTES.md). On sm_90 devices, head dims 64 and 128 run the same
+// (esm/cuda/NOTES.md). On sm_90 devices every head dim runs the same
 // algorithm on warpgroup MMA (varlen_wg_*, a module compiled for sm_90a);
 // should that module not compile, the launcher keeps to varlen_fa2.
 type varlen struct {
 	ctx    *cudadrv.Context
 	mods   map[varlenModKey]*cudadrv.Module
 	shared map[*cudadrv.Function]bool // dynamic shared memory limit raised
-	// hopper: use the varlen_wg kernels where they exist (sm_90 devices);
-	// cleared when their module fails to compile, the error kept in wgErr.
+	// hopper: use the varlen_wg kernels (sm_90 devices); cleared when their
+	// module fails to compile, the error kept in wgErr.
 	hopper bool
 	wgErr  error
-	// wgs is varlen_wg's warpgroups per block (64 queries each); pipe runs
-	// its software-pipelined form (softmax under the tensor cores' work).
-	wgs  int
-	pipe bool
 }
 
-// varlenModKey names one compiled module: the element type, and for the
-// varlen_wg module its warpgroups per block (0 for the others) and form.
+// varlenModKey names one compiled module: the element type, and whether it
+// is the varlen_wg one.
 type varlenModKey struct {
-	dt   cudadrv.DataType
-	wgs  int
-	pipe bool
+	dt cudadrv.DataType
+	wg bool
 }
-
-// varlen_wg's default warpgroups per block and form.
-const (
-	varlenWGs  = 1
-	varlenPipe = false
-)
 
 // newVarlen returns a launcher bound to ctx.
 func newVarlen(ctx *cudadrv.Context) *varlen {
 	d := ctx.Device
 	return &varlen{ctx: ctx, mods: map[varlenModKey]*cudadrv.Module{}, shared: map[*cudadrv.Function]bool{},
-		hopper: d.Major == 9 && d.Minor == 0 && d.SharedPerBlockOptin >= varlenWGShared(128, varlenWGs, varlenPipe),
-		wgs:    varlenWGs, pipe: varlenPipe}
+		hopper: d.Major == 9 && d.Minor == 0 && d.SharedPerBlockOptin >= varlenWGShared(128)}
 }
 
 // varlenArgs are the device operands of one call, with the shapes the
@@ -123,8 +111,8 @@ func (a *varlenArgs) check() error {
 	return nil
 }
 
-func (v *varlen) module(dt cudadrv.DataType, wgs int, pipe bool) (*cudadrv.Module, error) {
-	key := varlenModKey{dt, wgs, pipe && wgs > 0}
+func (v *varlen) module(dt cudadrv.DataType, wg bool) (*cudadrv.Module, error) {
+	key := varlenModKey{dt, wg}
 	if m := v.mods[key]; m != nil {
 		return m, nil
 	}
@@ -136,14 +124,10 @@ func (v *varlen) module(dt cudadrv.DataType, wgs int, pipe bool) (*cudadrv.Modul
 		elem := map[cudadrv.DataType]string{cudadrv.F16: "__half", cudadrv.BF16: "__nv_bfloat16"}[dt]
 		opts = []string{"-DVARLEN_FA2=1", "-DELEM=" + elem, "-DELEM_NAME=" + dt.String()}
 		name = "varlen_fa2_" + dt.String() + ".cu"
-		if wgs > 0 {
+		if wg {
 			// wgmma is an sm_90a instruction.
-			p := 0
-			if pipe {
-				p = 1
-			}
-			opts = append(opts, "--gpu-architecture=sm_90a", "-DVARLEN_WG=1", fmt.Sprintf("-DWG_NWG=%d", wgs), fmt.Sprintf("-DWG_PIPE=%d", p))
-			name = fmt.Sprintf("varlen_wg%d_pipe%d_%s.cu", wgs, p, dt)
+			opts = append(opts, "--gpu-architecture=sm_90a", "-DVARLEN_WG=1")
+			name = "varlen_wg_" + dt.String() + ".cu"
 		}
 	default:
 		return nil, fmt.Errorf("cuda: attention: no CUDA kernel for element type %v", dt)
@@ -158,21 +142,18 @@ func (v *varlen) module(dt cudadrv.DataType, wgs int, pipe bool) (*cudadrv.Modul
 
 // varlenLaunch is the kernel for an element type and head dim, with its
 // shape: bq query rows per block (the grid's tile), threads per block and
-// dynamic shared memory in bytes; wgs > 0 for a varlen_wg kernel (its
-// warpgroups per block, and its form).
+// dynamic shared memory in bytes; wg for a varlen_wg kernel.
 type varlenLaunch struct {
 	name    string
 	bq      int
 	threads int
 	shared  int
-	wgs     int
-	pipe    bool
+	wg      bool
 }
 
 // varlenKernel picks the kernel of attention.cu for dt and HD (see varlen);
-// wgs > 0 asks for the varlen_wg kernel with that many warpgroups (and
-// pipelined or not) where it has the head dim.
-func varlenKernel(dt cudadrv.DataType, HD, wgs int, pipe bool) varlenLaunch {
+// wg asks for the varlen_wg kernel (fp16 and bf16).
+func varlenKernel(dt cudadrv.DataType, HD int, wg bool) varlenLaunch {
 	if dt == cudadrv.F32 {
 		// VARLEN_BQ queries per block; HD/32 threads per query from HD 64 on.
 		threads := 64
@@ -181,9 +162,10 @@ func varlenKernel(dt cudadrv.DataType, HD, wgs int, pipe bool) varlenLaunch {
 		}
 		return varlenLaunch{name: fmt.Sprintf("varlen_fwd_f32_hd%d", HD), bq: 64, threads: threads}
 	}
-	if wgs > 0 && (HD == 64 || HD == 128) {
+	if wg {
+		wgs := varlenWGWarpgroups(HD)
 		return varlenLaunch{name: fmt.Sprintf("varlen_wg_%s_hd%d", dt, HD), bq: 64 * wgs, threads: 128 * wgs,
-			shared: varlenWGShared(HD, wgs, pipe), wgs: wgs, pipe: pipe}
+			shared: varlenWGShared(HD), wg: true}
 	}
 	kernel, bq := "fa2", 64
 	if HD == 24 {
@@ -193,13 +175,19 @@ func varlenKernel(dt cudadrv.DataType, HD, wgs int, pipe bool) varlenLaunch {
 		shared: varlenFA2Shared(HD, bq, 64)}
 }
 
+// varlenWGWarpgroups is varlen_wg's warpgroups per block (64 queries each)
+// at head dim HD, as attention.cu's VARLEN_WG_INST instantiates it: two at
+// HD 24, where they were faster, one elsewhere (esm/cuda/NOTES.md).
+func varlenWGWarpgroups(HD int) int {
+	if HD == 24 {
+		return 2
+	}
+	return 1
+}
+
 // kernel is the kernel forward launches for dt and HD.
 func (v *varlen) kernel(dt cudadrv.DataType, HD int) varlenLaunch {
-	wgs := 0
-	if v.hopper {
-		wgs = v.wgs
-	}
-	return varlenKernel(dt, HD, wgs, v.pipe)
+	return varlenKernel(dt, HD, v.hopper)
 }
 
 // forward queues out = softmax(scale·q·kᵀ)·v for every sequence and head.
@@ -213,13 +201,13 @@ func (v *varlen) forward(a varlenArgs) error {
 		s = v.ctx.Stream()
 	}
 	k := v.kernel(a.DType, a.HD)
-	m, err := v.module(a.DType, k.wgs, k.pipe)
-	if err != nil && k.wgs > 0 {
+	m, err := v.module(a.DType, k.wg)
+	if err != nil && k.wg {
 		// The sm_90a module did not compile (an NVRTC without sm_90a):
 		// varlen_fa2 from now on.
 		v.hopper, v.wgErr = false, err
-		k = varlenKernel(a.DType, a.HD, 0, false)
-		m, err = v.module(a.DType, 0, false)
+		k = varlenKernel(a.DType, a.HD, false)
+		m, err = v.module(a.DType, false)
 	}
 	if err != nil {
 		return err
@@ -254,13 +242,14 @@ func varlenFA2Shared(HD, bq, bk int) int {
 }
 
 // varlenWGShared is the dynamic shared memory of a varlen_wg kernel: 1 KiB
-// to align the tiles to the 128-byte swizzle's 1,024-byte atoms, a 64-row Q
-// tile per warpgroup and two (pipe: three) K and V tiles of 64 keys, e.g.
-// 41 KiB at HD 64 with one warpgroup, 81 KiB at HD 128.
-func varlenWGShared(HD, wgs int, pipe bool) int {
-	stages := 2
-	if pipe {
-		stages = 3
+// to align the tiles to the swizzle's atoms, a 64-row Q tile per warpgroup
+// and two K and two V tiles of 64 keys, rows of the head dim padded as
+// attention.cu's WgGeo pads it (16, 32, 64, 128), e.g. 41 KiB at HD 64,
+// 81 KiB at HD 128.
+func varlenWGShared(HD int) int {
+	hp := 16
+	for hp < HD {
+		hp *= 2
 	}
-	return 1024 + (64*wgs+2*stages*64)*HD*2
+	return 1024 + (64*varlenWGWarpgroups(HD)+4*64)*hp*2
 }

@@ -42,8 +42,9 @@ func gpuContext(t testing.TB) *cudadrv.Context {
 // are the same set: every kernel the launcher can ask for exists, and no
 // kernel is compiled that nothing launches. Runs without a GPU.
 func TestVarlenKernelsInstantiated(t *testing.T) {
-	inst := regexp.MustCompile(`(?m)^(VARLEN_INST|VARLEN_FA2_INST|VARLEN_FA2M2_INST|VARLEN_WG_INST)\((\d+)\)$`)
+	inst := regexp.MustCompile(`(?m)^(VARLEN_INST|VARLEN_FA2_INST|VARLEN_FA2M2_INST|VARLEN_WG_INST)\((\d+)(?:, (\d+))?\)$`)
 	have := map[string]bool{}
+	wgs := map[string]string{} // varlen_wg kernel: warpgroups per block
 	for _, m := range inst.FindAllStringSubmatch(attentionSource, -1) {
 		switch m[1] {
 		case "VARLEN_INST":
@@ -51,18 +52,23 @@ func TestVarlenKernelsInstantiated(t *testing.T) {
 		default:
 			kernel := map[string]string{"VARLEN_FA2_INST": "fa2", "VARLEN_FA2M2_INST": "fa2m2", "VARLEN_WG_INST": "wg"}[m[1]]
 			for _, dt := range []cudadrv.DataType{cudadrv.F16, cudadrv.BF16} {
-				have[fmt.Sprintf("varlen_%s_%s_hd%s", kernel, dt, m[2])] = true
+				name := fmt.Sprintf("varlen_%s_%s_hd%s", kernel, dt, m[2])
+				have[name] = true
+				wgs[name] = m[3]
 			}
 		}
 	}
 	picked := map[string]bool{}
 	for _, dt := range []cudadrv.DataType{cudadrv.F32, cudadrv.F16, cudadrv.BF16} {
 		for _, hd := range varlenHeadDims {
-			for _, wgs := range []int{0, varlenWGs} {
-				k := varlenKernel(dt, hd, wgs, varlenPipe)
+			for _, wg := range []bool{false, true} {
+				k := varlenKernel(dt, hd, wg)
 				picked[k.name] = true
 				if !have[k.name] {
-					t.Errorf("%v hd=%d wgs=%d: the launcher picks %s, which attention.cu does not instantiate", dt, hd, wgs, k.name)
+					t.Errorf("%v hd=%d wg=%v: the launcher picks %s, which attention.cu does not instantiate", dt, hd, wg, k.name)
+				}
+				if k.wg && wgs[k.name] != fmt.Sprint(k.threads/128) {
+					t.Errorf("%s: the launcher runs %d threads, attention.cu instantiates %s warpgroups", k.name, k.threads, wgs[k.name])
 				}
 			}
 		}
@@ -296,7 +302,7 @@ func TestVarlenHalfMatchesReference(t *testing.T) {
 		for _, c := range cases {
 			for _, dt := range []cudadrv.DataType{cudadrv.F16, cudadrv.BF16} {
 				e := runHalf(t, ctx, lv, c, dt)
-				key := lv.name(dt, c.hd)
+				key := lv.kernel(dt, c.hd).name
 				worst[key] = max(worst[key], e)
 				if !(e <= tol[dt]) {
 					t.Errorf("%s %s T=%d: max rel diff %.3g > %.3g", c.name, key, c.s.Total(), e, tol[dt])
@@ -370,7 +376,7 @@ func BenchmarkVarlen(b *testing.B) {
 		flops := 4 * n2 * float64(sh.H*sh.hd)
 		timed := map[string]bool{}
 		for _, v := range launchers(v) {
-			name := fmt.Sprintf("T=%d/H=%d/HD=%d/%s", T, sh.H, sh.hd, v.name(sh.dt, sh.hd))
+			name := fmt.Sprintf("T=%d/H=%d/HD=%d/%s", T, sh.H, sh.hd, v.kernel(sh.dt, sh.hd).name)
 			if timed[name] {
 				continue // a launcher whose kernel at this head dim was timed already
 			}
@@ -480,7 +486,7 @@ func TestVarlenNonFinite(t *testing.T) {
 							x := got[tok*D+h*hd]
 							finite := !math.IsNaN(float64(x)) && !math.IsInf(float64(x), 0)
 							if want := !(inSeq1 && h == 0); finite != want {
-								t.Errorf("%s %v hd=%d %v in k: token %d head %d: %v (want finite: %v)", v.name(dt, hd), dt, hd, bad, tok, h, x, want)
+								t.Errorf("%s %v hd=%d %v in k: token %d head %d: %v (want finite: %v)", v.kernel(dt, hd).name, dt, hd, bad, tok, h, x, want)
 							}
 						}
 					}
@@ -491,35 +497,15 @@ func TestVarlenNonFinite(t *testing.T) {
 }
 
 // launchers are the varlen launchers a test runs: v, and where v runs the
-// varlen_wg kernels (an sm_90 device) a copy on varlen_fa2 alone and one for
-// each other form of varlen_wg (1 or 2 warpgroups, pipelined or not), so
-// every kernel is checked on a Hopper GPU.
+// varlen_wg kernels (an sm_90 device) a copy of it on varlen_fa2 alone, so
+// both kernels are checked on a Hopper GPU.
 func launchers(v *varlen) []*varlen {
 	if !v.hopper {
 		return []*varlen{v}
 	}
 	fa2 := newVarlen(v.ctx)
 	fa2.hopper = false
-	all := []*varlen{v, fa2}
-	for _, wgs := range []int{1, 2} {
-		for _, pipe := range []bool{false, true} {
-			if wgs != v.wgs || pipe != v.pipe {
-				w := newVarlen(v.ctx)
-				w.wgs, w.pipe = wgs, pipe
-				all = append(all, w)
-			}
-		}
-	}
-	return all
-}
-
-// name is the launcher's kernel at dt and HD, with its form.
-func (v *varlen) name(dt cudadrv.DataType, HD int) string {
-	k := v.kernel(dt, HD)
-	if k.wgs > 0 {
-		return fmt.Sprintf("%s/wgs=%d/pipe=%v", k.name, k.wgs, k.pipe)
-	}
-	return k.name
+	return []*varlen{v, fa2}
 }
 
 // TestVarlenWGCompiles: on an sm_90 device the varlen_wg module compiles
@@ -538,12 +524,8 @@ func TestVarlenWGCompiles(t *testing.T) {
 		t.Fatalf("sm_90 device with %d bytes of shared memory per block: varlen_wg not chosen", ctx.Device.SharedPerBlockOptin)
 	}
 	for _, dt := range []cudadrv.DataType{cudadrv.F16, cudadrv.BF16} {
-		for _, wgs := range []int{1, 2} {
-			for _, pipe := range []bool{false, true} {
-				if _, err := v.module(dt, wgs, pipe); err != nil {
-					t.Errorf("%v, %d warpgroups, pipe %v: %v", dt, wgs, pipe, err)
-				}
-			}
+		if _, err := v.module(dt, true); err != nil {
+			t.Errorf("%v: %v", dt, err)
 		}
 	}
 }

@@ -17,6 +17,8 @@ func TestKernelsCompileNVCC(t *testing.T) {
 
 // TestAttentionCompilesNVCC compiles attention.cu as varlen.module does for
 // each element type (fp32: the scalar module; fp16/bf16: the fa2 module).
+// The varlen_wg module needs sm_90a (CUDA 12 or later), so it is compiled
+// by TestVarlenWGCompiles on an sm_90 GPU instead.
 func TestAttentionCompilesNVCC(t *testing.T) {
 	v := func(name string, opts ...string) cudatest.Variant { return cudatest.Variant{Name: name, Opts: opts} }
 	cudatest.CompileNVCC(t, attentionSource, "attention.cu",
