@@ -310,6 +310,9 @@ func TestVarlenHalfMatchesReference(t *testing.T) {
 			}
 		}
 	}
+	if v.wgErr != nil {
+		t.Errorf("varlen_wg did not compile, so the launcher fell back to varlen_fa2: %v", v.wgErr)
+	}
 	var keys []string
 	for k := range worst {
 		keys = append(keys, k)
