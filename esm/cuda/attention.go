@@ -190,6 +190,34 @@ func (v *varlen) kernel(dt cudadrv.DataType, HD int) varlenLaunch {
 	return varlenKernel(dt, HD, v.hopper)
 }
 
+// moduleFor compiles (or finds) the module forward launches from for dt.
+// Should the varlen_wg module not compile (an NVRTC without sm_90a), the
+// launcher keeps to varlen_fa2 from then on and the error stays in wgErr.
+// The backend calls it while the model loads (Backend.Prepare), so the
+// compile overlaps reading the checkpoint and Name reports the kernel that
+// runs.
+func (v *varlen) moduleFor(dt cudadrv.DataType) (*cudadrv.Module, error) {
+	wg := v.kernel(dt, 64).wg
+	m, err := v.module(dt, wg)
+	if err != nil && wg {
+		v.hopper, v.wgErr = false, err
+		m, err = v.module(dt, false)
+	}
+	return m, err
+}
+
+// family names the attention kernels forward runs for dt, for Backend.Name.
+func (v *varlen) family(dt cudadrv.DataType) string {
+	switch {
+	case dt == cudadrv.F32:
+		return "fp32"
+	case v.hopper:
+		return "wgmma"
+	default:
+		return "mma.sync"
+	}
+}
+
 // forward queues out = softmax(scale·q·kᵀ)·v for every sequence and head.
 // Grid: (ceil(maxLen/bq), nseq, H); blocks past their sequence's end exit.
 func (v *varlen) forward(a varlenArgs) error {
@@ -200,18 +228,11 @@ func (v *varlen) forward(a varlenArgs) error {
 	if s == nil {
 		s = v.ctx.Stream()
 	}
-	k := v.kernel(a.DType, a.HD)
-	m, err := v.module(a.DType, k.wg)
-	if err != nil && k.wg {
-		// The sm_90a module did not compile (an NVRTC without sm_90a):
-		// varlen_fa2 from now on.
-		v.hopper, v.wgErr = false, err
-		k = varlenKernel(a.DType, a.HD, false)
-		m, err = v.module(a.DType, false)
-	}
+	m, err := v.moduleFor(a.DType)
 	if err != nil {
 		return err
 	}
+	k := v.kernel(a.DType, a.HD)
 	f, err := m.Function(k.name)
 	if err != nil {
 		return err

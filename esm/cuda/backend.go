@@ -140,7 +140,7 @@ func New(opts Options) (*Backend, error) {
 
 // Name implements esm.Backend.
 func (b *Backend) Name() string {
-	return fmt.Sprintf("cuda (%s, %s, %s)", b.ctx.Device.Name, b.ctx.Device.Arch(), b.Precision())
+	return fmt.Sprintf("cuda (%s, %s, %s, %s attention)", b.ctx.Device.Name, b.ctx.Device.Arch(), b.Precision(), b.attn.family(b.dt))
 }
 
 // Precision implements esm.Backend.
@@ -468,7 +468,9 @@ var _ esm.Preparer = (*Backend)(nil)
 // H200, once per process) is done by one small product on zeros here,
 // while the model's first weights are read, instead of in the first
 // forward pass. The product's plan stays cached beside the model's; its
-// buffer is freed before Prepare returns.
+// buffer is freed before Prepare returns. It also compiles (or reads from
+// the kernel cache) the attention kernels' module, settling which kernels
+// run (Name reports them).
 func (b *Backend) Prepare() error {
 	const n = 64 // a product of 64 x 64 by 64
 	es := b.dt.Size()
@@ -495,6 +497,11 @@ func (b *Backend) Prepare() error {
 	}
 	if err != nil {
 		return fmt.Errorf("cuda: prepare (a first cuBLASLt product): %w", err)
+	}
+	// The attention kernels' module: compiled (or read from the kernel
+	// cache) here rather than in the first forward.
+	if _, err := b.attn.moduleFor(b.dt); err != nil {
+		return fmt.Errorf("cuda: prepare (attention kernels): %w", err)
 	}
 	return nil
 }

@@ -618,6 +618,14 @@ func TestPrepare(t *testing.T) {
 		if first-before != cudadrv.BlasWorkspaceBytes {
 			t.Errorf("%s: %d bytes in use after Prepare, %d before; want only the %d-byte cuBLAS workspace more", prec, first, before, cudadrv.BlasWorkspaceBytes)
 		}
+		// The attention module forward will use is loaded, and on an sm_90
+		// device it is the varlen_wg one.
+		if g.attn.mods[varlenModKey{g.dt, g.attn.kernel(g.dt, 64).wg}] == nil {
+			t.Errorf("%s: no attention module after Prepare", prec)
+		}
+		if d := g.ctx.Device; prec != "fp32" && d.Major == 9 && d.Minor == 0 && !strings.Contains(g.Name(), "wgmma attention") {
+			t.Errorf("%s on %s: Name %q; want the wgmma attention kernels (module error: %v)", prec, d.Arch(), g.Name(), g.attn.wgErr)
+		}
 		if err := g.Prepare(); err != nil {
 			t.Fatalf("%s: second Prepare: %v", prec, err)
 		}
