@@ -16,10 +16,14 @@ import (
 const Arch = "sm_90"
 
 // Variant is one compilation of a source: a name for the log and the extra
-// options (defines) the backend passes to NVRTC for it.
+// options (defines) the backend passes to NVRTC for it. PTX stops after the
+// front end (nvcc -ptx, no ptxas): for modules with instructions of an
+// architecture the installed nvcc may not assemble (sm_90a's wgmma under
+// nvcc 11.8), the C++ is still checked.
 type Variant struct {
 	Name string
 	Opts []string
+	PTX  bool
 }
 
 // CompileNVCC compiles src once per variant with `nvcc -arch=sm_90 -cubin`
@@ -47,8 +51,12 @@ func CompileNVCC(t *testing.T, src, file string, variants ...Variant) {
 	var wg sync.WaitGroup
 	for i, v := range variants {
 		wg.Go(func() {
-			args := append([]string{"-arch=" + Arch, "-cubin", "-o", filepath.Join(dir, fmt.Sprintf("v%d.cubin", i)),
-				"-Xptxas", "-v", "-allow-unsupported-compiler"}, v.Opts...)
+			args := []string{"-arch=" + Arch, "-cubin", "-o", filepath.Join(dir, fmt.Sprintf("v%d.cubin", i)),
+				"-Xptxas", "-v", "-allow-unsupported-compiler"}
+			if v.PTX {
+				args = []string{"-arch=" + Arch, "-ptx", "-o", filepath.Join(dir, fmt.Sprintf("v%d.ptx", i)), "-allow-unsupported-compiler"}
+			}
+			args = append(args, v.Opts...)
 			out, err := exec.Command(nvcc, append(args, path)...).CombinedOutput()
 			res[i] = result{string(out), err}
 		})
@@ -57,6 +65,22 @@ func CompileNVCC(t *testing.T, src, file string, variants ...Variant) {
 	for i, v := range variants {
 		if res[i].err != nil {
 			t.Errorf("nvcc %s (%s): %v\n%s", file, v.Name, res[i].err, res[i].out)
+			continue
+		}
+		if v.PTX {
+			ptx, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("v%d.ptx", i)))
+			if err != nil {
+				t.Errorf("nvcc %s (%s): %v", file, v.Name, err)
+				continue
+			}
+			var entries []string
+			for _, m := range ptxEntryRe.FindAllSubmatch(ptx, -1) {
+				entries = append(entries, string(m[1]))
+			}
+			if len(entries) == 0 {
+				t.Errorf("nvcc %s (%s): no kernels in the PTX", file, v.Name)
+			}
+			t.Logf("%s (%s): front end only (PTX): %d kernels: %s", file, v.Name, len(entries), strings.Join(entries, ", "))
 			continue
 		}
 		t.Logf("%s (%s): %s", file, v.Name, summarize(res[i].out))
@@ -82,6 +106,8 @@ var (
 	entryRe = regexp.MustCompile(`Compiling entry function '(\w+)'`)
 	regsRe  = regexp.MustCompile(`Used (\d+) registers`)
 	spillRe = regexp.MustCompile(`(\d+) bytes spill stores`)
+	// ptxEntryRe matches a kernel's entry in PTX: ".entry name(".
+	ptxEntryRe = regexp.MustCompile(`\.entry\s+(\w+)\(`)
 )
 
 // summarize turns ptxas -v output into "kernel regs[/spill bytes], ...".
