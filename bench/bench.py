@@ -204,6 +204,9 @@ def run_esm2go(a, name, model_dir, label, fasta, records, work, outdir, metrics_
                  # whole-process figure (gpu_busy_pct: nvidia-smi around the process, start-up and
                  # loading included).
                  gpu_busy_own_pct=parse_record(logf, "metrics").get("mean_gpu_util_pct"),
+                 # The backend that ran, as its 'model loaded' record names it (on a GPU:
+                 # card, architecture, precision and the attention kernels).
+                 esm2go_backend=parse_record(logf, "model loaded").get("backend"),
                  seqs_per_s_own=round(limit / own, 1) if own else None, **steady,
                  esm2go_embedded=done.get("embedded"),
                  esm2go_skipped=done.get("skipped"), metrics_json=os.path.basename(metrics) if metrics else None,

@@ -123,7 +123,7 @@ def markdown(doc):
                 lines.append(f"- {r['model']} {r['input']}: " + "; ".join(parts))
     for r in rows:
         for k in ("attention", "check_max_rel_err", "check_hf_fp16_max_rel_err", "check_error",
-                  "esm2go_vs_varlen_max_rel_err", "esm2go_internal_time_s", "sampler_note", "note"):
+                  "esm2go_vs_varlen_max_rel_err", "esm2go_internal_time_s", "esm2go_backend", "sampler_note", "note"):
             if r.get(k) not in (None, ""):
                 if k == "attention" and r.get(k) == "varlen_attn":
                     continue
