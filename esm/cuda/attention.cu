@@ -266,23 +266,25 @@ __device__ __forceinline__ void fa2_load(unsigned dst, const T* __restrict__ src
   });
 }
 
-// fa2_check folds this thread's chunks of a K tile into acc: acc = fma(x,
-// 0, acc) per element pair, so acc stays ±0 while every element is finite
-// and turns NaN at an Inf or a NaN. Zero-filled rows past the sequence's
-// end are finite.
+// fa2_fold16 folds the 16 bytes at shared address a (8 elements) into acc:
+// acc = fma(x, 0, acc) per element pair, so acc stays ±0 while every element
+// is finite and turns NaN at an Inf or a NaN.
+template <typename T>
+__device__ __forceinline__ void fa2_fold16(unsigned& acc, unsigned a) {
+  unsigned w0, w1, w2, w3;
+  asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];\n" : "=r"(w0), "=r"(w1), "=r"(w2), "=r"(w3) : "r"(a));
+  acc = Fa2Op<T>::fma0(w0, acc);
+  acc = Fa2Op<T>::fma0(w1, acc);
+  acc = Fa2Op<T>::fma0(w2, acc);
+  acc = Fa2Op<T>::fma0(w3, acc);
+}
+
+// fa2_check folds this thread's chunks of a K tile into acc (fa2_fold16).
+// Zero-filled rows past the sequence's end are finite.
 template <typename T, int HD, int ROWS>
 __device__ __forceinline__ void fa2_check(unsigned& acc, unsigned src, int tid) {
   constexpr int S = fa2_stride(HD);
-  fa2_chunks<HD, ROWS>(tid, [&](int r, int c) {
-    unsigned w0, w1, w2, w3;
-    asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(w0), "=r"(w1), "=r"(w2), "=r"(w3)
-                 : "r"(src + (r * S + 8 * c) * 2));
-    acc = Fa2Op<T>::fma0(w0, acc);
-    acc = Fa2Op<T>::fma0(w1, acc);
-    acc = Fa2Op<T>::fma0(w2, acc);
-    acc = Fa2Op<T>::fma0(w3, acc);
-  });
+  fa2_chunks<HD, ROWS>(tid, [&](int r, int c) { fa2_fold16<T>(acc, src + (r * S + 8 * c) * 2); });
 }
 
 // varlen_fa2 with MT m16 row tiles per warp: the block holds BQ = 64·MT
@@ -720,16 +722,10 @@ __device__ __forceinline__ void wg_load(unsigned dst, const T* __restrict__ src,
   });
 }
 
+// wg_check folds this thread's chunks of a K tile into acc (fa2_fold16).
 template <typename T, int HD, int ROWS, int NT>
 __device__ __forceinline__ void wg_check(unsigned& acc, unsigned src, int tid) {
-  wg_chunks<HD, ROWS, NT>(tid, [&](int r, int c, int off) {
-    unsigned w0, w1, w2, w3;
-    asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];\n" : "=r"(w0), "=r"(w1), "=r"(w2), "=r"(w3) : "r"(src + off));
-    acc = Fa2Op<T>::fma0(w0, acc);
-    acc = Fa2Op<T>::fma0(w1, acc);
-    acc = Fa2Op<T>::fma0(w2, acc);
-    acc = Fa2Op<T>::fma0(w3, acc);
-  });
+  wg_chunks<HD, ROWS, NT>(tid, [&](int, int, int off) { fa2_fold16<T>(acc, src + off); });
 }
 
 // wg_softmax is the online softmax of one tile of scores s (the wgmma

@@ -197,7 +197,7 @@ func (v *varlen) kernel(dt cudadrv.DataType, HD int) varlenLaunch {
 // compile overlaps reading the checkpoint and Name reports the kernel that
 // runs.
 func (v *varlen) moduleFor(dt cudadrv.DataType) (*cudadrv.Module, error) {
-	wg := v.kernel(dt, 64).wg
+	wg := v.hopper && dt != cudadrv.F32 // as varlenKernel picks
 	m, err := v.module(dt, wg)
 	if err != nil && wg {
 		v.hopper, v.wgErr = false, err

@@ -377,13 +377,8 @@ func BenchmarkVarlen(b *testing.B) {
 			b.Fatal(err)
 		}
 		flops := 4 * n2 * float64(sh.H*sh.hd)
-		timed := map[string]bool{}
 		for _, v := range launchers(v) {
 			name := fmt.Sprintf("T=%d/H=%d/HD=%d/%s", T, sh.H, sh.hd, v.kernel(sh.dt, sh.hd).name)
-			if timed[name] {
-				continue // a launcher whose kernel at this head dim was timed already
-			}
-			timed[name] = true
 			for range 2 {
 				run := func() {
 					if err := v.forward(varlenArgs{Out: do.Ptr, LdOut: D, Q: dq.Ptr, K: dq.Ptr.Add(2 * D), V: dq.Ptr.Add(4 * D),
