@@ -48,6 +48,7 @@ type ltPlan struct {
 	a, b, c   C.cublasLtMatrixLayout_t
 	algo      C.cublasLtMatmulAlgo_t
 	workspace int
+	tuned     bool // algo settled by ltTune
 }
 
 func (p *ltPlan) destroy() error {
@@ -94,24 +95,11 @@ func (c *Context) ltPlan(b *blasState, k ltKey) (*ltPlan, error) {
 			return fail(blasErr("cublasLtMatrixLayoutCreate", desc, r))
 		}
 	}
-	var pref C.cublasLtMatmulPreference_t
-	if r := C.esm_cublasLtMatmulPreferenceCreate(&pref); r != 0 {
-		return fail(blasErr("cublasLtMatmulPreferenceCreate", desc, r))
+	res, err := ltHeuristic(b, p, desc, 1)
+	if err != nil {
+		return fail(err)
 	}
-	defer C.esm_cublasLtMatmulPreferenceDestroy(pref)
-	ws := C.uint64_t(BlasWorkspaceBytes)
-	if r := C.esm_cublasLtMatmulPreferenceSetAttribute(pref, ltPrefMaxWorkspace, unsafe.Pointer(&ws), 8); r != 0 {
-		return fail(blasErr("cublasLtMatmulPreferenceSetAttribute", "MAX_WORKSPACE_BYTES", r))
-	}
-	var res C.cublasLtMatmulHeuristicResult_t
-	var n C.int
-	if r := C.esm_cublasLtMatmulAlgoGetHeuristic(b.lt, p.desc, p.a, p.b, p.c, p.c, pref, 1, &res, &n); r != 0 || n == 0 {
-		if r == 0 {
-			r = 15 // CUBLAS_STATUS_NOT_SUPPORTED
-		}
-		return fail(blasErr("cublasLtMatmulAlgoGetHeuristic", desc, r))
-	}
-	p.algo, p.workspace = res.algo, int(res.workspaceSize)
+	p.algo, p.workspace = res[0].algo, int(res[0].workspaceSize)
 	if len(b.plans) >= maxLtPlans {
 		for key, old := range b.plans {
 			old.destroy()
@@ -120,6 +108,73 @@ func (c *Context) ltPlan(b *blasState, k ltKey) (*ltPlan, error) {
 	}
 	b.plans[k] = p
 	return p, nil
+}
+
+// ltHeuristic asks cuBLASLt for up to n algorithms for plan p, best first.
+func ltHeuristic(b *blasState, p *ltPlan, desc string, n int) ([]C.cublasLtMatmulHeuristicResult_t, error) {
+	return ltHeuristicPref(b, p, desc, n, nil)
+}
+
+// ltHeuristicPref is ltHeuristic with set, if not nil, setting more
+// preferences.
+func ltHeuristicPref(b *blasState, p *ltPlan, desc string, n int, set func(C.cublasLtMatmulPreference_t) error) ([]C.cublasLtMatmulHeuristicResult_t, error) {
+	var pref C.cublasLtMatmulPreference_t
+	if r := C.esm_cublasLtMatmulPreferenceCreate(&pref); r != 0 {
+		return nil, blasErr("cublasLtMatmulPreferenceCreate", desc, r)
+	}
+	defer C.esm_cublasLtMatmulPreferenceDestroy(pref)
+	ws := C.uint64_t(BlasWorkspaceBytes)
+	if r := C.esm_cublasLtMatmulPreferenceSetAttribute(pref, ltPrefMaxWorkspace, unsafe.Pointer(&ws), 8); r != 0 {
+		return nil, blasErr("cublasLtMatmulPreferenceSetAttribute", "MAX_WORKSPACE_BYTES", r)
+	}
+	if set != nil {
+		if err := set(pref); err != nil {
+			return nil, err
+		}
+	}
+	res := make([]C.cublasLtMatmulHeuristicResult_t, n)
+	var got C.int
+	if r := C.esm_cublasLtMatmulAlgoGetHeuristic(b.lt, p.desc, p.a, p.b, p.c, p.c, pref, C.int(n), &res[0], &got); r != 0 || got == 0 {
+		if r == 0 {
+			r = 15 // CUBLAS_STATUS_NOT_SUPPORTED
+		}
+		return nil, blasErr("cublasLtMatmulAlgoGetHeuristic", desc, r)
+	}
+	return res[:got], nil
+}
+
+// LinearBiasAlgo is LinearBias on the heuristic's candidate algorithm i
+// (0 is the heuristic's first choice; splitK false asks for candidates
+// without split-K, as the tuning does), untuned, for timing the candidates
+// against each other (BenchmarkLinearBiasAlgos). It returns how many
+// candidates the heuristic gave, at most 16; with i out of range it runs
+// nothing.
+func (c *Context) LinearBiasAlgo(y, x, w, bias DevicePtr, T, N, K int, p Precision, e Epilogue, splitK bool, i int) (int, error) {
+	if err := c.check(); err != nil {
+		return 0, err
+	}
+	if T <= 0 || N <= 0 || K <= 0 {
+		return 0, fmt.Errorf("cuda: LinearBiasAlgo T=%d N=%d K=%d: dimensions must be positive", T, N, K)
+	}
+	b, err := c.blasHandle()
+	if err != nil {
+		return 0, err
+	}
+	plan, err := c.ltPlan(b, ltKey{T, N, K, p, e})
+	if err != nil {
+		return 0, err
+	}
+	desc := fmt.Sprintf("T=%d N=%d K=%d %v->%v", T, N, K, p.In, p.Out)
+	var res []C.cublasLtMatmulHeuristicResult_t
+	if splitK {
+		res, err = ltHeuristic(b, plan, desc, 16)
+	} else {
+		res, err = ltHeuristicMask(b, plan, desc, 16, 0)
+	}
+	if err != nil || i < 0 || i >= len(res) {
+		return len(res), err
+	}
+	return len(res), c.ltMatmul(b, plan, &res[i].algo, y, y, x, w, bias, desc, e)
 }
 
 // LinearBias computes y(T,N) = x(T,K)·w(N,K)ᵀ + bias(N), or adds it to y
@@ -142,6 +197,17 @@ func (c *Context) LinearBias(y, x, w, bias DevicePtr, T, N, K int, p Precision, 
 		return err
 	}
 	desc := fmt.Sprintf("T=%d N=%d K=%d %v->%v", T, N, K, p.In, p.Out)
+	if !plan.tuned && !c.NoGemmTuning {
+		if err := c.ltTune(b, plan, ltKey{T, N, K, p, e}, y, x, w, bias, desc); err != nil {
+			return fmt.Errorf("cuda: LinearBias %s: tuning: %w", desc, err)
+		}
+	}
+	return c.ltMatmul(b, plan, &plan.algo, y, y, x, w, bias, desc, e)
+}
+
+// ltMatmul runs plan with algo: d = x·wᵀ + bias, plus cin with
+// EpilogueBiasAccumulate (LinearBias passes y for both).
+func (c *Context) ltMatmul(b *blasState, plan *ltPlan, algo *C.cublasLtMatmulAlgo_t, d, cin, x, w, bias DevicePtr, desc string, e Epilogue) error {
 	if r := C.esm_cublasLtSetBiasPointer(plan.desc, C.CUdeviceptr(bias)); r != 0 {
 		return blasErr("cublasLtMatmulDescSetAttribute", "BIAS_POINTER", r)
 	}
@@ -150,7 +216,7 @@ func (c *Context) LinearBias(y, x, w, bias DevicePtr, T, N, K int, p Precision, 
 		beta = 1
 	}
 	r := C.esm_cublasLtMatmul(b.lt, plan.desc, &alpha, C.CUdeviceptr(w), plan.a, C.CUdeviceptr(x), plan.b,
-		&beta, C.CUdeviceptr(y), plan.c, C.CUdeviceptr(y), plan.c, &plan.algo,
+		&beta, C.CUdeviceptr(cin), plan.c, C.CUdeviceptr(d), plan.c, algo,
 		C.CUdeviceptr(b.ws.Ptr), C.size_t(BlasWorkspaceBytes), b.stream.handle())
 	return blasErr("cublasLtMatmul", desc, r)
 }

@@ -3,7 +3,9 @@
 package cudadrv_test
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -535,6 +537,70 @@ func TestLinearBias(t *testing.T) {
 	}
 }
 
+// TestLinearBiasTuning: LinearBias times cuBLASLt's candidates on its
+// first call of a shape class and still computes the product once: y for
+// the plain epilogue, y += x·wᵀ + b exactly once for the accumulating one
+// (the candidates are timed into a scratch buffer). A second shape in the
+// same class reuses the tuning; NoGemmTuning times nothing.
+func TestLinearBiasTuning(t *testing.T) {
+	c := newCtx(t)
+	r := rand.New(rand.NewPCG(9, 10))
+	T, N, K := 1536, 768, 512
+	x, w, bias := randVec(T*K, r), randVec(N*K, r), randVec(N, r)
+	dxh := uploadHalf(t, c, x, cudadrv.HalfBits, cudadrv.HalfToFloat32)
+	dwh := uploadHalf(t, c, w, cudadrv.HalfBits, cudadrv.HalfToFloat32)
+	dbh := uploadHalf(t, c, bias, cudadrv.HalfBits, cudadrv.HalfToFloat32)
+	db := upload(t, c, bias)
+	// uploadHalf rounded x, w and bias to fp16 in place: the reference is
+	// of the operands the GPU has, so tolF16 covers the output's rounding
+	// and the order of the sums.
+	ref := gemmRef(x, w, T, N, K)
+	for i := range ref {
+		ref[i] += float64(bias[i%N])
+	}
+	dyh, err := c.Alloc(2 * T * N)
+	must(t, err)
+	must(t, c.LinearBias(dyh.Ptr, dxh.Ptr, dwh.Ptr, dbh.Ptr, T, N, K, cudadrv.FP16, cudadrv.EpilogueBias))
+	if e := relErr(downloadHalf(t, c, dyh, T*N, cudadrv.HalfToFloat32), ref); e > tolF16 {
+		t.Fatalf("tuned LinearBias fp16: rel err %.3g", e)
+	}
+	half32 := cudadrv.Precision{In: cudadrv.F16, Out: cudadrv.F32, Compute: cudadrv.ComputeF32}
+	y0 := randVec(T*N, r)
+	acc := make([]float64, len(ref))
+	for i := range acc {
+		acc[i] = ref[i] + float64(y0[i])
+	}
+	dy := upload(t, c, y0)
+	must(t, c.LinearBias(dy.Ptr, dxh.Ptr, dwh.Ptr, db.Ptr, T, N, K, half32, cudadrv.EpilogueBiasAccumulate))
+	if e := relErr(download(t, c, dy, T*N), acc); e > tolF16 {
+		t.Fatalf("tuned LinearBias fp16->fp32 accumulate: rel err %.3g (added more than once?)", e)
+	}
+	recs := c.GemmTunings()
+	if len(recs) != 2 {
+		t.Fatalf("%d tunings after two shape classes, want 2: %+v", len(recs), recs)
+	}
+	for _, rec := range recs {
+		t.Logf("%+v", rec)
+		if rec.Skipped == "" && (rec.Candidates < 2 || rec.First <= 0 || rec.Best > rec.First) {
+			t.Errorf("tuning record inconsistent: %+v", rec)
+		}
+	}
+	// T-1 is in the same class: no new tuning, same product.
+	must(t, c.LinearBias(dyh.Ptr, dxh.Ptr, dwh.Ptr, dbh.Ptr, T-1, N, K, cudadrv.FP16, cudadrv.EpilogueBias))
+	if n := len(c.GemmTunings()); n != 2 {
+		t.Fatalf("%d tunings after a shape of the same class, want 2", n)
+	}
+	if e := relErr(downloadHalf(t, c, dyh, (T-1)*N, cudadrv.HalfToFloat32), ref[:(T-1)*N]); e > tolF16 {
+		t.Fatalf("LinearBias fp16 on a tuned class: rel err %.3g", e)
+	}
+
+	c.NoGemmTuning = true
+	must(t, c.LinearBias(dyh.Ptr, dxh.Ptr, dwh.Ptr, dbh.Ptr, T, N/2, K, cudadrv.FP16, cudadrv.EpilogueBias))
+	if n := len(c.GemmTunings()); n != 2 {
+		t.Fatalf("NoGemmTuning: %d tunings after a new shape class, want 2", n)
+	}
+}
+
 const fillSrc = `
 #include <cuda_fp16.h>
 // fill_half writes pseudo-random fp16 values in [-1, 1) (a hash of i and seed).
@@ -603,5 +669,125 @@ func TestHalfConversions(t *testing.T) {
 	}
 	if cudadrv.BF16Bits(1) != 0x3f80 || cudadrv.BF16ToFloat32(0x3f80) != 1 {
 		t.Error("bf16 of 1")
+	}
+}
+
+// BenchmarkLinearBiasAlgos times every algorithm cuBLASLt's heuristic
+// offers (up to 16, with and without split-K) for the model's four GEMMs
+// at the ESM2 widths, fp16 inputs, 65,536 tokens (a full batch): QKV and
+// FC1 with fp16 outputs, the output projection and FC2 accumulating into
+// the fp32 residual; then LinearBias itself, which tunes on its first
+// call. It logs the heuristic's first choice (what LinearBias ran before
+// tuning), the fastest candidate of each list, and LinearBias after
+// tuning; random data, median of 10 event-timed runs each.
+func BenchmarkLinearBiasAlgos(b *testing.B) {
+	c := newCtx(b)
+	m, err := c.Compile(fillSrc, "fill.cu")
+	must(b, err)
+	fill, err := m.Function("fill_half")
+	must(b, err)
+	start, _ := c.NewEvent(true)
+	end, _ := c.NewEvent(true)
+	median := func(run func() error) float64 {
+		var ts []float64
+		for r := range 13 {
+			must(b, start.Record(c.Stream()))
+			if err := run(); err != nil {
+				return math.Inf(1)
+			}
+			must(b, end.Record(c.Stream()))
+			must(b, end.Synchronize())
+			ms, err := cudadrv.ElapsedMs(start, end)
+			must(b, err)
+			if r >= 3 {
+				ts = append(ts, float64(ms))
+			}
+		}
+		slices.Sort(ts)
+		return ts[len(ts)/2]
+	}
+	const T, cmpRows = 65536, 4096
+	half32 := cudadrv.Precision{In: cudadrv.F16, Out: cudadrv.F32, Compute: cudadrv.ComputeF32}
+	for _, d := range []struct {
+		name string
+		D    int
+	}{{"35M", 480}, {"150M", 640}, {"650M", 1280}, {"3B", 2560}} {
+		for _, g := range []struct {
+			name string
+			N, K int
+			p    cudadrv.Precision
+			e    cudadrv.Epilogue
+		}{
+			{"qkv", 3 * d.D, d.D, cudadrv.FP16, cudadrv.EpilogueBias},
+			{"out", d.D, d.D, half32, cudadrv.EpilogueBiasAccumulate},
+			{"fc1", 4 * d.D, d.D, cudadrv.FP16, cudadrv.EpilogueBias},
+			{"fc2", d.D, 4 * d.D, half32, cudadrv.EpilogueBiasAccumulate},
+		} {
+			x, err := c.Alloc(2 * T * g.K)
+			must(b, err)
+			w, err := c.Alloc(2 * g.N * g.K)
+			must(b, err)
+			bias, err := c.Alloc(4 * g.N)
+			must(b, err)
+			y, err := c.Alloc(4 * T * g.N)
+			must(b, err)
+			for i, buf := range []*cudadrv.Buffer{x, w} {
+				n := buf.Size / 2
+				must(b, c.Launch(fill, [3]uint32{uint32((n + 255) / 256), 1, 1}, [3]uint32{256, 1, 1}, 0, c.Stream(),
+					buf, uint32(i+1), uint64(n)))
+			}
+			must(b, c.MemsetD8Async(bias.Ptr, 0, bias.Size, c.Stream()))
+			must(b, c.MemsetD8Async(y.Ptr, 0, y.Size, c.Stream()))
+			var first float64
+			var ref []byte // the heuristic's first cmpRows rows of y
+			line := fmt.Sprintf("%s %-3s T=%d N=%d K=%d:", d.name, g.name, T, g.N, g.K)
+			fl := 2 * float64(T) * float64(g.N) * float64(g.K)
+			for _, splitK := range []bool{true, false} {
+				n, err := c.LinearBiasAlgo(y.Ptr, x.Ptr, w.Ptr, bias.Ptr, T, g.N, g.K, g.p, g.e, splitK, -1)
+				must(b, err)
+				best, bi, same := math.Inf(1), -1, 0
+				for i := range n {
+					t := median(func() error {
+						_, err := c.LinearBiasAlgo(y.Ptr, x.Ptr, w.Ptr, bias.Ptr, T, g.N, g.K, g.p, g.e, splitK, i)
+						return err
+					})
+					if splitK && i == 0 {
+						first = t
+					}
+					if t < best {
+						best, bi = t, i
+					}
+					// One run from y = 0: are its first rows bit-identical to the
+					// heuristic's choice?
+					must(b, c.MemsetD8Async(y.Ptr, 0, y.Size, c.Stream()))
+					if _, err := c.LinearBiasAlgo(y.Ptr, x.Ptr, w.Ptr, bias.Ptr, T, g.N, g.K, g.p, g.e, splitK, i); err == nil {
+						got := make([]byte, cmpRows*g.N*g.p.Out.Size())
+						must(b, c.CopyDtoH(got, y.Ptr))
+						if ref == nil {
+							ref = got
+						}
+						if bytes.Equal(got, ref) {
+							same++
+						}
+					}
+				}
+				if splitK {
+					line += fmt.Sprintf(" heuristic %.3f ms (%.0f TFLOP/s); best of %d %.3f ms (#%d), %d bit-identical", first, fl/first/1e9, n, best, bi, same)
+				} else {
+					line += fmt.Sprintf("; best of %d without split-K %.3f ms (#%d), %d bit-identical", n, best, bi, same)
+				}
+			}
+			tuned := median(func() error { return c.LinearBias(y.Ptr, x.Ptr, w.Ptr, bias.Ptr, T, g.N, g.K, g.p, g.e) })
+			line += fmt.Sprintf("; LinearBias tuned %.3f ms (%.0f TFLOP/s, %.3fx)", tuned, fl/tuned/1e9, first/tuned)
+			for _, r := range c.GemmTunings() {
+				if r.T == T && r.N == g.N && r.K == g.K {
+					line += fmt.Sprintf(" [tuning: %d candidates, kept #%d, %.3f -> %.3f ms, took %v %s]", r.Candidates, r.Chosen, r.First, r.Best, r.Took.Round(time.Millisecond), r.Skipped)
+				}
+			}
+			b.Log(line)
+			for _, buf := range []*cudadrv.Buffer{x, w, bias, y} {
+				must(b, buf.Free())
+			}
+		}
 	}
 }
