@@ -408,7 +408,6 @@ var (
 	benchPrecision = flag.String("bench-precision", "fp16", "precision of BenchmarkForwardCUDA: fp16, bf16 or fp32")
 	seriesTiny     = flag.Bool("series-tiny", false, "BenchmarkBatchSeries: run a forward of 156 tokens before the series")
 	benchFA2       = flag.Bool("bench-fa2", false, "BenchmarkForwardCUDA: attention on varlen_fa2 even where varlen_wg runs (sm_90)")
-	benchNoTune    = flag.Bool("bench-no-tune", false, "BenchmarkForwardCUDA: GEMMs on cuBLASLt's heuristic choice, untuned")
 )
 
 // sizesOr is -bench-sizes split at commas, or def when the flag is empty.
@@ -436,7 +435,6 @@ func BenchmarkForwardCUDA(b *testing.B) {
 			if *benchFA2 {
 				g.attn.hopper = false
 			}
-			g.ctx.NoGemmTuning = *benchNoTune
 			m, err := esm.NewModel(cfg, esmtest.Random(cfg, 1), g)
 			if err != nil {
 				b.Fatal(err)
@@ -470,11 +468,8 @@ func BenchmarkForwardCUDA(b *testing.B) {
 			b.ReportMetric(T/med, "tokens/s")
 			b.ReportMetric(flops/med/1e12, "TFLOP/s")
 			b.ReportMetric(T, "tokens/batch")
-			b.Logf("%s %s on %s: T=%d nseq=%d median %.2f ms (attention %s, %d GEMM tunings)", size, prec, g.ctx.Device.Name, len(batch.Tokens), batch.NumSeqs(), med*1e3,
-				g.attn.kernel(g.dt, cfg.HeadDim()).name, len(g.ctx.GemmTunings()))
-			for _, r := range g.ctx.GemmTunings() {
-				b.Logf("  tuning %+v", r)
-			}
+			b.Logf("%s %s on %s: T=%d nseq=%d median %.2f ms (attention %s)", size, prec, g.ctx.Device.Name, len(batch.Tokens), batch.NumSeqs(), med*1e3,
+				g.attn.kernel(g.dt, cfg.HeadDim()).name)
 		})
 	}
 }

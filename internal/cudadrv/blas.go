@@ -95,10 +95,6 @@ type blasState struct {
 	ws     *Buffer
 	stream *Stream
 	plans  map[ltKey]*ltPlan
-	tuned  map[ltTuneKey]*ltTuned // per shape class (blastune.go)
-	// the tuning file (blastune_file.go) and cuBLASLt's version it is for
-	tunePath  string
-	ltVersion uint64
 }
 
 // blasHandle creates the cuBLAS and cuBLASLt handles on first use, bound to
@@ -107,7 +103,7 @@ func (c *Context) blasHandle() (*blasState, error) {
 	if c.blas != nil {
 		return c.blas, nil
 	}
-	b := &blasState{plans: map[ltKey]*ltPlan{}, tuned: map[ltTuneKey]*ltTuned{}}
+	b := &blasState{plans: map[ltKey]*ltPlan{}}
 	if r := C.esm_cublasCreate(&b.h); r != 0 {
 		return nil, blasErr("cublasCreate_v2", "", r)
 	}
@@ -122,7 +118,6 @@ func (c *Context) blasHandle() (*blasState, error) {
 		return nil, blasErr("cublasLtCreate", "", r)
 	}
 	c.blas = b
-	c.loadTunings(b)
 	if r := C.esm_cublasSetWorkspace(b.h, C.CUdeviceptr(ws.Ptr), BlasWorkspaceBytes); r != 0 {
 		return nil, blasErr("cublasSetWorkspace_v2", fmt.Sprintf("%d bytes", BlasWorkspaceBytes), r)
 	}

@@ -21,7 +21,9 @@ const (
 	ltPrefMaxWorkspace = 1 // CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES
 	ltEpilogueBias     = 4 // CUBLASLT_EPILOGUE_BIAS
 	cudaR32F           = 0
-	maxLtPlans         = 512
+	// CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK
+	ltPrefReductionSchemeMask = 3
+	maxLtPlans                = 512
 )
 
 // Epilogue is what LinearBias applies after the product.
@@ -48,7 +50,6 @@ type ltPlan struct {
 	a, b, c   C.cublasLtMatrixLayout_t
 	algo      C.cublasLtMatmulAlgo_t
 	workspace int
-	tuned     bool // algo settled by ltTune
 }
 
 func (p *ltPlan) destroy() error {
@@ -144,9 +145,9 @@ func ltHeuristicPref(b *blasState, p *ltPlan, desc string, n int, set func(C.cub
 }
 
 // LinearBiasAlgo is LinearBias on the heuristic's candidate algorithm i
-// (0 is the heuristic's first choice; splitK false asks for candidates
-// without split-K, as the tuning does), untuned, for timing the candidates
-// against each other (BenchmarkLinearBiasAlgos). It returns how many
+// (0 is the heuristic's first choice, the one LinearBias runs; splitK false
+// asks for candidates without split-K), for timing the candidates against
+// each other (BenchmarkLinearBiasAlgos). It returns how many
 // candidates the heuristic gave, at most 16; with i out of range it runs
 // nothing.
 func (c *Context) LinearBiasAlgo(y, x, w, bias DevicePtr, T, N, K int, p Precision, e Epilogue, splitK bool, i int) (int, error) {
@@ -197,11 +198,6 @@ func (c *Context) LinearBias(y, x, w, bias DevicePtr, T, N, K int, p Precision, 
 		return err
 	}
 	desc := fmt.Sprintf("T=%d N=%d K=%d %v->%v", T, N, K, p.In, p.Out)
-	if !plan.tuned && !c.NoGemmTuning {
-		if err := c.ltTune(b, plan, ltKey{T, N, K, p, e}, y, x, w, bias, desc); err != nil {
-			return fmt.Errorf("cuda: LinearBias %s: tuning: %w", desc, err)
-		}
-	}
 	return c.ltMatmul(b, plan, &plan.algo, y, y, x, w, bias, desc, e)
 }
 
@@ -219,4 +215,15 @@ func (c *Context) ltMatmul(b *blasState, plan *ltPlan, algo *C.cublasLtMatmulAlg
 		&beta, C.CUdeviceptr(cin), plan.c, C.CUdeviceptr(d), plan.c, algo,
 		C.CUdeviceptr(b.ws.Ptr), C.size_t(BlasWorkspaceBytes), b.stream.handle())
 	return blasErr("cublasLtMatmul", desc, r)
+}
+
+// ltHeuristicMask is ltHeuristic with a reduction scheme mask (0: no
+// split-K).
+func ltHeuristicMask(b *blasState, p *ltPlan, desc string, n int, mask uint32) ([]C.cublasLtMatmulHeuristicResult_t, error) {
+	return ltHeuristicPref(b, p, desc, n, func(pref C.cublasLtMatmulPreference_t) error {
+		if r := C.esm_cublasLtMatmulPreferenceSetAttribute(pref, ltPrefReductionSchemeMask, unsafe.Pointer(&mask), 4); r != 0 {
+			return blasErr("cublasLtMatmulPreferenceSetAttribute", fmt.Sprintf("REDUCTION_SCHEME_MASK = %d", mask), r)
+		}
+		return nil
+	})
 }

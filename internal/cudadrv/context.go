@@ -10,7 +10,6 @@ import "C"
 import (
 	"errors"
 	"fmt"
-	"os"
 	"runtime"
 	"syscall"
 )
@@ -39,12 +38,6 @@ type Context struct {
 	// cache. NewContext sets it from $ESM2GO_KERNEL_CACHE, else
 	// $XDG_CACHE_HOME/esm2go/kernels, else ~/.cache/esm2go/kernels.
 	KernelCacheDir string
-
-	// NoGemmTuning turns off timing cuBLASLt's candidate algorithms on
-	// the first LinearBias of each shape class (blastune.go): every
-	// LinearBias then runs the heuristic's first choice. NewContext sets
-	// it when $ESM2GO_GEMM_TUNING is "off".
-	NoGemmTuning bool
 }
 
 // NewContext locks the calling goroutine to its OS thread, retains the
@@ -65,7 +58,6 @@ func NewContext(ordinal int) (*Context, error) {
 		streams: map[*Stream]bool{}, events: map[*Event]bool{},
 		hosts: map[*HostBuffer]bool{}, mods: map[string]*Module{},
 		KernelCacheDir: defaultKernelCacheDir(),
-		NoGemmTuning:   os.Getenv("ESM2GO_GEMM_TUNING") == "off",
 	}
 	c.alloc.init()
 	fail := func(err error) (*Context, error) {

@@ -118,12 +118,7 @@ int esm_load(int lib, const char* path, char* err, size_t errlen);
 	X(ESM_LIB_CUBLASLT, cublasStatus_t, cublasLtMatmulAlgoGetHeuristic, "cublasLtMatmulAlgoGetHeuristic", NULL, \
 		(cublasLtHandle_t h, cublasLtMatmulDesc_t d, cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b, cublasLtMatrixLayout_t c, \
 		 cublasLtMatrixLayout_t dd, cublasLtMatmulPreference_t p, int requested, cublasLtMatmulHeuristicResult_t* results, int* returned), \
-		(h, d, a, b, c, dd, p, requested, results, returned)) \
-	X(ESM_LIB_CUBLASLT, size_t, cublasLtGetVersion, "cublasLtGetVersion", NULL, (void), ()) \
-	X(ESM_LIB_CUBLASLT, cublasStatus_t, cublasLtMatmulAlgoCheck, "cublasLtMatmulAlgoCheck", NULL, \
-		(cublasLtHandle_t h, cublasLtMatmulDesc_t d, cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b, cublasLtMatrixLayout_t c, \
-		 cublasLtMatrixLayout_t dd, const cublasLtMatmulAlgo_t* algo, cublasLtMatmulHeuristicResult_t* result), \
-		(h, d, a, b, c, dd, algo, result))
+		(h, d, a, b, c, dd, p, requested, results, returned))
 
 #define ESM_DECLARE(lib, ret, name, sym, alt, params, args) ret esm_##name params;
 ESM_PASSTHROUGH(ESM_DECLARE)
