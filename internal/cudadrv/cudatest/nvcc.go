@@ -16,14 +16,25 @@ import (
 const Arch = "sm_90"
 
 // Variant is one compilation of a source: a name for the log and the extra
-// options (defines) the backend passes to NVRTC for it. PTX stops after the
-// front end (nvcc -ptx, no ptxas): for modules with instructions of an
-// architecture the installed nvcc may not assemble (sm_90a's wgmma under
-// nvcc 11.8), the C++ is still checked.
+// options (defines) the backend passes to NVRTC for it. SM90a marks a
+// module with sm_90a instructions (wgmma): it is compiled whole for sm_90a
+// where the installed nvcc knows that architecture (CUDA 12 and later) and
+// otherwise goes through the front end only (nvcc -ptx for sm_90, no
+// ptxas: nvcc 11.8 cannot assemble wgmma, but the C++ is still checked).
 type Variant struct {
-	Name string
-	Opts []string
-	PTX  bool
+	Name  string
+	Opts  []string
+	SM90a bool
+}
+
+// knowsSM90a reports whether nvcc compiles an empty kernel for sm_90a
+// (its architecture lists are not the same from one release to another).
+func knowsSM90a(nvcc, dir string) bool {
+	src := filepath.Join(dir, "probe90a.cu")
+	if os.WriteFile(src, []byte("__global__ void probe() {}\n"), 0o644) != nil {
+		return false
+	}
+	return exec.Command(nvcc, "-arch=sm_90a", "-cubin", "-allow-unsupported-compiler", "-o", filepath.Join(dir, "probe90a.cubin"), src).Run() == nil
 }
 
 // CompileNVCC compiles src once per variant with `nvcc -arch=sm_90 -cubin`
@@ -48,12 +59,25 @@ func CompileNVCC(t *testing.T, src, file string, variants ...Variant) {
 		err error
 	}
 	res := make([]result, len(variants))
+	ptxOnly := make([]bool, len(variants))
+	sm90a := false
+	for _, v := range variants {
+		if v.SM90a {
+			sm90a = knowsSM90a(nvcc, dir)
+			break
+		}
+	}
 	var wg sync.WaitGroup
 	for i, v := range variants {
+		ptxOnly[i] = v.SM90a && !sm90a
 		wg.Go(func() {
-			args := []string{"-arch=" + Arch, "-cubin", "-o", filepath.Join(dir, fmt.Sprintf("v%d.cubin", i)),
+			arch := Arch
+			if v.SM90a {
+				arch = "sm_90a"
+			}
+			args := []string{"-arch=" + arch, "-cubin", "-o", filepath.Join(dir, fmt.Sprintf("v%d.cubin", i)),
 				"-Xptxas", "-v", "-allow-unsupported-compiler"}
-			if v.PTX {
+			if ptxOnly[i] {
 				args = []string{"-arch=" + Arch, "-ptx", "-o", filepath.Join(dir, fmt.Sprintf("v%d.ptx", i)), "-allow-unsupported-compiler"}
 			}
 			args = append(args, v.Opts...)
@@ -67,7 +91,7 @@ func CompileNVCC(t *testing.T, src, file string, variants ...Variant) {
 			t.Errorf("nvcc %s (%s): %v\n%s", file, v.Name, res[i].err, res[i].out)
 			continue
 		}
-		if v.PTX {
+		if ptxOnly[i] {
 			ptx, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("v%d.ptx", i)))
 			if err != nil {
 				t.Errorf("nvcc %s (%s): %v", file, v.Name, err)
