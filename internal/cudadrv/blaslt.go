@@ -50,6 +50,10 @@ type ltPlan struct {
 	a, b, c   C.cublasLtMatrixLayout_t
 	algo      C.cublasLtMatmulAlgo_t
 	workspace int
+	// the heuristic's candidates for LinearBiasAlgo, asked for once per
+	// plan ([0] with split-K allowed, [1] without)
+	cands [2][]C.cublasLtMatmulHeuristicResult_t
+	asked [2]bool
 }
 
 func (p *ltPlan) destroy() error {
@@ -147,7 +151,8 @@ func ltHeuristicPref(b *blasState, p *ltPlan, desc string, n int, set func(C.cub
 // LinearBiasAlgo is LinearBias on the heuristic's candidate algorithm i
 // (0 is the heuristic's first choice, the one LinearBias runs; splitK false
 // asks for candidates without split-K), for timing the candidates against
-// each other (BenchmarkLinearBiasAlgos). It returns how many
+// each other (BenchmarkLinearBiasAlgos); the candidates are asked for once
+// per shape, so a call costs what LinearBias costs. It returns how many
 // candidates the heuristic gave, at most 16; with i out of range it runs
 // nothing.
 func (c *Context) LinearBiasAlgo(y, x, w, bias DevicePtr, T, N, K int, p Precision, e Epilogue, splitK bool, i int) (int, error) {
@@ -166,14 +171,24 @@ func (c *Context) LinearBiasAlgo(y, x, w, bias DevicePtr, T, N, K int, p Precisi
 		return 0, err
 	}
 	desc := fmt.Sprintf("T=%d N=%d K=%d %v->%v", T, N, K, p.In, p.Out)
-	var res []C.cublasLtMatmulHeuristicResult_t
-	if splitK {
-		res, err = ltHeuristic(b, plan, desc, 16)
-	} else {
-		res, err = ltHeuristicMask(b, plan, desc, 16, 0)
+	j := 0
+	if !splitK {
+		j = 1
 	}
-	if err != nil || i < 0 || i >= len(res) {
-		return len(res), err
+	if !plan.asked[j] {
+		if splitK {
+			plan.cands[j], err = ltHeuristic(b, plan, desc, 16)
+		} else {
+			plan.cands[j], err = ltHeuristicMask(b, plan, desc, 16, 0)
+		}
+		if err != nil {
+			return 0, err
+		}
+		plan.asked[j] = true
+	}
+	res := plan.cands[j]
+	if i < 0 || i >= len(res) {
+		return len(res), nil
 	}
 	return len(res), c.ltMatmul(b, plan, &res[i].algo, y, y, x, w, bias, desc, e)
 }

@@ -615,9 +615,9 @@ func TestHalfConversions(t *testing.T) {
 // the fp32 residual. It logs the heuristic's first choice (what LinearBias
 // runs), the fastest candidate of each list, how many candidates give the
 // heuristic's bits on the first 4,096 rows, and LinearBias itself; random
-// data, median of 10 event-timed runs each. Each LinearBiasAlgo call asks
-// the heuristic again on the host, inside the timed span, so candidates
-// compare with each other and LinearBias is the absolute figure.
+// data, median of 10 event-timed runs each. (Before LinearBiasAlgo kept
+// its candidates per plan, each call asked the heuristic inside the timed
+// span, and candidates compared only with each other.)
 func BenchmarkLinearBiasAlgos(b *testing.B) {
 	c := newCtx(b)
 	m, err := c.Compile(fillSrc, "fill.cu")
