@@ -51,9 +51,8 @@ type ltPlan struct {
 	algo      C.cublasLtMatmulAlgo_t
 	workspace int
 	// the heuristic's candidates for LinearBiasAlgo, asked for once per
-	// plan ([0] with split-K allowed, [1] without)
+	// plan ([0] with split-K allowed, [1] without; nil until asked)
 	cands [2][]C.cublasLtMatmulHeuristicResult_t
-	asked [2]bool
 }
 
 func (p *ltPlan) destroy() error {
@@ -100,7 +99,7 @@ func (c *Context) ltPlan(b *blasState, k ltKey) (*ltPlan, error) {
 			return fail(blasErr("cublasLtMatrixLayoutCreate", desc, r))
 		}
 	}
-	res, err := ltHeuristic(b, p, desc, 1)
+	res, err := ltHeuristic(b, p, desc, 1, false)
 	if err != nil {
 		return fail(err)
 	}
@@ -115,14 +114,9 @@ func (c *Context) ltPlan(b *blasState, k ltKey) (*ltPlan, error) {
 	return p, nil
 }
 
-// ltHeuristic asks cuBLASLt for up to n algorithms for plan p, best first.
-func ltHeuristic(b *blasState, p *ltPlan, desc string, n int) ([]C.cublasLtMatmulHeuristicResult_t, error) {
-	return ltHeuristicPref(b, p, desc, n, nil)
-}
-
-// ltHeuristicPref is ltHeuristic with set, if not nil, setting more
-// preferences.
-func ltHeuristicPref(b *blasState, p *ltPlan, desc string, n int, set func(C.cublasLtMatmulPreference_t) error) ([]C.cublasLtMatmulHeuristicResult_t, error) {
+// ltHeuristic asks cuBLASLt for up to n algorithms for plan p, best first;
+// noSplitK leaves out those that split K (reduction scheme mask 0).
+func ltHeuristic(b *blasState, p *ltPlan, desc string, n int, noSplitK bool) ([]C.cublasLtMatmulHeuristicResult_t, error) {
 	var pref C.cublasLtMatmulPreference_t
 	if r := C.esm_cublasLtMatmulPreferenceCreate(&pref); r != 0 {
 		return nil, blasErr("cublasLtMatmulPreferenceCreate", desc, r)
@@ -132,9 +126,10 @@ func ltHeuristicPref(b *blasState, p *ltPlan, desc string, n int, set func(C.cub
 	if r := C.esm_cublasLtMatmulPreferenceSetAttribute(pref, ltPrefMaxWorkspace, unsafe.Pointer(&ws), 8); r != 0 {
 		return nil, blasErr("cublasLtMatmulPreferenceSetAttribute", "MAX_WORKSPACE_BYTES", r)
 	}
-	if set != nil {
-		if err := set(pref); err != nil {
-			return nil, err
+	if noSplitK {
+		var mask uint32
+		if r := C.esm_cublasLtMatmulPreferenceSetAttribute(pref, ltPrefReductionSchemeMask, unsafe.Pointer(&mask), 4); r != 0 {
+			return nil, blasErr("cublasLtMatmulPreferenceSetAttribute", "REDUCTION_SCHEME_MASK = 0", r)
 		}
 	}
 	res := make([]C.cublasLtMatmulHeuristicResult_t, n)
@@ -175,22 +170,16 @@ func (c *Context) LinearBiasAlgo(y, x, w, bias DevicePtr, T, N, K int, p Precisi
 	if !splitK {
 		j = 1
 	}
-	if !plan.asked[j] {
-		if splitK {
-			plan.cands[j], err = ltHeuristic(b, plan, desc, 16)
-		} else {
-			plan.cands[j], err = ltHeuristicMask(b, plan, desc, 16, 0)
-		}
-		if err != nil {
+	if plan.cands[j] == nil {
+		if plan.cands[j], err = ltHeuristic(b, plan, desc, 16, !splitK); err != nil {
 			return 0, err
 		}
-		plan.asked[j] = true
 	}
 	res := plan.cands[j]
 	if i < 0 || i >= len(res) {
 		return len(res), nil
 	}
-	return len(res), c.ltMatmul(b, plan, &res[i].algo, y, y, x, w, bias, desc, e)
+	return len(res), c.ltMatmul(b, plan, &res[i].algo, y, x, w, bias, desc, e)
 }
 
 // LinearBias computes y(T,N) = x(T,K)·w(N,K)ᵀ + bias(N), or adds it to y
@@ -213,12 +202,12 @@ func (c *Context) LinearBias(y, x, w, bias DevicePtr, T, N, K int, p Precision, 
 		return err
 	}
 	desc := fmt.Sprintf("T=%d N=%d K=%d %v->%v", T, N, K, p.In, p.Out)
-	return c.ltMatmul(b, plan, &plan.algo, y, y, x, w, bias, desc, e)
+	return c.ltMatmul(b, plan, &plan.algo, y, x, w, bias, desc, e)
 }
 
-// ltMatmul runs plan with algo: d = x·wᵀ + bias, plus cin with
-// EpilogueBiasAccumulate (LinearBias passes y for both).
-func (c *Context) ltMatmul(b *blasState, plan *ltPlan, algo *C.cublasLtMatmulAlgo_t, d, cin, x, w, bias DevicePtr, desc string, e Epilogue) error {
+// ltMatmul runs plan with algo: y = x·wᵀ + bias, or y += x·wᵀ + bias
+// with EpilogueBiasAccumulate.
+func (c *Context) ltMatmul(b *blasState, plan *ltPlan, algo *C.cublasLtMatmulAlgo_t, y, x, w, bias DevicePtr, desc string, e Epilogue) error {
 	if r := C.esm_cublasLtSetBiasPointer(plan.desc, C.CUdeviceptr(bias)); r != 0 {
 		return blasErr("cublasLtMatmulDescSetAttribute", "BIAS_POINTER", r)
 	}
@@ -227,18 +216,7 @@ func (c *Context) ltMatmul(b *blasState, plan *ltPlan, algo *C.cublasLtMatmulAlg
 		beta = 1
 	}
 	r := C.esm_cublasLtMatmul(b.lt, plan.desc, &alpha, C.CUdeviceptr(w), plan.a, C.CUdeviceptr(x), plan.b,
-		&beta, C.CUdeviceptr(cin), plan.c, C.CUdeviceptr(d), plan.c, algo,
+		&beta, C.CUdeviceptr(y), plan.c, C.CUdeviceptr(y), plan.c, algo,
 		C.CUdeviceptr(b.ws.Ptr), C.size_t(BlasWorkspaceBytes), b.stream.handle())
 	return blasErr("cublasLtMatmul", desc, r)
-}
-
-// ltHeuristicMask is ltHeuristic with a reduction scheme mask (0: no
-// split-K).
-func ltHeuristicMask(b *blasState, p *ltPlan, desc string, n int, mask uint32) ([]C.cublasLtMatmulHeuristicResult_t, error) {
-	return ltHeuristicPref(b, p, desc, n, func(pref C.cublasLtMatmulPreference_t) error {
-		if r := C.esm_cublasLtMatmulPreferenceSetAttribute(pref, ltPrefReductionSchemeMask, unsafe.Pointer(&mask), 4); r != 0 {
-			return blasErr("cublasLtMatmulPreferenceSetAttribute", fmt.Sprintf("REDUCTION_SCHEME_MASK = %d", mask), r)
-		}
-		return nil
-	})
 }

@@ -38,6 +38,7 @@ func knowsSM90a(nvcc, dir string) bool {
 }
 
 // CompileNVCC compiles src once per variant with `nvcc -arch=sm_90 -cubin`
+// (sm_90a, or the front end only, for SM90a variants: see Variant)
 // (the variants in parallel), failing t with nvcc's output on an error and
 // logging each kernel's registers and any spills (ptxas -v). The host
 // compiler only preprocesses here, so a distribution's nvcc older than its
