@@ -408,6 +408,7 @@ var (
 	benchPrecision = flag.String("bench-precision", "fp16", "precision of BenchmarkForwardCUDA: fp16, bf16 or fp32")
 	seriesTiny     = flag.Bool("series-tiny", false, "BenchmarkBatchSeries: run a forward of 156 tokens before the series")
 	benchFA2       = flag.Bool("bench-fa2", false, "BenchmarkForwardCUDA: attention on varlen_fa2 even where varlen_wg runs (sm_90)")
+	benchTokens    = flag.Int("bench-tokens", 16384, "BenchmarkForwardCUDA: about how many tokens a batch holds")
 )
 
 // sizesOr is -bench-sizes split at commas, or def when the flag is empty.
@@ -419,6 +420,7 @@ func sizesOr(def ...string) []string {
 }
 
 // BenchmarkForwardCUDA runs whole forwards on packed batches of ~16k tokens
+// (-bench-tokens)
 // (last layer's mean embedding read back, which synchronizes) and reports
 // tokens/s and useful TFLOP/s (esm.Config.FLOPsPerToken), in the precision
 // -bench-precision for the sizes -bench-sizes.
@@ -440,7 +442,7 @@ func BenchmarkForwardCUDA(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer m.Close()
-			lens := benchLengths(2, 16384)
+			lens := benchLengths(2, *benchTokens)
 			batch := testBatch(b, 4, lens)
 			flops := 0.0
 			for s := 0; s < batch.Seqlens.N(); s++ {
