@@ -1018,16 +1018,15 @@ static void esm2go_attn_exps(int level, const float *x, float *y, int n) {
 // (libgcc's constructor has run the CPU detection by the time Go code
 // runs, so no __builtin_cpu_init here, which concurrent callers would race
 // on.)
-// The build this CPU runs: 2 for an Intel CPU with AVX-512F/VL/DQ (and
-// AVX2 and FMA), 1 for AVX2 and FMA, 0 for any x86-64. The 16-lane build
-// was measured on an Intel Xeon only; AMD's Zen 4 runs 512-bit operations
-// as two 256-bit halves, and its 32 KiB L1 cache is smaller than the
-// 16-lane strips are sized for, so AMD CPUs keep the AVX2 build measured
-// there (docs/CPU.md).
+// The build this CPU runs: 2 for AVX-512F/VL/DQ (and AVX2 and FMA), 1 for
+// AVX2 and FMA, 0 for any x86-64. The 16-lane build is the faster one on
+// both AVX-512 CPUs measured, an Intel Xeon and an AMD Zen 4 (which runs
+// 512-bit operations as two 256-bit halves: attention still 4-10% faster
+// there, docs/CPU.md).
 static int esm2go_attn_level(void) {
 	if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return 0;
-	if (__builtin_cpu_is("intel") && __builtin_cpu_supports("avx512f") &&
-		__builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")) return 2;
+	if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+		__builtin_cpu_supports("avx512dq")) return 2;
 	return 1;
 }
 

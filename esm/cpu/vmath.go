@@ -272,13 +272,13 @@ static void esm2go_rot_sse(float *x, long ld, long rows,
 
 // (libgcc's constructor has run the CPU detection by the time Go code
 // runs, so no __builtin_cpu_init here.)
-// The build this CPU runs: 2 for an Intel CPU with AVX-512F/VL/DQ besides
-// AVX2 and FMA (GELU in 16 lanes, the rest as 1; AMD CPUs keep 1, as
-// esm2go_attn_level says why), 1 for AVX2 and FMA, 0 for any x86-64.
+// The build this CPU runs: 2 for AVX-512F/VL/DQ besides AVX2 and FMA (GELU
+// in 16 lanes, the rest as 1), 1 for AVX2 and FMA, 0 for any x86-64, as
+// esm2go_attn_level.
 static int esm2go_vm_level(void) {
 	if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return 0;
-	if (__builtin_cpu_is("intel") && __builtin_cpu_supports("avx512f") &&
-		__builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")) return 2;
+	if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+		__builtin_cpu_supports("avx512dq")) return 2;
 	return 1;
 }
 
