@@ -419,9 +419,9 @@ func sizesOr(def ...string) []string {
 	return strings.Split(*benchSizes, ",")
 }
 
-// BenchmarkForwardCUDA runs whole forwards on packed batches of ~16k tokens
-// (-bench-tokens)
-// (last layer's mean embedding read back, which synchronizes) and reports
+// BenchmarkForwardCUDA runs whole forwards on packed batches of about
+// -bench-tokens tokens, 16k by default (last layer's mean embedding read
+// back, which synchronizes) and reports
 // tokens/s and useful TFLOP/s (esm.Config.FLOPsPerToken), in the precision
 // -bench-precision for the sizes -bench-sizes.
 func BenchmarkForwardCUDA(b *testing.B) {

@@ -108,26 +108,10 @@ func TestGeluLUTMatchesGelu(t *testing.T) {
 // the tensor read and written once.
 func BenchmarkGELU(b *testing.B) {
 	g := newGPU(b, "fp16")
-	defer g.Close()
+	b.Cleanup(func() { g.Close() }) // after the table's and the events' cleanups
 	ctx := g.ctx
-	tab, err := ctx.Alloc(geluLUTShared)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer tab.Free()
-	if err := g.k.geluTable(tab.Ptr, cudadrv.F16); err != nil {
-		b.Fatal(err)
-	}
-	ev0, err := ctx.NewEvent(true)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ev0.Destroy()
-	ev1, err := ctx.NewEvent(true)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ev1.Destroy()
+	tab := geluTableF16(b, g)
+	ev0, ev1 := timingEvents(b, ctx)
 	r := rand.New(rand.NewPCG(1, 2))
 	for _, sh := range []struct {
 		name string
@@ -153,7 +137,7 @@ func BenchmarkGELU(b *testing.B) {
 			run  func() error
 		}{
 			{"gelu", func() error { return g.k.gelu(x.Ptr, cudadrv.F16, sh.n) }},
-			{"gelu_lut", func() error { return g.k.geluLUT(x.Ptr, sh.n, tab.Ptr) }},
+			{"gelu_lut", func() error { return g.k.geluLUT(x.Ptr, sh.n, tab) }},
 		}
 		for range 2 {
 			for _, k := range kinds {
@@ -193,4 +177,34 @@ func BenchmarkGELU(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// geluTableF16 returns gelu_lut's fp16 table on g's device, freed when tb
+// ends.
+func geluTableF16(tb testing.TB, g *Backend) cudadrv.DevicePtr {
+	tb.Helper()
+	tab, err := g.ctx.Alloc(geluLUTShared)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { tab.Free() })
+	if err := g.k.geluTable(tab.Ptr, cudadrv.F16); err != nil {
+		tb.Fatal(err)
+	}
+	return tab.Ptr
+}
+
+// timingEvents returns two timing events of ctx, destroyed when tb ends.
+func timingEvents(tb testing.TB, ctx *cudadrv.Context) (*cudadrv.Event, *cudadrv.Event) {
+	tb.Helper()
+	var ev [2]*cudadrv.Event
+	for i := range ev {
+		e, err := ctx.NewEvent(true)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { e.Destroy() })
+		ev[i] = e
+	}
+	return ev[0], ev[1]
 }

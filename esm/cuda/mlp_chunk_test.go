@@ -5,7 +5,6 @@ package cuda
 import (
 	"math/rand/v2"
 	"testing"
-	"unsafe"
 
 	"github.com/esm2go/esm2go/internal/cudadrv"
 )
@@ -14,49 +13,27 @@ import (
 // from running over the batch in token chunks small enough that FC1's
 // output stays in the L2 cache (50 MB on H100/H200) for the GELU pass and
 // FC2 to read: LN2 (fp32 x → fp16 h), FC1 (+bias, fp16), GELU in place
-// (gelu_lut, or gelu with erff when -mlp-erf), FC2 (+bias, added to the fp32
-// x), each over chunk rows at a time, for the ESM2 shapes 35M, 150M, 650M and
-// 3B on a 65,536-token batch. Random weights (the timing does not depend on
-// the values). Times are events around the whole half-layer, mean of 20
-// after one warm-up, chunk sizes alternated, two rounds.
+// (gelu_lut, and gelu with erff), FC2 (+bias, added to the fp32 x), each
+// over chunk rows at a time, for the ESM2 shapes 35M, 150M, 650M and 3B on
+// a 65,536-token batch. Random weights (the timing does not depend on the
+// values). Times are events around the whole half-layer, mean of 20 after
+// one warm-up, chunk sizes alternated, two rounds.
 func BenchmarkMLPChunks(b *testing.B) {
 	g := newGPU(b, "fp16")
-	defer g.Close()
+	b.Cleanup(func() { g.Close() }) // after the table's and the events' cleanups
 	ctx := g.ctx
-	tab, err := ctx.Alloc(geluLUTShared)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer tab.Free()
-	if err := g.k.geluTable(tab.Ptr, cudadrv.F16); err != nil {
-		b.Fatal(err)
-	}
-	ev0, err := ctx.NewEvent(true)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ev0.Destroy()
-	ev1, err := ctx.NewEvent(true)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ev1.Destroy()
+	tab := geluTableF16(b, g)
+	ev0, ev1 := timingEvents(b, ctx)
 	const T = 65536
 	r := rand.New(rand.NewPCG(5, 6))
-	half := func(n int, scale float32) []uint16 {
-		v := make([]uint16, n)
-		for i := range v {
-			v[i] = cudadrv.HalfBits(scale * float32(r.NormFloat64()))
+	full := func(n int, v float32) []float32 {
+		x := make([]float32, n)
+		for i := range x {
+			x[i] = v
 		}
-		return v
+		return x
 	}
-	f32 := func(n int, f func() float32) []float32 {
-		v := make([]float32, n)
-		for i := range v {
-			v[i] = f()
-		}
-		return v
-	}
+	half := func(n int, std float64) []byte { return u16bytes(toHalf(randn(r, n, std), cudadrv.F16)) }
 	var bufs []*cudadrv.Buffer
 	defer func() {
 		for _, bf := range bufs {
@@ -74,21 +51,20 @@ func BenchmarkMLPChunks(b *testing.B) {
 		}
 		return bf.Ptr
 	}
-	f32b := func(v []float32) []byte { return unsafe.Slice((*byte)(unsafe.Pointer(&v[0])), 4*len(v)) }
 	for _, sh := range []struct {
 		name string
 		D, F int
 	}{{"35M", 480, 1920}, {"150M", 640, 2560}, {"650M", 1280, 5120}, {"3B", 2560, 10240}} {
 		D, F := sh.D, sh.F
-		x := upload(f32b(f32(T*D, func() float32 { return float32(r.NormFloat64()) })))
+		x := upload(f32bytes(randn(r, T*D, 1)))
 		h := upload(make([]byte, 2*T*D))
 		ff := upload(make([]byte, 2*T*F))
-		lnw := upload(f32b(f32(D, func() float32 { return 1 })))
-		lnb := upload(f32b(f32(D, func() float32 { return 0 })))
-		w1 := upload(u16bytes(half(F*D, 0.03)))
-		b1 := upload(u16bytes(half(F, 0.1)))
-		w2 := upload(u16bytes(half(D*F, 0.02)))
-		b2 := upload(f32b(f32(D, func() float32 { return 0.01 })))
+		lnw := upload(f32bytes(full(D, 1)))
+		lnb := upload(f32bytes(full(D, 0)))
+		w1 := upload(half(F*D, 0.03))
+		b1 := upload(half(F, 0.1))
+		w2 := upload(half(D*F, 0.02))
+		b2 := upload(f32bytes(full(D, 0.01)))
 		run := func(chunk int, erf bool) {
 			for t0 := 0; t0 < T; t0 += chunk {
 				n := min(chunk, T-t0)
@@ -102,7 +78,7 @@ func BenchmarkMLPChunks(b *testing.B) {
 				if erf {
 					err = g.k.gelu(ff.Add(2*t0*F), cudadrv.F16, n*F)
 				} else {
-					err = g.k.geluLUT(ff.Add(2*t0*F), n*F, tab.Ptr)
+					err = g.k.geluLUT(ff.Add(2*t0*F), n*F, tab)
 				}
 				if err != nil {
 					b.Fatal(err)
