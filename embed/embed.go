@@ -171,6 +171,9 @@ func run(ctx context.Context, cfg esm.Config, devs []Device, opts Options) (*Sum
 	}
 	defer rd.Close()
 	p.rd = rd
+	if o.Started != nil {
+		o.Started() // before the clock starts: the hook's own time is not the run's
+	}
 	p.start = time.Now() // throughput and shares of wall time count from here, after loading
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { defer close(p.ready); return p.pack(gctx) })

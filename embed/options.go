@@ -63,6 +63,15 @@ type Options struct {
 	Progress ProgressFunc      // called after every batch and at the end; nil = none
 	Metadata map[string]string // stored in the output (model name, options, version)
 
+	// Started, when set, is called once, on the goroutine that called Run
+	// or RunDevices, when loading is over (every device open, the inputs
+	// open) and before the first batch is packed: the run's clock
+	// (Summary.Elapsed, and so every rate and share of wall time) starts
+	// as it returns. A monitor counts device utilization from here
+	// (monitor.Monitor.ComputeStarted). Not called when the run fails or
+	// finds its output complete before then. It must return quickly.
+	Started func()
+
 	// ReaderStall is how long a reader may make no progress before the run
 	// fails (default 2 minutes).
 	ReaderStall time.Duration

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/esm2go/esm2go/esm"
 	"github.com/esm2go/esm2go/output"
@@ -53,5 +54,51 @@ func TestProgressFigures(t *testing.T) {
 	}
 	if sum.InputSize != fi.Size() || sum.InputBytes != fi.Size() {
 		t.Errorf("input %d of %d bytes, want %d of %d", sum.InputBytes, sum.InputSize, fi.Size(), fi.Size())
+	}
+}
+
+// Started is called once, after every device has opened (loading is over)
+// and before the first batch, on Run's goroutine; the run's clock starts
+// after it.
+func TestStartedAfterLoading(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name string
+		run  func(opts Options, opened *atomic.Int64) (*Summary, error)
+	}{
+		{"RunDevices", func(opts Options, opened *atomic.Int64) (*Summary, error) {
+			devs := []Device{cpuDevice("a", -1, opened, nil, nil), cpuDevice("b", -1, opened, nil, nil)}
+			return RunDevices(context.Background(), loadTiny(t).Cfg, devs, opts)
+		}},
+		{"Run", func(opts Options, opened *atomic.Int64) (*Summary, error) {
+			opened.Add(2) // the model is open before Run
+			return Run(context.Background(), loadTiny(t), opts)
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var opened atomic.Int64
+			var started, progress, openAtStart, progressAtStart int64
+			var at time.Time
+			opts := Options{Inputs: []string{someFASTA}, Out: filepath.Join(t.TempDir(), "e"), Format: output.NPY,
+				Include: esm.Mean, ToksPerBatch: 300, Window: 900,
+				Started: func() {
+					started++
+					openAtStart, progressAtStart = opened.Load(), progress
+					at = time.Now()
+				},
+				Progress: func(*Summary, bool) { progress++ }}
+			sum, err := c.run(opts, &opened)
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case started != 1:
+				t.Errorf("Started called %d times, want once", started)
+			case openAtStart != 2 || progressAtStart != 0:
+				t.Errorf("at Started: %d devices open, %d progress calls; want 2 and 0", openAtStart, progressAtStart)
+			case sum.Elapsed > time.Since(at):
+				t.Errorf("elapsed %v counts from before Started (%v ago)", sum.Elapsed, time.Since(at))
+			}
+		})
 	}
 }

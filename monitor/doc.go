@@ -13,4 +13,7 @@
 // else (reading /proc, runtime/metrics, NVML, encoding, writing, HTTP) runs on
 // the monitor's own goroutines. A failing NVML or metrics file gives one
 // warning and the run goes on.
+//
+// ComputeStarted (embed.Options.Started) marks the end of loading: GPU
+// utilization counts from there, as the run's other figures do.
 package monitor

@@ -10,8 +10,8 @@ import (
 // maxUtilPeriod is the longest period over which NVML averages a
 // utilization rate (nvml.h, nvmlUtilization_t: "between 1 second and 1/6
 // second, depending on the product"). A rate read sooner than this after
-// the monitor started may average time before the run (model loading, an
-// idle device) and is not counted.
+// the start (ComputeStarted, else New) may average time before the run
+// (model loading, an idle device) and is not counted.
 const maxUtilPeriod = time.Second
 
 // utilSample is one of NVML's timestamped utilization samples: the percent
@@ -60,16 +60,15 @@ type devState struct {
 type gpuAcc struct {
 	mu      sync.Mutex
 	done    bool      // sampling ended (NVML shut down)
-	start   time.Time // the monitor's clock when sampling started
+	start   time.Time // the monitor's clock when utilization started counting (New, then ComputeStarted)
+	started bool      // ComputeStarted was called
 	devices []int
 	dev     []devState
 	sum     []float64 // utilization summed since the last window
 	n       []int
 	used    []uint64 // latest
 	total   []uint64
-	peak    uint64 // highest memory in use of any device
-	allSum  float64
-	allN    int
+	peak    uint64    // highest memory in use of any device, since New
 	runSum  []float64 // per device, over the run
 	runN    []int
 }
@@ -77,8 +76,6 @@ type gpuAcc struct {
 func (a *gpuAcc) add(k int, util float64) {
 	a.sum[k] += util
 	a.n[k]++
-	a.allSum += util
-	a.allN++
 	a.runSum[k] += util
 	a.runN[k]++
 }
@@ -112,25 +109,37 @@ func (a *gpuAcc) drain() ([]GPUStat, bool) {
 	return out, len(out) > 0
 }
 
+// meanUtil is the mean utilization over the run of every reading of every
+// device: the per-device sums added up, so that it is the per-device means
+// (meanUtilOf) weighted by their readings.
 func (a *gpuAcc) meanUtil() (float64, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.allN == 0 {
+	var sum float64
+	var n int
+	for k := range a.devices {
+		sum += a.runSum[k]
+		n += a.runN[k]
+	}
+	if n == 0 {
 		return 0, false
 	}
-	return a.allSum / float64(a.allN), true
+	return sum / float64(n), true
 }
 
-func (a *gpuAcc) peakUsed() (uint64, bool) {
+// peakUsed is the highest memory in use of any device since New (memory
+// counts from there: what loading takes is the run's too).
+func (a *gpuAcc) peakUsed() uint64 {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.peak, a.allN > 0
+	return a.peak
 }
 
 // startGPU initializes NVML, picks the devices and takes the first reading,
 // which marks the start: the utilization samples NVML holds then are older
-// than the run and are passed over. It returns false (and why) when there
-// is nothing to sample.
+// than the run and are passed over. ComputeStarted marks it again once the
+// model has loaded. It returns false (and why) when there is nothing to
+// sample.
 func (m *Monitor) startGPU() (bool, error) {
 	r := m.gpu
 	if err := r.Init(); err != nil {
@@ -177,6 +186,50 @@ func (m *Monitor) startGPU() (bool, error) {
 	// of the run's start is counted.
 	a.start = m.clock()
 	return true, nil
+}
+
+// ComputeStarted marks the start of the run's compute, after loading
+// (embed.Options.Started): from here on GPU utilization counts, as every
+// other figure of the run does (elapsed_s, window_s, rates, shares of wall
+// time), so that neither the first window nor the run's mean holds the
+// model's loading, when the devices idle. The utilization read before is
+// dropped, and the start is marked as in New: the samples NVML holds are
+// passed over, so is the first one after (its period began before the
+// start), and no rate read within maxUtilPeriod counts. Memory figures
+// (the peak) keep counting from New.
+//
+// One start serves every device: embed opens the devices concurrently
+// and computes on none until all are open, so a device that loaded early
+// idles until this start as part of loading, and the run's figures (and
+// each device's, tokens/s included) count from this one moment. A
+// per-device start (each device's model open) would count that wait as
+// idle time in the run.
+//
+// Only the first call counts; without one, utilization counts from New.
+// It is safe from any goroutine and returns after one NVML reading of
+// each device.
+func (m *Monitor) ComputeStarted() {
+	if !m.gpuOn {
+		return
+	}
+	a := &m.acc
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.started {
+		return
+	}
+	a.started = true
+	for k := range a.devices {
+		a.sum[k], a.n[k], a.runSum[k], a.runN[k] = 0, 0, 0, 0
+		a.dev[k].inRun = false
+	}
+	if !a.done {
+		if err := m.readGPU(readStart); err != nil {
+			m.endGPULocked(err)
+		}
+	}
+	// After the reading, as in startGPU.
+	a.start = m.clock()
 }
 
 // sampleGPU runs on its own goroutine: every period it reads each device
@@ -253,14 +306,15 @@ func (m *Monitor) endGPULocked(err error) {
 type readKind int
 
 const (
-	readStart     readKind = iota // the first, in New
+	readStart     readKind = iota // the start: in New, then ComputeStarted
 	readTick                      // the sampler's period
 	readWindowEnd                 // a window's end
 )
 
 // readGPU reads each device once (acc.mu held). Only utilization that
-// averages time after the start is counted, so that a window's figure is
-// the device's activity within the run:
+// averages time after the start (ComputeStarted, after the model has
+// loaded; New until then or without it) is counted, so that a window's
+// figure and the run's mean are the device's activity within the run:
 //
 //   - NVML's timestamped samples (GetSamples), each the utilization since
 //     the device's previous sample. Those present at the start are passed

@@ -82,8 +82,9 @@ type Record struct {
 
 	// NVML: mean utilization over the window's readings and the devices,
 	// memory summed over the devices, and each device. Only readings that
-	// average time after the monitor's start count (see readGPU): absent
-	// when the window has none, as early in a run without NVML samples.
+	// average time after the compute start count (ComputeStarted, else the
+	// monitor's; see readGPU): absent when the window has none, as early
+	// in a run without NVML samples.
 	GPUUtilPct  *float64  `json:"gpu_util_pct,omitempty"`
 	GPUIdleFrac *float64  `json:"gpu_idle_frac,omitempty"`
 	GPUMemUsed  *uint64   `json:"gpu_mem_used_bytes,omitempty"`

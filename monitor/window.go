@@ -17,7 +17,9 @@ type Report struct {
 	Elapsed                                      time.Duration
 	SeqPerS, TokPerS                             float64
 	LoaderWaitFrac, WriterWaitFrac, ComputeFrac  float64
-	// MeanGPUUtil is the mean NVML utilization (percent) over the run.
+	// MeanGPUUtil is the mean NVML utilization (percent) over the run, of
+	// every reading of every device: from the compute start after loading
+	// (Monitor.ComputeStarted), like Elapsed, else from New.
 	MeanGPUUtil float64
 	GPUKnown    bool
 	PeakRSS     int64 // bytes; 0 when unknown
@@ -38,7 +40,8 @@ type DeviceTotal struct {
 	GPU                       *int // NVML index, nil when unknown
 	Batches, Computed, Tokens int64
 	TokPerS                   float64
-	// MeanUtil is its GPU's mean NVML utilization (percent) over the run.
+	// MeanUtil is its GPU's mean NVML utilization (percent) over the run,
+	// counted from the same start as MeanGPUUtil.
 	MeanUtil  float64
 	UtilKnown bool
 }
@@ -396,7 +399,7 @@ func (m *Monitor) buildReport() Report {
 	}
 	if m.gpuOn {
 		rp.MeanGPUUtil, rp.GPUKnown = m.acc.meanUtil()
-		rp.PeakGPUMem, _ = m.acc.peakUsed()
+		rp.PeakGPUMem = m.acc.peakUsed()
 	}
 	for k, d := range s.Devices {
 		dt := DeviceTotal{Name: d.Name, Batches: d.Batches, Computed: d.Sequences, Tokens: d.Tokens, TokPerS: perS(d.Tokens, s.Elapsed)}

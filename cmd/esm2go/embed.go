@@ -336,7 +336,7 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 	}
 	defer mon.Close()
 	mon.SetSettings(pageSettings(&f, ck.Path, absLayers, inc, dev, ords, prec, inputs))
-	opts.Progress = lw.observe(mon)
+	lw.watch(&opts, mon) // GPU utilization counts from the compute start, after the devices load
 	loaded := func(name, backend string) {
 		log.Info("model loaded", "device", name, "model", f.model, "path", ck.Path, "layers", cfg.Layers, "dim", cfg.Dim,
 			"backend", backend, "load_time", time.Since(loadStart).Round(time.Millisecond).String(),

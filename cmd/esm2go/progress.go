@@ -113,6 +113,14 @@ func (d *display) downloadWriter() io.Writer {
 	return d.w
 }
 
+// watch hooks the display and the monitor to the run: progress after
+// every batch, and the compute start after loading, from which the
+// monitor counts GPU utilization as the run counts its other figures.
+func (d *display) watch(opts *embed.Options, mon *monitor.Monitor) {
+	opts.Progress = d.observe(mon)
+	opts.Started = mon.ComputeStarted
+}
+
 // observe returns the embed.ProgressFunc of the run: the live line, then
 // the monitor.
 func (d *display) observe(mon *monitor.Monitor) embed.ProgressFunc {

@@ -3,11 +3,13 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -356,5 +358,32 @@ func TestJSONDownloadLines(t *testing.T) {
 	}
 	if want := []string{"downloading model.safetensors: 10%", "downloading model.safetensors: 100%"}; !slices.Equal(msgs, want) {
 		t.Errorf("records %q, want %q", msgs, want)
+	}
+}
+
+// The embed command hooks the monitor to the run's compute start
+// (embed.Options.Started), from which GPU utilization counts, and to its
+// progress; on the CPU (no NVML) the start is a no-op and the run goes on.
+func TestWatchHooksMonitor(t *testing.T) {
+	t.Parallel()
+	mon, err := monitor.New(context.Background(), monitor.Options{NoGPU: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mon.Close()
+	var opts embed.Options
+	newDisplay(io.Discard, false, false).watch(&opts, mon)
+	if opts.Progress == nil || opts.Started == nil {
+		t.Fatalf("Progress set %v, Started set %v", opts.Progress != nil, opts.Started != nil)
+	}
+	if got, want := reflect.ValueOf(opts.Started).Pointer(), reflect.ValueOf(mon.ComputeStarted).Pointer(); got != want {
+		t.Error("Started is not the monitor's ComputeStarted")
+	}
+	opts.Started()
+	opts.Started()
+	s := embed.Summary{Batches: 1}
+	opts.Progress(&s, true)
+	if rep, err := mon.Close(); err != nil || rep.Batches != 1 || rep.GPUKnown {
+		t.Errorf("report %+v, %v", rep, err)
 	}
 }
