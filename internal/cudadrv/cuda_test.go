@@ -617,7 +617,10 @@ func TestHalfConversions(t *testing.T) {
 // heuristic's bits on the first 4,096 rows, and LinearBias itself; random
 // data, median of 10 event-timed runs each. (Before LinearBiasAlgo kept
 // its candidates per plan, each call asked the heuristic inside the timed
-// span, and candidates compared only with each other.)
+// span, and candidates compared only with each other.) The GEMMs run in
+// order, 35M to 15B, heuristic first and LinearBias last: a card that
+// clocks down as it warms times the later ones slower, so compare figures
+// taken close together (a candidate with LinearBias of the same line).
 func BenchmarkLinearBiasAlgos(b *testing.B) {
 	c := newCtx(b)
 	m, err := c.Compile(fillSrc, "fill.cu")
@@ -649,7 +652,7 @@ func BenchmarkLinearBiasAlgos(b *testing.B) {
 	for _, d := range []struct {
 		name string
 		D    int
-	}{{"35M", 480}, {"150M", 640}, {"650M", 1280}, {"3B", 2560}} {
+	}{{"35M", 480}, {"150M", 640}, {"650M", 1280}, {"3B", 2560}, {"15B", 5120}} {
 		for _, g := range []struct {
 			name string
 			N, K int
