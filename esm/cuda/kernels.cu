@@ -168,6 +168,66 @@ __device__ void rotary_tab(E* qkv, const int* __restrict__ pos, const float2* __
   }
 }
 
+// rotary_wide: rotary_tab's rotation for 16-bit elements with 16-byte
+// accesses: a thread takes 8 consecutive pairs (16 bytes at i and at
+// i + HD/2) where HD/2 % 8 == 0, and a whole head (HD/8 chunks of 16
+// bytes) at HD 24, whose halves of 12 elements do not split into 16-byte
+// chunks. Built for the head dims where it beat rotary_tab's 8-byte
+// accesses on an H200 in every run (BenchmarkPassBandwidth, 65,536
+// tokens): HD 24 91.1–92.0 → 81.6–81.9 µs (2.8 → 3.1 TB/s), HD 64
+// 184.6–185.1 → 179.7–180.9; level at HD 16 and 32, 3% slower at 128
+// in one run of two, so those keep rotary_tab. Per element the same
+// expression as rotary_tab, so the same bits (TestRotaryWideMatchesTab).
+template <typename E, int HD>
+__device__ void rotary_wide(E* qkv, const int* __restrict__ pos, const float2* __restrict__ cs, int T, int H,
+                            float qscale) {
+  constexpr int HALF = HD / 2;
+  constexpr bool WHOLE = HALF % 8 != 0;          // HD 24: a whole head per thread
+  constexpr int G = WHOLE ? HALF : 8;            // pairs per thread
+  constexpr unsigned PH = HALF / G;              // threads per head
+  constexpr int NC = WHOLE ? HD / 8 : 2;         // 16-byte chunks per thread
+  static_assert(HALF % 4 == 0 && HD % 8 == 0, "16-byte chunks of pairs");
+  const unsigned per = 2u * H * PH;              // threads per token
+  const unsigned n = (unsigned)T * per;
+  for (unsigned idx = blockIdx.x * blockDim.x + threadIdx.x; idx < n; idx += gridDim.x * blockDim.x) {
+    const unsigned t = idx / per, r = idx - t * per, hh = r / PH, i = (r - hh * PH) * G;
+    E* v = qkv + (long)t * 3 * H * HD + hh * HD;
+    const float4* c4 = reinterpret_cast<const float4*>(cs + (long)pos[t] * HALF + i);
+    const float sc = hh < (unsigned)H ? qscale : 1.f;
+    union {
+      uint4 u[NC];
+      E e[NC * 8];
+    } w;
+    if constexpr (WHOLE) {
+#pragma unroll
+      for (int k = 0; k < NC; k++) w.u[k] = reinterpret_cast<const uint4*>(v)[k];
+    } else {
+      w.u[0] = *reinterpret_cast<const uint4*>(v + i);
+      w.u[1] = *reinterpret_cast<const uint4*>(v + i + HALF);
+    }
+    constexpr int B = WHOLE ? HALF : 8;  // offset of x2 in w.e
+#pragma unroll
+    for (int j = 0; j < G; j += 2) {
+      const float4 kk = c4[j / 2];
+      const float2 k2[2] = {make_float2(kk.x, kk.y), make_float2(kk.z, kk.w)};
+#pragma unroll
+      for (int q = 0; q < 2; q++) {
+        const float x1 = to_f(w.e[j + q]) * sc, x2 = to_f(w.e[B + j + q]) * sc;
+        const float2 k = k2[q];
+        w.e[j + q] = from_f<E>(x1 * k.x - x2 * k.y);
+        w.e[B + j + q] = from_f<E>(x2 * k.x + x1 * k.y);
+      }
+    }
+    if constexpr (WHOLE) {
+#pragma unroll
+      for (int k = 0; k < NC; k++) reinterpret_cast<uint4*>(v)[k] = w.u[k];
+    } else {
+      *reinterpret_cast<uint4*>(v + i) = w.u[0];
+      *reinterpret_cast<uint4*>(v + i + HALF) = w.u[1];
+    }
+  }
+}
+
 // rotary: in place on qkv(T, 3D) = [q | k | v]. One thread per (token,
 // head among the 2H q and k heads, i < HD/2): q is multiplied by qscale,
 // then (x1, x2) = (x[i], x[i+HD/2]) becomes (x1 c - x2 s, x2 c + x1 s) with
@@ -316,6 +376,17 @@ __device__ void convert(O* dst, const I* __restrict__ src, long n) {
 extern "C" __global__ void rope_table(float2* cs, const float* inv_freq, int P, int half) {
   rope_table_impl(cs, inv_freq, P, half);
 }
+
+#define ROTARY_WIDE(E, EN, HD)                                                                            \
+  extern "C" __global__ void rotary_wide_##EN##_hd##HD(E* qkv, const int* pos, const float2* cs, int T, int H, \
+                                                       float qscale) {                                     \
+    rotary_wide<E, HD>(qkv, pos, cs, T, H, qscale);                                                        \
+  }
+#define ROTARY_WIDE_ALL(E, EN) ROTARY_WIDE(E, EN, 24) ROTARY_WIDE(E, EN, 64)
+ROTARY_WIDE_ALL(__half, f16)
+ROTARY_WIDE_ALL(bf16, bf16)
+#undef ROTARY_WIDE_ALL
+#undef ROTARY_WIDE
 
 // Instantiations.
 #define ONE(X) X(float, f32) X(__half, f16) X(bf16, bf16)

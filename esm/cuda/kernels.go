@@ -134,7 +134,27 @@ func (k *kernels) rotaryTab(qkv cudadrv.DevicePtr, et cudadrv.DataType, pos, cs 
 	if int64(T)*int64(H)*int64(HD)/4 >= 1<<31 {
 		return fmt.Errorf("rotary_tab: %d tokens × %d heads × %d dims exceed its 32-bit indexing", T, H, HD)
 	}
+	if per, ok := rotaryWideThreads(et, HD); ok {
+		return k.launch(fmt.Sprintf("rotary_wide_%s_hd%d", et, HD), k.gridFor(T*2*H*per), block256, qkv, pos, cs, int32(T), int32(H), qScale)
+	}
 	return k.launch("rotary_tab_"+et.String(), k.gridFor(T*H*HD/4), block256, qkv, pos, cs, int32(T), int32(H), int32(HD), qScale)
+}
+
+// rotaryWideThreads says whether kernels.cu has a rotary_wide kernel for
+// et and HD (16-bit elements at the head dims where it is the faster one:
+// 35M's 24, 650M's and 3B's 64), and how many threads it gives each head:
+// one per 8 pairs, one per head at HD 24.
+func rotaryWideThreads(et cudadrv.DataType, HD int) (int, bool) {
+	if et != cudadrv.F16 && et != cudadrv.BF16 {
+		return 0, false
+	}
+	switch HD {
+	case 64:
+		return HD / 16, true
+	case 24:
+		return 1, true
+	}
+	return 0, false
 }
 
 // rotary: qkv(T,3D) et in place; pos(T) int32, invFreq(HD/2) f32.
