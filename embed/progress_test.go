@@ -71,7 +71,7 @@ func TestStartedAfterLoading(t *testing.T) {
 			return RunDevices(context.Background(), loadTiny(t).Cfg, devs, opts)
 		}},
 		{"Run", func(opts Options, opened *atomic.Int64) (*Summary, error) {
-			opened.Add(2) // the model is open before Run
+			opened.Add(2) // the model is open before Run: only the call count and order are checked here
 			return Run(context.Background(), loadTiny(t), opts)
 		}},
 	} {
@@ -84,6 +84,10 @@ func TestStartedAfterLoading(t *testing.T) {
 				Started: func() {
 					started++
 					openAtStart, progressAtStart = opened.Load(), progress
+					// A hook that takes a while: had the clock started
+					// before it, Elapsed would hold these 50 ms and exceed
+					// the time since its end, measured after the run.
+					time.Sleep(50 * time.Millisecond)
 					at = time.Now()
 				},
 				Progress: func(*Summary, bool) { progress++ }}

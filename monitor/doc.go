@@ -11,8 +11,9 @@
 // copies the Summary and makes a non-blocking send to the monitor goroutine
 // (a window is skipped, not waited for, when that goroutine lags). Everything
 // else (reading /proc, runtime/metrics, NVML, encoding, writing, HTTP) runs on
-// the monitor's own goroutines. A failing NVML or metrics file gives one
-// warning and the run goes on.
+// the monitor's own goroutines, except ComputeStarted's one NVML reading of
+// each device, on the caller's goroutine before the run's clock starts. A
+// failing NVML or metrics file gives one warning and the run goes on.
 //
 // ComputeStarted (embed.Options.Started) marks the end of loading: GPU
 // utilization counts from there, as the run's other figures do.

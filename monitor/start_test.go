@@ -65,10 +65,19 @@ func TestGPUUtilCountsFromComputeStart(t *testing.T) {
 			clk.add(time.Second)
 			w2 := withMem(summariesFrom(w1[9], 10, 100*time.Millisecond, 1), 1, 2)
 			observeWindow(t, m, &js, w2, 2)
-			// Only the first call counts: a second one would pass over
-			// these samples, and this rate is read within maxUtilPeriod
-			// of it.
+			// Only the first call counts: a second one would drop the
+			// run's readings so far (and pass over these samples, and
+			// this rate read within maxUtilPeriod of it).
+			m.acc.mu.Lock()
+			before := m.acc.runN[0]
+			m.acc.mu.Unlock()
 			m.ComputeStarted()
+			m.acc.mu.Lock()
+			after := m.acc.runN[0]
+			m.acc.mu.Unlock()
+			if before == 0 || after < before {
+				t.Errorf("readings counted over the run: %d before a second ComputeStarted, %d after (want kept)", before, after)
+			}
 			fake.push(100, 2)
 			clk.add(300 * time.Millisecond)
 			w3 := withMem(summariesFrom(w2[9], 3, 100*time.Millisecond, 1), 1, 2)

@@ -124,6 +124,8 @@ func (k *kernels) ropeTable(cs, invFreq cudadrv.DevicePtr, P, half int) error {
 }
 
 // rotaryTab: rotary with cs from ropeTable (covering every pos); HD/2 % 4 == 0.
+// rotary_wide where it is the faster kernel and the pointers allow it, else
+// rotary_tab.
 func (k *kernels) rotaryTab(qkv cudadrv.DevicePtr, et cudadrv.DataType, pos, cs cudadrv.DevicePtr, T, H, HD int, qScale float32) error {
 	if err := positive("rotary", T, H, HD); err != nil {
 		return err
@@ -134,7 +136,9 @@ func (k *kernels) rotaryTab(qkv cudadrv.DevicePtr, et cudadrv.DataType, pos, cs 
 	if int64(T)*int64(H)*int64(HD)/4 >= 1<<31 {
 		return fmt.Errorf("rotary_tab: %d tokens × %d heads × %d dims exceed its 32-bit indexing", T, H, HD)
 	}
-	if per, ok := rotaryWideThreads(et, HD); ok {
+	// rotary_wide's 16-byte accesses need qkv and cs 16-byte aligned (every
+	// buffer of the backend's allocator is; rotary_tab needs 8 bytes).
+	if per, ok := rotaryWideThreads(et, HD); ok && qkv%16 == 0 && cs%16 == 0 {
 		return k.launch(fmt.Sprintf("rotary_wide_%s_hd%d", et, HD), k.gridFor(T*2*H*per), block256, qkv, pos, cs, int32(T), int32(H), qScale)
 	}
 	return k.launch("rotary_tab_"+et.String(), k.gridFor(T*H*HD/4), block256, qkv, pos, cs, int32(T), int32(H), int32(HD), qScale)
