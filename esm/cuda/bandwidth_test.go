@@ -6,7 +6,6 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
-	"unsafe"
 
 	"github.com/esm2go/esm2go/internal/cudadrv"
 )
@@ -27,7 +26,7 @@ func BenchmarkPassBandwidth(b *testing.B) {
 	b.Cleanup(func() { g.Close() }) // after the buffers', the table's and the events' cleanups
 	ctx := g.ctx
 	tab := geluTableF16(b, g)
-	ev0, ev1 := timingEvents(b, ctx)
+	tm := newStreamTimer(b, ctx)
 	r := rand.New(rand.NewPCG(3, 4))
 	// A 16 MiB block of random bytes, copied over a buffer until it is full.
 	const chunk = 16 << 20
@@ -44,35 +43,13 @@ func BenchmarkPassBandwidth(b *testing.B) {
 			}
 		}
 	}
-	alloc := func(bytes int) cudadrv.DevicePtr {
-		buf, err := ctx.Alloc(bytes)
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { buf.Free() })
-		return buf.Ptr
-	}
+	alloc := func(bytes int) cudadrv.DevicePtr { return devBuffer(b, ctx, bytes, nil) }
 	timed := func(run func() error) float64 {
 		var ts []float64
 		for i := range 21 {
-			if err := ev0.Record(ctx.Stream()); err != nil {
-				b.Fatal(err)
-			}
-			if err := run(); err != nil {
-				b.Fatal(err)
-			}
-			if err := ev1.Record(ctx.Stream()); err != nil {
-				b.Fatal(err)
-			}
-			if err := ev1.Synchronize(); err != nil {
-				b.Fatal(err)
-			}
-			ms, err := cudadrv.ElapsedMs(ev0, ev1)
-			if err != nil {
-				b.Fatal(err)
-			}
+			ms := tm.ms(run)
 			if i > 0 { // the first loads the module and raises the shared-memory limit
-				ts = append(ts, float64(ms))
+				ts = append(ts, ms)
 			}
 		}
 		slices.Sort(ts)
@@ -93,27 +70,13 @@ func BenchmarkPassBandwidth(b *testing.B) {
 		fill(qkv, 2*T*3*D, false)
 		fill(w, 4*D, true)
 		fill(bias, 4*D, true)
-		half := sh.HD / 2
 		const P = 1026
-		cs, pos := alloc(8*P*half), alloc(4*T)
-		inv := make([]float32, half)
-		for i := range inv {
-			inv[i] = float32(1 / (1 + float64(i)))
-		}
-		invd := alloc(4 * half)
-		if err := ctx.CopyHtoD(invd, f32bytes(inv)); err != nil {
-			b.Fatal(err)
-		}
-		if err := g.k.ropeTable(cs, invd, P, half); err != nil {
-			b.Fatal(err)
-		}
+		cs := ropeTableFor(b, g, sh.HD, P)
 		ps := make([]int32, T)
 		for i := range ps {
 			ps[i] = int32(i % P)
 		}
-		if err := ctx.CopyHtoD(pos, i32bytes(ps)); err != nil {
-			b.Fatal(err)
-		}
+		pos := devBuffer(b, ctx, 4*T, i32bytes(ps))
 		passes := []struct {
 			name  string
 			bytes int
@@ -144,5 +107,3 @@ func BenchmarkPassBandwidth(b *testing.B) {
 		}
 	}
 }
-
-func i32bytes(x []int32) []byte { return unsafe.Slice((*byte)(unsafe.Pointer(&x[0])), 4*len(x)) }

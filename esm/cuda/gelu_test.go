@@ -111,7 +111,7 @@ func BenchmarkGELU(b *testing.B) {
 	b.Cleanup(func() { g.Close() }) // after the table's and the events' cleanups
 	ctx := g.ctx
 	tab := geluTableF16(b, g)
-	ev0, ev1 := timingEvents(b, ctx)
+	tm := newStreamTimer(b, ctx)
 	r := rand.New(rand.NewPCG(1, 2))
 	for _, sh := range []struct {
 		name string
@@ -147,24 +147,9 @@ func BenchmarkGELU(b *testing.B) {
 					if err := ctx.CopyDtoDAsync(x.Ptr, src.Ptr, 2*sh.n, ctx.Stream()); err != nil {
 						b.Fatal(err)
 					}
-					if err := ev0.Record(ctx.Stream()); err != nil {
-						b.Fatal(err)
-					}
-					if err := k.run(); err != nil {
-						b.Fatal(err)
-					}
-					if err := ev1.Record(ctx.Stream()); err != nil {
-						b.Fatal(err)
-					}
-					if err := ev1.Synchronize(); err != nil {
-						b.Fatal(err)
-					}
-					el, err := cudadrv.ElapsedMs(ev0, ev1)
-					if err != nil {
-						b.Fatal(err)
-					}
+					el := tm.ms(k.run)
 					if i > 0 { // the first compiles and raises the shared-memory limit
-						ms += float64(el) / reps
+						ms += el / reps
 					}
 				}
 				b.Logf("%-5s n=%d %-9s %8.1f us %7.0f GB/s", sh.name, sh.n, k.name, ms*1e3, 4*float64(sh.n)/(ms/1e3)/1e9)
@@ -194,8 +179,15 @@ func geluTableF16(tb testing.TB, g *Backend) cudadrv.DevicePtr {
 	return tab.Ptr
 }
 
-// timingEvents returns two timing events of ctx, destroyed when tb ends.
-func timingEvents(tb testing.TB, ctx *cudadrv.Context) (*cudadrv.Event, *cudadrv.Event) {
+// streamTimer times spans of work queued on its context's stream between
+// two events, which are destroyed when the test ends.
+type streamTimer struct {
+	tb       testing.TB
+	ctx      *cudadrv.Context
+	ev0, ev1 *cudadrv.Event
+}
+
+func newStreamTimer(tb testing.TB, ctx *cudadrv.Context) streamTimer {
 	tb.Helper()
 	var ev [2]*cudadrv.Event
 	for i := range ev {
@@ -206,5 +198,28 @@ func timingEvents(tb testing.TB, ctx *cudadrv.Context) (*cudadrv.Event, *cudadrv
 		tb.Cleanup(func() { e.Destroy() })
 		ev[i] = e
 	}
-	return ev[0], ev[1]
+	return streamTimer{tb: tb, ctx: ctx, ev0: ev[0], ev1: ev[1]}
+}
+
+// ms queues run between the two events, waits for the second and returns
+// the span in milliseconds; an error of run fails the test.
+func (st streamTimer) ms(run func() error) float64 {
+	st.tb.Helper()
+	if err := st.ev0.Record(st.ctx.Stream()); err != nil {
+		st.tb.Fatal(err)
+	}
+	if err := run(); err != nil {
+		st.tb.Fatal(err)
+	}
+	if err := st.ev1.Record(st.ctx.Stream()); err != nil {
+		st.tb.Fatal(err)
+	}
+	if err := st.ev1.Synchronize(); err != nil {
+		st.tb.Fatal(err)
+	}
+	el, err := cudadrv.ElapsedMs(st.ev0, st.ev1)
+	if err != nil {
+		st.tb.Fatal(err)
+	}
+	return float64(el)
 }

@@ -23,7 +23,7 @@ func BenchmarkMLPChunks(b *testing.B) {
 	b.Cleanup(func() { g.Close() }) // after the table's and the events' cleanups
 	ctx := g.ctx
 	tab := geluTableF16(b, g)
-	ev0, ev1 := timingEvents(b, ctx)
+	tm := newStreamTimer(b, ctx)
 	const T = 65536
 	r := rand.New(rand.NewPCG(5, 6))
 	full := func(n int, v float32) []float32 {
@@ -95,23 +95,12 @@ func BenchmarkMLPChunks(b *testing.B) {
 				for _, erf := range []bool{false, true} {
 					run(chunk, erf) // warm-up: plans, compile
 					const reps = 20
-					if err := ev0.Record(ctx.Stream()); err != nil {
-						b.Fatal(err)
-					}
-					for range reps {
-						run(chunk, erf)
-					}
-					if err := ev1.Record(ctx.Stream()); err != nil {
-						b.Fatal(err)
-					}
-					if err := ev1.Synchronize(); err != nil {
-						b.Fatal(err)
-					}
-					el, err := cudadrv.ElapsedMs(ev0, ev1)
-					if err != nil {
-						b.Fatal(err)
-					}
-					ms := float64(el) / reps
+					ms := tm.ms(func() error {
+						for range reps {
+							run(chunk, erf)
+						}
+						return nil
+					}) / reps
 					kind := "lut"
 					if erf {
 						kind = "erf"

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+	"unsafe"
 
 	"github.com/esm2go/esm2go/internal/cudadrv"
 )
@@ -36,44 +37,17 @@ func TestRotaryWideMatchesTab(t *testing.T) {
 			for i := range ps {
 				ps[i] = int32((i * 7) % P)
 			}
-			alloc := func(n int) cudadrv.DevicePtr {
-				b, err := ctx.Alloc(n)
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { b.Free() })
-				return b.Ptr
-			}
-			pos := alloc(4 * T)
-			if err := ctx.CopyHtoD(pos, i32bytes(ps)); err != nil {
-				t.Fatal(err)
-			}
+			pos := devBuffer(t, ctx, 4*T, i32bytes(ps))
 			var tested []int
 			for _, HD := range varlenHeadDims {
 				if _, ok := rotaryWideThreads(dt, HD); !ok {
 					continue // rotaryTab runs rotary_tab itself
 				}
 				tested = append(tested, HD)
-				half := HD / 2
-				inv := make([]float32, half)
-				for i := range inv {
-					inv[i] = float32(1 / math.Pow(10000, float64(2*i)/float64(HD)))
-				}
-				invd, cs := alloc(4*half), alloc(8*P*half)
-				if err := ctx.CopyHtoD(invd, f32bytes(inv)); err != nil {
-					t.Fatal(err)
-				}
-				if err := g.k.ropeTable(cs, invd, P, half); err != nil {
-					t.Fatal(err)
-				}
+				cs := ropeTableFor(t, g, HD, P)
 				n := T * 3 * H * HD
 				data := u16bytes(toHalf(randn(r, n, 2), dt))
-				a, b := alloc(2*n), alloc(2*n)
-				for _, p := range []cudadrv.DevicePtr{a, b} {
-					if err := ctx.CopyHtoD(p, data); err != nil {
-						t.Fatal(err)
-					}
-				}
+				a, b := devBuffer(t, ctx, 2*n, data), devBuffer(t, ctx, 2*n, data)
 				qs := float32(1 / math.Sqrt(float64(HD)))
 				// a: rotary_tab, launched by name; b: what rotaryTab picks.
 				if err := g.k.launch("rotary_tab_"+dt.String(), g.k.gridFor(T*H*HD/4), block256, a, pos, cs,
@@ -122,3 +96,38 @@ func TestRotaryWideMatchesTab(t *testing.T) {
 		})
 	}
 }
+
+// devBuffer allocates n bytes on ctx, freed when tb ends, and copies data
+// (when not nil) to their start.
+func devBuffer(tb testing.TB, ctx *cudadrv.Context, n int, data []byte) cudadrv.DevicePtr {
+	tb.Helper()
+	buf, err := ctx.Alloc(n)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { buf.Free() })
+	if data != nil {
+		if err := ctx.CopyHtoD(buf.Ptr, data); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return buf.Ptr
+}
+
+// ropeTableFor is rope_table's (cos, sin) for P positions at head dim HD,
+// with ESM2's frequencies 1/10000^(2i/HD), in a buffer freed when tb ends.
+func ropeTableFor(tb testing.TB, g *Backend, HD, P int) cudadrv.DevicePtr {
+	tb.Helper()
+	half := HD / 2
+	inv := make([]float32, half)
+	for i := range inv {
+		inv[i] = float32(1 / math.Pow(10000, float64(2*i)/float64(HD)))
+	}
+	invd, cs := devBuffer(tb, g.ctx, 4*half, f32bytes(inv)), devBuffer(tb, g.ctx, 8*P*half, nil)
+	if err := g.k.ropeTable(cs, invd, P, half); err != nil {
+		tb.Fatal(err)
+	}
+	return cs
+}
+
+func i32bytes(x []int32) []byte { return unsafe.Slice((*byte)(unsafe.Pointer(&x[0])), 4*len(x)) }
