@@ -221,7 +221,6 @@ func (m *Monitor) ComputeStarted() {
 	a.started = true
 	for k := range a.devices {
 		a.sum[k], a.n[k], a.runSum[k], a.runN[k] = 0, 0, 0, 0
-		a.dev[k].inRun = false
 	}
 	if !a.done {
 		if err := m.readGPU(readStart); err != nil {
@@ -337,6 +336,9 @@ func (m *Monitor) readGPU(why readKind) (err error) {
 	settled := why != readStart && m.clock().Sub(a.start) >= maxUtilPeriod
 	for k, d := range a.devices {
 		ds := &a.dev[k]
+		if why == readStart {
+			ds.inRun = false // the first sample after a start spans it
+		}
 		if !ds.rates {
 			ss, err := m.gpu.UtilSamples(d, ds.last)
 			if err != nil {
