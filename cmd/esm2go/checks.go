@@ -329,8 +329,8 @@ func nucleotideLike(seq []byte) bool {
 
 // sniffBinary reports what a file that is not text looks like ("a Parquet
 // file", "xz-compressed", "a binary file"), or "" for text. It looks at the
-// first sniffBytes, decompressed when gzip: known magic numbers, then a NUL
-// byte (text files never hold one; grep and git use the same rule).
+// first sniffBytes, decompressed when gzip: known magic numbers, then NUL and
+// other control bytes (looksBinary).
 func sniffBinary(path string) (string, error) {
 	head, err := readHead(path, sniffBytes)
 	if err != nil {
@@ -353,10 +353,29 @@ func sniffBinary(path string) (string, error) {
 			return m.what, nil
 		}
 	}
-	if bytes.IndexByte(head, 0) >= 0 {
+	if looksBinary(head) {
 		return "a binary file (it holds NUL bytes)", nil
 	}
 	return "", nil
+}
+
+// looksBinary: head holds a NUL byte and control bytes (C0 other than tab,
+// LF, VT, FF and CR, and DEL) are at least 1% of it. Binary data has them at
+// ~12% (uniform bytes) or far more (zero padding, UTF-16 text); a FASTA file
+// with a stray control byte in one header (a copy-paste or a broken
+// converter) stays text, and its records are judged one by one as the run
+// judges them.
+func looksBinary(head []byte) bool {
+	if bytes.IndexByte(head, 0) < 0 {
+		return false
+	}
+	n := 0
+	for _, c := range head {
+		if (c < 0x20 && c != '\t' && c != '\n' && c != '\v' && c != '\f' && c != '\r') || c == 0x7f {
+			n++
+		}
+	}
+	return n*100 >= len(head)
 }
 
 // readHead returns up to n bytes of path's start, decompressing gzip (a

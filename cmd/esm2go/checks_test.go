@@ -347,3 +347,81 @@ func TestEmptyIDWarning(t *testing.T) {
 		t.Errorf("ids %q, want \"\", \"\", \"P1\"", ids)
 	}
 }
+
+// TestLooksBinary: a NUL alone does not make a file binary; control bytes
+// at 1% of the head with a NUL among them do.
+func TestLooksBinary(t *testing.T) {
+	text := bytes.Repeat([]byte(">P1 some protein\nMKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ\n"), 200)[:sniffBytes]
+	stray := slices.Clone(text)
+	copy(stray[4000:], "\x00\x01\x0e\x19\x1f") // as in a header of PNNL's JunkTest.fasta
+	utf16 := make([]byte, 0, 2*len(text))
+	for _, c := range text {
+		utf16 = append(utf16, c, 0)
+	}
+	uniform := make([]byte, sniffBytes)
+	x := uint32(2463534242)
+	for i := range uniform { // xorshift32: bytes spread evenly over 0..255
+		x ^= x << 13
+		x ^= x >> 17
+		x ^= x << 5
+		uniform[i] = byte(x >> 24)
+	}
+	dense := slices.Clone(text)
+	for i := 0; i < len(dense)/100+1; i++ {
+		dense[i*97] = 0 // 1% of the head, spread out
+	}
+	for _, tc := range []struct {
+		name string
+		head []byte
+		want bool
+	}{
+		{"text", text, false},
+		{"text with a stray NUL and four controls", stray, false},
+		{"control bytes without NUL", bytes.Repeat([]byte("MK\x01\x02"), 100), false},
+		{"NUL at 1%", dense, true},
+		{"UTF-16", utf16[:sniffBytes], true},
+		{"uniform bytes", uniform, true},
+		{"short record with NULs", []byte(">a\nMK\x00\x01\x02V\n"), true},
+	} {
+		if got := looksBinary(tc.head); got != tc.want {
+			t.Errorf("%s: looksBinary %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// TestJunkFileEmbedsGoodRecords: PNNL's deliberately malformed
+// JunkTest.fasta (empty headers, tabs and spaces in sequence lines, a NUL and
+// other control bytes in a header, a record with no residues) is a FASTA
+// file: the record without residues is skipped with a warning naming file and
+// line, and the other 29 are embedded, the one with the NUL in its header
+// included.
+func TestJunkFileEmbedsGoodRecords(t *testing.T) {
+	t.Parallel()
+	const junk = "../../data/testdata/pnnl_JunkTest.fasta"
+	raw, err := os.ReadFile(junk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(raw, []byte("\x00")) {
+		t.Fatal("the test file lost its NUL byte")
+	}
+	out := filepath.Join(t.TempDir(), "junk.parquet")
+	code, _, stderr := runCLI(t, "embed", "--model", tinyModel, "--device", "cpu", "--out", out, junk)
+	if code != 0 {
+		t.Fatalf("status %d; stderr:\n%s", code, stderr)
+	}
+	if !strings.Contains(stderr, `msg="record skipped" file=`+junk+` line=216 id="\"NCU10044.1\"" reason="no residues"`) {
+		t.Errorf("no warning naming the empty record's file and line:\n%s", stderr)
+	}
+	if !strings.Contains(stderr, "done: 29 records embedded, 1 skipped (1 no residues) of 30 read") {
+		t.Errorf("summary does not count 29 embedded and 1 skipped:\n%s", stderr)
+	}
+	_, rows := readRows(t, out)
+	var ids []string
+	for _, r := range rows {
+		ids = append(ids, r.ID)
+	}
+	if len(rows) != 29 || !slices.Contains(ids, "NCU10039.1") || slices.Contains(ids, "NCU10044.1") {
+		t.Errorf("%d rows, ids %q: want 29 with NCU10039.1 (NUL in its header) and without NCU10044.1 (no residues)", len(rows), ids)
+	}
+}
