@@ -4,10 +4,12 @@
 // it never sees a tokenizer, model weights or a GPU (a test checks its
 // dependencies).
 //
-// # FASTA rules (Policy "esm2go-fasta/3")
+// # FASTA rules (Policy "esm2go-fasta/4")
 //
 //   - Line endings are LF, CRLF or a lone CR (mixed freely). Line numbers
 //     count these line breaks, so CRLF is one break.
+//   - A UTF-8 byte order mark (EF BB BF) at the start of a file (of a gzip
+//     file's decompressed bytes) is skipped; anywhere else it is text.
 //   - A header is a line whose first non-blank character is '>' (" >x" is a
 //     header). Blanks are space, tab, vertical tab and form feed.
 //   - Header is the text after '>', trimmed of blanks, as valid UTF-8 (each
@@ -52,7 +54,11 @@
 // say what was left out. Records that fit the caps are the same as under /1.
 // /3 breaks the ID at Unicode white space too (under /2, ">P1\u00a0desc"
 // gave ID "P1\u00a0desc"); headers without such characters give the same
-// records as under /2.
+// records as under /2. /4 skips a UTF-8 byte order mark (EF BB BF) at the
+// start of a file, as editors on Windows write it (under /3 it made the first
+// line text before the first header, so the first record was reported as a
+// problem and not embedded); files without one give the same records as
+// under /3.
 //
 // Errors and logs that quote user data (ids, headers, sequence text) should
 // quote it with Quote, which keeps the first QuoteBytes (200) bytes.

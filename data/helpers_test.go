@@ -27,6 +27,7 @@ func refParse(source string, data []byte, index int64) []Record {
 // then cuts Seq and Header as the rules say.
 func refParseOpts(source string, data []byte, index int64, o Options) []Record {
 	o = o.withDefaults()
+	data = bytes.TrimPrefix(data, []byte("\xef\xbb\xbf")) // a file's byte order mark
 	var lines [][]byte
 	start := 0
 	for i := 0; i < len(data); i++ {

@@ -260,6 +260,18 @@ func newParser(source string, o Options) *parser {
 	}
 }
 
+// utf8BOM is the byte order mark some editors write at the start of a UTF-8
+// file; at a file's start it is not text (a header on the first line stays
+// a header).
+var utf8BOM = []byte("\xef\xbb\xbf")
+
+// skipBOM sets a parser at a file's start to read on after its UTF-8 byte
+// order mark, which the caller has left out of what it feeds.
+func (p *parser) skipBOM() {
+	p.pos = int64(len(utf8BOM))
+	p.bolPos = p.pos
+}
+
 // blockRecords is the most records a block holds: a Record costs ~150 bytes
 // whatever the input, so a block of tiny records (">\n" is two bytes) would
 // otherwise cost ~75 times its input.

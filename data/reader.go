@@ -80,6 +80,7 @@ type source struct {
 	own     bool         // closed when done (false for the caller's stdin: closed only on cancellation)
 	once    sync.Once
 	refs    atomic.Int64 // range jobs not yet finished
+	bom     bool         // a regular plain file that starts with a UTF-8 byte order mark
 }
 
 func (s *source) close() {
@@ -447,7 +448,7 @@ func (r *Reader) dispatchFile(i int, name string, t *tracker) error {
 			return fmt.Errorf("data: %s: %w", name, err)
 		}
 		if fi.Mode().IsRegular() {
-			var magic [2]byte
+			var magic [3]byte
 			t.begin(&name)
 			n, err := ra.ReadAt(magic[:], 0)
 			t.end()
@@ -456,6 +457,7 @@ func (r *Reader) dispatchFile(i int, name string, t *tracker) error {
 				return fmt.Errorf("data: reading %s at byte 0: %w", name, err)
 			}
 			if n < 2 || magic[0] != 0x1f || magic[1] != 0x8b {
+				src.bom = n == len(magic) && bytes.Equal(magic[:], utf8BOM)
 				a, b := int64(0), fi.Size()
 				if r.shard.on {
 					a, b = r.shard.ranges[i].a, min(r.shard.ranges[i].b, fi.Size())
@@ -624,15 +626,29 @@ func (r *Reader) readRange(j *job, t *tracker, w *scratch) error {
 	breaks := countBreaks(buf, from, limit, bytes.IndexByte(buf, '\r') >= 0)
 
 	p := newParser(name, r.opts)
-	if j.s == 0 {
+	chunk, off := buf[from:], start+int64(len(buf))
+	bom := int64(len(utf8BOM))
+	switch {
+	case j.src.bom && j.e <= bom: // inside the byte order mark: no record, no line break
+		blk := p.take()
+		blk.bytes = j.e - j.s
+		if !r.put(j.slot, blk) {
+			return context.Cause(r.ctx)
+		}
+		return nil
+	case j.src.bom && j.s <= bom:
+		// The range holding the first byte after the mark reads from
+		// there as a file's first range does.
+		p.skipBOM()
+		chunk = buf[bom-start:]
+	case j.s == 0:
 		p.pos = 0
-	} else {
+	default:
 		p.startRange(j.s, buf[0])
 	}
 	if cap(p.recs) == 0 {
 		p.recs = make([]Record, 0, min(bytes.Count(buf[from:limit], []byte{'>'})+1, p.maxRecs))
 	}
-	chunk, off := buf[from:], start+int64(len(buf))
 	sent := 0 // line breaks in the blocks sent so far
 	for {
 		k, ev := p.feed(chunk, j.e)
@@ -699,12 +715,18 @@ func (r *Reader) readStream(src *source, t *tracker, w *scratch) error {
 			return fmt.Errorf("data: %s: gzip header: %w", what, err)
 		}
 		defer zr.Close()
-		in = zr
+		br = bufio.NewReaderSize(zr, 64<<10) // for the BOM's Peek below
+		in = br
 		what = "decompressing " + name
 	}
 
 	target := int64(max(r.opts.BlockBytes, 1))
 	p := newParser(name, r.opts)
+	// A read error here is returned again by the first Read below.
+	if head, _ := br.Peek(len(utf8BOM)); bytes.Equal(head, utf8BOM) {
+		br.Discard(len(utf8BOM))
+		p.skipBOM()
+	}
 	w.buf = grow(w.buf, streamRead)
 	var chunk []byte
 	eof, first := false, true

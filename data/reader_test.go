@@ -368,3 +368,91 @@ func TestCloseUndrained(t *testing.T) {
 		r.Close()
 	}
 }
+
+// TestByteOrderMark: a UTF-8 byte order mark at a file's start is skipped
+// (plain files in ranges of any size, gzip, stdin read a byte at a time);
+// the first line stays a header and line numbers are unchanged. Elsewhere
+// the mark is text: at the start of a later line it makes that line
+// sequence text, as any byte but a blank before '>' does.
+func TestByteOrderMark(t *testing.T) {
+	checkGoroutines(t)
+	dir := t.TempDir()
+	const bom = "\xef\xbb\xbf"
+	data := []byte(bom + ">b1 first\nMKTAYIAKQR\r\n>b2\r\n\r\nMKV\n>b3 last\nMK\n")
+	type rec struct {
+		id, seq string
+		line    int
+	}
+	want := []rec{{"b1", "MKTAYIAKQR", 1}, {"b2", "MKV", 3}, {"b3", "MK", 6}}
+	check := func(what string, got []Record, want []rec) {
+		t.Helper()
+		var g []rec
+		for _, r := range got {
+			if r.Problem != "" {
+				t.Errorf("%s: record %d at line %d: problem %q", what, r.Index, r.Line, r.Problem)
+			}
+			g = append(g, rec{r.ID, string(r.Seq), r.Line})
+		}
+		if fmt.Sprint(g) != fmt.Sprint(want) {
+			t.Errorf("%s: records %+v, want %+v", what, g, want)
+		}
+	}
+	plain := writeFile(t, filepath.Join(dir, "bom.fa"), data)
+	for _, bb := range []int{1, 2, 3, 4, 16, 1 << 20} {
+		got, err := readAll(t, []string{plain}, Options{Workers: 2, BlockBytes: bb})
+		if err != nil {
+			t.Fatal(err)
+		}
+		check(fmt.Sprintf("plain BlockBytes=%d", bb), got, want)
+		r, err := Open(context.Background(), []string{plain}, Options{BlockBytes: bb})
+		if err != nil {
+			t.Fatal(err)
+		}
+		drainBytes(t, r)
+		if n := r.InputBytes(); n != int64(len(data)) {
+			t.Errorf("plain BlockBytes=%d: InputBytes %d, want %d (the mark's bytes count)", bb, n, len(data))
+		}
+		r.Close()
+	}
+	for _, bb := range []int{1, 2, 4, 16} {
+		var ids []string
+		for k := range 4 {
+			got, err := readAll(t, []string{plain}, Options{BlockBytes: bb, Shard: Shard{Index: k, Count: 4}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range got {
+				ids = append(ids, r.ID)
+			}
+		}
+		if fmt.Sprint(ids) != "[b1 b2 b3]" {
+			t.Errorf("4 shards, BlockBytes=%d: ids %q, want b1 b2 b3", bb, ids)
+		}
+	}
+	gz := writeFile(t, filepath.Join(dir, "bom.fa.gz"), gzipBytes(t, data, 2))
+	got, err := readAll(t, []string{gz}, Options{BlockBytes: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("gzip", got, want)
+	got, err = readAll(t, []string{"-"}, Options{Stdin: &shortReader{r: bytes.NewReader(data), n: 1}, BlockBytes: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("stdin, a byte a read", got, want)
+	diffRecords(t, "against refParse", got, refParse("-", data, 0))
+
+	only := writeFile(t, filepath.Join(dir, "only.fa"), []byte(bom))
+	if got, err := readAll(t, []string{only}, Options{}); err != nil || len(got) != 0 {
+		t.Errorf("a file of a byte order mark alone: %d records, %v; want none", len(got), err)
+	}
+
+	mid := writeFile(t, filepath.Join(dir, "mid.fa"), []byte(">a\nMK\n"+bom+">b\nMV\n"))
+	got, err = readAll(t, []string{mid}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].ID != "a" || string(got[0].Seq) != "MK"+bom+">bMV" {
+		t.Errorf("a mark inside the file: %d records, first %q %q; want one, a, its text in the sequence", len(got), got[0].ID, got[0].Seq)
+	}
+}

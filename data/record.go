@@ -30,8 +30,9 @@ import (
 // MaxPreambleBytes are cut (Record.HeaderCut and Record.Total say by how
 // much), and Options.MaxResidues cuts Seq. esm2go-fasta/3 differs from /2 in
 // the ID only: Unicode white space (U+00A0 and the others unicode.IsSpace
-// names) separates words as blanks do.
-const Policy = "esm2go-fasta/3"
+// names) separates words as blanks do. esm2go-fasta/4 skips a UTF-8 byte
+// order mark (EF BB BF) at the start of a file.
+const Policy = "esm2go-fasta/4"
 
 // MaxHeaderBytes is how many bytes of a header line (after '>' and the
 // blanks that follow it) a Record keeps; HeaderCut counts the rest.

@@ -425,3 +425,27 @@ func TestJunkFileEmbedsGoodRecords(t *testing.T) {
 		t.Errorf("%d rows, ids %q: want 29 with NCU10039.1 (NUL in its header) and without NCU10044.1 (no residues)", len(rows), ids)
 	}
 }
+
+// TestByteOrderMarkFile: a FASTA file saved with a UTF-8 byte order mark and
+// CRLF line ends (as Windows editors write it) embeds every record.
+func TestByteOrderMarkFile(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	in := writeTemp(t, dir, "bom.fa", []byte("\xef\xbb\xbf>b1 first\r\nMKTAYIAKQR\r\n>b2\r\nMKV\r\n"))
+	out := filepath.Join(dir, "o.parquet")
+	code, _, stderr := runCLI(t, "embed", "--model", tinyModel, "--device", "cpu", "--out", out, in)
+	if code != 0 {
+		t.Fatalf("status %d; stderr:\n%s", code, stderr)
+	}
+	if strings.Contains(stderr, "record skipped") {
+		t.Errorf("a record was skipped:\n%s", stderr)
+	}
+	_, rows := readRows(t, out)
+	var ids []string
+	for _, r := range rows {
+		ids = append(ids, r.ID)
+	}
+	if !slices.Equal(ids, []string{"b1", "b2"}) {
+		t.Errorf("ids %q, want b1, b2", ids)
+	}
+}
