@@ -3,6 +3,7 @@ package embed
 import (
 	"io"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/esm2go/esm2go/data"
@@ -77,6 +78,10 @@ type Options struct {
 	ReaderStall time.Duration
 }
 
+// devStdin names the file on standard input where the system has such a
+// name (Linux, macOS); the output guard stats it like any input.
+const devStdin = "/dev/stdin"
+
 // partsOptions are the output package's options for this run: the inputs
 // are never replaced, whatever Overwrite says.
 func (o *Options) partsOptions() output.PartsOptions {
@@ -84,6 +89,8 @@ func (o *Options) partsOptions() output.PartsOptions {
 	for _, in := range o.Inputs {
 		if in != "-" {
 			keep = append(keep, in)
+		} else if _, err := os.Stat(devStdin); err == nil {
+			keep = append(keep, devStdin) // a file given as "< file" stays an input
 		}
 	}
 	return output.PartsOptions{Overwrite: o.Overwrite, Keep: keep, Log: o.Log, Identity: o.Identity,

@@ -513,3 +513,34 @@ func firstCause(err error) string {
 	}
 	return s
 }
+
+// stdinFile is the regular file standard input reads (a shell's "< file"),
+// or nil when it is a pipe, a terminal or unknown: the checks that must
+// never replace an input compare outputs with it.
+func stdinFile() fs.FileInfo {
+	fi, err := os.Stdin.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
+		return nil
+	}
+	return fi
+}
+
+// sameAsStdin reports whether path is the regular file in (stdinFile's).
+func sameAsStdin(path string, in fs.FileInfo) bool {
+	if in == nil {
+		return false
+	}
+	pi, err := os.Stat(path)
+	return err == nil && os.SameFile(pi, in)
+}
+
+// within reports whether path is dir or lies inside it, by their absolute
+// cleaned names (before either exists; links are not followed).
+func within(path, dir string) bool {
+	p, err1 := filepath.Abs(path)
+	d, err2 := filepath.Abs(dir)
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	return p == d || strings.HasPrefix(p, d+string(filepath.Separator))
+}

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"encoding/json"
+	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -120,4 +123,87 @@ func TestEmbedNeverDestroysUserData(t *testing.T) {
 			t.Fatalf("metrics = input: status %d, stderr %q", code, errs)
 		}
 	})
+}
+
+// runCLIStdin runs the CLI in a child process with standard input read from
+// the file in (a shell's "< in") and returns its status and stderr.
+func runCLIStdin(t *testing.T, in string, args ...string) (int, string) {
+	t.Helper()
+	f, err := os.Open(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	js, _ := json.Marshal(args)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestCLIChild$")
+	cmd.Env = append(os.Environ(), "ESM2GO_CLI_ARGS="+string(js))
+	cmd.Stdin = f
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	err = cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return 0, stderr.String()
+	case errors.As(err, &ee):
+		return ee.ExitCode(), stderr.String()
+	}
+	t.Fatal(err)
+	return -1, ""
+}
+
+// TestStdinFileIsAnInput: a file given on standard input ("- < in.fa") is an
+// input like one given by name: neither --out (embed, score) nor
+// --metrics-json may replace it, with or without --overwrite; and
+// --metrics-json may not be --out or lie inside it, whether or not either
+// exists yet.
+func TestStdinFileIsAnInput(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	orig, err := os.ReadFile(fasta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := filepath.Join(dir, "in.fa")
+	muts := filepath.Join(dir, "m.tsv")
+	os.WriteFile(muts, []byte("mutant\nM1A\n"), 0o644)
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"embed --out", []string{"embed", "--model", tinyModel, "--device", "cpu", "--overwrite", "--out", in, "-"},
+			"--out " + in + " is the file on standard input, an input of this run"},
+		{"embed --metrics-json", []string{"embed", "--model", tinyModel, "--device", "cpu", "--overwrite", "--metrics-json", in, "--out", filepath.Join(dir, "o.parquet"), "-"},
+			"--metrics-json " + in + " is the file on standard input, an input of this run"},
+		{"score --out", []string{"score", "--model", tinyModel, "--device", "cpu", "--mutations", muts, "--overwrite", "--out", in, "-"},
+			"--out " + in + " is the file on standard input, an input of this run"},
+	} {
+		os.WriteFile(in, orig, 0o644)
+		code, stderr := runCLIStdin(t, in, tc.args...)
+		if code != 1 || !strings.Contains(stderr, tc.want) {
+			t.Errorf("%s: status %d, stderr %q; want 1 and %q", tc.name, code, stderr, tc.want)
+		}
+		if got, _ := os.ReadFile(in); string(got) != string(orig) {
+			t.Errorf("%s: the input on standard input was changed", tc.name)
+		}
+	}
+
+	for _, tc := range []struct{ out, metrics string }{
+		{filepath.Join(dir, "same.parquet"), filepath.Join(dir, "same.parquet")},
+		{filepath.Join(dir, "emb") + "/", filepath.Join(dir, "emb")},
+		{filepath.Join(dir, "emb2") + "/", filepath.Join(dir, "emb2", "metrics.jsonl")},
+	} {
+		code, _, stderr := runCLI(t, "embed", "--model", tinyModel, "--device", "cpu", "--overwrite", "--out", tc.out, "--metrics-json", tc.metrics, fasta)
+		if code != 1 || !strings.Contains(stderr, "write the metrics beside the output") {
+			t.Errorf("--out %s --metrics-json %s: status %d, stderr %q", tc.out, tc.metrics, code, stderr)
+		}
+		if _, err := os.Lstat(strings.TrimSuffix(tc.out, "/")); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("--out %s: a refused run left something there (%v)", tc.out, err)
+		}
+	}
+	beside := filepath.Join(dir, "emb3.metrics.jsonl")
+	if code, _, stderr := runCLI(t, "embed", "--model", tinyModel, "--device", "cpu", "-q", "--out", filepath.Join(dir, "emb3")+"/", "--metrics-json", beside, fasta); code != 0 {
+		t.Errorf("metrics beside an npy output: status %d, stderr %q", code, stderr)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -397,12 +398,25 @@ func checkOutputs(f *embedFlags, inputs []string) error {
 	if err := checkOutputDir(f.out); err != nil {
 		return err
 	}
+	var stdin fs.FileInfo
+	if slices.Contains(inputs, "-") {
+		stdin = stdinFile()
+	}
+	if sameAsStdin(f.out, stdin) {
+		return fmt.Errorf("--out %s is the file on standard input, an input of this run", f.out)
+	}
 	keep := slices.DeleteFunc(slices.Clone(inputs), func(s string) bool { return s == "-" })
 	if err := output.Check(f.out, output.Options{Overwrite: f.overwrite, Keep: keep}); err != nil {
 		return withOverwriteHint(err)
 	}
 	if f.metricsJSON == "" {
 		return nil
+	}
+	if sameAsStdin(f.metricsJSON, stdin) {
+		return fmt.Errorf("--metrics-json %s is the file on standard input, an input of this run", f.metricsJSON)
+	}
+	if within(f.metricsJSON, f.out) {
+		return fmt.Errorf("--metrics-json %s is --out %s or inside it; write the metrics beside the output", f.metricsJSON, f.out)
 	}
 	mi, err := os.Lstat(f.metricsJSON)
 	if err != nil {

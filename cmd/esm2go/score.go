@@ -626,6 +626,9 @@ func checkScoreOut(out string, overwrite bool, inputs []string) error {
 		return fmt.Errorf("--out: %w", err)
 	}
 	for _, in := range inputs {
+		if in == "-" && sameAsStdin(out, stdinFile()) {
+			return fmt.Errorf("--out %s is the file on standard input, an input of this run", out)
+		}
 		if ii, err := os.Stat(in); err == nil && os.SameFile(oi, ii) {
 			return fmt.Errorf("--out %s is the input %s", out, in)
 		}
