@@ -69,11 +69,12 @@
 //
 // Reading with numpy:
 //
-//	import numpy as np, pandas as pd
+//	import csv, numpy as np, pandas as pd
 //	X = np.load(d + "/mean_33.npy", mmap_mode="r")               # (N, D)
 //	T, off = np.load(d + "/per_tok_33.npy", mmap_mode="r"), np.load(d + "/per_tok_33.offsets.npy")
 //	t_i = T[off[i]:off[i+1]]                                     # (L_i, D) for record i
-//	rec = pd.read_csv(d + "/records.tsv", sep="\t")              # index, id, length, truncated
+//	rec = pd.read_csv(d + "/records.tsv", sep="\t", quoting=csv.QUOTE_NONE,  # index, id, length, truncated
+//	                  dtype={"id": str}, keep_default_na=False)    # plain TSV: ids as written
 //
 // # Publishing and ownership
 //

@@ -17,12 +17,14 @@ var updatePyCheck = flag.Bool("update-pycheck", false, "rewrite testdata/pycheck
 
 // pyCheckRows are the rows of every pycheck output: a Vector and a Matrix
 // column, an empty record, values exact in every dtype and a subnormal
-// float16 (quantized on the Go side, so Python compares exactly).
+// float16 (quantized on the Go side, so Python compares exactly). The ids
+// are ones a careless TSV reading changes: a leading quote (csv quoting
+// would join lines), "NA" (read as missing) and "00123" (read as a number).
 func pyCheckRows() []Row {
 	rows := []Row{
-		{ID: "a", Index: 0, Length: 2, Values: [][]float32{{1, -2, 0.5, 65504}, {0.25, -0.125, 3, 1e-6, 7, 8, 9, -10}}},
-		{ID: "b", Index: 1, Length: 0, Values: [][]float32{{0, -0, 1.5, -3.75}, {}}},
-		{ID: "c", Index: 2, Length: 1, Truncated: true, Values: [][]float32{{100, 200, 300, 400}, {-1, 2, -3, 4}}},
+		{ID: `"P1`, Index: 0, Length: 2, Values: [][]float32{{1, -2, 0.5, 65504}, {0.25, -0.125, 3, 1e-6, 7, 8, 9, -10}}},
+		{ID: "NA", Index: 1, Length: 0, Values: [][]float32{{0, -0, 1.5, -3.75}, {}}},
+		{ID: "00123", Index: 2, Length: 1, Truncated: true, Values: [][]float32{{100, 200, 300, 400}, {-1, 2, -3, 4}}},
 	}
 	return rows
 }

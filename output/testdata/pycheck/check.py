@@ -6,6 +6,7 @@ Needs numpy, pyarrow and pandas (duckdb and polars are checked when present).
 Run from anywhere: python3 output/testdata/pycheck/check.py
 The outputs are rewritten by: go test ./output -run TestPyCheckFixtures -args -update-pycheck
 """
+import csv
 import json
 import os
 import sys
@@ -88,7 +89,7 @@ for dtype in ("float32", "float16", "bfloat16"):
     check(f"{dtype} npy mean", np.array_equal(X.astype(np.float32), mean_want))
     check(f"{dtype} npy per_tok", np.array_equal(np.asarray(T, dtype=np.float32), tok_want))
     check(f"{dtype} npy offsets", list(off) == [0, 2, 2, 3])
-    rec = pd.read_csv(f"{d}/records.tsv", sep="\t")
+    rec = pd.read_csv(f"{d}/records.tsv", sep="\t", quoting=csv.QUOTE_NONE, dtype={"id": str}, keep_default_na=False)
     check(f"{dtype} npy records", list(rec["id"]) == exp["ids"] and list(rec["truncated"]) == [False, False, True])
     npymeta = json.load(open(f"{d}/metadata.json"))
     check(f"{dtype} npy metadata dtype", npymeta.get("dtype", "float32") == dtype)
