@@ -211,6 +211,10 @@ func run(ctx context.Context, cfg esm.Config, devs []Device, opts Options) (*Sum
 // keepCommitted commits the rows written before err, so that a later run
 // resumes after them, and says so in the error.
 func (p *pipeline) keepCommitted(sum *Summary, err error) error {
+	if p.o.NoResume {
+		p.parts.Abandon()
+		return fmt.Errorf("%w (the input cannot be read again, so no rows were kept: run the command again to start over)", err)
+	}
 	next := p.nextIndex.Load()
 	if cerr := p.parts.Commit(next, p.boundaryBefore(next)); cerr != nil {
 		// After a failed write (a full disk) the commit fails of the same

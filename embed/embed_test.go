@@ -431,3 +431,35 @@ func TestIDHashIsFNV1a(t *testing.T) {
 		}
 	}
 }
+
+// TestNoResumeRemovesRows: a run that no later run can resume (NoResume: its
+// input is standard input) and is stopped after committing rows removes
+// them and says so; the same run without NoResume keeps them.
+func TestNoResumeRemovesRows(t *testing.T) {
+	t.Parallel()
+	m := loadTiny(t)
+	for _, noResume := range []bool{false, true} {
+		ctx, cancel := context.WithCancel(context.Background())
+		out := filepath.Join(t.TempDir(), "o")
+		n := 0
+		o := Options{Inputs: []string{someFASTA}, Out: out, Format: output.NPY, ToksPerBatch: 200, Window: 200,
+			Include: esm.Mean, Identity: map[string]string{"test": "noresume"}, ChunkRows: 1, NoResume: noResume}
+		o.Progress = func(s *Summary, final bool) {
+			if n++; n == 4 {
+				cancel()
+			}
+		}
+		_, err := Run(ctx, m, o)
+		cancel()
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("NoResume %v: error %v, want context.Canceled", noResume, err)
+		}
+		_, serr := os.Stat(out + output.PartsSuffix)
+		switch {
+		case noResume && (serr == nil || errors.Is(err, ErrResumable) || !strings.Contains(err.Error(), "no rows were kept")):
+			t.Errorf("NoResume: parts directory %v, error %v; want none, and a message saying so", serr, err)
+		case !noResume && (serr != nil || !errors.Is(err, ErrResumable)):
+			t.Errorf("resumable run: parts directory %v, error %v; want them kept (ChunkRows 1 commits every row)", serr, err)
+		}
+	}
+}

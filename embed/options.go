@@ -28,6 +28,10 @@ type Options struct {
 	// committed rows (model fingerprint, options that change values, input
 	// fingerprint); see output.PartsOptions. Runs resume automatically.
 	Identity map[string]string
+	// NoResume says no later run can resume this one (its input, standard
+	// input, cannot be read again): a run that fails or is stopped removes
+	// its committed rows instead of keeping them for a resume.
+	NoResume bool
 	// Rows are committed (durable, resumable) every ChunkRows rows or
 	// ChunkEvery, whichever comes first; defaults in output.PartsOptions.
 	ChunkRows  int64

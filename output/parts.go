@@ -121,6 +121,9 @@ type Parts struct {
 	// written; a new run resumes from the manifest.
 	err error
 
+	finished bool // Finish published the output (its parts are retired)
+	closed   bool
+
 	cur      Writer // chunk being written, or nil
 	curEnd   int64  // one past the index of the last row written to cur
 	curName  string
@@ -833,6 +836,7 @@ func (p *Parts) Finish(next int64, metadata map[string]string) error {
 	if err != nil {
 		return fmt.Errorf("output: completing %s from %s: %w", p.final, p.dir, err)
 	}
+	p.finished = true
 	if err := retire(p.dir); err != nil {
 		p.opts.Log.Warn("the output is complete, but its parts directory could not be removed", "parts", p.dir, "err", err)
 	}
@@ -860,8 +864,24 @@ func retire(dir string) error {
 
 // Close abandons the current uncommitted chunk (its rows are lost; call
 // Commit first to keep them) and releases the lock; committed chunks stay
-// for a later run to resume. It is a no-op after Finish or Close.
+// for a later run to resume. A parts directory without a committed chunk
+// holds nothing to resume and is removed, so that it does not stand in the
+// way of the next run. It is a no-op after Finish or Close.
 func (p *Parts) Close() error {
+	return p.close(false)
+}
+
+// Abandon is Close that also removes committed chunks: for a run that no
+// later run can resume (its input cannot be read again).
+func (p *Parts) Abandon() error {
+	return p.close(true)
+}
+
+func (p *Parts) close(all bool) error {
+	if p.closed {
+		return nil
+	}
+	p.closed = true
 	if p.err == nil {
 		// The shared files are closed: nothing more can be written.
 		p.err = fmt.Errorf("output: %s: the output was already completed or closed", p.final)
@@ -872,6 +892,11 @@ func (p *Parts) Close() error {
 		p.cur = nil
 	}
 	p.closeData()
+	if (all || len(p.man.Chunks) == 0) && !p.finished {
+		if rerr := retire(p.dir); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+			p.opts.Log.Warn("the parts directory could not be removed", "parts", p.dir, "err", rerr)
+		}
+	}
 	p.lock.release()
 	return err
 }

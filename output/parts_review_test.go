@@ -219,7 +219,7 @@ func TestPartsNPYHeaderRoom(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeParts(t, p, rows, 0, 3, 100) // uncommitted
-	p.Close()
+	crash(p)
 	// A file cut inside its header room, another longer than it.
 	col0 := filepath.Join(out+PartsSuffix, dataNPY, testSchema.Columns[0].Name+".npy")
 	if err := os.Truncate(col0, 50); err != nil {
@@ -734,4 +734,13 @@ func TestPartsNPYChunkInconsistent(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkRows(t, out, NPY, rows, 9)
+}
+
+// crash leaves p as a killed process does: the uncommitted chunk and the
+// parts directory stay (Close would remove a directory with no committed
+// chunk); the lock goes with the process.
+func crash(p *Parts) {
+	p.closed = true
+	p.closeData()
+	p.lock.release()
 }

@@ -526,3 +526,71 @@ func TestPartsResumeCheckCancelled(t *testing.T) {
 		})
 	}
 }
+
+// TestPartsCloseRemovesEmptyParts: a run closed before its first commit
+// leaves no parts directory (nothing to resume, and it would stand in the
+// way of the next run with other settings); one with a committed chunk
+// keeps it; Abandon removes it even then; Close after Finish or twice
+// changes nothing.
+func TestPartsCloseRemovesEmptyParts(t *testing.T) {
+	t.Parallel()
+	for _, f := range []Format{Parquet, NPY} {
+		dir := t.TempDir()
+		exists := func(out string) bool {
+			_, err := os.Lstat(out + PartsSuffix)
+			return err == nil
+		}
+		out := filepath.Join(dir, "empty")
+		p, err := OpenParts(out, f, testSchema, PartsOptions{Identity: testIdentity})
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeParts(t, p, indexed(3), 0, 3, 100) // uncommitted
+		p.Close()
+		p.Close()
+		if exists(out) {
+			t.Errorf("%s: a parts directory with no committed chunk was left", f)
+		}
+		other := map[string]string{"model": "other"}
+		if p, err = OpenParts(out, f, testSchema, PartsOptions{Identity: other}); err != nil {
+			t.Fatalf("%s: a run with other settings after an empty one: %v", f, err)
+		}
+		p.Close()
+
+		out = filepath.Join(dir, "committed")
+		p, err = OpenParts(out, f, testSchema, PartsOptions{Identity: testIdentity})
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeParts(t, p, indexed(3), 0, 2, 100)
+		if err := p.Commit(2, 2); err != nil {
+			t.Fatal(err)
+		}
+		p.Close()
+		if !exists(out) {
+			t.Fatalf("%s: Close removed committed rows", f)
+		}
+		if p, err = OpenParts(out, f, testSchema, PartsOptions{Identity: testIdentity}); err != nil || p.Next() != 2 {
+			t.Fatalf("%s: resume: next %v, %v", f, p, err)
+		}
+		p.Abandon()
+		if exists(out) {
+			t.Errorf("%s: Abandon left the committed rows", f)
+		}
+
+		out = filepath.Join(dir, "done")
+		p, err = OpenParts(out, f, testSchema, PartsOptions{Identity: testIdentity})
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeParts(t, p, indexed(3), 0, 3, 100)
+		if err := p.Finish(3, nil); err != nil {
+			t.Fatal(err)
+		}
+		p.Close()
+		p.Abandon()
+		if _, err := os.Lstat(out); err != nil || exists(out) {
+			t.Errorf("%s: after Finish: output %v, parts left %v", f, err, exists(out))
+		}
+	}
+}

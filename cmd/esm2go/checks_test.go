@@ -449,3 +449,18 @@ func TestByteOrderMarkFile(t *testing.T) {
 		t.Errorf("ids %q, want b1, b2", ids)
 	}
 }
+
+// TestOverwriteHint: a refusal to resume names --overwrite, and says how
+// inputs are compared, or that standard input cannot be resumed.
+func TestOverwriteHint(t *testing.T) {
+	for _, tc := range []struct{ diff, want string }{
+		{`input was "stdin (pid 1, x)", this run has "stdin (pid 2, y)"`, "that run read standard input, which cannot be resumed: --overwrite discards its rows"},
+		{`input was "xxh64:1", this run has "xxh64:2"`, "compared by the paths, sizes and modification times of their files; --overwrite discards the earlier rows"},
+		{`layers was "3", this run has "2"`, "(--overwrite discards the earlier rows)"},
+	} {
+		err := withOverwriteHint(fmt.Errorf("output: o.parts: %w (%s); rerun ...", output.ErrIncompatible, tc.diff))
+		if !errors.Is(err, output.ErrIncompatible) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v; want it to say %q", tc.diff, err, tc.want)
+		}
+	}
+}

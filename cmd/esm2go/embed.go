@@ -278,6 +278,7 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 	fpTime := time.Since(fpStart)
 	// Everything that changes the values written, and the input: a later
 	// run resumes this one's committed rows only if all of it is equal.
+	noResume := false
 	identity := map[string]string{
 		"model":                 modelID,
 		"layers":                joinInts(absLayers),
@@ -294,6 +295,7 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 		// Standard input cannot be read twice: nothing can resume such a
 		// run, so its identity never matches another's.
 		identity["input"] = fmt.Sprintf("stdin (pid %d, %s)", os.Getpid(), time.Now().Format(time.RFC3339Nano))
+		noResume = true
 	}
 	opts := embed.Options{
 		Inputs:       inputs,
@@ -302,6 +304,7 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 		DType:        dtype,
 		Overwrite:    f.overwrite,
 		Identity:     identity,
+		NoResume:     noResume,
 		ChunkRows:    f.commitRows,
 		ChunkEvery:   f.commitEvery,
 		Include:      inc,
@@ -438,8 +441,15 @@ func checkOutputs(f *embedFlags, inputs []string) error {
 
 // withOverwriteHint adds the flag that would allow what output refused.
 func withOverwriteHint(err error) error {
-	if errors.Is(err, output.ErrExists) {
+	switch {
+	case errors.Is(err, output.ErrExists):
 		return fmt.Errorf("%w (use --overwrite to replace it)", err)
+	case errors.Is(err, output.ErrIncompatible) && strings.Contains(err.Error(), `input was "stdin (`):
+		return fmt.Errorf("%w (that run read standard input, which cannot be resumed: --overwrite discards its rows)", err)
+	case errors.Is(err, output.ErrIncompatible) && strings.Contains(err.Error(), "input was "):
+		return fmt.Errorf("%w (inputs are compared by the paths, sizes and modification times of their files; --overwrite discards the earlier rows)", err)
+	case errors.Is(err, output.ErrIncompatible):
+		return fmt.Errorf("%w (--overwrite discards the earlier rows)", err)
 	}
 	return err
 }

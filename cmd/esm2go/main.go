@@ -61,7 +61,7 @@ func onSignals(parent context.Context, sigs <-chan os.Signal, stderr io.Writer, 
 		defer close(finished)
 		select {
 		case s := <-sigs:
-			say(s, "stopping; rows already written are kept (signal again to exit at once)")
+			say(s, "stopping after the rows in flight; the final message says what is kept (signal again to exit at once)")
 			cancel(fmt.Errorf("stopped by %v", s))
 		case <-done:
 			return
