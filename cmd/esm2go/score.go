@@ -155,6 +155,9 @@ func cmdScore(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		jobs []scoreJob
 	)
 	if f.scan {
+		if err := uniqueIDs(ids); err != nil {
+			return err
+		}
 		jobs = scanJobs(seqs, scanChunkVariants)
 	} else {
 		tab, vars, err = readMutations(f.mutations, f.mutationCol, f.idCol, ids, seqs, f.offset)
@@ -269,6 +272,22 @@ func cmdScore(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if f.out != "-" {
 		note("wrote %d rows to %s", w.n, f.out)
+	}
+	return nil
+}
+
+// uniqueIDs refuses wild types whose --scan rows could not be told apart:
+// rows are keyed by id alone, so every id must be non-empty and unique.
+func uniqueIDs(ids []string) error {
+	first := make(map[string]int, len(ids))
+	for i, id := range ids {
+		if id == "" {
+			return fmt.Errorf("--scan: FASTA record %d has an empty id; the scan's rows are named by id: give every record one", i+1)
+		}
+		if j, ok := first[id]; ok {
+			return fmt.Errorf("--scan: FASTA records %d and %d are both %s; the scan's rows are named by id: make the ids unique", j+1, i+1, data.Quote(id))
+		}
+		first[id] = i
 	}
 	return nil
 }

@@ -147,6 +147,8 @@ func TestScoreCLIErrors(t *testing.T) {
 	mismatch := writeFile(t, dir, "mismatch.csv", "mutant,x\nM1A,1\nK5R,2\n")
 	clash := writeFile(t, dir, "clash.csv", "mutant,pll\nM1A,1\n")
 	exists := writeFile(t, dir, "exists.tsv", "keep me\n")
+	dup := writeFile(t, dir, "dup.fasta", ">w1\nMPAD\n>w1 again\nMK\n")
+	empty := writeFile(t, dir, "empty.fasta", ">w1\nMPAD\n>\nMK\n")
 	out := filepath.Join(dir, "out.tsv")
 	for _, c := range []struct {
 		args []string
@@ -163,6 +165,8 @@ func TestScoreCLIErrors(t *testing.T) {
 		{[]string{"--scan", "--strategy", "ppl", "--out", out, one}, 2, `unknown strategy "ppl"`},
 		{[]string{"--scan", "--device", "cuda:0,1", "--out", out, one}, 2, "score runs on one device"},
 		{[]string{"--scan", "--out", out}, 2, "no FASTA input given"},
+		{[]string{"--scan", "--out", out, dup}, 1, `--scan: FASTA records 1 and 2 are both "w1"; the scan's rows are named by id: make the ids unique`},
+		{[]string{"--scan", "--out", out, empty}, 1, "--scan: FASTA record 2 has an empty id"},
 	} {
 		code, _, errs := runCLI(t, append([]string{"score", "--model", tinyModel, "--device", "cpu"}, c.args...)...)
 		if code != c.code || !strings.Contains(errs, c.want) {
