@@ -337,7 +337,7 @@ func (m *merger) place(row *Row) error {
 		return nil
 	}
 	if m.sum.Rows > 0 && row.Index <= m.last {
-		return fmt.Errorf("record %d (%s): index %d is not after %d, the last index written before it (sources must hold increasing indices in the given order; Renumber numbers rows anew)",
+		return fmt.Errorf("record %d (%s): index %d is not after %d, the last index written before it (sources must hold increasing indices in the given order, as the shards of one run do)",
 			m.sum.Rows-m.start, quote(row.ID), row.Index, m.last)
 	}
 	return nil

@@ -294,9 +294,9 @@ func scanInput(ctx context.Context, path string, maxResidues int) (inputScan, er
 	case sc.records == 1 && preamble:
 		sc.reason = "has no FASTA header ('>'); it starts with " + firstLine(path)
 	case preamble:
-		sc.reason = fmt.Sprintf("has %d records and none can be embedded (first: text before the first header, %s)", sc.records, firstLine(path))
+		sc.reason = fmt.Sprintf("has %s and none can be embedded (first: text before the first header, %s)", plural(sc.records, "record"), firstLine(path))
 	default:
-		sc.reason = fmt.Sprintf("has %d records and none can be embedded (first: %s)", sc.records, firstBad)
+		sc.reason = fmt.Sprintf("has %s and none can be embedded (first: %s)", plural(sc.records, "record"), firstBad)
 	}
 	return sc, nil
 }
@@ -348,6 +348,9 @@ func sniffBinary(path string) (string, error) {
 		{"\xfd7zXZ\x00", "xz-compressed (only gzip is read: decompress it first)"},
 		{"\x28\xb5\x2f\xfd", "zstd-compressed (only gzip is read: decompress it first)"},
 		{"BAM\x01", "a BAM file"},
+		{"\x1f\x8b", "gzip-compressed twice (decompress it once first)"}, // head is decompressed already
+		{"\xff\xfe", "UTF-16 text (convert it to UTF-8 first, e.g. iconv -f UTF-16 -t UTF-8)"},
+		{"\xfe\xff", "UTF-16 text (convert it to UTF-8 first, e.g. iconv -f UTF-16 -t UTF-8)"},
 	} {
 		if bytes.HasPrefix(head, []byte(m.magic)) {
 			return m.what, nil
@@ -543,4 +546,12 @@ func within(path, dir string) bool {
 		return false
 	}
 	return p == d || strings.HasPrefix(p, d+string(filepath.Separator))
+}
+
+// plural is "1 record", "2 records".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }

@@ -167,6 +167,9 @@ func TestNothingToEmbed(t *testing.T) {
 		{"xz", "x.fa.xz", []byte("\xfd7zXZ\x00\x00\x04"), "is xz-compressed (only gzip is read: decompress it first), not FASTA text"},
 		{"binary", "x.bin", []byte(">a\nMK\x00\x01\x02V\n"), "is a binary file (it holds NUL bytes), not FASTA text"},
 		{"gzip binary", "x.bin.gz", gz(t, []byte("PAR1\x00\x00")), "is a Parquet file, not FASTA text"},
+		{"gzip twice", "x.fa.gz.gz", gz(t, gz(t, []byte(">a\nMKV\n"))), "is gzip-compressed twice (decompress it once first), not FASTA text"},
+		{"utf-16", "u16.fa", []byte("\xff\xfe>\x00a\x00\n\x00M\x00K\x00\n\x00"), "is UTF-16 text (convert it to UTF-8 first"},
+		{"one junk record", "one.fa", []byte(">a\n12\n"), "one.fa has 1 record and none can be embedded"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			in := writeTemp(t, dir, tc.file, tc.data)
@@ -461,6 +464,34 @@ func TestOverwriteHint(t *testing.T) {
 		err := withOverwriteHint(fmt.Errorf("output: o.parts: %w (%s); rerun ...", output.ErrIncompatible, tc.diff))
 		if !errors.Is(err, output.ErrIncompatible) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v; want it to say %q", tc.diff, err, tc.want)
+		}
+	}
+}
+
+// TestOutputNamesRefused: embed does not write to standard output (--out -
+// or --metrics-json - made a file named "-"), and contacts refuses a --png
+// directory inside its output directory before the model loads (it failed
+// after all the work).
+func TestOutputNamesRefused(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	for _, args := range [][]string{
+		{"embed", "--model", noModel, "--out", "-", fasta},
+		{"embed", "--model", noModel, "--out", filepath.Join(dir, "o.parquet"), "--metrics-json", "-", fasta},
+	} {
+		code, _, stderr := runCLI(t, args...)
+		if code != 1 || !strings.Contains(stderr, "embed does not write to standard output") {
+			t.Errorf("%q: status %d, stderr %q", args, code, stderr)
+		}
+	}
+	if _, err := os.Lstat("-"); err == nil {
+		t.Error(`a file named "-" was created`)
+	}
+	out := filepath.Join(dir, "maps")
+	for _, png := range []string{out, filepath.Join(out, "png")} {
+		code, _, stderr := runCLI(t, "contacts", "--model", noModel, "-o", out, "--png", png, fasta)
+		if code != 1 || !strings.Contains(stderr, "write the PNGs beside it") {
+			t.Errorf("--png %s: status %d, stderr %q", png, code, stderr)
 		}
 	}
 }

@@ -116,6 +116,9 @@ func cmdContacts(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err := checkContactsOut(f.out, f.overwrite); err != nil {
 		return err
 	}
+	if f.png != "" && within(f.png, f.out) {
+		return fmt.Errorf("--png %s is -o %s or inside it (the output directory is replaced as a whole when complete): write the PNGs beside it", f.png, f.out)
+	}
 	note := func(format string, a ...any) {
 		if !f.quiet {
 			fmt.Fprintf(stderr, "esm2go: "+format+"\n", a...)

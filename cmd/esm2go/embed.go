@@ -398,6 +398,9 @@ func outputFormat(flag string, given bool, out string) (output.Format, error) {
 // or when --metrics-json would clobber a file or name the output or an
 // input.
 func checkOutputs(f *embedFlags, inputs []string) error {
+	if f.out == "-" || f.metricsJSON == "-" {
+		return errors.New("--out and --metrics-json name files: embed does not write to standard output (give a file name; ./- for a file named -)")
+	}
 	if err := checkOutputDir(f.out); err != nil {
 		return err
 	}
