@@ -159,6 +159,9 @@ func LoadConfig(path string) (Config, error) {
 // readLimited reads a whole small file, refusing one over limit bytes
 // before reading it.
 func readLimited(path string, limit int64) ([]byte, error) {
+	if err := regularBeforeOpen(path); err != nil {
+		return nil, err
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err

@@ -116,6 +116,7 @@ func parseSafetensors(path string, buf []byte) (*SafetensorsFile, error) {
 	f := &SafetensorsFile{Path: path, Metadata: map[string]string{}, Tensors: map[string]*Tensor{}}
 	var entries []stEntry
 	dec := json.NewDecoder(bytes.NewReader(header))
+	dec.UseNumber() // shape dims arrive as tokens (decodeShape), exact
 	err := jsonObject(dec, func(key string) error {
 		if key == "__metadata__" {
 			return decodeMetadata(dec, f.Metadata)
@@ -166,10 +167,11 @@ func decodeEntry(dec *json.Decoder, name string) (stEntry, error) {
 				return fmt.Errorf("unsupported dtype %s (want F32, F16, BF16, I32 or I64)", quoteName(s))
 			}
 		case "shape":
-			if err := dec.Decode(&e.shape); err != nil {
+			shape, err := decodeShape(dec)
+			if err != nil {
 				return fmt.Errorf("shape: %w", err)
 			}
-			e.haveShape = e.shape != nil
+			e.shape, e.haveShape = shape, shape != nil
 		case "data_offsets":
 			var off []int64
 			if err := dec.Decode(&off); err != nil {
@@ -209,9 +211,58 @@ func decodeEntry(dec *json.Decoder, name string) (stEntry, error) {
 	return e, nil
 }
 
+// maxDims caps a tensor's dimensions, read before anything is allocated for
+// them (ESM2 tensors have 1 or 2; the .pt reader has the same cap).
+const maxDims = ptMaxDims
+
+// decodeShape reads a shape, a JSON array of at most maxDims integers (nil
+// for null), one token at a time: a header of millions of dims is refused
+// at the first one over the cap, not allocated.
+func decodeShape(dec *json.Decoder) ([]int64, error) {
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, err
+	}
+	if tok == nil {
+		return nil, nil
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '[' {
+		return nil, fmt.Errorf("got %s where an array of integers was expected", jsonTokenKind(tok))
+	}
+	shape := []int64{}
+	for dec.More() {
+		if len(shape) == maxDims {
+			return nil, fmt.Errorf("more than %d dimensions", maxDims)
+		}
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, err
+		}
+		n, ok := tok.(json.Number)
+		if !ok {
+			return nil, fmt.Errorf("got %s where an integer was expected", jsonTokenKind(tok))
+		}
+		d, err := n.Int64()
+		if err != nil {
+			return nil, fmt.Errorf("dimension %s is not an integer that fits 64 bits", n)
+		}
+		shape = append(shape, d)
+	}
+	if _, err := dec.Token(); err != nil { // the closing ']'
+		return nil, err
+	}
+	return shape, nil
+}
+
 // checkLayout checks that entries tile the data section [0, dataLen)
-// exactly; it sorts entries by offset.
+// exactly; it sorts entries by offset. A tensor whose offsets lie past the
+// data section is named first, whatever gap its absence leaves.
 func checkLayout(entries []stEntry, dataLen int64) error {
+	for _, e := range entries {
+		if e.end > dataLen {
+			return fmt.Errorf("tensor %s: data_offsets [%d, %d] outside the %d byte data section (truncated file?)", quoteName(e.name), e.begin, e.end, dataLen)
+		}
+	}
 	sort.Slice(entries, func(i, j int) bool {
 		a, b := entries[i], entries[j]
 		if a.begin != b.begin {
@@ -260,6 +311,9 @@ func decodeMetadata(dec *json.Decoder, into map[string]string) error {
 	}
 	md := json.NewDecoder(bytes.NewReader(raw))
 	err := jsonObject(md, func(key string) error {
+		if len(into) >= maxTensors {
+			return fmt.Errorf("more than %d entries", maxTensors)
+		}
 		var v string
 		if err := md.Decode(&v); err != nil {
 			return fmt.Errorf("key %s: %w", quoteName(key), err)

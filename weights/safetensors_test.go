@@ -8,7 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // refF16 decodes binary16 bits in float64 arithmetic (an independent reference).
@@ -176,7 +178,12 @@ func TestOpenSafetensorsBad(t *testing.T) {
 		{"bad dtype", "unsupported dtype", hdr(`{"w":{"dtype":"F64","shape":[2],"data_offsets":[0,16]}}`)},
 		{"negative shape", "invalid shape", hdr(`{"w":{"dtype":"F32","shape":[-1,4],"data_offsets":[0,16]}}`)},
 		{"overflow shape", "invalid shape", hdr(`{"w":{"dtype":"F32","shape":[4294967296,4294967296,4],"data_offsets":[0,16]}}`)},
-		{"float shape", "cannot unmarshal number 1.5", hdr(`{"w":{"dtype":"F32","shape":[1.5],"data_offsets":[0,16]}}`)},
+		{"33 dims", "more than 32 dimensions", hdr(`{"w":{"dtype":"F32","shape":[` + strings.Repeat("1,", 32) + `1],"data_offsets":[0,4]}}`)},
+		{"shape not an array", "where an array of integers was expected", hdr(`{"w":{"dtype":"F32","shape":{},"data_offsets":[0,4]}}`)},
+		{"dim a string", "where an integer was expected", hdr(`{"w":{"dtype":"F32","shape":["4"],"data_offsets":[0,16]}}`)},
+		{"metadata over the cap", "__metadata__ must map strings to strings: more than 16384 entries", hdr(`{"__metadata__":{` + manyKeys(16385) + `},"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}`)},
+		{"offsets past the end named", `tensor "late": data_offsets [1000000000000, 1000000000004] outside`, hdr(`{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"late":{"dtype":"F32","shape":[1],"data_offsets":[1000000000000,1000000000004]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]},"c":{"dtype":"F32","shape":[2],"data_offsets":[12,20]}}`)},
+		{"float shape", "dimension 1.5 is not an integer", hdr(`{"w":{"dtype":"F32","shape":[1.5],"data_offsets":[0,16]}}`)},
 		{"missing shape", "missing shape", hdr(`{"w":{"dtype":"F32","data_offsets":[0,16]}}`)},
 		{"null shape", "missing shape", hdr(`{"w":{"dtype":"F32","shape":null,"data_offsets":[0,16]}}`)},
 		{"missing dtype", "missing dtype", hdr(`{"w":{"shape":[4],"data_offsets":[0,16]}}`)},
@@ -206,7 +213,7 @@ func TestOpenSafetensorsBad(t *testing.T) {
 		{"trailing bytes", `4 trailing bytes belong to no tensor`, hdr(`{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,12]}}`)},
 		{"no tensors but data", `16 trailing bytes`, hdr(`{}`)},
 		{"numel times size overflows", "invalid shape", hdr(`{"w":{"dtype":"I64","shape":[1152921504606846976,2],"data_offsets":[0,16]}}`)},
-		{"dim beyond int64", "cannot unmarshal", hdr(`{"w":{"dtype":"F32","shape":[18446744073709551616],"data_offsets":[0,16]}}`)},
+		{"dim beyond int64", "dimension 18446744073709551616 is not an integer that fits 64 bits", hdr(`{"w":{"dtype":"F32","shape":[18446744073709551616],"data_offsets":[0,16]}}`)},
 		{"long name cut", `... (5000 bytes)`, hdr(`{"` + strings.Repeat("n", 5000) + `":{"dtype":"F64","shape":[2],"data_offsets":[0,16]}}`)},
 	}
 	dir := t.TempDir()
@@ -306,5 +313,49 @@ func TestSafetensorsTensorLimit(t *testing.T) {
 	_, err := parseSafetensors("many.safetensors", stHeader(b.String(), nil))
 	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("more than %d tensors", maxTensors)) || !strings.Contains(err.Error(), "many.safetensors") {
 		t.Errorf("error %v", err)
+	}
+}
+
+// manyKeys is n JSON members "k0":"", "k1":"", ...
+func manyKeys(n int) string {
+	var b strings.Builder
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, "%q:\"\"", fmt.Sprintf("k%d", i))
+	}
+	return b.String()
+}
+
+// TestFIFORefusedBeforeOpen: a named pipe as config.json or as the
+// safetensors file is refused at once (opening one blocks until a writer
+// comes: the run hung).
+func TestFIFORefusedBeforeOpen(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "pipe")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Skipf("no named pipes here: %v", err)
+	}
+	for name, open := range map[string]func() error{
+		"LoadConfig":      func() error { _, err := LoadConfig(fifo); return err },
+		"OpenSafetensors": func() error { _, err := OpenSafetensors(fifo); return err },
+	} {
+		done := make(chan error, 1)
+		go func() { done <- open() }()
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+				t.Errorf("%s: error %v, want one saying the pipe is not a regular file", name, err)
+			}
+		case <-time.After(10 * time.Second):
+			// Open a writer so the blocked open returns and the goroutine ends.
+			if w, err := os.OpenFile(fifo, os.O_WRONLY, 0); err == nil {
+				w.Close()
+			}
+			<-done
+			t.Errorf("%s: blocked on the named pipe", name)
+		}
 	}
 }
