@@ -188,3 +188,19 @@ func TestRunDevicesOneFails(t *testing.T) {
 		})
 	}
 }
+
+// TestOpenErrorSaidOnce: a device that fails to open is reported once (the
+// error reached the caller twice, once from the open report and once from
+// the worker's return).
+func TestOpenErrorSaidOnce(t *testing.T) {
+	t.Parallel()
+	var opened atomic.Int64
+	bad := Device{Name: "bad", Open: func() (*esm.Model, error) { return nil, errors.New("weights are NaN") }}
+	devs := []Device{cpuDevice("ok", -1, &opened, nil, nil), bad}
+	cfg := loadTiny(t).Cfg
+	out := filepath.Join(t.TempDir(), "o")
+	_, err := RunDevices(context.Background(), cfg, devs, Options{Inputs: []string{someFASTA}, Out: out, Format: output.NPY, Include: esm.Mean})
+	if err == nil || strings.Count(err.Error(), "weights are NaN") != 1 {
+		t.Fatalf("error %v: want the open failure said once", err)
+	}
+}

@@ -154,7 +154,12 @@ func run(ctx context.Context, cfg esm.Config, devs []Device, opts Options) (*Sum
 	cw := p.startWorkers(ctx)
 	if err := cw.opened(); err != nil {
 		cancel()
-		return nil, errors.Join(err, cw.wait())
+		// Each worker that failed to open returns the error it reported
+		// (with any close error joined): say it once.
+		if werr := cw.wait(); werr != nil {
+			return nil, werr
+		}
+		return nil, err
 	}
 	p.setWindow()
 	if err := p.checkWindowFits(); err != nil {

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -229,6 +230,54 @@ func TestConfigFromHF(t *testing.T) {
 		wantErr := w.Validate()
 		if _, err := esm.ConfigFromHF(w); err == nil || wantErr == nil || !strings.Contains(err.Error(), wantErr.Error()) {
 			t.Errorf("%+v: ConfigFromHF error %v, weights.Validate %v", w, err, wantErr)
+		}
+	}
+}
+
+// TestRotaryCopiesMustAgree: the model applies layer 0's rotary table in
+// every layer, so a checkpoint whose later layers hold another table (HF
+// would use each layer's own) or a NaN in one is refused, naming the layer;
+// identical copies load.
+func TestRotaryCopiesMustAgree(t *testing.T) {
+	t.Parallel()
+	cfg := tinyConfig(t)
+	be := cpu.New(cpu.Options{})
+	defer be.Close()
+	layer := func(l int) string {
+		return fmt.Sprintf("encoder.layer.%d.attention.self.rotary_embeddings.inv_freq", l)
+	}
+	inv := esm.DefaultInvFreq(cfg.HeadDim())
+	for _, tc := range []struct {
+		name string
+		edit func(src esmtest.Source)
+		want string // "" for success
+	}{
+		{"identical copies", func(esmtest.Source) {}, ""},
+		{"layer 2 scaled", func(src esmtest.Source) {
+			g := slices.Clone(inv)
+			g[0] *= 50
+			src[layer(2)] = g
+		}, "encoder.layer.2.attention.self.rotary_embeddings.inv_freq differs from layer 0's at element 0"},
+		{"NaN in layer 1", func(src esmtest.Source) {
+			g := slices.Clone(inv)
+			g[1] = float32(math.NaN())
+			src[layer(1)] = g
+		}, "encoder.layer.1.attention.self.rotary_embeddings.inv_freq differs from layer 0's at element 1"},
+	} {
+		src := esmtest.Random(cfg, 3)
+		for l := range cfg.Layers {
+			src[layer(l)] = slices.Clone(inv)
+		}
+		tc.edit(src)
+		p, err := esm.LoadParams(cfg, src, be)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: %v", tc.name, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: error %v, want %q", tc.name, err, tc.want)
+		}
+		if p != nil {
+			p.Free(be)
 		}
 	}
 }

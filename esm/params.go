@@ -164,6 +164,24 @@ func rotaryFreqs(cfg Config, src Source) ([]float32, error) {
 	if err != nil {
 		return nil, fmt.Errorf("esm: parameter %s: %w", RotaryInvFreqName, err)
 	}
+	// The model uses one table for every layer (as the released checkpoints
+	// hold); HF uses each layer's own copy, so a copy that differs would
+	// give other embeddings than HF's without a word: refused.
+	for l := 1; l < cfg.Layers; l++ {
+		name := fmt.Sprintf("encoder.layer.%d.attention.self.rotary_embeddings.inv_freq", l)
+		if !src.Has(name) {
+			continue
+		}
+		g, err := src.Float32(name, half)
+		if err != nil {
+			return nil, fmt.Errorf("esm: parameter %s: %w", name, err)
+		}
+		for i := range f {
+			if math.Float32bits(g[i]) != math.Float32bits(f[i]) {
+				return nil, fmt.Errorf("esm: parameter %s differs from layer 0's at element %d (%g, layer 0 has %g): esm2go applies layer 0's rotary table in every layer, as the released checkpoints' identical copies allow", name, i, g[i], f[i])
+			}
+		}
+	}
 	return f, nil
 }
 
