@@ -53,7 +53,11 @@ func (t *Tensor) ConvertInto(dst []byte, dt DType) error {
 	if len(dst) != n*dt.Size() {
 		return fmt.Errorf("%s: tensor %s: destination of %d bytes for %d elements of %s", t.file, quoteName(t.Name), len(dst), n, dt)
 	}
-	if !convertChunks(dst, dt, t.data, t.DType, n) {
+	bad, err := convertChunks(dst, dt, t.data, t.DType, n)
+	if err != nil {
+		return fmt.Errorf("%s: tensor %s: %w", t.file, quoteName(t.Name), err)
+	}
+	if !bad {
 		return nil
 	}
 	if i := t.firstNonFinite(); i >= 0 {
@@ -79,15 +83,15 @@ func Convert(dst []byte, dt DType, src []byte, st DType) error {
 
 // convertChunks converts over all cores for large tensors and reports
 // whether some element was non-finite or overflowed.
-func convertChunks(dst []byte, dt DType, src []byte, st DType, n int) bool {
+func convertChunks(dst []byte, dt DType, src []byte, st DType, n int) (bool, error) {
 	ds, ss := dt.Size(), st.Size()
 	var bad atomic.Bool
-	parallelChunks(n, func(lo, hi int) {
+	err := parallelChunks(n, func(lo, hi int) {
 		if convertRange(dst[ds*lo:ds*hi], dt, src[ss*lo:ss*hi], st) {
 			bad.Store(true)
 		}
 	})
-	return bad.Load()
+	return bad.Load(), err
 }
 
 // convertRange converts one range; it reports whether it saw a bad element.

@@ -114,7 +114,7 @@ func hashFile(ctx context.Context, name string) (string, error) {
 	defer m.close()
 	sum, err := hashMapped(ctx, m.data, hashStep)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("%s: %w", name, err)
 	}
 	return fmt.Sprintf("xxh64:%016x", sum), nil
 }
@@ -140,18 +140,24 @@ func hashMapped(ctx context.Context, data []byte, step int) (uint64, error) {
 			return 0, err
 		}
 		end := min(off+step, len(data))
+		var touchErr error
 		if end < len(data) {
 			next := data[end:min(end+step, len(data))]
 			wg.Go(func() {
-				var x byte
-				for i := 0; i < len(next); i += page {
-					x ^= next[i]
-				}
-				sink.Add(uint32(x))
+				touchErr = faultGuard(func() {
+					var x byte
+					for i := 0; i < len(next); i += page {
+						x ^= next[i]
+					}
+					sink.Add(uint32(x))
+				})
 			})
 		}
-		h.Write(data[off:end])
+		err := faultGuard(func() { h.Write(data[off:end]) })
 		wg.Wait()
+		if err = errors.Join(err, touchErr); err != nil {
+			return 0, err
+		}
 	}
 	return h.Sum64(), nil
 }

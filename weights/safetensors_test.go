@@ -1,6 +1,7 @@
 package weights
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -358,4 +359,37 @@ func TestFIFORefusedBeforeOpen(t *testing.T) {
 			t.Errorf("%s: blocked on the named pipe", name)
 		}
 	}
+}
+
+// TestFileCutWhileRead: a checkpoint truncated in place while it is mapped
+// (cp over it) gives an error naming the file and tensor on every read path
+// (Float32, ConvertInto, the content hash), not a SIGBUS that ends the
+// process.
+func TestFileCutWhileRead(t *testing.T) {
+	t.Parallel()
+	const n = 4 << 20 // elements: several chunks of parallelChunks, many pages
+	path := filepath.Join(t.TempDir(), "m.safetensors")
+	if err := os.WriteFile(path, buildSafetensors([]stSpec{{"w", F32, []int{n}, make([]byte, 4*n)}}, nil), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := OpenSafetensors(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := os.Truncate(path, 4096); err != nil {
+		t.Fatal(err)
+	}
+	w := f.Tensors["w"]
+	check := func(what string, err error) {
+		t.Helper()
+		if !errors.Is(err, errFileChanged) || !strings.Contains(err.Error(), path) {
+			t.Errorf("%s: error %v; want one saying %s changed while it was read", what, err, path)
+		}
+	}
+	_, err = w.Float32()
+	check("Float32", err)
+	check("ConvertInto F16", w.ConvertInto(make([]byte, 2*n), F16))
+	_, err = hashMapped(context.Background(), f.m.data, 1<<20) // the mapping made before the cut
+	check("hash", fmt.Errorf("%s: %w", path, err))
 }

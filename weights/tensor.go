@@ -2,9 +2,11 @@ package weights
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -96,26 +98,30 @@ func (t *Tensor) float32() (out []float32, sawBad bool, err error) {
 	out = make([]float32, n)
 	b := t.data
 	var bad atomic.Bool // some chunk saw a NaN or Inf
+	var ferr error
 	switch t.DType {
 	case F32:
-		parallelChunks(n, func(lo, hi int) {
+		ferr = parallelChunks(n, func(lo, hi int) {
 			if convF32(out[lo:hi], b[4*lo:4*hi]) {
 				bad.Store(true)
 			}
 		})
 	case F16:
 		tab := f16Table()
-		parallelChunks(n, func(lo, hi int) {
+		ferr = parallelChunks(n, func(lo, hi int) {
 			if convF16(out[lo:hi], b[2*lo:2*hi], tab) {
 				bad.Store(true)
 			}
 		})
 	case BF16:
-		parallelChunks(n, func(lo, hi int) {
+		ferr = parallelChunks(n, func(lo, hi int) {
 			if convBF16(out[lo:hi], b[2*lo:2*hi]) {
 				bad.Store(true)
 			}
 		})
+	}
+	if ferr != nil {
+		return nil, false, fmt.Errorf("%s: tensor %s: %w", t.file, quoteName(t.Name), ferr)
 	}
 	return out, bad.Load(), nil
 }
@@ -310,19 +316,42 @@ var f16Table = sync.OnceValue(func() *[1 << 16]uint32 {
 
 // parallelChunks runs fn over [0, n) in contiguous chunks on all cores when
 // n is large (multi-gigabyte checkpoints convert at memory speed).
-func parallelChunks(n int, fn func(lo, hi int)) {
+func parallelChunks(n int, fn func(lo, hi int)) error {
 	const minChunk = 1 << 20
 	workers := min(runtime.GOMAXPROCS(0), n/minChunk)
 	if workers <= 1 {
-		fn(0, n)
-		return
+		return faultGuard(func() { fn(0, n) })
 	}
 	var wg sync.WaitGroup
+	errs := make([]error, workers)
 	for w := 0; w < workers; w++ {
 		lo, hi := n*w/workers, n*(w+1)/workers
-		wg.Go(func() { fn(lo, hi) })
+		wg.Go(func() { errs[w] = faultGuard(func() { fn(lo, hi) }) })
 	}
 	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// errFileChanged marks a fault on a mapped checkpoint: the file was cut
+// short (or rewritten) while it was read, as "cp new old" does in place.
+var errFileChanged = errors.New("the file changed while it was read (truncated or rewritten in place?)")
+
+// faultGuard runs fn, turning a fault on mapped memory into an error: the
+// kernel sends SIGBUS for pages past a mapped file's new end, which would
+// otherwise end the process. It must run on the goroutine that reads.
+func faultGuard(fn func()) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			if f, ok := r.(interface{ Addr() uintptr }); ok {
+				err = fmt.Errorf("%w: %v", errFileChanged, f)
+				return
+			}
+			panic(r)
+		}
+	}()
+	fn()
+	return nil
 }
 
 // Int32 converts an I32 or I64 tensor to a new int32 slice; an I64 value outside the
