@@ -187,6 +187,11 @@ func openSafetensorsDir(dir string) (ckpt *Checkpoint, err error) {
 		}
 		shards = idx.shards
 	default:
+		for _, bin := range []string{"pytorch_model.bin", "pytorch_model.bin.index.json"} {
+			if fileExists(filepath.Join(dir, bin)) {
+				return nil, fmt.Errorf("%s: neither model.safetensors nor model.safetensors.index.json found; %s (PyTorch pickles) is not read: save the model with safetensors (transformers: model.save_pretrained(dir, safe_serialization=True)), or use the hub's safetensors files", dir, bin)
+			}
+		}
 		return nil, fmt.Errorf("%s: neither model.safetensors nor model.safetensors.index.json found", dir)
 	}
 

@@ -596,3 +596,20 @@ func TestFloat32NonFiniteLarge(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenPytorchBinNamed: a directory with only pytorch_model.bin says that
+// format is not read and how to get safetensors.
+func TestOpenPytorchBinNamed(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cfg, err := os.ReadFile("../tests/testdata/models/tiny/config.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "config.json"), cfg, 0o644)
+	os.WriteFile(filepath.Join(dir, "pytorch_model.bin"), []byte("PK\x03\x04"), 0o644)
+	_, err = Open(dir)
+	if err == nil || !strings.Contains(err.Error(), "pytorch_model.bin (PyTorch pickles) is not read") {
+		t.Fatalf("error %v", err)
+	}
+}
