@@ -24,6 +24,7 @@ func FuzzFASTA(f *testing.F) {
 	f.Add([]byte(strings.Repeat(">\n", 300)), uint16(5), uint16(4), uint8(0))
 	f.Add([]byte("A\rB\rC\r>x\rDE\r\r>y"), uint16(4), uint16(2), uint8(5))
 	f.Add([]byte(">\u00a0P1\u00a0d\nMK\n>P2\u3000\u2003x\nA\n>\u00a0\nC\n>P3\xc2\n"), uint16(6), uint16(3), uint8(2))
+	f.Add([]byte("\xef\xbb\xbf>a\r\nMK\n>b\nV\n\xef\xbb\xbf>c\n"), uint16(2), uint16(5), uint8(0)) // byte order marks
 	junk, _ := os.ReadFile(filepath.Join("testdata", "pnnl_JunkTest.fasta"))
 	f.Add(junk[:min(len(junk), 2048)], uint16(100), uint16(20), uint8(0x21))
 	dir := f.TempDir() // one process runs one input at a time: files are reused
