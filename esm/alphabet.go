@@ -110,6 +110,8 @@ func (t *Tokenizer) Encode(dst []int32, seq []byte) ([]int32, Encoded, error) {
 			default:
 				return dst[:base], Encoded{}, fmt.Errorf("unexpected '<' at residue %d (only <mask> and <unk> are accepted)", i+1)
 			}
+		case hasPrefix(seq[i:], "\xef\xbb\xbf"):
+			return dst[:base], Encoded{}, fmt.Errorf("a UTF-8 byte order mark at residue %d: a file's start inside this record (files joined with cat?), so the record after it is in this one's sequence; remove the mark", i+1)
 		default:
 			return dst[:base], Encoded{}, fmt.Errorf("invalid character %s at residue %d", describeByte(c), i+1)
 		}

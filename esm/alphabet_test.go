@@ -33,6 +33,8 @@ func TestTokenizerPolicy(t *testing.T) {
 		{in: "M1A", err: `invalid character '1' at residue 2`},
 		{in: "M\x00A", err: `byte 0x00 at residue 2`},
 		{in: "M\xc3\xa9", err: `byte 0xc3 at residue 2`},
+		{in: "MKV\xef\xbb\xbf>b1MKL", err: `a UTF-8 byte order mark at residue 4: a file's start inside this record (files joined with cat?)`},
+		{in: "MK\xef\xbb", err: `byte 0xef at residue 3`},
 		{in: "M<cls>", err: `unexpected '<'`},
 		{in: "", err: "no residues"},
 		{in: "***", err: "no residues"},
