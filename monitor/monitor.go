@@ -78,7 +78,7 @@ func New(ctx context.Context, opts Options) (*Monitor, error) {
 	m.st.leak = leakDetector{windows: o.LeakWindows, bytes: o.LeakBytes}
 	m.jsonW = o.JSON
 	if m.jsonW == nil && o.JSONPath != "" {
-		f, err := createJSON(o.JSONPath, o.Overwrite)
+		f, err := createJSON(o.JSONPath, o.Overwrite, o.Append)
 		if err != nil {
 			return nil, fmt.Errorf("metrics: %w", err)
 		}

@@ -17,6 +17,9 @@ type Options struct {
 	// and even then only a regular file is truncated.
 	JSONPath  string
 	Overwrite bool
+	// Append, without Overwrite, appends to an existing regular JSONPath
+	// (a resumed run continues its metrics file) instead of refusing it.
+	Append bool
 	// Human receives one line per window ("metrics: ..."); nil = none.
 	Human io.Writer
 	// OnWindow, when set, receives each window's record (and the final

@@ -163,8 +163,15 @@ func (m *Monitor) writeJSON(r *Record) {
 }
 
 // createJSON creates the metrics file: exclusively, or with overwrite by
-// truncating an existing regular file (never a device, FIFO or directory).
-func createJSON(path string, overwrite bool) (*os.File, error) {
+// truncating an existing regular file, or with appendTo by appending to one
+// (never a device, FIFO or directory).
+func createJSON(path string, overwrite, appendTo bool) (*os.File, error) {
+	if appendTo && !overwrite {
+		if fi, err := os.Lstat(path); err == nil && !fi.Mode().IsRegular() {
+			return nil, fmt.Errorf("%s is not a regular file; refusing to append to it", path)
+		}
+		return os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	}
 	if !overwrite {
 		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 		if errors.Is(err, fs.ErrExist) {

@@ -43,9 +43,10 @@ type embedFlags struct {
 	quiet      bool
 	logFormat  string
 
-	metricsJSON  string
-	metricsAddr  string
-	metricsEvery int
+	metricsJSON   string
+	metricsAppend bool // set by checkOutputs: a resumed run appends to its metrics file
+	metricsAddr   string
+	metricsEvery  int
 
 	commitRows  int64
 	commitEvery time.Duration
@@ -434,6 +435,8 @@ func checkOutputs(f *embedFlags, inputs []string) error {
 		}
 	}
 	switch {
+	case !f.overwrite && mi.Mode().IsRegular() && resumable(f.out):
+		f.metricsAppend = true // the run resumes its parts: its metrics file goes on too
 	case !f.overwrite:
 		return fmt.Errorf("--metrics-json %s exists (use --overwrite to replace it)", f.metricsJSON)
 	case !mi.Mode().IsRegular():
@@ -455,4 +458,11 @@ func withOverwriteHint(err error) error {
 		return fmt.Errorf("%w (--overwrite discards the earlier rows)", err)
 	}
 	return err
+}
+
+// resumable reports whether out has the parts directory of an earlier run
+// (which this run resumes when its settings match, or refuses naming them).
+func resumable(out string) bool {
+	fi, err := os.Lstat(strings.TrimSuffix(out, "/") + output.PartsSuffix)
+	return err == nil && fi.IsDir()
 }

@@ -2,11 +2,14 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/esm2go/esm2go/output"
 )
 
 func TestEmbedMetrics(t *testing.T) {
@@ -73,5 +76,42 @@ func TestEmbedMetricsErrors(t *testing.T) {
 	}
 	if _, err := os.Stat(out); err == nil {
 		t.Error("the run went on without its metrics file")
+	}
+}
+
+// TestMetricsJSONResumes: a run that stopped with committed rows is resumed
+// by the same command, --metrics-json included: the metrics file (which
+// exists now) is appended to, not a reason to refuse; without parts to
+// resume an existing file is still refused.
+func TestMetricsJSONResumes(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	// --strict stops at the bad record, after the rows before it are committed.
+	// The packer runs at most a few batches ahead of the compute.
+	in := writeTemp(t, dir, "in.fa", []byte(strings.Repeat(">a\nMKTAYIAKQR\n", 50)+">bad\nMK1\n"))
+	out := filepath.Join(dir, "o.npy")
+	metrics := filepath.Join(dir, "m.jsonl")
+	args := []string{"embed", "--model", tinyModel, "--device", "cpu", "-q", "--strict", "--format", "npy",
+		"--commit-rows", "1", "--toks-per-batch", "20", "--truncation-seq-length", "16", "--metrics-json", metrics, "-o", out, in}
+	code, _, stderr := runCLI(t, args...)
+	if code == 0 || !strings.Contains(stderr, "run the same command again to resume") {
+		t.Fatalf("first run: status %d, stderr %q; want a failure that kept rows", code, stderr)
+	}
+	first, err := os.ReadFile(metrics)
+	if err != nil || len(first) == 0 {
+		t.Fatalf("first run's metrics: %v, %d bytes", err, len(first))
+	}
+	code, _, stderr = runCLI(t, args...)
+	if strings.Contains(stderr, "--metrics-json") || !strings.Contains(stderr, `record "bad" cannot be embedded`) || !strings.Contains(stderr, "resumable: records 0..") {
+		t.Fatalf("rerun: status %d, stderr %q; want it to resume and stop at the same record", code, stderr)
+	}
+	second, _ := os.ReadFile(metrics)
+	if len(second) <= len(first) || !bytes.HasPrefix(second, first) {
+		t.Errorf("metrics file %d bytes after the rerun, %d before: want the first run's lines kept and more appended", len(second), len(first))
+	}
+	os.RemoveAll(out + output.PartsSuffix)
+	code, _, stderr = runCLI(t, args...)
+	if code != 1 || !strings.Contains(stderr, "--metrics-json "+metrics+" exists (use --overwrite to replace it)") {
+		t.Errorf("no parts to resume: status %d, stderr %q; want the existing metrics file refused", code, stderr)
 	}
 }

@@ -615,6 +615,7 @@ func startMonitor(ctx context.Context, f *embedFlags, ords []int, d *display, lo
 		Every:     f.metricsEvery,
 		JSONPath:  f.metricsJSON,
 		Overwrite: f.overwrite,
+		Append:    f.metricsAppend,
 		Addr:      f.metricsAddr,
 		Log:       log,
 		NoGPU:     len(ords) == 0,
