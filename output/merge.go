@@ -266,8 +266,13 @@ func sameSchema(a, b Schema, bf, af Format, drop map[string]bool) error {
 		more = fmt.Sprintf("; and %d more", len(diffs)-10)
 		diffs = diffs[:10]
 	}
-	return fmt.Errorf("metadata differs (list the keys that may differ in DropMeta): %s%s", strings.Join(diffs, "; "), more)
+	return fmt.Errorf("%w: %s%s", ErrMetadataDiffers, strings.Join(diffs, "; "), more)
 }
+
+// ErrMetadataDiffers is wrapped by Merge's error when the sources'
+// metadata disagree outside MergeOptions.DropMeta (another model, options or
+// input).
+var ErrMetadataDiffers = errors.New("the sources' metadata differ")
 
 func columnsString(cols []Column) string {
 	var b strings.Builder

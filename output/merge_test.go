@@ -212,7 +212,7 @@ func TestMergeRefusesMismatches(t *testing.T) {
 		{other("parquet", Parquet, testSchema), "format parquet, want npy"},
 		{other("wider", NPY, wider), `columns ["mean_33" vector 6, "per_tok_33" matrix 3, "bos_33" vector 2], want ["mean_33" vector 5,`},
 		{other("renamed", NPY, renamed), `"bos_32" vector 2]`},
-		{other("model", NPY, model), `metadata differs (list the keys that may differ in DropMeta): "model" = "esm2_t6_8M_UR50D", source 0: "esm2_t33_650M_UR50D"`},
+		{other("model", NPY, model), `the sources' metadata differ: "model" = "esm2_t6_8M_UR50D", source 0: "esm2_t33_650M_UR50D"`},
 	}
 	for _, c := range cases {
 		dst := filepath.Join(t.TempDir(), "merged")

@@ -333,6 +333,9 @@ func cmdEmbed(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 	}
 	if shard.Count > 0 {
 		opts.Metadata[metaShard] = shard.String()
+		// merge compares it: shards of one run read the same input
+		// (copies staged on each node have its size too).
+		opts.Metadata[metaInputBytes] = strconv.FormatInt(inputBytes(inputs), 10)
 		log.Info("sharded run", "shard", shard.String(), "from", shard.From)
 	}
 	mon, err := startMonitor(ctx, &f, ords, lw, log)
@@ -465,4 +468,19 @@ func withOverwriteHint(err error) error {
 func resumable(out string) bool {
 	fi, err := os.Lstat(strings.TrimSuffix(out, "/") + output.PartsSuffix)
 	return err == nil && fi.IsDir()
+}
+
+// metaInputBytes is the metadata key of a sharded run's total input size.
+const metaInputBytes = "input_bytes"
+
+// inputBytes is the total size of the input files (gzip files counted
+// compressed); shards cannot read standard input.
+func inputBytes(inputs []string) int64 {
+	var n int64
+	for _, in := range inputs {
+		if st, err := os.Stat(in); err == nil {
+			n += st.Size()
+		}
+	}
+	return n
 }

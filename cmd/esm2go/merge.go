@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -61,6 +62,13 @@ func cmdMerge(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Overwrite: f.overwrite, Renumber: renumber,
 		DropMeta: []string{metaShard, output.RunIDKey, output.IdentityKey},
 	})
+	if errors.Is(err, output.ErrMetadataDiffers) {
+		hint := "the outputs come from runs with other models or options: merge joins the shards of one run, or outputs made alike"
+		if strings.Contains(err.Error(), `"`+metaInputBytes+`"`) {
+			hint = "the shards read inputs of different sizes: every shard of a run must read the same input (was it changed or regenerated between shards?)"
+		}
+		return fmt.Errorf("%w (%s)", err, hint)
+	}
 	if err != nil {
 		return withOverwriteHint(err)
 	}

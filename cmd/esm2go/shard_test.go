@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -155,5 +156,35 @@ func TestShardsMoreThanRecords(t *testing.T) {
 	b, _ := os.ReadFile(filepath.Join(merged, "records.tsv"))
 	if string(a) != string(b) {
 		t.Fatalf("records differ:\n%s\n%s", a, b)
+	}
+}
+
+// TestShardsOfOtherInputsRefused: shards that read inputs of different
+// sizes (one rerun after the FASTA was regenerated) are not merged: the
+// result would miss and repeat records under fresh indices.
+func TestShardsOfOtherInputsRefused(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	orig, err := os.ReadFile(fasta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed := filepath.Join(dir, "changed.fa")
+	os.WriteFile(changed, append(slices.Clone(orig), ">extra\nMKV\n"...), 0o644)
+	var shards []string
+	for i, in := range []string{fasta, changed} {
+		out := filepath.Join(dir, fmt.Sprintf("s%d.parquet", i))
+		if code, _, stderr := runCLI(t, "embed", "--model", tinyModel, "--device", "cpu", "-q", "--shard", fmt.Sprintf("%d/2", i), "-o", out, in); code != 0 {
+			t.Fatalf("shard %d: status %d: %s", i, code, stderr)
+		}
+		shards = append(shards, out)
+	}
+	merged := filepath.Join(dir, "m.parquet")
+	code, _, stderr := runCLI(t, "merge", merged, shards[0], shards[1])
+	if code != 1 || !strings.Contains(stderr, `"input_bytes"`) || !strings.Contains(stderr, "the shards read inputs of different sizes") {
+		t.Errorf("status %d, stderr %q; want the input sizes named", code, stderr)
+	}
+	if _, err := os.Stat(merged); err == nil {
+		t.Error("a refused merge wrote its output")
 	}
 }
