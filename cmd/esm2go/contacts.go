@@ -152,6 +152,10 @@ func cmdContacts(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		}
 	}
 
+	known := map[string]bool{contactsValues: true, contactsOffsets: true, contactsRecords: true, contactsMeta: true}
+	for _, p := range removeStalePartials(f.out, known) {
+		note("removed %s, left by a run that was stopped", p)
+	}
 	w, err := newContactsWriter(f.out, dtype)
 	if err != nil {
 		return err
@@ -391,6 +395,9 @@ func newContactsWriter(dir string, dtype output.DType) (*contactsWriter, error) 
 	}
 	w := &contactsWriter{dir: dir, tmp: tmp, dtype: dtype, offsets: []int64{0}}
 	if w.f, err = os.Create(filepath.Join(tmp, contactsValues)); err == nil {
+		err = lockTemp(w.f) // held while the run lives: a later run can tell it is not stale
+	}
+	if err == nil {
 		w.bw = bufio.NewWriterSize(w.f, 1<<20)
 		_, err = w.bw.Write(npyHeader(w.descr(), 0))
 	}

@@ -50,6 +50,11 @@ func cmdMerge(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return usageErrorf(usage, "want OUT and at least one SHARD")
 	}
 	out, srcs := fs.Arg(0), fs.Args()[1:]
+	for _, s := range srcs {
+		if fi, err := os.Stat(s); err == nil && fi.IsDir() && within(out, s) {
+			return fmt.Errorf("OUT %s is inside %s, a source being read: write the merged output beside it (inside a dataset directory it would be read as one more part)", out, s)
+		}
+	}
 	srcs, err := expandDatasetDirs(srcs) // a directory of shard parts stands for its parts
 	if err != nil {
 		return err

@@ -188,3 +188,28 @@ func TestShardsOfOtherInputsRefused(t *testing.T) {
 		t.Error("a refused merge wrote its output")
 	}
 }
+
+// TestMergeOutInsideSource: merge refuses an OUT inside a dataset
+// directory it reads (the merged file became one more part: the directory
+// then read every row twice, and could not be merged again).
+func TestMergeOutInsideSource(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ds := filepath.Join(dir, "ds") + "/"
+	for i := range 2 {
+		if code, _, stderr := runCLI(t, "embed", "--model", tinyModel, "--device", "cpu", "-q", "--shard", fmt.Sprintf("%d/2", i), "-o", ds, fasta); code != 0 {
+			t.Fatalf("shard %d: status %d: %s", i, code, stderr)
+		}
+	}
+	out := filepath.Join(dir, "ds", "all.parquet")
+	code, _, stderr := runCLI(t, "merge", out, ds)
+	if code != 1 || !strings.Contains(stderr, "a source being read") {
+		t.Errorf("status %d, stderr %q", code, stderr)
+	}
+	if _, err := os.Stat(out); err == nil {
+		t.Error("the merged file was written inside the dataset directory")
+	}
+	if code, _, stderr := runCLI(t, "merge", "-q", filepath.Join(dir, "all.parquet"), ds); code != 0 {
+		t.Errorf("merge beside it: status %d: %s", code, stderr)
+	}
+}

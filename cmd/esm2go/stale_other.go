@@ -10,3 +10,7 @@ func lockTemp(*os.File) error { return nil }
 // removeStaleTemps removes nothing where a live writer's temporary cannot
 // be told from a stale one.
 func removeStaleTemps(string) []string { return nil }
+
+// removeStalePartials removes nothing where a live writer's temporary
+// cannot be told from a stale one.
+func removeStalePartials(string, map[string]bool) []string { return nil }
