@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"unicode/utf8"
 
 	"github.com/esm2go/esm2go/data"
 	"github.com/esm2go/esm2go/esm"
@@ -259,7 +260,7 @@ func (p *pipeline) skip(ctx context.Context, r *data.Record, reason string) erro
 		return fmt.Errorf("embed: %s:%d: record %s cannot be embedded: %s (strict)", r.Source, line, data.Quote(id), reason)
 	}
 	p.c.skipped.Add(1)
-	p.o.Log.Warn("record skipped", "file", r.Source, "line", line, "id", data.Quote(id), "reason", reason)
+	p.o.Log.Warn("record skipped", "file", r.Source, "line", line, "id", logID(id), "reason", reason)
 	select {
 	case p.wch <- writerMsg{skip: r.Index, res: nil}:
 		return nil
@@ -308,4 +309,17 @@ func (p *pipeline) emit(ctx context.Context, window []item) error {
 		j.perTok = j.perTok || it.meta.windowed()
 	}
 	return send()
+}
+
+// logID is an id as a log field: the handler quotes and escapes it (text)
+// or encodes it (JSON), so it goes in as it is, cut to data.QuoteBytes.
+func logID(id string) string {
+	if len(id) <= data.QuoteBytes {
+		return id
+	}
+	n := data.QuoteBytes
+	for n > 0 && !utf8.RuneStart(id[n]) {
+		n--
+	}
+	return fmt.Sprintf("%s... (%d more bytes)", id[:n], len(id)-n)
 }

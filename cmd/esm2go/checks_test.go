@@ -413,11 +413,16 @@ func TestJunkFileEmbedsGoodRecords(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("status %d; stderr:\n%s", code, stderr)
 	}
-	if !strings.Contains(stderr, `msg="record skipped" file=`+junk+` line=216 id="\"NCU10044.1\"" reason="no residues"`) {
+	if !strings.Contains(stderr, `msg="record skipped" file=`+junk+` line=216 id=NCU10044.1 reason="no residues"`) {
 		t.Errorf("no warning naming the empty record's file and line:\n%s", stderr)
 	}
 	if !strings.Contains(stderr, "done: 29 records embedded, 1 skipped (1 no residues) of 30 read") {
 		t.Errorf("summary does not count 29 embedded and 1 skipped:\n%s", stderr)
+	}
+	// JSON logs carry the id as a plain string field.
+	code, _, stderr = runCLI(t, "embed", "--model", tinyModel, "--device", "cpu", "--log-format", "json", "--overwrite", "--out", out, junk)
+	if code != 0 || !strings.Contains(stderr, `"line":216,"id":"NCU10044.1","reason":"no residues"`) {
+		t.Errorf("json log: status %d, stderr:\n%s", code, stderr)
 	}
 	_, rows := readRows(t, out)
 	var ids []string
