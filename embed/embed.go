@@ -69,6 +69,7 @@ type column struct {
 
 type counters struct {
 	records, embedded, skipped, truncated, unknown, emptyIDs, dupIDs atomic.Int64
+	recordsRead                                                      atomic.Int64
 	residues, tokens, batches                                        atomic.Int64
 	readerQueue, readyQueue                                          atomic.Int64
 	resumed                                                          atomic.Int64
@@ -401,6 +402,7 @@ type pipeline struct {
 // snapshot fills s with the running totals.
 func (p *pipeline) snapshot(s *Summary) {
 	s.Records = p.c.records.Load()
+	s.RecordsRead = p.c.recordsRead.Load()
 	s.Embedded = p.c.embedded.Load()
 	s.Skipped = p.c.skipped.Load()
 	s.Resumed = p.c.resumed.Load()

@@ -107,6 +107,7 @@ type ProgressFunc func(s *Summary, final bool)
 // Summary is the account of a run.
 type Summary struct {
 	Records     int64 // FASTA records seen (embedded + skipped + resumed)
+	RecordsRead int64 // records in the input blocks read so far (ahead of Records: a block holds up to ~1 MiB of input)
 	Embedded    int64 // rows written
 	Skipped     int64 // records that could not be embedded (see warnings)
 	Truncated   int64 // embedded records cut to MaxResidues

@@ -71,6 +71,7 @@ func (p *pipeline) pack(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("embed: reading input: %w", err)
 		}
+		p.c.recordsRead.Add(int64(len(blk.Records)))
 		for i := range blk.Records {
 			r := &blk.Records[i]
 			p.c.records.Add(1)

@@ -227,6 +227,12 @@ func TestInputProgress(t *testing.T) {
 	if f, eta, _ := InputProgress(&h); f != 0.5 || eta != 10*time.Second {
 		t.Errorf("reader ahead: %v, %v; want 0.5, 10s", f, eta)
 	}
+	// One block holds the whole input: the packer has taken 177 of its
+	// 1,500 records and 116 are done: 7.7%, not 116/177.
+	one := embed.Summary{InputBytes: 1000, InputSize: 1000, Records: 177, RecordsRead: 1500, Embedded: 116, Elapsed: 10 * time.Second}
+	if f, _, _ := InputProgress(&one); math.Abs(f-116.0/1500) > 1e-12 {
+		t.Errorf("one block: %v, want %v", f, 116.0/1500)
+	}
 	s.InputBytes = 1100 // the file grew while read
 	if f, eta, _ := InputProgress(&s); f != 1 || eta != 0 {
 		t.Errorf("past the size: %v, %v", f, eta)

@@ -177,8 +177,11 @@ func Computed(s *embed.Summary) int64 {
 // the time left at the run's mean pace so far; ok is false when the
 // input's size is not known (stdin, a named pipe) or nothing was read yet.
 // The fraction is the input bytes read, scaled by the share of the records
-// read that are done (computed, skipped, or committed by an earlier run):
-// the reader works ahead of the devices, so bytes alone reach 100% early.
+// in the blocks read that are done (computed, skipped, or committed by an
+// earlier run): the reader works ahead of the devices, a block at a time
+// (~1 MiB), so bytes alone reach 100% early; and the packer works ahead
+// of the devices too, so the records it has taken are not the denominator
+// either (an input of one block showed 70% with 8% done).
 // A resumed run reads past the committed records quickly, so its first
 // estimates of the time left are low.
 func InputProgress(s *embed.Summary) (frac float64, eta time.Duration, ok bool) {
@@ -186,8 +189,8 @@ func InputProgress(s *embed.Summary) (frac float64, eta time.Duration, ok bool) 
 		return 0, 0, false
 	}
 	frac = min(float64(s.InputBytes)/float64(s.InputSize), 1)
-	if s.Records > 0 {
-		frac *= min(float64(Computed(s)+s.Skipped+s.Resumed)/float64(s.Records), 1)
+	if read := max(s.RecordsRead, s.Records); read > 0 {
+		frac *= min(float64(Computed(s)+s.Skipped+s.Resumed)/float64(read), 1)
 	}
 	if frac > 0 && frac < 1 && s.Elapsed > 0 {
 		eta = time.Duration((1 - frac) / frac * float64(s.Elapsed))
