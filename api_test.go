@@ -518,3 +518,22 @@ func TestNonFiniteIsAnError(t *testing.T) {
 		t.Errorf("Logits: %v, %v", res, err)
 	}
 }
+
+// TestZeroValuesAndPrecisionCase: a zero Logits gives empty matrices (its
+// Residues panicked), and Precision is read case-insensitively as Device is
+// ("FP32" on the CPU was refused as "for the GPU").
+func TestZeroValuesAndPrecisionCase(t *testing.T) {
+	t.Parallel()
+	var l Logits
+	if a, r := l.All(), l.Residues(); a.Rows != 0 || a.Data != nil || r.Rows != 0 || r.Data != nil {
+		t.Errorf("zero Logits: All %+v, Residues %+v", a, r)
+	}
+	m, err := Load(context.Background(), "tests/testdata/models/tiny", Options{Device: "cpu", Precision: "FP32"})
+	if err != nil {
+		t.Fatalf("Precision FP32 on the CPU: %v", err)
+	}
+	m.Close()
+	if _, err := Load(context.Background(), "tests/testdata/models/tiny", Options{Device: "cpu", Precision: "fp8"}); err == nil {
+		t.Error("Precision fp8: no error")
+	}
+}

@@ -162,6 +162,13 @@ type slot struct {
 // fair-esm .pt) and loads it on opts.Device. The weights are read once and
 // copied to the device; the checkpoint file is closed before Load returns.
 func Load(ctx context.Context, model string, opts Options) (*Model, error) {
+	if opts.Precision != "" { // "FP16" as "fp16", as Device is read
+		p, err := esm.ParsePrecision(string(opts.Precision))
+		if err != nil {
+			return nil, fmt.Errorf("esm2go: %w", err)
+		}
+		opts.Precision = p
+	}
 	dev, err := chooseDevice(opts.Device, opts.Precision)
 	if err != nil {
 		return nil, err
@@ -690,12 +697,20 @@ type Logits struct {
 
 // All returns the logits of every token: (Length+2, 33); row 0 is BOS, row
 // Length+1 is EOS, row i (1..Length) is residue i-1.
-func (l Logits) All() Matrix { return Matrix{Rows: l.Length + 2, Cols: esm.VocabSize, Data: l.data} }
+func (l Logits) All() Matrix {
+	if len(l.data) == 0 { // the zero Logits
+		return Matrix{}
+	}
+	return Matrix{Rows: l.Length + 2, Cols: esm.VocabSize, Data: l.data}
+}
 
 // Residues returns the logits of the residues only: (Length, 33), row i for
 // residue i.
 func (l Logits) Residues() Matrix {
 	V := esm.VocabSize
+	if len(l.data) < (l.Length+2)*V { // the zero Logits
+		return Matrix{}
+	}
 	return Matrix{Rows: l.Length, Cols: V, Data: l.data[V : (l.Length+1)*V : (l.Length+1)*V]}
 }
 

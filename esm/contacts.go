@@ -87,6 +87,9 @@ const ContactProbsBytes = 16 << 20
 // contactHeads is how many heads Contacts reads at once for sequences of
 // up to n tokens.
 func (m *Model) contactHeads(n int) int {
+	if n < 1 {
+		return m.Cfg.Heads
+	}
 	return min(m.Cfg.Heads, max(1, ContactProbsBytes/(4*n*n)))
 }
 
@@ -95,6 +98,7 @@ func (m *Model) contactHeads(n int) int {
 // result plus the attention probabilities of a few heads on the backend
 // and their host copy. Callers use it to refuse work before it starts.
 func (m *Model) ContactBytes(n int) int64 {
+	n = max(n, 0)
 	L, nn := int64(max(n-2, 0)), int64(n)*int64(n)
 	return 4*L*L + 2*4*int64(m.contactHeads(n))*nn
 }
@@ -110,6 +114,9 @@ func (m *Model) ContactBytes(n int) int64 {
 // activations are reused, so do not interleave it with a Launch whose
 // fence has not been waited for.
 func (m *Model) Contacts(ctx context.Context, b *Batch) ([][]float32, error) {
+	if m.closed {
+		return nil, ErrModelClosed
+	}
 	head := m.params.Contact
 	if head == nil {
 		return nil, fmt.Errorf("esm: contacts: the checkpoint has no contact head (%s)", ContactWeightName)

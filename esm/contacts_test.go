@@ -411,3 +411,41 @@ func TestContactsLongProteinBoundedMemory(t *testing.T) {
 		}
 	})
 }
+
+// TestModelClosed: after Close, Forward, Launch and Contacts return
+// ErrModelClosed (they computed on freed weights: on a GPU, freed memory);
+// Close twice is fine; ContactBytes of no tokens is 0, not a division by zero.
+func TestModelClosed(t *testing.T) {
+	t.Parallel()
+	be := cpu.New(cpu.Options{Threads: 1})
+	defer be.Close()
+	m, err := esm.LoadModel(tinyModel, be)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := m.ContactBytes(0); n != 0 {
+		t.Errorf("ContactBytes(0) = %d", n)
+	}
+	b := &esm.Batch{}
+	toks, e, err := esm.NewTokenizer(0).Encode(nil, []byte("MKT"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Append(toks, e.Masks)
+	var out esm.Output
+	if err := m.Forward(b, esm.Request{Logits: true}, &out); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	if err := m.Forward(b, esm.Request{Logits: true}, &out); !errors.Is(err, esm.ErrModelClosed) {
+		t.Errorf("Forward after Close: %v", err)
+	}
+	if _, err := m.Contacts(context.Background(), b); !errors.Is(err, esm.ErrModelClosed) {
+		t.Errorf("Contacts after Close: %v", err)
+	}
+}

@@ -92,6 +92,7 @@ type Model struct {
 	Cfg    Config
 	be     Backend
 	params *Params
+	closed bool // Close freed the weights: Launch and Contacts refuse
 
 	capT, capSeq int
 	x, h, att    Tensor // (T, D): residual stream, LayerNorm output, attention output
@@ -128,6 +129,10 @@ func (m *Model) HasLMHead() bool { return m.params.HasLMHead() }
 // Close frees the model's weights and activations, and the backend host
 // memory of every Output it filled (see Output); not the backend.
 func (m *Model) Close() error {
+	if m.closed {
+		return nil
+	}
+	m.closed = true
 	var err error
 	for o := range m.outs {
 		err = errors.Join(err, o.Release())
@@ -173,6 +178,10 @@ func (m *Model) reserve(T, nseq int) error {
 	return nil
 }
 
+// ErrModelClosed is returned by Launch, Forward and Contacts after Close
+// (the weights are freed; on a GPU using them would read freed memory).
+var ErrModelClosed = errors.New("esm: the model is closed")
+
 // Forward runs the model over one packed batch and fills out: Launch, then
 // wait for its fence.
 func (m *Model) Forward(b *Batch, req Request, out *Output) error {
@@ -202,6 +211,9 @@ func (m *Model) Forward(b *Batch, req Request, out *Output) error {
 // smaller batch. Call Launch, and the fence's Wait, from the goroutine that
 // owns the backend.
 func (m *Model) Launch(b *Batch, req Request, out *Output) (Fence, error) {
+	if m.closed {
+		return nil, ErrModelClosed
+	}
 	if err := m.launch(b, req, out); err != nil {
 		// Let queued work (of this batch and earlier ones) finish, so
 		// that no copy into out is pending when the caller retries.

@@ -118,10 +118,20 @@ func parseSubstitution(s string, offset int) (Substitution, error) {
 }
 
 // Check verifies m against a wild-type sequence (upper case): every
-// position lies inside it and names the letter it has there. Errors name the
+// position lies inside it and names the letter it has there, every mutant
+// letter is a residue letter (as ParseMutant requires; a hand-built
+// Substitution may hold anything), and no position is changed twice. Errors name the
 // substitution in its own numbering (offset as given to ParseMutant).
 func (m Mutant) Check(seq string, offset int) error {
-	for _, s := range m {
+	for i, s := range m {
+		if !isResidue(s.MT) {
+			return fmt.Errorf("%s: the mutant letter %s is not a residue letter (want one of %s, upper case)", s.Format(offset), describe(s.MT), ResidueLetters)
+		}
+		for _, p := range m[:i] {
+			if p.Pos == s.Pos {
+				return fmt.Errorf("mutant %s changes position %d twice", m.Format(offset), s.Pos+offset-1)
+			}
+		}
 		if s.Pos < 1 || s.Pos > len(seq) {
 			return fmt.Errorf("%s: position %d is past the end of the wild type (%d residues, numbered %d..%d)",
 				s.Format(offset), s.Pos+offset-1, len(seq), offset, len(seq)+offset-1)

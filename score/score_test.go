@@ -546,3 +546,25 @@ func TestScoreNonFinite(t *testing.T) {
 		}
 	}
 }
+
+// TestMutantCheckHandBuilt: a hand-built Mutant with a mutant letter that is
+// no residue (a digit, lower case, NUL, J) or a position changed twice is an
+// error; before, Score mapped such letters to <cls> and summed or dropped
+// the double change, with finite scores and no error.
+func TestMutantCheckHandBuilt(t *testing.T) {
+	t.Parallel()
+	const wt = "MPADAREYLE"
+	for _, mt := range []byte{'1', 'k', 0, 'J'} {
+		m := Mutant{{Pos: 10, WT: 'E', MT: mt}}
+		if err := m.Check(wt, 1); err == nil || !strings.Contains(err.Error(), "is not a residue letter") {
+			t.Errorf("mutant letter %q: %v", mt, err)
+		}
+	}
+	twice := Mutant{{Pos: 10, WT: 'E', MT: 'K'}, {Pos: 10, WT: 'E', MT: 'G'}}
+	if err := twice.Check(wt, 1); err == nil || !strings.Contains(err.Error(), "changes position 10 twice") {
+		t.Errorf("twice: %v", err)
+	}
+	if err := (Mutant{{Pos: 10, WT: 'E', MT: 'K'}, {Pos: 1, WT: 'M', MT: 'A'}}).Check(wt, 1); err != nil {
+		t.Errorf("a valid double mutant: %v", err)
+	}
+}
