@@ -120,8 +120,9 @@ func parseSubstitution(s string, offset int) (Substitution, error) {
 // Check verifies m against a wild-type sequence (upper case): every
 // position lies inside it and names the letter it has there, every mutant
 // letter is a residue letter (as ParseMutant requires; a hand-built
-// Substitution may hold anything), and no position is changed twice. Errors name the
-// substitution in its own numbering (offset as given to ParseMutant).
+// Substitution may hold anything), and no position is changed twice.
+// Errors name the substitution in its own numbering (offset as given to
+// ParseMutant).
 func (m Mutant) Check(seq string, offset int) error {
 	for i, s := range m {
 		if !isResidue(s.MT) {
