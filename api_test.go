@@ -320,6 +320,18 @@ func TestErrors(t *testing.T) {
 	if _, err := m2.Embed(ctx, Sequences("MKT"), EmbedOptions{}); !errors.Is(err, ErrClosed) {
 		t.Errorf("Embed after Close: %v", err)
 	}
+	// Closed comes before the arguments' own errors.
+	if _, err := m2.Embed(ctx, Sequences(""), EmbedOptions{}); !errors.Is(err, ErrClosed) {
+		t.Errorf("Embed of an empty sequence after Close: %v", err)
+	}
+	if _, err := m2.Logits(ctx, Sequences("M1"), LogitsOptions{}); !errors.Is(err, ErrClosed) {
+		t.Errorf("Logits after Close: %v", err)
+	}
+	for _, err := range m2.EmbedSeq(ctx, slices.Values(Sequences("")), EmbedOptions{}) {
+		if !errors.Is(err, ErrClosed) {
+			t.Errorf("EmbedSeq after Close: %v", err)
+		}
+	}
 }
 
 // Concurrent calls on one Model are served one at a time and each gets its

@@ -304,6 +304,17 @@ func (m *Model) Close() error {
 // Info describes the loaded model.
 func (m *Model) Info() Info { return m.info }
 
+// closed reports whether Close was called: calls check it before their
+// arguments, so that a call after Close returns ErrClosed, as documented.
+func (m *Model) closed() bool {
+	select {
+	case <-m.quit:
+		return true
+	default:
+		return false
+	}
+}
+
 // do runs f on the owner goroutine and waits for it.
 func (m *Model) do(ctx context.Context, f func(*runner) error) error {
 	res := make(chan error, 1)
@@ -553,6 +564,9 @@ func (m *Model) embedRequest(opts EmbedOptions) (esm.Request, error) {
 // Embed computes the embeddings of seqs, returned in input order. An
 // invalid sequence fails the whole call, naming it.
 func (m *Model) Embed(ctx context.Context, seqs []Sequence, opts EmbedOptions) ([]Embedding, error) {
+	if m.closed() {
+		return nil, ErrClosed
+	}
 	req, err := m.embedRequest(opts)
 	if err != nil {
 		return nil, err
@@ -635,6 +649,10 @@ func (m *Model) embedBatch(ctx context.Context, seqs []Sequence, base int, req e
 // range early stops reading in.
 func (m *Model) EmbedSeq(ctx context.Context, in iter.Seq[Sequence], opts EmbedOptions) iter.Seq2[Embedding, error] {
 	return func(yield func(Embedding, error) bool) {
+		if m.closed() {
+			yield(Embedding{}, ErrClosed)
+			return
+		}
 		req, err := m.embedRequest(opts)
 		if err != nil {
 			yield(Embedding{}, err)
@@ -725,6 +743,9 @@ type LogitsOptions struct {
 // of Alphabet. A "<mask>" in a residue string is the mask token, so
 // masked-marginal scores need no extra API.
 func (m *Model) Logits(ctx context.Context, seqs []Sequence, opts LogitsOptions) ([]Logits, error) {
+	if m.closed() {
+		return nil, ErrClosed
+	}
 	if !m.info.HasLMHead {
 		return nil, fmt.Errorf("esm2go: %s has no LM head (lm_head.* tensors); logits cannot be computed", m.info.Path)
 	}
