@@ -36,6 +36,9 @@ type attnItem struct{ start, n, h, q0, off int }
 // 0 (see vmath), and neither product skips a zero factor, so a NaN of v
 // reaches every row of its sequence.
 func (b *Backend) Attention(out, qkv esm.Tensor, H, HD int) error {
+	if b.closed {
+		return errClosed
+	}
 	T, D := b.T(), H*HD
 	if err := checkLen("attention qkv", qkv, T*3*D); err != nil {
 		return err

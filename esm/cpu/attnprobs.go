@@ -16,6 +16,9 @@ import (
 // row's exponentials and scales the row's output by 1/sum, which this
 // multiplies into the weights. Workers take blocks from a shared counter.
 func (b *Backend) AttentionProbs(probs, qkv esm.Tensor, H, HD, seq, h0, nh int) error {
+	if b.closed {
+		return errClosed
+	}
 	if err := esm.CheckAttentionProbs(b.seqlens.N(), H, HD, seq, h0, nh); err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@
 package cpu
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"runtime"
@@ -31,6 +32,7 @@ type Backend struct {
 	threads int
 	mm      sgemm
 	vm      vmath
+	closed  bool // Close unloaded the BLAS library: the products refuse (errClosed)
 
 	// the current batch
 	tokens   []int32 // (T)
@@ -83,9 +85,16 @@ func (b *Backend) Name() string {
 
 // Close implements esm.Backend.
 func (b *Backend) Close() error {
-	b.mm.Close()
+	if !b.closed {
+		b.closed = true
+		b.mm.Close()
+	}
 	return nil
 }
+
+// errClosed is what the products return after Close: the BLAS library is
+// unloaded, and calling into it would end the process.
+var errClosed = errors.New("cpu: the backend is closed")
 
 func data(t esm.Tensor) []float32 { return t.(*tensor).d }
 
@@ -232,6 +241,9 @@ func (b *Backend) LayerNorm(out, in, w, bias esm.Tensor, D int, eps float32) err
 
 // Linear implements esm.Backend.
 func (b *Backend) Linear(out, in, w, bias esm.Tensor, K, N int, accumulate bool) error {
+	if b.closed {
+		return errClosed
+	}
 	T := b.T()
 	if err := checkLen("linear out", out, T*N); err != nil {
 		return err

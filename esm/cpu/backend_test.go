@@ -1,6 +1,7 @@
 package cpu
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -191,5 +192,34 @@ func BenchmarkForward(b *testing.B) {
 				b.ReportMetric(float64(len(batch.Tokens))*float64(b.N)/b.Elapsed().Seconds(), "tokens/s")
 			})
 		}
+	}
+}
+
+// TestClosedBackendRefuses: after Close (which unloads OpenBLAS) the
+// products return an error instead of calling into the unloaded library,
+// which ended the process with SIGSEGV; Close twice is fine.
+func TestClosedBackendRefuses(t *testing.T) {
+	be := New(Options{})
+	m := newModel(t, "tiny", be)
+	defer m.Close()
+	toks, e, err := esm.NewTokenizer(0).Encode(nil, []byte("MKTAYIAKQR"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b esm.Batch
+	b.Reset()
+	b.Append(toks, e.Masks)
+	var out esm.Output
+	if err := m.Forward(&b, esm.Request{Logits: true}, &out); err != nil {
+		t.Fatal(err)
+	}
+	be.Close()
+	be.Close()
+	if err := m.Forward(&b, esm.Request{Logits: true}, &out); !errors.Is(err, errClosed) {
+		t.Errorf("Forward on a closed backend: %v", err)
+	}
+	n := 4
+	if err := be.Attention(&tensor{d: make([]float32, n)}, &tensor{d: make([]float32, 3*n)}, 1, n); !errors.Is(err, errClosed) {
+		t.Errorf("Attention on a closed backend: %v", err)
 	}
 }
