@@ -417,21 +417,11 @@ func TestContactsLongProteinBoundedMemory(t *testing.T) {
 // Close twice is fine; ContactBytes of no tokens is 0, not a division by zero.
 func TestModelClosed(t *testing.T) {
 	t.Parallel()
-	be := cpu.New(cpu.Options{Threads: 1})
-	defer be.Close()
-	m, err := esm.LoadModel(tinyModel, be)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := loadCPU(t, tinyModel, cpu.Options{Threads: 1})
 	if n := m.ContactBytes(0); n != 0 {
 		t.Errorf("ContactBytes(0) = %d", n)
 	}
-	b := &esm.Batch{}
-	toks, e, err := esm.NewTokenizer(0).Encode(nil, []byte("MKT"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.Append(toks, e.Masks)
+	b := encode(t, []byte("MKT"))
 	var out esm.Output
 	if err := m.Forward(b, esm.Request{Logits: true}, &out); err != nil {
 		t.Fatal(err)

@@ -52,6 +52,9 @@ const (
 	contactsMeta    = "metadata.json"
 )
 
+// contactsFiles are the files a contacts output directory holds.
+var contactsFiles = map[string]bool{contactsValues: true, contactsOffsets: true, contactsRecords: true, contactsMeta: true}
+
 func newContactsFlagSet(f *contactsFlags) *pflag.FlagSet {
 	fs := newFlagSet("contacts")
 	fs.StringVar(&f.model, "model", defaultModel, "model: Hugging Face id, directory (config.json + model.safetensors) or fair-esm .pt; it must carry the contact head (contact_head.regression)")
@@ -152,8 +155,7 @@ func cmdContacts(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		}
 	}
 
-	known := map[string]bool{contactsValues: true, contactsOffsets: true, contactsRecords: true, contactsMeta: true}
-	for _, p := range removeStalePartials(f.out, known) {
+	for _, p := range removeStalePartials(f.out) {
 		note("removed %s, left by a run that was stopped", p)
 	}
 	w, err := newContactsWriter(f.out, dtype)
@@ -245,9 +247,7 @@ func contactsOutput(dir string) error {
 		return fmt.Errorf("--out: %w", err)
 	}
 	for _, e := range entries {
-		switch e.Name() {
-		case contactsValues, contactsOffsets, contactsRecords, contactsMeta:
-		default:
+		if !contactsFiles[e.Name()] {
 			return fmt.Errorf("--out %s holds %s, which contacts did not write; not replacing it", dir, data.Quote(e.Name()))
 		}
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
@@ -134,9 +133,7 @@ func runCLIStdin(t *testing.T, in string, args ...string) (int, string) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	js, _ := json.Marshal(args)
-	cmd := exec.Command(os.Args[0], "-test.run=^TestCLIChild$")
-	cmd.Env = append(os.Environ(), "ESM2GO_CLI_ARGS="+string(js))
+	cmd := cliChild(args...)
 	cmd.Stdin = f
 	var stderr strings.Builder
 	cmd.Stderr = &stderr

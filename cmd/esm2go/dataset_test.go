@@ -34,6 +34,17 @@ func readRows(t *testing.T, path string) (output.Schema, []output.Row) {
 	}
 }
 
+// readIDs is the id of every row of the output at path, in order.
+func readIDs(t *testing.T, path string) []string {
+	t.Helper()
+	_, rows := readRows(t, path)
+	ids := make([]string, len(rows))
+	for i, r := range rows {
+		ids[i] = r.ID
+	}
+	return ids
+}
+
 // TestShardsIntoDatasetDir: shards run with --out DIR/ write
 // DIR/part-0000i-of-0000N.parquet (or npy part directories), each holding
 // its shard's rows with shard-local indices; merge accepts DIR and gives

@@ -33,11 +33,18 @@ func TestCLIChild(t *testing.T) {
 	os.Exit(run(context.Background(), args, os.Stdout, os.Stderr))
 }
 
-func startCLI(t *testing.T, args ...string) (*exec.Cmd, *strings.Builder) {
-	t.Helper()
+// cliChild is the command that runs the CLI with args in a child process
+// (this test binary, as TestCLIChild).
+func cliChild(args ...string) *exec.Cmd {
 	js, _ := json.Marshal(args)
 	cmd := exec.Command(os.Args[0], "-test.run=^TestCLIChild$")
 	cmd.Env = append(os.Environ(), "ESM2GO_CLI_ARGS="+string(js))
+	return cmd
+}
+
+func startCLI(t *testing.T, args ...string) (*exec.Cmd, *strings.Builder) {
+	t.Helper()
+	cmd := cliChild(args...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {

@@ -13,4 +13,4 @@ func removeStaleTemps(string) []string { return nil }
 
 // removeStalePartials removes nothing where a live writer's temporary
 // cannot be told from a stale one.
-func removeStalePartials(string, map[string]bool) []string { return nil }
+func removeStalePartials(string) []string { return nil }

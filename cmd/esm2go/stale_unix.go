@@ -3,8 +3,10 @@
 package main
 
 import (
+	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 )
@@ -21,75 +23,66 @@ func lockTemp(f *os.File) error {
 // (a score scan writes its rows there as it goes, so it can be large). It
 // returns their names.
 func removeStaleTemps(out string) []string {
-	dir, prefix := filepath.Dir(out), "."+filepath.Base(out)+".tmp-"
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return nil
-	}
 	var removed []string
-	for _, e := range ents {
-		if !strings.HasPrefix(e.Name(), prefix) || !e.Type().IsRegular() {
-			continue
+	for _, e := range siblings(out, ".tmp-") {
+		path := filepath.Join(filepath.Dir(out), e.Name())
+		if e.Type().IsRegular() && whileUnlocked(path, func() bool { return os.Remove(path) == nil }) {
+			removed = append(removed, path)
 		}
-		path := filepath.Join(dir, e.Name())
-		f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
-		if err != nil {
-			continue
-		}
-		if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
-			// Nobody writes it. Removed while locked, so a run starting
-			// now cannot take it for its own.
-			if os.Remove(path) == nil {
-				removed = append(removed, path)
-			}
-		}
-		f.Close()
 	}
 	return removed
 }
 
 // removeStalePartials removes the temporary directories of a contacts
 // output dir (".<base>.partial-*" beside it) whose values file no process
-// holds locked, and that hold nothing but the files a contacts run writes:
-// what a killed run left (about 4 MB a 1,022-residue record). It returns
-// their names.
-func removeStalePartials(dir string, known map[string]bool) []string {
+// holds locked, and that hold nothing but contactsFiles: what a killed run
+// left (about 4 MB a 1,022-residue record). It returns their names.
+func removeStalePartials(dir string) []string {
 	clean := filepath.Clean(dir)
-	parent, prefix := filepath.Dir(clean), "."+filepath.Base(clean)+".partial-"
-	ents, err := os.ReadDir(parent)
-	if err != nil {
-		return nil
-	}
 	var removed []string
-	for _, e := range ents {
-		if !strings.HasPrefix(e.Name(), prefix) || !e.IsDir() {
-			continue
-		}
-		path := filepath.Join(parent, e.Name())
+	for _, e := range siblings(clean, ".partial-") {
+		path := filepath.Join(filepath.Dir(clean), e.Name())
 		inner, err := os.ReadDir(path)
-		if err != nil {
+		if !e.IsDir() || err != nil || slices.ContainsFunc(inner, func(f fs.DirEntry) bool {
+			return !contactsFiles[f.Name()] || !f.Type().IsRegular()
+		}) {
 			continue
 		}
-		ours := true
-		for _, f := range inner {
-			ours = ours && known[f.Name()] && f.Type().IsRegular()
-		}
-		if !ours {
-			continue
-		}
-		f, err := os.OpenFile(filepath.Join(path, contactsValues), os.O_RDONLY|syscall.O_NOFOLLOW, 0)
-		if err != nil {
-			continue // no values file: not (yet) a run's temporary
-		}
-		if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
+		// Without a values file (not yet a run's temporary) it stays.
+		if whileUnlocked(filepath.Join(path, contactsValues), func() bool {
 			for _, n := range inner {
 				os.Remove(filepath.Join(path, n.Name()))
 			}
-			if os.Remove(path) == nil {
-				removed = append(removed, path)
-			}
+			return os.Remove(path) == nil
+		}) {
+			removed = append(removed, path)
 		}
-		f.Close()
 	}
 	return removed
+}
+
+// siblings lists the entries beside out named ".<base of out><infix>...".
+func siblings(out, infix string) []fs.DirEntry {
+	ents, err := os.ReadDir(filepath.Dir(out))
+	if err != nil {
+		return nil
+	}
+	prefix := "." + filepath.Base(out) + infix
+	return slices.DeleteFunc(ents, func(e fs.DirEntry) bool { return !strings.HasPrefix(e.Name(), prefix) })
+}
+
+// whileUnlocked runs remove while holding an exclusive flock on file, if
+// no process holds one (a live writer does: the temporary is then not
+// stale), and reports whether remove ran and succeeded. Removing while
+// locked keeps a run starting now from taking the file for its own.
+func whileUnlocked(file string, remove func() bool) bool {
+	f, err := os.OpenFile(file, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
+		return false
+	}
+	return remove()
 }
